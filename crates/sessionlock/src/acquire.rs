@@ -1,0 +1,423 @@
+//! Acquisition (spec §4): one budget, in-process first, then across
+//! processes with event-driven waits and stale-lock reclaim.
+//!
+//! The loop is written once, as an async state machine. The blocking API runs
+//! it with blocking waits, so it never actually suspends, and drives it with a
+//! trivial executor: the two APIs cannot drift apart.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backend::file::FileBackend;
+use crate::backend::{Attempt, Backend, Inspection, LeaseRequest};
+use crate::config::{Config, HoldExceededPolicy, Settings};
+use crate::error::{Error, Holder, Result, TryAcquireError};
+use crate::guard::{Guard, Hold};
+use crate::identity::SelfIdentity;
+use crate::reclaim::{self, Action, Assessment, Policy};
+use crate::registry::{self, Entry, Turn};
+
+/// Options of one acquisition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockOptions {
+    /// The budget for the whole call, across every retry; `None` waits
+    /// forever.
+    pub timeout: Option<Duration>,
+    /// The lease: the watchdog revokes the lock this long after it was taken
+    /// (or last extended), and other processes may reclaim it after that.
+    pub max_hold: Duration,
+    /// Age after which a lock is reported `too-old` (never acted on).
+    pub stale_after: Duration,
+    /// What to do when a live holder is past its lease.
+    pub hold_exceeded: HoldExceededPolicy,
+    /// Diagnostic lane label (`channel`, `heartbeat`, `cron`, ...).
+    pub lane: Option<String>,
+    /// Diagnostic run id.
+    pub run_id: Option<String>,
+    /// Whether acquiring a session this process already holds succeeds at
+    /// once, sharing the existing acquisition (off by default: then it waits
+    /// like any other contender).
+    pub reentrant: bool,
+}
+
+impl LockOptions {
+    /// Options from resolved settings, with no labels and no reentrancy.
+    pub fn from_settings(s: &Settings) -> Self {
+        LockOptions {
+            timeout: s.acquire_timeout,
+            max_hold: s.max_hold,
+            stale_after: s.stale_after,
+            hold_exceeded: s.hold_exceeded,
+            lane: None,
+            run_id: None,
+            reentrant: false,
+        }
+    }
+
+    /// Options from the defaults and the environment (spec §11).
+    pub fn from_env() -> Self {
+        Self::from_settings(&Config::default().resolve())
+    }
+
+    /// Sets the acquire budget (`None`: forever).
+    pub fn timeout(mut self, t: Option<Duration>) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Sets the lease.
+    pub fn max_hold(mut self, d: Duration) -> Self {
+        self.max_hold = d;
+        self
+    }
+    /// Sets the too-old report threshold.
+    pub fn stale_after(mut self, d: Duration) -> Self {
+        self.stale_after = d;
+        self
+    }
+    /// Sets the hold-exceeded policy.
+    pub fn hold_exceeded(mut self, p: HoldExceededPolicy) -> Self {
+        self.hold_exceeded = p;
+        self
+    }
+    /// Sets the lane label.
+    pub fn lane(mut self, lane: impl Into<String>) -> Self {
+        self.lane = Some(lane.into());
+        self
+    }
+    /// Sets the run id.
+    pub fn run_id(mut self, run: impl Into<String>) -> Self {
+        self.run_id = Some(run.into());
+        self
+    }
+    /// Allows reentrant acquisition.
+    pub fn reentrant(mut self, yes: bool) -> Self {
+        self.reentrant = yes;
+        self
+    }
+}
+
+impl Default for LockOptions {
+    /// The spec defaults, without reading the environment.
+    fn default() -> Self {
+        Self::from_settings(&Settings::default())
+    }
+}
+
+/// Acquires session write locks.
+///
+/// Cheap to clone; all clones (and all `SessionLock`s of one process) share
+/// the process-global registry, so every holder and waiter of one session in
+/// this process queues in one FIFO line.
+#[derive(Debug, Clone)]
+pub struct SessionLock<B: Backend = FileBackend> {
+    backend: Arc<B>,
+    options: LockOptions,
+}
+
+impl SessionLock<FileBackend> {
+    /// The file backend with options from the defaults and the environment.
+    pub fn new() -> Self {
+        Self::with_backend(FileBackend::default(), LockOptions::from_env())
+    }
+}
+
+impl Default for SessionLock<FileBackend> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Blocking,
+    Async,
+}
+
+fn me() -> &'static SelfIdentity {
+    static ME: OnceLock<SelfIdentity> = OnceLock::new();
+    ME.get_or_init(SelfIdentity::current)
+}
+
+/// Converts a wall-clock instant into a monotonic one (for timers).
+fn instant_at(t: SystemTime) -> Instant {
+    let now = SystemTime::now();
+    match t.duration_since(now) {
+        Ok(ahead) => Instant::now() + ahead,
+        Err(_) => Instant::now(),
+    }
+}
+
+/// Describes the holder of an inspected lock.
+pub(crate) fn holder_from(insp: &Inspection, a: &Assessment) -> Holder {
+    let p = insp.payload.as_ref().ok();
+    Holder {
+        lock_path: insp.lock_path.clone(),
+        pid: p.and_then(|p| p.pid),
+        hostname: p.and_then(|p| p.hostname.clone()),
+        alive: a.liveness.presumed_alive(),
+        age_ms: Some(u64::try_from(a.age.as_millis()).unwrap_or(u64::MAX)),
+        max_hold_ms: p.and_then(|p| p.max_hold_ms),
+        epoch: p.and_then(|p| p.epoch),
+        lane: p.and_then(|p| p.lane.clone()),
+        run_id: p.and_then(|p| p.run_id.clone()),
+        owner: p.and_then(|p| p.owner.clone()),
+        reasons: a.reasons,
+    }
+}
+
+fn timeout_ms(opts: &LockOptions) -> u64 {
+    opts.timeout.map_or(u64::MAX, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+impl<B: Backend> SessionLock<B> {
+    /// A lock manager over any backend, with default options for
+    /// [`SessionLock::acquire`].
+    pub fn with_backend(backend: B, options: LockOptions) -> Self {
+        SessionLock {
+            backend: Arc::new(backend),
+            options,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The default options.
+    pub fn options(&self) -> &LockOptions {
+        &self.options
+    }
+
+    /// Acquires the lock of `session` with the default options, blocking the
+    /// thread.
+    ///
+    /// # Errors
+    /// `Timeout` naming the holder when the budget runs out; `Stale` when a
+    /// live holder is past its lease under policy `report`; `InvalidPath`
+    /// when a symlink or non-regular file stands at the lock path; `Io`.
+    pub fn acquire(&self, session: impl AsRef<Path>) -> Result<Guard<B>> {
+        self.acquire_with(session, &self.options)
+    }
+
+    /// [`SessionLock::acquire`] with explicit options.
+    ///
+    /// # Errors
+    /// As [`SessionLock::acquire`].
+    pub fn acquire_with(&self, session: impl AsRef<Path>, opts: &LockOptions) -> Result<Guard<B>> {
+        block_on(self.acquire_core(session.as_ref(), opts, Mode::Blocking))
+    }
+
+    /// Acquires the lock of `session` without blocking the runtime's threads
+    /// while waiting. Requires a tokio runtime with I/O and time enabled.
+    ///
+    /// # Errors
+    /// As [`SessionLock::acquire`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe at every await point: dropping the future leaves nothing
+    /// queued or held. A lock handed to it by an in-process hand-off is passed
+    /// on to the next waiter, or released.
+    pub async fn acquire_async(&self, session: impl AsRef<Path>) -> Result<Guard<B>> {
+        self.acquire_core(session.as_ref(), &self.options, Mode::Async)
+            .await
+    }
+
+    /// [`SessionLock::acquire_async`] with explicit options.
+    ///
+    /// # Errors
+    /// As [`SessionLock::acquire`].
+    ///
+    /// # Cancel safety
+    /// As [`SessionLock::acquire_async`].
+    pub async fn acquire_async_with(
+        &self,
+        session: impl AsRef<Path>,
+        opts: &LockOptions,
+    ) -> Result<Guard<B>> {
+        self.acquire_core(session.as_ref(), opts, Mode::Async).await
+    }
+
+    /// Tries once, without waiting: a lock that is free, or stale and
+    /// reclaimable now, is taken; a live holder gives `WouldBlock`.
+    ///
+    /// # Errors
+    /// `WouldBlock` naming the holder; `Failed` as [`SessionLock::acquire`].
+    pub fn try_acquire(&self, session: impl AsRef<Path>) -> Result<Guard<B>, TryAcquireError> {
+        let opts = self.options.clone().timeout(Some(Duration::ZERO));
+        match self.acquire_with(session, &opts) {
+            Ok(g) => Ok(g),
+            Err(Error::Timeout { holder, .. }) => Err(TryAcquireError::WouldBlock(holder)),
+            Err(e) => Err(TryAcquireError::Failed(e)),
+        }
+    }
+
+    fn request(&self, opts: &LockOptions) -> LeaseRequest {
+        LeaseRequest {
+            max_hold: opts.max_hold.min(crate::config::MAX_HOLD_CAP),
+            lane: opts.lane.clone(),
+            run_id: opts.run_id.clone(),
+            me: me().clone(),
+        }
+    }
+
+    fn guard(&self, req: LeaseRequest, lease: B::Lease, turn: Turn) -> Guard<B> {
+        Guard {
+            hold: Hold::start(self.backend.clone(), req, lease, turn),
+        }
+    }
+
+    async fn acquire_core(
+        &self,
+        session: &Path,
+        opts: &LockOptions,
+        mode: Mode,
+    ) -> Result<Guard<B>> {
+        let deadline = opts.timeout.map(|t| Instant::now() + t);
+        let key = self.backend.key(session)?;
+        let slot = registry::slot(&key.lock_path);
+
+        if opts.reentrant {
+            if let Some(hold) = slot.current_hold::<Hold<B>>() {
+                return Ok(Guard { hold });
+            }
+        }
+
+        // In-process first: one FIFO line per key.
+        let turn = match slot.enter() {
+            Entry::Turn(t) => t,
+            Entry::Queued(q) => {
+                let turn = match mode {
+                    Mode::Blocking => q.wait_blocking(deadline),
+                    Mode::Async => q.wait_async(deadline).await,
+                };
+                match turn {
+                    Some(t) => t,
+                    None => {
+                        let holder = slot.holder().unwrap_or_else(|| Holder {
+                            lock_path: key.lock_path.clone(),
+                            pid: Some(me().pid),
+                            hostname: Some(me().hostname.clone()),
+                            alive: true,
+                            age_ms: None,
+                            max_hold_ms: None,
+                            epoch: None,
+                            lane: None,
+                            run_id: None,
+                            owner: None,
+                            reasons: Default::default(),
+                        });
+                        return Err(Error::Timeout {
+                            timeout_ms: timeout_ms(opts),
+                            holder: Box::new(holder),
+                        });
+                    }
+                }
+            }
+        };
+        let req = self.request(opts);
+
+        // A hand-off: the previous in-process holder left the lock published.
+        if let Some(parked) = turn.slot().take_parked() {
+            if let Ok(mut lease) = parked.downcast::<B::Lease>() {
+                match self.backend.republish(&mut lease, &req, true) {
+                    Ok(()) => return Ok(self.guard(req, *lease, turn)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "handed-off lock was lost; acquiring anew");
+                        let _ = self.backend.release(&lease);
+                    }
+                }
+            }
+        }
+
+        // Across processes.
+        let policy = Policy {
+            stale_after: opts.stale_after,
+            hold_exceeded: opts.hold_exceeded,
+            payload_grace: Policy::grace_for_budget(opts.timeout, opts.stale_after),
+        };
+        let mut watch: Option<B::Watch> = None;
+        loop {
+            let seen = match self.backend.try_acquire(&key, &req)? {
+                Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
+                Attempt::Changed => continue,
+                Attempt::Busy(seen) => seen,
+            };
+            // We hold the turn, so nothing of this process holds the key: a
+            // lock naming our pid is an orphan.
+            let a = reclaim::assess(
+                seen.payload.as_ref(),
+                seen.mtime,
+                SystemTime::now(),
+                &policy,
+                me(),
+                false,
+            );
+            match a.action {
+                Action::Reclaim => match self.backend.reclaim(&key, &seen, &req)? {
+                    Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
+                    Attempt::Busy(_) | Attempt::Changed => continue,
+                },
+                Action::Report => {
+                    return Err(Error::Stale {
+                        reasons: a.reasons,
+                        holder: Box::new(holder_from(&seen, &a)),
+                    })
+                }
+                Action::Wait { until, watch_pid } => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(Error::Timeout {
+                            timeout_ms: timeout_ms(opts),
+                            holder: Box::new(holder_from(&seen, &a)),
+                        });
+                    }
+                    let Some(w) = watch.as_mut() else {
+                        // Arm the watch, then look again: a change between
+                        // our look and the arming would otherwise be missed.
+                        watch = Some(self.backend.watch(&key)?);
+                        continue;
+                    };
+                    let wake = [deadline, until.map(instant_at)]
+                        .into_iter()
+                        .flatten()
+                        .min();
+                    let timeout = wake.map(|w| w.saturating_duration_since(now));
+                    match mode {
+                        Mode::Blocking => self.backend.wait_blocking(w, watch_pid, timeout)?,
+                        Mode::Async => self.backend.wait_async(w, watch_pid, timeout).await?,
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drives a future on the current thread. Used for the blocking API, whose
+/// futures never suspend; parking covers the impossible case anyway.
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,734 @@
+//! The embedded file backend: locks as files beside the transcripts.
+//!
+//! Files per session `s.jsonl` (see `docs/design.md` for the full protocol and
+//! its crash analysis):
+//! - `s.jsonl.lock`: the lock, a one-line JSON payload, mode 0600, published
+//!   whole by writing `s.jsonl.lock.tmp-<token>` and `link()`ing it to the
+//!   lock name (which fails if a lock exists).
+//! - `s.jsonl.epoch`: the session's last epoch as 20 decimal digits and `\n`.
+//!   An exclusive `flock` on it is the session's *state lock*: every publish,
+//!   reclaim, release and revocation runs under it, and fenced writes run
+//!   under its shared form, so a reclaim and a write of the old epoch can
+//!   never interleave. It is held for a few system calls, never across user
+//!   code other than a fenced write.
+//! - `s.jsonl.lock.tomb-<token>`: a lock being removed; renamed away, checked,
+//!   then unlinked (or restored if it turned out not to be the expected one).
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::unix::AsyncFd;
+
+use super::{Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp};
+use crate::error::{Error, Result};
+use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
+use crate::sys::{self, DirWatch, FlockKind};
+
+/// Longest sleep of a waiter that has notifications: a safety net against a
+/// missed event, not a polling interval.
+const SAFETY_NET: Duration = Duration::from_secs(1);
+/// Polling interval bounds where notifications are unavailable.
+const POLL_MIN: Duration = Duration::from_millis(5);
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// How waiters learn that a lock changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Notify {
+    /// inotify and pidfd where the file system supports them, else polling.
+    #[default]
+    Auto,
+    /// Always poll (backoff from 5 ms, capped at 100 ms).
+    Poll,
+}
+
+/// Locks as files beside the transcripts (the default backend).
+#[derive(Debug, Clone, Default)]
+pub struct FileBackend {
+    notify: Notify,
+}
+
+impl FileBackend {
+    /// A file backend with the given notification mode.
+    pub fn new(notify: Notify) -> Self {
+        FileBackend { notify }
+    }
+
+    /// The epoch (state) file of a session.
+    pub fn epoch_path(key: &SessionKey) -> PathBuf {
+        with_suffix(&key.session, ".epoch")
+    }
+}
+
+/// A lease published by the file backend.
+#[derive(Debug)]
+pub struct FileLease {
+    info: LeaseInfo,
+    /// Our lock file, kept open: while it is open its inode number cannot be
+    /// reused, so "the lock path has our inode" proves the lock is ours.
+    lock: File,
+    ino: (u64, u64),
+    /// The session's state file, kept open for fenced writes.
+    state: File,
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn sibling(key: &SessionKey, kind: &str, token: &str) -> PathBuf {
+    with_suffix(&key.lock_path, &format!(".{kind}-{token}"))
+}
+
+fn new_token() -> Result<String> {
+    let bytes =
+        sys::random_bytes().map_err(|e| Error::io("read random bytes for", "getrandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn stamp_of(m: &std::fs::Metadata) -> Stamp {
+    Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+    }
+}
+
+fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+fn not_regular(path: &Path, m: &std::fs::Metadata) -> Error {
+    let ft = m.file_type();
+    let what = if ft.is_symlink() {
+        "is a symbolic link (locks are never followed through links; remove it)"
+    } else if ft.is_dir() {
+        "is a directory, not a lock file (remove it)"
+    } else {
+        "is not a regular file (remove it)"
+    };
+    Error::InvalidPath {
+        path: path.to_owned(),
+        reason: what.into(),
+    }
+}
+
+/// Canonical session path (spec §0): the directory resolved through
+/// symlinks, and the file itself resolved where it is a symlink. Creates the
+/// directory if missing.
+fn canonical_session(path: &Path) -> Result<PathBuf> {
+    let mut cur = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::io("resolve current directory for", path, e))?
+            .join(path)
+    };
+    for _ in 0..40 {
+        let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) else {
+            return Err(Error::InvalidPath {
+                path: path.to_owned(),
+                reason: "has no file name".into(),
+            });
+        };
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+        let dir =
+            std::fs::canonicalize(parent).map_err(|e| Error::io("resolve directory", parent, e))?;
+        let candidate = dir.join(name);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&candidate)
+                    .map_err(|e| Error::io("read symlink", &candidate, e))?;
+                cur = dir.join(target);
+            }
+            _ => return Ok(candidate),
+        }
+    }
+    Err(Error::InvalidPath {
+        path: path.to_owned(),
+        reason: "too many levels of symbolic links".into(),
+    })
+}
+
+/// The session's state file with a `flock` held; unlocks on drop.
+struct StateLock<'a> {
+    file: &'a File,
+}
+
+impl Drop for StateLock<'_> {
+    fn drop(&mut self) {
+        // Closing the descriptor would drop the lock too; failing to unlock an
+        // open descriptor is not something a caller could act on.
+        let _ = sys::funlock(self.file);
+    }
+}
+
+fn open_state(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(sys::NOFOLLOW_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if sys::is_symlink_error(&e) {
+                Error::InvalidPath {
+                    path: path.to_owned(),
+                    reason: "is a symbolic link (remove it)".into(),
+                }
+            } else {
+                Error::io("open epoch file", path, e)
+            }
+        })?;
+    let m = file
+        .metadata()
+        .map_err(|e| Error::io("stat epoch file", path, e))?;
+    if !m.is_file() {
+        return Err(not_regular(path, &m));
+    }
+    Ok(file)
+}
+
+/// Takes the state lock on `file`, which was opened from `path`. If the file
+/// was replaced meanwhile (someone deleted it), the lock on the old inode
+/// means nothing: reopen and retry.
+fn lock_state<'a>(path: &Path, file: &'a mut File, kind: FlockKind) -> Result<StateLock<'a>> {
+    loop {
+        sys::flock(file, kind).map_err(|e| Error::io("lock epoch file", path, e))?;
+        let held = file
+            .metadata()
+            .map_err(|e| Error::io("stat epoch file", path, e))?;
+        match lstat(path)? {
+            Some(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                return Ok(StateLock { file });
+            }
+            _ => {
+                let _ = sys::funlock(file);
+                *file = open_state(path)?;
+            }
+        }
+    }
+}
+
+fn read_epoch(path: &Path, file: &File) -> Result<u64> {
+    let mut buf = [0u8; 64];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| Error::io("read epoch file", path, e))?;
+    let text = std::str::from_utf8(&buf[..n]).unwrap_or("\u{fffd}").trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Corrupt {
+            path: path.to_owned(),
+            reason: format!("expected decimal digits, found {text:?}"),
+        });
+    }
+    text.parse().map_err(|_| Error::Corrupt {
+        path: path.to_owned(),
+        reason: "epoch out of range".into(),
+    })
+}
+
+fn write_epoch(path: &Path, file: &File, epoch: u64) -> Result<()> {
+    // Fixed width: every write replaces the whole record in one pwrite.
+    let text = format!("{epoch:020}\n");
+    file.write_all_at(text.as_bytes(), 0)
+        .map_err(|e| Error::io("write epoch file", path, e))
+}
+
+fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
+    Payload {
+        pid: Some(req.me.pid),
+        created_at: Some(SystemTime::now()),
+        max_hold_ms: Some(
+            u64::try_from(req.max_hold.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        ),
+        starttime: req.me.starttime,
+        owner: Some(OWNER.to_owned()),
+        token: Some(token),
+        epoch: Some(epoch),
+        hostname: Some(req.me.hostname.clone()),
+        boot_id: req.me.boot_id.clone(),
+        lane: req.lane.clone(),
+        run_id: req.run_id.clone(),
+    }
+}
+
+/// Writes a payload to a fresh private file beside the lock.
+fn write_temp(key: &SessionKey, payload: &Payload, token: &str) -> Result<(PathBuf, File)> {
+    let tmp = sibling(key, "tmp", token);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(sys::NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| Error::io("create temporary lock file", &tmp, e))?;
+    if let Err(e) = f.write_all(&payload.to_bytes()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("write temporary lock file", &tmp, e));
+    }
+    Ok((tmp, f))
+}
+
+/// Duplicates a descriptor (same open file description, so the same `flock`).
+/// All operations on one lease are serialized by its guard, so a lease never
+/// takes the state lock twice at once through two duplicates.
+fn dup(path: &Path, f: &File) -> Result<File> {
+    f.try_clone()
+        .map_err(|e| Error::io("duplicate descriptor of", path, e))
+}
+
+fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
+    let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl FileBackend {
+    /// Publishes a lease with epoch `floor + 1`. Must run under the state lock.
+    fn publish(
+        &self,
+        key: &SessionKey,
+        state: File,
+        floor: u64,
+        req: &LeaseRequest,
+    ) -> Result<Attempt<FileLease>> {
+        let epoch_path = Self::epoch_path(key);
+        let epoch = floor + 1;
+        // The epoch is persisted before the lock appears: a crash between the
+        // two burns an epoch number but can never reuse one.
+        write_epoch(&epoch_path, &state, epoch)?;
+        let token = new_token()?;
+        let payload = build_payload(req, epoch, token.clone());
+        let (tmp, lock) = write_temp(key, &payload, &token)?;
+        let linked = std::fs::hard_link(&tmp, &key.lock_path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                let ino = ino_of(&key.lock_path, &lock)?;
+                Ok(Attempt::Acquired(FileLease {
+                    info: LeaseInfo {
+                        key: key.clone(),
+                        payload,
+                        epoch,
+                    },
+                    lock,
+                    ino,
+                    state,
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(self
+                .inspect(key)?
+                .map_or(Attempt::Changed, |i| Attempt::Busy(Box::new(i)))),
+            Err(e) => Err(Error::io("publish lock file", &key.lock_path, e)),
+        }
+    }
+
+    /// Moves the lock at `key` away and deletes it, but only if it is the
+    /// inode `ino`; restores it (never replacing anything) otherwise. Runs
+    /// under the state lock. Returns whether it removed the lock.
+    fn remove_if(&self, key: &SessionKey, ino: (u64, u64), token: &str) -> Result<bool> {
+        match lstat(&key.lock_path)? {
+            Some(m) if (m.dev(), m.ino()) == ino => {}
+            _ => return Ok(false),
+        }
+        let tomb = sibling(key, "tomb", token);
+        match std::fs::rename(&key.lock_path, &tomb) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("move lock file aside", &key.lock_path, e)),
+        }
+        let moved = lstat(&tomb)?;
+        if moved.as_ref().is_some_and(|m| (m.dev(), m.ino()) == ino) {
+            std::fs::remove_file(&tomb).map_err(|e| Error::io("remove lock file", &tomb, e))?;
+            return Ok(true);
+        }
+        // A foreign writer replaced the lock between our check and our rename:
+        // put theirs back, without replacing a lock that appeared since.
+        match std::fs::hard_link(&tomb, &key.lock_path) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&tomb);
+            }
+            Err(e) => tracing::warn!(
+                tomb = %tomb.display(),
+                error = %e,
+                "a foreign lock replaced ours during release and could not be restored; left aside for `sessionlock doctor`"
+            ),
+        }
+        Ok(false)
+    }
+
+    fn state_for(&self, key: &SessionKey) -> Result<(PathBuf, File)> {
+        let path = Self::epoch_path(key);
+        let file = open_state(&path)?;
+        Ok((path, file))
+    }
+}
+
+impl Backend for FileBackend {
+    type Lease = FileLease;
+    type Watch = FileWatch;
+
+    fn key(&self, session: &Path) -> Result<SessionKey> {
+        let session = canonical_session(session)?;
+        let lock_path = with_suffix(&session, ".lock");
+        Ok(SessionKey { session, lock_path })
+    }
+
+    fn try_acquire(&self, key: &SessionKey, req: &LeaseRequest) -> Result<Attempt<FileLease>> {
+        if let Some(seen) = self.inspect(key)? {
+            return Ok(Attempt::Busy(Box::new(seen)));
+        }
+        let (path, mut state) = self.state_for(key)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let floor = read_epoch(&path, g.file)?;
+        self.publish(key, dup(&path, g.file)?, floor, req)
+    }
+
+    fn inspect(&self, key: &SessionKey) -> Result<Option<Inspection>> {
+        let path = &key.lock_path;
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(sys::NOFOLLOW_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if sys::is_symlink_error(&e) => {
+                return Err(Error::InvalidPath {
+                    path: path.clone(),
+                    reason:
+                        "is a symbolic link (locks are never followed through links; remove it)"
+                            .into(),
+                })
+            }
+            Err(e) => return Err(Error::io("open lock file", path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat lock file", path, e))?;
+        if !meta.is_file() {
+            return Err(not_regular(path, &meta));
+        }
+        let mut bytes = Vec::new();
+        (&file)
+            .take(MAX_PAYLOAD_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io("read lock file", path, e))?;
+        let payload = if bytes.len() > MAX_PAYLOAD_BYTES {
+            Err(Malformed::TooLarge)
+        } else {
+            Payload::parse(&bytes)
+        };
+        Ok(Some(Inspection {
+            lock_path: path.clone(),
+            payload,
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            stamp: stamp_of(&meta),
+        }))
+    }
+
+    fn reclaim(
+        &self,
+        key: &SessionKey,
+        seen: &Inspection,
+        req: &LeaseRequest,
+    ) -> Result<Attempt<FileLease>> {
+        let (path, mut state) = self.state_for(key)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        // Remove-if-unchanged: the very version we inspected, or nothing.
+        match lstat(&key.lock_path)? {
+            Some(m) if stamp_of(&m) == seen.stamp => {}
+            Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
+            _ => return Ok(Attempt::Changed),
+        }
+        let token = new_token()?;
+        if !self.remove_if(key, (seen.stamp.dev, seen.stamp.ino), &token)? {
+            return Ok(Attempt::Changed);
+        }
+        // The reclaimed lock may carry an epoch the state file never saw (a
+        // crash between the two, or a deleted state file): never go below it.
+        let reclaimed_epoch = seen
+            .payload
+            .as_ref()
+            .ok()
+            .and_then(|p| p.epoch)
+            .unwrap_or(0);
+        let floor = read_epoch(&path, g.file)?.max(reclaimed_epoch);
+        tracing::info!(
+            lock = %key.lock_path.display(),
+            holder_pid = ?seen.payload.as_ref().ok().and_then(|p| p.pid),
+            "reclaimed stale session lock"
+        );
+        self.publish(key, dup(&path, g.file)?, floor, req)
+    }
+
+    fn release(&self, lease: &FileLease) -> Result<bool> {
+        let key = &lease.info.key;
+        let path = Self::epoch_path(key);
+        let mut state = dup(&path, &lease.state)?;
+        let _g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let token = lease.info.payload.token.as_deref().unwrap_or("release");
+        self.remove_if(key, lease.ino, token)
+    }
+
+    fn republish(&self, lease: &mut FileLease, req: &LeaseRequest, new_epoch: bool) -> Result<()> {
+        let key = lease.info.key.clone();
+        let path = Self::epoch_path(&key);
+        let mut state = dup(&path, &lease.state)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let current = read_epoch(&path, g.file)?;
+        let ours = lstat(&key.lock_path)?.is_some_and(|m| (m.dev(), m.ino()) == lease.ino);
+        if current != lease.info.epoch || !ours {
+            return Err(Error::Fenced {
+                path: key.lock_path.clone(),
+                epoch: lease.info.epoch,
+                current_epoch: current,
+            });
+        }
+        let epoch = if new_epoch {
+            write_epoch(&path, g.file, current + 1)?;
+            current + 1
+        } else {
+            current
+        };
+        let token = new_token()?;
+        let payload = build_payload(req, epoch, token.clone());
+        let (tmp, lock) = write_temp(&key, &payload, &token)?;
+        if let Err(e) = std::fs::rename(&tmp, &key.lock_path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io("republish lock file", &key.lock_path, e));
+        }
+        lease.ino = ino_of(&key.lock_path, &lock)?;
+        lease.lock = lock;
+        lease.info.payload = payload;
+        lease.info.epoch = epoch;
+        Ok(())
+    }
+
+    fn revoke(&self, lease: &FileLease) -> Result<u64> {
+        let key = &lease.info.key;
+        let path = Self::epoch_path(key);
+        let mut state = dup(&path, &lease.state)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let mut current = read_epoch(&path, g.file)?;
+        if current == lease.info.epoch {
+            current += 1;
+            write_epoch(&path, g.file, current)?;
+        }
+        let token = lease.info.payload.token.as_deref().unwrap_or("revoke");
+        self.remove_if(key, lease.ino, token)?;
+        Ok(current)
+    }
+
+    fn current_epoch(&self, lease: &FileLease) -> Result<u64> {
+        let path = Self::epoch_path(&lease.info.key);
+        let mut state = dup(&path, &lease.state)?;
+        let g = lock_state(&path, &mut state, FlockKind::Shared)?;
+        read_epoch(&path, g.file)
+    }
+
+    fn fenced<T>(&self, lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
+        let path = Self::epoch_path(&lease.info.key);
+        let mut state = dup(&path, &lease.state)?;
+        let g = lock_state(&path, &mut state, FlockKind::Shared)?;
+        let current = read_epoch(&path, g.file)?;
+        if current != lease.info.epoch {
+            return Err(Error::Fenced {
+                path: lease.info.key.lock_path.clone(),
+                epoch: lease.info.epoch,
+                current_epoch: current,
+            });
+        }
+        Ok(f())
+    }
+
+    fn info(lease: &FileLease) -> &LeaseInfo {
+        &lease.info
+    }
+
+    fn watch(&self, key: &SessionKey) -> Result<FileWatch> {
+        let dir = key.lock_path.parent().unwrap_or(Path::new("/"));
+        let name = key.lock_path.file_name().unwrap_or(OsStr::new(""));
+        let notify = self.notify == Notify::Auto
+            && File::open(dir)
+                .map(|d| sys::notifications_reliable(&d))
+                .unwrap_or(false);
+        let kind = if notify {
+            match DirWatch::new(dir, name) {
+                Ok(w) => WatchKind::Blocking(w),
+                Err(e) => {
+                    tracing::debug!(dir = %dir.display(), error = %e, "inotify unavailable, polling");
+                    WatchKind::Poll
+                }
+            }
+        } else {
+            WatchKind::Poll
+        };
+        Ok(FileWatch {
+            kind,
+            backoff: POLL_MIN,
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn wait_blocking(
+        &self,
+        watch: &mut FileWatch,
+        pid: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let cap = |t: Option<Duration>, cap: Duration| t.map_or(cap, |t| t.min(cap));
+        let WatchKind::Blocking(dw) = &watch.kind else {
+            std::thread::sleep(cap(timeout, watch.next_backoff()));
+            return Ok(());
+        };
+        let pidfd = pid.and_then(sys::pidfd_open);
+        if pid.is_some() && pidfd.is_none() {
+            return Ok(()); // the holder is already gone: look again now
+        }
+        let limit = cap(timeout, SAFETY_NET);
+        loop {
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let mut fds = vec![dw.fd()];
+            if let Some(p) = &pidfd {
+                fds.push(std::os::fd::AsFd::as_fd(p));
+            }
+            let ready = sys::poll_readable(&fds, Some(left))
+                .map_err(|e| Error::io("wait for lock changes in", &watch.dir, e))?;
+            if ready.contains(&1) {
+                return Ok(());
+            }
+            if ready.contains(&0)
+                && dw
+                    .drain()
+                    .map_err(|e| Error::io("read notifications for", &watch.dir, e))?
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn wait_async(
+        &self,
+        watch: &mut FileWatch,
+        pid: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let cap = |t: Option<Duration>, cap: Duration| t.map_or(cap, |t| t.min(cap));
+        watch.make_async();
+        let WatchKind::Async(afd) = &watch.kind else {
+            tokio::time::sleep(cap(timeout, watch.next_backoff())).await;
+            return Ok(());
+        };
+        let pidfd = match pid {
+            Some(p) => match sys::pidfd_open(p).map(register) {
+                Some(Ok(fd)) => Some(fd),
+                Some(Err(_)) => None,
+                None => return Ok(()),
+            },
+            None => None,
+        };
+        let dir_changed = async {
+            loop {
+                let mut guard = afd.readable().await?;
+                let relevant = guard.get_inner().drain();
+                guard.clear_ready();
+                if relevant? {
+                    return io::Result::Ok(());
+                }
+            }
+        };
+        let holder_exited = async {
+            match &pidfd {
+                Some(fd) => fd.readable().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = dir_changed => r.map_err(|e| Error::io("wait for lock changes in", &watch.dir, e)),
+            r = holder_exited => r.map_err(|e| Error::io("wait for lock holder of", &watch.dir, e)),
+            () = tokio::time::sleep(cap(timeout, SAFETY_NET)) => Ok(()),
+        }
+    }
+}
+
+/// A waiter's view of one lock directory.
+#[derive(Debug)]
+pub struct FileWatch {
+    kind: WatchKind,
+    backoff: Duration,
+    dir: PathBuf,
+}
+
+#[derive(Debug)]
+enum WatchKind {
+    Blocking(DirWatch),
+    Async(AsyncFd<DirWatch>),
+    Poll,
+}
+
+/// Registers an owned descriptor with the current tokio reactor (readable
+/// interest only).
+///
+/// # Panics
+/// Without a tokio runtime with I/O enabled, like every tokio I/O type.
+fn register<T: AsRawFd>(inner: T) -> io::Result<AsyncFd<T>> {
+    // SAFETY: `inner` owns its descriptor (an `OwnedFd`, or a `DirWatch`
+    // holding one) and the `AsyncFd` owns `inner`, so the descriptor stays
+    // open and refers to the same file description for the `AsyncFd`'s life.
+    unsafe { AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+impl AsRawFd for DirWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd().as_raw_fd()
+    }
+}
+
+impl FileWatch {
+    fn next_backoff(&mut self) -> Duration {
+        let b = self.backoff;
+        self.backoff = (b * 2).min(POLL_MAX);
+        b
+    }
+
+    /// Registers the watch with the tokio reactor on first async use; without
+    /// a reactor (a runtime built without I/O) it falls back to polling.
+    fn make_async(&mut self) {
+        if let WatchKind::Blocking(_) = self.kind {
+            let WatchKind::Blocking(dw) = std::mem::replace(&mut self.kind, WatchKind::Poll) else {
+                return;
+            };
+            match register(dw) {
+                Ok(afd) => self.kind = WatchKind::Async(afd),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot register notifications with tokio, polling")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The backend trait (spec §14): what the acquire loop, the watchdog and
+//! guards need from a place where locks live.
+//!
+//! The embedded [`FileBackend`](file::FileBackend) keeps locks as files beside
+//! the transcripts. A distributed backend (PostgreSQL: lease rows with fencing
+//! epochs, wake-ups by LISTEN/NOTIFY) implements the same trait; the
+//! in-process registry, the acquire loop, stale classification and the
+//! watchdog are shared.
+//!
+//! Every method is a short, bounded operation; waiting happens only in
+//! [`Backend::wait_blocking`] and [`Backend::wait_async`].
+
+pub mod file;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::error::Result;
+use crate::identity::SelfIdentity;
+use crate::payload::{Malformed, Payload};
+
+/// A session, as a backend names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The canonical session file (spec §0): every path to one file gives the
+    /// same value.
+    pub session: PathBuf,
+    /// Where the lock lives (`<session>.lock` for files).
+    pub lock_path: PathBuf,
+}
+
+/// What a new lease should say about its holder.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// The lease written into the payload.
+    pub max_hold: Duration,
+    /// Diagnostic lane.
+    pub lane: Option<String>,
+    /// Diagnostic run id.
+    pub run_id: Option<String>,
+    /// Who we are.
+    pub me: SelfIdentity,
+}
+
+/// Identity of one version of a lock, to make removal conditional on it being
+/// unchanged. For files: device, inode, size and times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    /// Device (or backend namespace).
+    pub dev: u64,
+    /// Inode (or row id).
+    pub ino: u64,
+    /// Size in bytes (or row version).
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time in nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+/// A lock someone holds, as read.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Where the lock lives.
+    pub lock_path: PathBuf,
+    /// The payload, or why it is unusable.
+    pub payload: Result<Payload, Malformed>,
+    /// When the lock was last written (for the payload grace).
+    pub mtime: SystemTime,
+    /// Which version of the lock this was.
+    pub stamp: Stamp,
+}
+
+/// The outcome of one non-blocking try.
+#[derive(Debug)]
+pub enum Attempt<L> {
+    /// We hold the lock.
+    Acquired(L),
+    /// Someone else does.
+    Busy(Box<Inspection>),
+    /// The lock changed while we looked (it vanished, or a reclaim found a
+    /// different lock than inspected): look again.
+    Changed,
+}
+
+/// The data every lease carries, whatever the backend.
+#[derive(Debug, Clone)]
+pub struct LeaseInfo {
+    /// The session.
+    pub key: SessionKey,
+    /// What was published.
+    pub payload: Payload,
+    /// This acquisition's fencing epoch.
+    pub epoch: u64,
+}
+
+/// A place where session locks live.
+///
+/// Implementations must provide, per [`SessionKey`]:
+/// - at most one published lease at a time (mutual exclusion across processes);
+/// - a fencing epoch that strictly increases with every publish and never
+///   goes back, even when the lock itself is deleted;
+/// - remove-if-unchanged removal ([`Backend::reclaim`], [`Backend::release`]);
+/// - [`Backend::fenced`] runs its closure only while the lease's epoch is
+///   current, atomically with respect to [`Backend::reclaim`] and
+///   [`Backend::revoke`].
+pub trait Backend: Send + Sync + 'static {
+    /// A published lease.
+    type Lease: Send + Sync + 'static;
+    /// Per-acquire state for waiting on changes (a directory watch).
+    type Watch: Send + 'static;
+
+    /// Names a session: canonicalizes the path, creating its directory.
+    ///
+    /// # Errors
+    /// `InvalidPath` for unusable paths, `Io` when the directory cannot be
+    /// created or resolved.
+    fn key(&self, session: &Path) -> Result<SessionKey>;
+
+    /// Publishes a lease if nobody holds the lock.
+    ///
+    /// # Errors
+    /// `Io`, `InvalidPath` (a symlink or non-regular file at the lock path),
+    /// `Corrupt` (unreadable epoch).
+    fn try_acquire(&self, key: &SessionKey, req: &LeaseRequest) -> Result<Attempt<Self::Lease>>;
+
+    /// Reads the current lock, if any.
+    ///
+    /// # Errors
+    /// As [`Backend::try_acquire`].
+    fn inspect(&self, key: &SessionKey) -> Result<Option<Inspection>>;
+
+    /// Removes the lock `seen` if it is still exactly that lock, then
+    /// publishes ours. Of several concurrent reclaimers of one lock, exactly
+    /// one gets `Acquired`.
+    ///
+    /// # Errors
+    /// As [`Backend::try_acquire`].
+    fn reclaim(
+        &self,
+        key: &SessionKey,
+        seen: &Inspection,
+        req: &LeaseRequest,
+    ) -> Result<Attempt<Self::Lease>>;
+
+    /// Removes the lease if it is still published; a no-op (returning
+    /// `false`) when it was reclaimed or replaced.
+    ///
+    /// # Errors
+    /// `Io`.
+    fn release(&self, lease: &Self::Lease) -> Result<bool>;
+
+    /// Republishes a held lease with a fresh `createdAt` (and, with
+    /// `new_epoch`, a new epoch, token, lane and run id: an in-process
+    /// hand-off).
+    ///
+    /// # Errors
+    /// `Fenced` when the lease is no longer current; `Io`.
+    fn republish(&self, lease: &mut Self::Lease, req: &LeaseRequest, new_epoch: bool)
+        -> Result<()>;
+
+    /// Fences the lease out (bumps the epoch if it is still current) and
+    /// removes it if still published. Returns the session's epoch afterwards.
+    ///
+    /// # Errors
+    /// `Io`, `Corrupt`.
+    fn revoke(&self, lease: &Self::Lease) -> Result<u64>;
+
+    /// The session's current epoch.
+    ///
+    /// # Errors
+    /// `Io`, `Corrupt`.
+    fn current_epoch(&self, lease: &Self::Lease) -> Result<u64>;
+
+    /// Runs `f` only if the lease's epoch is current, holding off reclaims
+    /// and revocations until `f` returns.
+    ///
+    /// # Errors
+    /// `Fenced` when a newer epoch exists; `Io`, `Corrupt`.
+    fn fenced<T>(&self, lease: &Self::Lease, f: impl FnOnce() -> T) -> Result<T>;
+
+    /// The backend-independent part of a lease.
+    fn info(lease: &Self::Lease) -> &LeaseInfo;
+
+    /// Starts watching for changes to the lock. Called before the check whose
+    /// result is waited on, so no change is missed.
+    ///
+    /// # Errors
+    /// `Io` only for unexpected failures; a file system without notifications
+    /// yields a polling watch instead.
+    fn watch(&self, key: &SessionKey) -> Result<Self::Watch>;
+
+    /// Sleeps until the lock may have changed, `pid` (a live local holder)
+    /// exits, or `timeout` passes (`None`: no timeout).
+    ///
+    /// # Errors
+    /// `Io`.
+    fn wait_blocking(
+        &self,
+        watch: &mut Self::Watch,
+        pid: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> Result<()>;
+
+    /// The async twin of [`Backend::wait_blocking`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves the watch usable.
+    fn wait_async(
+        &self,
+        watch: &mut Self::Watch,
+        pid: Option<u32>,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,393 @@
+//! Configuration (spec §11): defaults, explicit settings and environment
+//! overrides, and the lease derivation helper.
+//!
+//! Resolution order is environment, then explicit configuration, then
+//! default. Environment values must be plain decimal digits within a safe
+//! integer (2^53 − 1, what a JavaScript gateway can represent); anything else
+//! (`1e3`, `0x10`, `-5`, `+5`, ` 5`, huge values) is ignored with a warning.
+//! Only the acquire timeout accepts `Infinity`. A lease of zero is meaningless
+//! (the payload requires `maxHoldMs > 0`), so `0` is rejected for the max hold.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Default acquire budget: 60 s.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(60_000);
+/// Default age after which a live lock is reported `too-old`: 30 min.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_millis(1_800_000);
+/// Default lease: 5 min.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(300_000);
+/// The largest lease: 2^31 − 1 ms (about 24.8 days), the longest timer a
+/// JavaScript gateway can arm.
+pub const MAX_HOLD_CAP: Duration = Duration::from_millis(2_147_483_647);
+
+const SAFE_INTEGER_MAX: u64 = (1 << 53) - 1;
+
+/// What to do when a live holder is past its own lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HoldExceededPolicy {
+    /// Reclaim the lock (safe because the old holder is fenced).
+    #[default]
+    Reclaim,
+    /// Fail fast with [`Error::Stale`](crate::Error::Stale) instead of waiting.
+    Report,
+}
+
+impl fmt::Display for HoldExceededPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HoldExceededPolicy::Reclaim => "reclaim",
+            HoldExceededPolicy::Report => "report",
+        })
+    }
+}
+
+/// Explicit configuration; `None` fields fall back to the default. The
+/// environment overrides both (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Acquire budget; `Some(None)` means wait forever.
+    pub acquire_timeout: Option<Option<Duration>>,
+    /// Age after which a live lock is reported `too-old`.
+    pub stale_after: Option<Duration>,
+    /// Lease written into the payload.
+    pub max_hold: Option<Duration>,
+    /// Policy for live holders past their lease.
+    pub hold_exceeded: Option<HoldExceededPolicy>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Acquire budget; `None` waits forever.
+    pub acquire_timeout: Option<Duration>,
+    /// Age after which a live lock is reported `too-old`.
+    pub stale_after: Duration,
+    /// Lease written into the payload.
+    pub max_hold: Duration,
+    /// Policy for live holders past their lease.
+    pub hold_exceeded: HoldExceededPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            acquire_timeout: Some(DEFAULT_ACQUIRE_TIMEOUT),
+            stale_after: DEFAULT_STALE_AFTER,
+            max_hold: DEFAULT_MAX_HOLD,
+            hold_exceeded: HoldExceededPolicy::Reclaim,
+        }
+    }
+}
+
+/// An environment value that was ignored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// Why it was ignored.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ignoring {}={:?}: {}", self.var, self.value, self.reason)
+    }
+}
+
+/// Environment variable names, sessionlock's first, then OpenClaw's fallback.
+pub const ENV_ACQUIRE_TIMEOUT: [&str; 2] = [
+    "SESSIONLOCK_ACQUIRE_TIMEOUT_MS",
+    "OPENCLAW_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS",
+];
+/// See [`ENV_ACQUIRE_TIMEOUT`].
+pub const ENV_STALE: [&str; 2] = [
+    "SESSIONLOCK_STALE_MS",
+    "OPENCLAW_SESSION_WRITE_LOCK_STALE_MS",
+];
+/// See [`ENV_ACQUIRE_TIMEOUT`].
+pub const ENV_MAX_HOLD: [&str; 2] = [
+    "SESSIONLOCK_MAX_HOLD_MS",
+    "OPENCLAW_SESSION_WRITE_LOCK_MAX_HOLD_MS",
+];
+/// Hold-exceeded policy (`reclaim` or `report`); no OpenClaw equivalent.
+pub const ENV_HOLD_EXCEEDED: &str = "SESSIONLOCK_HOLD_EXCEEDED";
+
+/// Parses a millisecond value the way spec §11 demands: plain ASCII decimal
+/// digits within a safe integer. `allow_infinity` admits `Infinity` (→ `None`).
+pub fn parse_ms(value: &str, allow_infinity: bool) -> Result<Option<Duration>, &'static str> {
+    if allow_infinity && value == "Infinity" {
+        return Ok(None);
+    }
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(if allow_infinity {
+            "expected decimal digits or Infinity"
+        } else {
+            "expected decimal digits"
+        });
+    }
+    match value.parse::<u64>() {
+        Ok(ms) if ms <= SAFE_INTEGER_MAX => Ok(Some(Duration::from_millis(ms))),
+        _ => Err("larger than the largest safe integer"),
+    }
+}
+
+impl Config {
+    /// Resolves against the process environment, logging ignored values as
+    /// warnings (`tracing`).
+    pub fn resolve(&self) -> Settings {
+        let (settings, warnings) = self.resolve_with(|k| std::env::var(k).ok());
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        settings
+    }
+
+    /// Resolves against an arbitrary variable lookup; returns the settings and
+    /// the values it ignored. This is the seam the tests use.
+    pub fn resolve_with(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> (Settings, Vec<ConfigWarning>) {
+        let d = Settings::default();
+        let mut warnings = Vec::new();
+        let mut env_ms = |names: &[&'static str], infinity: bool, positive: bool| {
+            for &var in names {
+                let Some(value) = lookup(var) else { continue };
+                match parse_ms(&value, infinity) {
+                    Ok(Some(v)) if positive && v.is_zero() => warnings.push(ConfigWarning {
+                        var,
+                        value,
+                        reason: "must be greater than zero",
+                    }),
+                    Ok(v) => return Some(v),
+                    Err(reason) => warnings.push(ConfigWarning { var, value, reason }),
+                }
+            }
+            None
+        };
+        let acquire_timeout = env_ms(&ENV_ACQUIRE_TIMEOUT, true, false)
+            .or(self.acquire_timeout)
+            .unwrap_or(d.acquire_timeout);
+        let stale_after = env_ms(&ENV_STALE, false, false)
+            .flatten()
+            .or(self.stale_after)
+            .unwrap_or(d.stale_after);
+        let max_hold = env_ms(&ENV_MAX_HOLD, false, true)
+            .flatten()
+            .or(self.max_hold)
+            .unwrap_or(d.max_hold)
+            .min(MAX_HOLD_CAP);
+        let policy_env = lookup(ENV_HOLD_EXCEEDED).and_then(|v| match v.as_str() {
+            "reclaim" => Some(HoldExceededPolicy::Reclaim),
+            "report" => Some(HoldExceededPolicy::Report),
+            _ => {
+                warnings.push(ConfigWarning {
+                    var: ENV_HOLD_EXCEEDED,
+                    value: v,
+                    reason: "expected reclaim or report",
+                });
+                None
+            }
+        });
+        let hold_exceeded = policy_env.or(self.hold_exceeded).unwrap_or(d.hold_exceeded);
+        (
+            Settings {
+                acquire_timeout,
+                stale_after,
+                max_hold,
+                hold_exceeded,
+            },
+            warnings,
+        )
+    }
+}
+
+/// Derives a lease from a work timeout: `min(cap, max(300 s, timeout + 120 s))`;
+/// an infinite timeout (`None`) gives the cap.
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionlock::config::{max_hold_for_timeout, MAX_HOLD_CAP};
+/// assert_eq!(max_hold_for_timeout(Some(Duration::from_secs(10))), Duration::from_secs(300));
+/// assert_eq!(max_hold_for_timeout(Some(Duration::from_secs(600))), Duration::from_secs(720));
+/// assert_eq!(max_hold_for_timeout(None), MAX_HOLD_CAP);
+/// ```
+pub fn max_hold_for_timeout(timeout: Option<Duration>) -> Duration {
+    match timeout {
+        None => MAX_HOLD_CAP,
+        Some(t) => t
+            .saturating_add(Duration::from_millis(120_000))
+            .max(DEFAULT_MAX_HOLD)
+            .min(MAX_HOLD_CAP),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn resolve(cfg: &Config, env: &[(&str, &str)]) -> (Settings, Vec<ConfigWarning>) {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        cfg.resolve_with(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn parse_ms_accepts_exactly_plain_digits() {
+        for ok in ["0", "1", "60000", "007", "9007199254740991"] {
+            assert!(parse_ms(ok, false).is_ok(), "{ok} should parse");
+        }
+        for bad in [
+            "",
+            "1e3",
+            "0x10",
+            "-5",
+            "+5",
+            " 5",
+            "5 ",
+            "5.0",
+            "9007199254740992",
+            "99999999999999999999999",
+            "Infinity",
+            "infinity",
+            "NaN",
+            "٣",
+        ] {
+            assert!(parse_ms(bad, false).is_err(), "{bad:?} should be rejected");
+        }
+        assert_eq!(parse_ms("Infinity", true), Ok(None));
+        assert!(parse_ms("-Infinity", true).is_err());
+        assert!(parse_ms("inf", true).is_err());
+    }
+
+    #[test]
+    fn env_overrides_explicit_overrides_default() {
+        let explicit = Config {
+            acquire_timeout: Some(Some(Duration::from_millis(5))),
+            stale_after: Some(Duration::from_millis(6)),
+            max_hold: Some(Duration::from_millis(7)),
+            hold_exceeded: Some(HoldExceededPolicy::Report),
+        };
+        let (s, w) = resolve(&explicit, &[]);
+        assert!(w.is_empty());
+        assert_eq!(s.acquire_timeout, Some(Duration::from_millis(5)));
+        assert_eq!(s.stale_after, Duration::from_millis(6));
+        assert_eq!(s.max_hold, Duration::from_millis(7));
+        assert_eq!(s.hold_exceeded, HoldExceededPolicy::Report);
+
+        let (s, w) = resolve(
+            &explicit,
+            &[
+                ("SESSIONLOCK_ACQUIRE_TIMEOUT_MS", "Infinity"),
+                ("SESSIONLOCK_STALE_MS", "100"),
+                ("SESSIONLOCK_MAX_HOLD_MS", "200"),
+                ("SESSIONLOCK_HOLD_EXCEEDED", "reclaim"),
+            ],
+        );
+        assert!(w.is_empty());
+        assert_eq!(s.acquire_timeout, None);
+        assert_eq!(s.stale_after, Duration::from_millis(100));
+        assert_eq!(s.max_hold, Duration::from_millis(200));
+        assert_eq!(s.hold_exceeded, HoldExceededPolicy::Reclaim);
+
+        assert_eq!(resolve(&Config::default(), &[]).0, Settings::default());
+    }
+
+    #[test]
+    fn openclaw_names_are_fallbacks() {
+        let (s, w) = resolve(
+            &Config::default(),
+            &[
+                ("OPENCLAW_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS", "1234"),
+                ("OPENCLAW_SESSION_WRITE_LOCK_STALE_MS", "2345"),
+                ("OPENCLAW_SESSION_WRITE_LOCK_MAX_HOLD_MS", "3456"),
+            ],
+        );
+        assert!(w.is_empty());
+        assert_eq!(s.acquire_timeout, Some(Duration::from_millis(1234)));
+        assert_eq!(s.stale_after, Duration::from_millis(2345));
+        assert_eq!(s.max_hold, Duration::from_millis(3456));
+
+        // sessionlock's own name wins over OpenClaw's.
+        let (s, _) = resolve(
+            &Config::default(),
+            &[
+                ("SESSIONLOCK_MAX_HOLD_MS", "10"),
+                ("OPENCLAW_SESSION_WRITE_LOCK_MAX_HOLD_MS", "20"),
+            ],
+        );
+        assert_eq!(s.max_hold, Duration::from_millis(10));
+
+        // An invalid sessionlock value falls through to a valid OpenClaw one.
+        let (s, w) = resolve(
+            &Config::default(),
+            &[
+                ("SESSIONLOCK_STALE_MS", "1e3"),
+                ("OPENCLAW_SESSION_WRITE_LOCK_STALE_MS", "99"),
+            ],
+        );
+        assert_eq!(s.stale_after, Duration::from_millis(99));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].var, "SESSIONLOCK_STALE_MS");
+    }
+
+    #[test]
+    fn invalid_values_are_ignored_with_warnings() {
+        let explicit = Config {
+            max_hold: Some(Duration::from_millis(7)),
+            ..Config::default()
+        };
+        let (s, w) = resolve(
+            &explicit,
+            &[
+                ("SESSIONLOCK_ACQUIRE_TIMEOUT_MS", "0x10"),
+                ("SESSIONLOCK_STALE_MS", "Infinity"),
+                ("SESSIONLOCK_MAX_HOLD_MS", "0"),
+                ("SESSIONLOCK_HOLD_EXCEEDED", "steal"),
+            ],
+        );
+        assert_eq!(s.acquire_timeout, Settings::default().acquire_timeout);
+        assert_eq!(s.stale_after, Settings::default().stale_after);
+        assert_eq!(s.max_hold, Duration::from_millis(7));
+        assert_eq!(s.hold_exceeded, HoldExceededPolicy::Reclaim);
+        let vars: Vec<_> = w.iter().map(|w| w.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "SESSIONLOCK_ACQUIRE_TIMEOUT_MS",
+                "SESSIONLOCK_STALE_MS",
+                "SESSIONLOCK_MAX_HOLD_MS",
+                "SESSIONLOCK_HOLD_EXCEEDED"
+            ]
+        );
+        assert!(w[0].to_string().contains("0x10"));
+    }
+
+    #[test]
+    fn acquire_timeout_zero_is_allowed() {
+        let (s, w) = resolve(
+            &Config::default(),
+            &[("SESSIONLOCK_ACQUIRE_TIMEOUT_MS", "0")],
+        );
+        assert!(w.is_empty());
+        assert_eq!(s.acquire_timeout, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn max_hold_derivation() {
+        let ms = Duration::from_millis;
+        assert_eq!(max_hold_for_timeout(Some(ms(0))), ms(300_000));
+        assert_eq!(max_hold_for_timeout(Some(ms(180_000))), ms(300_000));
+        assert_eq!(max_hold_for_timeout(Some(ms(180_001))), ms(300_001));
+        assert_eq!(max_hold_for_timeout(Some(Duration::MAX)), MAX_HOLD_CAP);
+        assert_eq!(max_hold_for_timeout(Some(ms(3_000_000_000))), MAX_HOLD_CAP);
+        assert_eq!(max_hold_for_timeout(None), MAX_HOLD_CAP);
+    }
+}

@@ -1,0 +1,188 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::reclaim::Reasons;
+
+/// Result alias for sessionlock operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Who holds (or held) a lock, as far as its payload and liveness checks tell.
+///
+/// Every wait that fails names its holder with this (spec §1.9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Holder {
+    /// The lock file (or, for other backends, the lock's name).
+    pub lock_path: PathBuf,
+    /// Holder process id, when the payload has a usable one.
+    pub pid: Option<u32>,
+    /// Holder host, when recorded (OpenClaw does not record it).
+    pub hostname: Option<String>,
+    /// Whether the holder is alive as far as this machine can tell (a holder
+    /// on another host counts as alive until its lease ends).
+    pub alive: bool,
+    /// Milliseconds since the holder took or last extended the lock.
+    pub age_ms: Option<u64>,
+    /// The holder's lease in milliseconds.
+    pub max_hold_ms: Option<u64>,
+    /// Fencing epoch of the holder's acquisition.
+    pub epoch: Option<u64>,
+    /// Diagnostic labels.
+    pub lane: Option<String>,
+    /// Diagnostic run id.
+    pub run_id: Option<String>,
+    /// Writer implementation (`sessionlock`; absent for OpenClaw locks).
+    pub owner: Option<String>,
+    /// Why the lock looks stale, if it does.
+    pub reasons: Reasons,
+}
+
+impl fmt::Display for Holder {
+    /// `pid=4242 alive=true ageMs=72859 <path>`: the same shape as OpenClaw's
+    /// messages so that logs read the same, then what else is known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "pid={pid} alive={}", self.alive)?,
+            None => write!(f, "owner=unknown")?,
+        }
+        if let Some(age) = self.age_ms {
+            write!(f, " ageMs={age}")?;
+        }
+        write!(f, " {}", self.lock_path.display())?;
+        let mut extra = Vec::new();
+        if let Some(h) = &self.hostname {
+            extra.push(format!("host={h}"));
+        }
+        if let Some(l) = &self.lane {
+            extra.push(format!("lane={l}"));
+        }
+        if let Some(r) = &self.run_id {
+            extra.push(format!("run={r}"));
+        }
+        if let Some(e) = self.epoch {
+            extra.push(format!("epoch={e}"));
+        }
+        if !self.reasons.is_empty() {
+            extra.push(format!("reasons={}", self.reasons));
+        }
+        if !extra.is_empty() {
+            write!(f, " ({})", extra.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in sessionlock.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The acquire budget ran out while someone else held the lock.
+    #[error("session file locked (timeout {timeout_ms}ms): {holder}")]
+    Timeout {
+        /// The budget that ran out.
+        timeout_ms: u64,
+        /// Who held the lock when it did.
+        holder: Box<Holder>,
+    },
+    /// The holder is past its lease and the hold-exceeded policy is `report`.
+    #[error("session file lock stale ({reasons}): {holder}")]
+    Stale {
+        /// Why the lock is stale.
+        reasons: Reasons,
+        /// The stale holder.
+        holder: Box<Holder>,
+    },
+    /// This guard's lock was revoked by the watchdog (held past `max_hold`).
+    #[error("session file lock revoked: {path} (epoch {epoch}, current epoch {current_epoch})")]
+    Revoked {
+        /// The lock path.
+        path: PathBuf,
+        /// The revoked guard's epoch.
+        epoch: u64,
+        /// The session's epoch now.
+        current_epoch: u64,
+    },
+    /// A newer acquisition exists: this guard may no longer write.
+    #[error("session file lock fenced: {path} (epoch {epoch}, current epoch {current_epoch})")]
+    Fenced {
+        /// The lock path.
+        path: PathBuf,
+        /// The fenced guard's epoch.
+        epoch: u64,
+        /// The session's epoch now.
+        current_epoch: u64,
+    },
+    /// A handle is unusable after an earlier write or sync error.
+    #[error("handle poisoned by an earlier write error: {path}")]
+    Poisoned {
+        /// The file the failed write went to.
+        path: PathBuf,
+    },
+    /// An I/O error, with what was being done and to which path.
+    #[error("cannot {op} {path}")]
+    Io {
+        /// What was being done (`read lock file`, `create directory`, ...).
+        op: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Something other than a regular file stands where a lock or state file
+    /// belongs (a symlink, a directory, a FIFO), or the session path is unusable.
+    #[error("invalid path {path}: {reason}")]
+    InvalidPath {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A state file holds bytes sessionlock did not write.
+    #[error("corrupt state file {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The acquisition was cancelled.
+    #[error("lock acquisition cancelled: {path}")]
+    Cancelled {
+        /// The session file.
+        path: PathBuf,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The holder this error names, for `Timeout` and `Stale`.
+    pub fn holder(&self) -> Option<&Holder> {
+        match self {
+            Error::Timeout { holder, .. } | Error::Stale { holder, .. } => Some(holder),
+            _ => None,
+        }
+    }
+}
+
+/// The error of [`SessionLock::try_acquire`](crate::SessionLock::try_acquire):
+/// "held by someone else" is an answer, not a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TryAcquireError {
+    /// Someone holds the lock now.
+    #[error("session file locked: {0}")]
+    WouldBlock(Box<Holder>),
+    /// The attempt failed.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}

@@ -1,0 +1,360 @@
+//! Lock guards: what an acquisition hands back.
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crate::backend::file::FileBackend;
+use crate::backend::{Backend, LeaseInfo, LeaseRequest};
+use crate::error::{Error, Holder, Result};
+use crate::payload::Payload;
+use crate::reclaim::Reasons;
+use crate::registry::{Parked, Turn};
+use crate::watchdog::{self, Revocable};
+
+/// A held session write lock.
+///
+/// Dropping the guard releases the lock (best effort; a failure is logged
+/// with path and holder). [`Guard::release`] does the same and reports
+/// failures. When other tasks or threads of this process wait for the same
+/// session, the lock passes straight to the longest-waiting one.
+///
+/// A guard can lose its lock without being dropped: the watchdog revokes it
+/// once it is held past `max_hold`, and another process may reclaim it after
+/// that. Transcript mutations must therefore go through
+/// [`Guard::with_fence`], which refuses to run once a newer epoch exists.
+///
+/// `Guard` is `Send + Sync`.
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct Guard<B: Backend = FileBackend> {
+    pub(crate) hold: Arc<Hold<B>>,
+}
+
+impl<B: Backend> std::fmt::Debug for Guard<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("lock_path", &self.hold.info.key.lock_path)
+            .field("epoch", &self.hold.info.epoch)
+            .field("revoked", &self.is_revoked())
+            .finish()
+    }
+}
+
+enum Phase {
+    Held,
+    Released,
+    Revoked { current_epoch: u64 },
+}
+
+struct HoldState<L> {
+    phase: Phase,
+    lease: Option<L>,
+    turn: Option<Turn>,
+    deadline: Instant,
+}
+
+/// The shared state of one acquisition (several guards share it under opt-in
+/// reentrancy).
+pub(crate) struct Hold<B: Backend> {
+    backend: Arc<B>,
+    req: LeaseRequest,
+    info: LeaseInfo,
+    acquired_at: Instant,
+    state: Mutex<HoldState<B::Lease>>,
+    revoked: AtomicBool,
+    notify: tokio::sync::Notify,
+    me: Weak<Hold<B>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct ParkedLease<B: Backend> {
+    backend: Arc<B>,
+    lease: B::Lease,
+}
+
+impl<B: Backend> Parked for ParkedLease<B> {
+    fn release(self: Box<Self>) {
+        if let Err(e) = self.backend.release(&self.lease) {
+            let info = B::info(&self.lease);
+            tracing::warn!(lock = %info.key.lock_path.display(), epoch = info.epoch, error = %e, "cannot release session lock");
+        }
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        Box::new(self.lease)
+    }
+}
+
+/// The [`Holder`] a payload describes, as seen by its own process.
+pub(crate) fn holder_of(payload: &Payload, lock_path: &Path, age: Duration) -> Holder {
+    Holder {
+        lock_path: lock_path.to_owned(),
+        pid: payload.pid,
+        hostname: payload.hostname.clone(),
+        alive: true,
+        age_ms: Some(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        max_hold_ms: payload.max_hold_ms,
+        epoch: payload.epoch,
+        lane: payload.lane.clone(),
+        run_id: payload.run_id.clone(),
+        owner: payload.owner.clone(),
+        reasons: Reasons::default(),
+    }
+}
+
+impl<B: Backend> Hold<B> {
+    /// Wraps a freshly published lease: records it in the slot and arms the
+    /// watchdog.
+    pub(crate) fn start(
+        backend: Arc<B>,
+        req: LeaseRequest,
+        lease: B::Lease,
+        turn: Turn,
+    ) -> Arc<Self> {
+        let info = B::info(&lease).clone();
+        let now = Instant::now();
+        let deadline = now + req.max_hold;
+        let slot = turn.slot().clone();
+        let hold = Arc::new_cyclic(|me| Hold {
+            backend,
+            req,
+            info,
+            acquired_at: now,
+            state: Mutex::new(HoldState {
+                phase: Phase::Held,
+                lease: Some(lease),
+                turn: Some(turn),
+                deadline,
+            }),
+            revoked: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+            me: me.clone(),
+        });
+        let any: Weak<dyn Any + Send + Sync> = Arc::downgrade(&hold) as Weak<dyn Any + Send + Sync>;
+        slot.set_holder(
+            holder_of(&hold.info.payload, &hold.info.key.lock_path, Duration::ZERO),
+            any,
+        );
+        let rev: Weak<dyn Revocable> = Arc::downgrade(&hold) as Weak<dyn Revocable>;
+        watchdog::register(deadline, rev);
+        hold
+    }
+
+    /// Releases, handing the lock to the next in-process waiter if any.
+    fn finish(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        if !matches!(st.phase, Phase::Held) {
+            return Ok(());
+        }
+        st.phase = Phase::Released;
+        let lease = st.lease.take();
+        let turn = st.turn.take();
+        drop(st);
+        let (Some(lease), Some(turn)) = (lease, turn) else {
+            return Ok(());
+        };
+        if turn.slot().has_waiters() {
+            turn.end(Some(Box::new(ParkedLease {
+                backend: self.backend.clone(),
+                lease,
+            })));
+            return Ok(());
+        }
+        let result = self.backend.release(&lease).map(drop);
+        turn.end(None);
+        result
+    }
+
+    fn revoke(&self) {
+        let mut st = lock(&self.state);
+        if !matches!(st.phase, Phase::Held) {
+            return;
+        }
+        let lease = st.lease.take();
+        let turn = st.turn.take();
+        let current_epoch = match lease.as_ref().map(|l| self.backend.revoke(l)) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // The lock stays published; other processes reclaim it as
+                // hold-exceeded, which fences us just the same.
+                tracing::error!(lock = %self.info.key.lock_path.display(), error = %e, "cannot revoke overdue session lock");
+                self.info.epoch + 1
+            }
+            None => self.info.epoch,
+        };
+        st.phase = Phase::Revoked { current_epoch };
+        drop(st);
+        self.revoked.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        tracing::warn!(
+            lock = %self.info.key.lock_path.display(),
+            pid = ?self.info.payload.pid,
+            lane = ?self.info.payload.lane,
+            epoch = self.info.epoch,
+            held_ms = self.acquired_at.elapsed().as_millis() as u64,
+            max_hold_ms = self.req.max_hold.as_millis() as u64,
+            "revoked session lock held past its max hold"
+        );
+        drop(lease);
+        if let Some(t) = turn {
+            t.end(None);
+        }
+    }
+
+    fn revoked_error(&self, current_epoch: u64) -> Error {
+        Error::Revoked {
+            path: self.info.key.lock_path.clone(),
+            epoch: self.info.epoch,
+            current_epoch,
+        }
+    }
+}
+
+impl<B: Backend> Revocable for Hold<B> {
+    fn deadline(&self) -> Option<Instant> {
+        let st = lock(&self.state);
+        matches!(st.phase, Phase::Held).then_some(st.deadline)
+    }
+    fn revoke_overdue(&self) {
+        self.revoke();
+    }
+}
+
+impl<B: Backend> Drop for Hold<B> {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!(
+                lock = %self.info.key.lock_path.display(),
+                pid = ?self.info.payload.pid,
+                epoch = self.info.epoch,
+                error = %e,
+                "cannot release session lock; the next waiter will reclaim it"
+            );
+        }
+    }
+}
+
+impl<B: Backend> Guard<B> {
+    /// This acquisition's fencing epoch.
+    pub fn epoch(&self) -> u64 {
+        self.hold.info.epoch
+    }
+
+    /// The canonical session file.
+    pub fn session_path(&self) -> &Path {
+        &self.hold.info.key.session
+    }
+
+    /// The lock file (or backend lock name).
+    pub fn lock_path(&self) -> &Path {
+        &self.hold.info.key.lock_path
+    }
+
+    /// The payload this guard published most recently (after
+    /// [`Guard::extend`], the extended one).
+    pub fn payload(&self) -> Payload {
+        let st = lock(&self.hold.state);
+        st.lease.as_ref().map_or_else(
+            || self.hold.info.payload.clone(),
+            |l| B::info(l).payload.clone(),
+        )
+    }
+
+    /// This guard's holder description (our pid, lane, epoch, age).
+    pub fn holder(&self) -> Holder {
+        holder_of(
+            &self.hold.info.payload,
+            self.lock_path(),
+            self.hold.acquired_at.elapsed(),
+        )
+    }
+
+    /// Whether the watchdog revoked this lock.
+    pub fn is_revoked(&self) -> bool {
+        self.hold.revoked.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the watchdog revokes this lock (never, if it is
+    /// released first).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only observes.
+    pub async fn revoked(&self) {
+        loop {
+            let notified = self.hold.notify.notified();
+            if self.is_revoked() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Checks that this guard still owns the session: not revoked, and no
+    /// newer epoch exists.
+    ///
+    /// # Errors
+    /// `Revoked` after watchdog revocation; `Fenced` when another holder
+    /// reclaimed the lock; `Io`/`Corrupt` when the epoch cannot be read.
+    pub fn check(&self) -> Result<()> {
+        self.with_fence(|| ())
+    }
+
+    /// Runs `f` (a transcript mutation) only while this guard's epoch is the
+    /// session's current epoch. Reclaims and revocations wait until `f`
+    /// returns, so no write of a stale epoch can land after a newer epoch
+    /// exists. `f` must be short and must not call back into this guard.
+    ///
+    /// # Errors
+    /// As [`Guard::check`]; `f` does not run on error.
+    pub fn with_fence<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let st = lock(&self.hold.state);
+        match (&st.phase, &st.lease) {
+            (Phase::Held, Some(lease)) => self.hold.backend.fenced(lease, f),
+            (Phase::Revoked { current_epoch }, _) => Err(self.hold.revoked_error(*current_epoch)),
+            _ => Err(self.hold.revoked_error(self.epoch())),
+        }
+    }
+
+    /// Extends the lease by `max_hold` from now: republishes the payload with
+    /// a new `createdAt` and moves the watchdog deadline. Extension is always
+    /// explicit; nothing extends a lease in the background.
+    ///
+    /// # Errors
+    /// `Revoked` or `Fenced` when the lock was lost; `Io`.
+    pub fn extend(&self) -> Result<()> {
+        let mut st = lock(&self.hold.state);
+        let HoldState { phase, lease, .. } = &mut *st;
+        match (phase, lease) {
+            (Phase::Held, Some(lease)) => {
+                self.hold.backend.republish(lease, &self.hold.req, false)?
+            }
+            (Phase::Revoked { current_epoch }, _) => {
+                return Err(self.hold.revoked_error(*current_epoch))
+            }
+            _ => return Err(self.hold.revoked_error(self.epoch())),
+        }
+        let deadline = Instant::now() + self.hold.req.max_hold;
+        st.deadline = deadline;
+        drop(st);
+        let rev: Weak<dyn Revocable> = self.hold.me.clone() as Weak<dyn Revocable>;
+        watchdog::register(deadline, rev);
+        Ok(())
+    }
+
+    /// Releases the lock now, reporting failure. Under reentrancy only the
+    /// last guard of an acquisition releases.
+    ///
+    /// # Errors
+    /// `Io` when the lock file cannot be removed; the lock then stays
+    /// reclaimable (remove-if-unchanged) by the next waiter.
+    pub fn release(self) -> Result<()> {
+        match Arc::into_inner(self.hold) {
+            Some(hold) => hold.finish(),
+            None => Ok(()),
+        }
+    }
+}

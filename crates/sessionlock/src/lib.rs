@@ -1,0 +1,84 @@
+//! # sessionlock
+//!
+//! Session write locks for AI-agent transcripts that many writers (lanes,
+//! processes, machines) share: crash-safe, fenced and event-driven.
+//!
+//! ## Guarantees
+//! 1. **Mutual exclusion**: at most one unrevoked holder per session across
+//!    threads, tasks and processes.
+//! 2. **No leaked lock**: every way out of a holder (return, error, panic,
+//!    cancellation, process exit, SIGKILL) leaves the lock released or
+//!    reclaimable by the next waiter without operator action.
+//! 3. **No wedge longer than the lease**: a dedicated watchdog thread revokes
+//!    a lock held past `max_hold`, even when the holder's async runtime is
+//!    blocked; other processes reclaim it once the lease has passed.
+//! 4. **Fenced writes**: every acquisition gets a strictly increasing epoch;
+//!    [`Guard::with_fence`] runs a mutation only while that epoch is current,
+//!    atomically with respect to reclaim and revocation.
+//! 5. **Remove-if-unchanged**: nobody deletes a lock other than the exact one
+//!    they inspected.
+//! 6. **Never rob the living**: a live holder within its lease is never
+//!    removed.
+//! 7. **Bounded, explained waits**: one budget per acquisition; a timeout names
+//!    the holder.
+//!
+//! ## Design
+//! Locks are files beside the transcripts, compatible with OpenClaw's
+//! (`s.jsonl.lock`, JSON `{pid, createdAt, maxHoldMs, starttime, ...}`),
+//! published whole with `link()`. A per-session state file
+//! (`s.jsonl.epoch`) persists the fencing epoch; a `flock` on it, held for a
+//! few system calls at a time, makes publish, reclaim, release, revocation
+//! and fenced writes atomic with respect to each other. Waiters in one
+//! process queue FIFO and receive the lock directly from the releaser; waiters
+//! in other processes sleep on inotify, a pidfd of the holder and a timer at
+//! its lease end, never on a blind poll. Reclaiming a live holder past its
+//! lease is safe because of fencing: its later writes fail.
+//! See `docs/design.md` for formats, protocols and their crash analysis.
+//!
+//! ## Example
+//! ```
+//! use std::time::Duration;
+//! use sessionlock::{LockOptions, SessionLock};
+//!
+//! # fn main() -> Result<(), sessionlock::Error> {
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let session = dir.path().join("abc.jsonl");
+//! let locks = SessionLock::new();
+//! let opts = LockOptions::default()
+//!     .timeout(Some(Duration::from_secs(10)))
+//!     .lane("channel");
+//! let guard = locks.acquire_with(&session, &opts)?;
+//! guard.with_fence(|| {
+//!     // append to the transcript here: runs only while we own the session
+//! })?;
+//! guard.release()?;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod acquire;
+pub mod backend;
+pub mod config;
+mod error;
+mod guard;
+pub mod identity;
+pub mod payload;
+pub mod reclaim;
+mod registry;
+mod sys;
+mod watchdog;
+
+pub use acquire::{LockOptions, SessionLock};
+pub use backend::file::{FileBackend, Notify};
+pub use backend::{Backend, Inspection, SessionKey};
+pub use config::{Config, HoldExceededPolicy, Settings};
+pub use error::{Error, Holder, Result, TryAcquireError};
+pub use guard::Guard;
+pub use reclaim::{Reason, Reasons};
+
+/// `CLOCK_MONOTONIC` in nanoseconds, comparable across the processes of one
+/// machine: for timing hand-offs between processes (benchmarks, the demo).
+pub fn monotonic_ns() -> u64 {
+    sys::monotonic_ns()
+}

@@ -1,0 +1,390 @@
+//! Stale classification (spec §5): what is wrong with a lock someone else
+//! holds, and what a contender may do about it.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{HoldExceededPolicy, DEFAULT_MAX_HOLD};
+use crate::identity::{self, Liveness, SelfIdentity};
+use crate::payload::{Malformed, Payload};
+
+/// Payload grace for malformed or payload-less locks.
+pub const PAYLOAD_GRACE: Duration = Duration::from_secs(30);
+/// Payload grace when the acquire budget is under 30 s.
+pub const SHORT_PAYLOAD_GRACE: Duration = Duration::from_secs(5);
+
+/// One reason a lock looks stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The holder is not alive.
+    DeadPid,
+    /// The pid is alive but is another process.
+    RecycledPid,
+    /// Our own pid and start time, but this process does not hold the lock.
+    OrphanSelfPid,
+    /// No usable pid.
+    MissingPid,
+    /// Unparsable payload or missing/invalid `createdAt`.
+    Malformed,
+    /// Alive but past its own lease.
+    HoldExceeded,
+    /// Older than `stale_after` but within its lease: reported, never acted on.
+    TooOld,
+}
+
+const ALL_REASONS: [Reason; 7] = [
+    Reason::DeadPid,
+    Reason::RecycledPid,
+    Reason::OrphanSelfPid,
+    Reason::MissingPid,
+    Reason::Malformed,
+    Reason::HoldExceeded,
+    Reason::TooOld,
+];
+
+impl Reason {
+    /// The name used in messages and JSON (`dead-pid`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DeadPid => "dead-pid",
+            Reason::RecycledPid => "recycled-pid",
+            Reason::OrphanSelfPid => "orphan-self-pid",
+            Reason::MissingPid => "missing-pid",
+            Reason::Malformed => "malformed",
+            Reason::HoldExceeded => "hold-exceeded",
+            Reason::TooOld => "too-old",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Reason`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Reasons(u8);
+
+impl Reasons {
+    /// Whether `r` is in the set.
+    pub fn contains(self, r: Reason) -> bool {
+        self.0 & r.bit() != 0
+    }
+    /// Adds `r`.
+    pub fn insert(&mut self, r: Reason) {
+        self.0 |= r.bit();
+    }
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The reasons in a stable order.
+    pub fn iter(self) -> impl Iterator<Item = Reason> {
+        ALL_REASONS.into_iter().filter(move |r| self.contains(*r))
+    }
+}
+
+impl FromIterator<Reason> for Reasons {
+    fn from_iter<I: IntoIterator<Item = Reason>>(iter: I) -> Self {
+        let mut s = Reasons::default();
+        for r in iter {
+            s.insert(r);
+        }
+        s
+    }
+}
+
+impl fmt::Display for Reasons {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.iter().map(Reason::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// What a contender may do about a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Remove it (remove-if-unchanged) and take the lock.
+    Reclaim,
+    /// Fail fast with a `Stale` error (hold-exceeded under policy `report`).
+    Report,
+    /// Wait. Something may change by itself at `until` (lease end, end of the
+    /// payload grace); `watch_pid` is a live local holder whose exit ends the
+    /// wait.
+    Wait {
+        /// When the verdict will change without any event, if ever.
+        until: Option<SystemTime>,
+        /// A local holder process to watch for exit.
+        watch_pid: Option<u32>,
+    },
+}
+
+/// The rules a contender applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Age after which a live lock is reported too old.
+    pub stale_after: Duration,
+    /// What to do with a live holder past its lease.
+    pub hold_exceeded: HoldExceededPolicy,
+    /// How long a malformed or payload-less lock is left alone (by file mtime).
+    pub payload_grace: Duration,
+}
+
+impl Policy {
+    /// The payload grace spec §5 gives for an acquire budget: 30 s, or 5 s
+    /// when the budget is under 30 s; never longer than `stale_after`.
+    pub fn grace_for_budget(budget: Option<Duration>, stale_after: Duration) -> Duration {
+        let grace = match budget {
+            Some(b) if b < PAYLOAD_GRACE => SHORT_PAYLOAD_GRACE,
+            _ => PAYLOAD_GRACE,
+        };
+        grace.min(stale_after)
+    }
+}
+
+/// The classification of one lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    /// Why the lock looks stale (empty for a healthy lock).
+    pub reasons: Reasons,
+    /// The liveness check's verdict.
+    pub liveness: Liveness,
+    /// Age of the lock (from `createdAt`, else from the file's mtime).
+    pub age: Duration,
+    /// When the holder's lease ends, if known.
+    pub lease_end: Option<SystemTime>,
+    /// What a contender may do.
+    pub action: Action,
+}
+
+/// Classifies a lock. `payload` is the parsed payload or why it could not be
+/// parsed; `mtime` is the lock file's modification time; `held_here` says
+/// whether this process holds the lock's key in memory (only then is a lock
+/// with our pid ours).
+pub fn assess(
+    payload: Result<&Payload, &Malformed>,
+    mtime: SystemTime,
+    now: SystemTime,
+    policy: &Policy,
+    me: &SelfIdentity,
+    held_here: bool,
+) -> Assessment {
+    let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
+    let grace = |reasons: Reasons, liveness| {
+        let ready = mtime + policy.payload_grace;
+        Assessment {
+            reasons,
+            liveness,
+            age: since(mtime),
+            lease_end: None,
+            action: if now >= ready {
+                Action::Reclaim
+            } else {
+                Action::Wait {
+                    until: Some(ready),
+                    watch_pid: None,
+                }
+            },
+        }
+    };
+    let p = match payload {
+        Err(_) => return grace(Reasons::from_iter([Reason::Malformed]), Liveness::Unknown),
+        Ok(p) => p,
+    };
+    let liveness = identity::check(p, me);
+    let mut reasons = Reasons::default();
+    if p.pid.is_none() {
+        reasons.insert(Reason::MissingPid);
+    }
+    let Some(created) = p.created_at else {
+        reasons.insert(Reason::Malformed);
+        return grace(reasons, liveness);
+    };
+    if p.pid.is_none() {
+        return grace(reasons, liveness);
+    }
+    let age = since(created);
+    let lease_end = created
+        + p.max_hold_ms
+            .map_or(DEFAULT_MAX_HOLD, Duration::from_millis);
+    let mine = p.pid == Some(me.pid)
+        && liveness == Liveness::Alive
+        && p.hostname.as_ref().is_none_or(|h| *h == me.hostname);
+    let dead = match liveness {
+        Liveness::Dead => Some(Reason::DeadPid),
+        Liveness::Recycled => Some(Reason::RecycledPid),
+        _ if mine && !held_here => Some(Reason::OrphanSelfPid),
+        _ => None,
+    };
+    let action = if let Some(r) = dead {
+        reasons.insert(r);
+        Action::Reclaim
+    } else if now > lease_end {
+        reasons.insert(Reason::HoldExceeded);
+        match policy.hold_exceeded {
+            HoldExceededPolicy::Reclaim => Action::Reclaim,
+            HoldExceededPolicy::Report => Action::Report,
+        }
+    } else {
+        if age > policy.stale_after {
+            reasons.insert(Reason::TooOld);
+        }
+        Action::Wait {
+            until: Some(lease_end),
+            watch_pid: (liveness == Liveness::Alive).then_some(p.pid).flatten(),
+        }
+    };
+    Assessment {
+        reasons,
+        liveness,
+        age,
+        lease_end: Some(lease_end),
+        action,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            stale_after: Duration::from_secs(60),
+            hold_exceeded: HoldExceededPolicy::Reclaim,
+            payload_grace: Duration::from_secs(30),
+        }
+    }
+
+    fn live(me: &SelfIdentity, created: SystemTime, max_hold_s: u64) -> Payload {
+        Payload {
+            pid: Some(me.pid),
+            starttime: me.starttime,
+            created_at: Some(created),
+            max_hold_ms: Some(max_hold_s * 1000),
+            ..Payload::default()
+        }
+    }
+
+    #[test]
+    fn healthy_live_lock_waits_for_lease_end() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let p = live(&me, now, 10);
+        let a = assess(Ok(&p), now, now, &policy(), &me, true);
+        assert!(a.reasons.is_empty());
+        assert_eq!(
+            a.action,
+            Action::Wait {
+                until: Some(now + Duration::from_secs(10)),
+                watch_pid: Some(me.pid)
+            }
+        );
+    }
+
+    #[test]
+    fn own_pid_not_held_here_is_orphan() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let p = live(&me, now, 10);
+        let a = assess(Ok(&p), now, now, &policy(), &me, false);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::OrphanSelfPid]));
+        assert_eq!(a.action, Action::Reclaim);
+    }
+
+    #[test]
+    fn hold_exceeded_follows_policy_and_too_old_is_report_only() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let p = live(&me, now - Duration::from_secs(20), 10);
+        let a = assess(Ok(&p), now, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::HoldExceeded]));
+        assert_eq!(a.action, Action::Reclaim);
+        let report = Policy {
+            hold_exceeded: HoldExceededPolicy::Report,
+            ..policy()
+        };
+        assert_eq!(
+            assess(Ok(&p), now, now, &report, &me, true).action,
+            Action::Report
+        );
+
+        let p = live(&me, now - Duration::from_secs(120), 3600);
+        let a = assess(Ok(&p), now, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::TooOld]));
+        assert!(matches!(a.action, Action::Wait { .. }));
+    }
+
+    #[test]
+    fn malformed_and_missing_pid_wait_out_the_grace() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let fresh = now - Duration::from_secs(1);
+        let old = now - Duration::from_secs(31);
+        let bad = Malformed::Empty;
+        let a = assess(Err(&bad), fresh, now, &policy(), &me, false);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::Malformed]));
+        assert_eq!(
+            a.action,
+            Action::Wait {
+                until: Some(fresh + Duration::from_secs(30)),
+                watch_pid: None
+            }
+        );
+        assert_eq!(
+            assess(Err(&bad), old, now, &policy(), &me, false).action,
+            Action::Reclaim
+        );
+
+        let no_pid = Payload {
+            created_at: Some(now),
+            max_hold_ms: Some(1000),
+            ..Payload::default()
+        };
+        let a = assess(Ok(&no_pid), fresh, now, &policy(), &me, false);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::MissingPid]));
+        assert!(matches!(a.action, Action::Wait { .. }));
+        assert_eq!(
+            assess(Ok(&no_pid), old, now, &policy(), &me, false).action,
+            Action::Reclaim
+        );
+
+        let no_time = Payload {
+            pid: Some(me.pid),
+            ..Payload::default()
+        };
+        let a = assess(Ok(&no_time), old, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::Malformed]));
+        assert_eq!(a.action, Action::Reclaim);
+    }
+
+    #[test]
+    fn grace_for_budget() {
+        let long = Duration::from_secs(3600);
+        assert_eq!(Policy::grace_for_budget(None, long), PAYLOAD_GRACE);
+        assert_eq!(
+            Policy::grace_for_budget(Some(Duration::from_secs(30)), long),
+            PAYLOAD_GRACE
+        );
+        assert_eq!(
+            Policy::grace_for_budget(Some(Duration::from_secs(29)), long),
+            SHORT_PAYLOAD_GRACE
+        );
+        assert_eq!(
+            Policy::grace_for_budget(None, Duration::from_secs(2)),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn reasons_display_in_stable_order() {
+        let r = Reasons::from_iter([Reason::TooOld, Reason::DeadPid]);
+        assert_eq!(r.to_string(), "dead-pid,too-old");
+    }
+}

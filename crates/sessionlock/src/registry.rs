@@ -1,0 +1,370 @@
+//! The process-global registry (spec §4, in-process first): one slot per
+//! canonical key. A slot serializes this process's holders and waiters of one
+//! lock: waiters queue FIFO, and a releasing holder hands the turn, and the
+//! still-published lock with it, straight to the next waiter, with no polling
+//! and without unpublishing the lock.
+//!
+//! Fairness: strict FIFO among this process's waiters; across processes,
+//! whoever sees the lock free first wins.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::error::Holder;
+
+/// A lock published by this process and kept across an in-process hand-off.
+pub(crate) trait Parked: Send {
+    /// Unpublishes it (called when nobody is left to hand it to).
+    fn release(self: Box<Self>);
+    /// For the next holder to take it back as its backend's lease type.
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Someone in this process has the turn (holds, or is acquiring across
+    /// processes).
+    busy: bool,
+    queue: VecDeque<Arc<Ticket>>,
+    parked: Option<Box<dyn Parked>>,
+    /// The current holder, for timeout messages, and when it took the lock.
+    holder: Option<(Holder, Instant)>,
+    /// The current hold, for opt-in reentrancy.
+    hold: Option<Weak<dyn Any + Send + Sync>>,
+}
+
+/// One canonical key's in-process state.
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state stays consistent at every unlock point, so a panic elsewhere
+    // while holding the mutex does not invalidate it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Registry {
+    slots: Mutex<HashMap<PathBuf, Arc<Slot>>>,
+}
+
+/// Slots are pruned when the map grows past this many entries.
+const PRUNE_AT: usize = 1024;
+
+/// The slot of a key (its lock path).
+pub(crate) fn slot(key: &Path) -> Arc<Slot> {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    let reg = REGISTRY.get_or_init(|| Registry {
+        slots: Mutex::new(HashMap::new()),
+    });
+    let mut slots = lock(&reg.slots);
+    if slots.len() >= PRUNE_AT {
+        slots.retain(|_, s| Arc::strong_count(s) > 1 || !s.is_idle());
+    }
+    slots
+        .entry(key.to_owned())
+        .or_insert_with(|| {
+            Arc::new(Slot {
+                state: Mutex::new(SlotState::default()),
+            })
+        })
+        .clone()
+}
+
+/// Entering a slot: either the turn at once, or a place in the queue.
+pub(crate) enum Entry {
+    Turn(Turn),
+    Queued(Queued),
+}
+
+impl Slot {
+    fn is_idle(&self) -> bool {
+        let st = lock(&self.state);
+        !st.busy && st.queue.is_empty() && st.parked.is_none()
+    }
+
+    /// Takes the turn if free and nobody queues, else queues.
+    pub(crate) fn enter(self: &Arc<Self>) -> Entry {
+        let mut st = lock(&self.state);
+        if !st.busy && st.queue.is_empty() {
+            st.busy = true;
+            return Entry::Turn(Turn { slot: self.clone() });
+        }
+        let ticket = Arc::new(Ticket::default());
+        st.queue.push_back(ticket.clone());
+        Entry::Queued(Queued {
+            slot: self.clone(),
+            ticket,
+            done: false,
+        })
+    }
+
+    /// Whether waiters queue for the turn.
+    pub(crate) fn has_waiters(&self) -> bool {
+        !lock(&self.state).queue.is_empty()
+    }
+
+    /// The current in-process holder, with its age brought up to date.
+    pub(crate) fn holder(&self) -> Option<Holder> {
+        let st = lock(&self.state);
+        st.holder.as_ref().map(|(h, since)| {
+            let mut h = h.clone();
+            h.age_ms = Some(u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
+            h
+        })
+    }
+
+    /// The current hold, if it is of type `T` and still alive.
+    pub(crate) fn current_hold<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let st = lock(&self.state);
+        st.hold.as_ref()?.upgrade()?.downcast::<T>().ok()
+    }
+
+    /// Records the holder that now has the turn.
+    pub(crate) fn set_holder(&self, holder: Holder, hold: Weak<dyn Any + Send + Sync>) {
+        let mut st = lock(&self.state);
+        st.holder = Some((holder, Instant::now()));
+        st.hold = Some(hold);
+    }
+
+    /// Ends the current turn. With waiters queued, `parked` (the still
+    /// published lock) goes to the next one; otherwise it is released here.
+    pub(crate) fn release_turn(&self, parked: Option<Box<dyn Parked>>) {
+        let mut st = lock(&self.state);
+        st.holder = None;
+        st.hold = None;
+        if let Some(p) = parked {
+            st.parked = Some(p);
+        }
+        if let Some(next) = st.queue.pop_front() {
+            next.grant();
+            return;
+        }
+        st.busy = false;
+        if let Some(p) = st.parked.take() {
+            // Released under the slot lock: a new in-process acquirer must not
+            // see our half-released lock and take it for an orphan.
+            p.release();
+        }
+    }
+
+    /// Takes a lock parked by the previous holder.
+    pub(crate) fn take_parked(&self) -> Option<Box<dyn Any + Send>> {
+        lock(&self.state).parked.take().map(Parked::into_any)
+    }
+}
+
+/// Having the turn of a slot. Dropping it ends the turn.
+#[must_use]
+pub(crate) struct Turn {
+    slot: Arc<Slot>,
+}
+
+impl Turn {
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        &self.slot
+    }
+
+    /// Ends the turn, handing `parked` on (see [`Slot::release_turn`]).
+    pub(crate) fn end(self, parked: Option<Box<dyn Parked>>) {
+        let slot = self.slot.clone();
+        std::mem::forget(self);
+        slot.release_turn(parked);
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.slot.release_turn(None);
+    }
+}
+
+#[derive(Default)]
+struct TicketState {
+    granted: bool,
+    waker: Option<Waker>,
+}
+
+/// A waiter's place in a slot's queue.
+#[derive(Default)]
+struct Ticket {
+    state: Mutex<TicketState>,
+    cv: Condvar,
+}
+
+impl Ticket {
+    fn grant(&self) {
+        let mut st = lock(&self.state);
+        st.granted = true;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+        self.cv.notify_all();
+    }
+
+    fn granted(&self) -> bool {
+        lock(&self.state).granted
+    }
+}
+
+/// A queued waiter. Dropping it gives up its place, or, if the turn was
+/// already handed to it, passes the turn on: nothing stays queued or held.
+#[must_use]
+pub(crate) struct Queued {
+    slot: Arc<Slot>,
+    ticket: Arc<Ticket>,
+    done: bool,
+}
+
+impl Queued {
+    /// Blocks until granted or `deadline`; returns the turn if granted.
+    pub(crate) fn wait_blocking(mut self, deadline: Option<Instant>) -> Option<Turn> {
+        {
+            let mut st = lock(&self.ticket.state);
+            while !st.granted {
+                match deadline {
+                    None => st = self.ticket.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        st = self
+                            .ticket
+                            .cv
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+        }
+        self.finish()
+    }
+
+    /// Waits until granted or `deadline`; returns the turn if granted.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops `self`, which leaves the queue or passes a
+    /// granted turn on.
+    pub(crate) async fn wait_async(mut self, deadline: Option<Instant>) -> Option<Turn> {
+        let granted = Granted {
+            ticket: &self.ticket,
+        };
+        match deadline {
+            None => granted.await,
+            Some(d) => {
+                let _ = tokio::time::timeout_at(d.into(), granted).await;
+            }
+        }
+        self.finish()
+    }
+
+    /// Leaves the queue: the turn if it was granted meanwhile, else nothing.
+    fn finish(&mut self) -> Option<Turn> {
+        self.done = true;
+        let mut st = lock(&self.slot.state);
+        if self.ticket.granted() {
+            return Some(Turn {
+                slot: self.slot.clone(),
+            });
+        }
+        st.queue.retain(|t| !Arc::ptr_eq(t, &self.ticket));
+        None
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if !self.done {
+            drop(self.finish());
+        }
+    }
+}
+
+struct Granted<'a> {
+    ticket: &'a Ticket,
+}
+
+impl Future for Granted<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut st = lock(&self.ticket.state);
+        if st.granted {
+            return Poll::Ready(());
+        }
+        st.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn fresh_slot(name: &str) -> Arc<Slot> {
+        slot(Path::new(&format!(
+            "/registry-test/{name}/{:?}",
+            Instant::now()
+        )))
+    }
+
+    #[test]
+    fn fifo_hand_off() {
+        let s = fresh_slot("fifo");
+        let Entry::Turn(t) = s.enter() else {
+            panic!("first enter must get the turn")
+        };
+        let Entry::Queued(a) = s.enter() else {
+            panic!("queued")
+        };
+        let Entry::Queued(b) = s.enter() else {
+            panic!("queued")
+        };
+        drop(t);
+        assert!(a.ticket.granted());
+        assert!(!b.ticket.granted());
+        let ta = a.wait_blocking(Some(Instant::now())).expect("a granted");
+        drop(ta);
+        let tb = b.wait_blocking(Some(Instant::now())).expect("b granted");
+        drop(tb);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn dropped_waiter_leaves_no_trace_and_passes_a_granted_turn() {
+        let s = fresh_slot("drop");
+        let Entry::Turn(t) = s.enter() else { panic!() };
+        let Entry::Queued(a) = s.enter() else {
+            panic!()
+        };
+        let Entry::Queued(b) = s.enter() else {
+            panic!()
+        };
+        drop(b);
+        assert_eq!(lock(&s.state).queue.len(), 1);
+        drop(t); // grants a
+        drop(a); // a never woke: its turn must be passed on and ended
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn timeout_gives_up_place() {
+        let s = fresh_slot("timeout");
+        let Entry::Turn(_t) = s.enter() else { panic!() };
+        let Entry::Queued(a) = s.enter() else {
+            panic!()
+        };
+        assert!(a
+            .wait_blocking(Some(Instant::now() + Duration::from_millis(20)))
+            .is_none());
+        assert!(lock(&s.state).queue.is_empty());
+    }
+}

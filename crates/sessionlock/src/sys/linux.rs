@@ -1,0 +1,304 @@
+//! Linux implementation of the platform layer.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::inotify;
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags};
+
+/// Flags for opening files that must never be followed through a symlink nor
+/// block on a FIFO.
+pub(crate) const NOFOLLOW_NONBLOCK: i32 =
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32;
+
+/// `O_NOFOLLOW` alone.
+pub(crate) const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// The errno for "too many levels of symbolic links" (what `O_NOFOLLOW`
+/// returns on a symlink).
+pub(crate) fn is_symlink_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+}
+
+/// Our own process id.
+pub(crate) fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// What `/proc/<pid>/stat` tells about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Field 3: the state letter (`Z` for zombie, `X` for dead).
+    pub state: u8,
+    /// Field 22: start time in clock ticks since boot.
+    pub starttime: u64,
+}
+
+/// Reads `/proc/<pid>/stat`. `None` when the process does not exist or the
+/// file cannot be parsed.
+pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let raw = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat(&raw)
+}
+
+/// Parses the contents of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may itself contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub(crate) fn parse_proc_stat(raw: &[u8]) -> Option<ProcStat> {
+    let close = raw.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(raw.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    // Fields after the name start at field 3 (state).
+    let state = *fields.next()?.as_bytes().first()?;
+    // Field 22 is the 20th field after the name (3 + 19).
+    let starttime = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, starttime })
+}
+
+/// This process's start time, read once.
+pub(crate) fn self_starttime() -> Option<u64> {
+    static START: OnceLock<Option<u64>> = OnceLock::new();
+    *START.get_or_init(|| proc_stat(pid()).map(|s| s.starttime))
+}
+
+/// This machine's boot id, read once.
+pub(crate) fn boot_id() -> Option<&'static str> {
+    static BOOT: OnceLock<Option<String>> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
+}
+
+/// This machine's host name, read once.
+pub(crate) fn hostname() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+/// Whether a process with this pid exists: `kill(pid, 0)` succeeds or fails
+/// with `EPERM` (a process of another user). Any error other than `ESRCH` is
+/// taken as "exists", because wrongly declaring a live holder dead would break
+/// mutual exclusion.
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+}
+
+/// Opens a pidfd for `pid`: it becomes readable when the process exits
+/// (including when it becomes a zombie). `None` when the process is already
+/// gone or pidfds are not supported.
+pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw)?;
+    rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok()
+}
+
+/// 16 random bytes from the kernel.
+pub(crate) fn random_bytes() -> io::Result<[u8; 16]> {
+    let mut buf = [0u8; 16];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match rustix::rand::getrandom(&mut buf[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(buf)
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: comparable across processes of one
+/// machine (used by benchmarks and the demo to time hand-offs).
+pub(crate) fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Kinds of advisory kernel lock taken on the per-session state file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FlockKind {
+    Shared,
+    Exclusive,
+}
+
+/// Takes a blocking `flock` on `file`, retrying on `EINTR`.
+pub(crate) fn flock(file: &File, kind: FlockKind) -> io::Result<()> {
+    let op = match kind {
+        FlockKind::Shared => rustix::fs::FlockOperation::LockShared,
+        FlockKind::Exclusive => rustix::fs::FlockOperation::LockExclusive,
+    };
+    loop {
+        match rustix::fs::flock(file, op) {
+            Err(Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+/// Drops a `flock` taken by [`flock`].
+pub(crate) fn funlock(file: &File) -> io::Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::Unlock).map_err(io::Error::from)
+}
+
+/// Whether the file system holding `dir` delivers inotify events for changes
+/// made by other machines' clients. Network and FUSE file systems do not, so
+/// waiters there poll.
+pub(crate) fn notifications_reliable(dir: &File) -> bool {
+    const NETWORK_FS: &[i64] = &[
+        0x6969,      // NFS
+        0x517b,      // SMB
+        0xff53_4d42, // CIFS
+        0xfe53_4d42, // SMB2
+        0x0102_1997, // 9P
+        0x00c3_6400, // Ceph
+        0x5346_414f, // AFS
+        0x6573_5546, // FUSE
+    ];
+    match rustix::fs::fstatfs(dir) {
+        Ok(st) => {
+            #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets
+            let kind = st.f_type as i64;
+            !NETWORK_FS.contains(&kind)
+        }
+        Err(_) => false,
+    }
+}
+
+/// An inotify watch on one directory that reports changes to one name in it.
+#[derive(Debug)]
+pub(crate) struct DirWatch {
+    fd: OwnedFd,
+    name: Box<[u8]>,
+}
+
+impl DirWatch {
+    /// Watches `dir` for anything that can change whether `name` is a lock
+    /// someone holds: creation, removal, renames in and out, writes (foreign
+    /// writers create then write) and the directory itself going away.
+    pub(crate) fn new(dir: &Path, name: &OsStr) -> io::Result<Self> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let mask = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::DELETE
+            | inotify::WatchFlags::MOVED_FROM
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::CLOSE_WRITE
+            | inotify::WatchFlags::MODIFY
+            | inotify::WatchFlags::ATTRIB
+            | inotify::WatchFlags::DELETE_SELF
+            | inotify::WatchFlags::MOVE_SELF
+            | inotify::WatchFlags::ONLYDIR;
+        inotify::add_watch(&fd, dir, mask)?;
+        Ok(Self {
+            fd,
+            name: name.as_bytes().into(),
+        })
+    }
+
+    /// The pollable descriptor.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads every pending event without blocking. Returns whether any of them
+    /// concerns the watched name (or may have: queue overflow, directory gone).
+    pub(crate) fn drain(&self) -> io::Result<bool> {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(&self.fd, &mut buf);
+        let mut relevant = false;
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    let flags = ev.events();
+                    if flags.intersects(
+                        inotify::ReadFlags::QUEUE_OVERFLOW
+                            | inotify::ReadFlags::IGNORED
+                            | inotify::ReadFlags::DELETE_SELF
+                            | inotify::ReadFlags::MOVE_SELF,
+                    ) {
+                        relevant = true;
+                    } else if let Some(n) = ev.file_name() {
+                        relevant |= n.to_bytes() == &*self.name;
+                    }
+                }
+                Err(Errno::AGAIN) => return Ok(relevant),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Blocks until one of `fds` is readable or `timeout` passes (`None`: no
+/// timeout). Returns the indices that are readable.
+pub(crate) fn poll_readable(
+    fds: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
+        .collect();
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(t.subsec_nanos()),
+    });
+    loop {
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Ok(_) => break,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.revents().is_empty())
+        .map(|(i, _)| i)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_handles_names_with_spaces_and_parens() {
+        let raw = b"42 (a b) c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
+        let s = parse_proc_stat(raw).expect("parses");
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.starttime, 987654);
+    }
+
+    #[test]
+    fn proc_stat_rejects_garbage() {
+        assert_eq!(parse_proc_stat(b"no parens here"), None);
+        assert_eq!(parse_proc_stat(b"1 (x) Z 1 2"), None);
+        assert_eq!(parse_proc_stat(&[0xff, 0xfe, b')', 0xff]), None);
+    }
+
+    #[test]
+    fn own_process_is_visible() {
+        let me = proc_stat(pid()).expect("own stat");
+        assert_eq!(Some(me.starttime), self_starttime());
+        assert!(process_exists(pid()));
+        assert!(!process_exists(0));
+    }
+}
