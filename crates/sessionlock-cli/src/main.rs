@@ -1,1 +1,75 @@
-fn main() {}
+//! The `sessionlock` command: status, exec, demo and bench.
+//!
+//! Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 a finding
+//! the user can act on (lock held, demo verdict FAIL), 2 error.
+
+mod bench;
+mod demo;
+mod exec;
+mod status;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sessionlock", version, about = "Crash-safe, fenced session write locks for agent transcripts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show every session lock in the given directories.
+    Status(status::Args),
+    /// Run a command while holding a session's lock (like flock(1)).
+    Exec(exec::Args),
+    /// Show sessionlock surviving what breaks other locks: real processes,
+    /// SIGKILLed and wedged holders, verified transcripts.
+    Demo(demo::Args),
+    /// Measure acquire cost, cross-process hand-off and reclaim latency.
+    Bench(bench::Args),
+    /// Internal: a child process of demo and bench.
+    #[command(hide = true)]
+    Worker(worker::Args),
+}
+
+/// A failure with an optional hint, printed as `error:` / `caused by:` /
+/// `hint:` (stderr).
+pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("caused by: {cause}");
+    }
+    if let Some(h) = hint {
+        eprintln!();
+        eprintln!("hint: {h}");
+    }
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Status(a) => status::run(a),
+        Command::Exec(a) => exec::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Worker(a) => worker::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(&e, None);
+            ExitCode::from(2)
+        }
+    }
+}

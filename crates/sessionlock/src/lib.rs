@@ -66,6 +66,7 @@ pub mod identity;
 pub mod payload;
 pub mod reclaim;
 mod registry;
+pub mod status;
 mod sys;
 mod watchdog;
 

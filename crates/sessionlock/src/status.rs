@@ -1,0 +1,97 @@
+//! Explaining locks (spec §10): what `sessionlock status` shows and the
+//! doctor builds on. Read-only.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::acquire::holder_from;
+use crate::backend::file::FileBackend;
+use crate::backend::{Backend, Inspection, SessionKey};
+use crate::config::Settings;
+use crate::error::{Error, Holder, Result};
+use crate::identity::{Liveness, SelfIdentity};
+use crate::reclaim::{self, Action, Policy};
+
+/// One lock, explained.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LockStatus {
+    /// The session file the lock guards.
+    pub session: PathBuf,
+    /// The holder, its liveness and the stale reasons.
+    pub holder: Holder,
+    /// The liveness verdict.
+    pub liveness: Liveness,
+    /// Time left on the holder's lease (zero when past it), if known.
+    pub lease_left: Option<Duration>,
+    /// What a contender would do now.
+    pub action: Action,
+    /// The raw inspection.
+    pub inspection: Inspection,
+}
+
+/// The policy used to explain locks: the given settings, with the long (30 s)
+/// payload grace.
+pub fn policy(settings: &Settings) -> Policy {
+    Policy {
+        stale_after: settings.stale_after,
+        hold_exceeded: settings.hold_exceeded,
+        payload_grace: Policy::grace_for_budget(None, settings.stale_after),
+    }
+}
+
+/// Explains the lock of one session file, if it has one.
+///
+/// # Errors
+/// `InvalidPath` for a symlink or non-regular lock; `Io`.
+pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<LockStatus>> {
+    let backend = FileBackend::default();
+    let key = SessionKey {
+        session: session.to_owned(),
+        lock_path: {
+            let mut s = session.as_os_str().to_owned();
+            s.push(".lock");
+            PathBuf::from(s)
+        },
+    };
+    let Some(insp) = backend.inspect(&key)? else {
+        return Ok(None);
+    };
+    let now = SystemTime::now();
+    let me = SelfIdentity::current();
+    let a = reclaim::assess(insp.payload.as_ref(), insp.mtime, now, &policy(settings), &me, false);
+    Ok(Some(LockStatus {
+        session: key.session,
+        holder: holder_from(&insp, &a),
+        liveness: a.liveness,
+        lease_left: a.lease_end.map(|end| end.duration_since(now).unwrap_or(Duration::ZERO)),
+        action: a.action,
+        inspection: insp,
+    }))
+}
+
+/// Explains every `*.lock` in `dir` (not recursive), sorted by path. A lock
+/// that cannot be read yields an error entry naming it; the scan goes on.
+///
+/// # Errors
+/// `Io` when the directory cannot be listed.
+pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus>>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let mut locks: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with(".lock") {
+            locks.push(entry.path());
+        }
+    }
+    locks.sort();
+    Ok(locks
+        .into_iter()
+        .filter_map(|lock| {
+            let s = lock.as_os_str().to_string_lossy();
+            let session = PathBuf::from(s.strip_suffix(".lock").unwrap_or(&s));
+            inspect_session(&session, settings).transpose()
+        })
+        .collect())
+}
