@@ -259,6 +259,16 @@ impl<B: Backend> SessionLock<B> {
         }
     }
 
+    /// How many tasks and threads of this process wait for `session`'s lock
+    /// right now (diagnostics; the value may change at once).
+    ///
+    /// # Errors
+    /// As [`Backend::key`].
+    pub fn queued(&self, session: impl AsRef<Path>) -> Result<usize> {
+        let key = self.backend.key(session.as_ref())?;
+        Ok(registry::slot(&key.lock_path).queue_len())
+    }
+
     fn request(&self, opts: &LockOptions) -> LeaseRequest {
         LeaseRequest {
             max_hold: opts.max_hold.min(crate::config::MAX_HOLD_CAP),

@@ -105,6 +105,11 @@ impl Slot {
         })
     }
 
+    /// How many waiters queue for the turn.
+    pub(crate) fn queue_len(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
     /// Whether waiters queue for the turn.
     pub(crate) fn has_waiters(&self) -> bool {
         !lock(&self.state).queue.is_empty()

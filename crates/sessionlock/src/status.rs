@@ -59,12 +59,21 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
     };
     let now = SystemTime::now();
     let me = SelfIdentity::current();
-    let a = reclaim::assess(insp.payload.as_ref(), insp.mtime, now, &policy(settings), &me, false);
+    let a = reclaim::assess(
+        insp.payload.as_ref(),
+        insp.mtime,
+        now,
+        &policy(settings),
+        &me,
+        false,
+    );
     Ok(Some(LockStatus {
         session: key.session,
         holder: holder_from(&insp, &a),
         liveness: a.liveness,
-        lease_left: a.lease_end.map(|end| end.duration_since(now).unwrap_or(Duration::ZERO)),
+        lease_left: a
+            .lease_end
+            .map(|end| end.duration_since(now).unwrap_or(Duration::ZERO)),
         action: a.action,
         inspection: insp,
     }))

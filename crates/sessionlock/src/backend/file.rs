@@ -312,6 +312,15 @@ impl FileBackend {
         req: &LeaseRequest,
     ) -> Result<Attempt<FileLease>> {
         let epoch_path = Self::epoch_path(key);
+        // Every sessionlock publisher holds the state lock, so a lock that is
+        // absent now stays absent until our link (only a foreign writer could
+        // race us). Checking first matters: bumping the epoch while someone
+        // holds the lock would fence that rightful holder.
+        if lstat(&key.lock_path)?.is_some() {
+            return Ok(self
+                .inspect(key)?
+                .map_or(Attempt::Changed, |i| Attempt::Busy(Box::new(i))));
+        }
         let epoch = floor + 1;
         // The epoch is persisted before the lock appears: a crash between the
         // two burns an epoch number but can never reuse one.

@@ -1,0 +1,1153 @@
+//! Integration tests of the session write lock, with real processes where
+//! the spec speaks of processes.
+//!
+//! Child processes are this test binary re-executed in child mode: the
+//! `child_entry` test runs a role named by `SESSIONLOCK_TEST_ROLE` and talks
+//! to the parent over stdin/stdout lines.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
+
+use sessionlock::backend::{Attempt, Backend, LeaseRequest};
+use sessionlock::identity::SelfIdentity;
+use sessionlock::payload::format_time;
+use sessionlock::{
+    Error, FileBackend, HoldExceededPolicy, LockOptions, Reason, SessionLock, TryAcquireError,
+};
+
+const ROLE_VAR: &str = "SESSIONLOCK_TEST_ROLE";
+
+// ---------------------------------------------------------------- harness
+
+fn opts(timeout_ms: u64) -> LockOptions {
+    LockOptions::default().timeout(Some(Duration::from_millis(timeout_ms)))
+}
+
+fn locks() -> SessionLock {
+    SessionLock::with_backend(FileBackend::default(), opts(10_000))
+}
+
+fn lock_path(session: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.lock", session.display()))
+}
+
+/// A child process running a role, with line-based I/O and deadlines.
+struct Kid {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Kid {
+    fn spawn(role: &str, args: &[&str]) -> Kid {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                "child_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "--quiet",
+            ])
+            .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
+            .env_remove("SESSIONLOCK_ACQUIRE_TIMEOUT_MS")
+            .env_remove("SESSIONLOCK_MAX_HOLD_MS")
+            .env_remove("SESSIONLOCK_STALE_MS")
+            .env_remove("SESSIONLOCK_HOLD_EXCEEDED")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Kid {
+            child,
+            stdin,
+            lines: rx,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next protocol line starting with `prefix` (other output, such as
+    /// the test harness's own, is skipped).
+    fn expect(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!(
+                    "child {} did not say {prefix:?} within {within:?}: {e}",
+                    self.pid()
+                ),
+            }
+        }
+    }
+
+    /// The next line starting with any of `prefixes`.
+    fn expect_any(&self, prefixes: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if prefixes.iter().any(|p| l.starts_with(p)) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("child {} did not answer {prefixes:?}: {e}", self.pid()),
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to child");
+        stdin.flush().expect("flush child stdin");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    fn kill_and_reap(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "child did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start time (field 22 of /proc/<pid>/stat) of a process.
+fn starttime_of(pid: u32) -> u64 {
+    let raw = fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let rest = &raw[raw.rfind(')').expect("paren") + 1..];
+    rest.split_whitespace()
+        .nth(19)
+        .expect("field 22")
+        .parse()
+        .expect("number")
+}
+
+/// The pid of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().expect("spawn true");
+    let pid = c.id();
+    c.wait().expect("reap");
+    pid
+}
+
+/// A live process that is not us, killed on drop.
+fn live_stranger() -> Kid {
+    let child = Command::new("sleep")
+        .arg("60")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sleep");
+    let (_tx, rx) = mpsc::channel();
+    Kid {
+        child,
+        stdin: None,
+        lines: rx,
+    }
+}
+
+/// Writes a lock the way OpenClaw does: pretty-printed, four fields.
+fn write_openclaw_lock(
+    session: &Path,
+    pid: u32,
+    created: SystemTime,
+    max_hold_ms: u64,
+    starttime: Option<u64>,
+) {
+    let mut text = format!(
+        "{{\n  \"pid\": {pid},\n  \"createdAt\": \"{}\",\n  \"maxHoldMs\": {max_hold_ms}",
+        format_time(created)
+    );
+    if let Some(st) = starttime {
+        text.push_str(&format!(",\n  \"starttime\": {st}"));
+    }
+    text.push_str("\n}\n");
+    fs::write(lock_path(session), text).expect("write lock");
+}
+
+fn set_mtime(path: &Path, t: SystemTime) {
+    File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(t)
+        .expect("set mtime");
+}
+
+fn req() -> LeaseRequest {
+    LeaseRequest {
+        max_hold: Duration::from_secs(60),
+        lane: Some("test".into()),
+        run_id: None,
+        me: SelfIdentity::current(),
+    }
+}
+
+// ---------------------------------------------------------------- child roles
+
+fn role_args() -> Option<(String, Vec<String>)> {
+    let raw = std::env::var(ROLE_VAR).ok()?;
+    let mut parts = raw.split('\u{1f}').map(str::to_owned);
+    let role = parts.next()?;
+    Some((role, parts.filter(|s| !s.is_empty()).collect()))
+}
+
+/// Entry point of child processes (a no-op in a normal test run).
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role_args() else {
+        return;
+    };
+    let out = |s: String| {
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "{s}").expect("stdout");
+        o.flush().expect("flush");
+    };
+    let locks = locks();
+    match role.as_str() {
+        // Acquire, report, then obey commands: `check`, `release`.
+        "hold" => {
+            let session = &args[0];
+            let max_hold: u64 = args[1].parse().expect("max hold");
+            let o = opts(10_000)
+                .max_hold(Duration::from_millis(max_hold))
+                .lane("child");
+            let g = locks.acquire_with(session, &o).expect("child acquire");
+            out(format!("HELD {}", g.epoch()));
+            let mut line = String::new();
+            while std::io::stdin().lock().read_line(&mut line).expect("stdin") > 0 {
+                match line.trim() {
+                    "check" => match g.with_fence(|| ()) {
+                        Ok(()) => out("CHECK ok".into()),
+                        Err(e) => out(format!("CHECK err {e}")),
+                    },
+                    "release" => break,
+                    _ => {}
+                }
+                line.clear();
+            }
+            drop(g);
+            out("RELEASED".into());
+        }
+        // Try once; hold until stdin closes if won.
+        "try-hold" => match locks.try_acquire(&args[0]) {
+            Ok(g) => {
+                out(format!("WON {}", g.epoch()));
+                let mut sink = String::new();
+                let _ = std::io::stdin().read_to_string(&mut sink);
+                drop(g);
+            }
+            Err(TryAcquireError::WouldBlock(h)) => out(format!("BLOCKED {:?}", h.pid)),
+            Err(e) => out(format!("FAILED {e}")),
+        },
+        // Mutual exclusion: append begin/end markers inside the critical section.
+        "excl" => {
+            let (session, log, n) = (&args[0], &args[1], args[2].parse::<u32>().expect("n"));
+            let pid = std::process::id();
+            let mut f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(log)
+                .expect("log");
+            for i in 0..n {
+                let g = locks.acquire(session).expect("acquire");
+                g.with_fence(|| {
+                    f.write_all(format!("B {pid} {i}\n").as_bytes())
+                        .expect("write");
+                    std::thread::yield_now();
+                    f.write_all(format!("E {pid} {i}\n").as_bytes())
+                        .expect("write");
+                })
+                .expect("fenced");
+                g.release().expect("release");
+            }
+            out("DONE".into());
+        }
+        // Acquire and print the epoch, then wait to be killed.
+        "crash" => {
+            let g = locks.acquire(&args[0]).expect("acquire");
+            out(format!("HELD {}", g.epoch()));
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ---------------------------------------------------------------- §1.1 mutual exclusion
+
+#[test]
+fn mutual_exclusion_under_8_contending_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let log = dir.path().join("cs.log");
+    let (s, l) = (session.to_str().expect("utf8"), log.to_str().expect("utf8"));
+    let kids: Vec<Kid> = (0..8).map(|_| Kid::spawn("excl", &[s, l, "60"])).collect();
+    for k in &kids {
+        k.expect("DONE", Duration::from_secs(120));
+    }
+    let text = fs::read_to_string(&log).expect("log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 8 * 60 * 2, "every critical section logged");
+    for pair in lines.chunks(2) {
+        let b = pair[0]
+            .strip_prefix("B ")
+            .unwrap_or_else(|| panic!("expected begin, got {:?}", pair[0]));
+        let e = pair[1]
+            .strip_prefix("E ")
+            .unwrap_or_else(|| panic!("expected end, got {:?}", pair[1]));
+        assert_eq!(b, e, "critical sections overlapped: {pair:?}");
+    }
+    for k in kids {
+        assert!(k.finish().success());
+    }
+}
+
+#[test]
+fn in_process_waiters_are_served_fifo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("fifo.jsonl");
+    let locks = locks();
+    let first = locks.acquire(&session).expect("first");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for i in 0..4 {
+        let (l, sess, order) = (locks.clone(), session.clone(), order.clone());
+        threads.push(std::thread::spawn(move || {
+            let g = l.acquire(&sess).expect("waiter");
+            order.lock().expect("order").push((i, g.epoch()));
+        }));
+        // Let each waiter queue before the next one arrives.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while locks.queued(&session).expect("queued") < i + 1 {
+            assert!(Instant::now() < deadline, "waiter {i} never queued");
+            std::thread::yield_now();
+        }
+    }
+    drop(first);
+    for t in threads {
+        t.join().expect("join");
+    }
+    let order = order.lock().expect("order").clone();
+    assert_eq!(
+        order.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert!(
+        order.windows(2).all(|w| w[0].1 < w[1].1),
+        "each hand-off has a new, larger epoch: {order:?}"
+    );
+}
+
+// ---------------------------------------------------------------- §1.2 no leaked lock
+
+#[test]
+fn sigkilled_holder_is_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("kill.jsonl");
+    let kid = Kid::spawn("hold", &[session.to_str().expect("utf8"), "60000"]);
+    let held_epoch: u64 = kid.expect("HELD", Duration::from_secs(10))[5..]
+        .parse()
+        .expect("epoch");
+    let locks = locks();
+    let waiter = {
+        let (locks, session) = (locks.clone(), session.clone());
+        std::thread::spawn(move || locks.acquire(&session).map(|g| g.epoch()))
+    };
+    kid.signal("KILL");
+    let epoch = waiter
+        .join()
+        .expect("join")
+        .expect("waiter acquires after SIGKILL");
+    assert!(epoch > held_epoch);
+    kid.kill_and_reap();
+}
+
+#[test]
+fn orphan_self_lock_is_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("orphan.jsonl");
+    let me = SelfIdentity::current();
+    write_openclaw_lock(&session, me.pid, SystemTime::now(), 300_000, me.starttime);
+    let g = locks()
+        .acquire_with(&session, &opts(200))
+        .expect("orphan reclaimed at once");
+    assert_eq!(g.payload().pid, Some(me.pid));
+}
+
+#[test]
+fn recycled_pid_is_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let me = SelfIdentity::current();
+    // Our own live pid with another start time.
+    let session = dir.path().join("recycled-self.jsonl");
+    write_openclaw_lock(
+        &session,
+        me.pid,
+        SystemTime::now(),
+        300_000,
+        me.starttime.map(|s| s + 1),
+    );
+    let g = locks()
+        .acquire_with(&session, &opts(200))
+        .expect("recycled self pid reclaimed");
+    drop(g);
+    // Another live process with a wrong start time.
+    let stranger = live_stranger();
+    let session = dir.path().join("recycled-other.jsonl");
+    let st = starttime_of(stranger.pid());
+    write_openclaw_lock(
+        &session,
+        stranger.pid(),
+        SystemTime::now(),
+        300_000,
+        Some(st + 7),
+    );
+    let g = locks()
+        .acquire_with(&session, &opts(200))
+        .expect("recycled pid reclaimed");
+    assert_eq!(g.payload().pid, Some(std::process::id()));
+}
+
+// ---------------------------------------------------------------- §1.3 no wedge past the lease
+
+#[test]
+fn sigstopped_holder_past_lease_is_reclaimed_and_fenced_after_sigcont() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("stop.jsonl");
+    let mut kid = Kid::spawn("hold", &[session.to_str().expect("utf8"), "400"]);
+    let held_epoch: u64 = kid.expect("HELD", Duration::from_secs(10))[5..]
+        .parse()
+        .expect("epoch");
+    kid.signal("STOP");
+    let started = Instant::now();
+    let g = locks()
+        .acquire(&session)
+        .expect("wedged holder reclaimed after its lease");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(g.epoch() > held_epoch);
+    g.with_fence(|| ()).expect("new holder writes");
+    kid.signal("CONT");
+    kid.say("check");
+    let verdict = kid.expect("CHECK", Duration::from_secs(10));
+    assert!(
+        verdict.starts_with("CHECK err"),
+        "stale holder must be fenced, got {verdict:?}"
+    );
+    assert!(
+        verdict.contains(&format!("epoch {held_epoch}")),
+        "{verdict}"
+    );
+    // The stale holder's release must not touch our lock.
+    kid.say("release");
+    kid.expect("RELEASED", Duration::from_secs(10));
+    assert!(
+        lock_path(&session).exists(),
+        "stale release deleted the new lock"
+    );
+    g.check().expect("still ours");
+}
+
+#[test]
+fn watchdog_revokes_while_the_holders_runtime_is_blocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("wd.jsonl");
+    let locks = locks();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let o = opts(1000).max_hold(Duration::from_millis(300));
+        let g = locks
+            .acquire_async_with(&session, &o)
+            .await
+            .expect("acquire");
+        let contender = {
+            let (locks, session) = (locks.clone(), session.clone());
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let g2 = locks
+                    .acquire(&session)
+                    .expect("contender acquires while the runtime is blocked");
+                (t.elapsed(), g2.epoch())
+            })
+        };
+        // Block this runtime's only thread with a CPU loop: no task, timer or
+        // I/O event of the runtime can run until it ends.
+        let spin_until = Instant::now() + Duration::from_millis(1500);
+        let mut x = 0u64;
+        while Instant::now() < spin_until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(
+            contender.is_finished(),
+            "the contender was still waiting when the runtime unblocked"
+        );
+        let (waited, epoch2) = contender.join().expect("join");
+        assert!(waited < Duration::from_millis(1500));
+        assert!(epoch2 > g.epoch());
+        assert!(g.is_revoked());
+        tokio::time::timeout(Duration::from_secs(1), g.revoked())
+            .await
+            .expect("revoked() resolves");
+        assert!(
+            matches!(g.check(), Err(Error::Revoked { .. })),
+            "check after revocation"
+        );
+        assert!(matches!(g.with_fence(|| ()), Err(Error::Revoked { .. })));
+        assert!(g.extend().is_err(), "a revoked lease cannot be extended");
+        g.release().expect("releasing a revoked guard is a no-op");
+    });
+}
+
+#[test]
+fn extend_moves_the_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("extend.jsonl");
+    let g = locks()
+        .acquire_with(&session, &opts(1000).max_hold(Duration::from_millis(400)))
+        .expect("acquire");
+    let first = g.payload().created_at;
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(200));
+        g.extend().expect("extend");
+    }
+    assert!(
+        !g.is_revoked(),
+        "held 800 ms on a 400 ms lease, extended every 200 ms"
+    );
+    assert!(g.payload().created_at > first);
+    g.check().expect("still current");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(g.is_revoked(), "without extension the watchdog revokes");
+}
+
+// ---------------------------------------------------------------- §1.5 remove-if-unchanged
+
+#[test]
+fn stale_release_never_deletes_a_replacement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("replace.jsonl");
+    let backend = FileBackend::default();
+    let key = backend.key(&session).expect("key");
+    let a = locks().acquire(&session).expect("a");
+    // Someone decides A is stale and reclaims it (through the backend, as
+    // another process would).
+    let seen = backend
+        .inspect(&key)
+        .expect("inspect")
+        .expect("lock present");
+    let Attempt::Acquired(b) = backend.reclaim(&key, &seen, &req()).expect("reclaim") else {
+        panic!("reclaim of an unchanged lock must win");
+    };
+    let b_ino = fs::metadata(&key.lock_path).expect("b's lock");
+    assert!(matches!(a.check(), Err(Error::Fenced { .. })));
+    a.release().expect("stale release is a no-op");
+    let after = fs::metadata(&key.lock_path).expect("replacement still there");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&after),
+        std::os::unix::fs::MetadataExt::ino(&b_ino)
+    );
+    assert!(backend.release(&b).expect("release b"));
+    assert!(!key.lock_path.exists());
+}
+
+#[test]
+fn reclaim_of_a_changed_lock_removes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("changed.jsonl");
+    write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
+    let backend = FileBackend::default();
+    let key = backend.key(&session).expect("key");
+    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    // The lock is replaced between inspection and reclaim.
+    fs::remove_file(&key.lock_path).expect("rm");
+    let me = SelfIdentity::current();
+    write_openclaw_lock(&session, me.pid, SystemTime::now(), 300_000, me.starttime);
+    let before = fs::read(&key.lock_path).expect("read");
+    assert!(matches!(
+        backend.reclaim(&key, &seen, &req()).expect("reclaim"),
+        Attempt::Changed
+    ));
+    assert_eq!(fs::read(&key.lock_path).expect("still there"), before);
+}
+
+#[test]
+fn eight_concurrent_reclaimers_exactly_one_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("race.jsonl");
+    write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
+    let backend = Arc::new(FileBackend::default());
+    let key = backend.key(&session).expect("key");
+    let seen = Arc::new(backend.inspect(&key).expect("inspect").expect("present"));
+    let barrier = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (backend, key, seen, barrier) =
+                (backend.clone(), key.clone(), seen.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                backend.reclaim(&key, &seen, &req()).expect("reclaim")
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("join"))
+        .collect();
+    let winners: Vec<_> = results
+        .iter()
+        .filter_map(|r| match r {
+            Attempt::Acquired(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one reclaimer wins");
+    let published = sessionlock::payload::Payload::parse(&fs::read(&key.lock_path).expect("lock"))
+        .expect("payload");
+    assert_eq!(
+        published.token,
+        FileBackend::info(winners[0]).payload.token,
+        "the lock is the winner's"
+    );
+}
+
+#[test]
+fn eight_reclaiming_processes_exactly_one_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("race-procs.jsonl");
+    write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
+    let s = session.to_str().expect("utf8");
+    let kids: Vec<Kid> = (0..8).map(|_| Kid::spawn("try-hold", &[s])).collect();
+    let answers: Vec<String> = kids
+        .iter()
+        .map(|k| k.expect_any(&["WON", "BLOCKED", "FAILED"]))
+        .collect();
+    assert_eq!(answers.len(), 8, "{answers:?}");
+    assert_eq!(
+        answers.iter().filter(|a| a.starts_with("WON")).count(),
+        1,
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|a| a.starts_with("BLOCKED")).count(),
+        7,
+        "{answers:?}"
+    );
+}
+
+// ---------------------------------------------------------------- keys
+
+#[test]
+fn symlinked_dir_and_file_map_to_one_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real");
+    fs::create_dir(&real).expect("mkdir");
+    std::os::unix::fs::symlink(&real, dir.path().join("alias")).expect("dir symlink");
+    fs::write(real.join("s.jsonl"), b"").expect("session");
+    std::os::unix::fs::symlink(real.join("s.jsonl"), real.join("link.jsonl"))
+        .expect("file symlink");
+
+    let locks = locks();
+    let g = locks.acquire(real.join("s.jsonl")).expect("acquire");
+    for other in [
+        dir.path().join("alias/s.jsonl"),
+        real.join("link.jsonl"),
+        dir.path().join("alias/link.jsonl"),
+    ] {
+        match locks.try_acquire(&other) {
+            Err(TryAcquireError::WouldBlock(h)) => assert_eq!(h.pid, Some(std::process::id())),
+            other_result => panic!(
+                "{} must map to the held lock: {other_result:?}",
+                other.display()
+            ),
+        }
+    }
+    assert_eq!(
+        g.lock_path(),
+        fs::canonicalize(&real).expect("canon").join("s.jsonl.lock")
+    );
+}
+
+// ---------------------------------------------------------------- reentrancy
+
+#[test]
+fn non_reentrant_self_acquire_times_out_naming_our_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("self.jsonl");
+    let locks = locks();
+    let g = locks
+        .acquire_with(&session, &opts(1000).lane("channel"))
+        .expect("acquire");
+    let err = locks
+        .acquire_with(&session, &opts(150))
+        .expect_err("must time out");
+    let Error::Timeout {
+        timeout_ms,
+        ref holder,
+    } = err
+    else {
+        panic!("expected timeout, got {err}")
+    };
+    assert_eq!(timeout_ms, 150);
+    assert_eq!(holder.pid, Some(std::process::id()));
+    assert_eq!(holder.lane.as_deref(), Some("channel"));
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "session file locked (timeout 150ms): pid={} alive=true ageMs=",
+            std::process::id()
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("self.jsonl.lock"), "{msg}");
+
+    // Opt-in reentrancy shares the acquisition.
+    let again = locks
+        .acquire_with(&session, &opts(150).reentrant(true))
+        .expect("reentrant");
+    assert_eq!(again.epoch(), g.epoch());
+    again.release().expect("inner release");
+    g.check()
+        .expect("outer still holds after the inner guard is gone");
+    drop(g);
+    assert!(!lock_path(&session).exists());
+}
+
+// ---------------------------------------------------------------- cancellation
+
+/// Polls `fut` `polls` times (yielding to the runtime in between), then drops it.
+async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> bool {
+    let mut fut = std::pin::pin!(fut);
+    for _ in 0..polls {
+        let ready = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_ready())).await;
+        if ready {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    false
+}
+
+#[test]
+fn async_acquire_dropped_at_each_await_point_leaves_nothing_queued_or_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let locks = locks();
+    rt.block_on(async {
+        // In-process contention: queued behind our own guard. With an odd
+        // number of polls the holder releases first, so the lock is handed to
+        // the waiter (parked) and the waiter is dropped without running again.
+        let session = dir.path().join("cancel-local.jsonl");
+        for polls in 1..7 {
+            let holder = locks.acquire(&session).expect("holder");
+            let mut waiter = Box::pin(locks.acquire_async(&session));
+            for _ in 0..polls {
+                let pending =
+                    std::future::poll_fn(|cx| Poll::Ready(waiter.as_mut().poll(cx).is_pending()))
+                        .await;
+                assert!(pending, "queued behind the holder");
+            }
+            assert_eq!(locks.queued(&session).expect("queued"), 1);
+            if polls % 2 == 1 {
+                drop(holder);
+                drop(waiter);
+            } else {
+                drop(waiter);
+                assert_eq!(
+                    locks.queued(&session).expect("queued"),
+                    0,
+                    "dropped waiter left the queue"
+                );
+                drop(holder);
+            }
+            assert_eq!(locks.queued(&session).expect("queued"), 0);
+            let g = locks
+                .acquire_with(&session, &opts(0))
+                .unwrap_or_else(|e| panic!("after dropping at poll {polls}: {e}"));
+            drop(g);
+            assert!(
+                !lock_path(&session).exists(),
+                "lock leaked after poll {polls}"
+            );
+        }
+        // Cross-process contention: waiting on notifications.
+        let session = dir.path().join("cancel-remote.jsonl");
+        for polls in 0..5 {
+            let mut kid = Kid::spawn("hold", &[session.to_str().expect("utf8"), "60000"]);
+            kid.expect("HELD", Duration::from_secs(10));
+            let done = poll_then_drop(locks.acquire_async(&session), polls).await;
+            assert!(!done, "cannot acquire while the child holds");
+            kid.say("release");
+            kid.expect("RELEASED", Duration::from_secs(10));
+            let g = locks
+                .acquire_with(&session, &opts(0))
+                .unwrap_or_else(|e| panic!("after dropping at poll {polls}: {e}"));
+            drop(g);
+            assert!(!lock_path(&session).exists());
+        }
+    });
+}
+
+#[test]
+fn async_waiter_dropped_after_hand_off_passes_the_lock_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("handoff-drop.jsonl");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let locks = locks();
+    rt.block_on(async {
+        let holder = locks.acquire(&session).expect("holder");
+        let mut first = Box::pin(locks.acquire_async(&session));
+        assert!(std::future::poll_fn(|cx| Poll::Ready(first.as_mut().poll(cx).is_pending())).await);
+        // A blocking waiter queues behind the async one.
+        let second = {
+            let (locks, session) = (locks.clone(), session.clone());
+            std::thread::spawn(move || locks.acquire(&session).map(|g| g.epoch()))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let held_epoch = holder.epoch();
+        drop(holder); // hands the lock to the async waiter, which never runs
+        drop(first); // ... and is dropped: the lock must move on to the thread
+        let epoch = second
+            .join()
+            .expect("join")
+            .expect("second waiter gets the lock");
+        assert!(epoch > held_epoch);
+    });
+    assert!(!lock_path(&session).exists());
+}
+
+// ---------------------------------------------------------------- §6 epochs
+
+#[test]
+fn epochs_strictly_increase_across_1000_acquisitions_with_crashes_and_deleted_locks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("epochs.jsonl");
+    let s = session.to_str().expect("utf8").to_owned();
+    let locks = locks();
+    let mut epochs = Vec::new();
+    for i in 0..1000 {
+        if i % 50 == 25 {
+            // A holder process crashes with the lock held.
+            let kid = Kid::spawn("crash", &[&s]);
+            let line = kid.expect("HELD", Duration::from_secs(10));
+            epochs.push(line[5..].parse::<u64>().expect("epoch"));
+            kid.kill_and_reap();
+            if i % 100 == 25 {
+                // ... and an operator deletes its lock file by hand.
+                fs::remove_file(lock_path(&session)).expect("rm lock");
+            }
+            continue;
+        }
+        let g = locks.acquire(&session).expect("acquire");
+        epochs.push(g.epoch());
+        if i % 10 == 3 {
+            // The lock file vanishes while held (someone deleted it).
+            fs::remove_file(lock_path(&session)).expect("rm held lock");
+        }
+        drop(g);
+    }
+    assert_eq!(epochs.len(), 1000);
+    for w in epochs.windows(2) {
+        assert!(
+            w[0] < w[1],
+            "epochs must strictly increase: {} then {}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+// ---------------------------------------------------------------- §5 classification
+
+#[test]
+fn malformed_and_payload_less_locks_are_kept_within_grace_and_reclaimed_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[u8], Reason); 4] = [
+        ("empty", b"", Reason::Malformed),
+        ("garbage", b"\x00\xff{not json", Reason::Malformed),
+        (
+            "no-pid",
+            b"{\"createdAt\":\"2026-01-01T00:00:00.000Z\",\"maxHoldMs\":1000}",
+            Reason::MissingPid,
+        ),
+        ("no-time", b"{\"pid\":1}", Reason::Malformed),
+    ];
+    for (name, bytes, reason) in cases {
+        let session = dir.path().join(format!("{name}.jsonl"));
+        fs::write(lock_path(&session), bytes).expect("write");
+        // Fresh: within the grace (5 s for budgets under 30 s) it is honoured.
+        let err = locks()
+            .acquire_with(&session, &opts(200))
+            .expect_err("kept within grace");
+        let holder = err.holder().expect("timeout names the holder");
+        assert!(holder.reasons.contains(reason), "{name}: {err}");
+        assert_eq!(fs::read(lock_path(&session)).expect("untouched"), bytes);
+        // Past the grace it is reclaimed.
+        set_mtime(
+            &lock_path(&session),
+            SystemTime::now() - Duration::from_secs(6),
+        );
+        let g = locks()
+            .acquire_with(&session, &opts(200))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        drop(g);
+    }
+}
+
+#[test]
+fn too_old_live_lock_is_reported_never_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("old.jsonl");
+    let stranger = live_stranger();
+    let created = SystemTime::now() - Duration::from_secs(7200);
+    write_openclaw_lock(
+        &session,
+        stranger.pid(),
+        created,
+        3 * 3600 * 1000,
+        Some(starttime_of(stranger.pid())),
+    );
+    let before = fs::read(lock_path(&session)).expect("read");
+    let o = opts(300).stale_after(Duration::from_secs(1800));
+    let err = locks()
+        .acquire_with(&session, &o)
+        .expect_err("a live holder within its lease is never robbed");
+    let holder = err.holder().expect("holder");
+    assert!(holder.reasons.contains(Reason::TooOld), "{err}");
+    assert!(holder.alive);
+    assert_eq!(fs::read(lock_path(&session)).expect("still there"), before);
+    let status = sessionlock::status::inspect_session(&session, &sessionlock::Settings::default())
+        .expect("status")
+        .expect("lock");
+    assert!(status.holder.reasons.contains(Reason::TooOld));
+}
+
+#[test]
+fn hold_exceeded_under_report_policy_fails_fast_with_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("overdue.jsonl");
+    let stranger = live_stranger();
+    let created = SystemTime::now() - Duration::from_secs(600);
+    write_openclaw_lock(
+        &session,
+        stranger.pid(),
+        created,
+        1000,
+        Some(starttime_of(stranger.pid())),
+    );
+    let before = fs::read(lock_path(&session)).expect("read");
+    let started = Instant::now();
+    let o = opts(30_000).hold_exceeded(HoldExceededPolicy::Report);
+    let err = locks()
+        .acquire_with(&session, &o)
+        .expect_err("report policy");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "must fail fast, not wait out the budget"
+    );
+    let Error::Stale { reasons, .. } = &err else {
+        panic!("expected Stale, got {err}")
+    };
+    assert!(reasons.contains(Reason::HoldExceeded));
+    assert!(
+        err.to_string()
+            .starts_with("session file lock stale (hold-exceeded): pid="),
+        "{err}"
+    );
+    assert_eq!(fs::read(lock_path(&session)).expect("kept"), before);
+    // The default policy reclaims it.
+    let g = locks()
+        .acquire_with(&session, &opts(1000))
+        .expect("default policy reclaims");
+    assert_eq!(g.payload().pid, Some(std::process::id()));
+}
+
+// ---------------------------------------------------------------- hostile lock files
+
+#[test]
+fn hostile_lock_files_give_clear_errors_or_grace_never_panics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A symlink at the lock path is never written through.
+    let target = dir.path().join("elsewhere");
+    fs::write(&target, b"precious").expect("target");
+    let session = dir.path().join("symlink.jsonl");
+    std::os::unix::fs::symlink(&target, lock_path(&session)).expect("symlink");
+    let err = locks()
+        .acquire_with(&session, &opts(100))
+        .expect_err("symlink");
+    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(fs::read(&target).expect("target"), b"precious");
+
+    // A directory.
+    let session = dir.path().join("dir.jsonl");
+    fs::create_dir(lock_path(&session)).expect("mkdir");
+    let err = locks()
+        .acquire_with(&session, &opts(100))
+        .expect_err("directory");
+    assert!(
+        matches!(err, Error::InvalidPath { .. }) && err.to_string().contains("directory"),
+        "{err}"
+    );
+
+    // 100 MiB: read bounded, malformed, grace.
+    let session = dir.path().join("huge.jsonl");
+    let f = File::create(lock_path(&session)).expect("create");
+    f.set_len(100 * 1024 * 1024).expect("sparse 100 MiB");
+    drop(f);
+    let err = locks()
+        .acquire_with(&session, &opts(100))
+        .expect_err("huge lock within grace");
+    assert!(
+        err.holder()
+            .is_some_and(|h| h.reasons.contains(Reason::Malformed)),
+        "{err}"
+    );
+
+    // Random bytes.
+    let session = dir.path().join("random.jsonl");
+    let mut bytes = vec![0u8; 4096];
+    File::open("/dev/urandom")
+        .expect("urandom")
+        .read_exact(&mut bytes)
+        .expect("random");
+    fs::write(lock_path(&session), &bytes).expect("write");
+    let err = locks()
+        .acquire_with(&session, &opts(100))
+        .expect_err("random lock within grace");
+    assert!(
+        err.holder()
+            .is_some_and(|h| h.reasons.contains(Reason::Malformed)),
+        "{err}"
+    );
+
+    // A symlink where the epoch (state) file belongs.
+    let session = dir.path().join("state.jsonl");
+    std::os::unix::fs::symlink(&target, dir.path().join("state.jsonl.epoch")).expect("symlink");
+    let err = locks()
+        .acquire_with(&session, &opts(100))
+        .expect_err("symlinked state file");
+    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert_eq!(fs::read(&target).expect("target"), b"precious");
+}
+
+// ---------------------------------------------------------------- §15 OpenClaw compatibility
+
+#[test]
+fn openclaw_lock_of_a_live_holder_is_honoured_and_of_a_dead_one_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("oc.jsonl");
+    let stranger = live_stranger();
+    write_openclaw_lock(
+        &session,
+        stranger.pid(),
+        SystemTime::now(),
+        300_000,
+        Some(starttime_of(stranger.pid())),
+    );
+    let before = fs::read(lock_path(&session)).expect("read");
+    let err = locks()
+        .acquire_with(&session, &opts(300))
+        .expect_err("live OpenClaw holder within its lease");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "session file locked (timeout 300ms): pid={} alive=true ageMs=",
+            stranger.pid()
+        )),
+        "{msg}"
+    );
+    assert_eq!(fs::read(lock_path(&session)).expect("untouched"), before);
+
+    write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, Some(1));
+    let g = locks()
+        .acquire_with(&session, &opts(300))
+        .expect("dead OpenClaw holder reclaimed");
+    // What we write, OpenClaw can read: its four fields are there.
+    let text = fs::read_to_string(lock_path(&session)).expect("our lock");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(v["pid"], std::process::id());
+    assert!(
+        v["createdAt"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        "{text}"
+    );
+    assert!(v["maxHoldMs"].as_u64().is_some_and(|m| m > 0));
+    assert!(v["starttime"].as_u64().is_some());
+    assert_eq!(v["epoch"].as_u64(), Some(g.epoch()));
+}
+
+#[test]
+fn lock_file_is_private_and_published_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("mode.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    let meta = fs::symlink_metadata(lock_path(&session)).expect("lock");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-") || n.contains(".tomb-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    drop(g);
+}
