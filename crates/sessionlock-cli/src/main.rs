@@ -4,17 +4,23 @@
 //! the user can act on (lock held, demo verdict FAIL), 2 error.
 
 mod bench;
+mod child;
 mod demo;
 mod exec;
 mod status;
 mod worker;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sessionlock", version, about = "Crash-safe, fenced session write locks for agent transcripts")]
+#[command(
+    name = "sessionlock",
+    version,
+    about = "Crash-safe, fenced session write locks for agent transcripts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +61,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

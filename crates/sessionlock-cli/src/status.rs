@@ -1,10 +1,347 @@
-//! `sessionlock status`.
+//! `sessionlock status`: every session lock in some directories, explained
+//! (spec §10).
+//!
+//! Status is informational: held and stale locks are not findings, so the exit
+//! code is 0 whenever everything could be read, and 2 when a directory or a
+//! lock could not be. The table (or, with `--json`, a JSON array) goes to
+//! stdout; errors and the "no session locks" note go to stderr.
 
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sessionlock::identity::Liveness;
+use sessionlock::reclaim::Action;
+use sessionlock::status::LockStatus;
+use sessionlock::{Config, Error};
+
+use crate::report;
 
 #[derive(clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Directories holding session transcripts (`*.jsonl`) and their locks
+    /// (`*.jsonl.lock`); not searched recursively.
+    #[arg(value_name = "DIR", required = true)]
+    dirs: Vec<PathBuf>,
+    /// Print a JSON array of objects instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub(crate) fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// What `status` found in one directory.
+enum Found {
+    /// A lock, explained.
+    Lock(Box<LockStatus>),
+    /// A lock that could not be read: the lock path (when the error names
+    /// it) and the error.
+    Unreadable(Option<PathBuf>, anyhow::Error),
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = Config::default().resolve();
+    let mut found = Vec::new();
+    let mut failed = false;
+    for dir in &args.dirs {
+        let entries = match sessionlock::status::scan_dir(dir, &settings) {
+            Ok(entries) => entries,
+            Err(e) => {
+                failed = true;
+                report_dir_error(e);
+                continue;
+            }
+        };
+        if entries.is_empty() && !args.json {
+            eprintln!("no session locks in {}", dir.display());
+        }
+        for entry in entries {
+            match entry {
+                Ok(lock) => found.push(Found::Lock(Box::new(lock))),
+                Err(e) => {
+                    failed = true;
+                    let path = error_path(&e).map(Path::to_path_buf);
+                    let err = anyhow::Error::new(e);
+                    report(&err, None);
+                    found.push(Found::Unreadable(path, err));
+                }
+            }
+        }
+    }
+
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        write_json(&mut out, &found)
+    } else {
+        let full_paths = args.dirs.len() > 1;
+        write_table(&mut out, &found, full_paths)
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        // The reader went away (`sessionlock status DIR | head`): not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e).context("cannot write to stdout"),
+    }
+    Ok(ExitCode::from(if failed { 2 } else { 0 }))
+}
+
+/// Reports a directory that could not be listed, with a hint where one helps.
+fn report_dir_error(e: Error) {
+    let missing =
+        matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+    let not_a_dir =
+        matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotADirectory);
+    // The library's message already names the directory.
+    let err = anyhow::Error::new(e);
+    let hint = if missing {
+        Some("pass the directory that holds the session transcripts (`*.jsonl`) and their `.lock` files")
+    } else if not_a_dir {
+        Some("pass a directory, not a file: status lists every `*.lock` in it")
+    } else {
+        None
+    };
+    report(&err, hint);
+}
+
+/// The path a per-lock error names, if any.
+fn error_path(e: &Error) -> Option<&Path> {
+    match e {
+        Error::InvalidPath { path, .. }
+        | Error::Io { path, .. }
+        | Error::Corrupt { path, .. }
+        | Error::Poisoned { path } => Some(path),
+        _ => None,
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Reclaim => "reclaim",
+        Action::Report => "report",
+        Action::Wait { .. } => "wait",
+    }
+}
+
+fn liveness_name(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Alive => "alive",
+        Liveness::Remote => "remote",
+        Liveness::Dead => "dead",
+        Liveness::Recycled => "recycled",
+        Liveness::Unknown => "unknown",
+    }
+}
+
+/// One lock in `--json` output. Field names are a stable interface.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LockJson {
+    /// The session file, as found under the given directory.
+    session: String,
+    lock_path: String,
+    pid: Option<u32>,
+    hostname: Option<String>,
+    /// Whether the holder must be presumed alive (a holder on another host
+    /// counts as alive until its lease ends).
+    alive: bool,
+    /// `alive`, `remote`, `dead`, `recycled` or `unknown`.
+    liveness: &'static str,
+    lane: Option<String>,
+    run_id: Option<String>,
+    age_ms: Option<u64>,
+    max_hold_ms: Option<u64>,
+    lease_left_ms: Option<u64>,
+    epoch: Option<u64>,
+    owner: Option<String>,
+    reasons: Vec<&'static str>,
+    /// What a contender would do now: `wait`, `reclaim` or `report`.
+    action: &'static str,
+}
+
+impl LockJson {
+    fn new(s: &LockStatus) -> Self {
+        let h = &s.holder;
+        LockJson {
+            session: s.session.to_string_lossy().into_owned(),
+            lock_path: h.lock_path.to_string_lossy().into_owned(),
+            pid: h.pid,
+            hostname: h.hostname.clone(),
+            alive: h.alive,
+            liveness: liveness_name(s.liveness),
+            lane: h.lane.clone(),
+            run_id: h.run_id.clone(),
+            age_ms: h.age_ms,
+            max_hold_ms: h.max_hold_ms,
+            lease_left_ms: s.lease_left.map(millis),
+            epoch: h.epoch,
+            owner: h.owner.clone(),
+            reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
+            action: action_name(s.action),
+        }
+    }
+}
+
+/// A lock that could not be read, in `--json` output.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorJson {
+    lock_path: Option<String>,
+    /// The error and its causes, joined with `: `.
+    error: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EntryJson {
+    Lock(Box<LockJson>),
+    Error(ErrorJson),
+}
+
+fn write_json(out: &mut impl Write, found: &[Found]) -> io::Result<()> {
+    let entries: Vec<EntryJson> = found
+        .iter()
+        .map(|f| match f {
+            Found::Lock(s) => EntryJson::Lock(Box::new(LockJson::new(s))),
+            Found::Unreadable(path, err) => EntryJson::Error(ErrorJson {
+                lock_path: path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                error: format!("{err:#}"),
+            }),
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &entries)?;
+    writeln!(out)
+}
+
+const HEADER: [&str; 10] = [
+    "SESSION",
+    "PID",
+    "HOST",
+    "ALIVE",
+    "LANE/RUN",
+    "AGE",
+    "LEASE LEFT",
+    "EPOCH",
+    "ACTION",
+    "REASONS",
+];
+
+/// Writes the human table: a header, then one aligned row per readable lock
+/// (unreadable ones were reported on stderr). `-` stands for unknown.
+fn write_table(out: &mut impl Write, found: &[Found], full_paths: bool) -> io::Result<()> {
+    let rows: Vec<[String; 10]> = found
+        .iter()
+        .filter_map(|f| match f {
+            Found::Lock(s) => Some(row(s, full_paths)),
+            Found::Unreadable(..) => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut widths = HEADER.map(|h| h.chars().count());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header = HEADER.map(str::to_owned);
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let pad = w - cell.chars().count();
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad + 2));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
+    let h = &s.holder;
+    let dash = || "-".to_owned();
+    let session = if full_paths {
+        s.session.display().to_string()
+    } else {
+        s.session.file_name().map_or_else(
+            || s.session.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let alive = match s.liveness {
+        Liveness::Alive => "yes",
+        Liveness::Remote => "remote",
+        Liveness::Dead | Liveness::Recycled => "no",
+        Liveness::Unknown => "-",
+    };
+    let lane_run = match (&h.lane, &h.run_id) {
+        (None, None) => dash(),
+        (lane, run) => format!(
+            "{}/{}",
+            lane.as_deref().unwrap_or("-"),
+            run.as_deref().unwrap_or("-")
+        ),
+    };
+    let lease_left = match s.lease_left {
+        Some(d) if d.is_zero() => "expired".to_owned(),
+        Some(d) => human_ms(millis(d)),
+        None => dash(),
+    };
+    let reasons = if h.reasons.is_empty() {
+        dash()
+    } else {
+        h.reasons.to_string()
+    };
+    [
+        session,
+        h.pid.map_or_else(dash, |p| p.to_string()),
+        h.hostname.clone().unwrap_or_else(dash),
+        alive.to_owned(),
+        lane_run,
+        h.age_ms.map_or_else(dash, human_ms),
+        lease_left,
+        h.epoch.map_or_else(dash, |e| e.to_string()),
+        action_name(s.action).to_owned(),
+        reasons,
+    ]
+}
+
+/// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
+fn human_ms(ms: u64) -> String {
+    const S: u64 = 1000;
+    const M: u64 = 60 * S;
+    const H: u64 = 60 * M;
+    const D: u64 = 24 * H;
+    match ms {
+        ms if ms < S => format!("{ms}ms"),
+        ms if ms < M => format!("{}.{}s", ms / S, ms % S / 100),
+        ms if ms < H => format!("{}m{:02}s", ms / M, ms % M / S),
+        ms if ms < D => format!("{}h{:02}m", ms / H, ms % H / M),
+        ms => format!("{}d{:02}h", ms / D, ms % D / H),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_ms;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_ms(0), "0ms");
+        assert_eq!(human_ms(999), "999ms");
+        assert_eq!(human_ms(1_000), "1.0s");
+        assert_eq!(human_ms(12_345), "12.3s");
+        assert_eq!(human_ms(245_000), "4m05s");
+        assert_eq!(human_ms(7_380_000), "2h03m");
+        assert_eq!(human_ms(273_600_000), "3d04h");
+    }
 }

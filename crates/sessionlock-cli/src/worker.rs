@@ -1,10 +1,205 @@
-//! `sessionlock worker`.
+//! `sessionlock worker`: the child processes of `demo` and `bench`.
+//!
+//! Each role speaks a line protocol on stdout (`HELD <epoch> <mono_ns>`,
+//! `ACQUIRED <mono_ns>`, ...) so the parent can time and verify it, and reads
+//! commands (`release`) on stdin where it needs them. Times are
+//! `CLOCK_MONOTONIC` nanoseconds, comparable across processes.
 
+use std::fs::OpenOptions;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sessionlock::{monotonic_ns, Error, LockOptions, SessionLock};
 
 #[derive(clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    #[command(subcommand)]
+    role: Role,
+}
 
-pub(crate) fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Subcommand)]
+enum Role {
+    /// Append `count` entries, each under the lock and fenced, acknowledging
+    /// each in `ack` after it landed.
+    Append {
+        #[arg(long)]
+        sessions: Vec<PathBuf>,
+        #[arg(long)]
+        ack: PathBuf,
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        count: u32,
+    },
+    /// Acquire, report, then hold until told to `release` (or killed).
+    Hold {
+        #[arg(long)]
+        session: PathBuf,
+        #[arg(long, default_value_t = 300_000)]
+        max_hold_ms: u64,
+    },
+    /// Acquire with a short lease, then spin on the CPU well past it (a wedged
+    /// lane), then try one fenced write and report whether it landed.
+    Wedge {
+        #[arg(long)]
+        session: PathBuf,
+        #[arg(long)]
+        max_hold_ms: u64,
+        #[arg(long)]
+        spin_ms: u64,
+    },
+    /// Announce `WAITING`, acquire, report `ACQUIRED`, then obey `release`
+    /// (or release at once with `--release`).
+    Wait {
+        #[arg(long)]
+        session: PathBuf,
+        #[arg(long)]
+        release: bool,
+    },
+    /// Bench: repeatedly acquire on `go`, report, release on `release`.
+    Cycle {
+        #[arg(long)]
+        session: PathBuf,
+    },
+}
+
+fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn wait_for(cmd: &str) -> Result<bool> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(false);
+        }
+        if line.trim() == cmd {
+            return Ok(true);
+        }
+    }
+}
+
+/// One transcript entry of the demo: written with two `write` calls so that a
+/// broken lock would interleave and corrupt lines.
+pub(crate) fn entry(w: u32, seq: u32) -> (String, String) {
+    (
+        format!("{{\"w\":{w},\"seq\":{seq},"),
+        "\"pad\":\"xxxxxxxxxxxxxxxx\"}\n".to_owned(),
+    )
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    let locks = SessionLock::new();
+    let opts = LockOptions::from_env().timeout(Some(Duration::from_secs(60)));
+    match args.role {
+        Role::Append {
+            sessions,
+            ack,
+            id,
+            count,
+        } => {
+            anyhow::ensure!(!sessions.is_empty(), "no sessions");
+            let mut ack_file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&ack)
+                .with_context(|| format!("open {}", ack.display()))?;
+            for seq in 0..count {
+                let session = &sessions[(seq as usize + id as usize) % sessions.len()];
+                let g = locks.acquire_with(session, &opts.clone().lane("append"))?;
+                let landed = g.with_fence(|| -> std::io::Result<()> {
+                    let mut f = OpenOptions::new().append(true).create(true).open(session)?;
+                    let (a, b) = entry(id, seq);
+                    f.write_all(a.as_bytes())?;
+                    f.write_all(b.as_bytes())?;
+                    Ok(())
+                });
+                match landed {
+                    Ok(Ok(())) => writeln!(ack_file, "{} {seq}", session.display())?,
+                    Ok(Err(e)) => return Err(e).context("append"),
+                    Err(Error::Fenced { .. } | Error::Revoked { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                g.release()?;
+            }
+            say("DONE")?;
+        }
+        Role::Hold {
+            session,
+            max_hold_ms,
+        } => {
+            let g = locks.acquire_with(
+                &session,
+                &opts
+                    .max_hold(Duration::from_millis(max_hold_ms))
+                    .lane("hold"),
+            )?;
+            say(&format!("HELD {} {}", g.epoch(), monotonic_ns()))?;
+            wait_for("release")?;
+            g.release()?;
+            say(&format!("RELEASED {}", monotonic_ns()))?;
+        }
+        Role::Wedge {
+            session,
+            max_hold_ms,
+            spin_ms,
+        } => {
+            let g = locks.acquire_with(
+                &session,
+                &opts
+                    .max_hold(Duration::from_millis(max_hold_ms))
+                    .lane("wedged"),
+            )?;
+            say(&format!("HELD {} {}", g.epoch(), monotonic_ns()))?;
+            let until = Instant::now() + Duration::from_millis(spin_ms);
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let late = g.with_fence(|| -> std::io::Result<()> {
+                let mut f = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&session)?;
+                f.write_all(b"{\"wedged\":\"late write\"}\n")
+            });
+            match late {
+                Ok(r) => {
+                    r?;
+                    say("LATE-WRITE landed")?;
+                }
+                Err(e) => say(&format!("LATE-WRITE rejected {e}"))?,
+            }
+        }
+        Role::Wait { session, release } => {
+            say(&format!("WAITING {}", monotonic_ns()))?;
+            let g = locks.acquire_with(&session, &opts.lane("waiter"))?;
+            say(&format!("ACQUIRED {} {}", monotonic_ns(), g.epoch()))?;
+            if !release {
+                wait_for("release")?;
+            }
+            g.release()?;
+        }
+        Role::Cycle { session } => {
+            while wait_for("go")? {
+                say(&format!("WAITING {}", monotonic_ns()))?;
+                let g = locks.acquire_with(&session, &opts)?;
+                say(&format!("ACQUIRED {}", monotonic_ns()))?;
+                if !wait_for("release")? {
+                    break;
+                }
+                g.release()?;
+                say(&format!("RELEASED {}", monotonic_ns()))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,441 @@
+//! End-to-end tests of the `sessionlock` binary: `exec` and `status`.
+//!
+//! Each test runs the real binary in its own temporary directory, with every
+//! `SESSIONLOCK_*` and `OPENCLAW_SESSION_WRITE_LOCK_*` variable removed, so the
+//! developer's environment cannot change the outcome.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::Value;
+use sessionlock::{LockOptions, SessionLock};
+
+/// The binary, with a clean lock environment.
+fn sessionlock() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlock"));
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run sessionlock")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn lock_path(session: &Path) -> PathBuf {
+    let mut s = session.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Holds `session`'s lock in this (the test) process.
+fn hold(session: &Path) -> sessionlock::Guard {
+    SessionLock::new()
+        .acquire_with(
+            session,
+            &LockOptions::default()
+                .timeout(Some(Duration::from_secs(10)))
+                .lane("channel")
+                .run_id("run-7"),
+        )
+        .expect("hold the lock in the test process")
+}
+
+/// The pid of a process that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reap true");
+    pid
+}
+
+/// Writes an OpenClaw-style lock (create-then-write, pretty JSON, no
+/// sessionlock fields) naming a dead holder.
+fn write_dead_openclaw_lock(session: &Path) -> u32 {
+    let pid = dead_pid();
+    let payload = serde_json::json!({
+        "pid": pid,
+        "createdAt": sessionlock::payload::format_time(SystemTime::now()),
+        "maxHoldMs": 300_000,
+    });
+    let text = serde_json::to_string_pretty(&payload).expect("serialize payload");
+    std::fs::write(lock_path(session), text).expect("write lock file");
+    pid
+}
+
+fn status_json(dir: &Path) -> (Output, Vec<Value>) {
+    let out = run(sessionlock().arg("status").arg("--json").arg(dir));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
+    let Value::Array(items) = v else {
+        panic!("status --json prints an array, got {v}");
+    };
+    (out, items)
+}
+
+#[test]
+fn exec_runs_the_command_while_holding_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let child = sessionlock()
+        .arg("exec")
+        .arg(&session)
+        .args(["--", "sh", "-c"])
+        .arg(r#"cat "$SESSIONLOCK_LOCK_PATH"; echo; echo "epoch=$SESSIONLOCK_EPOCH"; echo "session=$SESSIONLOCK_SESSION""#)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exec_pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+
+    let text = stdout(&out);
+    let (payload, rest) = text.split_once("\nepoch=").expect("epoch line");
+    let payload: Value = serde_json::from_str(payload.trim()).expect("lock payload is JSON");
+    assert_eq!(payload["pid"], exec_pid, "the lock names the exec process");
+    assert_eq!(payload["owner"], "sessionlock");
+    assert_eq!(payload["lane"], "cli");
+    let (epoch, session_line) = rest.split_once('\n').unwrap();
+    assert_eq!(payload["epoch"].as_u64(), Some(epoch.parse().unwrap()));
+    let canonical = dir.path().canonicalize().unwrap().join("s.jsonl");
+    assert_eq!(
+        session_line.trim(),
+        format!("session={}", canonical.display())
+    );
+
+    assert!(
+        !lock_path(&session).exists(),
+        "the lock is released after the command"
+    );
+}
+
+#[test]
+fn exec_propagates_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let out = run(sessionlock()
+        .arg("exec")
+        .arg(&session)
+        .args(["--", "sh", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7));
+    assert!(!lock_path(&session).exists());
+}
+
+#[test]
+fn exec_reports_death_by_signal_as_128_plus_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sessionlock()
+        .arg("exec")
+        .arg(dir.path().join("s.jsonl"))
+        .args(["--", "sh", "-c", "kill -TERM $$"]));
+    assert_eq!(out.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn sequential_execs_get_strictly_increasing_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let epochs: Vec<u64> = (0..3)
+        .map(|_| {
+            let out = run(sessionlock().arg("exec").arg(&session).args([
+                "--",
+                "sh",
+                "-c",
+                "echo $SESSIONLOCK_EPOCH",
+            ]));
+            assert!(out.status.success(), "stderr: {}", stderr(&out));
+            stdout(&out).trim().parse().expect("an epoch")
+        })
+        .collect();
+    assert!(epochs[0] >= 1);
+    assert!(
+        epochs.windows(2).all(|w| w[0] < w[1]),
+        "epochs must increase: {epochs:?}"
+    );
+}
+
+#[test]
+fn exec_times_out_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let marker = dir.path().join("ran");
+    let guard = hold(&session);
+
+    let out = run(sessionlock()
+        .arg("exec")
+        .args(["--timeout-ms", "100"])
+        .arg(&session)
+        .args(["--", "touch"])
+        .arg(&marker));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    let expected = format!(
+        "session file locked (timeout 100ms): pid={}",
+        std::process::id()
+    );
+    assert!(err.contains(&expected), "stderr: {err}");
+    assert!(
+        err.contains("\nhint: run `sessionlock status "),
+        "stderr: {err}"
+    );
+    assert!(
+        !marker.exists(),
+        "the command must not run without the lock"
+    );
+
+    guard.release().unwrap();
+}
+
+#[test]
+fn exec_of_a_missing_command_exits_127() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let out = run(sessionlock()
+        .arg("exec")
+        .arg(&session)
+        .args(["--", "sessionlock-test-no-such-command"]));
+    assert_eq!(out.status.code(), Some(127));
+    assert!(stderr(&out).starts_with("error: cannot run sessionlock-test-no-such-command"));
+    assert!(!lock_path(&session).exists(), "the lock is released");
+}
+
+#[test]
+fn exec_of_a_non_executable_file_exits_126() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    let out = run(sessionlock()
+        .arg("exec")
+        .arg(dir.path().join("s.jsonl"))
+        .arg("--")
+        .arg(&script));
+    assert_eq!(out.status.code(), Some(126), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).starts_with("error: cannot run "));
+}
+
+#[test]
+fn exec_rejects_a_malformed_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sessionlock()
+        .arg("exec")
+        .args(["--timeout-ms", "1e3"])
+        .arg(dir.path().join("s.jsonl"))
+        .args(["--", "true"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--timeout-ms"),
+        "stderr: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn exec_terminates_the_command_when_the_lock_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let started = Instant::now();
+    let out = run(sessionlock()
+        .arg("exec")
+        .args(["--max-hold-ms", "200"])
+        .arg(&session)
+        .args(["--", "sleep", "30"]));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: lock revoked after max hold; terminated sleep"),
+        "stderr: {}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "sleep was not terminated"
+    );
+    assert!(!lock_path(&session).exists(), "the revoked lock is removed");
+}
+
+#[test]
+fn status_shows_a_held_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let guard = hold(&session);
+
+    let out = run(sessionlock().arg("status").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(header[..4], ["SESSION", "PID", "HOST", "ALIVE"]);
+    let row: Vec<&str> = lines.next().expect("a row").split_whitespace().collect();
+    assert_eq!(row[0], "s.jsonl");
+    assert_eq!(row[1], std::process::id().to_string());
+    assert_eq!(row[3], "yes");
+    assert_eq!(row[4], "channel/run-7");
+    assert!(row.contains(&"wait"), "row: {row:?}");
+    assert_eq!(lines.next(), None);
+
+    guard.release().unwrap();
+}
+
+#[test]
+fn status_json_has_stable_field_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let guard = hold(&session);
+
+    let (out, items) = status_json(dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(items.len(), 1);
+    let lock = &items[0];
+    for field in [
+        "session",
+        "lockPath",
+        "pid",
+        "hostname",
+        "alive",
+        "lane",
+        "runId",
+        "ageMs",
+        "leaseLeftMs",
+        "epoch",
+        "owner",
+        "reasons",
+        "action",
+    ] {
+        assert!(lock.get(field).is_some(), "missing {field} in {lock}");
+    }
+    assert_eq!(lock["pid"], std::process::id());
+    assert_eq!(lock["alive"], true);
+    assert_eq!(lock["lane"], "channel");
+    assert_eq!(lock["runId"], "run-7");
+    assert_eq!(lock["epoch"], guard.epoch());
+    assert_eq!(lock["owner"], "sessionlock");
+    assert_eq!(lock["reasons"], serde_json::json!([]));
+    assert_eq!(lock["action"], "wait");
+    assert_eq!(
+        Path::new(lock["lockPath"].as_str().unwrap()).file_name(),
+        Some("s.jsonl.lock".as_ref())
+    );
+
+    guard.release().unwrap();
+}
+
+#[test]
+fn status_reports_a_dead_openclaw_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let pid = write_dead_openclaw_lock(&session);
+
+    let out = run(sessionlock().arg("status").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    let row = text.lines().nth(1).expect("a row");
+    assert!(row.contains(&pid.to_string()), "row: {row}");
+    assert!(row.contains("dead-pid"), "row: {row}");
+    assert!(row.contains("reclaim"), "row: {row}");
+
+    let (_, items) = status_json(dir.path());
+    assert_eq!(items[0]["pid"], pid);
+    assert_eq!(items[0]["alive"], false);
+    assert_eq!(items[0]["reasons"], serde_json::json!(["dead-pid"]));
+    assert_eq!(items[0]["action"], "reclaim");
+    assert_eq!(items[0]["owner"], Value::Null);
+    assert_eq!(items[0]["epoch"], Value::Null);
+}
+
+#[test]
+fn status_reports_a_symlink_at_a_lock_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "{}").unwrap();
+    let link = lock_path(&dir.path().join("a.jsonl"));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    // A readable lock beside it is still shown.
+    let pid = write_dead_openclaw_lock(&dir.path().join("b.jsonl"));
+
+    let out = run(sessionlock().arg("status").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert!(err.contains(&link.display().to_string()), "stderr: {err}");
+    assert!(
+        stdout(&out).contains(&pid.to_string()),
+        "stdout: {}",
+        stdout(&out)
+    );
+
+    let (out, items) = status_json(dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["lockPath"], link.display().to_string());
+    assert!(items[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("symbolic link"));
+    assert_eq!(items[1]["pid"], pid);
+}
+
+#[test]
+fn status_of_a_missing_directory_exits_2_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = run(sessionlock().arg("status").arg(&missing));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert!(
+        err.contains(&missing.display().to_string()),
+        "stderr: {err}"
+    );
+    assert!(err.contains("\n\nhint: "), "stderr: {err}");
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn status_of_an_empty_directory_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sessionlock().arg("status").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("no session locks in"),
+        "stderr: {}",
+        stderr(&out)
+    );
+
+    let (out, items) = status_json(dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(items.is_empty());
+}
+
+#[test]
+fn status_treats_a_closed_stdout_as_success() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        write_dead_openclaw_lock(&dir.path().join(format!("s{i}.jsonl")));
+    }
+    let mut child = sessionlock()
+        .arg("status")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the reading end before status writes (`sessionlock status | head -0`).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+}
