@@ -149,7 +149,7 @@ fn read_acks(dir: &Path, writers: u32) -> Result<Vec<(PathBuf, u32, u32)>> {
 
 /// A holder is SIGKILLed while a waiter sleeps on the lock: how long until
 /// the waiter holds it.
-fn kill_mid_hold(session: &Path) -> Result<f64> {
+pub(crate) fn kill_mid_hold(session: &Path) -> Result<f64> {
     let s = session.display().to_string();
     let victim = Worker::spawn("victim", &["hold".into(), "--session".into(), s.clone()])?;
     victim.expect("HELD", Duration::from_secs(60))?;
@@ -168,7 +168,7 @@ fn kill_mid_hold(session: &Path) -> Result<f64> {
 
 /// A holder spins on the CPU past its lease: how long after the lease ended
 /// until a waiter holds the lock, and whether its late write was rejected.
-fn wedge_past_lease(session: &Path, lease_ms: u64) -> Result<(f64, String)> {
+pub(crate) fn wedge_past_lease(session: &Path, lease_ms: u64) -> Result<(f64, String)> {
     let s = session.display().to_string();
     let wedged = Worker::spawn(
         "wedged",

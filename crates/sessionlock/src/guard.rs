@@ -52,7 +52,8 @@ struct HoldState<L> {
     phase: Phase,
     lease: Option<L>,
     turn: Option<Turn>,
-    deadline: Instant,
+    /// The watchdog's scheduled revocation.
+    revocation: Option<watchdog::Ticket>,
 }
 
 /// The shared state of one acquisition (several guards share it under opt-in
@@ -128,7 +129,7 @@ impl<B: Backend> Hold<B> {
                 phase: Phase::Held,
                 lease: Some(lease),
                 turn: Some(turn),
-                deadline,
+                revocation: None,
             }),
             revoked: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
@@ -140,7 +141,7 @@ impl<B: Backend> Hold<B> {
             any,
         );
         let rev: Weak<dyn Revocable> = Arc::downgrade(&hold) as Weak<dyn Revocable>;
-        watchdog::register(deadline, rev);
+        lock(&hold.state).revocation = watchdog::register(deadline, rev);
         hold
     }
 
@@ -153,6 +154,9 @@ impl<B: Backend> Hold<B> {
         st.phase = Phase::Released;
         let lease = st.lease.take();
         let turn = st.turn.take();
+        if let Some(t) = st.revocation.take() {
+            watchdog::cancel(t);
+        }
         drop(st);
         let (Some(lease), Some(turn)) = (lease, turn) else {
             return Ok(());
@@ -215,10 +219,6 @@ impl<B: Backend> Hold<B> {
 }
 
 impl<B: Backend> Revocable for Hold<B> {
-    fn deadline(&self) -> Option<Instant> {
-        let st = lock(&self.state);
-        matches!(st.phase, Phase::Held).then_some(st.deadline)
-    }
     fn revoke_overdue(&self) {
         self.revoke();
     }
@@ -337,11 +337,11 @@ impl<B: Backend> Guard<B> {
             }
             _ => return Err(self.hold.revoked_error(self.epoch())),
         }
-        let deadline = Instant::now() + self.hold.req.max_hold;
-        st.deadline = deadline;
-        drop(st);
+        if let Some(old) = st.revocation.take() {
+            watchdog::cancel(old);
+        }
         let rev: Weak<dyn Revocable> = self.hold.me.clone() as Weak<dyn Revocable>;
-        watchdog::register(deadline, rev);
+        st.revocation = watchdog::register(Instant::now() + self.hold.req.max_hold, rev);
         Ok(())
     }
 

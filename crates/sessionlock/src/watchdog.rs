@@ -3,60 +3,51 @@
 //!
 //! It is a plain thread, not an async task, so a holder whose tokio runtime
 //! is blocked by a CPU-bound loop still loses its lock on time. It never
-//! extends anything: extension is explicit (`Guard::extend`).
+//! extends anything: extension is explicit (`Guard::extend`). Entries are
+//! cancelled when their lock is released or extended, so the schedule holds
+//! only live leases.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 /// Something the watchdog can revoke.
 pub(crate) trait Revocable: Send + Sync {
-    /// When it must be revoked, if it is still held.
-    fn deadline(&self) -> Option<Instant>;
     /// Revokes it (idempotent; a no-op if already released).
     fn revoke_overdue(&self);
 }
 
-struct Entry {
-    at: Instant,
-    seq: u64,
-    target: Weak<dyn Revocable>,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
+/// A scheduled revocation, for [`cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ticket(Instant, u64);
 
 #[derive(Default)]
-struct Queue {
-    heap: BinaryHeap<Reverse<Entry>>,
+struct Schedule {
+    due: BTreeMap<Ticket, Weak<dyn Revocable>>,
     seq: u64,
+    /// When the watchdog thread will wake up by itself (`None`: never).
+    /// Cancelling never wakes it: it finds nothing due and sleeps again. So
+    /// a register that is not earlier than this needs no wake-up, and the
+    /// common acquire/release cycle costs no context switch.
+    wakes_at: Option<Instant>,
 }
 
 struct Watchdog {
-    queue: Mutex<Queue>,
+    schedule: Mutex<Schedule>,
     cv: Condvar,
+}
+
+impl Watchdog {
+    fn lock(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn watchdog() -> Option<&'static Arc<Watchdog>> {
     static WD: OnceLock<Option<Arc<Watchdog>>> = OnceLock::new();
     WD.get_or_init(|| {
         let wd = Arc::new(Watchdog {
-            queue: Mutex::new(Queue::default()),
+            schedule: Mutex::new(Schedule::default()),
             cv: Condvar::new(),
         });
         let runner = wd.clone();
@@ -74,55 +65,56 @@ fn watchdog() -> Option<&'static Arc<Watchdog>> {
     .as_ref()
 }
 
-/// Asks the watchdog to revoke `target` at `at` unless it is released or
-/// extended first (an extension registers again with its new deadline).
-pub(crate) fn register(at: Instant, target: Weak<dyn Revocable>) {
-    let Some(wd) = watchdog() else { return };
-    let mut q = wd.queue.lock().unwrap_or_else(|p| p.into_inner());
-    q.seq += 1;
-    let seq = q.seq;
-    let earliest = q.heap.peek().is_none_or(|Reverse(e)| at < e.at);
-    q.heap.push(Reverse(Entry { at, seq, target }));
-    if earliest {
+/// Schedules the revocation of `target` at `at`.
+pub(crate) fn register(at: Instant, target: Weak<dyn Revocable>) -> Option<Ticket> {
+    let wd = watchdog()?;
+    let mut s = wd.lock();
+    s.seq += 1;
+    let ticket = Ticket(at, s.seq);
+    s.due.insert(ticket, target);
+    if s.wakes_at.is_none_or(|w| at < w) {
+        s.wakes_at = Some(at);
         wd.cv.notify_one();
+    }
+    Some(ticket)
+}
+
+/// Cancels a scheduled revocation (the lock was released or extended).
+pub(crate) fn cancel(ticket: Ticket) {
+    if let Some(wd) = watchdog() {
+        wd.lock().due.remove(&ticket);
     }
 }
 
 impl Watchdog {
     fn run(&self) {
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.lock();
         loop {
             let now = Instant::now();
-            let mut due = Vec::new();
-            while q.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
-                if let Some(Reverse(e)) = q.heap.pop() {
-                    due.push(e.target);
-                }
-            }
-            if !due.is_empty() {
-                drop(q);
-                for target in due {
-                    if let Some(t) = target.upgrade() {
-                        // Re-check: an extension moves the deadline (and has
-                        // its own entry); a release clears it.
-                        if t.deadline().is_some_and(|d| d <= Instant::now()) {
-                            t.revoke_overdue();
-                        }
+            let first = s.due.keys().next().copied();
+            match first {
+                Some(t) if t.0 <= now => {
+                    let target = s.due.remove(&t);
+                    drop(s);
+                    if let Some(target) = target.and_then(|w| w.upgrade()) {
+                        target.revoke_overdue();
                     }
+                    s = self.lock();
                 }
-                q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            q = match q.heap.peek() {
-                None => self.cv.wait(q).unwrap_or_else(|p| p.into_inner()),
-                Some(Reverse(e)) => {
-                    let wait = e.at.saturating_duration_since(now);
-                    self.cv
-                        .wait_timeout(q, wait)
+                Some(t) => {
+                    s.wakes_at = Some(t.0);
+                    let wait = t.0.saturating_duration_since(now);
+                    s = self
+                        .cv
+                        .wait_timeout(s, wait)
                         .unwrap_or_else(|p| p.into_inner())
-                        .0
+                        .0;
                 }
-            };
+                None => {
+                    s.wakes_at = None;
+                    s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+            }
         }
     }
 }

@@ -20,6 +20,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::unix::AsyncFd;
@@ -86,10 +88,27 @@ fn sibling(key: &SessionKey, kind: &str, token: &str) -> PathBuf {
     with_suffix(&key.lock_path, &format!(".{kind}-{token}"))
 }
 
+/// A token unique to this acquisition: a random per-process prefix (one
+/// `getrandom` per process) and a counter. Tokens prove nothing secret; they
+/// name temporary files and tell acquisitions apart.
 fn new_token() -> Result<String> {
-    let bytes =
-        sys::random_bytes().map_err(|e| Error::io("read random bytes for", "getrandom", e))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    static PREFIX: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX
+        .get_or_init(|| {
+            sys::random_bytes()
+                .ok()
+                .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        })
+        .ok_or_else(|| {
+            Error::io(
+                "read random bytes for",
+                "getrandom",
+                io::Error::other("no randomness"),
+            )
+        })?;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    Ok(format!("{prefix:016x}{n:016x}"))
 }
 
 fn stamp_of(m: &std::fs::Metadata) -> Stamp {
@@ -143,9 +162,16 @@ fn canonical_session(path: &Path) -> Result<PathBuf> {
                 reason: "has no file name".into(),
             });
         };
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
-        let dir =
-            std::fs::canonicalize(parent).map_err(|e| Error::io("resolve directory", parent, e))?;
+        let dir = match std::fs::canonicalize(parent) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::io("create directory", parent, e))?;
+                std::fs::canonicalize(parent)
+                    .map_err(|e| Error::io("resolve directory", parent, e))?
+            }
+            Err(e) => return Err(Error::io("resolve directory", parent, e)),
+        };
         let candidate = dir.join(name);
         match std::fs::symlink_metadata(&candidate) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -204,7 +230,7 @@ fn open_state(path: &Path) -> Result<File> {
 }
 
 /// Takes the state lock on `file`, which was opened from `path`. If the file
-/// was replaced meanwhile (someone deleted it), the lock on the old inode
+/// was deleted meanwhile (its link count is zero), the lock on the old inode
 /// means nothing: reopen and retry.
 fn lock_state<'a>(path: &Path, file: &'a mut File, kind: FlockKind) -> Result<StateLock<'a>> {
     loop {
@@ -212,15 +238,11 @@ fn lock_state<'a>(path: &Path, file: &'a mut File, kind: FlockKind) -> Result<St
         let held = file
             .metadata()
             .map_err(|e| Error::io("stat epoch file", path, e))?;
-        match lstat(path)? {
-            Some(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                return Ok(StateLock { file });
-            }
-            _ => {
-                let _ = sys::funlock(file);
-                *file = open_state(path)?;
-            }
+        if held.nlink() > 0 {
+            return Ok(StateLock { file });
         }
+        let _ = sys::funlock(file);
+        *file = open_state(path)?;
     }
 }
 
@@ -270,6 +292,31 @@ fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
         lane: req.lane.clone(),
         run_id: req.run_id.clone(),
     }
+}
+
+/// Writes a payload to a new private file and links it to the lock name,
+/// which fails with `AlreadyExists` if a lock exists. The file has no name
+/// before the link (`O_TMPFILE`) where the file system allows; elsewhere it
+/// is a named temporary file, removed after the link.
+fn publish_file(
+    key: &SessionKey,
+    payload: &Payload,
+    token: &str,
+) -> Result<(File, io::Result<()>)> {
+    let dir = key.lock_path.parent().unwrap_or(Path::new("/"));
+    if let Ok(mut f) = sys::open_tmpfile(dir) {
+        f.write_all(&payload.to_bytes())
+            .map_err(|e| Error::io("write lock file in", dir, e))?;
+        match sys::link_tmpfile(&f, &key.lock_path) {
+            // No /proc: fall through to a named file.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            linked => return Ok((f, linked)),
+        }
+    }
+    let (tmp, f) = write_temp(key, payload, token)?;
+    let linked = std::fs::hard_link(&tmp, &key.lock_path);
+    let _ = std::fs::remove_file(&tmp);
+    Ok((f, linked))
 }
 
 /// Writes a payload to a fresh private file beside the lock.
@@ -327,9 +374,7 @@ impl FileBackend {
         write_epoch(&epoch_path, &state, epoch)?;
         let token = new_token()?;
         let payload = build_payload(req, epoch, token.clone());
-        let (tmp, lock) = write_temp(key, &payload, &token)?;
-        let linked = std::fs::hard_link(&tmp, &key.lock_path);
-        let _ = std::fs::remove_file(&tmp);
+        let (lock, linked) = publish_file(key, &payload, &token)?;
         match linked {
             Ok(()) => {
                 let ino = ino_of(&key.lock_path, &lock)?;
