@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::file::FileBackend;
-use crate::backend::{Attempt, Backend, Inspection, LeaseRequest};
+use crate::backend::{Attempt, Backend, Inspection, LeaseRequest, SessionKey};
 use crate::config::{Config, HoldExceededPolicy, Settings};
 use crate::error::{Error, Holder, Result, TryAcquireError};
 use crate::guard::{Guard, Hold};
@@ -269,6 +269,50 @@ impl<B: Backend> SessionLock<B> {
         Ok(registry::slot(&key.lock_path).queue_len())
     }
 
+    /// Who blocks an in-process waiter: this process's holder, or, while this
+    /// process is itself still waiting across processes, the lock's holder.
+    fn current_holder(
+        &self,
+        key: &SessionKey,
+        slot: &registry::Slot,
+        opts: &LockOptions,
+    ) -> Holder {
+        if let Some(h) = slot.holder() {
+            return h;
+        }
+        let policy = Policy {
+            stale_after: opts.stale_after,
+            hold_exceeded: opts.hold_exceeded,
+            payload_grace: Policy::grace_for_budget(opts.timeout, opts.stale_after),
+        };
+        match self.backend.inspect(key) {
+            Ok(Some(seen)) => {
+                let a = reclaim::assess(
+                    seen.payload.as_ref(),
+                    seen.mtime,
+                    SystemTime::now(),
+                    &policy,
+                    me(),
+                    false,
+                );
+                holder_from(&seen, &a)
+            }
+            _ => Holder {
+                lock_path: key.lock_path.clone(),
+                pid: Some(me().pid),
+                hostname: Some(me().hostname.clone()),
+                alive: true,
+                age_ms: None,
+                max_hold_ms: None,
+                epoch: None,
+                lane: None,
+                run_id: None,
+                owner: None,
+                reasons: Default::default(),
+            },
+        }
+    }
+
     fn request(&self, opts: &LockOptions) -> LeaseRequest {
         LeaseRequest {
             max_hold: opts.max_hold.min(crate::config::MAX_HOLD_CAP),
@@ -311,22 +355,9 @@ impl<B: Backend> SessionLock<B> {
                 match turn {
                     Some(t) => t,
                     None => {
-                        let holder = slot.holder().unwrap_or_else(|| Holder {
-                            lock_path: key.lock_path.clone(),
-                            pid: Some(me().pid),
-                            hostname: Some(me().hostname.clone()),
-                            alive: true,
-                            age_ms: None,
-                            max_hold_ms: None,
-                            epoch: None,
-                            lane: None,
-                            run_id: None,
-                            owner: None,
-                            reasons: Default::default(),
-                        });
                         return Err(Error::Timeout {
                             timeout_ms: timeout_ms(opts),
-                            holder: Box::new(holder),
+                            holder: Box::new(self.current_holder(&key, &slot, opts)),
                         });
                     }
                 }

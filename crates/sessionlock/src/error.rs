@@ -149,12 +149,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The acquisition was cancelled.
-    #[error("lock acquisition cancelled: {path}")]
-    Cancelled {
-        /// The session file.
-        path: PathBuf,
-    },
 }
 
 impl Error {

@@ -77,6 +77,11 @@ pub(crate) fn slot(key: &Path) -> Arc<Slot> {
         .clone()
 }
 
+/// Whether this process holds (or is handing over) the lock at `key`.
+pub(crate) fn is_held(key: &Path) -> bool {
+    slot(key).holds()
+}
+
 /// Entering a slot: either the turn at once, or a place in the queue.
 pub(crate) enum Entry {
     Turn(Turn),
@@ -103,6 +108,13 @@ impl Slot {
             ticket,
             done: false,
         })
+    }
+
+    /// Whether a holder of this process has the lock (or it is parked for
+    /// the next one).
+    fn holds(&self) -> bool {
+        let st = lock(&self.state);
+        st.holder.is_some() || st.parked.is_some()
     }
 
     /// How many waiters queue for the turn.

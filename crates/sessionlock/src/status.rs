@@ -46,6 +46,15 @@ pub fn policy(settings: &Settings) -> Policy {
 /// `InvalidPath` for a symlink or non-regular lock; `Io`.
 pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<LockStatus>> {
     let backend = FileBackend::default();
+    // Resolve the directory as acquirers do, so the registry lookup below
+    // finds this process's own holds.
+    let session = match (session.parent(), session.file_name()) {
+        (Some(dir), Some(name)) => {
+            std::fs::canonicalize(dir).map_or_else(|_| session.to_owned(), |d| d.join(name))
+        }
+        _ => session.to_owned(),
+    };
+    let session = session.as_path();
     let key = SessionKey {
         session: session.to_owned(),
         lock_path: {
@@ -59,13 +68,15 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
     };
     let now = SystemTime::now();
     let me = SelfIdentity::current();
+    // A lock naming our own pid is ours only if this process holds it.
+    let held_here = crate::registry::is_held(&key.lock_path);
     let a = reclaim::assess(
         insp.payload.as_ref(),
         insp.mtime,
         now,
         &policy(settings),
         &me,
-        false,
+        held_here,
     );
     Ok(Some(LockStatus {
         session: key.session,
@@ -79,7 +90,7 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
     }))
 }
 
-/// Explains every `*.lock` in `dir` (not recursive), sorted by path. A lock
+/// Explains every `*.jsonl.lock` in `dir` (not recursive), sorted by path. A lock
 /// that cannot be read yields an error entry naming it; the scan goes on.
 ///
 /// # Errors
@@ -90,7 +101,7 @@ pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
         let name = entry.file_name();
-        if name.to_string_lossy().ends_with(".lock") {
+        if name.as_encoded_bytes().ends_with(b".jsonl.lock") {
             locks.push(entry.path());
         }
     }

@@ -1151,3 +1151,89 @@ fn lock_file_is_private_and_published_whole() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     drop(g);
 }
+
+#[test]
+fn epochs_still_increase_after_the_epoch_file_is_deleted_or_corrupted() {
+    // Restarting the counter would hand a fenced-out holder's epoch to a new
+    // holder and let the stale holder's writes land again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("state.jsonl");
+    let epoch_file = dir.path().join("state.jsonl.epoch");
+    let locks = locks();
+    let first = locks.acquire(&session).expect("acquire");
+    let e1 = first.epoch();
+    drop(first);
+    fs::remove_file(&epoch_file).expect("delete epoch file");
+    let e2 = locks.acquire(&session).expect("acquire").epoch();
+    assert!(e2 > e1, "{e2} after deletion must exceed {e1}");
+    fs::write(&epoch_file, b"garbage\x00").expect("corrupt epoch file");
+    let e3 = locks.acquire(&session).expect("acquire").epoch();
+    assert!(e3 > e2, "{e3} after corruption must exceed {e2}");
+
+    // A holder whose epoch file vanishes under it is fenced, not trusted.
+    let g = locks.acquire(&session).expect("acquire");
+    fs::remove_file(&epoch_file).expect("delete epoch file");
+    assert!(
+        matches!(g.check(), Err(Error::Fenced { .. })),
+        "fail closed"
+    );
+}
+
+#[test]
+fn status_in_the_holding_process_does_not_call_its_own_lock_an_orphan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("mine.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    let st = sessionlock::status::inspect_session(&session, &sessionlock::Settings::default())
+        .expect("status")
+        .expect("lock");
+    assert!(st.holder.reasons.is_empty(), "{}", st.holder);
+    assert!(matches!(
+        st.action,
+        sessionlock::reclaim::Action::Wait { .. }
+    ));
+    drop(g);
+    // Once released, a leftover lock with our pid is an orphan.
+    let me = SelfIdentity::current();
+    write_openclaw_lock(&session, me.pid, SystemTime::now(), 300_000, me.starttime);
+    let st = sessionlock::status::inspect_session(&session, &sessionlock::Settings::default())
+        .expect("status")
+        .expect("lock");
+    assert!(
+        st.holder.reasons.contains(Reason::OrphanSelfPid),
+        "{}",
+        st.holder
+    );
+}
+
+#[test]
+fn in_process_timeout_names_the_other_process_holding_the_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("remote-holder.jsonl");
+    let mut kid = Kid::spawn("hold", &[session.to_str().expect("utf8"), "60000"]);
+    kid.expect("HELD", Duration::from_secs(10));
+    let locks = locks();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // A first in-process waiter takes the turn and sleeps on the child's
+        // lock: polled once, it is pending in its cross-process wait.
+        let long = opts(10_000);
+        let mut first = Box::pin(locks.acquire_async_with(&session, &long));
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(first.as_mut().poll(cx).is_pending())).await;
+        assert!(pending);
+        // A second one queues in process; its timeout must name the child,
+        // not this process (which holds nothing).
+        let err = locks
+            .acquire_with(&session, &opts(100))
+            .expect_err("held by the child");
+        assert_eq!(err.holder().and_then(|h| h.pid), Some(kid.pid()), "{err}");
+        assert!(err.holder().is_some_and(|h| h.age_ms.is_some()), "{err}");
+        kid.say("release");
+        let g = first.await.expect("first waiter gets the lock");
+        drop(g);
+    });
+}

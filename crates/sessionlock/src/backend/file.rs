@@ -246,25 +246,37 @@ fn lock_state<'a>(path: &Path, file: &'a mut File, kind: FlockKind) -> Result<St
     }
 }
 
+/// Reads the session's last epoch.
+///
+/// An empty file (new, or deleted and recreated) or a corrupt one cannot say
+/// which epochs were used before; restarting low could hand a fenced-out
+/// holder's epoch to a new holder and let its stale write land. Such a file
+/// yields a floor above every counter-based epoch ever issued: the wall
+/// clock in microseconds. Epochs stay strictly increasing either way.
 fn read_epoch(path: &Path, file: &File) -> Result<u64> {
     let mut buf = [0u8; 64];
     let n = file
         .read_at(&mut buf, 0)
         .map_err(|e| Error::io("read epoch file", path, e))?;
     let text = std::str::from_utf8(&buf[..n]).unwrap_or("\u{fffd}").trim();
-    if text.is_empty() {
-        return Ok(0);
+    if let Some(epoch) = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse::<u64>().ok())
+        .flatten()
+    {
+        return Ok(epoch);
     }
-    if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::Corrupt {
-            path: path.to_owned(),
-            reason: format!("expected decimal digits, found {text:?}"),
-        });
+    if !text.is_empty() {
+        tracing::warn!(path = %path.display(), content = ?text, "corrupt epoch file; continuing above every earlier epoch");
     }
-    text.parse().map_err(|_| Error::Corrupt {
-        path: path.to_owned(),
-        reason: "epoch out of range".into(),
-    })
+    Ok(epoch_floor())
+}
+
+/// Microseconds since 1970: larger than any epoch a counter started at 1
+/// could have reached.
+fn epoch_floor() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
 }
 
 fn write_epoch(path: &Path, file: &File, epoch: u64) -> Result<()> {
@@ -399,9 +411,14 @@ impl FileBackend {
     /// Moves the lock at `key` away and deletes it, but only if it is the
     /// inode `ino`; restores it (never replacing anything) otherwise. Runs
     /// under the state lock. Returns whether it removed the lock.
-    fn remove_if(&self, key: &SessionKey, ino: (u64, u64), token: &str) -> Result<bool> {
+    fn remove_if(
+        &self,
+        key: &SessionKey,
+        is_expected: impl Fn(&std::fs::Metadata) -> bool,
+        token: &str,
+    ) -> Result<bool> {
         match lstat(&key.lock_path)? {
-            Some(m) if (m.dev(), m.ino()) == ino => {}
+            Some(m) if is_expected(&m) => {}
             _ => return Ok(false),
         }
         let tomb = sibling(key, "tomb", token);
@@ -411,7 +428,7 @@ impl FileBackend {
             Err(e) => return Err(Error::io("move lock file aside", &key.lock_path, e)),
         }
         let moved = lstat(&tomb)?;
-        if moved.as_ref().is_some_and(|m| (m.dev(), m.ino()) == ino) {
+        if moved.as_ref().is_some_and(&is_expected) {
             std::fs::remove_file(&tomb).map_err(|e| Error::io("remove lock file", &tomb, e))?;
             return Ok(true);
         }
@@ -515,7 +532,18 @@ impl Backend for FileBackend {
             _ => return Ok(Attempt::Changed),
         }
         let token = new_token()?;
-        if !self.remove_if(key, (seen.stamp.dev, seen.stamp.ino), &token)? {
+        // After the rename the ctime differs; everything else must not.
+        let same_version = |m: &std::fs::Metadata| {
+            let st = stamp_of(m);
+            (st.dev, st.ino, st.size, st.mtime_ns)
+                == (
+                    seen.stamp.dev,
+                    seen.stamp.ino,
+                    seen.stamp.size,
+                    seen.stamp.mtime_ns,
+                )
+        };
+        if !self.remove_if(key, same_version, &token)? {
             return Ok(Attempt::Changed);
         }
         // The reclaimed lock may carry an epoch the state file never saw (a
@@ -541,7 +569,7 @@ impl Backend for FileBackend {
         let mut state = dup(&path, &lease.state)?;
         let _g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
         let token = lease.info.payload.token.as_deref().unwrap_or("release");
-        self.remove_if(key, lease.ino, token)
+        self.remove_if(key, |m| (m.dev(), m.ino()) == lease.ino, token)
     }
 
     fn republish(&self, lease: &mut FileLease, req: &LeaseRequest, new_epoch: bool) -> Result<()> {
@@ -589,7 +617,7 @@ impl Backend for FileBackend {
             write_epoch(&path, g.file, current)?;
         }
         let token = lease.info.payload.token.as_deref().unwrap_or("revoke");
-        self.remove_if(key, lease.ino, token)?;
+        self.remove_if(key, |m| (m.dev(), m.ino()) == lease.ino, token)?;
         Ok(current)
     }
 
@@ -657,7 +685,7 @@ impl Backend for FileBackend {
             return Ok(());
         };
         let pidfd = pid.and_then(sys::pidfd_open);
-        if pid.is_some() && pidfd.is_none() {
+        if pid.is_some_and(|p| pidfd.is_none() && !sys::process_exists(p)) {
             return Ok(()); // the holder is already gone: look again now
         }
         let limit = cap(timeout, SAFETY_NET);
@@ -697,11 +725,15 @@ impl Backend for FileBackend {
             tokio::time::sleep(cap(timeout, watch.next_backoff())).await;
             return Ok(());
         };
+        // Without a pidfd (unsupported, or out of descriptors) the timer and
+        // the safety net still bound the wait; only a vanished holder means
+        // "look again now".
         let pidfd = match pid {
             Some(p) => match sys::pidfd_open(p).map(register) {
                 Some(Ok(fd)) => Some(fd),
                 Some(Err(_)) => None,
-                None => return Ok(()),
+                None if !sys::process_exists(p) => return Ok(()),
+                None => None,
             },
             None => None,
         };
@@ -770,8 +802,9 @@ impl FileWatch {
         b
     }
 
-    /// Registers the watch with the tokio reactor on first async use; without
-    /// a reactor (a runtime built without I/O) it falls back to polling.
+    /// Registers the watch with the tokio reactor on first async use; if
+    /// registration fails it falls back to polling. (Like every tokio I/O
+    /// type, registration panics outside a runtime with I/O enabled.)
     fn make_async(&mut self) {
         if let WatchKind::Blocking(_) = self.kind {
             let WatchKind::Blocking(dw) = std::mem::replace(&mut self.kind, WatchKind::Poll) else {
