@@ -439,3 +439,88 @@ fn status_treats_a_closed_stdout_as_success() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn demo_passes_with_real_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionlock"))
+        .args(["demo", "--writers", "3", "--entries", "60", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    for line in [
+        "entries lost                0",
+        "entries duplicated          0",
+        "corrupt lines               0",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+    }
+    assert!(
+        stdout.contains("wedged holder's late write  rejected"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn demo_json_is_machine_readable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionlock"))
+        .args([
+            "demo",
+            "--json",
+            "--writers",
+            "2",
+            "--entries",
+            "30",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("run demo");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json verdict");
+    assert_eq!(v["passed"], true, "{v}");
+    let checks = v["checks"].as_array().expect("checks");
+    assert!(checks
+        .iter()
+        .all(|c| c["name"].is_string() && c["ok"].is_boolean()));
+}
+
+#[test]
+fn bench_prints_every_figure() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionlock"))
+        .args([
+            "bench",
+            "--json",
+            "--cycles",
+            "50",
+            "--handoffs",
+            "3",
+            "--kills",
+            "1",
+            "--wedges",
+            "1",
+            "--lease-ms",
+            "100",
+        ])
+        .output()
+        .expect("run bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json figures");
+    let figures = v.as_array().expect("array");
+    assert_eq!(figures.len(), 4);
+    for f in figures {
+        assert!(f["samples"].as_u64().is_some_and(|n| n > 0), "{f}");
+        assert!(f["median_ms"].as_f64().is_some_and(f64::is_finite), "{f}");
+    }
+}

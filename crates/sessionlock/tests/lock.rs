@@ -1237,3 +1237,45 @@ fn in_process_timeout_names_the_other_process_holding_the_lock() {
         drop(g);
     });
 }
+
+#[test]
+fn polling_fallback_reclaims_a_sigkilled_holder_and_sees_releases() {
+    // Where notifications are unavailable (NFS, FUSE), waiters poll with a
+    // capped backoff; both APIs must still see a crash and a release.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let polling =
+        SessionLock::with_backend(FileBackend::new(sessionlock::Notify::Poll), opts(10_000));
+    let session = dir.path().join("poll.jsonl");
+    let s = session.to_str().expect("utf8").to_owned();
+
+    let kid = Kid::spawn("hold", &[&s, "60000"]);
+    kid.expect("HELD", Duration::from_secs(10));
+    let waiter = {
+        let (l, p) = (polling.clone(), session.clone());
+        std::thread::spawn(move || l.acquire(&p).map(|g| g.epoch()))
+    };
+    kid.signal("KILL");
+    waiter
+        .join()
+        .expect("join")
+        .expect("polling waiter reclaims after SIGKILL");
+    kid.kill_and_reap();
+
+    let mut kid = Kid::spawn("hold", &[&s, "60000"]);
+    kid.expect("HELD", Duration::from_secs(10));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut acquire = Box::pin(polling.acquire_async(&session));
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx).is_pending())).await;
+        assert!(pending, "the child holds the lock");
+        kid.say("release");
+        let g = acquire
+            .await
+            .expect("polling async waiter sees the release");
+        assert!(g.epoch() > 0);
+    });
+}
