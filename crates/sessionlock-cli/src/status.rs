@@ -107,10 +107,9 @@ fn report_dir_error(e: Error) {
 /// The path a per-lock error names, if any.
 fn error_path(e: &Error) -> Option<&Path> {
     match e {
-        Error::InvalidPath { path, .. }
-        | Error::Io { path, .. }
-        | Error::Corrupt { path, .. }
-        | Error::Poisoned { path } => Some(path),
+        Error::InvalidPath { path, .. } | Error::Io { path, .. } | Error::Poisoned { path } => {
+            Some(path)
+        }
         _ => None,
     }
 }

@@ -141,14 +141,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A state file holds bytes sessionlock did not write.
-    #[error("corrupt state file {path}: {reason}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        reason: String,
-    },
 }
 
 impl Error {

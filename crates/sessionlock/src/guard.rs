@@ -173,11 +173,14 @@ impl<B: Backend> Hold<B> {
         result
     }
 
-    fn revoke(&self) {
+    /// Revokes the lock. With `ticket`, only if that is still the scheduled
+    /// revocation (not replaced by an extension in the meantime).
+    fn revoke(&self, ticket: Option<watchdog::Ticket>) {
         let mut st = lock(&self.state);
-        if !matches!(st.phase, Phase::Held) {
+        if !matches!(st.phase, Phase::Held) || ticket.is_some_and(|t| st.revocation != Some(t)) {
             return;
         }
+        st.revocation = None;
         let lease = st.lease.take();
         let turn = st.turn.take();
         let current_epoch = match lease.as_ref().map(|l| self.backend.revoke(l)) {
@@ -219,8 +222,8 @@ impl<B: Backend> Hold<B> {
 }
 
 impl<B: Backend> Revocable for Hold<B> {
-    fn revoke_overdue(&self) {
-        self.revoke();
+    fn revoke_overdue(&self, ticket: watchdog::Ticket) {
+        self.revoke(Some(ticket));
     }
 }
 
@@ -298,7 +301,7 @@ impl<B: Backend> Guard<B> {
     ///
     /// # Errors
     /// `Revoked` after watchdog revocation; `Fenced` when another holder
-    /// reclaimed the lock; `Io`/`Corrupt` when the epoch cannot be read.
+    /// reclaimed the lock; `Io` when the epoch cannot be read.
     pub fn check(&self) -> Result<()> {
         self.with_fence(|| ())
     }

@@ -13,8 +13,10 @@ use std::time::Instant;
 
 /// Something the watchdog can revoke.
 pub(crate) trait Revocable: Send + Sync {
-    /// Revokes it (idempotent; a no-op if already released).
-    fn revoke_overdue(&self);
+    /// Revokes it if `ticket` is still its scheduled revocation (an
+    /// extension that raced with the deadline replaced it); a no-op if
+    /// already released.
+    fn revoke_overdue(&self, ticket: Ticket);
 }
 
 /// A scheduled revocation, for [`cancel`].
@@ -97,7 +99,7 @@ impl Watchdog {
                     let target = s.due.remove(&t);
                     drop(s);
                     if let Some(target) = target.and_then(|w| w.upgrade()) {
-                        target.revoke_overdue();
+                        target.revoke_overdue(t);
                     }
                     s = self.lock();
                 }

@@ -3,9 +3,12 @@
 //! Files per session `s.jsonl` (see `docs/design.md` for the full protocol and
 //! its crash analysis):
 //! - `s.jsonl.lock`: the lock, a one-line JSON payload, mode 0600, published
-//!   whole by writing `s.jsonl.lock.tmp-<token>` and `link()`ing it to the
-//!   lock name (which fails if a lock exists).
-//! - `s.jsonl.epoch`: the session's last epoch as 20 decimal digits and `\n`.
+//!   whole: written to an unnamed `O_TMPFILE` file (or, where unsupported, a
+//!   named `s.jsonl.lock.tmp-<token>`) and `link()`ed to the lock name, which
+//!   fails if a lock exists.
+//! - `s.jsonl.epoch`: the session's last epoch as 20 decimal digits and `\n`;
+//!   empty or corrupt, it reads as a wall-clock floor above every earlier
+//!   epoch.
 //!   An exclusive `flock` on it is the session's *state lock*: every publish,
 //!   reclaim, release and revocation runs under it, and fenced writes run
 //!   under its shared form, so a reclaim and a write of the old epoch can
@@ -91,24 +94,16 @@ fn sibling(key: &SessionKey, kind: &str, token: &str) -> PathBuf {
 /// A token unique to this acquisition: a random per-process prefix (one
 /// `getrandom` per process) and a counter. Tokens prove nothing secret; they
 /// name temporary files and tell acquisitions apart.
-fn new_token() -> Result<String> {
-    static PREFIX: OnceLock<Option<u64>> = OnceLock::new();
+fn new_token() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX
-        .get_or_init(|| {
-            sys::random_bytes()
-                .ok()
-                .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        })
-        .ok_or_else(|| {
-            Error::io(
-                "read random bytes for",
-                "getrandom",
-                io::Error::other("no randomness"),
-            )
-        })?;
+    let prefix = *PREFIX.get_or_init(|| match sys::random_bytes() {
+        Ok(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+        // Uniqueness is all tokens need: pid and clock tell processes apart.
+        Err(_) => (u64::from(sys::pid()) << 40) ^ sys::monotonic_ns(),
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(format!("{prefix:016x}{n:016x}"))
+    format!("{prefix:016x}{n:016x}")
 }
 
 fn stamp_of(m: &std::fs::Metadata) -> Stamp {
@@ -384,7 +379,7 @@ impl FileBackend {
         // The epoch is persisted before the lock appears: a crash between the
         // two burns an epoch number but can never reuse one.
         write_epoch(&epoch_path, &state, epoch)?;
-        let token = new_token()?;
+        let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
         let (lock, linked) = publish_file(key, &payload, &token)?;
         match linked {
@@ -531,7 +526,7 @@ impl Backend for FileBackend {
             Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
             _ => return Ok(Attempt::Changed),
         }
-        let token = new_token()?;
+        let token = new_token();
         // After the rename the ctime differs; everything else must not.
         let same_version = |m: &std::fs::Metadata| {
             let st = stamp_of(m);
@@ -592,7 +587,7 @@ impl Backend for FileBackend {
         } else {
             current
         };
-        let token = new_token()?;
+        let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
         let (tmp, lock) = write_temp(&key, &payload, &token)?;
         if let Err(e) = std::fs::rename(&tmp, &key.lock_path) {

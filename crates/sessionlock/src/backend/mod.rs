@@ -121,8 +121,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Publishes a lease if nobody holds the lock.
     ///
     /// # Errors
-    /// `Io`, `InvalidPath` (a symlink or non-regular file at the lock path),
-    /// `Corrupt` (unreadable epoch).
+    /// `Io`, `InvalidPath` (a symlink or non-regular file at the lock or
+    /// epoch path).
     fn try_acquire(&self, key: &SessionKey, req: &LeaseRequest) -> Result<Attempt<Self::Lease>>;
 
     /// Reads the current lock, if any.
@@ -164,20 +164,20 @@ pub trait Backend: Send + Sync + 'static {
     /// removes it if still published. Returns the session's epoch afterwards.
     ///
     /// # Errors
-    /// `Io`, `Corrupt`.
+    /// `Io`.
     fn revoke(&self, lease: &Self::Lease) -> Result<u64>;
 
     /// The session's current epoch.
     ///
     /// # Errors
-    /// `Io`, `Corrupt`.
+    /// `Io`.
     fn current_epoch(&self, lease: &Self::Lease) -> Result<u64>;
 
     /// Runs `f` only if the lease's epoch is current, holding off reclaims
     /// and revocations until `f` returns.
     ///
     /// # Errors
-    /// `Fenced` when a newer epoch exists; `Io`, `Corrupt`.
+    /// `Fenced` when a newer epoch exists; `Io`.
     fn fenced<T>(&self, lease: &Self::Lease, f: impl FnOnce() -> T) -> Result<T>;
 
     /// The backend-independent part of a lease.
