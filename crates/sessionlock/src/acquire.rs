@@ -138,6 +138,9 @@ enum Mode {
     Async,
 }
 
+/// Pause between looks at a lock that keeps changing under us.
+const CHURN_PAUSE: Duration = Duration::from_millis(2);
+
 fn me() -> &'static SelfIdentity {
     static ME: OnceLock<SelfIdentity> = OnceLock::new();
     ME.get_or_init(SelfIdentity::current)
@@ -168,6 +171,31 @@ pub(crate) fn holder_from(insp: &Inspection, a: &Assessment) -> Holder {
         owner: p.and_then(|p| p.owner.clone()),
         reasons: a.reasons,
     }
+}
+
+impl LockOptions {
+    /// The rules a contender with these options applies to a lock it finds.
+    fn policy(&self) -> Policy {
+        Policy {
+            stale_after: self.stale_after,
+            hold_exceeded: self.hold_exceeded,
+            payload_grace: Policy::grace_for_budget(self.timeout, self.stale_after),
+        }
+    }
+}
+
+/// Classifies an inspected lock as a contender: now, from this process,
+/// which holds the turn, so nothing of this process holds the key and a lock
+/// naming our pid is an orphan.
+fn assess(seen: &Inspection, policy: &Policy) -> Assessment {
+    reclaim::assess(
+        seen.payload.as_ref(),
+        seen.mtime,
+        SystemTime::now(),
+        policy,
+        me(),
+        false,
+    )
 }
 
 fn timeout_ms(opts: &LockOptions) -> u64 {
@@ -280,21 +308,9 @@ impl<B: Backend> SessionLock<B> {
         if let Some(h) = slot.holder() {
             return h;
         }
-        let policy = Policy {
-            stale_after: opts.stale_after,
-            hold_exceeded: opts.hold_exceeded,
-            payload_grace: Policy::grace_for_budget(opts.timeout, opts.stale_after),
-        };
         match self.backend.inspect(key) {
             Ok(Some(seen)) => {
-                let a = reclaim::assess(
-                    seen.payload.as_ref(),
-                    seen.mtime,
-                    SystemTime::now(),
-                    &policy,
-                    me(),
-                    false,
-                );
+                let a = assess(&seen, &opts.policy());
                 holder_from(&seen, &a)
             }
             _ => Holder {
@@ -379,32 +395,38 @@ impl<B: Backend> SessionLock<B> {
         }
 
         // Across processes.
-        let policy = Policy {
-            stale_after: opts.stale_after,
-            hold_exceeded: opts.hold_exceeded,
-            payload_grace: Policy::grace_for_budget(opts.timeout, opts.stale_after),
-        };
+        let policy = opts.policy();
         let mut watch: Option<B::Watch> = None;
+        // Consecutive looks that found the lock changing under us (a lost
+        // reclaim race, a foreign writer churning the file): retried at once
+        // a few times, then with a short pause, and never past the budget.
+        let mut churn = 0u32;
         loop {
+            if churn > 3 {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Error::Timeout {
+                        timeout_ms: timeout_ms(opts),
+                        holder: Box::new(self.current_holder(&key, turn.slot(), opts)),
+                    });
+                }
+                match mode {
+                    Mode::Blocking => std::thread::sleep(CHURN_PAUSE),
+                    Mode::Async => tokio::time::sleep(CHURN_PAUSE).await,
+                }
+            }
             let seen = match self.backend.try_acquire(&key, &req)? {
                 Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
-                Attempt::Changed => continue,
+                Attempt::Changed => {
+                    churn += 1;
+                    continue;
+                }
                 Attempt::Busy(seen) => seen,
             };
-            // We hold the turn, so nothing of this process holds the key: a
-            // lock naming our pid is an orphan.
-            let a = reclaim::assess(
-                seen.payload.as_ref(),
-                seen.mtime,
-                SystemTime::now(),
-                &policy,
-                me(),
-                false,
-            );
+            let a = assess(&seen, &policy);
             match a.action {
                 Action::Reclaim => match self.backend.reclaim(&key, &seen, &req)? {
                     Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
-                    Attempt::Busy(_) | Attempt::Changed => continue,
+                    Attempt::Busy(_) | Attempt::Changed => churn += 1,
                 },
                 Action::Report => {
                     return Err(Error::Stale {
@@ -413,6 +435,7 @@ impl<B: Backend> SessionLock<B> {
                     })
                 }
                 Action::Wait { until, watch_pid } => {
+                    churn = 0;
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(Error::Timeout {

@@ -1279,3 +1279,101 @@ fn polling_fallback_reclaims_a_sigkilled_holder_and_sees_releases() {
         assert!(g.epoch() > 0);
     });
 }
+
+/// The file backend, except that every reclaim loses the remove-if-unchanged
+/// race, as if a foreign writer changed the lock between each look and each
+/// removal: fault injection through the backend seam.
+struct AlwaysChanged(FileBackend);
+
+impl Backend for AlwaysChanged {
+    type Lease = <FileBackend as Backend>::Lease;
+    type Watch = <FileBackend as Backend>::Watch;
+    fn key(&self, session: &Path) -> sessionlock::Result<sessionlock::SessionKey> {
+        self.0.key(session)
+    }
+    fn try_acquire(
+        &self,
+        key: &sessionlock::SessionKey,
+        req: &LeaseRequest,
+    ) -> sessionlock::Result<Attempt<Self::Lease>> {
+        self.0.try_acquire(key, req)
+    }
+    fn inspect(
+        &self,
+        key: &sessionlock::SessionKey,
+    ) -> sessionlock::Result<Option<sessionlock::Inspection>> {
+        self.0.inspect(key)
+    }
+    fn reclaim(
+        &self,
+        _key: &sessionlock::SessionKey,
+        _seen: &sessionlock::Inspection,
+        _req: &LeaseRequest,
+    ) -> sessionlock::Result<Attempt<Self::Lease>> {
+        Ok(Attempt::Changed)
+    }
+    fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
+        self.0.release(lease)
+    }
+    fn republish(
+        &self,
+        lease: &mut Self::Lease,
+        req: &LeaseRequest,
+        new_epoch: bool,
+    ) -> sessionlock::Result<()> {
+        self.0.republish(lease, req, new_epoch)
+    }
+    fn revoke(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
+        self.0.revoke(lease)
+    }
+    fn current_epoch(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
+        self.0.current_epoch(lease)
+    }
+    fn fenced<T>(&self, lease: &Self::Lease, f: impl FnOnce() -> T) -> sessionlock::Result<T> {
+        self.0.fenced(lease, f)
+    }
+    fn info(lease: &Self::Lease) -> &sessionlock::backend::LeaseInfo {
+        FileBackend::info(lease)
+    }
+    fn watch(&self, key: &sessionlock::SessionKey) -> sessionlock::Result<Self::Watch> {
+        self.0.watch(key)
+    }
+    fn wait_blocking(
+        &self,
+        w: &mut Self::Watch,
+        pid: Option<u32>,
+        t: Option<Duration>,
+    ) -> sessionlock::Result<()> {
+        self.0.wait_blocking(w, pid, t)
+    }
+    async fn wait_async(
+        &self,
+        w: &mut Self::Watch,
+        pid: Option<u32>,
+        t: Option<Duration>,
+    ) -> sessionlock::Result<()> {
+        self.0.wait_async(w, pid, t).await
+    }
+}
+
+#[test]
+fn a_lock_that_keeps_changing_under_reclaim_cannot_hold_an_acquirer_past_its_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("churn.jsonl");
+    write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
+    let locks = SessionLock::with_backend(AlwaysChanged(FileBackend::default()), opts(300));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(locks.acquire(&session).map(drop));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the acquirer spun past its 300 ms budget");
+    let err = result.expect_err("every reclaim loses, so the lock is never taken");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(
+        err.holder()
+            .is_some_and(|h| h.reasons.contains(Reason::DeadPid)),
+        "{err}"
+    );
+}
