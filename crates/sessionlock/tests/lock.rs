@@ -565,8 +565,14 @@ fn extend_moves_the_lease() {
     );
     assert!(g.payload().created_at > first);
     g.check().expect("still current");
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(g.is_revoked(), "without extension the watchdog revokes");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !g.is_revoked() {
+        assert!(
+            Instant::now() < deadline,
+            "without extension the watchdog revokes"
+        );
+        std::thread::yield_now();
+    }
 }
 
 // ---------------------------------------------------------------- §1.5 remove-if-unchanged
@@ -857,7 +863,11 @@ fn async_waiter_dropped_after_hand_off_passes_the_lock_on() {
             let (locks, session) = (locks.clone(), session.clone());
             std::thread::spawn(move || locks.acquire(&session).map(|g| g.epoch()))
         };
-        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while locks.queued(&session).expect("queued") < 2 {
+            assert!(Instant::now() < deadline, "the thread never queued");
+            std::thread::yield_now();
+        }
         let held_epoch = holder.epoch();
         drop(holder); // hands the lock to the async waiter, which never runs
         drop(first); // ... and is dropped: the lock must move on to the thread
