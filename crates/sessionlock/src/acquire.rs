@@ -113,10 +113,19 @@ impl Default for LockOptions {
 /// Cheap to clone; all clones (and all `SessionLock`s of one process) share
 /// the process-global registry, so every holder and waiter of one session in
 /// this process queues in one FIFO line.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SessionLock<B: Backend = FileBackend> {
     backend: Arc<B>,
     options: LockOptions,
+}
+
+impl<B: Backend> Clone for SessionLock<B> {
+    fn clone(&self) -> Self {
+        SessionLock {
+            backend: self.backend.clone(),
+            options: self.options.clone(),
+        }
+    }
 }
 
 impl SessionLock<FileBackend> {

@@ -121,6 +121,27 @@ pub enum Error {
         /// The file the failed write went to.
         path: PathBuf,
     },
+    /// The transcript changed while the attempt had released its lock, in a
+    /// way the attempt cannot accept (spec §8.4).
+    #[error("session file changed while prompt lock was released: {} (phase: {phase})", session.display())]
+    Takeover {
+        /// The session file.
+        session: PathBuf,
+        /// Where the takeover was detected.
+        phase: TakeoverPhase,
+        /// What changed.
+        detail: String,
+    },
+    /// A complete transcript line that is not a JSON value.
+    #[error("invalid transcript entry at byte {offset} of {path}: {reason}")]
+    InvalidEntry {
+        /// The transcript.
+        path: PathBuf,
+        /// Offset of the line.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An I/O error, with what was being done and to which path.
     #[error("cannot {op} {path}")]
     Io {
@@ -158,6 +179,27 @@ impl Error {
             Error::Timeout { holder, .. } | Error::Stale { holder, .. } => Some(holder),
             _ => None,
         }
+    }
+}
+
+/// Where an attempt detected a takeover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverPhase {
+    /// Reacquiring after the prompt window.
+    PromptReacquire,
+    /// Acquiring for cleanup.
+    Cleanup,
+    /// Taking a short lock for a write while released.
+    Write,
+}
+
+impl fmt::Display for TakeoverPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TakeoverPhase::PromptReacquire => "prompt_reacquire",
+            TakeoverPhase::Cleanup => "cleanup",
+            TakeoverPhase::Write => "write",
+        })
     }
 }
 

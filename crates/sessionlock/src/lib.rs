@@ -58,23 +58,30 @@
 #![deny(missing_docs)]
 
 mod acquire;
+pub mod attempt;
 pub mod backend;
+pub mod classify;
 pub mod config;
 mod error;
+pub mod fence;
+pub mod fs;
 mod guard;
 pub mod identity;
 pub mod payload;
 pub mod reclaim;
 mod registry;
+pub mod runs;
 pub mod status;
 mod sys;
+pub mod transcript;
+pub mod turns;
 mod watchdog;
 
 pub use acquire::{LockOptions, SessionLock};
 pub use backend::file::{FileBackend, Notify};
 pub use backend::{Backend, Inspection, SessionKey};
 pub use config::{Config, HoldExceededPolicy, Settings};
-pub use error::{Error, Holder, Result, TryAcquireError};
+pub use error::{Error, Holder, Result, TakeoverPhase, TryAcquireError};
 pub use guard::Guard;
 pub use reclaim::{Reason, Reasons};
 

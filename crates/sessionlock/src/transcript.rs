@@ -1,0 +1,635 @@
+//! The transcript store (spec §7): a JSONL file per session whose every
+//! mutation is fenced by the session lock.
+//!
+//! - [`Transcript::append`] writes a batch of entries, one complete line
+//!   each, with a single `write(2)` to an `O_APPEND` handle, inside
+//!   [`Guard::with_fence`]: once a newer epoch exists no write of an older
+//!   one can land, because reclaim and revocation take the session's state
+//!   lock exclusively and the fenced write holds it shared.
+//! - [`Transcript::rewrite`] and [`Transcript::truncate`] write a new file
+//!   beside the transcript, fsync it, rename it over, and fsync the directory.
+//! - [`Transcript::reader`] streams entries; a final line without `\n` (torn
+//!   by a crash) is reported, never returned as an entry.
+//! - [`Transcript::repair`] (run automatically by the first fenced write
+//!   after open) moves a torn tail to `<session>.torn-<epoch>` and truncates
+//!   the transcript to its last complete line. Earlier entries are never
+//!   touched.
+//! - A write or sync error poisons the handle: later writes fail with
+//!   `Poisoned` until it is reopened. Nothing is retried silently.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::backend::file::FileBackend;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::fs::{Fs, RealFs};
+use crate::guard::Guard;
+
+/// The longest line a reader accepts (64 MiB): a longer one is reported as
+/// an invalid entry rather than read into memory.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+
+/// How durable a write must be before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// In the page cache: survives a process crash, not a machine crash.
+    #[default]
+    None,
+    /// `fdatasync` after the write: the data survives a machine crash.
+    Data,
+    /// `fsync` of the file, and of the directory when the file was created.
+    Full,
+}
+
+/// A final line without `\n`, left by a crash in the middle of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the torn bytes start (the end of the last complete line).
+    pub offset: u64,
+    /// How many torn bytes there are.
+    pub len: u64,
+    /// Where [`Transcript::repair`] saved them, if it did.
+    pub saved_to: Option<PathBuf>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first byte written.
+    pub offset: u64,
+    /// Bytes written.
+    pub len: u64,
+}
+
+/// One entry of a transcript, with its place in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The JSON value.
+    pub value: Value,
+    /// Offset of its line.
+    pub offset: u64,
+    /// Length of its line, `\n` included.
+    pub len: u64,
+}
+
+/// An open transcript.
+pub struct Transcript {
+    path: PathBuf,
+    fs: Arc<dyn Fs>,
+    file: File,
+    /// This open created the file (a `Full` write then also syncs the directory).
+    created: bool,
+    poisoned: bool,
+    /// The torn-tail check has run on this handle.
+    checked: bool,
+}
+
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transcript")
+            .field("path", &self.path)
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |e| Error::io(op, path, e)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("/"))
+}
+
+impl Transcript {
+    /// Opens (creating if needed) the transcript of `session` on the real
+    /// file system. The path is canonicalized like lock keys, so it matches
+    /// the session of a guard acquired through any path to the same file.
+    ///
+    /// # Errors
+    /// `Io`, `InvalidPath` (a symlink loop, no file name).
+    pub fn open(session: impl AsRef<Path>) -> Result<Transcript> {
+        Self::open_with(session, Arc::new(RealFs))
+    }
+
+    /// [`Transcript::open`] through a given file system.
+    ///
+    /// # Errors
+    /// As [`Transcript::open`].
+    pub fn open_with(session: impl AsRef<Path>, fs: Arc<dyn Fs>) -> Result<Transcript> {
+        let path = FileBackend::default().key(session.as_ref())?.session;
+        let existed = fs.stat(&path).is_ok();
+        let file = fs
+            .open_append(&path)
+            .map_err(io_err("open transcript", &path))?;
+        let meta = fs
+            .metadata(&file)
+            .map_err(io_err("stat transcript", &path))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidPath {
+                path,
+                reason: "is not a regular file".into(),
+            });
+        }
+        Ok(Transcript {
+            path,
+            fs,
+            file,
+            created: !existed,
+            poisoned: false,
+            checked: false,
+        })
+    }
+
+    /// The canonical transcript path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file system this handle uses.
+    pub fn fs(&self) -> &Arc<dyn Fs> {
+        &self.fs
+    }
+
+    /// Whether an earlier write error made this handle unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The descriptor of the open transcript (for fence snapshots: it keeps
+    /// the inode it was opened on readable even after a rename over it).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn ready<B: Backend>(&self, guard: &Guard<B>) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        if guard.session_path() != self.path {
+            return Err(Error::InvalidPath {
+                path: guard.session_path().to_owned(),
+                reason: format!(
+                    "the guard is for another session than {}",
+                    self.path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the handle poisoned and passes the error on.
+    fn poison(&mut self, e: Error) -> Error {
+        self.poisoned = true;
+        tracing::error!(path = %self.path.display(), error = %e, "transcript write failed; handle poisoned");
+        e
+    }
+
+    /// Appends `entries`, one line each, with one write, under the fence.
+    ///
+    /// # Errors
+    /// `Revoked`/`Fenced` when `guard` no longer owns the session (nothing is
+    /// written); `Poisoned` after an earlier failure; `Io` when the write or
+    /// sync fails (the handle is then poisoned).
+    pub fn append<B: Backend>(
+        &mut self,
+        guard: &Guard<B>,
+        entries: &[Value],
+        durability: Durability,
+    ) -> Result<Appended> {
+        self.ready(guard)?;
+        let mut buf = Vec::with_capacity(entries.len() * 128);
+        for e in entries {
+            serde_json::to_writer(&mut buf, e)
+                .map_err(|e| Error::io("serialize entry for", &self.path, io::Error::other(e)))?;
+            buf.push(b'\n');
+        }
+        let epoch = guard.epoch();
+        guard.with_fence(|| self.append_fenced(&buf, durability, epoch))?
+    }
+
+    fn append_fenced(
+        &mut self,
+        buf: &[u8],
+        durability: Durability,
+        epoch: u64,
+    ) -> Result<Appended> {
+        if !self.checked {
+            self.repair_fenced(epoch)?;
+        }
+        let offset = self
+            .fs
+            .metadata(&self.file)
+            .map_err(io_err("stat transcript", &self.path))?
+            .len();
+        if !buf.is_empty() {
+            match self.fs.write(&self.file, buf) {
+                Ok(n) if n == buf.len() => {}
+                Ok(n) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {n} of {} bytes", buf.len()),
+                    );
+                    return Err(self.poison(Error::io("append to transcript", &self.path, e)));
+                }
+                Err(e) => {
+                    return Err(self.poison(Error::io("append to transcript", &self.path, e)))
+                }
+            }
+        }
+        self.sync(durability)?;
+        Ok(Appended {
+            offset,
+            len: buf.len() as u64,
+        })
+    }
+
+    fn sync(&mut self, durability: Durability) -> Result<()> {
+        let r = match durability {
+            Durability::None => Ok(()),
+            Durability::Data => self.fs.sync_data(&self.file),
+            Durability::Full => self.fs.sync_all(&self.file).and_then(|()| {
+                if self.created {
+                    self.fs.sync_dir(parent(&self.path))?;
+                    self.created = false;
+                }
+                Ok(())
+            }),
+        };
+        r.map_err(|e| self.poison(Error::io("sync transcript", &self.path, e)))
+    }
+
+    /// Detects a torn final line and, if there is one, moves it to
+    /// `<session>.torn-<epoch>` and truncates the transcript to its last
+    /// complete line. Runs automatically before the first fenced write of a
+    /// handle.
+    ///
+    /// # Errors
+    /// `Revoked`/`Fenced`; `Io` (the handle is then poisoned).
+    pub fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>> {
+        self.ready(guard)?;
+        let epoch = guard.epoch();
+        guard.with_fence(|| self.repair_fenced(epoch))?
+    }
+
+    fn repair_fenced(&mut self, epoch: u64) -> Result<Option<TornTail>> {
+        let r = self.repair_inner(epoch);
+        match r {
+            Ok(t) => {
+                self.checked = true;
+                Ok(t)
+            }
+            Err(e) => Err(self.poison(e)),
+        }
+    }
+
+    fn repair_inner(&mut self, epoch: u64) -> Result<Option<TornTail>> {
+        let Some(torn) = torn_tail(self.fs.as_ref(), &self.file, &self.path)? else {
+            return Ok(None);
+        };
+        // Save the torn bytes before removing them.
+        let mut side = with_suffix(&self.path, &format!(".torn-{epoch}"));
+        let mut n = 1;
+        let out = loop {
+            match self.fs.create_new(&side) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 100 => {
+                    side = with_suffix(&self.path, &format!(".torn-{epoch}-{n}"));
+                    n += 1;
+                }
+                Err(e) => return Err(Error::io("create torn-tail file", &side, e)),
+            }
+        };
+        copy_range(
+            self.fs.as_ref(),
+            &self.file,
+            &out,
+            torn.offset,
+            torn.len,
+            &side,
+        )?;
+        self.fs
+            .sync_all(&out)
+            .map_err(io_err("sync torn-tail file", &side))?;
+        self.fs
+            .set_len(&self.file, torn.offset)
+            .map_err(io_err("truncate torn tail of", &self.path))?;
+        self.fs
+            .sync_all(&self.file)
+            .map_err(io_err("sync transcript", &self.path))?;
+        self.fs
+            .sync_dir(parent(&self.path))
+            .map_err(io_err("sync directory of", &self.path))?;
+        tracing::warn!(path = %self.path.display(), bytes = torn.len, saved_to = %side.display(), "repaired torn transcript tail");
+        Ok(Some(TornTail {
+            saved_to: Some(side),
+            ..torn
+        }))
+    }
+
+    /// Replaces the transcript with `entries` (compaction): a new file is
+    /// written beside it, fsynced, renamed over it, and the directory fsynced.
+    ///
+    /// # Errors
+    /// `Revoked`/`Fenced`; `Poisoned`; `Io` (the handle is then poisoned and
+    /// the old transcript is left in place).
+    pub fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()> {
+        self.ready(guard)?;
+        let mut buf = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut buf, e)
+                .map_err(|e| Error::io("serialize entry for", &self.path, io::Error::other(e)))?;
+            buf.push(b'\n');
+        }
+        let epoch = guard.epoch();
+        guard.with_fence(|| self.replace_fenced(&buf, epoch))?
+    }
+
+    /// Keeps the first `keep` complete entries (byte for byte) and drops the
+    /// rest, like [`Transcript::rewrite`].
+    ///
+    /// # Errors
+    /// As [`Transcript::rewrite`].
+    pub fn truncate<B: Backend>(&mut self, guard: &Guard<B>, keep: usize) -> Result<()> {
+        self.ready(guard)?;
+        let epoch = guard.epoch();
+        guard.with_fence(|| {
+            let mut kept = Vec::new();
+            let mut reader = BufReader::new(
+                self.fs
+                    .open_read(&self.path)
+                    .map_err(io_err("open transcript", &self.path))?,
+            );
+            let mut line = Vec::new();
+            for _ in 0..keep {
+                line.clear();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(io_err("read transcript", &self.path))?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                kept.extend_from_slice(&line);
+            }
+            self.replace_fenced(&kept, epoch)
+        })?
+    }
+
+    fn replace_fenced(&mut self, content: &[u8], epoch: u64) -> Result<()> {
+        let tmp = with_suffix(&self.path, &format!(".rewrite-{epoch}"));
+        let _ = self.fs.remove(&tmp); // a leftover of a crashed rewrite of this epoch
+        let result = (|| -> Result<File> {
+            let f = self.fs.create_new(&tmp).map_err(io_err("create", &tmp))?;
+            let mut done = 0;
+            while done < content.len() {
+                match self.fs.write(&f, &content[done..]) {
+                    Ok(0) => {
+                        return Err(Error::io(
+                            "write",
+                            &tmp,
+                            io::Error::from(io::ErrorKind::WriteZero),
+                        ))
+                    }
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("write", &tmp, e)),
+                }
+            }
+            self.fs.sync_all(&f).map_err(io_err("sync", &tmp))?;
+            self.fs
+                .rename(&tmp, &self.path)
+                .map_err(io_err("rename over", &self.path))?;
+            self.fs
+                .sync_dir(parent(&self.path))
+                .map_err(io_err("sync directory of", &self.path))?;
+            self.fs
+                .open_append(&self.path)
+                .map_err(io_err("reopen", &self.path))
+        })();
+        match result {
+            Ok(f) => {
+                self.file = f;
+                self.checked = true;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.fs.remove(&tmp);
+                Err(self.poison(e))
+            }
+        }
+    }
+
+    /// Streams the transcript's entries from the start.
+    ///
+    /// # Errors
+    /// `Io` when the file cannot be opened.
+    pub fn reader(&self) -> Result<Reader> {
+        Reader::open_with(&self.path, self.fs.clone())
+    }
+}
+
+/// Finds a torn final line: the bytes after the last `\n`. Reads backwards
+/// from the end, so it costs the size of the torn tail, not of the file.
+pub(crate) fn torn_tail(fs: &dyn Fs, file: &File, path: &Path) -> Result<Option<TornTail>> {
+    let len = fs
+        .metadata(file)
+        .map_err(io_err("stat transcript", path))?
+        .len();
+    let mut end = len;
+    let mut buf = vec![0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        read_exact_at(fs, file, chunk, start, path)?;
+        if end == len && chunk.last() == Some(&b'\n') {
+            return Ok(None);
+        }
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            let offset = start + i as u64 + 1;
+            return Ok(Some(TornTail {
+                offset,
+                len: len - offset,
+                saved_to: None,
+            }));
+        }
+        end = start;
+    }
+    Ok((len > 0).then_some(TornTail {
+        offset: 0,
+        len,
+        saved_to: None,
+    }))
+}
+
+pub(crate) fn read_exact_at(
+    fs: &dyn Fs,
+    file: &File,
+    mut buf: &mut [u8],
+    mut offset: u64,
+    path: &Path,
+) -> Result<()> {
+    while !buf.is_empty() {
+        match fs.read_at(file, buf, offset) {
+            Ok(0) => {
+                return Err(Error::io(
+                    "read",
+                    path,
+                    io::Error::from(io::ErrorKind::UnexpectedEof),
+                ))
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range(
+    fs: &dyn Fs,
+    from: &File,
+    to: &File,
+    offset: u64,
+    len: u64,
+    to_path: &Path,
+) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        read_exact_at(fs, from, &mut buf[..n], offset + done, to_path)?;
+        let mut written = 0;
+        while written < n {
+            match fs.write(to, &buf[written..n]) {
+                Ok(0) => {
+                    return Err(Error::io(
+                        "write",
+                        to_path,
+                        io::Error::from(io::ErrorKind::WriteZero),
+                    ))
+                }
+                Ok(k) => written += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("write", to_path, e)),
+            }
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Streams a transcript's entries. After the last entry, [`Reader::torn_tail`]
+/// tells whether a torn final line was skipped.
+pub struct Reader {
+    path: PathBuf,
+    inner: Option<BufReader<File>>,
+    offset: u64,
+    torn: Option<TornTail>,
+    line: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("path", &self.path)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl Reader {
+    /// Streams `path` (a missing file has no entries).
+    ///
+    /// # Errors
+    /// `Io` when the file exists but cannot be opened.
+    pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
+        Self::open_with(path.as_ref(), Arc::new(RealFs))
+    }
+
+    fn open_with(path: &Path, fs: Arc<dyn Fs>) -> Result<Reader> {
+        let inner = match fs.open_read(path) {
+            Ok(f) => Some(BufReader::with_capacity(64 * 1024, f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open transcript", path, e)),
+        };
+        Ok(Reader {
+            path: path.to_owned(),
+            inner,
+            offset: 0,
+            torn: None,
+            line: Vec::new(),
+        })
+    }
+
+    /// The torn final line, once the reader has reached it.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn.as_ref()
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        let inner = self.inner.as_mut()?;
+        self.line.clear();
+        let limit = MAX_ENTRY_BYTES as u64 + 1;
+        let n = match io::Read::take(&mut *inner, limit).read_until(b'\n', &mut self.line) {
+            Ok(n) => n,
+            Err(e) => {
+                self.inner = None;
+                return Some(Err(Error::io("read transcript", &self.path, e)));
+            }
+        };
+        if n == 0 {
+            self.inner = None;
+            return None;
+        }
+        let offset = self.offset;
+        self.offset += n as u64;
+        if self.line.last() != Some(&b'\n') {
+            self.inner = None;
+            if n as u64 == limit {
+                return Some(Err(Error::InvalidEntry {
+                    path: self.path.clone(),
+                    offset,
+                    reason: format!("line longer than {MAX_ENTRY_BYTES} bytes"),
+                }));
+            }
+            self.torn = Some(TornTail {
+                offset,
+                len: n as u64,
+                saved_to: None,
+            });
+            return None;
+        }
+        match serde_json::from_slice(&self.line[..n - 1]) {
+            Ok(value) => Some(Ok(Entry {
+                value,
+                offset,
+                len: n as u64,
+            })),
+            Err(e) => Some(Err(Error::InvalidEntry {
+                path: self.path.clone(),
+                offset,
+                reason: e.to_string(),
+            })),
+        }
+    }
+}

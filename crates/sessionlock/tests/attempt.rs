@@ -1,0 +1,700 @@
+//! The transcript store and the attempt controller: one regression test per
+//! incident of spec §13, then the controller's behaviour.
+//!
+//! Child processes are this test binary re-executed in child mode (see
+//! `child_entry`).
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sessionlock::attempt::{Attempt, AttemptOptions, CleanupLock, State};
+use sessionlock::classify::OpenClawClassifier;
+use sessionlock::fs::{Fs, RealFs};
+use sessionlock::runs::AbortKind;
+use sessionlock::transcript::{Durability, Reader, Transcript};
+use sessionlock::{monotonic_ns, Error, FileBackend, LockOptions, SessionLock, TakeoverPhase};
+
+const ROLE_VAR: &str = "SESSIONLOCK_TEST_ROLE";
+
+fn opts(timeout_ms: u64) -> LockOptions {
+    LockOptions::default().timeout(Some(Duration::from_millis(timeout_ms)))
+}
+
+fn locks() -> SessionLock {
+    SessionLock::with_backend(FileBackend::default(), opts(10_000))
+}
+
+fn attempt_opts() -> AttemptOptions {
+    AttemptOptions::default().lock(opts(5_000))
+}
+
+fn entries(path: &Path) -> Vec<Value> {
+    Reader::open(path)
+        .expect("reader")
+        .map(|e| e.expect("entry").value)
+        .collect()
+}
+
+fn append(session: &Path, entry: Value) {
+    let g = locks().acquire(session).expect("acquire");
+    let mut t = Transcript::open(session).expect("open");
+    t.append(&g, &[entry], Durability::None).expect("append");
+}
+
+/// A file system whose stat and pread fail with a chosen errno while armed.
+struct FailingFs {
+    armed: AtomicBool,
+    errno: i32,
+}
+
+impl FailingFs {
+    fn new(errno: i32) -> Arc<FailingFs> {
+        Arc::new(FailingFs {
+            armed: AtomicBool::new(false),
+            errno,
+        })
+    }
+    fn fail(&self) -> io::Result<()> {
+        if self.armed.load(Ordering::SeqCst) {
+            Err(io::Error::from_raw_os_error(self.errno))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Fs for FailingFs {
+    fn stat(&self, path: &Path) -> io::Result<fs::Metadata> {
+        self.fail()?;
+        RealFs.stat(path)
+    }
+    fn metadata(&self, file: &fs::File) -> io::Result<fs::Metadata> {
+        self.fail()?;
+        RealFs.metadata(file)
+    }
+    fn read_at(&self, file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.fail()?;
+        RealFs.read_at(file, buf, offset)
+    }
+}
+
+/// A file system whose writes and syncs fail with ENOSPC while armed.
+struct FullDisk {
+    armed: AtomicBool,
+}
+
+impl Fs for FullDisk {
+    fn write(&self, file: &fs::File, buf: &[u8]) -> io::Result<usize> {
+        if self.armed.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        RealFs.write(file, buf)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+// ---------------------------------------------------------------- children
+
+struct Kid {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Kid {
+    fn spawn(role: &str, args: &[&str]) -> Kid {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                "child_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "--quiet",
+            ])
+            .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Kid {
+            child,
+            stdin,
+            lines: rx,
+        }
+    }
+
+    fn expect(&self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(e) => panic!("child {} did not say {prefix:?}: {e}", self.child.id()),
+            }
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Entry point of child processes (a no-op in a normal test run).
+#[test]
+fn child_entry() {
+    let Ok(raw) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let mut parts = raw.split('\u{1f}');
+    let role = parts.next().unwrap_or_default().to_owned();
+    let args: Vec<String> = parts.map(str::to_owned).collect();
+    let say = |s: String| {
+        let mut o = io::stdout().lock();
+        writeln!(o, "{s}").expect("stdout");
+        o.flush().expect("flush");
+    };
+    match role.as_str() {
+        // Hold with a short lease, spin on the CPU past it, then append.
+        "wedge-append" => {
+            let session = PathBuf::from(&args[0]);
+            let lease: u64 = args[1].parse().expect("lease");
+            let g = locks()
+                .acquire_with(&session, &opts(5000).max_hold(Duration::from_millis(lease)))
+                .expect("acquire");
+            let mut t = Transcript::open(&session).expect("open");
+            say(format!("HELD {}", monotonic_ns()));
+            let until = Instant::now() + Duration::from_millis(lease * 4);
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            match t.append(&g, &[json!({"late": true})], Durability::None) {
+                Ok(_) => say("LATE landed".into()),
+                Err(e) => say(format!("LATE rejected {e}")),
+            }
+        }
+        // Write half a line, report, then wait to be SIGKILLed.
+        "half-line" => {
+            let session = PathBuf::from(&args[0]);
+            let g = locks().acquire(&session).expect("acquire");
+            let mut t = Transcript::open(&session).expect("open");
+            t.append(&g, &[json!({"whole": 1})], Durability::None)
+                .expect("append");
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(&session)
+                .expect("open raw");
+            f.write_all(br#"{"half": "this line never ends"#)
+                .expect("write half");
+            say("HALF".into());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // Appender: acquire, fenced append of one entry, acknowledge.
+        // Appender: resumes after its last entry in the transcript (so a
+        // restart after SIGKILL never writes an entry twice), then appends
+        // one fenced entry per acquisition and acknowledges it.
+        "appender" => {
+            let (session, w, n) = (
+                PathBuf::from(&args[0]),
+                &args[1],
+                args[2].parse::<u32>().expect("n"),
+            );
+            let mut t = Transcript::open(&session).expect("open");
+            let start = Reader::open(&session)
+                .expect("reader")
+                .filter_map(Result::ok)
+                .filter(|e| e.value["w"].as_str() == Some(w.as_str()))
+                .filter_map(|e| e.value["seq"].as_u64())
+                .max()
+                .map_or(0, |m| m as u32 + 1);
+            for seq in start..n {
+                let g = locks().acquire(&session).expect("acquire");
+                let entry = json!({"w": w, "seq": seq, "pad": "x".repeat(40)});
+                t.append(&g, &[entry], Durability::None).expect("append");
+                say(format!("ACK {seq}"));
+                drop(g);
+            }
+            say("DONE".into());
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// An OpenClaw `custom` entry: benign to the OpenClaw classifier.
+fn custom(lane: &str, i: u32) -> Value {
+    json!({
+        "type": "custom", "id": format!("{lane}-{i}"), "parentId": null,
+        "timestamp": "2026-11-21T04:00:00.000Z", "customType": lane, "data": {"i": i}
+    })
+}
+
+fn lane_opts() -> AttemptOptions {
+    attempt_opts().classifier(Arc::new(OpenClawClassifier))
+}
+
+// ---------------------------------------------------------------- §13 incidents
+
+#[test]
+fn incident_1_fence_read_error_during_prompt_release_still_releases_the_lock() {
+    // Incident: taking the fence snapshot during the prompt release threw
+    // (EIO/EMFILE on stat/read), the error skipped the release, and the
+    // session stayed locked until its lease ran out.
+    for errno in [5 /* EIO */, 24 /* EMFILE */] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("s.jsonl");
+        let fs = FailingFs::new(errno);
+        rt().block_on(async {
+            let a = Attempt::begin_file(&session, attempt_opts().fs(fs.clone()))
+                .await
+                .expect("begin");
+            fs.armed.store(true, Ordering::SeqCst);
+            let err = a
+                .release_for_prompt()
+                .await
+                .expect_err("the snapshot fails");
+            assert!(
+                matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(errno)),
+                "{err}"
+            );
+            // The next turn acquires at once.
+            let g = locks()
+                .acquire_with(&session, &opts(0))
+                .unwrap_or_else(|e| panic!("errno {errno}: lock still held: {e}"));
+            drop(g);
+            fs.armed.store(false, Ordering::SeqCst);
+            // Nothing can be proven about the prompt window: takeover.
+            let err = a
+                .reacquire_after_prompt()
+                .await
+                .expect_err("unverifiable fence");
+            assert!(
+                matches!(
+                    err,
+                    Error::Takeover {
+                        phase: TakeoverPhase::PromptReacquire,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert_eq!(a.state(), State::TakenOver);
+        });
+    }
+}
+
+#[test]
+fn incident_2_wedged_holder_is_reclaimed_within_its_lease_and_its_late_append_rejected() {
+    // Incident: a live holder wedged in a CPU loop pinned the session for its
+    // whole 17-minute lease; contenders could not take it, and had they
+    // taken it, the wedged holder's later write would have raced theirs.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("wedged.jsonl");
+    let lease_ms = 300;
+    let kid = Kid::spawn(
+        "wedge-append",
+        &[session.to_str().expect("utf8"), &lease_ms.to_string()],
+    );
+    let held_at: u64 = kid.expect("HELD", Duration::from_secs(20))[5..]
+        .parse()
+        .expect("mono");
+    let g = locks()
+        .acquire(&session)
+        .expect("contender takes the wedged session");
+    let acquired_at = monotonic_ns();
+    let bound = held_at + (lease_ms + 50) * 1_000_000;
+    assert!(
+        acquired_at <= bound,
+        "held {:.1} ms after the wedged holder took the lock (lease {lease_ms} ms + 50 ms)",
+        (acquired_at - held_at) as f64 / 1e6
+    );
+    let mut t = Transcript::open(&session).expect("open");
+    t.append(&g, &[json!({"by": "contender"})], Durability::None)
+        .expect("append");
+    let late = kid.expect("LATE", Duration::from_secs(20));
+    assert!(late.starts_with("LATE rejected"), "{late}");
+    drop(g);
+    let all = entries(&session);
+    assert_eq!(
+        all,
+        vec![json!({"by": "contender"})],
+        "the late write must be absent"
+    );
+}
+
+#[test]
+fn incident_3_user_abort_frees_the_lock_before_cleanup_runs() {
+    // Incident: a user stop did not release the session lock; the attempt's
+    // cleanup ran with it held and the next turn waited for the lease.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("abort.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        a.abort(AbortKind::User);
+        // Before any cleanup: the next turn does not wait.
+        let next = locks()
+            .acquire_with(&session, &opts(0))
+            .expect("free at once after abort");
+        drop(next);
+        assert_eq!(
+            a.acquire_for_cleanup().await.expect("cleanup"),
+            CleanupLock::Held
+        );
+        a.dispose();
+        assert!(!PathBuf::from(format!("{}.lock", session.display())).exists());
+    });
+}
+
+#[test]
+fn incident_4_another_lanes_write_does_not_wait_for_the_model_call() {
+    // Incident: the session lock was held across model I/O, so a write from
+    // another lane (a delivery mirror, a cron lane) waited for the whole
+    // model call.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("model.jsonl");
+    rt().block_on(async {
+        let opts_ = attempt_opts().classifier(Arc::new(OpenClawClassifier));
+        let a = Attempt::begin_file(&session, opts_).await.expect("begin");
+        a.release_for_prompt().await.expect("release for prompt");
+        // The model call is in flight (never finishes here); another lane
+        // writes a delivery mirror without waiting.
+        let g = locks().acquire_with(&session, &opts(0)).expect("not held during the prompt");
+        let mut t = Transcript::open(&session).expect("open");
+        let mirror = json!({
+            "type": "message", "id": "m1", "parentId": null, "timestamp": "2026-11-21T04:00:00.000Z",
+            "message": {"role": "assistant", "provider": "openclaw", "model": "delivery-mirror", "content": []}
+        });
+        t.append(&g, &[mirror], Durability::None).expect("append");
+        drop(g);
+        a.reacquire_after_prompt().await.expect("a benign append is no takeover");
+        assert_eq!(a.state(), State::Held);
+    });
+}
+
+#[test]
+fn incident_5_two_lanes_one_file_never_overlap_prompt_windows() {
+    // Incident: a heartbeat lane and a channel lane (one through a symlinked
+    // path) raced their prompt windows on one transcript; one silently lost
+    // writes, and a failure in one left the other waiting on a stale turn.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real");
+    fs::create_dir(&real).expect("mkdir");
+    std::os::unix::fs::symlink(&real, dir.path().join("alias")).expect("symlink");
+    let heartbeat_path = real.join("s.jsonl");
+    let channel_path = dir.path().join("alias/s.jsonl");
+    let in_prompt = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let lane = |path: PathBuf, name: &'static str, turns: u32| {
+            let (in_prompt, overlaps) = (in_prompt.clone(), overlaps.clone());
+            tokio::spawn(async move {
+                for i in 0..turns {
+                    let a = Attempt::begin_file(&path, lane_opts())
+                        .await
+                        .expect("begin");
+                    a.release_for_prompt().await.expect("release");
+                    if in_prompt.fetch_add(1, Ordering::SeqCst) != 0 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await; // the model call
+                    in_prompt.fetch_sub(1, Ordering::SeqCst);
+                    a.reacquire_after_prompt()
+                        .await
+                        .expect("the other lane's entries are benign custom entries");
+                    a.with_write(|t, g| t.append(g, &[custom(name, i)], Durability::None))
+                        .await
+                        .expect("write");
+                    a.dispose();
+                }
+            })
+        };
+        let h = lane(heartbeat_path.clone(), "heartbeat", 20);
+        let c = lane(channel_path.clone(), "channel", 20);
+        h.await.expect("heartbeat lane");
+        c.await.expect("channel lane");
+    });
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "prompt windows overlapped"
+    );
+    assert_eq!(entries(&heartbeat_path).len(), 40, "no write lost");
+
+    // A failure in one lane never strands the other on a stale turn.
+    rt.block_on(async {
+        let a = Attempt::begin_file(&heartbeat_path, lane_opts())
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        let b = Attempt::begin_file(&channel_path, lane_opts())
+            .await
+            .expect("begin");
+        let waiting = tokio::spawn(async move {
+            b.release_for_prompt().await.expect("release");
+            b
+        });
+        drop(a); // the heartbeat attempt fails (dropped) inside its prompt window
+        let b = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the channel lane got its turn")
+            .expect("join");
+
+        // A real conflict surfaces as a takeover, never silently.
+        append(
+            &heartbeat_path,
+            json!({"role": "user", "type": "message", "message": {"role": "user"}}),
+        );
+        let err = b
+            .reacquire_after_prompt()
+            .await
+            .expect_err("foreign user message");
+        assert!(
+            matches!(
+                err,
+                Error::Takeover {
+                    phase: TakeoverPhase::PromptReacquire,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("session file changed while prompt lock was released: "),
+            "{err}"
+        );
+        assert!(b.is_taken_over());
+        assert_eq!(
+            b.acquire_for_cleanup().await.expect("cleanup"),
+            CleanupLock::NoOp
+        );
+        let skipped = b
+            .with_write(|t, g| t.append(g, &[json!({"cleanup": true})], Durability::None))
+            .await;
+        assert!(skipped.is_err(), "a taken-over attempt writes nothing");
+    });
+    assert!(!entries(&heartbeat_path)
+        .iter()
+        .any(|e| e.get("cleanup").is_some()));
+}
+
+// ---------------------------------------------------------------- transcript store
+
+#[test]
+fn torn_tail_after_sigkill_mid_append_is_repaired_without_losing_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("torn.jsonl");
+    let kid = Kid::spawn("half-line", &[session.to_str().expect("utf8")]);
+    kid.expect("HALF", Duration::from_secs(20));
+    kid.kill();
+    let mut r = Reader::open(&session).expect("reader");
+    let read: Vec<Value> = r.by_ref().map(|e| e.expect("entry").value).collect();
+    assert_eq!(read, vec![json!({"whole": 1})]);
+    let torn = r.torn_tail().expect("torn tail reported").clone();
+    // The next fenced write repairs it first.
+    let g = locks().acquire(&session).expect("reclaims the dead holder");
+    let mut t = Transcript::open(&session).expect("open");
+    t.append(&g, &[json!({"after": 2})], Durability::Data)
+        .expect("append");
+    assert_eq!(
+        entries(&session),
+        vec![json!({"whole": 1}), json!({"after": 2})]
+    );
+    let side = dir.path().join(format!("torn.jsonl.torn-{}", g.epoch()));
+    assert_eq!(
+        fs::read(&side).expect("torn bytes kept").len() as u64,
+        torn.len
+    );
+}
+
+#[test]
+fn fenced_append_of_a_reclaimed_holder_is_rejected_and_absent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("fenced.jsonl");
+    let backend = FileBackend::default();
+    let old = locks().acquire(&session).expect("acquire");
+    let mut t = Transcript::open(&session).expect("open");
+    t.append(&old, &[json!({"n": 1})], Durability::None)
+        .expect("append");
+    // Another process reclaims it (through the backend, as a reclaimer would).
+    use sessionlock::backend::{Attempt as Try, Backend, LeaseRequest};
+    let key = backend.key(&session).expect("key");
+    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    let req = LeaseRequest {
+        max_hold: Duration::from_secs(60),
+        lane: None,
+        run_id: None,
+        me: sessionlock::identity::SelfIdentity::current(),
+    };
+    let Try::Acquired(_new) = backend.reclaim(&key, &seen, &req).expect("reclaim") else {
+        panic!("reclaim")
+    };
+    let err = t
+        .append(&old, &[json!({"n": 2})], Durability::None)
+        .expect_err("fenced");
+    assert!(matches!(err, Error::Fenced { .. }), "{err}");
+    assert_eq!(entries(&session), vec![json!({"n": 1})]);
+}
+
+#[test]
+fn write_error_poisons_the_handle_until_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("poison.jsonl");
+    let disk = Arc::new(FullDisk {
+        armed: AtomicBool::new(false),
+    });
+    let g = locks().acquire(&session).expect("acquire");
+    let mut t = Transcript::open_with(&session, disk.clone()).expect("open");
+    t.append(&g, &[json!({"n": 1})], Durability::None)
+        .expect("append");
+    disk.armed.store(true, Ordering::SeqCst);
+    let err = t
+        .append(&g, &[json!({"n": 2})], Durability::None)
+        .expect_err("ENOSPC");
+    assert!(
+        matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{err}"
+    );
+    disk.armed.store(false, Ordering::SeqCst);
+    let err = t
+        .append(&g, &[json!({"n": 3})], Durability::None)
+        .expect_err("poisoned");
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    let mut t = Transcript::open(&session).expect("reopen");
+    t.append(&g, &[json!({"n": 4})], Durability::Full)
+        .expect("append after reopen");
+    assert_eq!(entries(&session), vec![json!({"n": 1}), json!({"n": 4})]);
+}
+
+#[test]
+fn rewrite_and_truncate_replace_the_file_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("rw.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    let mut t = Transcript::open(&session).expect("open");
+    t.append(&g, &[json!(1), json!(2), json!(3)], Durability::None)
+        .expect("append");
+    t.truncate(&g, 2).expect("truncate");
+    assert_eq!(entries(&session), vec![json!(1), json!(2)]);
+    t.rewrite(&g, &[json!({"summary": true})]).expect("rewrite");
+    t.append(&g, &[json!(4)], Durability::None)
+        .expect("append after rewrite");
+    assert_eq!(entries(&session), vec![json!({"summary": true}), json!(4)]);
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".rewrite-"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn eight_processes_with_random_sigkills_lose_no_acknowledged_entry_and_duplicate_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("crash.jsonl");
+    let s = session.to_str().expect("utf8").to_owned();
+    let per = 500u32;
+    let mut acked: Vec<Vec<u32>> = vec![Vec::new(); 8];
+    let mut done = [false; 8];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut kills = 0;
+    while done.iter().any(|d| !d) {
+        let kids: Vec<(usize, Kid)> = (0..8)
+            .filter(|&w| !done[w])
+            .map(|w| {
+                (
+                    w,
+                    Kid::spawn("appender", &[&s, &w.to_string(), &per.to_string()]),
+                )
+            })
+            .collect();
+        // SIGKILL one of them at a random moment while all of them append.
+        if kills < 6 {
+            let victim = (rand() % kids.len() as u64) as usize;
+            std::thread::sleep(Duration::from_millis(20 + rand() % 80));
+            let _ = Command::new("kill")
+                .args(["-KILL", &kids[victim].1.child.id().to_string()])
+                .status();
+            kills += 1;
+        }
+        for (w, kid) in kids {
+            // Every line the child printed before it exited or was killed.
+            while let Ok(line) = kid.lines.recv_timeout(Duration::from_secs(120)) {
+                if line == "DONE" {
+                    done[w] = true;
+                } else if let Some(seq) = line.strip_prefix("ACK ") {
+                    acked[w].push(seq.parse().expect("seq"));
+                }
+            }
+        }
+    }
+    assert!(kills > 0);
+    let mut seen = std::collections::HashMap::<(String, u64), usize>::new();
+    for e in entries(&session) {
+        let key = (
+            e["w"].as_str().expect("w").to_owned(),
+            e["seq"].as_u64().expect("seq"),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    for (w, seqs) in acked.iter().enumerate() {
+        for &seq in seqs {
+            let n = seen
+                .get(&(w.to_string(), u64::from(seq)))
+                .copied()
+                .unwrap_or(0);
+            assert!(n >= 1, "acknowledged entry w={w} seq={seq} lost");
+        }
+    }
+    let dupes: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(dupes.is_empty(), "duplicated: {dupes:?}");
+}
