@@ -8,6 +8,7 @@ mod child;
 mod demo;
 mod exec;
 mod status;
+mod transcript;
 mod worker;
 
 use std::io::IsTerminal;
@@ -32,6 +33,12 @@ enum Command {
     Status(status::Args),
     /// Run a command while holding a session's lock (like flock(1)).
     Exec(exec::Args),
+    /// Append entries to a session transcript under its lock, fenced.
+    Append(transcript::AppendArgs),
+    /// Print a transcript's entries as JSONL (a torn tail is reported on stderr).
+    Read(transcript::ReadArgs),
+    /// Repair a transcript's torn tail under its lock.
+    Repair(transcript::RepairArgs),
     /// Show sessionlock surviving what breaks other locks: real processes,
     /// SIGKILLed and wedged holders, verified transcripts.
     Demo(demo::Args),
@@ -67,6 +74,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Status(a) => status::run(a),
         Command::Exec(a) => exec::run(a),
+        Command::Append(a) => transcript::append(a),
+        Command::Read(a) => transcript::read(a),
+        Command::Repair(a) => transcript::repair(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Worker(a) => worker::run(a),
