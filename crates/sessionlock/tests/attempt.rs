@@ -698,3 +698,364 @@ fn eight_processes_with_random_sigkills_lose_no_acknowledged_entry_and_duplicate
     let dupes: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
     assert!(dupes.is_empty(), "duplicated: {dupes:?}");
 }
+
+// ---------------------------------------------------------------- controller
+
+fn lock_file(session: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.lock", session.display()))
+}
+
+fn is_free(session: &Path) -> bool {
+    match locks().acquire_with(session, &opts(0)) {
+        Ok(g) => {
+            drop(g);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Polls a future once; true if it is still pending.
+async fn poll_once<F: std::future::Future + ?Sized>(f: std::pin::Pin<&mut F>) -> bool {
+    let mut f = f;
+    std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx).is_pending())).await
+}
+
+#[test]
+fn state_transitions_and_abort_from_every_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("states.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        assert_eq!(a.state(), State::Held);
+        assert!(!is_free(&session));
+        a.release_for_prompt().await.expect("release");
+        assert_eq!(a.state(), State::Released);
+        assert!(is_free(&session), "the prompt window never holds the lock");
+        a.reacquire_after_prompt().await.expect("reacquire");
+        assert_eq!(a.state(), State::Held);
+        a.release_for_idle_wait().expect("idle");
+        assert_eq!(a.state(), State::Released);
+        assert!(is_free(&session));
+        a.reacquire_after_prompt()
+            .await
+            .expect("reacquire after idle wait");
+        assert_eq!(
+            a.acquire_for_cleanup().await.expect("cleanup"),
+            CleanupLock::Held
+        );
+        assert_eq!(a.state(), State::Cleanup);
+        a.reacquire_after_prompt()
+            .await
+            .expect("a no-op once cleanup started");
+        assert_eq!(a.state(), State::Cleanup);
+        a.dispose();
+        assert_eq!(a.state(), State::Disposed);
+        assert!(is_free(&session));
+        a.dispose(); // idempotent
+        a.reacquire_after_prompt()
+            .await
+            .expect("a no-op after dispose");
+        assert_eq!(a.state(), State::Disposed);
+        assert!(is_free(&session), "a disposed attempt never reacquires");
+
+        // Abort from each state frees the lock at once.
+        for kind in [
+            AbortKind::User,
+            AbortKind::Timeout,
+            AbortKind::Stuck,
+            AbortKind::Yield,
+        ] {
+            let held = Attempt::begin_file(&session, attempt_opts())
+                .await
+                .expect("begin");
+            held.abort(kind);
+            assert!(is_free(&session), "{kind:?} from Held");
+            drop(held);
+
+            let released = Attempt::begin_file(&session, attempt_opts())
+                .await
+                .expect("begin");
+            released.release_for_prompt().await.expect("release");
+            released.abort(kind);
+            assert_eq!(released.state(), State::Released);
+            assert!(
+                !sessionlock::turns::PromptTurns::global().is_held(released.session()),
+                "{kind:?} vacates the turn"
+            );
+            drop(released);
+
+            let cleanup = Attempt::begin_file(&session, attempt_opts())
+                .await
+                .expect("begin");
+            cleanup.acquire_for_cleanup().await.expect("cleanup");
+            cleanup.abort(kind);
+            assert!(is_free(&session), "{kind:?} from Cleanup");
+            drop(cleanup);
+        }
+        assert!(!lock_file(&session).exists());
+    });
+}
+
+#[test]
+fn reacquire_that_times_out_is_a_takeover_and_cleanup_gets_a_noop_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("timeout.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, AttemptOptions::default().lock(opts(100)))
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        let squatter = locks().acquire(&session).expect("another lane holds it");
+        let err = a.reacquire_after_prompt().await.expect_err("times out");
+        assert!(
+            matches!(
+                err,
+                Error::Takeover {
+                    phase: TakeoverPhase::PromptReacquire,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(a.state(), State::TakenOver);
+        drop(squatter);
+        assert_eq!(
+            a.acquire_for_cleanup().await.expect("cleanup"),
+            CleanupLock::NoOp
+        );
+        assert!(is_free(&session), "a no-op cleanup lock holds nothing");
+        let again = a.reacquire_after_prompt().await.expect_err("sticky");
+        assert!(matches!(again, Error::Takeover { .. }));
+    });
+}
+
+#[test]
+fn reacquire_resolving_after_dispose_releases_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("late.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        let other = locks().acquire(&session).expect("another lane");
+        let mut reacquire = Box::pin(a.reacquire_after_prompt());
+        assert!(
+            poll_once(reacquire.as_mut()).await,
+            "waits for the other lane"
+        );
+        a.dispose();
+        drop(other);
+        reacquire.await.expect("resolves as a no-op");
+        assert_eq!(a.state(), State::Disposed);
+        assert!(
+            is_free(&session),
+            "the late acquisition was released at once"
+        );
+    });
+}
+
+#[test]
+fn own_writes_through_with_write_never_trip_the_fence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("own.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        a.with_write(|t, g| t.append(g, &[json!({"n": 0})], Durability::None))
+            .await
+            .expect("held write");
+        a.release_for_prompt().await.expect("release");
+        for n in 1..4 {
+            // Tool results streamed during the prompt window, each under a short lock.
+            a.with_write(|t, g| t.append(g, &[json!({"n": n})], Durability::None))
+                .await
+                .expect("short-lock write");
+            assert!(
+                is_free(&session),
+                "the short lock is released after the write"
+            );
+        }
+        a.with_write(|t, g| t.rewrite(g, &[json!({"compacted": true})]))
+            .await
+            .expect("own rewrite");
+        a.reacquire_after_prompt()
+            .await
+            .expect("own writes are no takeover");
+        assert_eq!(a.state(), State::Held);
+        assert_eq!(entries(&session), vec![json!({"compacted": true})]);
+    });
+}
+
+/// Changes another lane can make while an attempt is in its prompt window.
+fn change(session: &Path, how: &str) {
+    let g = locks().acquire(session).expect("acquire");
+    let mut t = Transcript::open(session).expect("open");
+    match how {
+        "benign" => {
+            t.append(&g, &[custom("cron", 1)], Durability::None)
+                .expect("append");
+        }
+        "identical rewrite" => {
+            let all = entries(session);
+            t.rewrite(&g, &all).expect("rewrite");
+        }
+        "user message" => {
+            t.append(&g, &[json!({"type": "message", "id": "u", "parentId": null, "timestamp": "2026-11-21T04:00:00.000Z", "message": {"role": "user", "content": "hi"}})], Durability::None)
+                .expect("append");
+        }
+        "truncation" => t.truncate(&g, 1).expect("truncate"),
+        "same-size edit" => {
+            let bytes = fs::read(session).expect("read");
+            let edited = String::from_utf8(bytes)
+                .expect("utf8")
+                .replacen("\"i\":0", "\"i\":9", 1);
+            g.with_fence(|| fs::write(session, edited))
+                .expect("fence")
+                .expect("write");
+        }
+        "new inode" => t
+            .rewrite(&g, &[json!({"different": true})])
+            .expect("rewrite"),
+        other => panic!("unknown change {other}"),
+    }
+}
+
+#[test]
+fn benign_appends_are_accepted_and_each_non_benign_change_is_a_takeover() {
+    for (how, takeover) in [
+        ("benign", false),
+        ("identical rewrite", false),
+        ("user message", true),
+        ("truncation", true),
+        ("same-size edit", true),
+        ("new inode", true),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("kinds.jsonl");
+        rt().block_on(async {
+            let a = Attempt::begin_file(&session, lane_opts())
+                .await
+                .expect("begin");
+            a.with_write(|t, g| {
+                t.append(
+                    g,
+                    &[custom("channel", 0), custom("channel", 1)],
+                    Durability::None,
+                )
+            })
+            .await
+            .expect("write");
+            a.release_for_prompt().await.expect("release");
+            change(&session, how);
+            let r = a.reacquire_after_prompt().await;
+            assert_eq!(r.is_err(), takeover, "{how}: {r:?}");
+            assert_eq!(a.is_taken_over(), takeover, "{how}");
+        });
+    }
+}
+
+#[test]
+fn dropping_futures_at_every_await_leaves_no_lock_and_no_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("drop.jsonl");
+    let turns = sessionlock::turns::PromptTurns::global();
+    rt().block_on(async {
+        // release_for_prompt dropped while waiting for another attempt's turn.
+        let first = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        first
+            .release_for_prompt()
+            .await
+            .expect("first takes the turn");
+        let second = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        {
+            let mut waiting = Box::pin(second.release_for_prompt());
+            assert!(
+                poll_once(waiting.as_mut()).await,
+                "waits for the first attempt's turn"
+            );
+            assert_eq!(turns.waiting(second.session()), 1);
+        }
+        assert_eq!(
+            turns.waiting(second.session()),
+            0,
+            "the dropped wait left the queue"
+        );
+        assert!(is_free(&session), "the lock was released before the wait");
+        first.dispose();
+        assert!(!turns.is_held(second.session()), "no stale turn");
+
+        // reacquire_after_prompt and with_write dropped while waiting for the lock.
+        let other = locks().acquire(&session).expect("another lane");
+        {
+            let mut reacquire = Box::pin(second.reacquire_after_prompt());
+            assert!(poll_once(reacquire.as_mut()).await);
+        }
+        {
+            let mut write =
+                Box::pin(second.with_write(|t, g| t.append(g, &[json!(1)], Durability::None)));
+            assert!(poll_once(write.as_mut()).await);
+        }
+        drop(other);
+        assert!(is_free(&session), "nothing held after the drops");
+        assert_eq!(second.state(), State::Released);
+        second.reacquire_after_prompt().await.expect("still usable");
+        drop(second);
+        assert!(is_free(&session));
+        assert!(!turns.is_held(&session.canonicalize().unwrap_or(session.clone())));
+    });
+}
+
+#[test]
+fn stuck_recovery_aborts_the_attempt_and_frees_its_lock() {
+    use sessionlock::runs::{AbortHandle, RunInfo, RunRegistry};
+    struct AbortThenFinish {
+        attempt: Arc<dyn AbortHandle>,
+        handle: std::sync::Mutex<Option<sessionlock::runs::RunHandle>>,
+    }
+    impl AbortHandle for AbortThenFinish {
+        fn abort(&self, kind: AbortKind) {
+            self.attempt.abort(kind);
+            // The run loop notices the abort and finishes the run.
+            drop(self.handle.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("stuck.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        let registry = RunRegistry::new();
+        let aborter = Arc::new(AbortThenFinish {
+            attempt: a.abort_handle(),
+            handle: std::sync::Mutex::new(None),
+        });
+        let handle = registry.register(
+            RunInfo {
+                session_file: a.session().to_owned(),
+                session_key: "agent:main".into(),
+                run_id: "run-1".into(),
+                lane: Some("channel".into()),
+            },
+            aborter.clone(),
+        );
+        *aborter.handle.lock().expect("lock") = Some(handle);
+        let later = Instant::now() + Duration::from_secs(3600);
+        let report = registry
+            .recover(later, Duration::from_secs(60), Duration::from_secs(5))
+            .await;
+        assert_eq!(report.aborted.len(), 1);
+        assert_eq!(report.settled, vec!["run-1".to_owned()]);
+        assert!(report.unsettled.is_empty());
+        assert!(is_free(&session), "the stuck attempt's lock was released");
+    });
+}
