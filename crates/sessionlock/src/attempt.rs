@@ -225,8 +225,6 @@ impl<B: Backend> Inner<B> {
         if st.state != State::TakenOver {
             st.state = State::Disposed;
         }
-        st.takeover
-            .get_or_insert((TakeoverPhase::Cleanup, String::new()));
     }
 }
 
@@ -446,10 +444,21 @@ impl<B: Backend> Attempt<B> {
                     let St {
                         guard, transcript, ..
                     } = &mut *st;
-                    return match guard {
+                    let result = match guard {
                         Some(g) => f(transcript, g).map(Some),
-                        None => Ok(None),
+                        None => return Ok(None),
                     };
+                    // A fenced write refused: the lock was lost (revoked, or
+                    // reclaimed by another holder). That is a takeover.
+                    if let Err(e @ (Error::Fenced { .. } | Error::Revoked { .. })) = &result {
+                        let detail = e.to_string();
+                        return Err(self.inner.mark_taken_over(
+                            &mut st,
+                            TakeoverPhase::Write,
+                            detail,
+                        ));
+                    }
+                    return result;
                 }
                 State::TakenOver => {
                     let (phase, detail) = st

@@ -1059,3 +1059,34 @@ fn stuck_recovery_aborts_the_attempt_and_frees_its_lock() {
         assert!(is_free(&session), "the stuck attempt's lock was released");
     });
 }
+
+#[test]
+fn a_write_refused_by_the_fence_is_a_sticky_takeover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("revoked.jsonl");
+    rt().block_on(async {
+        let o = AttemptOptions::default().lock(opts(1000).max_hold(Duration::from_millis(100)));
+        let a = Attempt::begin_file(&session, o).await.expect("begin");
+        // Held past its lease: another lane takes the session over.
+        let other = locks()
+            .acquire(&session)
+            .expect("reclaimed after the lease");
+        let err = a
+            .with_write(|t, g| t.append(g, &[json!({"late": true})], Durability::None))
+            .await
+            .expect_err("the lock is gone");
+        assert!(
+            matches!(
+                err,
+                Error::Takeover {
+                    phase: TakeoverPhase::Write,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(a.is_taken_over());
+        drop(other);
+        assert!(entries(&session).is_empty(), "the refused write is absent");
+    });
+}
