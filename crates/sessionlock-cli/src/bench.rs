@@ -4,17 +4,69 @@
 //! - uncontended acquire + release, per cycle (in process);
 //! - cross-process hand-off: holder's `release()` returns → waiter holds;
 //! - SIGKILL of the holder → waiter holds;
-//! - lease end of a holder wedged on the CPU → waiter holds.
+//! - lease end of a holder wedged on the CPU → waiter holds;
+//! - fenced append throughput with 1, 2 and 8 writer processes, each entry
+//!   appended under its own acquisition, durability `none` and `data`;
+//! - the attempt controller's `release_for_prompt` + `reacquire_after_prompt`
+//!   round trip on a small and a large transcript.
+//!
+//! The first four form the `lock` group, the last two the `transcript` group
+//! (`--only lock|transcript|all`).
+//!
+//! # JSON output (`--json`)
+//!
+//! One array of objects, in the order of the text output. Latency figures
+//! (the lock group, and the two round trips) have the shape
+//!
+//! ```text
+//! {"name": str, "samples": int, "median_ms": f64, "p90_ms": f64,
+//!  "p99_ms": f64, "max_ms": f64, "target": str, "target_median_ms": f64}
+//! ```
+//!
+//! For the round trips, both objects carry the pair's bound:
+//! `target_median_ms` is twice the small transcript's median, which only the
+//! large transcript's median is held to. Throughput figures (recognized by
+//! `entries_per_sec`) have the shape
+//!
+//! ```text
+//! {"name": str, "writers": int, "durability": "none" | "data",
+//!  "entries": int, "seconds": f64, "entries_per_sec": f64}
+//! ```
+//!
+//! where `seconds` runs from the first writer's start to the last writer's
+//! end (`CLOCK_MONOTONIC`, stamped by the writers).
+//!
+//! Exit status: 0, or 1 when a transcript did not hold exactly the expected
+//! entries after a throughput configuration (the table is still printed), or
+//! 2 on an error.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use sessionlock::attempt::{Attempt, AttemptOptions};
+use sessionlock::transcript::Reader;
+use sessionlock::LockOptions;
 
 use crate::child::{field, ms_between, Worker};
 use crate::demo::{kill_mid_hold, wedge_past_lease};
+use crate::worker::DurabilityArg;
+
+/// Which figures to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// Every figure.
+    All,
+    /// The lock figures: uncontended, hand-off, SIGKILL, lease end.
+    Lock,
+    /// The transcript figures: append throughput, prompt round trips.
+    Transcript,
+}
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -33,7 +85,35 @@ pub(crate) struct Args {
     /// Lease of the wedged holder, in milliseconds.
     #[arg(long, default_value_t = 200)]
     lease_ms: u64,
-    /// Print the figures as JSON.
+    /// Which group of figures to measure.
+    #[arg(long, value_enum, default_value_t = Only::All)]
+    only: Only,
+    /// Writer process counts of the append-throughput figures.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2, 8])]
+    writers: Vec<usize>,
+    /// Entries appended per throughput configuration with durability `none`
+    /// (split across the writers).
+    #[arg(long, default_value_t = 5000)]
+    append_entries: u32,
+    /// Entries appended per throughput configuration with durability `data`
+    /// (one `fdatasync` each; split across the writers).
+    #[arg(long, default_value_t = 1000)]
+    append_entries_data: u32,
+    /// `release_for_prompt` + `reacquire_after_prompt` round trips per
+    /// transcript size.
+    #[arg(long, default_value_t = 200)]
+    round_trips: usize,
+    /// Size of the small round-trip transcript, in MiB.
+    #[arg(long, default_value_t = 1)]
+    small_mib: u64,
+    /// Size of the large round-trip transcript, in MiB.
+    #[arg(long, default_value_t = 64)]
+    large_mib: u64,
+    /// Directory for the bench's scratch files (its file system decides what
+    /// `fdatasync` costs); default: the system temporary directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print the figures as JSON (see the module docs for the shape).
     #[arg(long)]
     json: bool,
 }
@@ -41,14 +121,39 @@ pub(crate) struct Args {
 /// Summary of one measured quantity, in milliseconds.
 #[derive(Debug, Serialize)]
 struct Figure {
-    name: &'static str,
+    name: String,
     samples: usize,
     median_ms: f64,
     p90_ms: f64,
     p99_ms: f64,
     max_ms: f64,
-    target: &'static str,
+    target: String,
     target_median_ms: f64,
+    /// Whether the target was met; `None` for a baseline without one.
+    #[serde(skip)]
+    met: Option<bool>,
+}
+
+/// Fenced append throughput of one configuration.
+#[derive(Debug, Serialize)]
+struct Throughput {
+    name: String,
+    writers: usize,
+    durability: &'static str,
+    entries: u64,
+    seconds: f64,
+    entries_per_sec: f64,
+    /// Why the transcript failed verification, if it did.
+    #[serde(skip)]
+    failure: Option<String>,
+}
+
+/// One element of the `--json` array.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Latency(&'a Figure),
+    Throughput(&'a Throughput),
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -59,22 +164,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// A latency figure whose target is `median < target_median_ms`.
 fn figure(
-    name: &'static str,
+    name: impl Into<String>,
     mut ms: Vec<f64>,
-    target: &'static str,
+    target: impl Into<String>,
     target_median_ms: f64,
 ) -> Figure {
     ms.sort_by(f64::total_cmp);
+    let median_ms = percentile(&ms, 0.5);
     Figure {
-        name,
+        name: name.into(),
         samples: ms.len(),
-        median_ms: percentile(&ms, 0.5),
+        median_ms,
         p90_ms: percentile(&ms, 0.9),
         p99_ms: percentile(&ms, 0.99),
         max_ms: ms.last().copied().unwrap_or(f64::NAN),
-        target,
+        target: target.into(),
         target_median_ms,
+        met: Some(median_ms < target_median_ms),
     }
 }
 
@@ -130,11 +238,184 @@ fn handoffs(dir: &Path, trials: usize) -> Result<Vec<f64>> {
     Ok(ms)
 }
 
-pub(crate) fn run(args: Args) -> Result<ExitCode> {
-    let tmp = tempfile::Builder::new()
-        .prefix("sessionlock-bench-")
-        .tempdir()?;
-    let dir = tmp.path();
+/// How many of `total` entries writer `i` of `writers` appends.
+fn share(total: u32, writers: usize, i: usize) -> u32 {
+    let n = writers as u32;
+    total / n + u32::from((i as u32) < total % n)
+}
+
+/// `writers` processes append `total` entries to one transcript, each entry
+/// under its own acquisition; then the transcript is checked to hold each
+/// writer's entries exactly once, complete.
+fn append_throughput(
+    dir: &Path,
+    writers: usize,
+    total: u32,
+    durability: DurabilityArg,
+) -> Result<Throughput> {
+    let session = dir.join(format!("append-{}-{writers}.jsonl", durability.name()));
+    let counts: Vec<u32> = (0..writers).map(|i| share(total, writers, i)).collect();
+    let mut workers = Vec::with_capacity(writers);
+    for (i, &count) in counts.iter().enumerate() {
+        let args = [
+            "appendbench".to_owned(),
+            "--session".to_owned(),
+            session.display().to_string(),
+            "--count".to_owned(),
+            count.to_string(),
+            "--durability".to_owned(),
+            durability.name().to_owned(),
+            "--id".to_owned(),
+            i.to_string(),
+        ];
+        workers.push(Worker::spawn(format!("appender-{i}"), &args)?);
+    }
+    for w in &workers {
+        w.expect("READY", Duration::from_secs(30))?;
+    }
+    for w in &mut workers {
+        w.say("go")?;
+    }
+    let mut first_start = u64::MAX;
+    let mut last_end = 0u64;
+    let mut entries = 0u64;
+    for w in &workers {
+        let start: u64 = field(&w.expect("START", Duration::from_secs(30))?, 0)?;
+        first_start = first_start.min(start);
+    }
+    for w in &workers {
+        let done = w.expect("DONE", Duration::from_secs(600))?;
+        entries += field::<u64>(&done, 0)?;
+        last_end = last_end.max(field(&done, 1)?);
+    }
+    for w in workers {
+        let name = w.name.clone();
+        let st = w.finish(Duration::from_secs(30))?;
+        if !st.success() {
+            bail!("{name} exited with {st}");
+        }
+    }
+    let seconds = last_end.saturating_sub(first_start) as f64 / 1e9;
+    Ok(Throughput {
+        name: format!(
+            "fenced append, {writers} writer{}, durability {}",
+            if writers == 1 { "" } else { "s" },
+            durability.name()
+        ),
+        writers,
+        durability: durability.name(),
+        entries,
+        seconds,
+        entries_per_sec: entries as f64 / seconds,
+        failure: verify_appends(&session, &counts).err(),
+    })
+}
+
+/// Checks that `session` holds exactly `counts[w]` entries of each writer
+/// `w` (sequence numbers `0..counts[w]`, each once), all complete, and
+/// nothing else.
+fn verify_appends(session: &Path, counts: &[u32]) -> std::result::Result<(), String> {
+    let expected: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    let mut reader = Reader::open(session).map_err(|e| e.to_string())?;
+    let mut seen = HashSet::new();
+    let mut n = 0u64;
+    for entry in reader.by_ref() {
+        let entry = entry.map_err(|e| format!("bad entry: {e}"))?;
+        n += 1;
+        let w = entry.value["w"].as_u64();
+        let seq = entry.value["seq"].as_u64();
+        let (Some(w), Some(seq)) = (w, seq) else {
+            return Err(format!("foreign entry at byte {}", entry.offset));
+        };
+        let known = usize::try_from(w)
+            .ok()
+            .and_then(|w| counts.get(w))
+            .is_some_and(|&c| seq < u64::from(c));
+        if !known {
+            return Err(format!("unexpected entry w={w} seq={seq}"));
+        }
+        if !seen.insert((w, seq)) {
+            return Err(format!("duplicate entry w={w} seq={seq}"));
+        }
+    }
+    if let Some(t) = reader.torn_tail() {
+        return Err(format!("torn tail of {} bytes at byte {}", t.len, t.offset));
+    }
+    if n != expected {
+        return Err(format!("{n} entries, expected {expected}"));
+    }
+    Ok(())
+}
+
+/// Writes a transcript of about `bytes` bytes of JSONL entries (~1 KiB each).
+fn write_transcript(path: &Path, bytes: u64) -> Result<()> {
+    let f = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, f);
+    let text = "lorem ipsum dolor sit amet ".repeat(36);
+    let mut written = 0u64;
+    let mut seq = 0u64;
+    while written < bytes {
+        let line = format!(
+            "{{\"type\":\"message\",\"role\":\"{}\",\"seq\":{seq},\"text\":\"{text}\"}}\n",
+            if seq % 2 == 0 { "user" } else { "assistant" }
+        );
+        out.write_all(line.as_bytes())?;
+        written += line.len() as u64;
+        seq += 1;
+    }
+    out.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()
+        .with_context(|| format!("sync {}", path.display()))?;
+    Ok(())
+}
+
+/// Times `release_for_prompt` + `reacquire_after_prompt` round trips of one
+/// attempt per transcript, alternating between them so drift in the
+/// machine's speed hits both alike. Returns milliseconds per transcript.
+fn round_trips(paths: &[PathBuf], n: usize) -> Result<Vec<Vec<f64>>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start a tokio runtime")?;
+    rt.block_on(async {
+        let lock = LockOptions::from_env()
+            .timeout(Some(Duration::from_secs(60)))
+            .lane("bench");
+        let mut attempts = Vec::with_capacity(paths.len());
+        for p in paths {
+            let opts = AttemptOptions::default().lock(lock.clone());
+            attempts.push(Attempt::begin_file(p, opts).await?);
+        }
+        let mut ms = vec![Vec::with_capacity(n); paths.len()];
+        let warmup = (n / 10).clamp(1, 20);
+        for i in 0..warmup + n {
+            for (a, out) in attempts.iter().zip(ms.iter_mut()) {
+                let t = Instant::now();
+                a.release_for_prompt().await?;
+                a.reacquire_after_prompt().await?;
+                let d = t.elapsed().as_secs_f64() * 1e3;
+                if i >= warmup {
+                    out.push(d);
+                }
+            }
+        }
+        for a in attempts {
+            a.dispose();
+        }
+        Ok(ms)
+    })
+}
+
+fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.1} µs", ms * 1e3)
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+fn lock_figures(args: &Args, dir: &Path) -> Result<Vec<Figure>> {
     progress(&format!("uncontended acquire+release × {}", args.cycles));
     let un = uncontended(dir, args.cycles)?;
     progress(&format!("cross-process hand-off × {}", args.handoffs));
@@ -154,8 +435,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         })
         .collect::<Result<Vec<_>>>()
         .context("wedge trials")?;
-
-    let figures = [
+    Ok(vec![
         figure("uncontended acquire+release", un, "median < 0.05 ms", 0.05),
         figure("hand-off: release → waiter holds", ho, "median < 1 ms", 1.0),
         figure(
@@ -170,38 +450,184 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             "median < 20 ms",
             20.0,
         ),
-    ];
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
-        return Ok(ExitCode::SUCCESS);
+    ])
+}
+
+fn throughput_figures(args: &Args, dir: &Path) -> Result<Vec<Throughput>> {
+    let mut out = Vec::new();
+    for (durability, total) in [
+        (DurabilityArg::None, args.append_entries),
+        (DurabilityArg::Data, args.append_entries_data),
+    ] {
+        for &writers in &args.writers {
+            progress(&format!(
+                "fenced append, {writers} writer process(es), durability {}: {total} entries",
+                durability.name()
+            ));
+            let t = append_throughput(dir, writers, total, durability)?;
+            if let Some(why) = &t.failure {
+                eprintln!("bench: FAILED: {}: transcript check: {why}", t.name);
+            }
+            out.push(t);
+        }
     }
+    Ok(out)
+}
+
+fn round_trip_figures(args: &Args, dir: &Path) -> Result<Vec<Figure>> {
+    let sizes = [args.small_mib, args.large_mib];
+    let mut paths = Vec::new();
+    for mib in sizes {
+        progress(&format!("writing a {mib} MiB transcript"));
+        let p = dir.join(format!("prompt-{mib}mib.jsonl"));
+        write_transcript(&p, mib << 20)?;
+        paths.push(p);
+    }
+    progress(&format!(
+        "release_for_prompt + reacquire_after_prompt × {} on {} MiB and {} MiB",
+        args.round_trips, args.small_mib, args.large_mib
+    ));
+    let mut ms = round_trips(&paths, args.round_trips)?.into_iter();
+    let (small, large) = (ms.next().unwrap_or_default(), ms.next().unwrap_or_default());
+    let target = format!(
+        "{} MiB within 2× of {} MiB (the fence never reads the transcript)",
+        args.large_mib, args.small_mib
+    );
+    let mut small = figure(
+        format!("prompt round trip, {} MiB transcript", args.small_mib),
+        small,
+        format!("baseline for {} MiB", args.large_mib),
+        0.0,
+    );
+    small.target_median_ms = 2.0 * small.median_ms;
+    small.met = None;
+    let mut large = figure(
+        format!("prompt round trip, {} MiB transcript", args.large_mib),
+        large,
+        target,
+        small.target_median_ms,
+    );
+    large.met = Some(large.median_ms <= large.target_median_ms);
+    Ok(vec![small, large])
+}
+
+fn print_figures(figures: &[Figure]) {
     println!(
-        "{:<36} {:>7} {:>10} {:>10} {:>10} {:>10}  target",
+        "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10}  target",
         "figure", "samples", "median", "p90", "p99", "max"
     );
-    for f in &figures {
-        let fmt = |ms: f64| {
-            if ms < 1.0 {
-                format!("{:.1} µs", ms * 1e3)
-            } else {
-                format!("{ms:.2} ms")
-            }
-        };
-        let met = if f.median_ms < f.target_median_ms {
-            "met"
-        } else {
-            "MISSED"
+    for f in figures {
+        let met = match f.met {
+            Some(true) => " (met)",
+            Some(false) => " (MISSED)",
+            None => "",
         };
         println!(
-            "{:<36} {:>7} {:>10} {:>10} {:>10} {:>10}  {} ({met})",
+            "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10}  {}{met}",
             f.name,
             f.samples,
-            fmt(f.median_ms),
-            fmt(f.p90_ms),
-            fmt(f.p99_ms),
-            fmt(f.max_ms),
+            fmt_ms(f.median_ms),
+            fmt_ms(f.p90_ms),
+            fmt_ms(f.p99_ms),
+            fmt_ms(f.max_ms),
             f.target
         );
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn print_throughput(rows: &[Throughput]) {
+    println!("fenced append throughput: per entry, acquire + Transcript::append (one ~200-byte entry) + release; one process per writer");
+    println!(
+        "{:>7} {:>10} {:>8} {:>9} {:>12}  transcript",
+        "writers", "durability", "entries", "seconds", "entries/s"
+    );
+    for t in rows {
+        let check = match &t.failure {
+            None => "verified".to_owned(),
+            Some(why) => format!("FAILED: {why}"),
+        };
+        println!(
+            "{:>7} {:>10} {:>8} {:>9.3} {:>12.0}  {check}",
+            t.writers, t.durability, t.entries, t.seconds, t.entries_per_sec
+        );
+    }
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    anyhow::ensure!(
+        !args.writers.is_empty() && args.writers.iter().all(|&w| (1..=64).contains(&w)),
+        "--writers: each count must be 1..=64"
+    );
+    anyhow::ensure!(args.round_trips > 0, "--round-trips must be at least 1");
+    anyhow::ensure!(
+        args.small_mib > 0 && args.large_mib > 0,
+        "--small-mib and --large-mib must be at least 1"
+    );
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("sessionlock-bench-");
+    let tmp = match &args.dir {
+        Some(d) => builder.tempdir_in(d),
+        None => builder.tempdir(),
+    }
+    .context("create the bench's scratch directory")?;
+    let dir = tmp.path();
+    let lock = matches!(args.only, Only::All | Only::Lock);
+    let transcript = matches!(args.only, Only::All | Only::Transcript);
+
+    let mut figures = Vec::new();
+    if lock {
+        figures.extend(lock_figures(&args, dir)?);
+    }
+    let mut throughput = Vec::new();
+    if transcript {
+        throughput = throughput_figures(&args, dir)?;
+        figures.extend(round_trip_figures(&args, dir)?);
+    }
+    let failed = throughput.iter().any(|t| t.failure.is_some());
+    let code = if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    };
+
+    if args.json {
+        // Lock figures, then throughput, then round trips: the text order.
+        let n_lock = if lock { 4 } else { 0 };
+        let items: Vec<Item> = figures[..n_lock]
+            .iter()
+            .map(Item::Latency)
+            .chain(throughput.iter().map(Item::Throughput))
+            .chain(figures[n_lock..].iter().map(Item::Latency))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(code);
+    }
+    if lock {
+        print_figures(&figures[..4]);
+    }
+    if transcript {
+        if lock {
+            println!();
+        }
+        print_throughput(&throughput);
+        println!();
+        let rt = &figures[figures.len() - 2..];
+        print_figures(rt);
+        println!(
+            "round trip {} MiB / {} MiB: median ×{:.2}, p90 ×{:.2}; target ≤ ×2: {}",
+            args.large_mib,
+            args.small_mib,
+            rt[1].median_ms / rt[0].median_ms,
+            rt[1].p90_ms / rt[0].p90_ms,
+            if rt[1].met == Some(true) {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+    if failed {
+        eprintln!("bench: FAILED: a transcript did not hold exactly the expected entries");
+    }
+    Ok(code)
 }

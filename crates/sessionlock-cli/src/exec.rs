@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use rustix::process::{kill_process, Pid, Signal};
 use sessionlock::config::parse_ms;
 use sessionlock::{Error, Guard, SessionLock};
 
+use crate::lockcli::{busy_hint, parse_timeout, release, Budget};
 use crate::report;
 
 const AFTER_HELP: &str = "\
@@ -64,14 +65,6 @@ pub(crate) struct Args {
     /// The command to run, and its arguments (after `--`).
     #[arg(value_name = "CMD", last = true, required = true)]
     command: Vec<OsString>,
-}
-
-/// An acquire budget; `None` waits forever.
-#[derive(Debug, Clone, Copy)]
-struct Budget(Option<Duration>);
-
-fn parse_timeout(s: &str) -> Result<Budget, String> {
-    parse_ms(s, true).map(Budget).map_err(str::to_owned)
 }
 
 fn parse_max_hold(s: &str) -> Result<Duration, String> {
@@ -161,44 +154,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         code = 2;
     }
     Ok(ExitCode::from(code))
-}
-
-/// The hint for a lock someone else holds: where to look at the holder.
-fn busy_hint(e: &Error) -> String {
-    let dir = e
-        .holder()
-        .and_then(|h| h.lock_path.parent())
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match e {
-        Error::Stale { .. } => format!(
-            "the holder is past its lease and SESSIONLOCK_HOLD_EXCEEDED=report forbids \
-             taking the lock over; run `sessionlock status {}` to see the holder",
-            dir.display()
-        ),
-        _ => format!(
-            "run `sessionlock status {}` to see the holder",
-            dir.display()
-        ),
-    }
-}
-
-/// Releases the lock, reporting a failure. Returns whether it succeeded.
-fn release(guard: Guard) -> bool {
-    let lock_path = guard.lock_path().to_owned();
-    match guard.release() {
-        Ok(()) => true,
-        Err(e) => {
-            report(
-                &anyhow::Error::new(e).context(format!(
-                    "cannot release the session lock {}",
-                    lock_path.display()
-                )),
-                Some("the lock names this process, which is exiting: the next waiter reclaims it"),
-            );
-            false
-        }
-    }
 }
 
 /// How the command ended.

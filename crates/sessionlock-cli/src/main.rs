@@ -7,6 +7,7 @@ mod bench;
 mod child;
 mod demo;
 mod exec;
+mod lockcli;
 mod status;
 mod transcript;
 mod worker;

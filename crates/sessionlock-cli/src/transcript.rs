@@ -1,20 +1,613 @@
-//! `sessionlock append`, `read` and `repair`.
+//! `sessionlock append`, `read` and `repair`: the transcript store (spec §7)
+//! from the shell.
+//!
+//! `append` and `repair` take the session lock and write fenced; `read`
+//! takes no lock (readers never do) and reports a torn final line instead of
+//! printing it. Exit codes: 0 ok, 1 a finding the user can act on (the lock
+//! is held by someone else, `read` met a torn tail), 2 an error.
 
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub(crate) struct AppendArgs {}
-#[derive(clap::Args)]
-pub(crate) struct ReadArgs {}
-#[derive(clap::Args)]
-pub(crate) struct RepairArgs {}
+use serde::Serialize;
+use serde_json::Value;
+use sessionlock::transcript::{Durability, Reader, TornTail, Transcript, MAX_ENTRY_BYTES};
+use sessionlock::{Error, Guard, SessionLock};
 
-pub(crate) fn append(_a: AppendArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+use crate::lockcli::{busy_hint, parse_timeout, release, Budget};
+use crate::report;
+
+/// The most input `append` reads: every entry is held in memory so that the
+/// batch lands with one write.
+const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
+
+const APPEND_AFTER_HELP: &str = "\
+Entries come from each --entry, or, when none is given, from stdin: one JSON
+value per non-empty line (compact pretty JSON first, e.g. with `jq -c`). Every
+entry is validated before anything is written, and all of them land with one
+fenced write. A torn final line left by a crash is moved to
+<SESSION_FILE>.torn-<epoch> first.
+
+Exit status:
+  0  the entries were appended
+  1  the lock was held by someone else until the timeout ran out
+  2  error (invalid entry, no entries, I/O); nothing was appended unless the
+     summary line was printed";
+
+const READ_AFTER_HELP: &str = "\
+Entries are printed as compact JSON, one per line. No lock is taken.
+
+Exit status:
+  0  every line was a complete entry
+  1  the transcript ends with a torn line (reported on stderr, not printed);
+     `sessionlock repair` moves it aside
+  2  error (missing file, a complete line that is not JSON, I/O)";
+
+const REPAIR_AFTER_HELP: &str = "\
+A torn final line (left by a crash in the middle of a write) is moved to
+<SESSION_FILE>.torn-<epoch> and the transcript is truncated to its last
+complete line. Earlier entries are never touched.
+
+Exit status:
+  0  repaired, or nothing to repair
+  1  the lock was held by someone else until the timeout ran out
+  2  error";
+
+/// How the session lock is taken (`append`, `repair`).
+#[derive(clap::Args)]
+pub(crate) struct LockArgs {
+    /// How long to wait for the lock, in milliseconds, or `Infinity`
+    /// [default: SESSIONLOCK_ACQUIRE_TIMEOUT_MS, else 60000].
+    #[arg(long, value_name = "MS", value_parser = parse_timeout)]
+    timeout_ms: Option<Budget>,
+    /// Lane label recorded in the lock, for `sessionlock status`.
+    #[arg(long, value_name = "LANE", default_value = "cli")]
+    lane: String,
 }
-pub(crate) fn read(_a: ReadArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+
+#[derive(clap::Args)]
+#[command(after_help = APPEND_AFTER_HELP)]
+pub(crate) struct AppendArgs {
+    /// The session transcript (e.g. `sessions/abc.jsonl`); created if
+    /// missing. Its lock is `<file>.lock`.
+    #[arg(value_name = "SESSION_FILE")]
+    session: PathBuf,
+    /// An entry to append: one JSON value (repeatable, appended in order).
+    #[arg(long = "entry", value_name = "JSON", allow_hyphen_values = true)]
+    entries: Vec<String>,
+    /// How durable the write is before `append` returns: `none` (page
+    /// cache), `data` (fdatasync), `full` (fsync, and of the directory when
+    /// the transcript was created).
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = DurabilityArg::Data)]
+    durability: DurabilityArg,
+    #[command(flatten)]
+    lock: LockArgs,
+    /// Print the summary as a JSON object (entries, bytes, offset, epoch).
+    #[arg(long)]
+    json: bool,
 }
-pub(crate) fn repair(_a: RepairArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+
+#[derive(clap::Args)]
+#[command(after_help = READ_AFTER_HELP)]
+pub(crate) struct ReadArgs {
+    /// The session transcript.
+    #[arg(value_name = "SESSION_FILE")]
+    session: PathBuf,
+    /// Skip the first N entries.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    from: usize,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = REPAIR_AFTER_HELP)]
+pub(crate) struct RepairArgs {
+    /// The session transcript.
+    #[arg(value_name = "SESSION_FILE")]
+    session: PathBuf,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    None,
+    Data,
+    Full,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::None => Durability::None,
+            DurabilityArg::Data => Durability::Data,
+            DurabilityArg::Full => Durability::Full,
+        }
+    }
+}
+
+/// A failure to report (`error:` / `caused by:` / `hint:`) and the exit code
+/// that goes with it.
+struct Failure {
+    err: anyhow::Error,
+    hint: Option<String>,
+    code: u8,
+}
+
+impl Failure {
+    /// An error (exit 2).
+    fn error(err: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            err: err.into(),
+            hint: None,
+            code: 2,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Reports a failure and turns it into its exit code.
+fn finish(r: Result<ExitCode, Failure>) -> anyhow::Result<ExitCode> {
+    Ok(r.unwrap_or_else(|f| {
+        report(&f.err, f.hint.as_deref());
+        ExitCode::from(f.code)
+    }))
+}
+
+/// Adds what was being done to an error.
+fn context<E>(what: String) -> impl FnOnce(E) -> Failure
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| Failure::error(anyhow::Error::new(e).context(what))
+}
+
+pub(crate) fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
+    finish(run_append(args))
+}
+
+pub(crate) fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    finish(run_read(args))
+}
+
+pub(crate) fn repair(args: RepairArgs) -> anyhow::Result<ExitCode> {
+    finish(run_repair(args))
+}
+
+/// `append`'s summary with `--json`. Field names are a stable interface.
+#[derive(Serialize)]
+struct AppendedJson {
+    entries: usize,
+    bytes: u64,
+    offset: u64,
+    epoch: u64,
+}
+
+fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
+    let entries = if args.entries.is_empty() {
+        if io::stdin().is_terminal() {
+            eprintln!("reading entries from stdin, one JSON value per line (end with Ctrl-D)");
+        }
+        entries_from_lines(io::stdin().lock(), MAX_INPUT_BYTES)?
+    } else {
+        entries_from_args(&args.entries)?
+    };
+    if entries.is_empty() {
+        return Err(
+            Failure::error(anyhow::anyhow!("no entries to append")).hint(
+                "pass entries with --entry JSON (repeatable), or one JSON value per line on stdin",
+            ),
+        );
+    }
+
+    let guard = lock(&args.session, &args.lock)?;
+    let epoch = guard.epoch();
+    let written = append_locked(&guard, &args.session, &entries, args.durability.into());
+    let released = release(guard);
+    let (offset, bytes) = written?;
+
+    let line = if args.json {
+        serde_json::to_string(&AppendedJson {
+            entries: entries.len(),
+            bytes,
+            offset,
+            epoch,
+        })
+        .map_err(context("cannot format the summary".to_owned()))?
+    } else {
+        let noun = if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        };
+        format!(
+            "appended {} {noun} ({bytes} bytes) at offset {offset}, epoch {epoch}",
+            entries.len()
+        )
+    };
+    print_line(&line)?;
+    Ok(ExitCode::from(if released { 0 } else { 2 }))
+}
+
+/// Opens the transcript, moves a torn tail aside (saying so) and appends
+/// `entries` in one write. Returns the offset and length of the write.
+fn append_locked(
+    guard: &Guard,
+    session: &Path,
+    entries: &[Value],
+    durability: Durability,
+) -> Result<(u64, u64), Failure> {
+    let mut transcript = Transcript::open(session).map_err(context(format!(
+        "cannot open transcript {}",
+        session.display()
+    )))?;
+    // The first fenced write would do this by itself; doing it here first
+    // lets the user know where the torn bytes went.
+    let repaired = transcript
+        .repair(guard)
+        .map_err(|e| write_failure(e, "cannot check the transcript's final line"))?;
+    if let Some(torn) = repaired {
+        eprintln!(
+            "warning: the transcript ended with a torn line; {}",
+            moved(&torn)
+        );
+    }
+    let a = transcript
+        .append(guard, entries, durability)
+        .map_err(|e| write_failure(e, "cannot append to the transcript"))?;
+    Ok((a.offset, a.len))
+}
+
+/// A failed fenced write, with a hint when the lock was lost.
+fn write_failure(e: Error, what: &str) -> Failure {
+    let lost = matches!(e, Error::Revoked { .. } | Error::Fenced { .. });
+    let f = Failure::error(anyhow::Error::new(e).context(what.to_owned()));
+    if lost {
+        f.hint(
+            "the lock was lost before the write (held past its lease, or reclaimed by \
+             another process); nothing was written, so it is safe to run the command again",
+        )
+    } else {
+        f
+    }
+}
+
+/// `moved LEN torn bytes at offset OFFSET to PATH`.
+fn moved(torn: &TornTail) -> String {
+    let mut s = format!("moved {} torn bytes at offset {}", torn.len, torn.offset);
+    if let Some(p) = &torn.saved_to {
+        s.push_str(&format!(" to {}", p.display()));
+    }
+    s
+}
+
+/// Parses each `--entry`.
+fn entries_from_args(args: &[String]) -> Result<Vec<Value>, Failure> {
+    args.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            parse_entry(text.as_bytes()).map_err(|e| {
+                Failure::error(e.context(format!(
+                    "invalid JSON in --entry {} of {}",
+                    i + 1,
+                    args.len()
+                )))
+                .hint("each --entry must be exactly one JSON value; nothing was written")
+            })
+        })
+        .collect()
+}
+
+/// Reads one JSON value per non-empty line of stdin, all of it before
+/// anything is written, up to `max_bytes`.
+fn entries_from_lines(input: impl BufRead, max_bytes: u64) -> Result<Vec<Value>, Failure> {
+    let mut input = input.take(max_bytes + 1);
+    let mut entries = Vec::new();
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let n = input
+            .read_until(b'\n', &mut line)
+            .map_err(context("cannot read entries from stdin".to_owned()))?;
+        if n == 0 {
+            return Ok(entries);
+        }
+        if input.limit() == 0 {
+            return Err(Failure::error(anyhow::anyhow!(
+                "the input is larger than {}",
+                size(max_bytes)
+            ))
+            .hint(
+                "all entries of one append are held in memory to land with one write; \
+                 split the input into several appends",
+            ));
+        }
+        number += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let value = parse_entry(text).map_err(|e| {
+            Failure::error(e.context(format!("invalid JSON on line {number} of stdin"))).hint(
+                "each non-empty line must be one complete JSON value (compact pretty JSON \
+                 with `jq -c`); nothing was written",
+            )
+        })?;
+        entries.push(value);
+    }
+}
+
+/// `256 MiB`, or bytes when smaller than a MiB.
+fn size(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Parses one entry and checks that a reader will accept it.
+fn parse_entry(text: &[u8]) -> anyhow::Result<Value> {
+    let value: Value = serde_json::from_slice(text).map_err(|e| {
+        // The position is within one entry: say "column", not "line 1".
+        let msg = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+        if e.line() <= 1 {
+            anyhow::anyhow!("{msg} at column {}", e.column())
+        } else {
+            anyhow::anyhow!(
+                "{msg} at line {} column {} of the entry",
+                e.line(),
+                e.column()
+            )
+        }
+    })?;
+    let len = serialized_len(&value)?;
+    if len > MAX_ENTRY_BYTES as u64 {
+        anyhow::bail!(
+            "the entry is {len} bytes as compact JSON; readers accept at most {MAX_ENTRY_BYTES}"
+        );
+    }
+    Ok(value)
+}
+
+/// The length of `value` as compact JSON, without building the text.
+fn serialized_len(value: &Value) -> anyhow::Result<u64> {
+    struct Count(u64);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    Ok(count.0)
+}
+
+fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
+    require_transcript(&args.session, "read")?;
+    let mut reader = Reader::open(&args.session).map_err(context(format!(
+        "cannot read transcript {}",
+        args.session.display()
+    )))?;
+
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let mut line = Vec::new();
+    for (index, entry) in reader.by_ref().enumerate() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                if !flush(&mut out)? {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let hint = match &e {
+                    Error::InvalidEntry { offset, .. } => Some(format!(
+                        "the entries before it were printed; look at the line with \
+                         `tail -c +{} {} | head -n 1`",
+                        offset + 1,
+                        args.session.display()
+                    )),
+                    _ => None,
+                };
+                let f = Failure::error(e);
+                return Err(match hint {
+                    Some(h) => f.hint(h),
+                    None => f,
+                });
+            }
+        };
+        if index < args.from {
+            continue;
+        }
+        line.clear();
+        serde_json::to_writer(&mut line, &entry.value)
+            .map_err(context("cannot format an entry".to_owned()))?;
+        line.push(b'\n');
+        if let Err(e) = out.write_all(&line) {
+            return stdout_error(e);
+        }
+    }
+    if !flush(&mut out)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match reader.torn_tail() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(torn) => {
+            eprintln!(
+                "warning: torn final line at byte {} ({} bytes) — run `sessionlock repair {}`",
+                torn.offset,
+                torn.len,
+                args.session.display()
+            );
+            eprintln!();
+            eprintln!(
+                "hint: repair takes the session lock, so it waits for a writer that is still \
+                 appending; a line such a writer completes is left alone"
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Flushes stdout; `false` when the reader went away (not an error).
+fn flush(out: &mut impl Write) -> Result<bool, Failure> {
+    match out.flush() {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::error(
+            anyhow::Error::new(e).context("cannot write to stdout"),
+        )),
+    }
+}
+
+/// A failed write to stdout: a closed pipe (`| head -1`) ends quietly.
+fn stdout_error(e: io::Error) -> Result<ExitCode, Failure> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Failure::error(
+            anyhow::Error::new(e).context("cannot write to stdout"),
+        ))
+    }
+}
+
+/// Prints one line of data on stdout.
+fn print_line(line: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => stdout_error(e).map(drop),
+    }
+}
+
+fn run_repair(args: RepairArgs) -> Result<ExitCode, Failure> {
+    require_transcript(&args.session, "repair")?;
+    let guard = lock(&args.session, &args.lock)?;
+    let repaired = repair_locked(&guard, &args.session);
+    let released = release(guard);
+    let line = match repaired? {
+        Some(torn) => format!("repaired: {}", moved(&torn)),
+        None => "nothing to repair: the transcript ends with a complete line".to_owned(),
+    };
+    print_line(&line)?;
+    Ok(ExitCode::from(if released { 0 } else { 2 }))
+}
+
+fn repair_locked(guard: &Guard, session: &Path) -> Result<Option<TornTail>, Failure> {
+    let mut transcript = Transcript::open(session).map_err(context(format!(
+        "cannot open transcript {}",
+        session.display()
+    )))?;
+    transcript
+        .repair(guard)
+        .map_err(|e| write_failure(e, "cannot repair the transcript"))
+}
+
+/// Fails unless `session` is an existing file: `read` and `repair` must not
+/// treat a mistyped path as an empty transcript.
+fn require_transcript(session: &Path, verb: &str) -> Result<(), Failure> {
+    match std::fs::metadata(session) {
+        Ok(m) if m.is_dir() => Err(Failure::error(anyhow::anyhow!(
+            "cannot {verb} transcript {}: it is a directory",
+            session.display()
+        ))
+        .hint("pass the session's `.jsonl` file; `sessionlock status DIR` lists the sessions with locks")),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(context(format!(
+            "cannot {verb} transcript {}",
+            session.display()
+        ))(e)
+        .hint("check the path; `sessionlock append SESSION_FILE` creates a transcript")),
+        Err(e) => Err(context(format!(
+            "cannot {verb} transcript {}",
+            session.display()
+        ))(e)),
+    }
+}
+
+/// Takes the session lock. Someone else holding it is a finding (exit 1),
+/// with a hint where to see the holder.
+fn lock(session: &Path, args: &LockArgs) -> Result<Guard, Failure> {
+    let locks = SessionLock::new();
+    let mut opts = locks.options().clone().lane(args.lane.clone());
+    if let Some(Budget(t)) = args.timeout_ms {
+        opts = opts.timeout(t);
+    }
+    match locks.acquire_with(session, &opts) {
+        Ok(g) => Ok(g),
+        Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
+            let hint = busy_hint(&e);
+            Err(Failure {
+                err: anyhow::Error::new(e),
+                hint: Some(hint),
+                code: 1,
+            })
+        }
+        Err(e) => Err(context(format!(
+            "cannot lock session {}",
+            session.display()
+        ))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_lines_are_entries_and_blank_lines_are_skipped() {
+        let input: &[u8] = b"{\"a\":1}\n\n \t\r\n[2]\r\n3";
+        let entries = entries_from_lines(input, 1024).unwrap_or_else(|f| panic!("{:#}", f.err));
+        assert_eq!(
+            entries,
+            [
+                serde_json::json!({"a": 1}),
+                serde_json::json!([2]),
+                serde_json::json!(3)
+            ]
+        );
+    }
+
+    #[test]
+    fn input_over_the_cap_is_refused_and_input_at_the_cap_is_not() {
+        let input: &[u8] = b"1\n2\n3\n";
+        assert_eq!(entries_from_lines(input, 6).ok().map(|e| e.len()), Some(3));
+        let Err(f) = entries_from_lines(input, 5) else {
+            panic!("6 bytes of input passed a 5-byte cap");
+        };
+        assert_eq!(f.err.to_string(), "the input is larger than 5 bytes");
+        assert_eq!(f.code, 2);
+    }
+
+    #[test]
+    fn an_invalid_line_is_named_by_its_number() {
+        let input: &[u8] = b"1\n\n{\"a\"\n";
+        let Err(f) = entries_from_lines(input, 1024) else {
+            panic!("an invalid line was accepted");
+        };
+        assert_eq!(f.err.to_string(), "invalid JSON on line 3 of stdin");
+        assert_eq!(
+            f.err.root_cause().to_string(),
+            "EOF while parsing an object at column 4"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_exactly_one_value() {
+        assert!(parse_entry(b" {\"a\": [1, 2]} ").is_ok());
+        assert!(parse_entry(b"1 2").is_err());
+        assert!(parse_entry(b"").is_err());
+    }
 }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{monotonic_ns, Error, LockOptions, SessionLock};
 
 #[derive(clap::Args)]
@@ -64,6 +65,75 @@ enum Role {
         #[arg(long)]
         session: PathBuf,
     },
+    /// Bench: fenced append throughput. Opens the transcript once, takes and
+    /// releases the lock once to warm up, reports `READY`, waits for `go`, reports `START <mono_ns>`, then `count`
+    /// times acquires the lock, appends one entry of about 200 bytes
+    /// ([`bench_entry`]) through `Transcript::append` and releases; finally
+    /// reports `DONE <count> <end_mono_ns> <elapsed_ns>`.
+    Appendbench {
+        #[arg(long)]
+        session: PathBuf,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, value_enum, default_value_t = DurabilityArg::None)]
+        durability: DurabilityArg,
+        /// Writer id, recorded in every entry (`"w"`).
+        #[arg(long, default_value_t = 0)]
+        id: u32,
+    },
+}
+
+/// `--durability` of the `appendbench` role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DurabilityArg {
+    /// Page cache only.
+    None,
+    /// `fdatasync` after each append.
+    Data,
+    /// `fsync` after each append.
+    Full,
+}
+
+impl DurabilityArg {
+    fn durability(self) -> Durability {
+        match self {
+            DurabilityArg::None => Durability::None,
+            DurabilityArg::Data => Durability::Data,
+            DurabilityArg::Full => Durability::Full,
+        }
+    }
+
+    /// The flag value (`none`, `data`, `full`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            DurabilityArg::None => "none",
+            DurabilityArg::Data => "data",
+            DurabilityArg::Full => "full",
+        }
+    }
+}
+
+/// Length of a [`bench_entry`] line, `\n` included (give or take the digits
+/// of `w` and `seq`).
+const BENCH_ENTRY_BYTES: usize = 200;
+
+/// One entry of the append bench: a message-like JSON object of about
+/// [`BENCH_ENTRY_BYTES`] bytes, naming its writer (`w`) and sequence number
+/// (`seq`) so the bench can check that every append landed exactly once.
+pub(crate) fn bench_entry(w: u32, seq: u32, pad: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "message",
+        "role": "assistant",
+        "w": w,
+        "seq": seq,
+        "text": pad,
+    })
+}
+
+/// The padding that brings a [`bench_entry`] to [`BENCH_ENTRY_BYTES`].
+fn bench_pad() -> String {
+    let bare = bench_entry(0, 0, "").to_string().len() + 1;
+    "x".repeat(BENCH_ENTRY_BYTES.saturating_sub(bare))
 }
 
 fn say(line: &str) -> Result<()> {
@@ -199,6 +269,36 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
                 g.release()?;
                 say(&format!("RELEASED {}", monotonic_ns()))?;
             }
+        }
+        Role::Appendbench {
+            session,
+            count,
+            durability,
+            id,
+        } => {
+            let mut transcript = Transcript::open(&session)
+                .with_context(|| format!("open transcript {}", session.display()))?;
+            let opts = opts.lane("appendbench");
+            let pad = bench_pad();
+            let durability = durability.durability();
+            // Warm up (lock files, state file, background threads) outside
+            // the measured part; appends nothing.
+            locks.acquire_with(&session, &opts)?.release()?;
+            say("READY")?;
+            if !wait_for("go")? {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let start = monotonic_ns();
+            say(&format!("START {start}"))?;
+            for seq in 0..count {
+                let g = locks.acquire_with(&session, &opts)?;
+                transcript
+                    .append(&g, &[bench_entry(id, seq, &pad)], durability)
+                    .with_context(|| format!("append entry {seq} of writer {id}"))?;
+                g.release()?;
+            }
+            let end = monotonic_ns();
+            say(&format!("DONE {count} {end} {}", end.saturating_sub(start)))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -498,6 +498,8 @@ fn bench_prints_every_figure() {
         .args([
             "bench",
             "--json",
+            "--only",
+            "lock",
             "--cycles",
             "50",
             "--handoffs",

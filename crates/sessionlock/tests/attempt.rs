@@ -1090,3 +1090,17 @@ fn a_write_refused_by_the_fence_is_a_sticky_takeover() {
         assert!(entries(&session).is_empty(), "the refused write is absent");
     });
 }
+
+#[test]
+fn appended_entries_keep_their_key_order() {
+    // A transcript is a record: what a lane appended is what is stored.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("order.jsonl");
+    let entry: Value =
+        serde_json::from_str(r#"{"type":"message","b":1,"a":{"z":0,"y":1}}"#).expect("json");
+    append(&session, entry);
+    assert_eq!(
+        fs::read_to_string(&session).expect("read"),
+        "{\"type\":\"message\",\"b\":1,\"a\":{\"z\":0,\"y\":1}}\n"
+    );
+}

@@ -1,0 +1,57 @@
+//! What the commands that take a session lock share: the `--timeout-ms`
+//! budget, the hint for a busy lock, and an explicit, reported release.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sessionlock::config::parse_ms;
+use sessionlock::{Error, Guard};
+
+use crate::report;
+
+/// An acquire budget; `None` waits forever.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget(pub(crate) Option<Duration>);
+
+/// Parses `--timeout-ms`: decimal milliseconds or `Infinity`.
+pub(crate) fn parse_timeout(s: &str) -> Result<Budget, String> {
+    parse_ms(s, true).map(Budget).map_err(str::to_owned)
+}
+
+/// The hint for a lock someone else holds: where to look at the holder.
+pub(crate) fn busy_hint(e: &Error) -> String {
+    let dir = e
+        .holder()
+        .and_then(|h| h.lock_path.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match e {
+        Error::Stale { .. } => format!(
+            "the holder is past its lease and SESSIONLOCK_HOLD_EXCEEDED=report forbids \
+             taking the lock over; run `sessionlock status {}` to see the holder",
+            dir.display()
+        ),
+        _ => format!(
+            "run `sessionlock status {}` to see the holder",
+            dir.display()
+        ),
+    }
+}
+
+/// Releases the lock, reporting a failure. Returns whether it succeeded.
+pub(crate) fn release(guard: Guard) -> bool {
+    let lock_path = guard.lock_path().to_owned();
+    match guard.release() {
+        Ok(()) => true,
+        Err(e) => {
+            report(
+                &anyhow::Error::new(e).context(format!(
+                    "cannot release the session lock {}",
+                    lock_path.display()
+                )),
+                Some("the lock names this process, which is exiting: the next waiter reclaims it"),
+            );
+            false
+        }
+    }
+}
