@@ -22,14 +22,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::acquire::{LockOptions, SessionLock};
 use crate::backend::file::FileBackend;
-use crate::backend::Backend;
+use crate::backend::{Store, TranscriptBackend};
 use crate::classify::{AcceptNothing, ChangeClassifier};
 use crate::error::{Error, Result, TakeoverPhase};
-use crate::fence::{Change, Fence};
-use crate::fs::{Fs, RealFs};
+use crate::fence::Change;
 use crate::guard::Guard;
 use crate::runs::{AbortHandle, AbortKind};
-use crate::transcript::Transcript;
 use crate::turns::{PromptTurn, PromptTurns};
 
 /// Where an attempt is in its lifecycle.
@@ -54,8 +52,6 @@ pub struct AttemptOptions {
     pub lock: LockOptions,
     /// Decides which foreign appends are benign.
     pub classifier: Arc<dyn ChangeClassifier>,
-    /// File system for the transcript and fence (a fault-injection seam).
-    pub fs: Arc<dyn Fs>,
 }
 
 impl std::fmt::Debug for AttemptOptions {
@@ -71,7 +67,6 @@ impl Default for AttemptOptions {
         AttemptOptions {
             lock: LockOptions::default(),
             classifier: Arc::new(AcceptNothing),
-            fs: Arc::new(RealFs),
         }
     }
 }
@@ -87,11 +82,6 @@ impl AttemptOptions {
         self.classifier = c;
         self
     }
-    /// Sets the file system.
-    pub fn fs(mut self, fs: Arc<dyn Fs>) -> Self {
-        self.fs = fs;
-        self
-    }
 }
 
 /// What [`Attempt::acquire_for_cleanup`] hands out.
@@ -103,17 +93,17 @@ pub enum CleanupLock {
     NoOp,
 }
 
-struct St<B: Backend> {
+struct St<B: TranscriptBackend> {
     state: State,
     guard: Option<Guard<B>>,
-    transcript: Transcript,
+    transcript: B::Store,
     /// Armed while released: the snapshot, or why taking it failed.
-    fence: Option<std::result::Result<Fence, String>>,
+    fence: Option<std::result::Result<<B::Store as Store>::Fence, String>>,
     turn: Option<PromptTurn>,
     takeover: Option<(TakeoverPhase, String)>,
 }
 
-struct Inner<B: Backend> {
+struct Inner<B: TranscriptBackend> {
     locks: SessionLock<B>,
     opts: AttemptOptions,
     session: PathBuf,
@@ -123,11 +113,11 @@ struct Inner<B: Backend> {
 
 /// One agent turn's lock lifecycle. Dropping it disposes it.
 #[must_use = "dropping an attempt disposes it and releases its lock"]
-pub struct Attempt<B: Backend = FileBackend> {
+pub struct Attempt<B: TranscriptBackend = FileBackend> {
     inner: Arc<Inner<B>>,
 }
 
-impl<B: Backend> std::fmt::Debug for Attempt<B> {
+impl<B: TranscriptBackend> std::fmt::Debug for Attempt<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Attempt")
             .field("session", &self.inner.session)
@@ -142,14 +132,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Releases a guard, logging (never throwing) a failure: the lock is then
 /// reclaimable by the next waiter anyway.
-fn release_quietly<B: Backend>(guard: Guard<B>, why: &str) {
+fn release_quietly<B: crate::backend::Backend>(guard: Guard<B>, why: &str) {
     let path = guard.lock_path().to_owned();
     if let Err(e) = guard.release() {
         tracing::warn!(lock = %path.display(), error = %e, "cannot release session lock ({why})");
     }
 }
 
-impl<B: Backend> Inner<B> {
+impl<B: TranscriptBackend> Inner<B> {
     fn takeover_error(&self, phase: TakeoverPhase, detail: String) -> Error {
         Error::Takeover {
             session: self.session.clone(),
@@ -162,7 +152,7 @@ impl<B: Backend> Inner<B> {
     /// if the snapshot fails; the snapshot error is returned afterwards.
     fn release_held(&self, st: &mut St<B>, why: &str) -> Option<Error> {
         let guard = st.guard.take()?;
-        let (fence, err) = match Fence::take(&st.transcript, guard.epoch()) {
+        let (fence, err) = match st.transcript.snapshot(guard.epoch()) {
             Ok(f) => (Ok(f), None),
             Err(e) => (Err(e.to_string()), Some(e)),
         };
@@ -179,13 +169,11 @@ impl<B: Backend> Inner<B> {
         match st.fence.take() {
             None => Ok(()),
             Some(Err(why)) => Err(format!("fence unavailable ({why})")),
-            Some(Ok(fence)) => {
-                match fence.check(st.transcript.fs().as_ref(), self.opts.classifier.as_ref()) {
-                    Ok(Change::Unchanged) | Ok(Change::Benign { .. }) => Ok(()),
-                    Ok(Change::Takeover(t)) => Err(t.to_string()),
-                    Err(e) => Err(format!("cannot check the fence: {e}")),
-                }
-            }
+            Some(Ok(fence)) => match st.transcript.check(&fence, self.opts.classifier.as_ref()) {
+                Ok(Change::Unchanged) | Ok(Change::Benign { .. }) => Ok(()),
+                Ok(Change::Takeover(t)) => Err(t.to_string()),
+                Err(e) => Err(format!("cannot check the fence: {e}")),
+            },
         }
     }
 
@@ -228,15 +216,15 @@ impl<B: Backend> Inner<B> {
     }
 }
 
-impl<B: Backend> Drop for Inner<B> {
+impl<B: TranscriptBackend> Drop for Inner<B> {
     fn drop(&mut self) {
         self.dispose();
     }
 }
 
-struct Aborter<B: Backend>(Weak<Inner<B>>);
+struct Aborter<B: TranscriptBackend>(Weak<Inner<B>>);
 
-impl<B: Backend> AbortHandle for Aborter<B> {
+impl<B: TranscriptBackend> AbortHandle for Aborter<B> {
     fn abort(&self, kind: AbortKind) {
         if let Some(inner) = self.0.upgrade() {
             inner.abort(kind);
@@ -258,7 +246,7 @@ impl Attempt<FileBackend> {
     }
 }
 
-impl<B: Backend> Attempt<B> {
+impl<B: TranscriptBackend> Attempt<B> {
     /// Begins an attempt: acquires the lock eagerly (the controller always
     /// starts holding) and opens the transcript.
     ///
@@ -275,7 +263,7 @@ impl<B: Backend> Attempt<B> {
         let guard = locks
             .acquire_async_with(session.as_ref(), &opts.lock)
             .await?;
-        let transcript = Transcript::open_with(guard.session_path(), opts.fs.clone())?;
+        let transcript = locks.backend().open_store(guard.session_path())?;
         let session = guard.session_path().to_owned();
         Ok(Attempt {
             inner: Arc::new(Inner {
@@ -435,7 +423,7 @@ impl<B: Backend> Attempt<B> {
     /// Cancel safe: `f` runs only after the last await.
     pub async fn with_write<T>(
         &self,
-        f: impl FnOnce(&mut Transcript, &Guard<B>) -> Result<T>,
+        f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
     ) -> Result<Option<T>> {
         {
             let mut st = lock(&self.inner.st);
@@ -489,7 +477,11 @@ impl<B: Backend> Attempt<B> {
         }
         let result = f(&mut st.transcript, &acquired);
         // Whatever `f` wrote is ours: the fence now describes the file after it.
-        st.fence = Some(Fence::take(&st.transcript, acquired.epoch()).map_err(|e| e.to_string()));
+        st.fence = Some(
+            st.transcript
+                .snapshot(acquired.epoch())
+                .map_err(|e| e.to_string()),
+        );
         release_quietly(acquired, "short write lock");
         result.map(Some)
     }

@@ -25,8 +25,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::backend::file::FileBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, Store};
+use crate::classify::ChangeClassifier;
 use crate::error::{Error, Result};
+use crate::fence::{Change, Fence};
 use crate::fs::{Fs, RealFs};
 use crate::guard::Guard;
 
@@ -438,6 +440,34 @@ impl Transcript {
     /// `Io` when the file cannot be opened.
     pub fn reader(&self) -> Result<Reader> {
         Reader::open_with(&self.path, self.fs.clone())
+    }
+}
+
+impl Store for Transcript {
+    type Fence = Fence;
+
+    fn append<B: Backend>(
+        &mut self,
+        guard: &Guard<B>,
+        entries: &[Value],
+        durability: Durability,
+    ) -> Result<Appended> {
+        Transcript::append(self, guard, entries, durability)
+    }
+    fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()> {
+        Transcript::rewrite(self, guard, entries)
+    }
+    fn truncate<B: Backend>(&mut self, guard: &Guard<B>, keep: usize) -> Result<()> {
+        Transcript::truncate(self, guard, keep)
+    }
+    fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>> {
+        Transcript::repair(self, guard)
+    }
+    fn snapshot(&self, epoch: u64) -> Result<Fence> {
+        Fence::take(self, epoch)
+    }
+    fn check(&self, fence: &Fence, classifier: &dyn ChangeClassifier) -> Result<Change> {
+        fence.check(self.fs.as_ref(), classifier)
     }
 }
 

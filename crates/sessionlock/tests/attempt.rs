@@ -281,7 +281,9 @@ fn incident_1_fence_read_error_during_prompt_release_still_releases_the_lock() {
         let session = dir.path().join("s.jsonl");
         let fs = FailingFs::new(errno);
         rt().block_on(async {
-            let a = Attempt::begin_file(&session, attempt_opts().fs(fs.clone()))
+            let faulty =
+                SessionLock::with_backend(FileBackend::default().with_fs(fs.clone()), opts(5000));
+            let a = Attempt::begin(&faulty, &session, attempt_opts())
                 .await
                 .expect("begin");
             fs.armed.store(true, Ordering::SeqCst);

@@ -24,15 +24,19 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::unix::AsyncFd;
 
-use super::{Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp};
+use super::{
+    Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp, TranscriptBackend,
+};
 use crate::error::{Error, Result};
+use crate::fs::{Fs, RealFs};
 use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
 use crate::sys::{self, DirWatch, FlockKind};
+use crate::transcript::Transcript;
 
 /// Longest sleep of a waiter that has notifications: a safety net against a
 /// missed event, not a polling interval.
@@ -51,16 +55,44 @@ pub enum Notify {
     Poll,
 }
 
-/// Locks as files beside the transcripts (the default backend).
-#[derive(Debug, Clone, Default)]
+/// Locks and transcripts as files (the default backend).
+#[derive(Clone)]
 pub struct FileBackend {
     notify: Notify,
+    fs: Arc<dyn Fs>,
+}
+
+impl std::fmt::Debug for FileBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileBackend")
+            .field("notify", &self.notify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FileBackend {
+    fn default() -> Self {
+        FileBackend {
+            notify: Notify::Auto,
+            fs: Arc::new(RealFs),
+        }
+    }
 }
 
 impl FileBackend {
     /// A file backend with the given notification mode.
     pub fn new(notify: Notify) -> Self {
-        FileBackend { notify }
+        FileBackend {
+            notify,
+            ..FileBackend::default()
+        }
+    }
+
+    /// The same backend with transcript I/O going through `fs` (the
+    /// fault-injection seam).
+    pub fn with_fs(mut self, fs: Arc<dyn Fs>) -> Self {
+        self.fs = fs;
+        self
     }
 
     /// The epoch (state) file of a session.
@@ -753,6 +785,14 @@ impl Backend for FileBackend {
             r = holder_exited => r.map_err(|e| Error::io("wait for lock holder of", &watch.dir, e)),
             () = tokio::time::sleep(cap(timeout, SAFETY_NET)) => Ok(()),
         }
+    }
+}
+
+impl TranscriptBackend for FileBackend {
+    type Store = Transcript;
+
+    fn open_store(&self, session: &Path) -> Result<Transcript> {
+        Transcript::open_with(session, self.fs.clone())
     }
 }
 

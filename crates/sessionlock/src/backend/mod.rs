@@ -16,9 +16,15 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
+
+use crate::classify::ChangeClassifier;
 use crate::error::Result;
+use crate::fence::Change;
+use crate::guard::Guard;
 use crate::identity::SelfIdentity;
 use crate::payload::{Malformed, Payload};
+use crate::transcript::{Appended, Durability, TornTail};
 
 /// A session, as a backend names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -213,4 +219,67 @@ pub trait Backend: Send + Sync + 'static {
         pid: Option<u32>,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A session's transcript as a backend stores it (spec §7): every mutation
+/// is fenced by the guard it is made under, and snapshots let an attempt
+/// detect what others changed while it had released its lock (§8.3).
+pub trait Store: Send + 'static {
+    /// A snapshot of the transcript, cheap to take (O(1) in its size).
+    type Fence: Send + 'static;
+
+    /// Appends `entries`, one line each, in one fenced write.
+    ///
+    /// # Errors
+    /// `Revoked`/`Fenced` (nothing written), `Poisoned`, `Io`.
+    fn append<B: Backend>(
+        &mut self,
+        guard: &Guard<B>,
+        entries: &[Value],
+        durability: Durability,
+    ) -> Result<Appended>;
+
+    /// Replaces the transcript with `entries`, atomically and durably.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()>;
+
+    /// Keeps the first `keep` entries.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    fn truncate<B: Backend>(&mut self, guard: &Guard<B>, keep: usize) -> Result<()>;
+
+    /// Sets a torn final line aside and truncates to the last complete one.
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>>;
+
+    /// Snapshots the transcript as of now, for the session epoch `epoch`.
+    ///
+    /// # Errors
+    /// `Io` when it cannot be examined.
+    fn snapshot(&self, epoch: u64) -> Result<Self::Fence>;
+
+    /// What changed since `fence`, judged by `classifier`; costs
+    /// O(appended bytes).
+    ///
+    /// # Errors
+    /// `Io` when it cannot be examined.
+    fn check(&self, fence: &Self::Fence, classifier: &dyn ChangeClassifier) -> Result<Change>;
+}
+
+/// A backend that also stores transcripts, so the attempt controller runs on
+/// it unchanged.
+pub trait TranscriptBackend: Backend {
+    /// The transcript handle.
+    type Store: Store;
+
+    /// Opens (creating if needed) the transcript of a canonical session.
+    ///
+    /// # Errors
+    /// `Io`, `InvalidPath`.
+    fn open_store(&self, session: &Path) -> Result<Self::Store>;
 }
