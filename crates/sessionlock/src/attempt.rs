@@ -101,6 +101,9 @@ struct St<B: TranscriptBackend> {
     fence: Option<std::result::Result<<B::Store as Store>::Fence, String>>,
     turn: Option<PromptTurn>,
     takeover: Option<(TakeoverPhase, String)>,
+    /// Counts aborts, so an acquisition in flight during one gives up its
+    /// lock when it resolves instead of holding it again.
+    aborts: u64,
 }
 
 struct Inner<B: TranscriptBackend> {
@@ -191,6 +194,7 @@ impl<B: TranscriptBackend> Inner<B> {
 
     fn abort(&self, kind: AbortKind) {
         let mut st = lock(&self.st);
+        st.aborts += 1;
         st.turn = None;
         if st.state == State::Held || st.state == State::Cleanup {
             if let Some(e) = self.release_held(&mut st, "abort") {
@@ -278,6 +282,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                     fence: None,
                     turn: None,
                     takeover: None,
+                    aborts: 0,
                 }),
             }),
         })
@@ -323,12 +328,17 @@ impl<B: TranscriptBackend> Attempt<B> {
             }
             self.inner.release_held(&mut st, "prompt")
         };
+        if let Some(e) = err {
+            // Released, but unverifiable: the attempt ends in a takeover, so
+            // it takes no prompt turn that others would wait behind.
+            return Err(e);
+        }
         let turn = self.inner.turns.take(&self.inner.session).await;
         let mut st = lock(&self.inner.st);
         if st.state == State::Released {
             st.turn = Some(turn);
         }
-        err.map_or(Ok(()), Err)
+        Ok(())
     }
 
     /// Releases the lock while waiting for background work (e.g. compaction
@@ -378,14 +388,15 @@ impl<B: TranscriptBackend> Attempt<B> {
     }
 
     async fn reacquire(&self, phase: TakeoverPhase) -> Result<()> {
+        let aborts = lock(&self.inner.st).aborts;
         let acquired = self
             .inner
             .locks
             .acquire_async_with(&self.inner.session, &self.inner.opts.lock)
             .await;
         let mut st = lock(&self.inner.st);
-        if st.state != State::Released {
-            // Disposed (or aborted into cleanup) while we waited: hold nothing.
+        if st.state != State::Released || st.aborts != aborts {
+            // Disposed or aborted while we waited: hold nothing.
             if let Ok(g) = acquired {
                 release_quietly(g, "reacquire resolved after dispose");
             }
@@ -412,8 +423,9 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// short one taken for it while released. The fence is checked first,
     /// and the file state after the write is recorded as the attempt's own,
     /// so its own writes are never mistaken for a takeover. Returns `None`
-    /// when the write was skipped (no-op cleanup lock after a takeover, or
-    /// disposed).
+    /// when the write was skipped (disposed, or aborted while the short lock
+    /// was being acquired). After a takeover it returns the sticky
+    /// `Takeover` error and writes nothing.
     ///
     /// # Errors
     /// `Takeover { phase: write }` when the fence check fails; the error of
@@ -459,14 +471,15 @@ impl<B: TranscriptBackend> Attempt<B> {
                 State::Released => {}
             }
         }
+        let aborts = lock(&self.inner.st).aborts;
         let acquired = self
             .inner
             .locks
             .acquire_async_with(&self.inner.session, &self.inner.opts.lock)
             .await?;
         let mut st = lock(&self.inner.st);
-        if st.state != State::Released {
-            release_quietly(acquired, "write after dispose");
+        if st.state != State::Released || st.aborts != aborts {
+            release_quietly(acquired, "write after dispose or abort");
             return Ok(None);
         }
         if let Err(detail) = self.inner.verify(&mut st) {

@@ -12,8 +12,9 @@ use crate::sys;
 
 /// The file operations the transcript store and fence use.
 ///
-/// Every method is one system call (or, for `read_at`, one `pread`), so a
-/// fault injector can fail exactly the step it targets.
+/// Every method is one step of a protocol (one system call, except
+/// `sync_dir`: open, fsync, close), so a fault injector can fail exactly the
+/// step it targets.
 pub trait Fs: Send + Sync + 'static {
     /// Opens (creating, mode 0600) a transcript for appending and reading;
     /// never through a symlink.

@@ -19,7 +19,13 @@
 //!    they inspected.
 //! 6. **Never rob the living**: a live holder within its lease is never
 //!    removed.
-//! 7. **Bounded, explained waits**: one budget per acquisition; a timeout names
+//! 7. **Takeover is never silent**: an attempt that released its lock for a
+//!    model call detects, before its next write, any change to the transcript
+//!    it cannot accept; the detection is sticky ([`attempt`], [`fence`]).
+//! 8. **No lost or torn entries**: an append lands whole or not at all; a
+//!    torn final line left by a crash is set aside and repaired by the next
+//!    fenced write ([`transcript`]).
+//! 9. **Bounded, explained waits**: one budget per acquisition; a timeout names
 //!    the holder.
 //!
 //! ## Design

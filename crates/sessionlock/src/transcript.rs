@@ -19,6 +19,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,8 +88,10 @@ pub struct Transcript {
     /// This open created the file (a `Full` write then also syncs the directory).
     created: bool,
     poisoned: bool,
-    /// The torn-tail check has run on this handle.
-    checked: bool,
+    /// The epoch whose fenced writes already checked the tail: the check
+    /// runs at the first write of every epoch, since another holder may have
+    /// left a torn line in between.
+    checked: Option<u64>,
 }
 
 impl std::fmt::Debug for Transcript {
@@ -150,7 +153,7 @@ impl Transcript {
             file,
             created: !existed,
             poisoned: false,
-            checked: false,
+            checked: None,
         })
     }
 
@@ -193,6 +196,27 @@ impl Transcript {
         Ok(())
     }
 
+    /// Makes sure the handle still writes to the file at the path: another
+    /// holder's rewrite renames a new file over it, and an append through a
+    /// handle on the old inode would land in a file nobody reads. Runs under
+    /// the fence, so the path cannot change again before the write.
+    fn follow_path(&mut self) -> Result<()> {
+        let at_path = self.fs.stat(&self.path);
+        let ours = self
+            .fs
+            .metadata(&self.file)
+            .map_err(io_err("stat transcript", &self.path))?;
+        let same = matches!(&at_path, Ok(m) if (m.dev(), m.ino()) == (ours.dev(), ours.ino()));
+        if !same {
+            self.file = self
+                .fs
+                .open_append(&self.path)
+                .map_err(io_err("reopen transcript", &self.path))?;
+            self.checked = None;
+        }
+        Ok(())
+    }
+
     /// Marks the handle poisoned and passes the error on.
     fn poison(&mut self, e: Error) -> Error {
         self.poisoned = true;
@@ -229,7 +253,8 @@ impl Transcript {
         durability: Durability,
         epoch: u64,
     ) -> Result<Appended> {
-        if !self.checked {
+        self.follow_path()?;
+        if self.checked != Some(epoch) {
             self.repair_fenced(epoch)?;
         }
         let offset = self
@@ -291,7 +316,7 @@ impl Transcript {
         let r = self.repair_inner(epoch);
         match r {
             Ok(t) => {
-                self.checked = true;
+                self.checked = Some(epoch);
                 Ok(t)
             }
             Err(e) => Err(self.poison(e)),
@@ -323,18 +348,19 @@ impl Transcript {
             torn.len,
             &side,
         )?;
+        // The saved bytes (file and name) are durable before anything is cut.
         self.fs
             .sync_all(&out)
             .map_err(io_err("sync torn-tail file", &side))?;
+        self.fs
+            .sync_dir(parent(&self.path))
+            .map_err(io_err("sync directory of", &self.path))?;
         self.fs
             .set_len(&self.file, torn.offset)
             .map_err(io_err("truncate torn tail of", &self.path))?;
         self.fs
             .sync_all(&self.file)
             .map_err(io_err("sync transcript", &self.path))?;
-        self.fs
-            .sync_dir(parent(&self.path))
-            .map_err(io_err("sync directory of", &self.path))?;
         tracing::warn!(path = %self.path.display(), bytes = torn.len, saved_to = %side.display(), "repaired torn transcript tail");
         Ok(Some(TornTail {
             saved_to: Some(side),
@@ -346,8 +372,9 @@ impl Transcript {
     /// written beside it, fsynced, renamed over it, and the directory fsynced.
     ///
     /// # Errors
-    /// `Revoked`/`Fenced`; `Poisoned`; `Io` (the handle is then poisoned and
-    /// the old transcript is left in place).
+    /// `Revoked`/`Fenced`; `Poisoned`; `Io` (the handle is then poisoned; the
+    /// old transcript is left in place unless the failure came after the
+    /// rename, in the directory sync or the reopen).
     pub fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()> {
         self.ready(guard)?;
         let mut buf = Vec::new();
@@ -424,7 +451,7 @@ impl Transcript {
         match result {
             Ok(f) => {
                 self.file = f;
-                self.checked = true;
+                self.checked = Some(epoch);
                 Ok(())
             }
             Err(e) => {

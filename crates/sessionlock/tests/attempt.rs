@@ -292,6 +292,10 @@ fn incident_1_fence_read_error_during_prompt_release_still_releases_the_lock() {
                 .await
                 .expect_err("the snapshot fails");
             assert!(
+                !sessionlock::turns::PromptTurns::global().is_held(a.session()),
+                "an unverifiable release takes no prompt turn"
+            );
+            assert!(
                 matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(errno)),
                 "{err}"
             );
@@ -1105,4 +1109,100 @@ fn appended_entries_keep_their_key_order() {
         fs::read_to_string(&session).expect("read"),
         "{\"type\":\"message\",\"b\":1,\"a\":{\"z\":0,\"y\":1}}\n"
     );
+}
+
+#[test]
+fn appends_follow_the_file_after_another_handles_rewrite() {
+    // A rewrite renames a new file over the transcript; a handle opened
+    // before it must not append to the orphaned old inode.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("follow.jsonl");
+    let mut early = Transcript::open(&session).expect("open");
+    {
+        let g = locks().acquire(&session).expect("acquire");
+        early
+            .append(&g, &[json!(1)], Durability::None)
+            .expect("append");
+        let mut other = Transcript::open(&session).expect("open");
+        other
+            .rewrite(&g, &[json!({"compacted": true})])
+            .expect("rewrite");
+    }
+    let g = locks().acquire(&session).expect("acquire");
+    early
+        .append(&g, &[json!(2)], Durability::None)
+        .expect("append after rewrite");
+    assert_eq!(
+        entries(&session),
+        vec![json!({"compacted": true}), json!(2)]
+    );
+
+    // The same through an attempt whose fence accepted an identical rewrite.
+    drop(g);
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        change(&session, "identical rewrite");
+        a.reacquire_after_prompt()
+            .await
+            .expect("identical rewrite is benign");
+        a.with_write(|t, g| t.append(g, &[json!(3)], Durability::None))
+            .await
+            .expect("write");
+    });
+    assert_eq!(
+        entries(&session).last(),
+        Some(&json!(3)),
+        "the attempt's write landed"
+    );
+}
+
+#[test]
+fn a_torn_tail_left_later_is_repaired_at_the_next_epochs_first_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("later.jsonl");
+    let mut t = Transcript::open(&session).expect("open");
+    let g = locks().acquire(&session).expect("acquire");
+    t.append(&g, &[json!(1)], Durability::None).expect("append");
+    drop(g);
+    // Another writer crashes mid-line after this handle checked the tail.
+    let mut raw = fs::OpenOptions::new()
+        .append(true)
+        .open(&session)
+        .expect("open raw");
+    io::Write::write_all(&mut raw, b"{\"torn\": tr").expect("half line");
+    let g = locks().acquire(&session).expect("acquire");
+    t.append(&g, &[json!(2)], Durability::None).expect("append");
+    let mut r = Reader::open(&session).expect("reader");
+    let all: Vec<Value> = r
+        .by_ref()
+        .map(|e| e.expect("every line is a whole entry").value)
+        .collect();
+    assert_eq!(all, vec![json!(1), json!(2)]);
+    assert!(r.torn_tail().is_none());
+}
+
+#[test]
+fn abort_during_an_inflight_reacquire_leaves_the_lock_free() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("abort-inflight.jsonl");
+    rt().block_on(async {
+        let a = Attempt::begin_file(&session, attempt_opts())
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        let other = locks().acquire(&session).expect("another lane");
+        let mut reacquire = Box::pin(a.reacquire_after_prompt());
+        assert!(poll_once(reacquire.as_mut()).await);
+        a.abort(AbortKind::User);
+        drop(other);
+        reacquire.await.expect("resolves as a no-op");
+        assert_eq!(a.state(), State::Released);
+        assert!(
+            is_free(&session),
+            "the aborted attempt does not hold the lock again"
+        );
+    });
 }
