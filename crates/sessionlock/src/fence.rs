@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::backend::Stamp;
 use crate::classify::ChangeClassifier;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
@@ -39,33 +40,12 @@ const TAIL: u64 = 64;
 pub struct Fence {
     path: PathBuf,
     /// `None` when the transcript did not exist.
-    id: Option<FileId>,
+    id: Option<Stamp>,
     /// The session epoch when the fence was taken.
     epoch: u64,
     tail: Vec<u8>,
     /// The inode the fence describes, kept open for the byte-identical check.
     file: Option<File>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl FileId {
-    fn of(m: &std::fs::Metadata) -> FileId {
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        }
-    }
 }
 
 /// What changed since a fence was taken.
@@ -149,7 +129,7 @@ impl Fence {
             }
             Err(e) => return Err(Error::io("stat transcript", path, e)),
         };
-        let id = FileId::of(&meta);
+        let id = Stamp::of(&meta);
         let handle = fs
             .metadata(transcript.file())
             .map_err(io_err("stat transcript", path))?;
@@ -193,7 +173,7 @@ impl Fence {
     pub fn check(&self, fs: &dyn Fs, classifier: &dyn ChangeClassifier) -> Result<Change> {
         let path = &self.path;
         let now = match fs.stat(path) {
-            Ok(m) => Some(FileId::of(&m)),
+            Ok(m) => Some(Stamp::of(&m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("stat transcript", path, e)),
         };
@@ -265,8 +245,8 @@ impl Fence {
         &self,
         fs: &dyn Fs,
         new_file: &File,
-        old: FileId,
-        new: FileId,
+        old: Stamp,
+        new: Stamp,
     ) -> Result<Change> {
         let Some(old_file) = &self.file else {
             return Ok(Change::Takeover(Takeover::Replaced));

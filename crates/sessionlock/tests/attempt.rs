@@ -5,11 +5,11 @@
 //! `child_entry`).
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -20,7 +20,9 @@ use sessionlock::runs::AbortKind;
 use sessionlock::transcript::{Durability, Reader, Transcript};
 use sessionlock::{monotonic_ns, Error, FileBackend, LockOptions, SessionLock, TakeoverPhase};
 
-const ROLE_VAR: &str = "SESSIONLOCK_TEST_ROLE";
+mod common;
+
+use common::{role_args, Kid};
 
 fn opts(timeout_ms: u64) -> LockOptions {
     LockOptions::default().timeout(Some(Duration::from_millis(timeout_ms)))
@@ -107,84 +109,12 @@ fn rt() -> tokio::runtime::Runtime {
 
 // ---------------------------------------------------------------- children
 
-struct Kid {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Kid {
-    fn spawn(role: &str, args: &[&str]) -> Kid {
-        let exe = std::env::current_exe().expect("test binary");
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "--quiet",
-            ])
-            .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Kid {
-            child,
-            stdin,
-            lines: rx,
-        }
-    }
-
-    fn expect(&self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!("child {} did not say {prefix:?}: {e}", self.child.id()),
-            }
-        }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Entry point of child processes (a no-op in a normal test run).
 #[test]
 fn child_entry() {
-    let Ok(raw) = std::env::var(ROLE_VAR) else {
+    let Some((role, args)) = role_args() else {
         return;
     };
-    let mut parts = raw.split('\u{1f}');
-    let role = parts.next().unwrap_or_default().to_owned();
-    let args: Vec<String> = parts.map(str::to_owned).collect();
     let say = |s: String| {
         let mut o = io::stdout().lock();
         writeln!(o, "{s}").expect("stdout");
@@ -535,7 +465,7 @@ fn torn_tail_after_sigkill_mid_append_is_repaired_without_losing_entries() {
     let session = dir.path().join("torn.jsonl");
     let kid = Kid::spawn("half-line", &[session.to_str().expect("utf8")]);
     kid.expect("HALF", Duration::from_secs(20));
-    kid.kill();
+    kid.kill_and_reap();
     let mut r = Reader::open(&session).expect("reader");
     let read: Vec<Value> = r.by_ref().map(|e| e.expect("entry").value).collect();
     assert_eq!(read, vec![json!({"whole": 1})]);

@@ -7,10 +7,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::task::Poll;
@@ -23,7 +23,9 @@ use sessionlock::{
     Error, FileBackend, HoldExceededPolicy, LockOptions, Reason, SessionLock, TryAcquireError,
 };
 
-const ROLE_VAR: &str = "SESSIONLOCK_TEST_ROLE";
+mod common;
+
+use common::{role_args, Kid};
 
 // ---------------------------------------------------------------- harness
 
@@ -37,125 +39,6 @@ fn locks() -> SessionLock {
 
 fn lock_path(session: &Path) -> PathBuf {
     PathBuf::from(format!("{}.lock", session.display()))
-}
-
-/// A child process running a role, with line-based I/O and deadlines.
-struct Kid {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Kid {
-    fn spawn(role: &str, args: &[&str]) -> Kid {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "--quiet",
-            ])
-            .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
-            .env_remove("SESSIONLOCK_ACQUIRE_TIMEOUT_MS")
-            .env_remove("SESSIONLOCK_MAX_HOLD_MS")
-            .env_remove("SESSIONLOCK_STALE_MS")
-            .env_remove("SESSIONLOCK_HOLD_EXCEEDED")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Kid {
-            child,
-            stdin,
-            lines: rx,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next protocol line starting with `prefix` (other output, such as
-    /// the test harness's own, is skipped).
-    fn expect(&self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!(
-                    "child {} did not say {prefix:?} within {within:?}: {e}",
-                    self.pid()
-                ),
-            }
-        }
-    }
-
-    /// The next line starting with any of `prefixes`.
-    fn expect_any(&self, prefixes: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if prefixes.iter().any(|p| l.starts_with(p)) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!("child {} did not answer {prefixes:?}: {e}", self.pid()),
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to child");
-        stdin.flush().expect("flush child stdin");
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} failed");
-    }
-
-    fn kill_and_reap(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "child did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Start time (field 22 of /proc/<pid>/stat) of a process.
@@ -230,13 +113,6 @@ fn req() -> LeaseRequest {
 }
 
 // ---------------------------------------------------------------- child roles
-
-fn role_args() -> Option<(String, Vec<String>)> {
-    let raw = std::env::var(ROLE_VAR).ok()?;
-    let mut parts = raw.split('\u{1f}').map(str::to_owned);
-    let role = parts.next()?;
-    Some((role, parts.filter(|s| !s.is_empty()).collect()))
-}
 
 /// Entry point of child processes (a no-op in a normal test run).
 #[test]

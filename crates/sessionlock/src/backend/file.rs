@@ -138,16 +138,6 @@ fn new_token() -> String {
     format!("{prefix:016x}{n:016x}")
 }
 
-fn stamp_of(m: &std::fs::Metadata) -> Stamp {
-    Stamp {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.size(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-    }
-}
-
 fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
     match std::fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
@@ -540,7 +530,7 @@ impl Backend for FileBackend {
             lock_path: path.clone(),
             payload,
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            stamp: stamp_of(&meta),
+            stamp: Stamp::of(&meta),
         }))
     }
 
@@ -554,14 +544,14 @@ impl Backend for FileBackend {
         let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
         // Remove-if-unchanged: the very version we inspected, or nothing.
         match lstat(&key.lock_path)? {
-            Some(m) if stamp_of(&m) == seen.stamp => {}
+            Some(m) if Stamp::of(&m) == seen.stamp => {}
             Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
             _ => return Ok(Attempt::Changed),
         }
         let token = new_token();
         // After the rename the ctime differs; everything else must not.
         let same_version = |m: &std::fs::Metadata| {
-            let st = stamp_of(m);
+            let st = Stamp::of(m);
             (st.dev, st.ino, st.size, st.mtime_ns)
                 == (
                     seen.stamp.dev,
