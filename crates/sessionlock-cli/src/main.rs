@@ -6,10 +6,12 @@
 mod bench;
 mod child;
 mod demo;
+mod doctor;
 mod exec;
 mod lockcli;
 mod status;
 mod transcript;
+mod verify_fs;
 mod worker;
 
 use std::io::IsTerminal;
@@ -32,6 +34,11 @@ struct Cli {
 enum Command {
     /// Show every session lock in the given directories.
     Status(status::Args),
+    /// Explain every lock and transcript in the given directories, and with
+    /// --fix remove what is safe to remove and repair torn tails.
+    Doctor(doctor::Args),
+    /// Check that a directory's file system gives what sessionlock relies on.
+    VerifyFs(verify_fs::Args),
     /// Run a command while holding a session's lock (like flock(1)).
     Exec(exec::Args),
     /// Append entries to a session transcript under its lock, fenced.
@@ -75,6 +82,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Status(a) => status::run(a),
         Command::Exec(a) => exec::run(a),
+        Command::Doctor(a) => doctor::run(a),
+        Command::VerifyFs(a) => verify_fs::run(a),
         Command::Append(a) => transcript::append(a),
         Command::Read(a) => transcript::read(a),
         Command::Repair(a) => transcript::repair(a),

@@ -1198,6 +1198,13 @@ impl Backend for AlwaysChanged {
     ) -> sessionlock::Result<Attempt<Self::Lease>> {
         Ok(Attempt::Changed)
     }
+    fn remove_stale(
+        &self,
+        key: &sessionlock::SessionKey,
+        seen: &sessionlock::Inspection,
+    ) -> sessionlock::Result<bool> {
+        self.0.remove_stale(key, seen)
+    }
     fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
         self.0.release(lease)
     }
@@ -1261,5 +1268,53 @@ fn a_lock_that_keeps_changing_under_reclaim_cannot_hold_an_acquirer_past_its_bud
         err.holder()
             .is_some_and(|h| h.reasons.contains(Reason::DeadPid)),
         "{err}"
+    );
+}
+
+#[test]
+fn remove_stale_removes_only_the_inspected_lock_and_keeps_its_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("doctor.jsonl");
+    let backend = FileBackend::default();
+    let key = backend.key(&session).expect("key");
+    // A dead holder's lock whose epoch is ahead of the state file.
+    let high = 9_000_000_000_000_000u64;
+    fs::write(
+        lock_path(&session),
+        format!(
+            "{{\"pid\":{},\"createdAt\":\"{}\",\"maxHoldMs\":1000,\"epoch\":{high}}}",
+            dead_pid(),
+            format_time(SystemTime::now())
+        ),
+    )
+    .expect("write");
+    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    // Replaced after inspection: nothing is removed.
+    fs::write(lock_path(&session), b"{}").expect("replace");
+    assert!(
+        !backend.remove_stale(&key, &seen).expect("remove"),
+        "a changed lock is kept"
+    );
+    assert_eq!(fs::read(lock_path(&session)).expect("kept"), b"{}");
+    // Unchanged: removed, and its epoch is never issued again.
+    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    fs::write(
+        lock_path(&session),
+        format!(
+            "{{\"pid\":{},\"createdAt\":\"{}\",\"maxHoldMs\":1000,\"epoch\":{high}}}",
+            dead_pid(),
+            format_time(SystemTime::now())
+        ),
+    )
+    .expect("write");
+    let seen_high = backend.inspect(&key).expect("inspect").expect("present");
+    assert!(!backend.remove_stale(&key, &seen).expect("stale inspection"));
+    assert!(backend.remove_stale(&key, &seen_high).expect("remove"));
+    assert!(!lock_path(&session).exists());
+    let g = locks().acquire(&session).expect("acquire");
+    assert!(
+        g.epoch() > high,
+        "epoch {} must exceed the removed lock's {high}",
+        g.epoch()
     );
 }

@@ -464,6 +464,47 @@ impl FileBackend {
         Ok(false)
     }
 
+    /// Remove-if-unchanged of an inspected lock, under the state lock.
+    /// Returns the epoch floor to continue from (the state file's epoch or
+    /// the removed lock's, whichever is higher), or `None` if the lock is no
+    /// longer the inspected one.
+    fn remove_seen(
+        &self,
+        key: &SessionKey,
+        seen: &Inspection,
+        path: &Path,
+        state: &File,
+    ) -> Result<Option<u64>> {
+        match lstat(&key.lock_path)? {
+            Some(m) if Stamp::of(&m) == seen.stamp => {}
+            Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
+            _ => return Ok(None),
+        }
+        // After the rename the ctime differs; everything else must not.
+        let same_version = |m: &std::fs::Metadata| {
+            let st = Stamp::of(m);
+            (st.dev, st.ino, st.size, st.mtime_ns)
+                == (
+                    seen.stamp.dev,
+                    seen.stamp.ino,
+                    seen.stamp.size,
+                    seen.stamp.mtime_ns,
+                )
+        };
+        if !self.remove_if(key, same_version, &new_token())? {
+            return Ok(None);
+        }
+        // The removed lock may carry an epoch the state file never saw (a
+        // crash between the two, or a deleted state file): never go below it.
+        let removed_epoch = seen
+            .payload
+            .as_ref()
+            .ok()
+            .and_then(|p| p.epoch)
+            .unwrap_or(0);
+        Ok(Some(read_epoch(path, state)?.max(removed_epoch)))
+    }
+
     fn state_for(&self, key: &SessionKey) -> Result<(PathBuf, File)> {
         let path = Self::epoch_path(key);
         let file = open_state(&path)?;
@@ -542,42 +583,28 @@ impl Backend for FileBackend {
     ) -> Result<Attempt<FileLease>> {
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
-        // Remove-if-unchanged: the very version we inspected, or nothing.
-        match lstat(&key.lock_path)? {
-            Some(m) if Stamp::of(&m) == seen.stamp => {}
-            Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
-            _ => return Ok(Attempt::Changed),
-        }
-        let token = new_token();
-        // After the rename the ctime differs; everything else must not.
-        let same_version = |m: &std::fs::Metadata| {
-            let st = Stamp::of(m);
-            (st.dev, st.ino, st.size, st.mtime_ns)
-                == (
-                    seen.stamp.dev,
-                    seen.stamp.ino,
-                    seen.stamp.size,
-                    seen.stamp.mtime_ns,
-                )
-        };
-        if !self.remove_if(key, same_version, &token)? {
+        let Some(floor) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(Attempt::Changed);
-        }
-        // The reclaimed lock may carry an epoch the state file never saw (a
-        // crash between the two, or a deleted state file): never go below it.
-        let reclaimed_epoch = seen
-            .payload
-            .as_ref()
-            .ok()
-            .and_then(|p| p.epoch)
-            .unwrap_or(0);
-        let floor = read_epoch(&path, g.file)?.max(reclaimed_epoch);
+        };
         tracing::info!(
             lock = %key.lock_path.display(),
             holder_pid = ?seen.payload.as_ref().ok().and_then(|p| p.pid),
             "reclaimed stale session lock"
         );
         self.publish(key, dup(&path, g.file)?, floor, req)
+    }
+
+    fn remove_stale(&self, key: &SessionKey, seen: &Inspection) -> Result<bool> {
+        let (path, mut state) = self.state_for(key)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let Some(floor) = self.remove_seen(key, seen, &path, g.file)? else {
+            return Ok(false);
+        };
+        if floor > read_epoch(&path, g.file)? {
+            write_epoch(&path, g.file, floor)?;
+        }
+        tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
+        Ok(true)
     }
 
     fn release(&self, lease: &FileLease) -> Result<bool> {

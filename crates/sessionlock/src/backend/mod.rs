@@ -164,6 +164,15 @@ pub trait Backend: Send + Sync + 'static {
         req: &LeaseRequest,
     ) -> Result<Attempt<Self::Lease>>;
 
+    /// Removes the lock `seen` if it is still exactly that lock, without
+    /// publishing one (what a doctor does with a stale lock). The session's
+    /// epoch is raised to the removed lock's epoch if that was higher, so no
+    /// epoch it used can be issued again. Returns whether it removed it.
+    ///
+    /// # Errors
+    /// As [`Backend::try_acquire`].
+    fn remove_stale(&self, key: &SessionKey, seen: &Inspection) -> Result<bool>;
+
     /// Removes the lease if it is still published; a no-op (returning
     /// `false`) when it was reclaimed or replaced.
     ///
