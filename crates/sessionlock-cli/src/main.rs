@@ -1,4 +1,5 @@
-//! The `sessionlock` command: status, exec, demo and bench.
+//! The `sessionlock` command: status, doctor, verify-fs, exec, append, read,
+//! repair, demo and bench.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 a finding
 //! the user can act on (lock held, demo verdict FAIL), 2 error.

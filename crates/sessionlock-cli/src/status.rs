@@ -5,20 +5,32 @@
 //! code is 0 whenever everything could be read, and 2 when a directory or a
 //! lock could not be. The table (or, with `--json`, a JSON array) goes to
 //! stdout; errors and the "no session locks" note go to stderr.
+//!
+//! With `--watch` the directories are scanned again every `--interval-ms`
+//! until Ctrl-C (or `--count` refreshes). On a terminal the screen is cleared
+//! and the table redrawn; otherwise each refresh prints a timestamp and the
+//! table, separated by a blank line; with `--json`, one JSON array per line
+//! (NDJSON). The terminal's modes are never changed, so SIGINT's default
+//! action (ending the process) leaves it as it was. A reader that goes away
+//! ends the watch without an error. The exit code is that of the last
+//! refresh.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
 use sessionlock::reclaim::Action;
 use sessionlock::status::LockStatus;
-use sessionlock::{Config, Error};
+use sessionlock::{Config, Error, Settings};
 
 use crate::report;
+
+/// Moves the cursor home and clears the screen (ANSI; no colors).
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -26,9 +38,31 @@ pub(crate) struct Args {
     /// (`*.jsonl.lock`); not searched recursively.
     #[arg(value_name = "DIR", required = true)]
     dirs: Vec<PathBuf>,
-    /// Print a JSON array of objects instead of a table.
+    /// Print a JSON array of objects instead of a table (with --watch, one
+    /// array per line per refresh).
     #[arg(long)]
     json: bool,
+    /// Refresh until interrupted (Ctrl-C): redraw on a terminal, else print
+    /// a timestamped table per refresh.
+    #[arg(long)]
+    watch: bool,
+    /// Milliseconds between refreshes with --watch.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        requires = "watch",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    interval_ms: u64,
+    /// Stop after N refreshes with --watch.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "watch",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    count: Option<u64>,
 }
 
 /// What `status` found in one directory.
@@ -42,10 +76,37 @@ enum Found {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let settings = Config::default().resolve();
+    if args.watch {
+        return watch(&args, &settings);
+    }
+    let (found, failed) = scan(&args.dirs, &settings, !args.json);
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        write_json(&mut out, &found, true)
+    } else {
+        write_table(&mut out, &found, args.dirs.len() > 1, false)
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        // The reader went away (`sessionlock status DIR | head`): not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e).context("cannot write to stdout"),
+    }
+    Ok(exit_code(failed))
+}
+
+fn exit_code(failed: bool) -> ExitCode {
+    ExitCode::from(if failed { 2 } else { 0 })
+}
+
+/// Scans every directory, reporting what cannot be read on stderr (and,
+/// with `note_empty`, directories without locks). Returns what was found
+/// and whether anything could not be read.
+fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>, bool) {
     let mut found = Vec::new();
     let mut failed = false;
-    for dir in &args.dirs {
-        let entries = match sessionlock::status::scan_dir(dir, &settings) {
+    for dir in dirs {
+        let entries = match sessionlock::status::scan_dir(dir, settings) {
             Ok(entries) => entries,
             Err(e) => {
                 failed = true;
@@ -53,7 +114,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        if entries.is_empty() && !args.json {
+        if entries.is_empty() && note_empty {
             eprintln!("no session locks in {}", dir.display());
         }
         for entry in entries {
@@ -69,21 +130,87 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    (found, failed)
+}
 
-    let mut out = io::stdout().lock();
-    let written = if args.json {
-        write_json(&mut out, &found)
+/// How a watch shows each refresh.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// Clear the screen and redraw.
+    Redraw,
+    /// A timestamp and the table, refreshes separated by a blank line.
+    Log,
+    /// One compact JSON array per line.
+    Ndjson,
+}
+
+/// `--watch`: refreshes until interrupted, `--count` is reached or the
+/// reader goes away.
+fn watch(args: &Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let view = if args.json {
+        View::Ndjson
+    } else if stdout.is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb") {
+        View::Redraw
     } else {
-        let full_paths = args.dirs.len() > 1;
-        write_table(&mut out, &found, full_paths)
+        View::Log
     };
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => {}
-        // The reader went away (`sessionlock status DIR | head`): not an error.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(e).context("cannot write to stdout"),
+    let interval = Duration::from_millis(args.interval_ms);
+    let full_paths = args.dirs.len() > 1;
+    let mut next = Instant::now();
+    let mut refreshes = 0u64;
+    loop {
+        let at = sessionlock::payload::format_time(SystemTime::now());
+        let mut out = stdout.lock();
+        if view == View::Redraw {
+            // Cleared and titled before scanning, so that errors the scan
+            // reports on stderr stay on screen, between title and table.
+            let cleared = writeln!(
+                out,
+                "{CLEAR_SCREEN}{at}  every {}ms, Ctrl-C to stop\n",
+                args.interval_ms
+            )
+            .and_then(|()| out.flush());
+            if let Some(result) = stop_on_write_error(cleared) {
+                return result;
+            }
+        }
+        let (found, failed) = scan(&args.dirs, settings, false);
+        let written = match view {
+            View::Ndjson => write_json(&mut out, &found, false),
+            View::Redraw => write_table(&mut out, &found, full_paths, true),
+            View::Log => {
+                let separator = if refreshes > 0 { "\n" } else { "" };
+                writeln!(out, "{separator}{at}")
+                    .and_then(|()| write_table(&mut out, &found, full_paths, true))
+            }
+        };
+        if let Some(result) = stop_on_write_error(written.and_then(|()| out.flush())) {
+            return result;
+        }
+        drop(out);
+        refreshes += 1;
+        if args.count.is_some_and(|n| refreshes >= n) {
+            return Ok(exit_code(failed));
+        }
+        // Keep a steady cadence; after a slow scan, start the next one now.
+        next += interval;
+        let now = Instant::now();
+        match next.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            None => next = now,
+        }
     }
-    Ok(ExitCode::from(if failed { 2 } else { 0 }))
+}
+
+/// What ends a watch when writing fails: a reader that went away ends it
+/// quietly, anything else is an error.
+fn stop_on_write_error(written: io::Result<()>) -> Option<anyhow::Result<ExitCode>> {
+    match written {
+        Ok(()) => None,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Some(Ok(ExitCode::SUCCESS)),
+        Err(e) => Some(Err(e).context("cannot write to stdout")),
+    }
 }
 
 /// Reports a directory that could not be listed, with a hint where one helps.
@@ -201,7 +328,8 @@ enum EntryJson {
     Error(ErrorJson),
 }
 
-fn write_json(out: &mut impl Write, found: &[Found]) -> io::Result<()> {
+/// Writes the JSON array: pretty, or compact on one line.
+fn write_json(out: &mut impl Write, found: &[Found], pretty: bool) -> io::Result<()> {
     let entries: Vec<EntryJson> = found
         .iter()
         .map(|f| match f {
@@ -212,7 +340,11 @@ fn write_json(out: &mut impl Write, found: &[Found]) -> io::Result<()> {
             }),
         })
         .collect();
-    serde_json::to_writer_pretty(&mut *out, &entries)?;
+    if pretty {
+        serde_json::to_writer_pretty(&mut *out, &entries)?;
+    } else {
+        serde_json::to_writer(&mut *out, &entries)?;
+    }
     writeln!(out)
 }
 
@@ -231,7 +363,13 @@ const HEADER: [&str; 10] = [
 
 /// Writes the human table: a header, then one aligned row per readable lock
 /// (unreadable ones were reported on stderr). `-` stands for unknown.
-fn write_table(out: &mut impl Write, found: &[Found], full_paths: bool) -> io::Result<()> {
+/// Without locks it writes nothing, or only the header with `header_always`.
+fn write_table(
+    out: &mut impl Write,
+    found: &[Found],
+    full_paths: bool,
+    header_always: bool,
+) -> io::Result<()> {
     let rows: Vec<[String; 10]> = found
         .iter()
         .filter_map(|f| match f {
@@ -239,7 +377,7 @@ fn write_table(out: &mut impl Write, found: &[Found], full_paths: bool) -> io::R
             Found::Unreadable(..) => None,
         })
         .collect();
-    if rows.is_empty() {
+    if rows.is_empty() && !header_always {
         return Ok(());
     }
     let mut widths = HEADER.map(|h| h.chars().count());

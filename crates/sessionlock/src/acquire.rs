@@ -129,9 +129,22 @@ impl<B: Backend> Clone for SessionLock<B> {
 }
 
 impl SessionLock<FileBackend> {
-    /// The file backend with options from the defaults and the environment.
+    /// The file backend with options from the defaults and the environment
+    /// (including `SESSIONLOCK_NOTIFY=poll`, which makes waiters poll instead
+    /// of using inotify; see `sessionlock verify-fs`).
     pub fn new() -> Self {
-        Self::with_backend(FileBackend::default(), LockOptions::from_env())
+        let notify = match std::env::var(crate::config::ENV_NOTIFY).ok().as_deref() {
+            None | Some("auto") => crate::backend::file::Notify::Auto,
+            Some("poll") => crate::backend::file::Notify::Poll,
+            Some(other) => {
+                tracing::warn!(
+                    "ignoring {}={other:?}: expected auto or poll",
+                    crate::config::ENV_NOTIFY
+                );
+                crate::backend::file::Notify::Auto
+            }
+        };
+        Self::with_backend(FileBackend::new(notify), LockOptions::from_env())
     }
 }
 

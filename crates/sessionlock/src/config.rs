@@ -113,6 +113,10 @@ pub const ENV_MAX_HOLD: [&str; 2] = [
     "SESSIONLOCK_MAX_HOLD_MS",
     "OPENCLAW_SESSION_WRITE_LOCK_MAX_HOLD_MS",
 ];
+/// How waiters learn of changes: `auto` (inotify and pidfd where the file
+/// system supports them) or `poll` (5–100 ms backoff); read by
+/// [`SessionLock::new`](crate::SessionLock::new).
+pub const ENV_NOTIFY: &str = "SESSIONLOCK_NOTIFY";
 /// Hold-exceeded policy (`reclaim` or `report`); no OpenClaw equivalent.
 pub const ENV_HOLD_EXCEEDED: &str = "SESSIONLOCK_HOLD_EXCEEDED";
 

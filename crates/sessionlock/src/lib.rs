@@ -71,6 +71,7 @@ pub mod config;
 mod error;
 pub mod fence;
 pub mod fs;
+pub mod fscheck;
 mod guard;
 pub mod identity;
 pub mod payload;

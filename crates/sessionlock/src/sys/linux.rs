@@ -182,6 +182,32 @@ pub(crate) fn flock(file: &File, kind: FlockKind) -> io::Result<()> {
     }
 }
 
+/// Tries a `flock` without blocking: `Ok(false)` when another open file
+/// description holds a conflicting one.
+pub(crate) fn try_flock(file: &File, kind: FlockKind) -> io::Result<bool> {
+    let op = match kind {
+        FlockKind::Shared => rustix::fs::FlockOperation::NonBlockingLockShared,
+        FlockKind::Exclusive => rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    };
+    loop {
+        match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(true),
+            Err(Errno::WOULDBLOCK) => return Ok(false),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The file system's magic number (`statfs` `f_type`).
+pub(crate) fn fs_magic(dir: &File) -> io::Result<u32> {
+    let st = rustix::fs::fstatfs(dir)?;
+    // Magic numbers are 32-bit; `f_type`'s width and sign differ between targets.
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as u32;
+    Ok(magic)
+}
+
 /// Drops a `flock` taken by [`flock`].
 pub(crate) fn funlock(file: &File) -> io::Result<()> {
     rustix::fs::flock(file, rustix::fs::FlockOperation::Unlock).map_err(io::Error::from)
@@ -201,14 +227,7 @@ pub(crate) fn notifications_reliable(dir: &File) -> bool {
         0x5346_414f, // AFS
         0x6573_5546, // FUSE
     ];
-    match rustix::fs::fstatfs(dir) {
-        Ok(st) => {
-            #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between targets
-            let kind = st.f_type as i64;
-            !NETWORK_FS.contains(&kind)
-        }
-        Err(_) => false,
-    }
+    fs_magic(dir).is_ok_and(|magic| !NETWORK_FS.contains(&i64::from(magic)))
 }
 
 /// An inotify watch on one directory that reports changes to one name in it.
