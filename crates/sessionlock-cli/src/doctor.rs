@@ -1,10 +1,728 @@
-//! `sessionlock doctor`.
+//! `sessionlock doctor`: every lock, transcript and leftover file in some
+//! directories, judged, and with `--fix` fixed (spec §10).
+//!
+//! The findings table and the summary line (or, with `--json`, one JSON
+//! object) go to stdout; the hint and errors go to stderr. Only findings
+//! someone has to act on count for the exit code: a live holder (`ok`), a
+//! lock or leftover still in its grace (`wait`) and what is kept on purpose
+//! (`report-only`) do not.
 
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use sessionlock::doctor::{
+    self, Action, FixOptions, FixReport, Kind, Outcome, Report, Subject, Verdict,
+};
+use sessionlock::identity::Liveness;
+use sessionlock::{Config, Error};
+
+use crate::report;
+
+const AFTER_HELP: &str = "\
+Without --fix nothing is changed: each finding is shown with what --fix would
+do. With --fix the doctor removes stale locks (dead, recycled or orphaned
+holders, unusable payloads past their grace, holders past their lease) only if
+they are still exactly the lock it inspected; repairs torn transcript tails
+under the session lock (a session someone holds is skipped); and removes
+temporary, tombstone and rewrite files left by crashes once they are a minute
+old. It never removes a live holder within its lease, a too-old lock, a
+symlink or directory at a lock path, or a repair's .torn-* side file.
+
+Exit status:
+  0  nothing needs attention (everything is healthy, or --fix fixed it)
+  1  findings need attention: something --fix would fix (without --fix), or
+     something it could not (a symlink lock, lines that are not JSON, a
+     session held by someone, a lock that changed since inspection)
+  2  error (a directory or file could not be read, a fix failed)";
 
 #[derive(clap::Args)]
-pub(crate) struct Args {}
+#[command(after_help = AFTER_HELP)]
+pub(crate) struct Args {
+    /// Directories holding session transcripts (`*.jsonl`) and their locks
+    /// (`*.jsonl.lock`); not searched recursively.
+    #[arg(value_name = "DIR", required = true)]
+    dirs: Vec<PathBuf>,
+    /// Remove what is safe to remove and repair torn transcript tails.
+    #[arg(long)]
+    fix: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub(crate) fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// One finding, with what `--fix` did about it, if anything.
+struct Row<'a> {
+    finding: &'a doctor::Finding,
+    outcome: Option<&'a Outcome>,
+}
+
+/// What the run adds up to.
+#[derive(Default)]
+struct Tally {
+    locks: usize,
+    transcripts: usize,
+    leftovers: usize,
+    verdicts: [usize; 7],
+    removed_locks: usize,
+    removed_leftovers: usize,
+    repaired: usize,
+    already_gone: usize,
+    changed: usize,
+    held: usize,
+    failed: usize,
+    /// Fixable findings left as they were (no `--fix`).
+    would_remove_locks: usize,
+    would_remove_leftovers: usize,
+    would_repair: usize,
+    /// Findings only a person can handle.
+    invalid: usize,
+    /// Directories and files that could not be read.
+    unreadable: usize,
+}
+
+const VERDICTS: [Verdict; 7] = [
+    Verdict::Ok,
+    Verdict::Removable,
+    Verdict::Repairable,
+    Verdict::Wait,
+    Verdict::ReportOnly,
+    Verdict::Invalid,
+    Verdict::Error,
+];
+
+fn verdict_index(v: Verdict) -> usize {
+    VERDICTS
+        .iter()
+        .position(|x| *x == v)
+        .unwrap_or(VERDICTS.len() - 1)
+}
+
+impl Tally {
+    fn new(reports: &[Report], rows: &[Row<'_>], dir_errors: usize) -> Tally {
+        let mut t = Tally {
+            unreadable: dir_errors,
+            ..Tally::default()
+        };
+        for r in reports {
+            t.locks += r.locks;
+            t.transcripts += r.transcripts;
+            t.leftovers += r.leftovers;
+        }
+        for row in rows {
+            let f = row.finding;
+            t.verdicts[verdict_index(f.verdict)] += 1;
+            match f.verdict {
+                Verdict::Invalid => t.invalid += 1,
+                Verdict::Error => t.unreadable += 1,
+                _ => {}
+            }
+            match (row.outcome, f.kind()) {
+                (None, Kind::Lock) if f.verdict.is_fixable() => t.would_remove_locks += 1,
+                (None, Kind::Leftover) if f.verdict.is_fixable() => t.would_remove_leftovers += 1,
+                (None, Kind::Transcript) if f.verdict.is_fixable() => t.would_repair += 1,
+                (None, _) => {}
+                (Some(Outcome::Removed), Kind::Lock) => t.removed_locks += 1,
+                (Some(Outcome::Removed), _) => t.removed_leftovers += 1,
+                (Some(Outcome::Repaired(_)), _) => t.repaired += 1,
+                (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
+                (Some(Outcome::Changed), _) => t.changed += 1,
+                (Some(Outcome::Held(_)), _) => t.held += 1,
+                (Some(_), _) => t.failed += 1,
+            }
+        }
+        t
+    }
+
+    /// Findings someone has to act on (errors aside).
+    fn need_attention(&self) -> usize {
+        self.would_remove_locks
+            + self.would_remove_leftovers
+            + self.would_repair
+            + self.invalid
+            + self.changed
+            + self.held
+    }
+
+    fn exit_code(&self) -> u8 {
+        if self.unreadable + self.failed > 0 {
+            2
+        } else if self.need_attention() > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let settings = Config::default().resolve();
+    let mut reports = Vec::new();
+    let mut dir_errors = Vec::new();
+    for dir in &args.dirs {
+        match doctor::examine(dir, &settings) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                let err = anyhow::Error::new(e);
+                report_dir_error(&err);
+                dir_errors.push((dir.clone(), err));
+            }
+        }
+    }
+    let fixes: Vec<FixReport> = if args.fix {
+        reports
+            .iter()
+            .map(|r| doctor::fix(r, &FixOptions::default()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<Row<'_>> = reports
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, report)| {
+            let fixed = fixes.get(ri);
+            report
+                .findings
+                .iter()
+                .enumerate()
+                .map(move |(fi, finding)| Row {
+                    finding,
+                    outcome: fixed
+                        .and_then(|x| x.fixed.iter().find(|f| f.finding == fi).map(|f| &f.outcome)),
+                })
+        })
+        .collect();
+    let tally = Tally::new(&reports, &rows, dir_errors.len());
+
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        write_json(&mut out, &args, &rows, &dir_errors, &tally)
+    } else {
+        write_human(&mut out, &args, &rows, &tally)
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        // The reader went away (`sessionlock doctor DIR | head`): not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e).context("cannot write to stdout"),
+    }
+    drop(out);
+    if !args.json {
+        if let Some(h) = hint(&args, &tally) {
+            eprintln!();
+            eprintln!("hint: {h}");
+        }
+    }
+    let trouble = tally.unreadable - dir_errors.len() + tally.failed;
+    if trouble > 0 {
+        eprintln!(
+            "error: {} could not be examined or fixed (see the rows marked `error` or `failed`)",
+            count(trouble, "file", "files")
+        );
+    }
+    Ok(ExitCode::from(tally.exit_code()))
+}
+
+/// Reports a directory that could not be listed, with a hint where one helps.
+fn report_dir_error(err: &anyhow::Error) {
+    let kind = err.downcast_ref::<Error>().and_then(|e| match e {
+        Error::Io { source, .. } => Some(source.kind()),
+        _ => None,
+    });
+    let hint = match kind {
+        Some(io::ErrorKind::NotFound) => Some(
+            "pass the directory that holds the session transcripts (`*.jsonl`) and their `.lock` files",
+        ),
+        Some(io::ErrorKind::NotADirectory) => {
+            Some("pass a directory, not a file: the doctor examines every session file in it")
+        }
+        _ => None,
+    };
+    report(err, hint);
+}
+
+/// `1 lock`, `2 locks`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(parts: &[String]) -> String {
+    match parts {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The doctor command line for these directories, for hints.
+fn command(args: &Args, fix: bool) -> String {
+    let mut s = "sessionlock doctor".to_owned();
+    for d in &args.dirs {
+        s.push(' ');
+        s.push_str(&shell_word(&d.to_string_lossy()));
+    }
+    if fix {
+        s.push_str(" --fix");
+    }
+    s
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b));
+    if plain {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+/// The next step, if there is one.
+fn hint(args: &Args, t: &Tally) -> Option<String> {
+    let mut steps = Vec::new();
+    let mut todo = Vec::new();
+    if t.would_remove_locks > 0 {
+        todo.push(format!(
+            "remove {}",
+            count(t.would_remove_locks, "stale lock", "stale locks")
+        ));
+    }
+    if t.would_remove_leftovers > 0 {
+        todo.push(format!(
+            "remove {}",
+            count(t.would_remove_leftovers, "leftover file", "leftover files")
+        ));
+    }
+    if t.would_repair > 0 {
+        todo.push(format!(
+            "repair {}",
+            count(t.would_repair, "transcript", "transcripts")
+        ));
+    }
+    if !todo.is_empty() {
+        steps.push(format!(
+            "run `{}` to {}",
+            command(args, true),
+            join_and(&todo)
+        ));
+    }
+    if t.held > 0 {
+        steps.push(format!(
+            "{} held by a live holder: run `{}` again once it is released",
+            count(t.held, "session is", "sessions are"),
+            command(args, true)
+        ));
+    }
+    if t.changed > 0 {
+        steps.push(format!(
+            "{} changed while the doctor worked: run `{}` again to look at {}",
+            count(t.changed, "file", "files"),
+            command(args, false),
+            if t.changed == 1 { "it" } else { "them" }
+        ));
+    }
+    if t.invalid > 0 {
+        steps.push(format!(
+            "{} a person (see the rows marked `needs you`): the doctor never touches {}",
+            count(t.invalid, "finding needs", "findings need"),
+            if t.invalid == 1 { "it" } else { "them" }
+        ));
+    }
+    (!steps.is_empty()).then(|| steps.join("; "))
+}
+
+/// The text of a row's last column: what `--fix` would do, or did.
+fn plan(row: &Row<'_>, fixing: bool) -> String {
+    let f = row.finding;
+    let detail = &f.detail;
+    if let Some(o) = row.outcome {
+        return match o {
+            Outcome::Removed => format!("removed: {detail}"),
+            Outcome::Repaired(_) => format!("repaired: {o}"),
+            Outcome::AlreadyGone => format!("nothing to do: {o}"),
+            Outcome::Changed => format!("left alone: {o}"),
+            Outcome::Held(_) => format!("skipped: {o}"),
+            _ => format!("failed: {o}"),
+        };
+    }
+    let (would, did) = match (f.verdict, f.action) {
+        (Verdict::Error, _) => ("error", "error"),
+        (_, Action::None) => ("needs you", "needs you"),
+        (_, Action::Remove) => ("would remove", "not removed"),
+        (_, Action::Repair) => ("would repair", "not repaired"),
+        _ => ("would keep", "kept"),
+    };
+    format!("{}: {detail}", if fixing { did } else { would })
+}
+
+/// The path as shown: the file name when one directory was given.
+fn shown_path(path: &Path, full: bool) -> String {
+    if full {
+        return path.display().to_string();
+    }
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn write_human(out: &mut impl Write, args: &Args, rows: &[Row<'_>], t: &Tally) -> io::Result<()> {
+    let full = args.dirs.len() > 1;
+    let header = [
+        "PATH".to_owned(),
+        "VERDICT".to_owned(),
+        "REASONS".to_owned(),
+        if args.fix { "DONE" } else { "PLAN" }.to_owned(),
+    ];
+    let table: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            let reasons = if r.finding.reasons.is_empty() {
+                "-".to_owned()
+            } else {
+                r.finding.reasons.join(",")
+            };
+            [
+                shown_path(&r.finding.path, full),
+                r.finding.verdict.as_str().to_owned(),
+                reasons,
+                plan(r, args.fix),
+            ]
+        })
+        .collect();
+    if !table.is_empty() {
+        let mut widths = [0usize; 3];
+        for r in std::iter::once(&header).chain(&table) {
+            for (w, cell) in widths.iter_mut().zip(r) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for r in std::iter::once(&header).chain(&table) {
+            let mut line = String::new();
+            for (cell, w) in r.iter().zip(widths) {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+            }
+            line.push_str(&r[3]);
+            writeln!(out, "{}", line.trim_end())?;
+        }
+    }
+    writeln!(out, "{}", summary(t, args.fix))
+}
+
+/// One line: what was examined and what it adds up to.
+fn summary(t: &Tally, fixing: bool) -> String {
+    let examined = format!(
+        "examined {}, {}, {}",
+        count(t.locks, "lock", "locks"),
+        count(t.transcripts, "transcript", "transcripts"),
+        count(t.leftovers, "leftover file", "leftover files"),
+    );
+    let verdicts: Vec<String> = VERDICTS
+        .iter()
+        .zip(t.verdicts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(v, n)| format!("{n} {v}"))
+        .collect();
+    let mut s = examined;
+    if !verdicts.is_empty() {
+        s.push_str(&format!(": {}", verdicts.join(", ")));
+    }
+    if fixing {
+        let mut done = Vec::new();
+        if t.removed_locks > 0 {
+            done.push(format!(
+                "removed {}",
+                count(t.removed_locks, "lock", "locks")
+            ));
+        }
+        if t.removed_leftovers > 0 {
+            done.push(format!(
+                "removed {}",
+                count(t.removed_leftovers, "leftover file", "leftover files")
+            ));
+        }
+        if t.repaired > 0 {
+            done.push(format!(
+                "repaired {}",
+                count(t.repaired, "transcript", "transcripts")
+            ));
+        }
+        if done.is_empty() {
+            done.push("fixed nothing".to_owned());
+        }
+        s.push_str(&format!("; {}", join_and(&done)));
+    }
+    let attention = t.need_attention();
+    if attention == 0 && t.unreadable + t.failed == 0 {
+        s.push_str(if fixing {
+            "; nothing left to do"
+        } else {
+            "; nothing to do"
+        });
+    } else if attention > 0 {
+        s.push_str(&format!(
+            "; {} attention",
+            count(attention, "needs", "need")
+        ));
+    }
+    s
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn liveness_name(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Alive => "alive",
+        Liveness::Remote => "remote",
+        Liveness::Dead => "dead",
+        Liveness::Recycled => "recycled",
+        Liveness::Unknown => "unknown",
+    }
+}
+
+/// `--json` output. Field names are a stable interface.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DoctorJson {
+    /// The directories examined, as given.
+    dirs: Vec<String>,
+    findings: Vec<FindingJson>,
+    /// What `--fix` did, one entry per finding it acted on (empty without
+    /// `--fix`).
+    fixed: Vec<FixedJson>,
+    /// Directories that could not be listed.
+    errors: Vec<DirErrorJson>,
+    summary: SummaryJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingJson {
+    /// `lock`, `transcript` or `leftover`.
+    kind: &'static str,
+    path: String,
+    /// The session transcript the file belongs to.
+    session: String,
+    /// `ok`, `removable`, `repairable`, `wait`, `report-only`, `invalid`,
+    /// `error`.
+    verdict: &'static str,
+    reasons: Vec<&'static str>,
+    /// The lock's holder (locks that could be read; `null` otherwise).
+    holder: Option<HolderJson>,
+    /// What `--fix` does with it: `none`, `remove`, `repair`, `keep`.
+    action: &'static str,
+    detail: String,
+    /// Leftovers and side files: size and age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HolderJson {
+    pid: Option<u32>,
+    hostname: Option<String>,
+    /// Whether the holder must be presumed alive (a holder on another host
+    /// counts as alive until its lease ends).
+    alive: bool,
+    /// `alive`, `remote`, `dead`, `recycled` or `unknown`.
+    liveness: &'static str,
+    lane: Option<String>,
+    run_id: Option<String>,
+    age_ms: Option<u64>,
+    max_hold_ms: Option<u64>,
+    lease_left_ms: Option<u64>,
+    epoch: Option<u64>,
+    owner: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FixedJson {
+    /// Index into `findings`.
+    finding: usize,
+    kind: &'static str,
+    path: String,
+    /// `removed`, `repaired`, `already-gone`, `changed`, `held`, `failed`.
+    outcome: &'static str,
+    detail: String,
+    /// Where a repair saved the torn bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saved_to: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DirErrorJson {
+    path: String,
+    /// The error and its causes, joined with `: `.
+    error: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SummaryJson {
+    locks: usize,
+    transcripts: usize,
+    leftovers: usize,
+    ok: usize,
+    removable: usize,
+    repairable: usize,
+    wait: usize,
+    report_only: usize,
+    invalid: usize,
+    error: usize,
+    removed: usize,
+    repaired: usize,
+    already_gone: usize,
+    changed: usize,
+    held: usize,
+    failed: usize,
+    /// Findings someone has to act on: exit status 1 when non-zero (and no
+    /// error).
+    need_attention: usize,
+    /// The exit status.
+    exit_code: u8,
+}
+
+fn finding_json(row: &Row<'_>) -> FindingJson {
+    let f = row.finding;
+    let holder = match &f.subject {
+        Subject::Lock(st) => {
+            let h = &st.holder;
+            Some(HolderJson {
+                pid: h.pid,
+                hostname: h.hostname.clone(),
+                alive: h.alive,
+                liveness: liveness_name(st.liveness),
+                lane: h.lane.clone(),
+                run_id: h.run_id.clone(),
+                age_ms: h.age_ms,
+                max_hold_ms: h.max_hold_ms,
+                lease_left_ms: st.lease_left.map(millis),
+                epoch: h.epoch,
+                owner: h.owner.clone(),
+            })
+        }
+        _ => None,
+    };
+    let (bytes, age_ms) = match &f.subject {
+        Subject::Leftover(l) => (Some(l.len), Some(millis(l.age))),
+        _ => (None, None),
+    };
+    FindingJson {
+        kind: f.kind().as_str(),
+        path: f.path.to_string_lossy().into_owned(),
+        session: f.session.to_string_lossy().into_owned(),
+        verdict: f.verdict.as_str(),
+        reasons: f.reasons.clone(),
+        holder,
+        action: f.action.as_str(),
+        detail: f.detail.clone(),
+        bytes,
+        age_ms,
+    }
+}
+
+fn write_json(
+    out: &mut impl Write,
+    args: &Args,
+    rows: &[Row<'_>],
+    dir_errors: &[(PathBuf, anyhow::Error)],
+    t: &Tally,
+) -> io::Result<()> {
+    let findings = rows.iter().map(finding_json).collect();
+    let fixed = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let o = r.outcome?;
+            Some(FixedJson {
+                finding: i,
+                kind: r.finding.kind().as_str(),
+                path: r.finding.path.to_string_lossy().into_owned(),
+                outcome: o.as_str(),
+                detail: o.to_string(),
+                saved_to: match o {
+                    Outcome::Repaired(torn) => torn
+                        .saved_to
+                        .as_ref()
+                        .map(|p| p.to_string_lossy().into_owned()),
+                    _ => None,
+                },
+            })
+        })
+        .collect();
+    let v = |verdict| t.verdicts[verdict_index(verdict)];
+    let doc = DoctorJson {
+        dirs: args
+            .dirs
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect(),
+        findings,
+        fixed,
+        errors: dir_errors
+            .iter()
+            .map(|(d, e)| DirErrorJson {
+                path: d.to_string_lossy().into_owned(),
+                error: format!("{e:#}"),
+            })
+            .collect(),
+        summary: SummaryJson {
+            locks: t.locks,
+            transcripts: t.transcripts,
+            leftovers: t.leftovers,
+            ok: v(Verdict::Ok),
+            removable: v(Verdict::Removable),
+            repairable: v(Verdict::Repairable),
+            wait: v(Verdict::Wait),
+            report_only: v(Verdict::ReportOnly),
+            invalid: v(Verdict::Invalid),
+            error: v(Verdict::Error),
+            removed: t.removed_locks + t.removed_leftovers,
+            repaired: t.repaired,
+            already_gone: t.already_gone,
+            changed: t.changed,
+            held: t.held,
+            failed: t.failed,
+            need_attention: t.need_attention(),
+            exit_code: t.exit_code(),
+        },
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell_only_when_needed() {
+        assert_eq!(shell_word("/srv/sessions"), "/srv/sessions");
+        assert_eq!(shell_word("my sessions"), "'my sessions'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn lists_read_as_english() {
+        let s = |v: &[&str]| join_and(&v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>());
+        assert_eq!(s(&["a"]), "a");
+        assert_eq!(s(&["a", "b"]), "a and b");
+        assert_eq!(s(&["a", "b", "c"]), "a, b and c");
+    }
 }
