@@ -48,13 +48,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rustix::process::Signal;
 use serde::Serialize;
 use sessionlock::attempt::{Attempt, AttemptOptions};
 use sessionlock::transcript::Reader;
 use sessionlock::LockOptions;
 
 use crate::child::{field, ms_between, Worker};
-use crate::demo::{kill_mid_hold, wedge_past_lease};
 use crate::worker::DurabilityArg;
 
 /// Which figures to measure.
@@ -630,4 +630,54 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         eprintln!("bench: FAILED: a transcript did not hold exactly the expected entries");
     }
     Ok(code)
+}
+
+/// A holder is SIGKILLed while a waiter sleeps on the lock: how long until
+/// the waiter holds it.
+fn kill_mid_hold(session: &Path) -> Result<f64> {
+    let s = session.display().to_string();
+    let victim = Worker::spawn("victim", &["hold".into(), "--session".into(), s.clone()])?;
+    victim.expect("HELD", Duration::from_secs(60))?;
+    let mut waiter = Worker::spawn("waiter", &["wait".into(), "--session".into(), s])?;
+    waiter.expect("WAITING", Duration::from_secs(10))?;
+    // Give the waiter time to go to sleep on the lock.
+    std::thread::sleep(Duration::from_millis(100));
+    let killed = sessionlock::monotonic_ns();
+    victim.signal(Signal::KILL)?;
+    let got = waiter.expect("ACQUIRED", Duration::from_secs(30))?;
+    let delay = ms_between(killed, field(&got, 0)?);
+    waiter.say("release")?;
+    waiter.finish(Duration::from_secs(10))?;
+    Ok(delay)
+}
+
+/// A holder spins on the CPU past its lease: how long after the lease ended
+/// until a waiter holds the lock, and whether its late write was rejected.
+fn wedge_past_lease(session: &Path, lease_ms: u64) -> Result<(f64, String)> {
+    let s = session.display().to_string();
+    let wedged = Worker::spawn(
+        "wedged",
+        &[
+            "wedge".into(),
+            "--session".into(),
+            s.clone(),
+            "--max-hold-ms".into(),
+            lease_ms.to_string(),
+            "--spin-ms".into(),
+            (lease_ms * 3).to_string(),
+        ],
+    )?;
+    let held = wedged.expect("HELD", Duration::from_secs(60))?;
+    let lease_end = field::<u64>(&held, 1)? + lease_ms * 1_000_000;
+    let mut waiter = Worker::spawn("waiter", &["wait".into(), "--session".into(), s])?;
+    let got = waiter.expect("ACQUIRED", Duration::from_secs(30))?;
+    let delay = ms_between(lease_end, field(&got, 0)?);
+    // Hold until the wedged lane wakes up and tries its late write.
+    let late = wedged
+        .expect("LATE-WRITE", Duration::from_secs(30))?
+        .join(" ");
+    waiter.say("release")?;
+    waiter.finish(Duration::from_secs(10))?;
+    wedged.finish(Duration::from_secs(10))?;
+    Ok((delay, late))
 }

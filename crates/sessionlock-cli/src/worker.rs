@@ -81,6 +81,9 @@ enum Role {
         #[arg(long, default_value_t = 0)]
         id: u32,
     },
+    /// Demo: one gateway process running its lanes over the run's sessions
+    /// until told to `stop` (see `demo::lanes`).
+    Gateway(crate::demo::GatewayArgs),
 }
 
 /// `--durability` of the `appendbench` role.
@@ -300,6 +303,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             let end = monotonic_ns();
             say(&format!("DONE {count} {end} {}", end.saturating_sub(start)))?;
         }
+        Role::Gateway(a) => return crate::demo::run_gateway(a),
     }
     Ok(ExitCode::SUCCESS)
 }

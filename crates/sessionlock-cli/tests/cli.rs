@@ -444,7 +444,16 @@ fn status_treats_a_closed_stdout_as_success() {
 fn demo_passes_with_real_processes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(env!("CARGO_BIN_EXE_sessionlock"))
-        .args(["demo", "--writers", "3", "--entries", "60", "--dir"])
+        .args([
+            "demo",
+            "--duration",
+            "3",
+            "--processes",
+            "2",
+            "--sessions",
+            "3",
+            "--dir",
+        ])
         .arg(dir.path())
         .output()
         .expect("run demo");
@@ -455,15 +464,25 @@ fn demo_passes_with_real_processes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("verdict: PASS"), "{stdout}");
-    for line in [
-        "entries lost                0",
-        "entries duplicated          0",
-        "corrupt lines               0",
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.trim_start().strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no row {name:?} in\n{stdout}"))
+            .to_owned()
+    };
+    for name in [
+        "entries lost",
+        "entries duplicated",
+        "corrupt lines",
+        "false takeovers",
+        "locks leaked",
     ] {
-        assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
+        assert_eq!(row(name), "0", "{name} in\n{stdout}");
     }
     assert!(
-        stdout.contains("wedged holder's late write  rejected"),
+        row("wedged lanes' late writes").ends_with("refused"),
         "{stdout}"
     );
 }
@@ -475,10 +494,10 @@ fn demo_json_is_machine_readable() {
         .args([
             "demo",
             "--json",
-            "--writers",
+            "--duration",
             "2",
-            "--entries",
-            "30",
+            "--processes",
+            "2",
             "--dir",
         ])
         .arg(dir.path())
@@ -490,6 +509,8 @@ fn demo_json_is_machine_readable() {
     assert!(checks
         .iter()
         .all(|c| c["name"].is_string() && c["ok"].is_boolean()));
+    assert_eq!(v["figures"]["entries_lost"], 0, "{v}");
+    assert_eq!(v["figures"]["locks_leaked"], 0, "{v}");
 }
 
 #[test]
