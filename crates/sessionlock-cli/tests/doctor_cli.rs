@@ -636,3 +636,77 @@ fn a_closed_stdout_is_not_an_error() {
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     assert!(!stderr(&out).contains("error:"), "stderr: {}", stderr(&out));
 }
+
+/// `status` over the same fixture: one row per lock with the holder, its
+/// liveness, the stale reasons and what a contender would do; read-only.
+#[test]
+fn status_explains_every_kind_of_lock_in_the_fixture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sleeper = fixture(dir.path());
+    let before = snapshot(dir.path());
+    let out = run(sessionlock().arg("status").arg("--json").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let by_name: BTreeMap<String, &Value> = rows
+        .iter()
+        .map(|r| {
+            let session = r["session"].as_str().expect("session");
+            let name = Path::new(session)
+                .file_name()
+                .expect("name")
+                .to_string_lossy();
+            (name.trim_end_matches(".jsonl").to_owned(), r)
+        })
+        .collect();
+    let expect = [
+        // name, alive, reasons, action
+        ("live", Some(true), vec![], "wait"),
+        ("openclaw", Some(true), vec![], "wait"),
+        ("dead", Some(false), vec!["dead-pid"], "reclaim"),
+        ("recycled", Some(false), vec!["recycled-pid"], "reclaim"),
+        ("malformed-fresh", None, vec!["malformed"], "wait"),
+        ("malformed-old", None, vec!["malformed"], "reclaim"),
+        (
+            "hold-exceeded",
+            Some(true),
+            vec!["hold-exceeded"],
+            "reclaim",
+        ),
+        ("too-old", Some(true), vec!["too-old"], "wait"),
+    ];
+    assert_eq!(by_name.len(), expect.len(), "one row per lock: {rows:?}");
+    for (name, alive, reasons, action) in expect {
+        let r = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("no row for {name}"));
+        let got: Vec<&str> = r["reasons"]
+            .as_array()
+            .expect("reasons")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(got, reasons, "{name}: {r}");
+        assert_eq!(r["action"], action, "{name}: {r}");
+        if let Some(alive) = alive {
+            assert_eq!(r["alive"], alive, "{name}: {r}");
+        }
+    }
+    assert_eq!(by_name["live"]["pid"], sleeper.pid(), "the holder is named");
+    assert_eq!(by_name["live"]["lane"], "channel");
+    assert_eq!(by_name["live"]["epoch"], 7);
+    assert_eq!(
+        by_name["openclaw"]["owner"],
+        Value::Null,
+        "an OpenClaw lock has no owner field"
+    );
+    // The table names every lock too, and status never changes anything.
+    let out = run(sessionlock().arg("status").arg(dir.path()));
+    let text = stdout(&out);
+    for name in ["dead", "too-old", "openclaw"] {
+        assert!(
+            text.contains(&format!("{name}.jsonl")),
+            "{name} missing from\n{text}"
+        );
+    }
+    assert_eq!(snapshot(dir.path()), before, "status is read-only");
+}
