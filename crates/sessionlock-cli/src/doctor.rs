@@ -10,17 +10,16 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::doctor::{
     self, Action, FixOptions, FixReport, Kind, Outcome, Report, Subject, Verdict,
 };
-use sessionlock::identity::Liveness;
 use sessionlock::{Config, Error};
 
 use crate::report;
+use crate::status::{millis, HolderJson};
 
 const AFTER_HELP: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
@@ -476,20 +475,6 @@ fn summary(t: &Tally, fixing: bool) -> String {
     s
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn liveness_name(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Remote => "remote",
-        Liveness::Dead => "dead",
-        Liveness::Recycled => "recycled",
-        Liveness::Unknown => "unknown",
-    }
-}
-
 /// `--json` output. Field names are a stable interface.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -527,25 +512,6 @@ struct FindingJson {
     bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     age_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HolderJson {
-    pid: Option<u32>,
-    hostname: Option<String>,
-    /// Whether the holder must be presumed alive (a holder on another host
-    /// counts as alive until its lease ends).
-    alive: bool,
-    /// `alive`, `remote`, `dead`, `recycled` or `unknown`.
-    liveness: &'static str,
-    lane: Option<String>,
-    run_id: Option<String>,
-    age_ms: Option<u64>,
-    max_hold_ms: Option<u64>,
-    lease_left_ms: Option<u64>,
-    epoch: Option<u64>,
-    owner: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -600,22 +566,7 @@ struct SummaryJson {
 fn finding_json(row: &Row<'_>) -> FindingJson {
     let f = row.finding;
     let holder = match &f.subject {
-        Subject::Lock(st) => {
-            let h = &st.holder;
-            Some(HolderJson {
-                pid: h.pid,
-                hostname: h.hostname.clone(),
-                alive: h.alive,
-                liveness: liveness_name(st.liveness),
-                lane: h.lane.clone(),
-                run_id: h.run_id.clone(),
-                age_ms: h.age_ms,
-                max_hold_ms: h.max_hold_ms,
-                lease_left_ms: st.lease_left.map(millis),
-                epoch: h.epoch,
-                owner: h.owner.clone(),
-            })
-        }
+        Subject::Lock(st) => Some(HolderJson::of(st)),
         _ => None,
     };
     let (bytes, age_ms) = match &f.subject {

@@ -241,7 +241,7 @@ fn error_path(e: &Error) -> Option<&Path> {
     }
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -253,7 +253,7 @@ fn action_name(a: Action) -> &'static str {
     }
 }
 
-fn liveness_name(l: Liveness) -> &'static str {
+pub(crate) fn liveness_name(l: Liveness) -> &'static str {
     match l {
         Liveness::Alive => "alive",
         Liveness::Remote => "remote",
@@ -270,6 +270,31 @@ struct LockJson {
     /// The session file, as found under the given directory.
     session: String,
     lock_path: String,
+    #[serde(flatten)]
+    holder: HolderJson,
+    reasons: Vec<&'static str>,
+    /// What a contender would do now: `wait`, `reclaim` or `report`.
+    action: &'static str,
+}
+
+impl LockJson {
+    fn new(s: &LockStatus) -> Self {
+        let h = &s.holder;
+        LockJson {
+            session: s.session.to_string_lossy().into_owned(),
+            lock_path: h.lock_path.to_string_lossy().into_owned(),
+            holder: HolderJson::of(s),
+            reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
+            action: action_name(s.action),
+        }
+    }
+}
+
+/// A lock's holder in `--json` output (status rows embed it, doctor
+/// findings nest it). Field names are a stable interface.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HolderJson {
     pid: Option<u32>,
     hostname: Option<String>,
     /// Whether the holder must be presumed alive (a holder on another host
@@ -284,17 +309,12 @@ struct LockJson {
     lease_left_ms: Option<u64>,
     epoch: Option<u64>,
     owner: Option<String>,
-    reasons: Vec<&'static str>,
-    /// What a contender would do now: `wait`, `reclaim` or `report`.
-    action: &'static str,
 }
 
-impl LockJson {
-    fn new(s: &LockStatus) -> Self {
+impl HolderJson {
+    pub(crate) fn of(s: &LockStatus) -> HolderJson {
         let h = &s.holder;
-        LockJson {
-            session: s.session.to_string_lossy().into_owned(),
-            lock_path: h.lock_path.to_string_lossy().into_owned(),
+        HolderJson {
             pid: h.pid,
             hostname: h.hostname.clone(),
             alive: h.alive,
@@ -306,8 +326,6 @@ impl LockJson {
             lease_left_ms: s.lease_left.map(millis),
             epoch: h.epoch,
             owner: h.owner.clone(),
-            reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
-            action: action_name(s.action),
         }
     }
 }

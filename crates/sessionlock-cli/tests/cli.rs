@@ -4,64 +4,14 @@
 //! `SESSIONLOCK_*` and `OPENCLAW_SESSION_WRITE_LOCK_*` variable removed, so the
 //! developer's environment cannot change the outcome.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
-use sessionlock::{LockOptions, SessionLock};
 
-/// The binary, with a clean lock environment.
-fn sessionlock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlock"));
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run sessionlock")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn lock_path(session: &Path) -> PathBuf {
-    let mut s = session.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
-}
-
-/// Holds `session`'s lock in this (the test) process.
-fn hold(session: &Path) -> sessionlock::Guard {
-    SessionLock::new()
-        .acquire_with(
-            session,
-            &LockOptions::default()
-                .timeout(Some(Duration::from_secs(10)))
-                .lane("channel")
-                .run_id("run-7"),
-        )
-        .expect("hold the lock in the test process")
-}
-
-/// The pid of a process that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = Command::new("true").spawn().expect("spawn true");
-    let pid = child.id();
-    child.wait().expect("reap true");
-    pid
-}
+mod common;
+use common::{dead_pid, hold, lock_path, run, sessionlock, stderr, stdout};
 
 /// Writes an OpenClaw-style lock (create-then-write, pretty JSON, no
 /// sessionlock fields) naming a dead holder.

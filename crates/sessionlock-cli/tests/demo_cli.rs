@@ -16,23 +16,13 @@
 //! ```
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 
-/// The binary, with a clean lock environment.
-fn sessionlock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlock"));
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
-    cmd
-}
+mod common;
+use common::{sessionlock, stderr, stdout};
 
 /// One demo at a time: each runs a dozen lanes in several processes, and
 /// two at once on a small machine would measure the machine, not the locks.
@@ -50,14 +40,6 @@ fn demo(args: &[&str], dir: &Path) -> Output {
         .arg(dir)
         .output()
         .expect("run sessionlock demo")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The value of a row of the verdict table (`✗` marks stripped).

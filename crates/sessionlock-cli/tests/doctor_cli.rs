@@ -20,30 +20,8 @@ use serde_json::{json, Value};
 use sessionlock::payload::format_time;
 use sessionlock::{LockOptions, SessionLock};
 
-/// The binary, with a clean lock environment.
-fn sessionlock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlock"));
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run sessionlock")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{dead_pid, run, sessionlock, stderr, stdout};
 
 fn doctor(dir: &Path, extra: &[&str]) -> Output {
     run(sessionlock().arg("doctor").arg(dir).args(extra))
@@ -97,14 +75,6 @@ impl Drop for Sleeper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The pid of a process that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = Command::new("true").spawn().expect("spawn true");
-    let pid = child.id();
-    child.wait().expect("reap true");
-    pid
 }
 
 fn ago(d: Duration) -> String {

@@ -6,29 +6,15 @@
 //! developer's environment cannot change the outcome.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sessionlock::{LockOptions, SessionLock};
 
-/// The binary, with a clean lock environment.
-fn sessionlock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlock"));
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run sessionlock")
-}
+mod common;
+use common::{lock_path, run, sessionlock, stderr, stdout};
 
 /// Runs `cmd` with `input` on stdin.
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
@@ -42,20 +28,6 @@ fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     stdin.write_all(input).expect("write stdin");
     drop(stdin);
     child.wait_with_output().expect("wait for sessionlock")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn lock_path(session: &Path) -> PathBuf {
-    let mut s = session.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
 }
 
 /// The entries `read` prints, parsed.

@@ -7,11 +7,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sessionlock::{LockOptions, SessionLock};
+
+mod common;
+use common::{hold, run, sessionlock, stderr, stdout};
 
 /// Every check `verify-fs` runs, in order: a stable interface.
 const CHECKS: [&str; 10] = [
@@ -27,49 +29,11 @@ const CHECKS: [&str; 10] = [
     "fsync",
 ];
 
-/// The binary, with a clean lock environment.
-fn sessionlock() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionlock"));
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {
-            cmd.env_remove(&key);
-        }
-    }
-    cmd.env("NO_COLOR", "1").stdin(Stdio::null());
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run sessionlock")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .expect("list dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect()
-}
-
-/// Holds `session`'s lock in this (the test) process.
-fn hold(session: &Path) -> sessionlock::Guard {
-    SessionLock::new()
-        .acquire_with(
-            session,
-            &LockOptions::default()
-                .timeout(Some(Duration::from_secs(10)))
-                .lane("channel")
-                .run_id("run-7"),
-        )
-        .expect("hold the lock in the test process")
 }
 
 /// Waits for `child` to exit, killing it after `deadline`.
