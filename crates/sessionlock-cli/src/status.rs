@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
 use sessionlock::reclaim::Action;
-use sessionlock::status::LockStatus;
+use sessionlock::status::{human_duration, LockStatus};
 use sessionlock::{Config, Error, Settings};
 
 use crate::report;
@@ -448,7 +448,7 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
     };
     let lease_left = match s.lease_left {
         Some(d) if d.is_zero() => "expired".to_owned(),
-        Some(d) => human_ms(millis(d)),
+        Some(d) => human_duration(d),
         None => dash(),
     };
     let reasons = if h.reasons.is_empty() {
@@ -462,41 +462,11 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
         h.hostname.clone().unwrap_or_else(dash),
         alive.to_owned(),
         lane_run,
-        h.age_ms.map_or_else(dash, human_ms),
+        h.age_ms
+            .map_or_else(dash, |ms| human_duration(Duration::from_millis(ms))),
         lease_left,
         h.epoch.map_or_else(dash, |e| e.to_string()),
         action_name(s.action).to_owned(),
         reasons,
     ]
-}
-
-/// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
-fn human_ms(ms: u64) -> String {
-    const S: u64 = 1000;
-    const M: u64 = 60 * S;
-    const H: u64 = 60 * M;
-    const D: u64 = 24 * H;
-    match ms {
-        ms if ms < S => format!("{ms}ms"),
-        ms if ms < M => format!("{}.{}s", ms / S, ms % S / 100),
-        ms if ms < H => format!("{}m{:02}s", ms / M, ms % M / S),
-        ms if ms < D => format!("{}h{:02}m", ms / H, ms % H / M),
-        ms => format!("{}d{:02}h", ms / D, ms % D / H),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_ms;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human_ms(0), "0ms");
-        assert_eq!(human_ms(999), "999ms");
-        assert_eq!(human_ms(1_000), "1.0s");
-        assert_eq!(human_ms(12_345), "12.3s");
-        assert_eq!(human_ms(245_000), "4m05s");
-        assert_eq!(human_ms(7_380_000), "2h03m");
-        assert_eq!(human_ms(273_600_000), "3d04h");
-    }
 }

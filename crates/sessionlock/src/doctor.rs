@@ -39,7 +39,7 @@ use crate::fs::{Fs, RealFs};
 use crate::guard::Guard;
 use crate::identity::{Liveness, SelfIdentity};
 use crate::reclaim::{Action as Contender, Reason};
-use crate::status::{self, LockStatus};
+use crate::status::{self, human_duration, LockStatus};
 use crate::transcript::{self, Reader, TornTail, Transcript};
 
 /// How old a leftover temporary, tombstone or rewrite file must be before
@@ -418,7 +418,7 @@ fn lock_finding(
     let who = holder_words(h, st.liveness);
     let lease = st.lease_left.map_or_else(
         || "lease unknown".to_owned(),
-        |d| format!("{} left", human(d)),
+        |d| format!("{} left", human_duration(d)),
     );
     let unusable = reasons.contains(Reason::Malformed) || reasons.contains(Reason::MissingPid);
     let (verdict, action, detail) = match st.action {
@@ -427,8 +427,8 @@ fn lock_finding(
                 format!(
                     "{}, last written {} ago (past the {} grace for a writer to fill it in)",
                     unusable_words(&st),
-                    human(since(st.inspection.mtime, now)),
-                    human(status::policy(settings).payload_grace),
+                    human_duration(since(st.inspection.mtime, now)),
+                    human_duration(status::policy(settings).payload_grace),
                 )
             } else if reasons.contains(Reason::DeadPid) {
                 format!("{who} is not running")
@@ -445,10 +445,10 @@ fn lock_finding(
             } else {
                 format!(
                     "{who} is {} past its lease ({}){}",
-                    human(past_lease(&st, now)),
+                    human_duration(past_lease(&st, now)),
                     h.max_hold_ms.map_or_else(
                         || "default".to_owned(),
-                        |ms| human(Duration::from_millis(ms))
+                        |ms| human_duration(Duration::from_millis(ms))
                     ),
                     if h.epoch.is_some() {
                         "; its writes are fenced once the lock is taken again"
@@ -464,7 +464,7 @@ fn lock_finding(
             Action::Keep,
             format!(
                 "{who} is {} past its lease, but the hold-exceeded policy is `report`: never removed",
-                human(past_lease(&st, now)),
+                human_duration(past_lease(&st, now)),
             ),
         ),
         Contender::Wait { until, .. } if unusable => (
@@ -473,10 +473,10 @@ fn lock_finding(
             format!(
                 "{}, written {} ago: a writer may still be filling it in; removable {}",
                 unusable_words(&st),
-                human(since(st.inspection.mtime, now)),
+                human_duration(since(st.inspection.mtime, now)),
                 until.map_or_else(
                     || "later".to_owned(),
-                    |t| format!("in {}", human(t.duration_since(now).unwrap_or_default()))
+                    |t| format!("in {}", human_duration(t.duration_since(now).unwrap_or_default()))
                 ),
             ),
         ),
@@ -486,7 +486,7 @@ fn lock_finding(
             format!(
                 "{who} has held it for {}, longer than stale-after, but is within its own lease ({lease}): never removed",
                 h.age_ms
-                    .map_or_else(|| "long".to_owned(), |ms| human(Duration::from_millis(ms))),
+                    .map_or_else(|| "long".to_owned(), |ms| human_duration(Duration::from_millis(ms))),
             ),
         ),
         Contender::Wait { .. } => {
@@ -706,7 +706,7 @@ fn examine_leftover(
         (
             Verdict::Removable,
             Action::Remove,
-            format!("{what}, {} old", human(age)),
+            format!("{what}, {} old", human_duration(age)),
         )
     } else {
         (
@@ -714,8 +714,8 @@ fn examine_leftover(
             Action::Keep,
             format!(
                 "{what}, only {} old: an operation may still be using it; removable once {} old",
-                human(age),
-                human(LEFTOVER_AGE),
+                human_duration(age),
+                human_duration(LEFTOVER_AGE),
             ),
         )
     };
@@ -1000,21 +1000,6 @@ fn chain(e: &Error) -> String {
         cause = c.source();
     }
     s
-}
-
-/// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
-fn human(d: Duration) -> String {
-    const S: u128 = 1000;
-    const M: u128 = 60 * S;
-    const H: u128 = 60 * M;
-    const D: u128 = 24 * H;
-    match d.as_millis() {
-        ms if ms < S => format!("{ms}ms"),
-        ms if ms < M => format!("{}.{}s", ms / S, ms % S / 100),
-        ms if ms < H => format!("{}m{:02}s", ms / M, ms % M / S),
-        ms if ms < D => format!("{}h{:02}m", ms / H, ms % H / M),
-        ms => format!("{}d{:02}h", ms / D, ms % D / H),
-    }
 }
 
 #[cfg(test)]
@@ -1373,9 +1358,9 @@ mod tests {
 
     #[test]
     fn human_durations() {
-        assert_eq!(human(Duration::from_millis(999)), "999ms");
-        assert_eq!(human(Duration::from_millis(12_345)), "12.3s");
-        assert_eq!(human(Duration::from_secs(125)), "2m05s");
-        assert_eq!(human(Duration::from_secs(7_380)), "2h03m");
+        assert_eq!(human_duration(Duration::from_millis(999)), "999ms");
+        assert_eq!(human_duration(Duration::from_millis(12_345)), "12.3s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
+        assert_eq!(human_duration(Duration::from_secs(7_380)), "2h03m");
     }
 }

@@ -115,3 +115,36 @@ pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus
         })
         .collect())
 }
+
+/// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
+pub fn human_duration(d: Duration) -> String {
+    const S: u128 = 1000;
+    const M: u128 = 60 * S;
+    const H: u128 = 60 * M;
+    const D: u128 = 24 * H;
+    match d.as_millis() {
+        ms if ms < S => format!("{ms}ms"),
+        ms if ms < M => format!("{}.{}s", ms / S, ms % S / 100),
+        ms if ms < H => format!("{}m{:02}s", ms / M, ms % M / S),
+        ms if ms < D => format!("{}h{:02}m", ms / H, ms % H / M),
+        ms => format!("{}d{:02}h", ms / D, ms % D / H),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn human_durations() {
+        let h = |ms| human_duration(Duration::from_millis(ms));
+        assert_eq!(h(0), "0ms");
+        assert_eq!(h(999), "999ms");
+        assert_eq!(h(1_000), "1.0s");
+        assert_eq!(h(12_345), "12.3s");
+        assert_eq!(h(245_000), "4m05s");
+        assert_eq!(h(7_380_000), "2h03m");
+        assert_eq!(h(273_600_000), "3d04h");
+    }
+}

@@ -189,15 +189,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         cfg.sessions,
         cfg.duration_s,
         root.display(),
-        if cfg.faults.is_empty() {
-            "none".to_owned()
-        } else {
-            cfg.faults
-                .iter()
-                .map(|k| k.name())
-                .collect::<Vec<_>>()
-                .join(",")
-        },
+        cfg.faults_label(),
         cfg.seed
     );
     let rec = sim::simulate(&cfg, &root)?;

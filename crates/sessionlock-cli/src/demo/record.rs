@@ -94,6 +94,20 @@ pub(crate) struct RunConfig {
 }
 
 impl RunConfig {
+    /// The injected faults as `a,b,c`, or `none`.
+    pub(crate) fn faults_label(&self) -> String {
+        if self.faults.is_empty() {
+            return "none".to_owned();
+        }
+        self.faults
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl RunConfig {
     /// The longest a session may be unavailable to a lane that wants it: the
     /// lease of a wedged lane (when that fault is on) plus the slack.
     pub(crate) fn bound_ms(&self) -> u64 {

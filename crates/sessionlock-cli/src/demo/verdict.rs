@@ -238,15 +238,7 @@ pub(crate) fn check(rec: &Recording) -> Verdict {
             if cfg.processes == 1 { "" } else { "es" },
             cfg.sessions,
             cfg.duration_s,
-            if cfg.faults.is_empty() {
-                "none".to_owned()
-            } else {
-                cfg.faults
-                    .iter()
-                    .map(|k| k.name())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            },
+            cfg.faults_label(),
             cfg.seed
         ),
         ok: true,
