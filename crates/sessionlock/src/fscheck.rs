@@ -33,11 +33,12 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::fs::{Fs, RealFs};
 use crate::sys::{self, DirWatch, FlockKind};
 
 /// How long the notification check waits for inotify to report a create.
@@ -207,16 +208,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Creates a file that must not exist yet (mode 0600), as the lock and
-/// transcript code does.
+/// Creates a file that must not exist yet (mode 0600), exactly as the
+/// transcript store does.
 fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(sys::NOFOLLOW)
-        .open(path)
+    RealFs.create_new(path)
 }
 
 fn write_new(path: &Path, contents: &[u8]) -> io::Result<()> {
