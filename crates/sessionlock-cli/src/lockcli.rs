@@ -38,11 +38,25 @@ pub(crate) fn busy_hint(e: &Error) -> String {
     }
 }
 
-/// Releases the lock, reporting a failure. Returns whether it succeeded.
+/// Releases the lock, reporting a failure, or a lock that was no longer ours
+/// by then. Returns whether all was well.
 pub(crate) fn release(guard: Guard) -> bool {
     let lock_path = guard.lock_path().to_owned();
     match guard.release() {
         Ok(()) => true,
+        Err(e @ Error::Revoked { .. }) => {
+            report(
+                &anyhow::Error::new(e).context(format!(
+                    "the session lock {} was no longer ours when released",
+                    lock_path.display()
+                )),
+                Some(
+                    "another writer may have run meanwhile; if OpenClaw shares this directory, \
+                     see `sessionlock status` and the README's OpenClaw section",
+                ),
+            );
+            false
+        }
         Err(e) => {
             report(
                 &anyhow::Error::new(e).context(format!(

@@ -137,8 +137,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// reclaimable by the next waiter anyway.
 fn release_quietly<B: crate::backend::Backend>(guard: Guard<B>, why: &str) {
     let path = guard.lock_path().to_owned();
-    if let Err(e) = guard.release() {
-        tracing::warn!(lock = %path.display(), error = %e, "cannot release session lock ({why})");
+    match guard.release() {
+        Ok(()) => {}
+        // Already reported where the loss was detected.
+        Err(e @ Error::Revoked { .. }) => {
+            tracing::debug!(lock = %path.display(), error = %e, "session lock was already lost ({why})");
+        }
+        Err(e) => {
+            tracing::warn!(lock = %path.display(), error = %e, "cannot release session lock ({why})");
+        }
     }
 }
 

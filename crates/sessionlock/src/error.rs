@@ -95,8 +95,9 @@ pub enum Error {
         /// The stale holder.
         holder: Box<Holder>,
     },
-    /// This guard's lock was revoked by the watchdog (held past `max_hold`).
-    #[error("session file lock revoked: {path} (epoch {epoch}, current epoch {current_epoch})")]
+    /// This guard lost its lock: the watchdog revoked it (held past
+    /// `max_hold`), or someone else removed or replaced its lock file.
+    #[error("session file lock revoked ({cause}): {path} (epoch {epoch}, current epoch {current_epoch})")]
     Revoked {
         /// The lock path.
         path: PathBuf,
@@ -104,6 +105,8 @@ pub enum Error {
         epoch: u64,
         /// The session's epoch now.
         current_epoch: u64,
+        /// How the lock was lost.
+        cause: LossCause,
     },
     /// A newer acquisition exists: this guard may no longer write.
     #[error("session file lock fenced: {path} (epoch {epoch}, current epoch {current_epoch})")]
@@ -179,6 +182,29 @@ impl Error {
             Error::Timeout { holder, .. } | Error::Stale { holder, .. } => Some(holder),
             _ => None,
         }
+    }
+}
+
+/// How a guard lost its lock ([`Error::Revoked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LossCause {
+    /// The watchdog revoked it: it was held past `max_hold`.
+    Overdue,
+    /// Its lock file was removed by someone else (another program such as
+    /// OpenClaw, or an operator) without going through sessionlock.
+    Removed,
+    /// Its lock file was replaced by a lock that is not this guard's.
+    Replaced,
+}
+
+impl fmt::Display for LossCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossCause::Overdue => "held past its max hold",
+            LossCause::Removed => "lock file removed by someone else",
+            LossCause::Replaced => "lock file replaced by another lock",
+        })
     }
 }
 

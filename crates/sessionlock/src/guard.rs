@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::file::FileBackend;
 use crate::backend::{Backend, LeaseInfo, LeaseRequest};
-use crate::error::{Error, Holder, Result};
+use crate::error::{Error, Holder, LossCause, Result};
 use crate::payload::Payload;
 use crate::reclaim::Reasons;
 use crate::registry::{Parked, Turn};
@@ -45,7 +45,10 @@ impl<B: Backend> std::fmt::Debug for Guard<B> {
 enum Phase {
     Held,
     Released,
-    Revoked { current_epoch: u64 },
+    Revoked {
+        current_epoch: u64,
+        cause: LossCause,
+    },
 }
 
 struct HoldState<L> {
@@ -146,10 +149,17 @@ impl<B: Backend> Hold<B> {
     }
 
     /// Releases, handing the lock to the next in-process waiter if any.
+    /// Reports a lock that was no longer ours (revoked, removed or replaced)
+    /// as `Revoked`, after releasing whatever is left.
     fn finish(&self) -> Result<()> {
         let mut st = lock(&self.state);
-        if !matches!(st.phase, Phase::Held) {
-            return Ok(());
+        match st.phase {
+            Phase::Held => {}
+            Phase::Released => return Ok(()),
+            Phase::Revoked {
+                current_epoch,
+                cause,
+            } => return Err(self.revoked_error(current_epoch, cause)),
         }
         st.phase = Phase::Released;
         let lease = st.lease.take();
@@ -161,21 +171,43 @@ impl<B: Backend> Hold<B> {
         let (Some(lease), Some(turn)) = (lease, turn) else {
             return Ok(());
         };
-        if turn.slot().has_waiters() {
+        // Hand the lock to the next in-process waiter only while it is still
+        // ours; the check costs what a fenced write does.
+        if turn.slot().has_waiters() && self.backend.fenced(&lease, || ()).is_ok() {
             turn.end(Some(Box::new(ParkedLease {
                 backend: self.backend.clone(),
                 lease,
             })));
             return Ok(());
         }
-        let result = self.backend.release(&lease).map(drop);
+        let released = self.backend.release(&lease);
         turn.end(None);
-        result
+        match released {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost_at_release()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The error for a lease that was no longer published when we released
+    /// it: removed, or replaced by someone else's lock.
+    fn lost_at_release(&self) -> Error {
+        let cause = match self.backend.inspect(&self.info.key) {
+            Ok(Some(_)) => LossCause::Replaced,
+            _ => LossCause::Removed,
+        };
+        tracing::warn!(
+            lock = %self.info.key.lock_path.display(),
+            epoch = self.info.epoch,
+            %cause,
+            "session lock was no longer ours at release"
+        );
+        self.revoked_error(self.info.epoch, cause)
     }
 
     /// Revokes the lock. With `ticket`, only if that is still the scheduled
     /// revocation (not replaced by an extension in the meantime).
-    fn revoke(&self, ticket: Option<watchdog::Ticket>) {
+    fn revoke(&self, ticket: Option<watchdog::Ticket>, cause: LossCause) {
         let mut st = lock(&self.state);
         if !matches!(st.phase, Phase::Held) || ticket.is_some_and(|t| st.revocation != Some(t)) {
             return;
@@ -193,43 +225,73 @@ impl<B: Backend> Hold<B> {
             }
             None => self.info.epoch,
         };
-        st.phase = Phase::Revoked { current_epoch };
+        st.phase = Phase::Revoked {
+            current_epoch,
+            cause,
+        };
         drop(st);
         self.revoked.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
-        tracing::warn!(
-            lock = %self.info.key.lock_path.display(),
-            pid = ?self.info.payload.pid,
-            lane = ?self.info.payload.lane,
-            epoch = self.info.epoch,
-            held_ms = self.acquired_at.elapsed().as_millis() as u64,
-            max_hold_ms = self.req.max_hold.as_millis() as u64,
-            "revoked session lock held past its max hold"
-        );
+        let held_ms = self.acquired_at.elapsed().as_millis() as u64;
+        if cause == LossCause::Overdue {
+            tracing::warn!(
+                lock = %self.info.key.lock_path.display(),
+                pid = ?self.info.payload.pid,
+                lane = ?self.info.payload.lane,
+                epoch = self.info.epoch,
+                held_ms,
+                max_hold_ms = self.req.max_hold.as_millis() as u64,
+                "revoked session lock held past its max hold"
+            );
+        } else {
+            tracing::warn!(
+                lock = %self.info.key.lock_path.display(),
+                pid = ?self.info.payload.pid,
+                lane = ?self.info.payload.lane,
+                epoch = self.info.epoch,
+                held_ms,
+                %cause,
+                "session lock lost to another program; its writes are refused from now on"
+            );
+        }
         drop(lease);
         if let Some(t) = turn {
             t.end(None);
         }
     }
 
-    fn revoked_error(&self, current_epoch: u64) -> Error {
+    fn revoked_error(&self, current_epoch: u64, cause: LossCause) -> Error {
         Error::Revoked {
             path: self.info.key.lock_path.clone(),
             epoch: self.info.epoch,
             current_epoch,
+            cause,
+        }
+    }
+
+    /// The error for a guard whose lease is gone (revoked or released).
+    fn gone_error(&self, phase: &Phase) -> Error {
+        match phase {
+            Phase::Revoked {
+                current_epoch,
+                cause,
+            } => self.revoked_error(*current_epoch, *cause),
+            _ => self.revoked_error(self.info.epoch, LossCause::Removed),
         }
     }
 }
 
 impl<B: Backend> Revocable for Hold<B> {
     fn revoke_overdue(&self, ticket: watchdog::Ticket) {
-        self.revoke(Some(ticket));
+        self.revoke(Some(ticket), LossCause::Overdue);
     }
 }
 
 impl<B: Backend> Drop for Hold<B> {
     fn drop(&mut self) {
-        if let Err(e) = self.finish() {
+        // A lost lock was logged when it was detected; there is nothing left
+        // to release.
+        if let Err(e @ (Error::Io { .. } | Error::InvalidPath { .. })) = self.finish() {
             tracing::warn!(
                 lock = %self.info.key.lock_path.display(),
                 pid = ?self.info.payload.pid,
@@ -276,13 +338,15 @@ impl<B: Backend> Guard<B> {
         )
     }
 
-    /// Whether the watchdog revoked this lock.
+    /// Whether this guard lost its lock: the watchdog revoked it, or a
+    /// fenced check ([`Guard::check`], [`Guard::with_fence`]) found its lock
+    /// file removed or replaced by someone else.
     pub fn is_revoked(&self) -> bool {
         self.hold.revoked.load(Ordering::SeqCst)
     }
 
-    /// Resolves once the watchdog revokes this lock (never, if it is
-    /// released first).
+    /// Resolves once this guard is revoked (see [`Guard::is_revoked`];
+    /// never, if it is released first).
     ///
     /// # Cancel safety
     /// Cancel safe: it only observes.
@@ -296,14 +360,54 @@ impl<B: Backend> Guard<B> {
         }
     }
 
-    /// Checks that this guard still owns the session: not revoked, and no
-    /// newer epoch exists.
+    /// Checks that this guard still owns the session: not revoked, no newer
+    /// epoch exists, and its lock file is still the one it published.
     ///
     /// # Errors
-    /// `Revoked` after watchdog revocation; `Fenced` when another holder
-    /// reclaimed the lock; `Io` when the epoch cannot be read.
+    /// `Revoked` after watchdog revocation or when the lock file was removed
+    /// or replaced by someone else (the guard is then revoked); `Fenced` when
+    /// another holder reclaimed the lock; `Io` when the epoch cannot be read.
     pub fn check(&self) -> Result<()> {
         self.with_fence(|| ())
+    }
+
+    /// Resolves as soon as this guard no longer owns the session, with the
+    /// error a fenced write would now get: revoked by the watchdog, fenced by
+    /// a newer epoch, or its lock file removed or replaced by someone else
+    /// (the guard is then revoked). Woken by the backend's change
+    /// notifications on the lock (inotify for files) and by revocation, not
+    /// by polling; what a supervisor (`sessionlock exec`) waits on to stop
+    /// work that must not go on without the lock.
+    ///
+    /// An `Io` error while checking resolves it too: ownership can then not
+    /// be proven.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only observes.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with I/O enabled, like every tokio I/O type.
+    pub async fn lost(&self) -> Error {
+        loop {
+            // Watch first, then check: no change between the two is missed.
+            let watch = self.hold.backend.watch(&self.hold.info.key);
+            if let Err(e) = self.check() {
+                return e;
+            }
+            match watch {
+                Ok(mut w) => {
+                    tokio::select! {
+                        () = self.revoked() => {}
+                        r = self.hold.backend.wait_async(&mut w, None, None) => {
+                            if let Err(e) = r {
+                                return e;
+                            }
+                        }
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
     }
 
     /// Runs `f` (a transcript mutation) only while this guard's epoch is the
@@ -315,11 +419,17 @@ impl<B: Backend> Guard<B> {
     /// As [`Guard::check`]; `f` does not run on error.
     pub fn with_fence<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         let st = lock(&self.hold.state);
-        match (&st.phase, &st.lease) {
+        let result = match (&st.phase, &st.lease) {
             (Phase::Held, Some(lease)) => self.hold.backend.fenced(lease, f),
-            (Phase::Revoked { current_epoch }, _) => Err(self.hold.revoked_error(*current_epoch)),
-            _ => Err(self.hold.revoked_error(self.epoch())),
+            (phase, _) => return Err(self.hold.gone_error(phase)),
+        };
+        drop(st);
+        if let Err(Error::Revoked { cause, .. }) = &result {
+            // Someone else removed or replaced our lock: revoke, so that
+            // every later check and write fails the same way.
+            self.hold.revoke(None, *cause);
         }
+        result
     }
 
     /// Extends the lease by `max_hold` from now: republishes the payload with
@@ -335,10 +445,7 @@ impl<B: Backend> Guard<B> {
             (Phase::Held, Some(lease)) => {
                 self.hold.backend.republish(lease, &self.hold.req, false)?
             }
-            (Phase::Revoked { current_epoch }, _) => {
-                return Err(self.hold.revoked_error(*current_epoch))
-            }
-            _ => return Err(self.hold.revoked_error(self.epoch())),
+            (phase, _) => return Err(self.hold.gone_error(phase)),
         }
         if let Some(old) = st.revocation.take() {
             watchdog::cancel(old);
@@ -352,8 +459,10 @@ impl<B: Backend> Guard<B> {
     /// last guard of an acquisition releases.
     ///
     /// # Errors
-    /// `Io` when the lock file cannot be removed; the lock then stays
-    /// reclaimable (remove-if-unchanged) by the next waiter.
+    /// `Revoked` when the lock was no longer this guard's: revoked by the
+    /// watchdog, or removed or replaced by someone else (whatever was left
+    /// of it is released); `Io` when the lock file cannot be removed; the
+    /// lock then stays reclaimable (remove-if-unchanged) by the next waiter.
     pub fn release(self) -> Result<()> {
         match Arc::into_inner(self.hold) {
             Some(hold) => hold.finish(),

@@ -89,7 +89,7 @@ pub use acquire::{LockOptions, SessionLock};
 pub use backend::file::{FileBackend, Notify};
 pub use backend::{Backend, Inspection, SessionKey};
 pub use config::{Config, HoldExceededPolicy, Settings};
-pub use error::{Error, Holder, Result, TakeoverPhase, TryAcquireError};
+pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TryAcquireError};
 pub use guard::Guard;
 pub use reclaim::{Reason, Reasons};
 

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 use sessionlock::backend::{Attempt, Backend, LeaseRequest};
 use sessionlock::identity::SelfIdentity;
 use sessionlock::payload::format_time;
+use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{
-    Error, FileBackend, HoldExceededPolicy, LockOptions, Reason, SessionLock, TryAcquireError,
+    Error, FileBackend, HoldExceededPolicy, LockOptions, LossCause, Reason, SessionLock,
+    TryAcquireError,
 };
 
 mod common;
@@ -419,7 +421,14 @@ fn watchdog_revokes_while_the_holders_runtime_is_blocked() {
         );
         assert!(matches!(g.with_fence(|| ()), Err(Error::Revoked { .. })));
         assert!(g.extend().is_err(), "a revoked lease cannot be extended");
-        g.release().expect("releasing a revoked guard is a no-op");
+        // Releasing touches nothing, and says the lock was no longer ours.
+        assert!(matches!(
+            g.release(),
+            Err(Error::Revoked {
+                cause: LossCause::Overdue,
+                ..
+            })
+        ));
     });
 }
 
@@ -471,7 +480,14 @@ fn stale_release_never_deletes_a_replacement() {
     };
     let b_ino = fs::metadata(&key.lock_path).expect("b's lock");
     assert!(matches!(a.check(), Err(Error::Fenced { .. })));
-    a.release().expect("stale release is a no-op");
+    // The stale release touches nothing, and says the lock was no longer ours.
+    assert!(matches!(
+        a.release(),
+        Err(Error::Revoked {
+            cause: LossCause::Replaced,
+            ..
+        })
+    ));
     let after = fs::metadata(&key.lock_path).expect("replacement still there");
     assert_eq!(
         std::os::unix::fs::MetadataExt::ino(&after),
@@ -1016,6 +1032,172 @@ fn openclaw_lock_of_a_live_holder_is_honoured_and_of_a_dead_one_reclaimed() {
     assert!(v["maxHoldMs"].as_u64().is_some_and(|m| m > 0));
     assert!(v["starttime"].as_u64().is_some());
     assert_eq!(v["epoch"].as_u64(), Some(g.epoch()));
+}
+
+// Issue 9 item 2: OpenClaw 2026.6 deletes the lock of a live holder it does
+// not recognise (`non-openclaw-owner`) and never bumps our epoch, so the
+// fence passed and the holder went on writing beside the new holder.
+#[test]
+fn lock_removed_by_another_program_revokes_the_holder_and_refuses_its_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("removed.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    let mut transcript = Transcript::open(&session).expect("open");
+    transcript
+        .append(&g, &[serde_json::json!({"n": 1})], Durability::None)
+        .expect("first append while the lock is ours");
+    // Another program removes the lock without going through sessionlock.
+    let rm = Command::new("rm")
+        .arg(lock_path(&session))
+        .status()
+        .expect("run rm");
+    assert!(rm.success());
+
+    let mut ran = false;
+    let err = g.with_fence(|| ran = true).expect_err("lock is gone");
+    assert!(!ran, "the fenced closure must not run");
+    assert!(
+        matches!(
+            err,
+            Error::Revoked {
+                cause: LossCause::Removed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("removed by someone else"), "{err}");
+    assert!(g.is_revoked(), "losing the lock revokes the guard");
+    let err = transcript
+        .append(&g, &[serde_json::json!({"n": 2})], Durability::None)
+        .expect_err("append after the lock was removed");
+    assert!(matches!(err, Error::Revoked { .. }), "{err}");
+    let text = fs::read_to_string(&session).expect("transcript");
+    assert_eq!(text, "{\"n\":1}\n", "the refused append is absent");
+    assert!(matches!(
+        g.release(),
+        Err(Error::Revoked {
+            cause: LossCause::Removed,
+            ..
+        })
+    ));
+    assert!(!lock_path(&session).exists(), "release recreated nothing");
+}
+
+// Issue 9 item 2: a lock replaced by another program's (OpenClaw deletes ours,
+// then creates its own) must fence us, and our release must leave theirs.
+#[test]
+fn lock_replaced_by_another_program_revokes_the_holder_and_release_leaves_the_new_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("replaced.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    let stranger = live_stranger();
+    fs::remove_file(lock_path(&session)).expect("remove ours");
+    write_openclaw_lock(
+        &session,
+        stranger.pid(),
+        SystemTime::now(),
+        300_000,
+        Some(starttime_of(stranger.pid())),
+    );
+    let theirs = fs::read(lock_path(&session)).expect("their lock");
+    assert!(matches!(
+        g.check(),
+        Err(Error::Revoked {
+            cause: LossCause::Replaced,
+            ..
+        })
+    ));
+    assert!(g.is_revoked());
+    assert!(g.extend().is_err(), "a lost lease cannot be extended");
+    assert!(matches!(g.release(), Err(Error::Revoked { .. })));
+    assert_eq!(fs::read(lock_path(&session)).expect("still there"), theirs);
+}
+
+// Issue 9 item 2: `release()` discarded the result of remove-if-unchanged, so
+// a holder whose lock was removed behind its back was told all was well.
+#[test]
+fn release_reports_a_lock_removed_behind_the_holders_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("release.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    fs::remove_file(lock_path(&session)).expect("remove");
+    let err = g.release().expect_err("the lock was no longer ours");
+    assert!(
+        matches!(
+            err,
+            Error::Revoked {
+                cause: LossCause::Removed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+// Issue 9 item 2: an in-process waiter must not be handed a lock that is no
+// longer published; it acquires afresh and owns what it gets.
+#[test]
+fn a_lost_lock_is_not_handed_to_the_next_in_process_waiter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("handoff.jsonl");
+    let locks = Arc::new(locks());
+    let a = locks.acquire(&session).expect("a");
+    let waiter = {
+        let (locks, session) = (locks.clone(), session.clone());
+        std::thread::spawn(move || {
+            let b = locks.acquire_with(&session, &opts(10_000)).expect("b");
+            b.check().expect("b owns what it was given");
+            b.release().expect("b releases its own lock");
+        })
+    };
+    // Wait until b is queued behind a.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while locks.queued(&session).expect("queued") == 0 {
+        assert!(Instant::now() < deadline, "b never queued");
+        std::thread::yield_now();
+    }
+    fs::remove_file(lock_path(&session)).expect("remove a's lock");
+    assert!(matches!(a.release(), Err(Error::Revoked { .. })));
+    waiter.join().expect("b");
+    assert!(!lock_path(&session).exists());
+}
+
+// Issue 9 item 2: a supervisor must learn of the loss while it waits, from
+// the lock directory's notifications, without any write of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn lost_resolves_when_another_process_removes_the_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("lost.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    // Our own extension changes the lock file; that is not a loss.
+    g.extend().expect("extend");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), g.lost())
+            .await
+            .is_err(),
+        "lost() resolved while the lock was ours"
+    );
+    let lock = lock_path(&session);
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        Command::new("rm").arg(lock).status().expect("rm")
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), g.lost())
+        .await
+        .expect("lost() resolves once the lock is removed");
+    assert!(remover.join().expect("rm thread").success());
+    assert!(
+        matches!(
+            err,
+            Error::Revoked {
+                cause: LossCause::Removed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(g.is_revoked());
 }
 
 #[test]

@@ -32,7 +32,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp, TranscriptBackend,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, LossCause, Result};
 use crate::fs::{Fs, RealFs};
 use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
 use crate::sys::{self, DirWatch, FlockKind};
@@ -373,6 +373,16 @@ fn dup(path: &Path, f: &File) -> Result<File> {
         .map_err(|e| Error::io("duplicate descriptor of", path, e))
 }
 
+/// Whether the lock name no longer denotes the lock `ino` we published, and
+/// how: removed, or replaced by another file.
+fn lost_lock(key: &SessionKey, ino: (u64, u64)) -> Result<Option<LossCause>> {
+    Ok(match lstat(&key.lock_path)? {
+        Some(m) if (m.dev(), m.ino()) == ino => None,
+        Some(_) => Some(LossCause::Replaced),
+        None => Some(LossCause::Removed),
+    })
+}
+
 fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
     let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok((m.dev(), m.ino()))
@@ -682,6 +692,18 @@ impl Backend for FileBackend {
                 path: lease.info.key.lock_path.clone(),
                 epoch: lease.info.epoch,
                 current_epoch: current,
+            });
+        }
+        // Programs that do not take the state lock (OpenClaw, an operator's
+        // `rm`) can remove or replace the lock without bumping the epoch:
+        // the lock name must still denote the inode we published. One
+        // `statx`; the inode cannot be reused while we keep it open.
+        if let Some(cause) = lost_lock(&lease.info.key, lease.ino)? {
+            return Err(Error::Revoked {
+                path: lease.info.key.lock_path.clone(),
+                epoch: lease.info.epoch,
+                current_epoch: current,
+                cause,
             });
         }
         Ok(f())

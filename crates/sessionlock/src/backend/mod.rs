@@ -174,7 +174,7 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_stale(&self, key: &SessionKey, seen: &Inspection) -> Result<bool>;
 
     /// Removes the lease if it is still published; a no-op (returning
-    /// `false`) when it was reclaimed or replaced.
+    /// `false`) when it was reclaimed, removed or replaced.
     ///
     /// # Errors
     /// `Io`.
@@ -202,11 +202,14 @@ pub trait Backend: Send + Sync + 'static {
     /// `Io`.
     fn current_epoch(&self, lease: &Self::Lease) -> Result<u64>;
 
-    /// Runs `f` only if the lease's epoch is current, holding off reclaims
-    /// and revocations until `f` returns.
+    /// Runs `f` only if the lease's epoch is current and the lease is still
+    /// the published lock, holding off reclaims and revocations until `f`
+    /// returns.
     ///
     /// # Errors
-    /// `Fenced` when a newer epoch exists; `Io`.
+    /// `Fenced` when a newer epoch exists; `Revoked` when the lease is no
+    /// longer published (someone removed or replaced it without going
+    /// through the backend); `Io`.
     fn fenced<T>(&self, lease: &Self::Lease, f: impl FnOnce() -> T) -> Result<T>;
 
     /// The backend-independent part of a lease.
