@@ -443,7 +443,13 @@ impl<B: Backend> Guard<B> {
         let HoldState { phase, lease, .. } = &mut *st;
         match (phase, lease) {
             (Phase::Held, Some(lease)) => {
-                self.hold.backend.republish(lease, &self.hold.req, false)?
+                if let Err(e) = self.hold.backend.republish(lease, &self.hold.req, false) {
+                    drop(st);
+                    if let Error::Revoked { cause, .. } = &e {
+                        self.hold.revoke(None, *cause);
+                    }
+                    return Err(e);
+                }
             }
             (phase, _) => return Err(self.hold.gone_error(phase)),
         }

@@ -1114,6 +1114,32 @@ fn lock_replaced_by_another_program_revokes_the_holder_and_release_leaves_the_ne
     assert_eq!(fs::read(lock_path(&session)).expect("still there"), theirs);
 }
 
+// Issue 9 item 2 (sibling): `extend()` after another program removed the
+// lock reported `Fenced` and left the guard unrevoked.
+#[test]
+fn extend_of_a_removed_lock_revokes_and_recreates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("extend-lost.jsonl");
+    let g = locks().acquire(&session).expect("acquire");
+    fs::remove_file(lock_path(&session)).expect("remove");
+    assert!(matches!(
+        g.extend(),
+        Err(Error::Revoked {
+            cause: LossCause::Removed,
+            ..
+        })
+    ));
+    assert!(g.is_revoked());
+    assert!(!lock_path(&session).exists(), "extend recreated the lock");
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 // Issue 9 item 2: `release()` discarded the result of remove-if-unchanged, so
 // a holder whose lock was removed behind its back was told all was well.
 #[test]

@@ -383,6 +383,49 @@ fn lost_lock(key: &SessionKey, ino: (u64, u64)) -> Result<Option<LossCause>> {
     })
 }
 
+/// Puts the new payload `tmp` in place of our lock `ino` at `lock_path`,
+/// never overwriting a lock that is not ours. With `RENAME_EXCHANGE` the two
+/// names swap atomically and what comes out must be our old lock; if a
+/// foreign writer (which does not take the state lock) replaced it since our
+/// check, the swap is undone and `tmp` removed. Returns how the lock was
+/// lost, if it was. Where the file system cannot exchange, a plain rename
+/// (the window between the caller's check and the rename stays open there).
+fn swap_in(lock_path: &Path, tmp: &Path, ino: (u64, u64)) -> Result<Option<LossCause>> {
+    let fail = |e: io::Error| {
+        let _ = std::fs::remove_file(tmp);
+        Error::io("republish lock file", lock_path, e)
+    };
+    match sys::exchange(tmp, lock_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_file(tmp);
+            return Ok(Some(LossCause::Removed));
+        }
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            return std::fs::rename(tmp, lock_path).map(|()| None).map_err(fail);
+        }
+        Err(e) => return Err(fail(e)),
+    }
+    // `tmp` now names what was at the lock path.
+    let out = lstat(tmp)?;
+    if out.as_ref().is_some_and(|m| (m.dev(), m.ino()) == ino) {
+        let _ = std::fs::remove_file(tmp);
+        return Ok(None);
+    }
+    // A foreign lock: give it its name back, then drop our new payload.
+    if let Err(e) = sys::exchange(tmp, lock_path) {
+        tracing::warn!(
+            lock = %lock_path.display(),
+            aside = %tmp.display(),
+            error = %e,
+            "a foreign lock replaced ours during extension and could not be put back; left aside for `sessionlock doctor`"
+        );
+        return Ok(Some(LossCause::Replaced));
+    }
+    let _ = std::fs::remove_file(tmp);
+    Ok(Some(LossCause::Replaced))
+}
+
 fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
     let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok((m.dev(), m.ino()))
@@ -632,13 +675,21 @@ impl Backend for FileBackend {
         let mut state = dup(&path, &lease.state)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
         let current = read_epoch(&path, g.file)?;
-        let ours = lstat(&key.lock_path)?.is_some_and(|m| (m.dev(), m.ino()) == lease.ino);
-        if current != lease.info.epoch || !ours {
+        if current != lease.info.epoch {
             return Err(Error::Fenced {
                 path: key.lock_path.clone(),
                 epoch: lease.info.epoch,
                 current_epoch: current,
             });
+        }
+        let lost = |cause| Error::Revoked {
+            path: key.lock_path.clone(),
+            epoch: lease.info.epoch,
+            current_epoch: current,
+            cause,
+        };
+        if let Some(cause) = lost_lock(&key, lease.ino)? {
+            return Err(lost(cause));
         }
         let epoch = if new_epoch {
             write_epoch(&path, g.file, current + 1)?;
@@ -649,9 +700,8 @@ impl Backend for FileBackend {
         let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
         let (tmp, lock) = write_temp(&key, &payload, &token)?;
-        if let Err(e) = std::fs::rename(&tmp, &key.lock_path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io("republish lock file", &key.lock_path, e));
+        if let Some(cause) = swap_in(&key.lock_path, &tmp, lease.ino)? {
+            return Err(lost(cause));
         }
         lease.ino = ino_of(&key.lock_path, &lock)?;
         lease.lock = lock;
@@ -891,5 +941,49 @@ impl FileWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 9 item 2 (sibling): `republish` renamed its new payload over the
+    // lock path, overwriting a foreign lock that replaced ours between the
+    // ownership check and the rename. The swap must hand it back untouched.
+    #[test]
+    fn swap_in_never_overwrites_a_lock_that_replaced_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("s.jsonl.lock");
+        let tmp = dir.path().join("s.jsonl.lock.tmp-1");
+        std::fs::write(&lock, b"ours").expect("our lock");
+        let ours = ino_of(&lock, &File::open(&lock).expect("open")).expect("ino");
+        let ours_file = File::open(&lock).expect("keep ours open");
+        // A foreign writer removes ours and creates its own.
+        std::fs::remove_file(&lock).expect("remove");
+        std::fs::write(&lock, b"theirs").expect("their lock");
+        std::fs::write(&tmp, b"new payload").expect("tmp");
+
+        let lost = swap_in(&lock, &tmp, ours).expect("swap");
+        assert_eq!(lost, Some(LossCause::Replaced));
+        assert_eq!(std::fs::read(&lock).expect("read"), b"theirs");
+        assert!(!tmp.exists(), "our new payload is discarded");
+        drop(ours_file);
+
+        // Our own lock is replaced by the new payload, and the old one goes.
+        std::fs::write(&tmp, b"new payload").expect("tmp");
+        let theirs_now_ours = ino_of(&lock, &File::open(&lock).expect("open")).expect("ino");
+        assert_eq!(swap_in(&lock, &tmp, theirs_now_ours).expect("swap"), None);
+        assert_eq!(std::fs::read(&lock).expect("read"), b"new payload");
+        assert!(!tmp.exists());
+
+        // A removed lock is reported and nothing is created.
+        std::fs::remove_file(&lock).expect("remove");
+        std::fs::write(&tmp, b"new payload").expect("tmp");
+        assert_eq!(
+            swap_in(&lock, &tmp, theirs_now_ours).expect("swap"),
+            Some(LossCause::Removed)
+        );
+        assert!(!lock.exists() && !tmp.exists());
     }
 }

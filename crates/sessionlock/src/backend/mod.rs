@@ -185,7 +185,9 @@ pub trait Backend: Send + Sync + 'static {
     /// hand-off).
     ///
     /// # Errors
-    /// `Fenced` when the lease is no longer current; `Io`.
+    /// `Fenced` when the lease's epoch is no longer current; `Revoked` when
+    /// the lease is no longer published (removed or replaced by someone
+    /// else; a replacement is never overwritten); `Io`.
     fn republish(&self, lease: &mut Self::Lease, req: &LeaseRequest, new_epoch: bool)
         -> Result<()>;
 

@@ -140,6 +140,21 @@ pub(crate) fn link_tmpfile(file: &File, to: &Path) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Swaps the names `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`);
+/// both must exist. `Unsupported` where the file system cannot (NFS, some
+/// FUSE file systems), so callers can fall back to a plain rename.
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "renameat2(RENAME_EXCHANGE) is not supported here",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// 16 random bytes from the kernel.
 pub(crate) fn random_bytes() -> io::Result<[u8; 16]> {
     let mut buf = [0u8; 16];
