@@ -20,6 +20,7 @@ use sessionlock::{Config, Error};
 
 use crate::report;
 use crate::status::{millis, HolderJson};
+use crate::text::{self, hex_if_not_utf8, shell_word};
 
 const AFTER_HELP: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
@@ -263,24 +264,12 @@ fn command(args: &Args, fix: bool) -> String {
     let mut s = "sessionlock doctor".to_owned();
     for d in &args.dirs {
         s.push(' ');
-        s.push_str(&shell_word(&d.to_string_lossy()));
+        s.push_str(&shell_word(d.as_os_str()));
     }
     if fix {
         s.push_str(" --fix");
     }
     s
-}
-
-/// Quotes a word for a POSIX shell when it needs it.
-fn shell_word(w: &str) -> String {
-    let plain = !w.is_empty()
-        && w.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b));
-    if plain {
-        w.to_owned()
-    } else {
-        format!("'{}'", w.replace('\'', r"'\''"))
-    }
 }
 
 /// The next step, if there is one.
@@ -361,14 +350,14 @@ fn plan(row: &Row<'_>, fixing: bool) -> String {
     format!("{}: {detail}", if fixing { did } else { would })
 }
 
-/// The path as shown: the file name when one directory was given.
+/// The path as shown (escaped): the file name when one directory was given.
 fn shown_path(path: &Path, full: bool) -> String {
     if full {
-        return path.display().to_string();
+        return text::path(path).into_owned();
     }
     path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
+        || text::path(path).into_owned(),
+        |n| text::escape_os(n).into_owned(),
     )
 }
 
@@ -392,7 +381,8 @@ fn write_human(out: &mut impl Write, args: &Args, rows: &[Row<'_>], t: &Tally) -
                 shown_path(&r.finding.path, full),
                 r.finding.verdict.as_str().to_owned(),
                 reasons,
-                plan(r, args.fix),
+                // Details quote payload fields and paths: escaped.
+                text::escape(&plan(r, args.fix)).into_owned(),
             ]
         })
         .collect();
@@ -495,9 +485,15 @@ struct DoctorJson {
 struct FindingJson {
     /// `lock`, `transcript` or `leftover`.
     kind: &'static str,
+    /// The file, absolute and canonical (lossy UTF-8).
     path: String,
+    /// The bytes of `path` in hexadecimal, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
     /// The session transcript the file belongs to.
     session: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_hex: Option<String>,
     /// `ok`, `removable`, `repairable`, `wait`, `report-only`, `invalid`,
     /// `error`.
     verdict: &'static str,
@@ -576,7 +572,9 @@ fn finding_json(row: &Row<'_>) -> FindingJson {
     FindingJson {
         kind: f.kind().as_str(),
         path: f.path.to_string_lossy().into_owned(),
+        path_hex: hex_if_not_utf8(f.path.as_os_str()),
         session: f.session.to_string_lossy().into_owned(),
+        session_hex: hex_if_not_utf8(f.session.as_os_str()),
         verdict: f.verdict.as_str(),
         reasons: f.reasons.clone(),
         holder,
@@ -660,14 +658,6 @@ fn write_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn words_are_quoted_for_the_shell_only_when_needed() {
-        assert_eq!(shell_word("/srv/sessions"), "/srv/sessions");
-        assert_eq!(shell_word("my sessions"), "'my sessions'");
-        assert_eq!(shell_word("it's"), r"'it'\''s'");
-        assert_eq!(shell_word(""), "''");
-    }
 
     #[test]
     fn lists_read_as_english() {

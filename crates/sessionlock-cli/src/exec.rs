@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rustix::process::{kill_process, Pid, Signal};
 use sessionlock::config::parse_ms;
-use sessionlock::{Error, Guard, SessionLock};
+use sessionlock::{Error, Guard};
 
-use crate::lockcli::{busy_hint, parse_timeout, release, Budget};
+use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
 use crate::report;
 
 const AFTER_HELP: &str = "\
@@ -62,6 +62,8 @@ pub(crate) struct Args {
     /// Run id recorded in the lock, for `sessionlock status`.
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
+    #[command(flatten)]
+    root: RootArg,
     /// The command to run, and its arguments (after `--`).
     #[arg(value_name = "CMD", last = true, required = true)]
     command: Vec<OsString>,
@@ -81,7 +83,10 @@ const POLL_MAX: Duration = Duration::from_millis(20);
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let locks = SessionLock::new();
+    let locks = args
+        .root
+        .session_lock()
+        .with_context(|| format!("cannot lock session {}", args.session.display()))?;
     let mut opts = locks.options().clone().lane(args.lane);
     if let Some(Budget(t)) = args.timeout_ms {
         opts = opts.timeout(t);

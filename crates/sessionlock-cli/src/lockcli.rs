@@ -1,17 +1,46 @@
 //! What the commands that take a session lock share: the `--timeout-ms`
 //! budget, the hint for a busy lock, and an explicit, reported release.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sessionlock::config::parse_ms;
-use sessionlock::{Error, Guard};
+use sessionlock::{Error, Guard, SessionLock};
 
 use crate::report;
+use crate::text::shell_word;
 
 /// An acquire budget; `None` waits forever.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget(pub(crate) Option<Duration>);
+
+/// `--root DIR`: the sessions root a command's session file must resolve into.
+#[derive(clap::Args)]
+pub(crate) struct RootArg {
+    /// Refuse the session file unless it resolves (through symlinks) inside
+    /// DIR: a symlink planted among the sessions cannot lead this command
+    /// to lock, repair or write another file. (Symlinks owned by another
+    /// user in a directory others can write to are never followed.)
+    #[arg(long, value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+}
+
+impl RootArg {
+    /// The lock manager from the environment, confined to `--root` if given.
+    ///
+    /// # Errors
+    /// `Io` when the root cannot be resolved.
+    pub(crate) fn session_lock(&self) -> Result<SessionLock, Error> {
+        let locks = SessionLock::new();
+        match &self.root {
+            None => Ok(locks),
+            Some(root) => {
+                let backend = locks.backend().clone().confined(root)?;
+                Ok(SessionLock::with_backend(backend, locks.options().clone()))
+            }
+        }
+    }
+}
 
 /// Parses `--timeout-ms`: decimal milliseconds or `Infinity`.
 pub(crate) fn parse_timeout(s: &str) -> Result<Budget, String> {
@@ -25,16 +54,13 @@ pub(crate) fn busy_hint(e: &Error) -> String {
         .and_then(|h| h.lock_path.parent())
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let dir = shell_word(dir.as_os_str());
     match e {
         Error::Stale { .. } => format!(
             "the holder is past its lease and SESSIONLOCK_HOLD_EXCEEDED=report forbids \
-             taking the lock over; run `sessionlock status {}` to see the holder",
-            dir.display()
+             taking the lock over; run `sessionlock status {dir}` to see the holder"
         ),
-        _ => format!(
-            "run `sessionlock status {}` to see the holder",
-            dir.display()
-        ),
+        _ => format!("run `sessionlock status {dir}` to see the holder"),
     }
 }
 

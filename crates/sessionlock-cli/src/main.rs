@@ -11,6 +11,7 @@ mod doctor;
 mod exec;
 mod lockcli;
 mod status;
+mod text;
 mod transcript;
 mod verify_fs;
 mod worker;
@@ -59,11 +60,13 @@ enum Command {
 }
 
 /// A failure with an optional hint, printed as `error:` / `caused by:` /
-/// `hint:` (stderr).
+/// `hint:` (stderr). Messages quote paths and lock payload fields, so they
+/// are escaped ([`text::escape`]); hints are composed by this program, which
+/// escapes what it quotes in them ([`text::shell_word`], [`text::path`]).
 pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
-    eprintln!("error: {err}");
+    eprintln!("error: {}", text::escape(&err.to_string()));
     for cause in err.chain().skip(1) {
-        eprintln!("caused by: {cause}");
+        eprintln!("caused by: {}", text::escape(&cause.to_string()));
     }
     if let Some(h) = hint {
         eprintln!();

@@ -14,6 +14,11 @@
 //! action (ending the process) leaves it as it was. A reader that goes away
 //! ends the watch without an error. The exit code is that of the last
 //! refresh.
+//!
+//! Every lock is listed, whatever bytes its name holds. The table shows
+//! names and payload fields escaped ([`crate::text`]), so a hostile lane or
+//! file name cannot move the cursor or fake a row; JSON output is exact,
+//! with a `…Hex` field holding the raw bytes of a path that is not UTF-8.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +33,7 @@ use sessionlock::status::{human_duration, LockStatus};
 use sessionlock::{Config, Error, Settings};
 
 use crate::report;
+use crate::text::{self, hex_if_not_utf8};
 
 /// Moves the cursor home and clears the screen (ANSI; no colors).
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
@@ -115,7 +121,7 @@ fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>,
             }
         };
         if entries.is_empty() && note_empty {
-            eprintln!("no session locks in {}", dir.display());
+            eprintln!("no session locks in {}", text::path(dir));
         }
         for entry in entries {
             match entry {
@@ -241,6 +247,15 @@ fn error_path(e: &Error) -> Option<&Path> {
     }
 }
 
+/// Time left on the holder's lease: `None` when unknown, and for a holder
+/// that is gone (dead, or its pid recycled), whose lease means nothing.
+pub(crate) fn lease_left(s: &LockStatus) -> Option<Duration> {
+    match s.liveness {
+        Liveness::Dead | Liveness::Recycled => None,
+        _ => s.lease_left,
+    }
+}
+
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -267,9 +282,15 @@ pub(crate) fn liveness_name(l: Liveness) -> &'static str {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LockJson {
-    /// The session file, as found under the given directory.
+    /// The session file, absolute and canonical (lossy UTF-8).
     session: String,
+    /// The bytes of `session` in hexadecimal, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_hex: Option<String>,
     lock_path: String,
+    /// The bytes of `lockPath` in hexadecimal, when they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_path_hex: Option<String>,
     #[serde(flatten)]
     holder: HolderJson,
     reasons: Vec<&'static str>,
@@ -282,7 +303,9 @@ impl LockJson {
         let h = &s.holder;
         LockJson {
             session: s.session.to_string_lossy().into_owned(),
+            session_hex: hex_if_not_utf8(s.session.as_os_str()),
             lock_path: h.lock_path.to_string_lossy().into_owned(),
+            lock_path_hex: hex_if_not_utf8(h.lock_path.as_os_str()),
             holder: HolderJson::of(s),
             reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
             action: action_name(s.action),
@@ -323,7 +346,7 @@ impl HolderJson {
             run_id: h.run_id.clone(),
             age_ms: h.age_ms,
             max_hold_ms: h.max_hold_ms,
-            lease_left_ms: s.lease_left.map(millis),
+            lease_left_ms: lease_left(s).map(millis),
             epoch: h.epoch,
             owner: h.owner.clone(),
         }
@@ -335,6 +358,8 @@ impl HolderJson {
 #[serde(rename_all = "camelCase")]
 struct ErrorJson {
     lock_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_path_hex: Option<String>,
     /// The error and its causes, joined with `: `.
     error: String,
 }
@@ -354,6 +379,7 @@ fn write_json(out: &mut impl Write, found: &[Found], pretty: bool) -> io::Result
             Found::Lock(s) => EntryJson::Lock(Box::new(LockJson::new(s))),
             Found::Unreadable(path, err) => EntryJson::Error(ErrorJson {
                 lock_path: path.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                lock_path_hex: path.as_ref().and_then(|p| hex_if_not_utf8(p.as_os_str())),
                 error: format!("{err:#}"),
             }),
         })
@@ -380,7 +406,8 @@ const HEADER: [&str; 10] = [
 ];
 
 /// Writes the human table: a header, then one aligned row per readable lock
-/// (unreadable ones were reported on stderr). `-` stands for unknown.
+/// (unreadable ones were reported on stderr). `-` stands for unknown. Cells
+/// are escaped: one lock is one line, whatever its payload says.
 /// Without locks it writes nothing, or only the header with `header_always`.
 fn write_table(
     out: &mut impl Write,
@@ -425,11 +452,11 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
     let h = &s.holder;
     let dash = || "-".to_owned();
     let session = if full_paths {
-        s.session.display().to_string()
+        text::path(&s.session).into_owned()
     } else {
         s.session.file_name().map_or_else(
-            || s.session.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
+            || text::path(&s.session).into_owned(),
+            |n| text::escape_os(n).into_owned(),
         )
     };
     let alive = match s.liveness {
@@ -442,11 +469,11 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
         (None, None) => dash(),
         (lane, run) => format!(
             "{}/{}",
-            lane.as_deref().unwrap_or("-"),
-            run.as_deref().unwrap_or("-")
+            text::escape(lane.as_deref().unwrap_or("-")),
+            text::escape(run.as_deref().unwrap_or("-"))
         ),
     };
-    let lease_left = match s.lease_left {
+    let lease_left = match lease_left(s) {
         Some(d) if d.is_zero() => "expired".to_owned(),
         Some(d) => human_duration(d),
         None => dash(),
@@ -459,7 +486,9 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
     [
         session,
         h.pid.map_or_else(dash, |p| p.to_string()),
-        h.hostname.clone().unwrap_or_else(dash),
+        h.hostname
+            .as_deref()
+            .map_or_else(dash, |host| text::escape(host).into_owned()),
         alive.to_owned(),
         lane_run,
         h.age_ms

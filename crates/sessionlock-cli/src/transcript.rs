@@ -11,23 +11,27 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use serde_json::Value;
-use sessionlock::transcript::{Durability, Reader, TornTail, Transcript, MAX_ENTRY_BYTES};
-use sessionlock::{Error, Guard, SessionLock};
+use sessionlock::backend::TranscriptBackend;
+use sessionlock::transcript::{Durability, RawEntries, Reader, TornTail};
+use sessionlock::{Backend, Error, Guard, SessionLock};
 
-use crate::lockcli::{busy_hint, parse_timeout, release, Budget};
+use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
 use crate::report;
+use crate::text::{self, shell_word};
 
-/// The most input `append` reads: every entry is held in memory so that the
-/// batch lands with one write.
+/// The most input `append` reads: the batch is held in memory, as given
+/// (about one byte per input byte, never a parsed value tree), so that it
+/// lands with one write.
 const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
 
 const APPEND_AFTER_HELP: &str = "\
 Entries come from each --entry, or, when none is given, from stdin: one JSON
 value per non-empty line (compact pretty JSON first, e.g. with `jq -c`). Every
-entry is validated before anything is written, and all of them land with one
-fenced write. A torn final line left by a crash is moved to
-<SESSION_FILE>.torn-<epoch> first.
+entry is validated before the lock is taken, and all of them land with one
+fenced write, byte for byte as given (numbers keep their spelling; only line
+breaks inside an --entry become spaces). A torn final line left by a crash is
+moved to <SESSION_FILE>.torn-<epoch> first. The transcript must be a regular
+file (or missing); with --root it must resolve inside that directory.
 
 Exit status:
   0  the entries were appended
@@ -64,6 +68,8 @@ pub(crate) struct LockArgs {
     /// Lane label recorded in the lock, for `sessionlock status`.
     #[arg(long, value_name = "LANE", default_value = "cli")]
     lane: String,
+    #[command(flatten)]
+    root: RootArg,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +103,8 @@ pub(crate) struct ReadArgs {
     /// Skip the first N entries.
     #[arg(long, value_name = "N", default_value_t = 0)]
     from: usize,
+    #[command(flatten)]
+    root: RootArg,
 }
 
 #[derive(clap::Args)]
@@ -204,9 +212,10 @@ fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
         );
     }
 
-    let guard = lock(&args.session, &args.lock)?;
+    let (locks, session) = resolve(&args.session, &args.lock.root, "append to", true)?;
+    let guard = lock(&locks, &session, &args.session, &args.lock)?;
     let epoch = guard.epoch();
-    let written = append_locked(&guard, &args.session, &entries, args.durability.into());
+    let written = append_locked(&locks, &guard, &entries, args.durability.into());
     let released = release(guard);
     let (offset, bytes) = written?;
 
@@ -236,15 +245,19 @@ fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
 /// Opens the transcript, moves a torn tail aside (saying so) and appends
 /// `entries` in one write. Returns the offset and length of the write.
 fn append_locked(
+    locks: &SessionLock,
     guard: &Guard,
-    session: &Path,
-    entries: &[Value],
+    entries: &RawEntries,
     durability: Durability,
 ) -> Result<(u64, u64), Failure> {
-    let mut transcript = Transcript::open(session).map_err(context(format!(
-        "cannot open transcript {}",
-        session.display()
-    )))?;
+    let session = guard.session_path();
+    let mut transcript = locks
+        .backend()
+        .open_store(session)
+        .map_err(context(format!(
+            "cannot open transcript {}",
+            session.display()
+        )))?;
     // The first fenced write would do this by itself; doing it here first
     // lets the user know where the torn bytes went.
     let repaired = transcript
@@ -257,7 +270,7 @@ fn append_locked(
         );
     }
     let a = transcript
-        .append(guard, entries, durability)
+        .append_raw(guard, entries, durability)
         .map_err(|e| write_failure(e, "cannot append to the transcript"))?;
     Ok((a.offset, a.len))
 }
@@ -276,37 +289,37 @@ fn write_failure(e: Error, what: &str) -> Failure {
     }
 }
 
-/// `moved LEN torn bytes at offset OFFSET to PATH`.
+/// `moved LEN torn bytes at offset OFFSET to PATH` (the path escaped).
 fn moved(torn: &TornTail) -> String {
     let mut s = format!("moved {} torn bytes at offset {}", torn.len, torn.offset);
     if let Some(p) = &torn.saved_to {
-        s.push_str(&format!(" to {}", p.display()));
+        s.push_str(&format!(" to {}", text::path(p)));
     }
     s
 }
 
-/// Parses each `--entry`.
-fn entries_from_args(args: &[String]) -> Result<Vec<Value>, Failure> {
-    args.iter()
-        .enumerate()
-        .map(|(i, text)| {
-            parse_entry(text.as_bytes()).map_err(|e| {
-                Failure::error(e.context(format!(
-                    "invalid JSON in --entry {} of {}",
-                    i + 1,
-                    args.len()
-                )))
-                .hint("each --entry must be exactly one JSON value; nothing was written")
-            })
-        })
-        .collect()
+/// Validates each `--entry`.
+fn entries_from_args(args: &[String]) -> Result<RawEntries, Failure> {
+    let mut entries = RawEntries::new();
+    for (i, text) in args.iter().enumerate() {
+        push_entry(&mut entries, text.as_bytes()).map_err(|e| {
+            Failure::error(e.context(format!(
+                "invalid JSON in --entry {} of {}",
+                i + 1,
+                args.len()
+            )))
+            .hint("each --entry must be exactly one JSON value; nothing was written")
+        })?;
+    }
+    Ok(entries)
 }
 
 /// Reads one JSON value per non-empty line of stdin, all of it before
-/// anything is written, up to `max_bytes`.
-fn entries_from_lines(input: impl BufRead, max_bytes: u64) -> Result<Vec<Value>, Failure> {
+/// anything is written, up to `max_bytes`. Each line is validated without
+/// building its value, and kept as given.
+fn entries_from_lines(input: impl BufRead, max_bytes: u64) -> Result<RawEntries, Failure> {
     let mut input = input.take(max_bytes + 1);
-    let mut entries = Vec::new();
+    let mut entries = RawEntries::new();
     let mut line = Vec::new();
     let mut number = 0u64;
     loop {
@@ -333,13 +346,12 @@ fn entries_from_lines(input: impl BufRead, max_bytes: u64) -> Result<Vec<Value>,
         }
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
-        let value = parse_entry(text).map_err(|e| {
+        push_entry(&mut entries, text).map_err(|e| {
             Failure::error(e.context(format!("invalid JSON on line {number} of stdin"))).hint(
                 "each non-empty line must be one complete JSON value (compact pretty JSON \
                  with `jq -c`); nothing was written",
             )
         })?;
-        entries.push(value);
     }
 }
 
@@ -353,9 +365,14 @@ fn size(bytes: u64) -> String {
     }
 }
 
-/// Parses one entry and checks that a reader will accept it.
-fn parse_entry(text: &[u8]) -> anyhow::Result<Value> {
-    let value: Value = serde_json::from_slice(text).map_err(|e| {
+/// Validates one entry (exactly one JSON value, short enough for readers)
+/// and adds it to the batch as given.
+fn push_entry(entries: &mut RawEntries, text: &[u8]) -> anyhow::Result<()> {
+    entries.push(text).map_err(|e| {
+        if e.line() == 0 {
+            // Not a syntax error: the message says it all.
+            return anyhow::anyhow!("{e}");
+        }
         // The position is within one entry: say "column", not "line 1".
         let msg = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -369,36 +386,12 @@ fn parse_entry(text: &[u8]) -> anyhow::Result<Value> {
                 e.column()
             )
         }
-    })?;
-    let len = serialized_len(&value)?;
-    if len > MAX_ENTRY_BYTES as u64 {
-        anyhow::bail!(
-            "the entry is {len} bytes as compact JSON; readers accept at most {MAX_ENTRY_BYTES}"
-        );
-    }
-    Ok(value)
-}
-
-/// The length of `value` as compact JSON, without building the text.
-fn serialized_len(value: &Value) -> anyhow::Result<u64> {
-    struct Count(u64);
-    impl Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value)?;
-    Ok(count.0)
+    })
 }
 
 fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
-    require_transcript(&args.session, "read")?;
-    let mut reader = Reader::open(&args.session).map_err(context(format!(
+    let (_, session) = resolve(&args.session, &args.root, "read", false)?;
+    let mut reader = Reader::open(&session).map_err(context(format!(
         "cannot read transcript {}",
         args.session.display()
     )))?;
@@ -417,7 +410,7 @@ fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
                         "the entries before it were printed; look at the line with \
                          `tail -c +{} {} | head -n 1`",
                         offset + 1,
-                        args.session.display()
+                        shell_word(args.session.as_os_str())
                     )),
                     _ => None,
                 };
@@ -449,7 +442,7 @@ fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
                 "warning: torn final line at byte {} ({} bytes) — run `sessionlock repair {}`",
                 torn.offset,
                 torn.len,
-                args.session.display()
+                shell_word(args.session.as_os_str())
             );
             eprintln!();
             eprintln!(
@@ -493,9 +486,9 @@ fn print_line(line: &str) -> Result<(), Failure> {
 }
 
 fn run_repair(args: RepairArgs) -> Result<ExitCode, Failure> {
-    require_transcript(&args.session, "repair")?;
-    let guard = lock(&args.session, &args.lock)?;
-    let repaired = repair_locked(&guard, &args.session);
+    let (locks, session) = resolve(&args.session, &args.lock.root, "repair", false)?;
+    let guard = lock(&locks, &session, &args.session, &args.lock)?;
+    let repaired = repair_locked(&locks, &guard);
     let released = release(guard);
     let line = match repaired? {
         Some(torn) => format!("repaired: {}", moved(&torn)),
@@ -505,42 +498,99 @@ fn run_repair(args: RepairArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::from(if released { 0 } else { 2 }))
 }
 
-fn repair_locked(guard: &Guard, session: &Path) -> Result<Option<TornTail>, Failure> {
-    let mut transcript = Transcript::open(session).map_err(context(format!(
-        "cannot open transcript {}",
-        session.display()
-    )))?;
+fn repair_locked(locks: &SessionLock, guard: &Guard) -> Result<Option<TornTail>, Failure> {
+    let session = guard.session_path();
+    let mut transcript = locks
+        .backend()
+        .open_store(session)
+        .map_err(context(format!(
+            "cannot open transcript {}",
+            session.display()
+        )))?;
     transcript
         .repair(guard)
         .map_err(|e| write_failure(e, "cannot repair the transcript"))
 }
 
-/// Fails unless `session` is an existing file: `read` and `repair` must not
-/// treat a mistyped path as an empty transcript.
-fn require_transcript(session: &Path, verb: &str) -> Result<(), Failure> {
+/// Resolves `session` for `verb` (`read`, `repair`, `append to`): the lock
+/// manager (confined to `--root` if given) and the canonical transcript
+/// path. Fails unless a regular file stands there (or, with `missing_ok`,
+/// nothing), so that no lock is taken beside a FIFO, a device or a
+/// directory, `read` never blocks on or reads nothing from a FIFO, and
+/// `read` and `repair` do not treat a mistyped path as an empty transcript.
+fn resolve(
+    session: &Path,
+    root: &RootArg,
+    verb: &str,
+    missing_ok: bool,
+) -> Result<(SessionLock, PathBuf), Failure> {
+    let what = || format!("cannot {verb} transcript {}", session.display());
+    let locks = root.session_lock().map_err(context(what()))?;
+    // Look at the path as given first: the key would create a missing
+    // directory, and its errors say less about a loop or a typo.
     match std::fs::metadata(session) {
-        Ok(m) if m.is_dir() => Err(Failure::error(anyhow::anyhow!(
-            "cannot {verb} transcript {}: it is a directory",
-            session.display()
-        ))
-        .hint("pass the session's `.jsonl` file; `sessionlock status DIR` lists the sessions with locks")),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(context(format!(
-            "cannot {verb} transcript {}",
-            session.display()
-        ))(e)
-        .hint("check the path; `sessionlock append SESSION_FILE` creates a transcript")),
-        Err(e) => Err(context(format!(
-            "cannot {verb} transcript {}",
-            session.display()
-        ))(e)),
+        Ok(m) if !m.is_file() => return Err(not_a_transcript(session, verb, &m)),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound && missing_ok => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(context(what())(e)
+                .hint("check the path; `sessionlock append SESSION_FILE` creates a transcript"))
+        }
+        Err(e) => return Err(context(what())(e)),
+    }
+    let key = locks.backend().key(session).map_err(|e| {
+        let confined = matches!(&e, Error::InvalidPath { .. }) && root.root.is_some();
+        let f = context(what())(e);
+        if confined {
+            f.hint("the session file must resolve inside the --root directory; a symlink pointing out of it is refused")
+        } else {
+            f
+        }
+    })?;
+    // The resolved file, which the lock and every write go to.
+    match std::fs::symlink_metadata(&key.session) {
+        Ok(m) if !m.is_file() => Err(not_a_transcript(&key.session, verb, &m)),
+        Ok(_) => Ok((locks, key.session)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && missing_ok => Ok((locks, key.session)),
+        Err(e) => Err(context(what())(e)),
     }
 }
 
-/// Takes the session lock. Someone else holding it is a finding (exit 1),
-/// with a hint where to see the holder.
-fn lock(session: &Path, args: &LockArgs) -> Result<Guard, Failure> {
-    let locks = SessionLock::new();
+/// Something other than a regular file where a transcript belongs.
+fn not_a_transcript(path: &Path, verb: &str, m: &std::fs::Metadata) -> Failure {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = m.file_type();
+    let what = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    let f = Failure::error(anyhow::anyhow!(
+        "cannot {verb} transcript {}: it is {what}, not a regular file",
+        path.display()
+    ));
+    if ft.is_dir() {
+        f.hint("pass the session's `.jsonl` file; `sessionlock status DIR` lists the sessions with locks")
+    } else {
+        f.hint("a transcript is a regular file; nothing was read, locked or written")
+    }
+}
+
+/// Takes the lock of `session` (canonical; `given` is the path as given).
+/// Someone else holding it is a finding (exit 1), with a hint where to see
+/// the holder.
+fn lock(
+    locks: &SessionLock,
+    session: &Path,
+    given: &Path,
+    args: &LockArgs,
+) -> Result<Guard, Failure> {
     let mut opts = locks.options().clone().lane(args.lane.clone());
     if let Some(Budget(t)) = args.timeout_ms {
         opts = opts.timeout(t);
@@ -555,10 +605,9 @@ fn lock(session: &Path, args: &LockArgs) -> Result<Guard, Failure> {
                 code: 1,
             })
         }
-        Err(e) => Err(context(format!(
-            "cannot lock session {}",
-            session.display()
-        ))(e)),
+        Err(e) => Err(context(format!("cannot lock session {}", given.display()))(
+            e,
+        )),
     }
 }
 
@@ -566,18 +615,33 @@ fn lock(session: &Path, args: &LockArgs) -> Result<Guard, Failure> {
 mod tests {
     use super::*;
 
+    fn batch(lines: &[&str]) -> RawEntries {
+        let mut b = RawEntries::new();
+        for l in lines {
+            b.push(l.as_bytes()).expect("valid entry");
+        }
+        b
+    }
+
     #[test]
     fn stdin_lines_are_entries_and_blank_lines_are_skipped() {
         let input: &[u8] = b"{\"a\":1}\n\n \t\r\n[2]\r\n3";
         let entries = entries_from_lines(input, 1024).unwrap_or_else(|f| panic!("{:#}", f.err));
-        assert_eq!(
-            entries,
-            [
-                serde_json::json!({"a": 1}),
-                serde_json::json!([2]),
-                serde_json::json!(3)
-            ]
-        );
+        assert_eq!(entries, batch(&["{\"a\":1}", "[2]", "3"]));
+        assert_eq!(entries.as_bytes(), b"{\"a\":1}\n[2]\n3\n");
+    }
+
+    #[test]
+    fn entries_keep_their_bytes() {
+        // Issue 9 item 4: entries are validated, not re-serialized, so the
+        // transcript gets the caller's number spelling and key order.
+        let input: &[u8] = b"{\"b\":1.50,\"a\":1e3}\n  [0.10, -0]  \n";
+        let entries = entries_from_lines(input, 1024).unwrap_or_else(|f| panic!("{:#}", f.err));
+        assert_eq!(entries.as_bytes(), b"{\"b\":1.50,\"a\":1e3}\n[0.10, -0]\n");
+        // Line breaks inside an --entry are layout only.
+        let entries = entries_from_args(&["{\n  \"a\": 1.50\n}".to_owned()])
+            .unwrap_or_else(|f| panic!("{:#}", f.err));
+        assert_eq!(entries.as_bytes(), b"{   \"a\": 1.50 }\n");
     }
 
     #[test]
@@ -606,8 +670,10 @@ mod tests {
 
     #[test]
     fn an_entry_is_exactly_one_value() {
-        assert!(parse_entry(b" {\"a\": [1, 2]} ").is_ok());
-        assert!(parse_entry(b"1 2").is_err());
-        assert!(parse_entry(b"").is_err());
+        let mut b = RawEntries::new();
+        assert!(push_entry(&mut b, b" {\"a\": [1, 2]} ").is_ok());
+        assert!(push_entry(&mut b, b"1 2").is_err());
+        assert!(push_entry(&mut b, b"").is_err());
+        assert_eq!(b.len(), 1);
     }
 }

@@ -108,14 +108,15 @@ fn append_json_summary_matches_the_file() {
     let summary: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
     assert_eq!(summary["entries"], 2);
     assert_eq!(summary["offset"], 15, "after the existing line");
-    assert_eq!(summary["bytes"], "{\"a\":1}\n2\n".len());
+    // Entries land as given (issue 9 item 4), not re-serialized.
+    assert_eq!(summary["bytes"], "{\"a\": 1}\n2\n".len());
     assert!(
         summary["epoch"].as_u64().unwrap() >= 1,
         "summary: {summary}"
     );
     assert_eq!(
         std::fs::read_to_string(&session).unwrap(),
-        "{\"first\":true}\n{\"a\":1}\n2\n"
+        "{\"first\":true}\n{\"a\": 1}\n2\n"
     );
 }
 

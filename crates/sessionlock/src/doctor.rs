@@ -12,7 +12,7 @@
 //! - a lock is removed only if `examine` found it [`Verdict::Removable`], and
 //!   only through [`Backend::remove_stale`] with the very inspection
 //!   `examine` made: a lock replaced in between is left alone;
-//! - a torn tail is repaired with [`Transcript::repair`] under the session
+//! - a torn tail is repaired with [`Transcript::repair`](crate::transcript::Transcript::repair) under the session
 //!   lock, taken with a short budget; a session someone holds is skipped;
 //! - a leftover temporary or tombstone file is removed only once it is older
 //!   than [`LEFTOVER_AGE`] and still the file `examine` saw (same inode, size
@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::acquire::{LockOptions, SessionLock};
 use crate::backend::file::FileBackend;
-use crate::backend::{Backend, SessionKey, Stamp};
+use crate::backend::{Backend, SessionKey, Stamp, TranscriptBackend};
 use crate::config::Settings;
 use crate::error::{Error, Holder, Result};
 use crate::fs::{Fs, RealFs};
@@ -40,7 +40,7 @@ use crate::guard::Guard;
 use crate::identity::{Liveness, SelfIdentity};
 use crate::reclaim::{Action as Contender, Reason};
 use crate::status::{self, human_duration, LockStatus};
-use crate::transcript::{self, Reader, TornTail, Transcript};
+use crate::transcript::{self, Reader, TornTail};
 
 /// How old a leftover temporary, tombstone or rewrite file must be before
 /// [`fix`] removes it: the operations that create them finish within
@@ -269,6 +269,10 @@ impl Finding {
 pub struct Report {
     /// The directory, as given.
     pub dir: PathBuf,
+    /// The directory resolved (absolute, through symlinks): every finding's
+    /// path is under it, and [`fix`] takes session locks and repairs
+    /// transcripts only for sessions inside it (the sessions root).
+    pub root: PathBuf,
     /// The settings locks were judged by (and [`fix`] acquires with).
     pub settings: Settings,
     /// The findings, sorted by path (a lock's after its transcript's).
@@ -288,10 +292,14 @@ pub struct Report {
 /// A transcript whose name is a symlink is skipped: its target is examined
 /// in its own directory, beside the lock acquirers use for it.
 ///
+/// Paths in findings are absolute and canonical (under [`Report::root`]),
+/// like `status`'s.
+///
 /// # Errors
-/// `Io` when the directory cannot be listed.
+/// `Io` when the directory cannot be resolved or listed.
 pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let root = std::fs::canonicalize(dir).map_err(|e| Error::io("list directory", dir, e))?;
+    let entries = std::fs::read_dir(&root).map_err(|e| Error::io("list directory", dir, e))?;
     let mut names = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
@@ -302,12 +310,14 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
     let me = SelfIdentity::current();
     let mut report = Report {
         dir: dir.to_owned(),
+        root: root.clone(),
         settings: *settings,
         findings: Vec::new(),
         locks: 0,
         transcripts: 0,
         leftovers: 0,
     };
+    let dir = root.as_path();
     for name in names {
         let path = dir.join(&name);
         let bytes = name.as_bytes();
@@ -884,7 +894,9 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
             if !exists(&f.session)? {
                 return Ok(Outcome::AlreadyGone);
             }
-            let mut t = Transcript::open(&f.session)?;
+            let mut t = FileBackend::default()
+                .confined(&report.root)?
+                .open_store(&f.session)?;
             Ok(t.repair(guard)?
                 .map_or(Outcome::AlreadyGone, Outcome::Repaired))
         }),
@@ -942,7 +954,14 @@ fn under_session_lock(
     let lock_opts = LockOptions::from_settings(&report.settings)
         .timeout(Some(opts.lock_timeout))
         .lane(LANE);
-    let guard = match SessionLock::new().acquire_with(session, &lock_opts) {
+    // Confined to the examined directory: a session name that is a symlink
+    // out of it must not lead the doctor to lock or repair another file.
+    let backend = match SessionLock::new().backend().clone().confined(&report.root) {
+        Ok(b) => b,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let locks = SessionLock::with_backend(backend, lock_opts.clone());
+    let guard = match locks.acquire_with(session, &lock_opts) {
         Ok(g) => g,
         Err(Error::Timeout { holder, .. } | Error::Stale { holder, .. }) => {
             return Outcome::Held(holder)

@@ -17,14 +17,16 @@ use crate::sys;
 /// step it targets.
 pub trait Fs: Send + Sync + 'static {
     /// Opens (creating, mode 0600) a transcript for appending and reading;
-    /// never through a symlink.
+    /// never through a symlink, and never blocking (a FIFO put in the
+    /// transcript's place opens at once, to be refused; `O_NONBLOCK` does
+    /// nothing to a regular file).
     fn open_append(&self, path: &Path) -> io::Result<File> {
         OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(sys::NOFOLLOW)
+            .custom_flags(sys::NOFOLLOW_NONBLOCK)
             .open(path)
     }
     /// Opens a file for reading; never through a symlink.

@@ -68,6 +68,7 @@ pub mod attempt;
 pub mod backend;
 pub mod classify;
 pub mod config;
+mod confine;
 pub mod doctor;
 mod error;
 pub mod fence;

@@ -1,6 +1,8 @@
 //! Explaining locks (spec §10): what `sessionlock status` shows and the
 //! doctor builds on. Read-only.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -90,8 +92,9 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
     }))
 }
 
-/// Explains every `*.jsonl.lock` in `dir` (not recursive), sorted by path. A lock
-/// that cannot be read yields an error entry naming it; the scan goes on.
+/// Explains every `*.jsonl.lock` in `dir` (not recursive), sorted by path,
+/// whatever bytes its name holds. A lock that cannot be read yields an error
+/// entry naming it; the scan goes on.
 ///
 /// # Errors
 /// `Io` when the directory cannot be listed.
@@ -109,8 +112,10 @@ pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus
     Ok(locks
         .into_iter()
         .filter_map(|lock| {
-            let s = lock.as_os_str().to_string_lossy();
-            let session = PathBuf::from(s.strip_suffix(".lock").unwrap_or(&s));
+            // Bytes, not text: a name that is not UTF-8 is still a lock.
+            let bytes = lock.as_os_str().as_bytes();
+            let stem = bytes.strip_suffix(b".lock").unwrap_or(bytes);
+            let session = PathBuf::from(OsStr::from_bytes(stem));
             inspect_session(&session, settings).transpose()
         })
         .collect())

@@ -6,6 +6,10 @@
 //!   [`Guard::with_fence`]: once a newer epoch exists no write of an older
 //!   one can land, because reclaim and revocation take the session's state
 //!   lock exclusively and the fenced write holds it shared.
+//!   [`Transcript::append_raw`] does the same with entries given as JSON
+//!   text ([`RawEntries`]): validated without building a value tree and
+//!   written byte for byte, so a batch costs its own size in memory and
+//!   numbers keep their spelling (`1.50` stays `1.50`).
 //! - [`Transcript::rewrite`] and [`Transcript::truncate`] write a new file
 //!   beside the transcript, fsync it, rename it over, and fsync the directory.
 //! - [`Transcript::reader`] streams entries; a final line without `\n` (torn
@@ -16,6 +20,10 @@
 //!   touched.
 //! - A write or sync error poisons the handle: later writes fail with
 //!   `Poisoned` until it is reopened. Nothing is retried silently.
+//! - A transcript is a regular file: a FIFO, socket, device or directory at
+//!   its path is refused with `InvalidPath` before anything is read or
+//!   written (opens never block: a FIFO is opened non-blocking, and only to
+//!   be refused).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -23,6 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 use crate::backend::file::FileBackend;
@@ -80,6 +89,103 @@ pub struct Entry {
     pub len: u64,
 }
 
+/// A batch of entries as JSON text, for [`Transcript::append_raw`]: each
+/// entry is checked to be exactly one JSON value when it is added (without
+/// building the value in memory) and later written as given, so the batch
+/// costs about its own size and the file gets the caller's bytes (a number
+/// spelled `1.50` stays `1.50`).
+///
+/// Only the layout of an entry is normalized: line breaks between tokens
+/// become spaces (so the entry fits on one line; JSON strings cannot contain
+/// raw line breaks, so no value changes) and whitespace around the value is
+/// dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawEntries {
+    /// Complete lines, each ending in `\n`.
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl RawEntries {
+    /// An empty batch.
+    pub fn new() -> RawEntries {
+        RawEntries::default()
+    }
+
+    /// Adds one entry given as JSON text.
+    ///
+    /// # Errors
+    /// The parser's error when `json` is not exactly one JSON value (with its
+    /// line and column within `json`), or when the entry is longer than
+    /// [`MAX_ENTRY_BYTES`], which readers refuse. The batch is unchanged
+    /// then.
+    pub fn push(&mut self, json: &[u8]) -> std::result::Result<(), serde_json::Error> {
+        serde_json::from_slice::<IgnoredAny>(json)?;
+        let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+        let start = json.iter().position(|b| !is_space(b)).unwrap_or(json.len());
+        let end = json
+            .iter()
+            .rposition(|b| !is_space(b))
+            .map_or(start, |i| i + 1);
+        let value = &json[start..end];
+        if value.len() > MAX_ENTRY_BYTES {
+            return Err(serde::de::Error::custom(format!(
+                "the entry is {} bytes; readers accept at most {MAX_ENTRY_BYTES}",
+                value.len()
+            )));
+        }
+        self.buf.reserve(value.len() + 1);
+        // Valid JSON has raw line breaks only between tokens.
+        self.buf.extend(
+            value
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+        self.buf.push(b'\n');
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many entries the batch holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The lines as they will be written, each ending in `\n`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// What stands at a transcript path instead of a regular file, for messages.
+pub(crate) fn not_regular(path: &Path, ft: std::fs::FileType) -> Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    };
+    Error::InvalidPath {
+        path: path.to_owned(),
+        reason: format!("is {what}, not a regular transcript file"),
+    }
+}
+
 /// An open transcript.
 pub struct Transcript {
     path: PathBuf,
@@ -134,7 +240,23 @@ impl Transcript {
     /// As [`Transcript::open`].
     pub fn open_with(session: impl AsRef<Path>, fs: Arc<dyn Fs>) -> Result<Transcript> {
         let path = FileBackend::default().key(session.as_ref())?.session;
-        let existed = fs.stat(&path).is_ok();
+        Self::open_canonical(path, fs)
+    }
+
+    /// Opens the transcript at `path`, a canonical session path (a backend's
+    /// [`SessionKey`](crate::SessionKey)`::session`).
+    ///
+    /// # Errors
+    /// As [`Transcript::open`].
+    pub(crate) fn open_canonical(path: PathBuf, fs: Arc<dyn Fs>) -> Result<Transcript> {
+        // Look before opening: opening creates a missing file, and nothing
+        // but a regular file (or nothing) may stand at a transcript's path.
+        let existed = match fs.stat(&path) {
+            Ok(m) if !m.is_file() => return Err(not_regular(&path, m.file_type())),
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io("stat transcript", &path, e)),
+        };
         let file = fs
             .open_append(&path)
             .map_err(io_err("open transcript", &path))?;
@@ -142,10 +264,7 @@ impl Transcript {
             .metadata(&file)
             .map_err(io_err("stat transcript", &path))?;
         if !meta.is_file() {
-            return Err(Error::InvalidPath {
-                path,
-                reason: "is not a regular file".into(),
-            });
+            return Err(not_regular(&path, meta.file_type()));
         }
         Ok(Transcript {
             path,
@@ -247,6 +366,22 @@ impl Transcript {
         guard.with_fence(|| self.append_fenced(&buf, durability, epoch))?
     }
 
+    /// Appends entries given as JSON text, byte for byte, with one write,
+    /// under the fence, exactly like [`Transcript::append`].
+    ///
+    /// # Errors
+    /// As [`Transcript::append`].
+    pub fn append_raw<B: Backend>(
+        &mut self,
+        guard: &Guard<B>,
+        entries: &RawEntries,
+        durability: Durability,
+    ) -> Result<Appended> {
+        self.ready(guard)?;
+        let epoch = guard.epoch();
+        guard.with_fence(|| self.append_fenced(entries.as_bytes(), durability, epoch))?
+    }
+
     fn append_fenced(
         &mut self,
         buf: &[u8],
@@ -340,24 +475,35 @@ impl Transcript {
                 Err(e) => return Err(Error::io("create torn-tail file", &side, e)),
             }
         };
-        copy_range(
-            self.fs.as_ref(),
-            &self.file,
-            &out,
-            torn.offset,
-            torn.len,
-            &side,
-        )?;
-        // The saved bytes (file and name) are durable before anything is cut.
-        self.fs
-            .sync_all(&out)
-            .map_err(io_err("sync torn-tail file", &side))?;
-        self.fs
-            .sync_dir(parent(&self.path))
-            .map_err(io_err("sync directory of", &self.path))?;
-        self.fs
-            .set_len(&self.file, torn.offset)
-            .map_err(io_err("truncate torn tail of", &self.path))?;
+        let saved = (|| {
+            copy_range(
+                self.fs.as_ref(),
+                &self.file,
+                &out,
+                torn.offset,
+                torn.len,
+                &side,
+            )?;
+            // The saved bytes (file and name) are durable before anything is cut.
+            self.fs
+                .sync_all(&out)
+                .map_err(io_err("sync torn-tail file", &side))?;
+            self.fs
+                .sync_dir(parent(&self.path))
+                .map_err(io_err("sync directory of", &self.path))?;
+            self.fs
+                .set_len(&self.file, torn.offset)
+                .map_err(io_err("truncate torn tail of", &self.path))
+        })();
+        if let Err(e) = saved {
+            // Nothing was cut: the torn bytes are still in the transcript, so
+            // the side file holds nothing the operator needs. Leaving it
+            // would leave one (empty or partial) file per failed attempt.
+            if let Err(re) = self.fs.remove(&side) {
+                tracing::warn!(path = %side.display(), error = %re, "cannot remove the side file of a failed repair");
+            }
+            return Err(e);
+        }
         self.fs
             .sync_all(&self.file)
             .map_err(io_err("sync transcript", &self.path))?;
@@ -480,6 +626,14 @@ impl Store for Transcript {
         durability: Durability,
     ) -> Result<Appended> {
         Transcript::append(self, guard, entries, durability)
+    }
+    fn append_raw<B: Backend>(
+        &mut self,
+        guard: &Guard<B>,
+        entries: &RawEntries,
+        durability: Durability,
+    ) -> Result<Appended> {
+        Transcript::append_raw(self, guard, entries, durability)
     }
     fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()> {
         Transcript::rewrite(self, guard, entries)
@@ -614,14 +768,26 @@ impl Reader {
     /// Streams `path` (a missing file has no entries).
     ///
     /// # Errors
-    /// `Io` when the file exists but cannot be opened.
+    /// `Io` when the file exists but cannot be opened (a symlink at `path`
+    /// is not followed); `InvalidPath` when it is not a regular file (a
+    /// FIFO, socket, device or directory).
     pub fn open(path: impl AsRef<Path>) -> Result<Reader> {
         Self::open_with(path.as_ref(), Arc::new(RealFs))
     }
 
     fn open_with(path: &Path, fs: Arc<dyn Fs>) -> Result<Reader> {
         let inner = match fs.open_read(path) {
-            Ok(f) => Some(BufReader::with_capacity(64 * 1024, f)),
+            Ok(f) => {
+                // A FIFO opens at once (non-blocking) and reads as empty: it
+                // must be refused, not reported as a transcript with no entries.
+                let m = fs
+                    .metadata(&f)
+                    .map_err(|e| Error::io("stat transcript", path, e))?;
+                if !m.is_file() {
+                    return Err(not_regular(path, m.file_type()));
+                }
+                Some(BufReader::with_capacity(64 * 1024, f))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("open transcript", path, e)),
         };

@@ -32,6 +32,7 @@ use tokio::io::unix::AsyncFd;
 use super::{
     Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp, TranscriptBackend,
 };
+use crate::confine;
 use crate::error::{Error, LossCause, Result};
 use crate::fs::{Fs, RealFs};
 use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
@@ -60,12 +61,15 @@ pub enum Notify {
 pub struct FileBackend {
     notify: Notify,
     fs: Arc<dyn Fs>,
+    /// The sessions root, canonical: sessions resolving outside it are refused.
+    root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for FileBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileBackend")
             .field("notify", &self.notify)
+            .field("root", &self.root)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +79,7 @@ impl Default for FileBackend {
         FileBackend {
             notify: Notify::Auto,
             fs: Arc::new(RealFs),
+            root: None,
         }
     }
 }
@@ -93,6 +98,27 @@ impl FileBackend {
     pub fn with_fs(mut self, fs: Arc<dyn Fs>) -> Self {
         self.fs = fs;
         self
+    }
+
+    /// The same backend confined to the sessions root `root`: a session
+    /// path that resolves (through symlinks, spec §0) outside it is refused
+    /// with `InvalidPath` before any file or directory is created, so a
+    /// symlink planted among the sessions cannot lead a writer to create
+    /// lock, epoch or torn-tail files beside another file, or cut its tail.
+    ///
+    /// # Errors
+    /// `Io` when `root` cannot be resolved (it must exist).
+    pub fn confined(mut self, root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        let canonical =
+            std::fs::canonicalize(root).map_err(|e| Error::io("resolve sessions root", root, e))?;
+        self.root = Some(canonical);
+        Ok(self)
+    }
+
+    /// The sessions root this backend is confined to, if any (canonical).
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
     }
 
     /// The epoch (state) file of a session.
@@ -163,8 +189,9 @@ fn not_regular(path: &Path, m: &std::fs::Metadata) -> Error {
 
 /// Canonical session path (spec §0): the directory resolved through
 /// symlinks, and the file itself resolved where it is a symlink. Creates the
-/// directory if missing.
-fn canonical_session(path: &Path) -> Result<PathBuf> {
+/// directory if missing (only inside `root`, when given). A symlink someone
+/// untrusted may have planted is not followed (see `confine`).
+fn canonical_session(path: &Path, root: Option<&Path>) -> Result<PathBuf> {
     let mut cur = if path.is_absolute() {
         path.to_owned()
     } else {
@@ -182,6 +209,9 @@ fn canonical_session(path: &Path) -> Result<PathBuf> {
         let dir = match std::fs::canonicalize(parent) {
             Ok(dir) => dir,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(root) = root {
+                    confine::check_creatable(root, parent, path)?;
+                }
                 std::fs::create_dir_all(parent)
                     .map_err(|e| Error::io("create directory", parent, e))?;
                 std::fs::canonicalize(parent)
@@ -192,6 +222,7 @@ fn canonical_session(path: &Path) -> Result<PathBuf> {
         let candidate = dir.join(name);
         match std::fs::symlink_metadata(&candidate) {
             Ok(m) if m.file_type().is_symlink() => {
+                confine::may_follow(&dir, &candidate, &m)?;
                 let target = std::fs::read_link(&candidate)
                     .map_err(|e| Error::io("read symlink", &candidate, e))?;
                 cur = dir.join(target);
@@ -528,10 +559,26 @@ impl FileBackend {
         path: &Path,
         state: &File,
     ) -> Result<Option<u64>> {
+        if !self.remove_unchanged(key, seen)? {
+            return Ok(None);
+        }
+        // The removed lock may carry an epoch the state file never saw (a
+        // crash between the two, or a deleted state file): never go below it.
+        let removed_epoch = seen
+            .payload
+            .as_ref()
+            .ok()
+            .and_then(|p| p.epoch)
+            .unwrap_or(0);
+        Ok(Some(read_epoch(path, state)?.max(removed_epoch)))
+    }
+
+    /// Removes the lock `seen` if it is still exactly that version.
+    fn remove_unchanged(&self, key: &SessionKey, seen: &Inspection) -> Result<bool> {
         match lstat(&key.lock_path)? {
             Some(m) if Stamp::of(&m) == seen.stamp => {}
             Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
-            _ => return Ok(None),
+            _ => return Ok(false),
         }
         // After the rename the ctime differs; everything else must not.
         let same_version = |m: &std::fs::Metadata| {
@@ -544,18 +591,7 @@ impl FileBackend {
                     seen.stamp.mtime_ns,
                 )
         };
-        if !self.remove_if(key, same_version, &new_token())? {
-            return Ok(None);
-        }
-        // The removed lock may carry an epoch the state file never saw (a
-        // crash between the two, or a deleted state file): never go below it.
-        let removed_epoch = seen
-            .payload
-            .as_ref()
-            .ok()
-            .and_then(|p| p.epoch)
-            .unwrap_or(0);
-        Ok(Some(read_epoch(path, state)?.max(removed_epoch)))
+        self.remove_if(key, same_version, &new_token())
     }
 
     fn state_for(&self, key: &SessionKey) -> Result<(PathBuf, File)> {
@@ -570,7 +606,11 @@ impl Backend for FileBackend {
     type Watch = FileWatch;
 
     fn key(&self, session: &Path) -> Result<SessionKey> {
-        let session = canonical_session(session)?;
+        let given = session;
+        let session = canonical_session(session, self.root.as_deref())?;
+        if let Some(root) = &self.root {
+            confine::check_inside(root, &session, given)?;
+        }
         let lock_path = with_suffix(&session, ".lock");
         Ok(SessionKey { session, lock_path })
     }
@@ -648,6 +688,21 @@ impl Backend for FileBackend {
     }
 
     fn remove_stale(&self, key: &SessionKey, seen: &Inspection) -> Result<bool> {
+        // A lock without an epoch (OpenClaw's, or one whose payload cannot be
+        // read) has no epoch to record, and without a state file there is no
+        // record to raise: a later acquisition reads the missing file as a
+        // floor above every earlier epoch. Creating a state file here would
+        // only litter directories that never had a sessionlock holder.
+        // Remove-if-unchanged is safe without the state lock (it renames the
+        // inspected inode away, and puts back anything else).
+        let epochless = seen.payload.as_ref().ok().and_then(|p| p.epoch).is_none();
+        if epochless && lstat(&Self::epoch_path(key))?.is_none() {
+            let removed = self.remove_unchanged(key, seen)?;
+            if removed {
+                tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
+            }
+            return Ok(removed);
+        }
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
         let Some(floor) = self.remove_seen(key, seen, &path, g.file)? else {
@@ -881,7 +936,8 @@ impl TranscriptBackend for FileBackend {
     type Store = Transcript;
 
     fn open_store(&self, session: &Path) -> Result<Transcript> {
-        Transcript::open_with(session, self.fs.clone())
+        let key = self.key(session)?;
+        Transcript::open_canonical(key.session, self.fs.clone())
     }
 }
 

@@ -24,7 +24,7 @@ use crate::fence::Change;
 use crate::guard::Guard;
 use crate::identity::SelfIdentity;
 use crate::payload::{Malformed, Payload};
-use crate::transcript::{Appended, Durability, TornTail};
+use crate::transcript::{Appended, Durability, RawEntries, TornTail};
 
 /// A session, as a backend names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -264,6 +264,18 @@ pub trait Store: Send + 'static {
         &mut self,
         guard: &Guard<B>,
         entries: &[Value],
+        durability: Durability,
+    ) -> Result<Appended>;
+
+    /// Appends entries given as JSON text, byte for byte, in one fenced
+    /// write, exactly like [`Store::append`].
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    fn append_raw<B: Backend>(
+        &mut self,
+        guard: &Guard<B>,
+        entries: &RawEntries,
         durability: Durability,
     ) -> Result<Appended>;
 

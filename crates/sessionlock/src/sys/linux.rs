@@ -92,6 +92,11 @@ pub(crate) fn hostname() -> &'static str {
     })
 }
 
+/// The effective user id of this process.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
 /// Whether a process with this pid exists: `kill(pid, 0)` succeeds or fails
 /// with `EPERM` (a process of another user). Any error other than `ESRCH` is
 /// taken as "exists", because wrongly declaring a live holder dead would break
