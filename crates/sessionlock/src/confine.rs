@@ -92,3 +92,49 @@ fn outside(root: &Path, resolved: &Path, given: &Path) -> Error {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::Backend;
+    use crate::{Error, FileBackend};
+
+    #[test]
+    fn a_confined_backend_refuses_sessions_outside_its_root_and_creates_nothing() {
+        // Issue 9 item 4: session paths resolving outside the sessions root
+        // are refused before any directory or file is created.
+        let base = tempfile::tempdir().expect("tempdir");
+        let root = base.path().join("sessions");
+        std::fs::create_dir(&root).expect("mkdir");
+        let b = FileBackend::default().confined(&root).expect("confined");
+        assert_eq!(b.root(), Some(root.canonicalize().expect("root").as_path()));
+
+        let inside = b.key(&root.join("new/s.jsonl")).expect("inside");
+        assert!(inside.session.starts_with(b.root().expect("root")));
+        assert!(root.join("new").is_dir(), "a directory inside is created");
+
+        for outside in [
+            root.join("../elsewhere/s.jsonl"),
+            root.join("new/../../elsewhere/s.jsonl"),
+            base.path().join("elsewhere/deeper/s.jsonl"),
+            root.clone(),
+        ] {
+            let err = b.key(&outside).expect_err("outside the root");
+            assert!(
+                matches!(&err, Error::InvalidPath { reason, .. } if reason.contains("outside the sessions root")),
+                "{}: {err}",
+                outside.display()
+            );
+        }
+        assert!(
+            !base.path().join("elsewhere").exists(),
+            "nothing created outside"
+        );
+
+        std::os::unix::fs::symlink(base.path(), root.join("up")).expect("symlink");
+        let err = b
+            .key(&root.join("up/x/s.jsonl"))
+            .expect_err("a directory symlink out");
+        assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+        assert!(!base.path().join("x").exists(), "nothing created outside");
+    }
+}

@@ -1136,3 +1136,72 @@ fn abort_during_an_inflight_reacquire_leaves_the_lock_free() {
         );
     });
 }
+
+// ------------------------------------------------------- hostile files
+
+#[test]
+fn a_repair_that_fails_on_enospc_leaves_no_side_file_per_retry() {
+    // Issue 9 item 4: a repair that failed on ENOSPC left an empty
+    // `.torn-*` file behind, one more per retry. A failed repair removes
+    // what it created; the torn bytes are still in the transcript.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let torn = b"{\"a\":1}\n{\"b\":";
+    fs::write(&session, torn).expect("write transcript");
+    let disk = Arc::new(FullDisk {
+        armed: AtomicBool::new(true),
+    });
+    let g = locks().acquire(&session).expect("acquire");
+    let side_files = || {
+        fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("s.jsonl.torn-"))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..5 {
+        let mut t = Transcript::open_with(&session, disk.clone()).expect("open");
+        let err = t.repair(&g).expect_err("the disk is full");
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.raw_os_error() == Some(28)),
+            "{err:?}"
+        );
+        assert_eq!(side_files(), Vec::<String>::new(), "after {err}");
+    }
+    assert_eq!(fs::read(&session).expect("read"), torn, "nothing was cut");
+
+    disk.armed.store(false, Ordering::SeqCst);
+    let mut t = Transcript::open_with(&session, disk.clone()).expect("open");
+    let saved = t.repair(&g).expect("repair").expect("a torn tail");
+    assert_eq!(side_files().len(), 1);
+    assert_eq!(
+        fs::read(saved.saved_to.expect("saved")).expect("read side file"),
+        b"{\"b\":"
+    );
+    assert_eq!(fs::read(&session).expect("read"), b"{\"a\":1}\n");
+    g.release().expect("release");
+}
+
+#[test]
+fn append_raw_writes_the_entries_bytes_with_one_fenced_write() {
+    // Issue 9 item 4: entries given as JSON text are validated without
+    // building values and land byte for byte (numbers keep their spelling).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let mut batch = sessionlock::transcript::RawEntries::new();
+    batch.push(b" {\"price\":1.50,\"n\":1E+2} ").expect("valid");
+    batch.push(b"{\n \"pretty\": [0.10]\n}").expect("valid");
+    assert!(batch.push(b"{\"a\":1} 2").is_err(), "two values");
+    assert!(batch.push(b"{\"a\":").is_err(), "half a value");
+    assert_eq!(batch.len(), 2);
+    let g = locks().acquire(&session).expect("acquire");
+    let mut t = Transcript::open(&session).expect("open");
+    let a = t.append_raw(&g, &batch, Durability::None).expect("append");
+    assert_eq!((a.offset, a.len), (0, batch.as_bytes().len() as u64));
+    assert_eq!(
+        fs::read(&session).expect("read"),
+        b"{\"price\":1.50,\"n\":1E+2}\n{  \"pretty\": [0.10] }\n"
+    );
+    g.release().expect("release");
+    assert_eq!(entries(&session).len(), 2);
+}
