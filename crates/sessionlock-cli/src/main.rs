@@ -20,6 +20,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::field::MakeExt as _;
 
 #[derive(Parser)]
 #[command(
@@ -77,8 +78,20 @@ pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Log fields quote paths and payload fields: escaped like every other
+    // human output (the colours, when on, are added around them).
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let value = text::escape(&format!("{value:?}")).into_owned();
+        if field.name() == "message" {
+            write!(w, "{value}")
+        } else {
+            write!(w, "{field}={value}")
+        }
+    })
+    .delimited(" ");
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(fields)
         .with_writer(std::io::stderr)
         .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .init();

@@ -40,7 +40,8 @@ Exit status:
      summary line was printed";
 
 const READ_AFTER_HELP: &str = "\
-Entries are printed as compact JSON, one per line. No lock is taken.
+Entries are printed one per line, byte for byte as stored, each checked to be
+one JSON value. No lock is taken.
 
 Exit status:
   0  every line was a complete entry
@@ -397,8 +398,10 @@ fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
     )))?;
 
     let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut line = Vec::new();
-    for (index, entry) in reader.by_ref().enumerate() {
+    let mut index = 0usize;
+    // Each line is checked, not parsed into a value: memory stays at one
+    // line, and the entry is printed exactly as stored.
+    while let Some(entry) = reader.next_raw() {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
@@ -421,14 +424,14 @@ fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
                 });
             }
         };
-        if index < args.from {
+        index += 1;
+        if index <= args.from {
             continue;
         }
-        line.clear();
-        serde_json::to_writer(&mut line, &entry.value)
-            .map_err(context("cannot format an entry".to_owned()))?;
-        line.push(b'\n');
-        if let Err(e) = out.write_all(&line) {
+        if let Err(e) = out
+            .write_all(entry.json)
+            .and_then(|()| out.write_all(b"\n"))
+        {
             return stdout_error(e);
         }
     }

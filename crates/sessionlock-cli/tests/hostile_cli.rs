@@ -539,3 +539,69 @@ fn a_30_mb_append_keeps_its_bytes_in_bounded_memory() {
         "peak RSS {peak_kb} kB for {input_kb} kB of input"
     );
 }
+
+#[test]
+#[allow(clippy::zombie_processes)] // reaped by wait4, for its rusage
+fn read_prints_entries_byte_for_byte_in_bounded_memory() {
+    // Issue 9 item 4, sibling of the append defect: `read` parsed every
+    // line into a serde_json::Value (many times the line's size for an
+    // entry of small objects) and printed it re-serialized (`1.50` came
+    // out as `1.5`). It checks each line and prints its bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let mut content = b"{\"price\":1.50,\"e\":1E+2}\n".to_vec();
+    let mut big = b"[".to_vec();
+    while big.len() < 16 << 20 {
+        big.extend_from_slice(b"{\"a\":1.50},");
+    }
+    big.extend_from_slice(b"{}]\n");
+    content.extend_from_slice(&big);
+    std::fs::write(&session, &content).unwrap();
+
+    let child = sessionlock()
+        .arg("read")
+        .arg(&session)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sessionlock read");
+    let pid = child.id();
+    let mut stdout_pipe = child.stdout.expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stdout_pipe, &mut v).map(|_| v)
+    });
+    let (code, peak_kb) = wait_peak_rss_kb(pid);
+    let printed = reader.join().unwrap().expect("read stdout");
+    let file_kb = (content.len() / 1024) as i64;
+    eprintln!(
+        "read of a {file_kb} kB transcript: peak RSS {peak_kb} kB ({:.2}x the file)",
+        peak_kb as f64 / file_kb as f64
+    );
+    assert_eq!(code, 0);
+    assert!(printed == content, "read prints the stored bytes");
+    assert!(
+        peak_kb < 3 * file_kb,
+        "peak RSS {peak_kb} kB for a {file_kb} kB transcript"
+    );
+}
+
+#[test]
+fn log_lines_escape_the_paths_and_fields_they_quote() {
+    // Issue 9 item 4, sibling of the escaping defect: the library's log
+    // lines (here: a torn tail repaired) reached stderr raw, with a
+    // transcript name holding a terminal escape.
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("e\u{1b}[2J.jsonl");
+    std::fs::write(&session, b"1\n{\"torn\":").unwrap();
+    let out = run(sessionlock()
+        .arg("append")
+        .arg(&session)
+        .args(["--entry", "2"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(!out.stderr.contains(&0x1b), "stderr: {:?}", stderr(&out));
+    assert!(
+        stderr(&out).contains("repaired torn transcript tail"),
+        "the log line is there: {}",
+        stderr(&out)
+    );
+}

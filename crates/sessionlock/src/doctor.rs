@@ -643,11 +643,12 @@ fn examine_transcript(path: &Path) -> Option<Vec<Finding>> {
     }
     let mut count = 0u64;
     let mut first = None;
-    let reader = match Reader::open(path) {
+    let mut reader = match Reader::open(path) {
         Ok(r) => r,
         Err(e) => return Some(vec![unusable(e)]),
     };
-    for entry in reader {
+    // Checked, not parsed into values: memory stays at one line.
+    while let Some(entry) = reader.next_raw() {
         match entry {
             Ok(_) => {}
             Err(Error::InvalidEntry { offset, reason, .. }) => {

@@ -806,10 +806,23 @@ impl Reader {
     }
 }
 
-impl Iterator for Reader {
-    type Item = Result<Entry>;
+/// One entry as stored: the bytes of its line, checked to be one JSON
+/// value, from [`Reader::next_raw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawEntry<'a> {
+    /// The line without its `\n`.
+    pub json: &'a [u8],
+    /// Offset of the line.
+    pub offset: u64,
+    /// Length of the line, `\n` included.
+    pub len: u64,
+}
 
-    fn next(&mut self) -> Option<Result<Entry>> {
+impl Reader {
+    /// Reads the next complete line into `self.line`: its offset and
+    /// length, `None` at the end (or at a torn final line, which is
+    /// recorded), or the error that ends the stream.
+    fn next_line(&mut self) -> Option<Result<(u64, usize)>> {
         let inner = self.inner.as_mut()?;
         self.line.clear();
         let limit = MAX_ENTRY_BYTES as u64 + 1;
@@ -842,6 +855,47 @@ impl Iterator for Reader {
             });
             return None;
         }
+        Some(Ok((offset, n)))
+    }
+
+    /// The next entry as stored, without building its value: the line's
+    /// bytes, checked to be exactly one JSON value. Memory stays at one line
+    /// whatever the entry holds, and the bytes are the file's (numbers keep
+    /// their spelling). Like the iterator, it ends at a torn final line
+    /// (see [`Reader::torn_tail`]), and yields `InvalidEntry` for a line
+    /// that is not JSON and goes on after it.
+    ///
+    /// # Errors
+    /// `InvalidEntry`, `Io` (which ends the stream).
+    pub fn next_raw(&mut self) -> Option<Result<RawEntry<'_>>> {
+        let (offset, n) = match self.next_line()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        let json = &self.line[..n - 1];
+        match serde_json::from_slice::<IgnoredAny>(json) {
+            Ok(_) => Some(Ok(RawEntry {
+                json,
+                offset,
+                len: n as u64,
+            })),
+            Err(e) => Some(Err(Error::InvalidEntry {
+                path: self.path.clone(),
+                offset,
+                reason: e.to_string(),
+            })),
+        }
+    }
+}
+
+impl Iterator for Reader {
+    type Item = Result<Entry>;
+
+    fn next(&mut self) -> Option<Result<Entry>> {
+        let (offset, n) = match self.next_line()? {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
         match serde_json::from_slice(&self.line[..n - 1]) {
             Ok(value) => Some(Ok(Entry {
                 value,
