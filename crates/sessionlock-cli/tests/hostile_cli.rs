@@ -478,8 +478,15 @@ fn a_symlink_owned_by_another_user_in_a_shared_dir_is_not_followed() {
 
 // ------------------------------------------------- memory
 
+/// Serializes the memory tests: a child's `ru_maxrss` starts at the RSS its
+/// parent had when it was spawned (the kernel carries the pre-exec high-water
+/// mark over), so this process never holds a big buffer (the tests stream
+/// what they compare) and no other memory test runs meanwhile.
+static MEMORY_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Peak resident set size (kB) of a child, from `wait4`'s rusage (the same
 /// figure as `VmHWM` in `/proc/<pid>/status`, which is gone once it exits).
+/// It counts this process's RSS at the spawn too: spawn before allocating.
 fn wait_peak_rss_kb(pid: u32) -> (i32, i64) {
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it in for our own child.
@@ -490,6 +497,19 @@ fn wait_peak_rss_kb(pid: u32) -> (i32, i64) {
     (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
 
+/// Line `n` of the big append's input: numbers spelled as JSON allows but
+/// a serializer would not (`1.50`, `1E+2`, `-0.0`).
+fn big_line(n: u64, out: &mut Vec<u8>) {
+    writeln!(
+        out,
+        r#"{{"n":{n},"price":1.50,"exp":1E+2,"tags":["a","b",{{"k":[0.10,-0.0]}}],"text":"{}"}}"#,
+        "x".repeat((n % 200) as usize)
+    )
+    .unwrap();
+}
+
+const BIG: usize = 30 << 20;
+
 #[test]
 #[allow(clippy::zombie_processes)] // reaped by wait4, for its rusage
 fn a_30_mb_append_keeps_its_bytes_in_bounded_memory() {
@@ -497,19 +517,9 @@ fn a_30_mb_append_keeps_its_bytes_in_bounded_memory() {
     // serde_json::Value, ~36x the input (30 MB in, 1.09 GB RSS), and
     // re-serialized numbers (`1.50` became `1.5`). It validates without
     // building values and writes the bytes as given.
+    let _serial = MEMORY_TEST.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let session = dir.path().join("big.jsonl");
-    let mut input = Vec::with_capacity(31 << 20);
-    let mut n = 0u64;
-    while input.len() < 30 << 20 {
-        writeln!(
-            input,
-            r#"{{"n":{n},"price":1.50,"exp":1E+2,"tags":["a","b",{{"k":[0.10,-0.0]}}],"text":"{}"}}"#,
-            "x".repeat((n % 200) as usize)
-        )
-        .unwrap();
-        n += 1;
-    }
     let mut child = sessionlock()
         .arg("append")
         .arg(&session)
@@ -519,21 +529,41 @@ fn a_30_mb_append_keeps_its_bytes_in_bounded_memory() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sessionlock append");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let feeder = std::thread::spawn(move || stdin.write_all(&input).map(|()| input));
+    let stdin = child.stdin.take().expect("stdin");
+    // Fed line by line: this process never holds the input.
+    let feeder = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::new(stdin);
+        let (mut n, mut sent, mut line) = (0u64, 0usize, Vec::new());
+        while sent < BIG {
+            line.clear();
+            big_line(n, &mut line);
+            w.write_all(&line)?;
+            sent += line.len();
+            n += 1;
+        }
+        w.flush().map(|()| (n, sent))
+    });
     let (code, peak_kb) = wait_peak_rss_kb(child.id());
-    let input = feeder.join().unwrap().expect("feed stdin");
-    let input_kb = (input.len() / 1024) as i64;
+    let (n, sent) = feeder.join().unwrap().expect("feed stdin");
+    let input_kb = (sent / 1024) as i64;
     eprintln!(
-        "append of {} entries, {input_kb} kB: peak RSS {peak_kb} kB ({:.2}x the input)",
-        n,
+        "append of {n} entries, {input_kb} kB: peak RSS {peak_kb} kB ({:.2}x the input)",
         peak_kb as f64 / input_kb as f64
     );
     assert_eq!(code, 0);
-    assert!(
-        std::fs::read(&session).unwrap() == input,
-        "the transcript holds exactly the input bytes"
-    );
+    let mut file = std::io::BufReader::new(std::fs::File::open(&session).unwrap());
+    let (mut expected, mut got) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        expected.clear();
+        got.clear();
+        big_line(i, &mut expected);
+        std::io::BufRead::read_until(&mut file, b'\n', &mut got).unwrap();
+        assert!(
+            got == expected,
+            "line {i}: the transcript holds the input bytes"
+        );
+    }
+    assert_eq!(std::fs::metadata(&session).unwrap().len(), sent as u64);
     assert!(
         peak_kb < 3 * input_kb,
         "peak RSS {peak_kb} kB for {input_kb} kB of input"
@@ -547,16 +577,18 @@ fn read_prints_entries_byte_for_byte_in_bounded_memory() {
     // line into a serde_json::Value (many times the line's size for an
     // entry of small objects) and printed it re-serialized (`1.50` came
     // out as `1.5`). It checks each line and prints its bytes.
+    let _serial = MEMORY_TEST.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let session = dir.path().join("s.jsonl");
-    let mut content = b"{\"price\":1.50,\"e\":1E+2}\n".to_vec();
-    let mut big = b"[".to_vec();
-    while big.len() < 16 << 20 {
-        big.extend_from_slice(b"{\"a\":1.50},");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&session).unwrap());
+        w.write_all(b"{\"price\":1.50,\"e\":1E+2}\n[").unwrap();
+        for _ in 0..(16 << 20) / 11 {
+            w.write_all(b"{\"a\":1.50},").unwrap();
+        }
+        w.write_all(b"{}]\n").unwrap();
+        w.flush().unwrap();
     }
-    big.extend_from_slice(b"{}]\n");
-    content.extend_from_slice(&big);
-    std::fs::write(&session, &content).unwrap();
 
     let child = sessionlock()
         .arg("read")
@@ -565,20 +597,34 @@ fn read_prints_entries_byte_for_byte_in_bounded_memory() {
         .spawn()
         .expect("spawn sessionlock read");
     let pid = child.id();
-    let mut stdout_pipe = child.stdout.expect("stdout");
+    let stdout_pipe = child.stdout.expect("stdout");
+    // Compared as it streams: this process never holds the output.
+    let file = session.clone();
     let reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut stdout_pipe, &mut v).map(|_| v)
+        use std::io::Read;
+        let mut printed = std::io::BufReader::new(stdout_pipe);
+        let mut stored = std::io::BufReader::new(std::fs::File::open(file)?);
+        let (mut a, mut b) = ([0u8; 8192], [0u8; 8192]);
+        loop {
+            let n = stored.read(&mut a)?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(printed.read(&mut b)? == 0);
+            }
+            printed.read_exact(&mut b[..n])?;
+            if a[..n] != b[..n] {
+                return Ok(false);
+            }
+        }
     });
     let (code, peak_kb) = wait_peak_rss_kb(pid);
-    let printed = reader.join().unwrap().expect("read stdout");
-    let file_kb = (content.len() / 1024) as i64;
+    let same = reader.join().unwrap().expect("compare stdout");
+    let file_kb = (std::fs::metadata(&session).unwrap().len() / 1024) as i64;
     eprintln!(
         "read of a {file_kb} kB transcript: peak RSS {peak_kb} kB ({:.2}x the file)",
         peak_kb as f64 / file_kb as f64
     );
     assert_eq!(code, 0);
-    assert!(printed == content, "read prints the stored bytes");
+    assert!(same, "read prints the stored bytes");
     assert!(
         peak_kb < 3 * file_kb,
         "peak RSS {peak_kb} kB for a {file_kb} kB transcript"
