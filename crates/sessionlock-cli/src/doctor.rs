@@ -54,6 +54,13 @@ pub(crate) struct Args {
     json: bool,
 }
 
+impl Args {
+    /// Whether this run changes anything (and so may take session locks).
+    pub(crate) fn fixes(&self) -> bool {
+        self.fix
+    }
+}
+
 /// One finding, with what `--fix` did about it, if anything.
 struct Row<'a> {
     finding: &'a doctor::Finding,

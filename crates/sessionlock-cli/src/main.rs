@@ -10,6 +10,7 @@ mod demo;
 mod doctor;
 mod exec;
 mod lockcli;
+mod openclaw;
 mod status;
 mod text;
 mod transcript;
@@ -29,8 +30,30 @@ use tracing_subscriber::field::MakeExt as _;
     about = "Crash-safe, fenced session write locks for agent transcripts"
 )]
 struct Cli {
+    /// OpenClaw-compatible mode (same as SESSIONLOCK_OPENCLAW_COMPAT=1): lock
+    /// files readable by OpenClaw, and commands that hold a lock re-execute
+    /// themselves with an `openclaw` argument so that OpenClaw honours their
+    /// locks instead of deleting them.
+    #[arg(long, global = true)]
+    openclaw_compat: bool,
+    /// Internal: the argument OpenClaw recognises, added by the re-execution
+    /// of OpenClaw-compatible mode.
+    #[arg(long, global = true, hide = true, value_name = "MARKER", value_parser = openclaw::parse_marker)]
+    openclaw_marker: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Command {
+    /// Whether the command may hold a session lock (and so must carry the
+    /// OpenClaw marker in OpenClaw-compatible mode).
+    fn holds_locks(&self) -> bool {
+        match self {
+            Command::Exec(_) | Command::Append(_) | Command::Repair(_) => true,
+            Command::Doctor(a) => a.fixes(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -96,6 +119,15 @@ fn main() -> ExitCode {
         .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
+    if openclaw::compat_on(cli.openclaw_compat) {
+        // Before any thread starts: the library and the command's children
+        // read the mode from the environment.
+        std::env::set_var(sessionlock::config::ENV_OPENCLAW_COMPAT, "1");
+        if cli.command.holds_locks() && cli.openclaw_marker.is_none() {
+            report(&openclaw::reexec_marked(), None);
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Status(a) => status::run(a),
         Command::Exec(a) => exec::run(a),

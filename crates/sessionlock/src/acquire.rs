@@ -33,8 +33,16 @@ pub struct LockOptions {
     pub max_hold: Duration,
     /// Age after which a lock is reported `too-old` (never acted on).
     pub stale_after: Duration,
-    /// What to do when a live holder is past its lease.
+    /// What to do when a live sessionlock holder is past its lease.
     pub hold_exceeded: HoldExceededPolicy,
+    /// What to do when a live foreign (OpenClaw) holder is past its lease.
+    /// It cannot be fenced: reclaiming it is logged as an unfenced reclaim.
+    pub foreign_hold_exceeded: HoldExceededPolicy,
+    /// OpenClaw-compatible mode: lock files are written readable by
+    /// OpenClaw (mode 0644), and a warning is logged once if this process's
+    /// arguments lack the marker OpenClaw needs to honour its locks (see
+    /// [`crate::openclaw`]).
+    pub openclaw_compat: bool,
     /// Diagnostic lane label (`channel`, `heartbeat`, `cron`, ...).
     pub lane: Option<String>,
     /// Diagnostic run id.
@@ -53,6 +61,8 @@ impl LockOptions {
             max_hold: s.max_hold,
             stale_after: s.stale_after,
             hold_exceeded: s.hold_exceeded,
+            foreign_hold_exceeded: s.foreign_hold_exceeded,
+            openclaw_compat: s.openclaw_compat,
             lane: None,
             run_id: None,
             reentrant: false,
@@ -82,6 +92,16 @@ impl LockOptions {
     /// Sets the hold-exceeded policy.
     pub fn hold_exceeded(mut self, p: HoldExceededPolicy) -> Self {
         self.hold_exceeded = p;
+        self
+    }
+    /// Sets the hold-exceeded policy for foreign (OpenClaw) holders.
+    pub fn foreign_hold_exceeded(mut self, p: HoldExceededPolicy) -> Self {
+        self.foreign_hold_exceeded = p;
+        self
+    }
+    /// Turns OpenClaw-compatible mode on or off.
+    pub fn openclaw_compat(mut self, yes: bool) -> Self {
+        self.openclaw_compat = yes;
         self
     }
     /// Sets the lane label.
@@ -190,7 +210,7 @@ pub(crate) fn holder_from(insp: &Inspection, a: &Assessment) -> Holder {
         epoch: p.and_then(|p| p.epoch),
         lane: p.and_then(|p| p.lane.clone()),
         run_id: p.and_then(|p| p.run_id.clone()),
-        owner: p.and_then(|p| p.owner.clone()),
+        owner: p.map(|p| crate::openclaw::owner_of(p).to_owned()),
         reasons: a.reasons,
     }
 }
@@ -201,6 +221,7 @@ impl LockOptions {
         Policy {
             stale_after: self.stale_after,
             hold_exceeded: self.hold_exceeded,
+            foreign_hold_exceeded: self.foreign_hold_exceeded,
             payload_grace: Policy::grace_for_budget(self.timeout, self.stale_after),
         }
     }
@@ -218,6 +239,35 @@ fn assess(seen: &Inspection, policy: &Policy) -> Assessment {
         me(),
         false,
     )
+}
+
+/// Logs a reclaim of a live foreign holder past its lease: it cannot be
+/// fenced, so it may go on writing beside the new holder (spec §15; seed
+/// incident #89673 requires the reclaim anyway under policy `reclaim`).
+fn log_unfenced_reclaim(seen: &Inspection, a: &Assessment) {
+    let Ok(p) = seen.payload.as_ref() else {
+        return;
+    };
+    if !a.reasons.contains(reclaim::Reason::HoldExceeded)
+        || !a.liveness.presumed_alive()
+        || !crate::openclaw::is_foreign(p)
+    {
+        return;
+    }
+    let past_ms = a
+        .lease_end
+        .and_then(|end| SystemTime::now().duration_since(end).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    tracing::warn!(
+        lock = %seen.lock_path.display(),
+        holder_pid = ?p.pid,
+        owner = crate::openclaw::owner_of(p),
+        past_lease_ms = past_ms,
+        "unfenced reclaim: took over the lock of a live {} holder {}ms past its lease; \
+         it cannot be fenced and may still write (set SESSIONLOCK_FOREIGN_HOLD_EXCEEDED=report to refuse)",
+        crate::openclaw::owner_of(p),
+        past_ms,
+    );
 }
 
 fn timeout_ms(opts: &LockOptions) -> u64 {
@@ -357,6 +407,7 @@ impl<B: Backend> SessionLock<B> {
             lane: opts.lane.clone(),
             run_id: opts.run_id.clone(),
             me: me().clone(),
+            openclaw_compat: opts.openclaw_compat,
         }
     }
 
@@ -373,6 +424,9 @@ impl<B: Backend> SessionLock<B> {
         mode: Mode,
     ) -> Result<Guard<B>> {
         let deadline = opts.timeout.map(|t| Instant::now() + t);
+        if opts.openclaw_compat {
+            crate::openclaw::warn_if_self_unmarked();
+        }
         let key = self.backend.key(session)?;
         let slot = registry::slot(&key.lock_path);
 
@@ -447,7 +501,10 @@ impl<B: Backend> SessionLock<B> {
             let a = assess(&seen, &policy);
             match a.action {
                 Action::Reclaim => match self.backend.reclaim(&key, &seen, &req)? {
-                    Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
+                    Attempt::Acquired(lease) => {
+                        log_unfenced_reclaim(&seen, &a);
+                        return Ok(self.guard(req, lease, turn));
+                    }
                     Attempt::Busy(_) | Attempt::Changed => churn += 1,
                 },
                 Action::Report => {

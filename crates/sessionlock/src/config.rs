@@ -55,6 +55,11 @@ pub struct Config {
     pub max_hold: Option<Duration>,
     /// Policy for live holders past their lease.
     pub hold_exceeded: Option<HoldExceededPolicy>,
+    /// Policy for live *foreign* (OpenClaw) holders past their lease; they
+    /// cannot be fenced, so reclaiming them is an unfenced reclaim.
+    pub foreign_hold_exceeded: Option<HoldExceededPolicy>,
+    /// OpenClaw-compatible mode (see [`crate::openclaw`]).
+    pub openclaw_compat: Option<bool>,
 }
 
 /// Fully resolved settings.
@@ -68,6 +73,11 @@ pub struct Settings {
     pub max_hold: Duration,
     /// Policy for live holders past their lease.
     pub hold_exceeded: HoldExceededPolicy,
+    /// Policy for live foreign (OpenClaw) holders past their lease.
+    pub foreign_hold_exceeded: HoldExceededPolicy,
+    /// OpenClaw-compatible mode: lock files readable by OpenClaw, and (for
+    /// the CLI) holding processes marked so that OpenClaw honours them.
+    pub openclaw_compat: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +87,8 @@ impl Default for Settings {
             stale_after: DEFAULT_STALE_AFTER,
             max_hold: DEFAULT_MAX_HOLD,
             hold_exceeded: HoldExceededPolicy::Reclaim,
+            foreign_hold_exceeded: HoldExceededPolicy::Reclaim,
+            openclaw_compat: false,
         }
     }
 }
@@ -119,6 +131,11 @@ pub const ENV_MAX_HOLD: [&str; 2] = [
 pub const ENV_NOTIFY: &str = "SESSIONLOCK_NOTIFY";
 /// Hold-exceeded policy (`reclaim` or `report`); no OpenClaw equivalent.
 pub const ENV_HOLD_EXCEEDED: &str = "SESSIONLOCK_HOLD_EXCEEDED";
+/// Hold-exceeded policy for foreign (OpenClaw) holders, which cannot be
+/// fenced (`reclaim` or `report`).
+pub const ENV_FOREIGN_HOLD_EXCEEDED: &str = "SESSIONLOCK_FOREIGN_HOLD_EXCEEDED";
+/// OpenClaw-compatible mode (`1` on, `0` off); see [`crate::openclaw`].
+pub const ENV_OPENCLAW_COMPAT: &str = "SESSIONLOCK_OPENCLAW_COMPAT";
 
 /// Parses a millisecond value the way spec §11 demands: plain ASCII decimal
 /// digits within a safe integer. `allow_infinity` admits `Infinity` (→ `None`).
@@ -185,25 +202,49 @@ impl Config {
             .or(self.max_hold)
             .unwrap_or(d.max_hold)
             .min(MAX_HOLD_CAP);
-        let policy_env = lookup(ENV_HOLD_EXCEEDED).and_then(|v| match v.as_str() {
-            "reclaim" => Some(HoldExceededPolicy::Reclaim),
-            "report" => Some(HoldExceededPolicy::Report),
+        let mut policy_env = |var: &'static str| {
+            lookup(var).and_then(|v| match v.as_str() {
+                "reclaim" => Some(HoldExceededPolicy::Reclaim),
+                "report" => Some(HoldExceededPolicy::Report),
+                _ => {
+                    warnings.push(ConfigWarning {
+                        var,
+                        value: v,
+                        reason: "expected reclaim or report",
+                    });
+                    None
+                }
+            })
+        };
+        let hold_exceeded = policy_env(ENV_HOLD_EXCEEDED)
+            .or(self.hold_exceeded)
+            .unwrap_or(d.hold_exceeded);
+        let foreign_hold_exceeded = policy_env(ENV_FOREIGN_HOLD_EXCEEDED)
+            .or(self.foreign_hold_exceeded)
+            .unwrap_or(d.foreign_hold_exceeded);
+        let compat_env = lookup(ENV_OPENCLAW_COMPAT).and_then(|v| match v.as_str() {
+            "1" => Some(true),
+            "0" => Some(false),
             _ => {
                 warnings.push(ConfigWarning {
-                    var: ENV_HOLD_EXCEEDED,
+                    var: ENV_OPENCLAW_COMPAT,
                     value: v,
-                    reason: "expected reclaim or report",
+                    reason: "expected 1 or 0",
                 });
                 None
             }
         });
-        let hold_exceeded = policy_env.or(self.hold_exceeded).unwrap_or(d.hold_exceeded);
+        let openclaw_compat = compat_env
+            .or(self.openclaw_compat)
+            .unwrap_or(d.openclaw_compat);
         (
             Settings {
                 acquire_timeout,
                 stale_after,
                 max_hold,
                 hold_exceeded,
+                foreign_hold_exceeded,
+                openclaw_compat,
             },
             warnings,
         )
@@ -278,6 +319,7 @@ mod tests {
             stale_after: Some(Duration::from_millis(6)),
             max_hold: Some(Duration::from_millis(7)),
             hold_exceeded: Some(HoldExceededPolicy::Report),
+            ..Config::default()
         };
         let (s, w) = resolve(&explicit, &[]);
         assert!(w.is_empty());

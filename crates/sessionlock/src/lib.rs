@@ -76,6 +76,7 @@ pub mod fs;
 pub mod fscheck;
 mod guard;
 pub mod identity;
+pub mod openclaw;
 pub mod payload;
 pub mod reclaim;
 mod registry;

@@ -131,8 +131,11 @@ pub enum Action {
 pub struct Policy {
     /// Age after which a live lock is reported too old.
     pub stale_after: Duration,
-    /// What to do with a live holder past its lease.
+    /// What to do with a live sessionlock holder past its lease.
     pub hold_exceeded: HoldExceededPolicy,
+    /// What to do with a live foreign (OpenClaw) holder past its lease: it
+    /// cannot be fenced, so reclaiming it is an *unfenced* reclaim.
+    pub foreign_hold_exceeded: HoldExceededPolicy,
     /// How long a malformed or payload-less lock is left alone (by file mtime).
     pub payload_grace: Duration,
 }
@@ -228,7 +231,12 @@ pub fn assess(
         Action::Reclaim
     } else if now > lease_end {
         reasons.insert(Reason::HoldExceeded);
-        match policy.hold_exceeded {
+        let rule = if crate::openclaw::is_foreign(p) {
+            policy.foreign_hold_exceeded
+        } else {
+            policy.hold_exceeded
+        };
+        match rule {
             HoldExceededPolicy::Reclaim => Action::Reclaim,
             HoldExceededPolicy::Report => Action::Report,
         }
@@ -258,6 +266,7 @@ mod tests {
         Policy {
             stale_after: Duration::from_secs(60),
             hold_exceeded: HoldExceededPolicy::Reclaim,
+            foreign_hold_exceeded: HoldExceededPolicy::Reclaim,
             payload_grace: Duration::from_secs(30),
         }
     }
@@ -268,6 +277,7 @@ mod tests {
             starttime: me.starttime,
             created_at: Some(created),
             max_hold_ms: Some(max_hold_s * 1000),
+            owner: Some(crate::payload::OWNER.into()),
             ..Payload::default()
         }
     }
@@ -319,6 +329,34 @@ mod tests {
         let a = assess(Ok(&p), now, now, &policy(), &me, true);
         assert_eq!(a.reasons, Reasons::from_iter([Reason::TooOld]));
         assert!(matches!(a.action, Action::Wait { .. }));
+    }
+
+    // Issue 9 item 3: a live foreign (OpenClaw) holder past its lease cannot
+    // be fenced, so its policy is separate from sessionlock's own holders'.
+    #[test]
+    fn foreign_hold_exceeded_follows_its_own_policy() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let mut p = live(&me, now - Duration::from_secs(20), 10);
+        p.owner = None; // what OpenClaw writes
+        let report_foreign = Policy {
+            foreign_hold_exceeded: HoldExceededPolicy::Report,
+            ..policy()
+        };
+        assert_eq!(
+            assess(Ok(&p), now, now, &report_foreign, &me, true).action,
+            Action::Report
+        );
+        assert_eq!(
+            assess(Ok(&p), now, now, &policy(), &me, true).action,
+            Action::Reclaim
+        );
+        // sessionlock's own holders follow `hold_exceeded` alone.
+        p.owner = Some(crate::payload::OWNER.into());
+        assert_eq!(
+            assess(Ok(&p), now, now, &report_foreign, &me, true).action,
+            Action::Reclaim
+        );
     }
 
     #[test]

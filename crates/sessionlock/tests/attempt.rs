@@ -504,6 +504,7 @@ fn fenced_append_of_a_reclaimed_holder_is_rejected_and_absent() {
         lane: None,
         run_id: None,
         me: sessionlock::identity::SelfIdentity::current(),
+        openclaw_compat: false,
     };
     let Try::Acquired(_new) = backend.reclaim(&key, &seen, &req).expect("reclaim") else {
         panic!("reclaim")

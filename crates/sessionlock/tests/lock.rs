@@ -111,6 +111,7 @@ fn req() -> LeaseRequest {
         lane: Some("test".into()),
         run_id: None,
         me: SelfIdentity::current(),
+        openclaw_compat: false,
     }
 }
 

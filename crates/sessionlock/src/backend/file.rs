@@ -2,7 +2,8 @@
 //!
 //! Files per session `s.jsonl` (see `docs/design.md` for the full protocol and
 //! its crash analysis):
-//! - `s.jsonl.lock`: the lock, a one-line JSON payload, mode 0600, published
+//! - `s.jsonl.lock`: the lock, a one-line JSON payload, mode 0600 (0644 in
+//!   OpenClaw-compatible mode), published
 //!   whole: written to an unnamed `O_TMPFILE` file (or, where unsupported, a
 //!   named `s.jsonl.lock.tmp-<token>`) and `link()`ed to the lock name, which
 //!   fails if a lock exists.
@@ -360,11 +361,13 @@ fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
 /// is a named temporary file, removed after the link.
 fn publish_file(
     key: &SessionKey,
+    req: &LeaseRequest,
     payload: &Payload,
     token: &str,
 ) -> Result<(File, io::Result<()>)> {
     let dir = key.lock_path.parent().unwrap_or(Path::new("/"));
     if let Ok(mut f) = sys::open_tmpfile(dir) {
+        share_with_openclaw(&f, req, dir)?;
         f.write_all(&payload.to_bytes())
             .map_err(|e| Error::io("write lock file in", dir, e))?;
         match sys::link_tmpfile(&f, &key.lock_path) {
@@ -373,14 +376,32 @@ fn publish_file(
             linked => return Ok((f, linked)),
         }
     }
-    let (tmp, f) = write_temp(key, payload, token)?;
+    let (tmp, f) = write_temp(key, req, payload, token)?;
     let linked = std::fs::hard_link(&tmp, &key.lock_path);
     let _ = std::fs::remove_file(&tmp);
     Ok((f, linked))
 }
 
-/// Writes a payload to a fresh private file beside the lock.
-fn write_temp(key: &SessionKey, payload: &Payload, token: &str) -> Result<(PathBuf, File)> {
+/// In OpenClaw-compatible mode, makes a new lock file readable by everyone
+/// (0644, whatever the umask): OpenClaw takes a lock it cannot read for one
+/// without a payload, and deletes it after a few seconds.
+fn share_with_openclaw(f: &File, req: &LeaseRequest, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !req.openclaw_compat {
+        return Ok(());
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| Error::io("make lock file readable in", path, e))
+}
+
+/// Writes a payload to a fresh private file beside the lock (readable by
+/// OpenClaw in compatible mode).
+fn write_temp(
+    key: &SessionKey,
+    req: &LeaseRequest,
+    payload: &Payload,
+    token: &str,
+) -> Result<(PathBuf, File)> {
     let tmp = sibling(key, "tmp", token);
     let mut f = OpenOptions::new()
         .write(true)
@@ -389,6 +410,10 @@ fn write_temp(key: &SessionKey, payload: &Payload, token: &str) -> Result<(PathB
         .custom_flags(sys::NOFOLLOW)
         .open(&tmp)
         .map_err(|e| Error::io("create temporary lock file", &tmp, e))?;
+    if let Err(e) = share_with_openclaw(&f, req, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Err(e) = f.write_all(&payload.to_bytes()) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io("write temporary lock file", &tmp, e));
@@ -487,7 +512,7 @@ impl FileBackend {
         write_epoch(&epoch_path, &state, epoch)?;
         let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
-        let (lock, linked) = publish_file(key, &payload, &token)?;
+        let (lock, linked) = publish_file(key, req, &payload, &token)?;
         match linked {
             Ok(()) => {
                 let ino = ino_of(&key.lock_path, &lock)?;
@@ -754,7 +779,7 @@ impl Backend for FileBackend {
         };
         let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
-        let (tmp, lock) = write_temp(&key, &payload, &token)?;
+        let (tmp, lock) = write_temp(&key, req, &payload, &token)?;
         if let Some(cause) = swap_in(&key.lock_path, &tmp, lease.ino)? {
             return Err(lost(cause));
         }

@@ -47,6 +47,9 @@ pub struct LeaseRequest {
     pub run_id: Option<String>,
     /// Who we are.
     pub me: SelfIdentity,
+    /// OpenClaw-compatible mode: the lock must be readable by OpenClaw
+    /// processes of other users (file mode 0644 instead of 0600).
+    pub openclaw_compat: bool,
 }
 
 /// Identity of one version of a lock, to make removal conditional on it being

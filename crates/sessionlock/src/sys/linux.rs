@@ -108,6 +108,24 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
 }
 
+/// The argument vector of a process as the kernel shows it to others
+/// (`/proc/<pid>/cmdline`, NUL-separated), or of this process for `None`.
+/// Reads at most 64 KiB; `Err` when the process is gone or unreadable.
+pub(crate) fn cmdline(pid: Option<u32>) -> io::Result<Vec<std::ffi::OsString>> {
+    use std::io::Read as _;
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/cmdline"),
+        None => "/proc/self/cmdline".to_owned(),
+    };
+    let mut raw = Vec::new();
+    File::open(path)?.take(64 * 1024).read_to_end(&mut raw)?;
+    Ok(raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| OsStr::from_bytes(a).to_owned())
+        .collect())
+}
+
 /// Opens a pidfd for `pid`: it becomes readable when the process exits
 /// (including when it becomes a zombie). `None` when the process is already
 /// gone or pidfds are not supported.
