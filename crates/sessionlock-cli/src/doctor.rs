@@ -25,18 +25,20 @@ use crate::text::{self, hex_if_not_utf8, shell_word};
 const AFTER_HELP: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
 do. With --fix the doctor removes stale locks (dead, recycled or orphaned
-holders, unusable payloads past their grace, holders past their lease) only if
-they are still exactly the lock it inspected; repairs torn transcript tails
-under the session lock (a session someone holds is skipped); and removes
-temporary, tombstone and rewrite files left by crashes once they are a minute
-old. It never removes a live holder within its lease, a too-old lock, a
-symlink or directory at a lock path, or a repair's .torn-* side file.
+holders, unusable payloads past their grace; live holders past their lease
+only with --force) only if they are still exactly the lock it inspected;
+repairs torn transcript tails under the session lock (a session someone
+holds is skipped); and removes temporary, tombstone and rewrite files left
+by crashes once they are a minute old. It never removes a live holder
+within its lease, a too-old lock, a symlink or directory at a lock path, or a
+repair's .torn-* side file.
 
 Exit status:
   0  nothing needs attention (everything is healthy, or --fix fixed it)
   1  findings need attention: something --fix would fix (without --fix), or
      something it could not (a symlink lock, lines that are not JSON, a
-     session held by someone, a lock that changed since inspection)
+     session held by someone, a lock that changed since inspection, a live
+     holder past its lease without --force)
   2  error (a directory or file could not be read, a fix failed)";
 
 #[derive(clap::Args)]
@@ -49,6 +51,11 @@ pub(crate) struct Args {
     /// Remove what is safe to remove and repair torn transcript tails.
     #[arg(long)]
     fix: bool,
+    /// With --fix, also remove the locks of live holders past their lease.
+    /// A sessionlock holder is fenced once its lock is taken again; an
+    /// OpenClaw holder cannot be, and may go on writing (unfenced reclaim).
+    #[arg(long, requires = "fix")]
+    force: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -80,6 +87,8 @@ struct Tally {
     already_gone: usize,
     changed: usize,
     held: usize,
+    /// Live holders past their lease left alone without `--force`.
+    needs_force: usize,
     failed: usize,
     /// Fixable findings left as they were (no `--fix`).
     would_remove_locks: usize,
@@ -138,6 +147,7 @@ impl Tally {
                 (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
                 (Some(Outcome::Changed), _) => t.changed += 1,
                 (Some(Outcome::Held(_)), _) => t.held += 1,
+                (Some(Outcome::NeedsForce), _) => t.needs_force += 1,
                 (Some(_), _) => t.failed += 1,
             }
         }
@@ -152,6 +162,7 @@ impl Tally {
             + self.invalid
             + self.changed
             + self.held
+            + self.needs_force
     }
 
     fn exit_code(&self) -> u8 {
@@ -182,7 +193,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let fixes: Vec<FixReport> = if args.fix {
         reports
             .iter()
-            .map(|r| doctor::fix(r, &FixOptions::default()))
+            .map(|r| doctor::fix(r, &FixOptions::default().force(args.force)))
             .collect()
     } else {
         Vec::new()
@@ -207,7 +218,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut out = io::stdout().lock();
     let written = if args.json {
-        write_json(&mut out, &args, &rows, &dir_errors, &tally)
+        write_json(&mut out, &args, &reports, &rows, &dir_errors, &tally)
     } else {
         write_human(&mut out, &args, &rows, &tally)
     };
@@ -219,6 +230,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     drop(out);
     if !args.json {
+        for r in &reports {
+            let exposed: Vec<_> = r
+                .openclaw_exposure
+                .iter()
+                .filter_map(|(path, why)| {
+                    r.findings.iter().find_map(|f| match &f.subject {
+                        Subject::Lock(st) if &st.inspection.lock_path == path => {
+                            Some((&**st, *why))
+                        }
+                        _ => None,
+                    })
+                })
+                .collect();
+            crate::status::warn_openclaw_exposure(&r.dir, &exposed);
+        }
         if let Some(h) = hint(&args, &tally) {
             eprintln!();
             eprintln!("hint: {h}");
@@ -308,6 +334,24 @@ fn hint(args: &Args, t: &Tally) -> Option<String> {
             join_and(&todo)
         ));
     }
+    if t.needs_force > 0 {
+        steps.push(format!(
+            "{} alive, only past {}: run `{} --force` to remove {} (a sessionlock holder's \
+             later writes are fenced; an OpenClaw holder cannot be fenced and may go on writing)",
+            count(t.needs_force, "holder is", "holders are"),
+            if t.needs_force == 1 {
+                "its lease"
+            } else {
+                "their leases"
+            },
+            command(args, true),
+            if t.needs_force == 1 {
+                "its lock"
+            } else {
+                "their locks"
+            },
+        ));
+    }
     if t.held > 0 {
         steps.push(format!(
             "{} held by a live holder: run `{}` again once it is released",
@@ -334,7 +378,7 @@ fn hint(args: &Args, t: &Tally) -> Option<String> {
 }
 
 /// The text of a row's last column: what `--fix` would do, or did.
-fn plan(row: &Row<'_>, fixing: bool) -> String {
+fn plan(row: &Row<'_>, fixing: bool, force: bool) -> String {
     let f = row.finding;
     let detail = &f.detail;
     if let Some(o) = row.outcome {
@@ -343,7 +387,7 @@ fn plan(row: &Row<'_>, fixing: bool) -> String {
             Outcome::Repaired(_) => format!("repaired: {o}"),
             Outcome::AlreadyGone => format!("nothing to do: {o}"),
             Outcome::Changed => format!("left alone: {o}"),
-            Outcome::Held(_) => format!("skipped: {o}"),
+            Outcome::Held(_) | Outcome::NeedsForce => format!("skipped: {o}"),
             _ => format!("failed: {o}"),
         };
     }
@@ -351,6 +395,8 @@ fn plan(row: &Row<'_>, fixing: bool) -> String {
         (Verdict::Error, _) => ("error", "error"),
         (_, Action::None) => ("needs you", "needs you"),
         (_, Action::Remove) => ("would remove", "not removed"),
+        (_, Action::RemoveWithForce) if force => ("would remove", "not removed"),
+        (_, Action::RemoveWithForce) => ("would remove with --force", "not removed"),
         (_, Action::Repair) => ("would repair", "not repaired"),
         _ => ("would keep", "kept"),
     };
@@ -389,7 +435,7 @@ fn write_human(out: &mut impl Write, args: &Args, rows: &[Row<'_>], t: &Tally) -
                 r.finding.verdict.as_str().to_owned(),
                 reasons,
                 // Details quote payload fields and paths: escaped.
-                text::escape(&plan(r, args.fix)).into_owned(),
+                text::escape(&plan(r, args.fix, args.force)).into_owned(),
             ]
         })
         .collect();
@@ -484,7 +530,19 @@ struct DoctorJson {
     fixed: Vec<FixedJson>,
     /// Directories that could not be listed.
     errors: Vec<DirErrorJson>,
+    /// sessionlock holders that OpenClaw, whose locks share their
+    /// directory, would delete (spec §15); empty when there are none.
+    openclaw_exposure: Vec<ExposureJson>,
     summary: SummaryJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExposureJson {
+    lock_path: String,
+    /// `unmarked-argv` (no `openclaw` argument) or `unreadable` (a lock
+    /// file OpenClaw's user cannot read).
+    reason: &'static str,
 }
 
 #[derive(Serialize)]
@@ -558,6 +616,8 @@ struct SummaryJson {
     already_gone: usize,
     changed: usize,
     held: usize,
+    /// Live holders past their lease left alone for want of `--force`.
+    needs_force: usize,
     failed: usize,
     /// Findings someone has to act on: exit status 1 when non-zero (and no
     /// error).
@@ -595,6 +655,7 @@ fn finding_json(row: &Row<'_>) -> FindingJson {
 fn write_json(
     out: &mut impl Write,
     args: &Args,
+    reports: &[Report],
     rows: &[Row<'_>],
     dir_errors: &[(PathBuf, anyhow::Error)],
     t: &Tally,
@@ -637,6 +698,14 @@ fn write_json(
                 error: format!("{e:#}"),
             })
             .collect(),
+        openclaw_exposure: reports
+            .iter()
+            .flat_map(|r| &r.openclaw_exposure)
+            .map(|(p, why)| ExposureJson {
+                lock_path: p.to_string_lossy().into_owned(),
+                reason: why.as_str(),
+            })
+            .collect(),
         summary: SummaryJson {
             locks: t.locks,
             transcripts: t.transcripts,
@@ -653,6 +722,7 @@ fn write_json(
             already_gone: t.already_gone,
             changed: t.changed,
             held: t.held,
+            needs_force: t.needs_force,
             failed: t.failed,
             need_attention: t.need_attention(),
             exit_code: t.exit_code(),

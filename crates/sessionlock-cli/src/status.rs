@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
 use sessionlock::reclaim::Action;
-use sessionlock::status::{human_duration, LockStatus};
+use sessionlock::status::{human_duration, openclaw_exposure, Exposure, LockStatus};
 use sessionlock::{Config, Error, Settings};
 
 use crate::report;
@@ -123,6 +123,10 @@ fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>,
         if entries.is_empty() && note_empty {
             eprintln!("no session locks in {}", text::path(dir));
         }
+        if note_empty {
+            let locks: Vec<&LockStatus> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
+            warn_openclaw_exposure(dir, &openclaw_exposure(&locks));
+        }
         for entry in entries {
             match entry {
                 Ok(lock) => found.push(Found::Lock(Box::new(lock))),
@@ -137,6 +141,62 @@ fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>,
         }
     }
     (found, failed)
+}
+
+/// Warns (stderr) about sessionlock holders OpenClaw would delete, in a
+/// directory that also holds OpenClaw locks.
+pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposure)]) {
+    if exposed.is_empty() {
+        return;
+    }
+    let who: Vec<String> = exposed
+        .iter()
+        .map(|(st, why)| {
+            let pid = st
+                .holder
+                .pid
+                .map_or_else(|| "?".to_owned(), |p| p.to_string());
+            let name = st.session.file_name().map_or_else(
+                || st.session.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            match why {
+                Exposure::UnmarkedArgv => format!("{name} (pid {pid}: no `openclaw` argument)"),
+                _ => format!("{name} (pid {pid}: lock file unreadable by OpenClaw's user)"),
+            }
+        })
+        .collect();
+    eprintln!(
+        "warning: {} holds OpenClaw locks, and OpenClaw deletes the locks of these sessionlock \
+         holders: {}",
+        dir.display(),
+        who.join(", ")
+    );
+    eprintln!(
+        "hint: run sessionlock writers beside OpenClaw with SESSIONLOCK_OPENCLAW_COMPAT=1 \
+         (or `sessionlock --openclaw-compat`); their holders still learn of a deleted lock \
+         (Revoked) but no longer exclude OpenClaw"
+    );
+}
+
+/// The exposure of every exposed sessionlock lock, by lock path, judged
+/// per directory.
+fn exposures(found: &[Found]) -> std::collections::HashMap<PathBuf, Exposure> {
+    let mut by_dir: std::collections::BTreeMap<Option<&Path>, Vec<&LockStatus>> =
+        std::collections::BTreeMap::new();
+    for f in found {
+        if let Found::Lock(l) = f {
+            by_dir
+                .entry(l.inspection.lock_path.parent())
+                .or_default()
+                .push(l);
+        }
+    }
+    by_dir
+        .values()
+        .flat_map(|locks| openclaw_exposure(locks))
+        .map(|(l, why)| (l.inspection.lock_path.clone(), why))
+        .collect()
 }
 
 /// How a watch shows each refresh.
@@ -296,10 +356,13 @@ struct LockJson {
     reasons: Vec<&'static str>,
     /// What a contender would do now: `wait`, `reclaim` or `report`.
     action: &'static str,
+    /// Why OpenClaw, whose locks share this directory, would delete this
+    /// sessionlock holder's lock (`unmarked-argv`, `unreadable`), or `null`.
+    openclaw_exposure: Option<&'static str>,
 }
 
 impl LockJson {
-    fn new(s: &LockStatus) -> Self {
+    fn new(s: &LockStatus, exposure: Option<Exposure>) -> Self {
         let h = &s.holder;
         LockJson {
             session: s.session.to_string_lossy().into_owned(),
@@ -309,6 +372,7 @@ impl LockJson {
             holder: HolderJson::of(s),
             reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
             action: action_name(s.action),
+            openclaw_exposure: exposure.map(Exposure::as_str),
         }
     }
 }
@@ -373,10 +437,14 @@ enum EntryJson {
 
 /// Writes the JSON array: pretty, or compact on one line.
 fn write_json(out: &mut impl Write, found: &[Found], pretty: bool) -> io::Result<()> {
+    let exposed = exposures(found);
     let entries: Vec<EntryJson> = found
         .iter()
         .map(|f| match f {
-            Found::Lock(s) => EntryJson::Lock(Box::new(LockJson::new(s))),
+            Found::Lock(s) => EntryJson::Lock(Box::new(LockJson::new(
+                s,
+                exposed.get(&s.inspection.lock_path).copied(),
+            ))),
             Found::Unreadable(path, err) => EntryJson::Error(ErrorJson {
                 lock_path: path.as_ref().map(|p| p.to_string_lossy().into_owned()),
                 lock_path_hex: path.as_ref().and_then(|p| hex_if_not_utf8(p.as_os_str())),
@@ -392,7 +460,7 @@ fn write_json(out: &mut impl Write, found: &[Found], pretty: bool) -> io::Result
     writeln!(out)
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "SESSION",
     "PID",
     "HOST",
@@ -401,6 +469,7 @@ const HEADER: [&str; 10] = [
     "AGE",
     "LEASE LEFT",
     "EPOCH",
+    "OWNER",
     "ACTION",
     "REASONS",
 ];
@@ -415,7 +484,7 @@ fn write_table(
     full_paths: bool,
     header_always: bool,
 ) -> io::Result<()> {
-    let rows: Vec<[String; 10]> = found
+    let rows: Vec<[String; 11]> = found
         .iter()
         .filter_map(|f| match f {
             Found::Lock(s) => Some(row(s, full_paths)),
@@ -448,7 +517,7 @@ fn write_table(
     Ok(())
 }
 
-fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
+fn row(s: &LockStatus, full_paths: bool) -> [String; 11] {
     let h = &s.holder;
     let dash = || "-".to_owned();
     let session = if full_paths {
@@ -495,6 +564,7 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 10] {
             .map_or_else(dash, |ms| human_duration(Duration::from_millis(ms))),
         lease_left,
         h.epoch.map_or_else(dash, |e| e.to_string()),
+        h.owner.clone().unwrap_or_else(dash),
         action_name(s.action).to_owned(),
         reasons,
     ]

@@ -301,7 +301,8 @@ fn status_reports_a_dead_openclaw_holder() {
     assert_eq!(items[0]["alive"], false);
     assert_eq!(items[0]["reasons"], serde_json::json!(["dead-pid"]));
     assert_eq!(items[0]["action"], "reclaim");
-    assert_eq!(items[0]["owner"], Value::Null);
+    // A payload without `owner` is OpenClaw's (issue 9 item 3).
+    assert_eq!(items[0]["owner"], "openclaw");
     assert_eq!(items[0]["epoch"], Value::Null);
 }
 

@@ -232,7 +232,8 @@ fn every_kind_of_lock_gets_its_verdict_and_fix_removes_exactly_the_stale_ones() 
             "hold-exceeded.jsonl.lock",
             "removable",
             "hold-exceeded",
-            "would remove:",
+            // A live holder: removed only with --force (issue 9 item 3).
+            "would remove with --force:",
         ),
         ("live.jsonl.lock", "ok", "-", "would keep: live holder pid"),
         (
@@ -285,8 +286,10 @@ fn every_kind_of_lock_gets_its_verdict_and_fix_removes_exactly_the_stale_ones() 
     );
     assert!(err.contains(&hint), "stderr: {err}");
 
-    // --fix: exactly the removable ones go, everything else stays as it was.
-    let out = doctor(d, &["--fix"]);
+    // --fix --force: exactly the removable ones go (the live holder past its
+    // lease needs --force, see openclaw_cli.rs), everything else stays as it
+    // was.
+    let out = doctor(d, &["--fix", "--force"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -393,7 +396,17 @@ fn json_has_the_stable_field_names() {
         stderr(&out)
     );
     let top: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(top, ["dirs", "findings", "fixed", "errors", "summary"]);
+    assert_eq!(
+        top,
+        [
+            "dirs",
+            "findings",
+            "fixed",
+            "errors",
+            "openclawExposure",
+            "summary"
+        ]
+    );
     assert_eq!(v["fixed"], json!([]));
 
     let findings = v["findings"].as_array().unwrap();
@@ -446,7 +459,7 @@ fn json_has_the_stable_field_names() {
     assert_eq!(s["needAttention"], 6);
     assert_eq!(s["exitCode"], 1);
 
-    let (out, v) = doctor_json(d, &["--fix"]);
+    let (out, v) = doctor_json(d, &["--fix", "--force"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let fixed = v["fixed"].as_array().unwrap();
     let outcomes: BTreeMap<String, String> = fixed
@@ -665,9 +678,8 @@ fn status_explains_every_kind_of_lock_in_the_fixture() {
     assert_eq!(by_name["live"]["lane"], "channel");
     assert_eq!(by_name["live"]["epoch"], 7);
     assert_eq!(
-        by_name["openclaw"]["owner"],
-        Value::Null,
-        "an OpenClaw lock has no owner field"
+        by_name["openclaw"]["owner"], "openclaw",
+        "a lock without an owner field is OpenClaw's"
     );
     // The table names every lock too, and status never changes anything.
     let out = run(sessionlock().arg("status").arg(dir.path()));

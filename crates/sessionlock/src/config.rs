@@ -416,6 +416,52 @@ mod tests {
         assert!(w[0].to_string().contains("0x10"));
     }
 
+    // Issue 9 item 3: OpenClaw-compatible mode and the foreign hold-exceeded
+    // policy resolve like every other setting: environment, explicit, default.
+    #[test]
+    fn openclaw_compat_and_foreign_policy_resolve_env_then_explicit_then_default() {
+        let d = resolve(&Config::default(), &[]).0;
+        assert!(!d.openclaw_compat);
+        assert_eq!(d.foreign_hold_exceeded, HoldExceededPolicy::Reclaim);
+        let explicit = Config {
+            openclaw_compat: Some(true),
+            foreign_hold_exceeded: Some(HoldExceededPolicy::Report),
+            ..Config::default()
+        };
+        let (s, w) = resolve(&explicit, &[]);
+        assert!(w.is_empty());
+        assert!(s.openclaw_compat);
+        assert_eq!(s.foreign_hold_exceeded, HoldExceededPolicy::Report);
+        assert_eq!(s.hold_exceeded, HoldExceededPolicy::Reclaim);
+        let (s, w) = resolve(
+            &explicit,
+            &[
+                ("SESSIONLOCK_OPENCLAW_COMPAT", "0"),
+                ("SESSIONLOCK_FOREIGN_HOLD_EXCEEDED", "reclaim"),
+            ],
+        );
+        assert!(w.is_empty());
+        assert!(!s.openclaw_compat);
+        assert_eq!(s.foreign_hold_exceeded, HoldExceededPolicy::Reclaim);
+        let (s, w) = resolve(
+            &Config::default(),
+            &[
+                ("SESSIONLOCK_OPENCLAW_COMPAT", "yes"),
+                ("SESSIONLOCK_FOREIGN_HOLD_EXCEEDED", "steal"),
+            ],
+        );
+        assert!(!s.openclaw_compat);
+        assert_eq!(s.foreign_hold_exceeded, HoldExceededPolicy::Reclaim);
+        let vars: Vec<_> = w.iter().map(|w| w.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "SESSIONLOCK_FOREIGN_HOLD_EXCEEDED",
+                "SESSIONLOCK_OPENCLAW_COMPAT"
+            ]
+        );
+    }
+
     #[test]
     fn acquire_timeout_zero_is_allowed() {
         let (s, w) = resolve(

@@ -19,6 +19,11 @@
 //!   and times); a leftover rewrite file likewise, and under the session lock,
 //!   since a rewrite of the same epoch reuses its name.
 //!
+//! A live holder past its lease is removed only with [`FixOptions::force`]:
+//! a sessionlock holder is fenced once the lock is taken again, but a
+//! foreign (OpenClaw) one cannot be, and such a removal is logged as an
+//! unfenced reclaim.
+//!
 //! Never touched: a live holder within its lease, a `too-old` lock, a
 //! hold-exceeded lock under the `report` policy, a symlink, directory or other
 //! non-regular file at a lock path, transcript lines that are not JSON, and
@@ -133,6 +138,10 @@ pub enum Action {
     None,
     /// Removes the file.
     Remove,
+    /// Removes the lock only when forced ([`FixOptions::force`]): its holder
+    /// is alive, only past its lease. Without fencing (an OpenClaw holder)
+    /// it may go on writing beside the next holder.
+    RemoveWithForce,
     /// Repairs the transcript's torn tail.
     Repair,
     /// Keeps it: it is healthy, not stale yet, or kept on purpose.
@@ -140,11 +149,13 @@ pub enum Action {
 }
 
 impl Action {
-    /// The name used in messages and JSON (`none`, `remove`, `repair`, `keep`).
+    /// The name used in messages and JSON (`none`, `remove`,
+    /// `remove-with-force`, `repair`, `keep`).
     pub fn as_str(self) -> &'static str {
         match self {
             Action::None => "none",
             Action::Remove => "remove",
+            Action::RemoveWithForce => "remove-with-force",
             Action::Repair => "repair",
             Action::Keep => "keep",
         }
@@ -283,6 +294,9 @@ pub struct Report {
     pub transcripts: usize,
     /// How many leftover files were examined.
     pub leftovers: usize,
+    /// The sessionlock holders here that OpenClaw would delete, because the
+    /// directory also holds OpenClaw locks: lock path and why (spec §15).
+    pub openclaw_exposure: Vec<(PathBuf, status::Exposure)>,
 }
 
 /// Examines every lock, transcript and leftover file directly in `dir` (not
@@ -316,6 +330,7 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
         locks: 0,
         transcripts: 0,
         leftovers: 0,
+        openclaw_exposure: Vec::new(),
     };
     let dir = root.as_path();
     for name in names {
@@ -346,6 +361,18 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
             }
         }
     }
+    let locks: Vec<&LockStatus> = report
+        .findings
+        .iter()
+        .filter_map(|f| match &f.subject {
+            Subject::Lock(st) => Some(&**st),
+            _ => None,
+        })
+        .collect();
+    report.openclaw_exposure = status::openclaw_exposure(&locks)
+        .into_iter()
+        .map(|(st, why)| (st.inspection.lock_path.clone(), why))
+        .collect();
     Ok(report)
 }
 
@@ -454,7 +481,7 @@ fn lock_finding(
                 )
             } else {
                 format!(
-                    "{who} is {} past its lease ({}){}",
+                    "{who} is {} past its lease ({}){}; a live holder is removed only with --force",
                     human_duration(past_lease(&st, now)),
                     h.max_hold_ms.map_or_else(
                         || "default".to_owned(),
@@ -463,11 +490,17 @@ fn lock_finding(
                     if h.epoch.is_some() {
                         "; its writes are fenced once the lock is taken again"
                     } else {
-                        ""
+                        "; it is not sessionlock's and cannot be fenced: it may go on writing"
                     },
                 )
             };
-            (Verdict::Removable, Action::Remove, why)
+            let live = reasons.contains(Reason::HoldExceeded) && st.liveness.presumed_alive();
+            let action = if live {
+                Action::RemoveWithForce
+            } else {
+                Action::Remove
+            };
+            (Verdict::Removable, action, why)
         }
         Contender::Report => (
             Verdict::ReportOnly,
@@ -748,12 +781,17 @@ pub struct FixOptions {
     /// The budget for taking a session lock (to repair a transcript or
     /// remove a rewrite leftover); a session still held after it is skipped.
     pub lock_timeout: Duration,
+    /// Whether to remove the locks of live holders past their lease
+    /// ([`Action::RemoveWithForce`]); without it they are skipped
+    /// ([`Outcome::NeedsForce`]).
+    pub force: bool,
 }
 
 impl Default for FixOptions {
     fn default() -> Self {
         FixOptions {
             lock_timeout: FIX_LOCK_TIMEOUT,
+            force: false,
         }
     }
 }
@@ -762,6 +800,11 @@ impl FixOptions {
     /// Sets the budget for taking a session lock.
     pub fn lock_timeout(mut self, t: Duration) -> Self {
         self.lock_timeout = t;
+        self
+    }
+    /// Sets whether live holders past their lease are removed.
+    pub fn force(mut self, yes: bool) -> Self {
+        self.force = yes;
         self
     }
 }
@@ -782,6 +825,8 @@ pub enum Outcome {
     Changed,
     /// Someone holds the session's lock: skipped, try again later.
     Held(Box<Holder>),
+    /// A live holder past its lease: skipped without [`FixOptions::force`].
+    NeedsForce,
     /// It failed.
     Failed(Error),
 }
@@ -796,6 +841,7 @@ impl Outcome {
             Outcome::AlreadyGone => "already-gone",
             Outcome::Changed => "changed",
             Outcome::Held(_) => "held",
+            Outcome::NeedsForce => "needs-force",
             Outcome::Failed(_) => "failed",
         }
     }
@@ -833,6 +879,9 @@ impl fmt::Display for Outcome {
                     "the session lock is held by {}; try again later",
                     holder_words(h, liveness)
                 )
+            }
+            Outcome::NeedsForce => {
+                f.write_str("its holder is alive, only past its lease: removed only with --force")
             }
             Outcome::Failed(e) => f.write_str(&chain(e)),
         }
@@ -888,8 +937,29 @@ pub fn fix(report: &Report, opts: &FixOptions) -> FixReport {
 }
 
 fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
+    if f.action == Action::RemoveWithForce && !opts.force {
+        return Outcome::NeedsForce;
+    }
     match &f.subject {
-        Subject::Lock(st) => remove_lock(st),
+        Subject::Lock(st) => {
+            let outcome = remove_lock(st);
+            let foreign = st
+                .inspection
+                .payload
+                .as_ref()
+                .is_ok_and(crate::openclaw::is_foreign);
+            if matches!(outcome, Outcome::Removed) && f.action == Action::RemoveWithForce && foreign
+            {
+                tracing::warn!(
+                    lock = %f.path.display(),
+                    holder_pid = ?st.holder.pid,
+                    past_lease_ms = u64::try_from(past_lease(st, SystemTime::now()).as_millis()).unwrap_or(u64::MAX),
+                    "unfenced reclaim: removed the lock of a live foreign holder past its lease (--force); \
+                     it cannot be fenced and may still write"
+                );
+            }
+            outcome
+        }
         Subject::TornTail(_) => under_session_lock(report, &f.session, opts, |guard| {
             // Opening creates a missing transcript: never conjure one up.
             if !exists(&f.session)? {

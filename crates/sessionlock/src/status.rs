@@ -122,6 +122,70 @@ pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus
         .collect())
 }
 
+/// Why OpenClaw would delete a sessionlock holder's lock (spec §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exposure {
+    /// The holder's arguments carry no `openclaw` marker: OpenClaw takes it
+    /// for a `non-openclaw-owner` and deletes its lock (the holder runs
+    /// without OpenClaw-compatible mode, or is a library in another program).
+    UnmarkedArgv,
+    /// The lock file is not readable by the users that own the OpenClaw
+    /// locks beside it: OpenClaw takes it for a lock without a payload and
+    /// deletes it after its grace.
+    Unreadable,
+}
+
+impl Exposure {
+    /// The name used in JSON (`unmarked-argv`, `unreadable`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exposure::UnmarkedArgv => "unmarked-argv",
+            Exposure::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// Whether a lock is OpenClaw's (its payload names no `owner`).
+pub fn is_openclaw(st: &LockStatus) -> bool {
+    st.holder.owner.as_deref() == Some(crate::openclaw::OWNER)
+}
+
+/// The sessionlock holders among `locks` (the locks of one directory) that
+/// OpenClaw would delete, each with why; empty unless the directory also
+/// holds an OpenClaw lock. Only live local holders are judged: a dead one
+/// is reclaimable anyway, and a remote one cannot be inspected.
+pub fn openclaw_exposure<'a>(locks: &[&'a LockStatus]) -> Vec<(&'a LockStatus, Exposure)> {
+    use std::os::unix::fs::MetadataExt;
+    let oc_uids: Vec<u32> = locks
+        .iter()
+        .filter(|st| is_openclaw(st))
+        .filter_map(|st| std::fs::symlink_metadata(&st.inspection.lock_path).ok())
+        .map(|m| m.uid())
+        .collect();
+    if !locks.iter().any(|st| is_openclaw(st)) {
+        return Vec::new();
+    }
+    locks
+        .iter()
+        .copied()
+        .filter(|st| {
+            st.holder.owner.as_deref() == Some(crate::payload::OWNER)
+                && st.liveness == Liveness::Alive
+        })
+        .filter_map(|st| {
+            let pid = st.holder.pid?;
+            if crate::openclaw::process_is_marked(pid) == Some(false) {
+                return Some((st, Exposure::UnmarkedArgv));
+            }
+            let m = std::fs::symlink_metadata(&st.inspection.lock_path).ok()?;
+            let world_readable = m.mode() & 0o004 != 0;
+            let other_uid = oc_uids.iter().any(|&u| u != m.uid() && u != 0);
+            (other_uid && !world_readable).then_some((st, Exposure::Unreadable))
+        })
+        .collect()
+}
+
 /// A short human duration: `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
 pub fn human_duration(d: Duration) -> String {
     const S: u128 = 1000;
