@@ -56,9 +56,16 @@ pub(crate) fn busy_hint(e: &Error) -> String {
         .unwrap_or(Path::new("."));
     let dir = shell_word(dir.as_os_str());
     match e {
-        Error::Stale { .. } => format!(
-            "the holder is past its lease and SESSIONLOCK_HOLD_EXCEEDED=report forbids \
-             taking the lock over; run `sessionlock status {dir}` to see the holder"
+        Error::Stale { holder, .. } => format!(
+            "the holder is past its lease and {} forbids taking the lock over; \
+             run `sessionlock status {dir}` to see the holder",
+            if holder.owner.as_deref() == Some(sessionlock::payload::OWNER) {
+                "SESSIONLOCK_HOLD_EXCEEDED=report"
+            } else {
+                // A foreign (OpenClaw) holder cannot be fenced.
+                "the foreign holders' policy `report` (SESSIONLOCK_FOREIGN_HOLD_EXCEEDED, \
+                 unset: SESSIONLOCK_HOLD_EXCEEDED)"
+            },
         ),
         _ => format!("run `sessionlock status {dir}` to see the holder"),
     }

@@ -188,15 +188,27 @@ fn foreign_hold_exceeded_policy_report_refuses_and_reclaim_logs_an_unfenced_recl
         .args(["--", "true"]));
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     assert!(
-        stderr(&out).contains("session file lock stale (hold-exceeded)"),
+        stderr(&out).contains("session file lock stale (hold-exceeded)")
+            && stderr(&out).contains("the foreign holders' policy `report`"),
         "stderr: {}",
         stderr(&out)
     );
     assert!(lock_path(&session).exists(), "the OpenClaw lock is kept");
 
-    // `report` for sessionlock's own holders does not spare a foreign one.
+    // Unset, the foreign policy follows SESSIONLOCK_HOLD_EXCEEDED.
     let out = run(sessionlock()
         .env("SESSIONLOCK_HOLD_EXCEEDED", "report")
+        .args(["exec", "--timeout-ms", "5000"])
+        .arg(&session)
+        .args(["--", "true"]));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(lock_path(&session).exists(), "the OpenClaw lock is kept");
+
+    // Set, it is the foreign holders' alone: `report` for sessionlock's own
+    // holders does not spare a foreign one.
+    let out = run(sessionlock()
+        .env("SESSIONLOCK_HOLD_EXCEEDED", "report")
+        .env("SESSIONLOCK_FOREIGN_HOLD_EXCEEDED", "reclaim")
         .args(["exec", "--timeout-ms", "5000"])
         .arg(&session)
         .args(["--", "true"]));

@@ -35,9 +35,10 @@ pub struct LockOptions {
     pub stale_after: Duration,
     /// What to do when a live sessionlock holder is past its lease.
     pub hold_exceeded: HoldExceededPolicy,
-    /// What to do when a live foreign (OpenClaw) holder is past its lease.
-    /// It cannot be fenced: reclaiming it is logged as an unfenced reclaim.
-    pub foreign_hold_exceeded: HoldExceededPolicy,
+    /// What to do when a live foreign (OpenClaw) holder is past its lease;
+    /// `None` follows `hold_exceeded`. It cannot be fenced: reclaiming it is
+    /// logged as an unfenced reclaim.
+    pub foreign_hold_exceeded: Option<HoldExceededPolicy>,
     /// OpenClaw-compatible mode: lock files are written readable by
     /// OpenClaw (mode 0644), and a warning is logged once if this process's
     /// arguments lack the marker OpenClaw needs to honour its locks (see
@@ -96,7 +97,7 @@ impl LockOptions {
     }
     /// Sets the hold-exceeded policy for foreign (OpenClaw) holders.
     pub fn foreign_hold_exceeded(mut self, p: HoldExceededPolicy) -> Self {
-        self.foreign_hold_exceeded = p;
+        self.foreign_hold_exceeded = Some(p);
         self
     }
     /// Turns OpenClaw-compatible mode on or off.
@@ -221,7 +222,7 @@ impl LockOptions {
         Policy {
             stale_after: self.stale_after,
             hold_exceeded: self.hold_exceeded,
-            foreign_hold_exceeded: self.foreign_hold_exceeded,
+            foreign_hold_exceeded: self.foreign_hold_exceeded.unwrap_or(self.hold_exceeded),
             payload_grace: Policy::grace_for_budget(self.timeout, self.stale_after),
         }
     }

@@ -56,7 +56,8 @@ pub struct Config {
     /// Policy for live holders past their lease.
     pub hold_exceeded: Option<HoldExceededPolicy>,
     /// Policy for live *foreign* (OpenClaw) holders past their lease; they
-    /// cannot be fenced, so reclaiming them is an unfenced reclaim.
+    /// cannot be fenced, so reclaiming them is an unfenced reclaim. Unset,
+    /// it follows the hold-exceeded policy.
     pub foreign_hold_exceeded: Option<HoldExceededPolicy>,
     /// OpenClaw-compatible mode (see [`crate::openclaw`]).
     pub openclaw_compat: Option<bool>,
@@ -73,8 +74,9 @@ pub struct Settings {
     pub max_hold: Duration,
     /// Policy for live holders past their lease.
     pub hold_exceeded: HoldExceededPolicy,
-    /// Policy for live foreign (OpenClaw) holders past their lease.
-    pub foreign_hold_exceeded: HoldExceededPolicy,
+    /// Policy for live foreign (OpenClaw) holders past their lease; `None`
+    /// follows `hold_exceeded`.
+    pub foreign_hold_exceeded: Option<HoldExceededPolicy>,
     /// OpenClaw-compatible mode: lock files readable by OpenClaw, and (for
     /// the CLI) holding processes marked so that OpenClaw honours them.
     pub openclaw_compat: bool,
@@ -87,7 +89,7 @@ impl Default for Settings {
             stale_after: DEFAULT_STALE_AFTER,
             max_hold: DEFAULT_MAX_HOLD,
             hold_exceeded: HoldExceededPolicy::Reclaim,
-            foreign_hold_exceeded: HoldExceededPolicy::Reclaim,
+            foreign_hold_exceeded: None,
             openclaw_compat: false,
         }
     }
@@ -221,7 +223,7 @@ impl Config {
             .unwrap_or(d.hold_exceeded);
         let foreign_hold_exceeded = policy_env(ENV_FOREIGN_HOLD_EXCEEDED)
             .or(self.foreign_hold_exceeded)
-            .unwrap_or(d.foreign_hold_exceeded);
+            .or(d.foreign_hold_exceeded);
         let compat_env = lookup(ENV_OPENCLAW_COMPAT).and_then(|v| match v.as_str() {
             "1" => Some(true),
             "0" => Some(false),
@@ -422,7 +424,7 @@ mod tests {
     fn openclaw_compat_and_foreign_policy_resolve_env_then_explicit_then_default() {
         let d = resolve(&Config::default(), &[]).0;
         assert!(!d.openclaw_compat);
-        assert_eq!(d.foreign_hold_exceeded, HoldExceededPolicy::Reclaim);
+        assert_eq!(d.foreign_hold_exceeded, None, "follows hold_exceeded");
         let explicit = Config {
             openclaw_compat: Some(true),
             foreign_hold_exceeded: Some(HoldExceededPolicy::Report),
@@ -431,7 +433,7 @@ mod tests {
         let (s, w) = resolve(&explicit, &[]);
         assert!(w.is_empty());
         assert!(s.openclaw_compat);
-        assert_eq!(s.foreign_hold_exceeded, HoldExceededPolicy::Report);
+        assert_eq!(s.foreign_hold_exceeded, Some(HoldExceededPolicy::Report));
         assert_eq!(s.hold_exceeded, HoldExceededPolicy::Reclaim);
         let (s, w) = resolve(
             &explicit,
@@ -442,7 +444,7 @@ mod tests {
         );
         assert!(w.is_empty());
         assert!(!s.openclaw_compat);
-        assert_eq!(s.foreign_hold_exceeded, HoldExceededPolicy::Reclaim);
+        assert_eq!(s.foreign_hold_exceeded, Some(HoldExceededPolicy::Reclaim));
         let (s, w) = resolve(
             &Config::default(),
             &[
@@ -451,7 +453,7 @@ mod tests {
             ],
         );
         assert!(!s.openclaw_compat);
-        assert_eq!(s.foreign_hold_exceeded, HoldExceededPolicy::Reclaim);
+        assert_eq!(s.foreign_hold_exceeded, None);
         let vars: Vec<_> = w.iter().map(|w| w.var).collect();
         assert_eq!(
             vars,

@@ -38,7 +38,9 @@ pub fn policy(settings: &Settings) -> Policy {
     Policy {
         stale_after: settings.stale_after,
         hold_exceeded: settings.hold_exceeded,
-        foreign_hold_exceeded: settings.foreign_hold_exceeded,
+        foreign_hold_exceeded: settings
+            .foreign_hold_exceeded
+            .unwrap_or(settings.hold_exceeded),
         payload_grace: Policy::grace_for_budget(None, settings.stale_after),
     }
 }
