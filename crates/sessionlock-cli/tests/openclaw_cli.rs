@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{hold, lock_path, run, sessionlock, stderr, stdout};
+use common::{lock_path, run, sessionlock, stderr, stdout};
 use serde_json::{json, Value};
 use sessionlock::payload::format_time;
 
@@ -79,10 +79,21 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
     let d = dir.path();
     let oc_holder = Sleeper::spawn();
     plant_openclaw_lock(&d.join("oc.jsonl"), &oc_holder, Duration::ZERO, 300_000);
-    // The test process holds a lock; its argv carries no `openclaw` token.
-    let guard = hold(&d.join("sl.jsonl"));
+    // `held(args)` runs `sessionlock ARGS` under an `exec` (without
+    // compatible mode) that holds sl.jsonl's lock: a holder whose argv
+    // carries no `openclaw` token. Its output is the inner command's.
+    let sl = d.join("sl.jsonl");
+    let held = |args: &[&str]| {
+        run(sessionlock()
+            .arg("exec")
+            .arg(&sl)
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_sessionlock"))
+            .args(args)
+            .arg(d))
+    };
 
-    let out = run(sessionlock().arg("status").arg(d));
+    let out = held(&["status"]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     let text = stdout(&out);
     // Columns are aligned: the OWNER cell starts where its header does.
@@ -105,10 +116,8 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
     assert!(
         err.contains("warning:")
             && err.contains("holds OpenClaw locks")
-            && err.contains(&format!(
-                "sl.jsonl (pid {}: no `openclaw` argument)",
-                std::process::id()
-            )),
+            && err.contains("sl.jsonl (pid ")
+            && err.contains(": no `openclaw` argument)"),
         "stderr: {err}"
     );
     assert!(
@@ -116,7 +125,7 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
         "stderr: {err}"
     );
 
-    let out = run(sessionlock().args(["status", "--json"]).arg(d));
+    let out = held(&["status", "--json"]);
     let items = json_of(&out);
     let by_session = |name: &str| {
         items
@@ -132,13 +141,13 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
     assert_eq!(by_session("sl.jsonl")["owner"], "sessionlock");
     assert_eq!(by_session("sl.jsonl")["openclawExposure"], "unmarked-argv");
 
-    let out = run(sessionlock().arg("doctor").arg(d));
+    let out = held(&["doctor"]);
     assert!(
         stderr(&out).contains("holds OpenClaw locks"),
         "stderr: {}",
         stderr(&out)
     );
-    let out = run(sessionlock().args(["doctor", "--json"]).arg(d));
+    let out = held(&["doctor", "--json"]);
     let v = json_of(&out);
     let exposed = v["openclawExposure"].as_array().expect("openclawExposure");
     assert_eq!(exposed.len(), 1, "{v}");
@@ -147,7 +156,6 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
         .unwrap()
         .ends_with("sl.jsonl.lock"));
     assert_eq!(exposed[0]["reason"], "unmarked-argv");
-    guard.release().unwrap();
 
     // A compat-mode holder carries the marker: no warning while it holds.
     let out = run(sessionlock()
