@@ -310,3 +310,53 @@ fn doctor_fix_removes_a_live_hold_exceeded_holder_only_with_force() {
         stderr(&out)
     );
 }
+
+// Issue 9 item 3: compatible mode re-executes the command with the
+// `openclaw` marker. The re-execution must be invisible to the caller (same
+// pid, stdin, stdout, environment and exit status) and happen once.
+#[test]
+fn compat_mode_reexecutes_once_keeping_pid_streams_and_exit_status() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let mut child = sessionlock()
+        .arg("--openclaw-compat")
+        .arg("exec")
+        .arg(&session)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat; echo \"compat=$SESSIONLOCK_OPENCLAW_COMPAT ppid=$PPID\"; \
+             tr '\\0' ' ' < /proc/$PPID/cmdline >&2; exit 7",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("hello\ncompat=1 ppid={pid}\n"),
+        "same pid, stdin and stdout; the mode reaches the command"
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("--openclaw-marker openclaw").count(),
+        1,
+        "marked exactly once: {err}"
+    );
+    assert!(
+        err.contains("--openclaw-marker openclaw --openclaw-compat exec"),
+        "{err}"
+    );
+}
