@@ -151,6 +151,31 @@ mod tests {
         }
     }
 
+    // Issue 9 item 3: OpenClaw takes a lock it cannot read (0600 of another
+    // user) for one without a payload and deletes it; in compatible mode the
+    // lock file is 0644 whatever the umask, also after an extend.
+    #[test]
+    fn compat_mode_lock_files_are_readable_by_everyone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("lock").permissions().mode() & 0o777;
+        let locks = crate::SessionLock::new();
+        let plain = locks
+            .acquire_with(dir.path().join("a.jsonl"), &crate::LockOptions::default())
+            .expect("acquire");
+        assert_eq!(mode(plain.lock_path()), 0o600);
+        let opts = crate::LockOptions::default().openclaw_compat(true);
+        let compat = locks
+            .acquire_with(dir.path().join("b.jsonl"), &opts)
+            .expect("acquire");
+        assert_eq!(mode(compat.lock_path()), 0o644);
+        compat.extend().expect("extend");
+        assert_eq!(mode(compat.lock_path()), 0o644, "after an extend too");
+        plain.release().expect("release");
+        compat.release().expect("release");
+    }
+
     #[test]
     fn owner_without_field_is_openclaw() {
         let p = Payload::default();
