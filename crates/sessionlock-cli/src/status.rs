@@ -106,8 +106,9 @@ fn exit_code(failed: bool) -> ExitCode {
 }
 
 /// Scans every directory, reporting what cannot be read on stderr (and,
-/// with `note_empty`, directories without locks). Returns what was found
-/// and whether anything could not be read.
+/// with `note_empty`, directories without locks and sessionlock holders
+/// OpenClaw would delete). Returns what was found and whether anything
+/// could not be read.
 fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>, bool) {
     let mut found = Vec::new();
     let mut failed = false;
