@@ -92,6 +92,8 @@ struct Tally {
     failed: usize,
     /// Fixable findings left as they were (no `--fix`).
     would_remove_locks: usize,
+    /// Live holders past their lease (no `--fix`): `--fix --force` removes them.
+    would_force: usize,
     would_remove_leftovers: usize,
     would_repair: usize,
     /// Findings only a person can handle.
@@ -137,6 +139,7 @@ impl Tally {
                 _ => {}
             }
             match (row.outcome, f.kind()) {
+                (None, Kind::Lock) if f.action == Action::RemoveWithForce => t.would_force += 1,
                 (None, Kind::Lock) if f.verdict.is_fixable() => t.would_remove_locks += 1,
                 (None, Kind::Leftover) if f.verdict.is_fixable() => t.would_remove_leftovers += 1,
                 (None, Kind::Transcript) if f.verdict.is_fixable() => t.would_repair += 1,
@@ -157,6 +160,7 @@ impl Tally {
     /// Findings someone has to act on (errors aside).
     fn need_attention(&self) -> usize {
         self.would_remove_locks
+            + self.would_force
             + self.would_remove_leftovers
             + self.would_repair
             + self.invalid
@@ -332,6 +336,24 @@ fn hint(args: &Args, t: &Tally) -> Option<String> {
             "run `{}` to {}",
             command(args, true),
             join_and(&todo)
+        ));
+    }
+    if t.would_force > 0 {
+        steps.push(format!(
+            "{} alive, only past {}: `{} --force` removes {} too (a sessionlock holder's later \
+             writes are fenced; an OpenClaw holder cannot be fenced and may go on writing)",
+            count(t.would_force, "holder is", "holders are"),
+            if t.would_force == 1 {
+                "its lease"
+            } else {
+                "their leases"
+            },
+            command(args, true),
+            if t.would_force == 1 {
+                "its lock"
+            } else {
+                "their locks"
+            },
         ));
     }
     if t.needs_force > 0 {

@@ -281,10 +281,16 @@ fn every_kind_of_lock_gets_its_verdict_and_fix_removes_exactly_the_stale_ones() 
     );
     let err = stderr(&out);
     let hint = format!(
-        "hint: run `sessionlock doctor {} --fix` to remove 4 stale locks, remove 1 leftover file and repair 1 transcript",
+        "hint: run `sessionlock doctor {} --fix` to remove 3 stale locks, remove 1 leftover file and repair 1 transcript",
         d.display()
     );
     assert!(err.contains(&hint), "stderr: {err}");
+    // The live holder past its lease needs --force (issue 9 item 3).
+    let force = format!(
+        "1 holder is alive, only past its lease: `sessionlock doctor {} --fix --force` removes its lock too",
+        d.display()
+    );
+    assert!(err.contains(&force), "stderr: {err}");
 
     // --fix --force: exactly the removable ones go (the live holder past its
     // lease needs --force, see openclaw_cli.rs), everything else stays as it

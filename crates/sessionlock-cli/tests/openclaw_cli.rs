@@ -274,6 +274,14 @@ fn doctor_fix_removes_a_live_hold_exceeded_holder_only_with_force() {
         "stdout: {}",
         stdout(&out)
     );
+    assert!(
+        stderr(&out).contains(&format!(
+            "`sessionlock doctor {} --fix --force` removes its lock too",
+            d.display()
+        )) && !stderr(&out).contains("to remove 1 stale lock"),
+        "the hint asks for --force: {}",
+        stderr(&out)
+    );
 
     let out = run(sessionlock().args(["doctor", "--fix"]).arg(d));
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));

@@ -261,7 +261,7 @@ fn log_unfenced_reclaim(seen: &Inspection, a: &Assessment) {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     tracing::warn!(
         lock = %seen.lock_path.display(),
-        holder_pid = ?p.pid,
+        holder_pid = p.pid.unwrap_or(0),
         owner = crate::openclaw::owner_of(p),
         past_lease_ms = past_ms,
         "unfenced reclaim: took over the lock of a live {} holder {}ms past its lease; \

@@ -952,7 +952,7 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
             {
                 tracing::warn!(
                     lock = %f.path.display(),
-                    holder_pid = ?st.holder.pid,
+                    holder_pid = st.holder.pid.unwrap_or(0),
                     past_lease_ms = u64::try_from(past_lease(st, SystemTime::now()).as_millis()).unwrap_or(u64::MAX),
                     "unfenced reclaim: removed the lock of a live foreign holder past its lease (--force); \
                      it cannot be fenced and may still write"
