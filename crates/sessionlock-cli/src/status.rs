@@ -157,10 +157,10 @@ pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposu
                 .holder
                 .pid
                 .map_or_else(|| "?".to_owned(), |p| p.to_string());
-            let name = st.session.file_name().map_or_else(
-                || st.session.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
+            let name = st
+                .session
+                .file_name()
+                .map_or_else(|| text::path(&st.session), text::escape_os);
             match why {
                 Exposure::UnmarkedArgv => format!("{name} (pid {pid}: no `openclaw` argument)"),
                 _ => format!("{name} (pid {pid}: lock file unreadable by OpenClaw's user)"),
@@ -170,7 +170,7 @@ pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposu
     eprintln!(
         "warning: {} holds OpenClaw locks, and OpenClaw deletes the locks of these sessionlock \
          holders: {}",
-        dir.display(),
+        text::path(dir),
         who.join(", ")
     );
     eprintln!(
