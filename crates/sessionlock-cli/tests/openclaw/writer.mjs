@@ -8,7 +8,8 @@
 // openclaw/plugin-sdk/agent-harness-runtime) again and again for N ms; inside each critical
 // section it logs `begin`, does a read-modify-write of the counter file, and logs `end`.
 // `once` tries to take the lock once and prints one JSON line: {"ok":..., "ms":..., "error":...}.
-// `section` is one critical section without any lock: the command `sessionlock exec` runs.
+// `section` is one critical section without any lock: the command `sessionlock exec` runs. Its
+// `end` line says whether the exec's lock was gone by then (`lost`).
 //
 // Log lines are JSON objects {"w", "seq", "ev", "t"} with t = CLOCK_MONOTONIC in ns
 // (process.hrtime.bigint()), appended with one write(2) each to the --log file.
@@ -59,13 +60,31 @@ async function loadOpenClaw(ocDir) {
   return m;
 }
 
+// Whether the lock `sessionlock exec` took for this command is gone: the lock file no longer
+// holds this acquisition's epoch (SESSIONLOCK_EPOCH, unique per acquisition). A deleted lock
+// file cannot come back, so this is ground truth for "someone removed or replaced our lock".
+// Compared as text: epochs may exceed 2^53.
+function lockLost() {
+  const lockPath = process.env.SESSIONLOCK_LOCK_PATH;
+  const epoch = process.env.SESSIONLOCK_EPOCH;
+  if (!lockPath || !epoch) return null;
+  let raw;
+  try {
+    raw = fs.readFileSync(lockPath, "utf8");
+  } catch (e) {
+    if (e.code === "ENOENT") return true;
+    throw e;
+  }
+  return raw.match(/"epoch":\s*(\d+)/)?.[1] !== epoch;
+}
+
 if (mode === "section") {
   const logFile = opt("--log");
   const w = opt("--writer");
   const seq = Number(process.env.SECTION_SEQ ?? opt("--seq", "0"));
   log(logFile, w, seq, "begin", { epoch: process.env.SESSIONLOCK_EPOCH ?? null });
   bumpCounter(opt("--counter"), Number(opt("--hold-ms", "2")));
-  log(logFile, w, seq, "end");
+  log(logFile, w, seq, "end", { lost: lockLost() });
   process.exit(0);
 }
 
