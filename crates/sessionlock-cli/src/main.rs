@@ -9,7 +9,9 @@ mod child;
 mod demo;
 mod doctor;
 mod exec;
+mod keeper;
 mod lockcli;
+mod proctree;
 mod status;
 mod text;
 mod transcript;
@@ -58,6 +60,9 @@ enum Command {
     /// Internal: a child process of demo and bench.
     #[command(hide = true)]
     Worker(worker::Args),
+    /// Internal: the process between exec and its command.
+    #[command(hide = true)]
+    Keeper(keeper::Args),
 }
 
 /// A failure with an optional hint, printed as `error:` / `caused by:` /
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Worker(a) => worker::run(a),
+        Command::Keeper(a) => keeper::run(a),
     };
     match result {
         Ok(code) => code,
