@@ -343,6 +343,7 @@ fn exec_command_exiting_zero_after_losing_lock_is_not_success() {
     let out = finish(child);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    let err = from_error(&err);
     assert!(
         err.starts_with("error: lost the session lock "),
         "stderr: {err}"
