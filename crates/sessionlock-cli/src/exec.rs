@@ -136,9 +136,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         &mut sigs,
         &args.command,
     ))?;
-    // The keeper is reaped: anything left is an orphan of a keeper that
-    // died; nothing of the command may outlive us.
-    proctree::kill_descendants(None).context("cannot kill the command's leftover processes")?;
     Ok(ExitCode::from(code))
 }
 
@@ -194,6 +191,9 @@ async fn hold_and_run(
         )));
     }
     let mut ended = supervise(&mut keeper, &guard, sigs).await?;
+    // The keeper is reaped: anything left is an orphan of a keeper that was
+    // killed. Nothing the command started may outlive the lock.
+    proctree::kill_descendants(None).context("cannot kill the command's leftover processes")?;
     let max_hold_ms = opts.max_hold.as_millis();
     let held = guard.holder().age_ms.unwrap_or(0);
     let lock_path = guard.lock_path().to_owned();
@@ -273,12 +273,18 @@ async fn supervise(
     loop {
         // Checked before every wait: a SIGCHLD may have come before we
         // listened for it.
-        if let Some(status) = keeper
-            .try_wait()
-            .context("cannot wait for the keeper process")?
-        {
-            ended.status = status;
-            return Ok(ended);
+        match keeper.try_wait() {
+            Ok(Some(status)) => {
+                ended.status = status;
+                return Ok(ended);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // We cannot learn when the command ends: it must not run on
+                // once we give up and the lock is released.
+                keeper.kill_all();
+                return Err(anyhow::Error::new(e).context("cannot wait for the keeper process"));
+            }
         }
         let grace = async {
             match kill_at {
