@@ -6,6 +6,7 @@
 //! pids there, and the tests check those processes (by pid and start time,
 //! so a reused pid cannot pass for a survivor) within generous deadlines.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -110,35 +111,55 @@ fn assert_gone(procs: &[(&str, Proc)]) {
     }
 }
 
-/// Starts `sessionlock exec [opts] SESSION -- sh -c SCRIPT` in `dir`.
-fn exec_sh(dir: &Path, opts: &[&str], script: &str) -> Child {
-    sessionlock()
+/// Starts `sessionlock exec [opts] SESSION -- sh -c SCRIPT` in `dir`, its
+/// output going to files there: a pipe would keep a test that reads it to
+/// the end waiting for every process that inherited it, so a survivor would
+/// hang the test instead of failing it.
+fn exec_sh(dir: &Path, opts: &[&str], script: &str) -> Exec {
+    let out = dir.join("exec.stdout");
+    let err = dir.join("exec.stderr");
+    let child = sessionlock()
         .current_dir(dir)
         .arg("exec")
         .args(opts)
         .arg("s.jsonl")
         .args(["--", "sh", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(File::create(&out).unwrap()))
+        .stderr(Stdio::from(File::create(&err).unwrap()))
         .spawn()
-        .expect("start sessionlock exec")
+        .expect("start sessionlock exec");
+    Exec { child, out, err }
 }
 
-/// Waits for `child` to exit, within the deadline.
-fn finish(mut child: Child) -> Output {
+/// A running `sessionlock exec`.
+struct Exec {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+/// Waits for exec to exit, within the deadline.
+fn finish(mut exec: Exec) -> Output {
     let deadline = Instant::now() + DEADLINE;
-    while child.try_wait().expect("wait for exec").is_none() {
+    let status = loop {
+        if let Some(status) = exec.child.try_wait().expect("wait for exec") {
+            break status;
+        }
         if Instant::now() >= deadline {
-            let _ = child.kill();
+            let _ = exec.child.kill();
             panic!("exec did not exit within {DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&exec.out).unwrap(),
+        stderr: std::fs::read(&exec.err).unwrap(),
     }
-    child.wait_with_output().expect("collect exec's output")
 }
 
-fn exec_proc(child: &Child) -> Proc {
-    let pid = i32::try_from(child.id()).unwrap();
+fn exec_proc(exec: &Exec) -> Proc {
+    let pid = i32::try_from(exec.child.id()).unwrap();
     Proc {
         pid,
         starttime: stat(pid).unwrap().1,
