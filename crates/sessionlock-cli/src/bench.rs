@@ -118,6 +118,10 @@ pub(crate) struct Args {
     /// exec → exec (and flock(1) → flock(1)) hand-off trials.
     #[arg(long, default_value_t = 50)]
     exec_handoffs: usize,
+    /// The `sessionlock` binary whose `exec` is measured (default: this
+    /// one), to compare versions.
+    #[arg(long, value_name = "PATH")]
+    exec_binary: Option<PathBuf>,
     /// The `flock(1)` program the exec hand-off is compared with.
     #[arg(long, default_value = "flock")]
     flock: PathBuf,
@@ -555,10 +559,11 @@ fn wrapped_handoff(name: &str, wrap: Wrap<'_>, phase: Duration) -> Result<f64> {
 /// (exec, flock) milliseconds.
 fn exec_handoffs(args: &Args, dir: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
     let exe = std::env::current_exe().context("locate the sessionlock binary")?;
+    let wrapper = args.exec_binary.clone().unwrap_or_else(|| exe.clone());
     let session = dir.join("exec-handoff.jsonl");
     let flock_file = dir.join("flock-handoff.lock");
     let exec = |role: &str| {
-        let mut c = std::process::Command::new(&exe);
+        let mut c = std::process::Command::new(&wrapper);
         c.arg("exec")
             .args(["--timeout-ms", "60000"])
             .arg(&session)
