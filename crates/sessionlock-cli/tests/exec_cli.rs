@@ -444,3 +444,32 @@ fn exec_waiting_for_the_lock_exits_on_sigterm_without_running_the_command() {
     assert!(!dir.path().join("ran").exists(), "the command never ran");
     guard.release().unwrap();
 }
+
+/// The bench's exec group measures exec → exec beside flock(1) → flock(1)
+/// in one run (issue 9.1 asks for both figures from the same run).
+#[test]
+fn bench_exec_prints_exec_and_flock_hand_offs() {
+    let out = common::run(sessionlock().args([
+        "bench",
+        "--json",
+        "--only",
+        "exec",
+        "--exec-handoffs",
+        "2",
+    ]));
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json figures");
+    let figures = v.as_array().expect("an array");
+    let names: Vec<&str> = figures.iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "exec hand-off: exits → next starts",
+            "flock(1) hand-off: exits → next starts"
+        ]
+    );
+    for f in figures {
+        assert_eq!(f["samples"], 2, "{f}");
+        assert!(f["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{f}");
+    }
+}
