@@ -29,6 +29,7 @@ use crate::keeper::{Keeper, Signals};
 use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
 use crate::proctree;
 use crate::report;
+use crate::text::{escape_os, shell_word};
 
 const AFTER_HELP: &str = "\
 The command runs with these variables set:
@@ -174,7 +175,7 @@ async fn hold_and_run(
     };
     let name = command
         .first()
-        .map_or_else(String::new, |p| p.to_string_lossy().into_owned());
+        .map_or_else(String::new, |p| escape_os(p).into_owned());
 
     if let Err(e) = keeper.go(
         guard.epoch(),
@@ -348,7 +349,7 @@ fn report_lost(
                 "another process took the lock over, or deleted or replaced its file \
                  (OpenClaw, `doctor --fix`, rm); what {name} wrote after that was not \
                  protected by the lock; run `sessionlock status {}` to see the holder",
-                dir.display()
+                shell_word(dir.as_os_str())
             ),
         )
     };

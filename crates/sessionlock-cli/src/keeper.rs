@@ -55,6 +55,7 @@ use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 
 use crate::proctree::{self, exit_code};
 use crate::report;
+use crate::text::escape_os;
 
 /// The termination signals exec forwards, and the keeper forwards on to the
 /// command's process group.
@@ -122,7 +123,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 } else {
                     126
                 };
-                let name = program.to_string_lossy();
+                let name = escape_os(program);
                 report(
                     &anyhow::Error::new(e).context(format!("cannot run {name}")),
                     None,
