@@ -47,6 +47,7 @@ The command never runs without the lock:
     is still running) and exec exits 1.
   - When the command exits, processes it left running are killed: they ran
     under the lock, which is released now.
+
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to exec are forwarded to the
 command's process group; exec waits for the command, releases the lock and
 exits 128+N. Because the command has its own process group, it is not in

@@ -111,7 +111,13 @@ fn assert_gone(procs: &[(&str, Proc)]) {
     }
 }
 
-/// Starts `sessionlock exec [opts] SESSION -- sh -c SCRIPT` in `dir`, its
+/// A shell function for the scripts: `started PID > FILE` records a
+/// process as `PID STARTTIME`, so the test identifies it even if it is gone
+/// (or its pid reused) before the test reads the file.
+const STARTED: &str = r#"started() { echo "$1 $(cut -d' ' -f22 /proc/$1/stat)"; };"#;
+
+/// Starts `sessionlock exec [opts] SESSION -- sh -c SCRIPT` in `dir` (with
+/// [`STARTED`] defined), its
 /// output going to files there: a pipe would keep a test that reads it to
 /// the end waiting for every process that inherited it, so a survivor would
 /// hang the test instead of failing it.
@@ -123,7 +129,8 @@ fn exec_sh(dir: &Path, opts: &[&str], script: &str) -> Exec {
         .arg("exec")
         .args(opts)
         .arg("s.jsonl")
-        .args(["--", "sh", "-c", script])
+        .args(["--", "sh", "-c"])
+        .arg(format!("{STARTED} {script}"))
         .stdout(Stdio::from(File::create(&out).unwrap()))
         .stderr(Stdio::from(File::create(&err).unwrap()))
         .spawn()
@@ -197,9 +204,9 @@ fn exec_sigkilled_takes_its_command_and_grandchildren_with_it() {
     let child = exec_sh(
         dir.path(),
         &[],
-        "sleep 1000 & echo $! > bg.pid; \
-         (setsid sleep 1000 & echo $! > detached.pid); \
-         echo $$ > cmd.pid; exec sleep 1000",
+        "sleep 1000 & started $! > bg.pid; \
+         (setsid sleep 1000 & started $! > detached.pid); \
+         started $$ > cmd.pid; exec sleep 1000",
     );
     let exec = exec_proc(&child);
     let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
@@ -227,7 +234,7 @@ fn exec_sigkilled_takes_its_command_and_grandchildren_with_it() {
 fn exec_forwards_sigterm_sigint_sighup_and_exits_128_plus_n() {
     for sig in [Signal::TERM, Signal::INT, Signal::HUP, Signal::QUIT] {
         let dir = tempfile::tempdir().unwrap();
-        let child = exec_sh(dir.path(), &[], "echo $$ > cmd.pid; exec sleep 1000");
+        let child = exec_sh(dir.path(), &[], "started $$ > cmd.pid; exec sleep 1000");
         let exec = exec_proc(&child);
         let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
 
@@ -253,7 +260,7 @@ fn exec_forwards_sigterm_to_a_trapping_command_and_kills_its_background_jobs() {
         dir.path(),
         &[],
         "trap 'echo trapped > trapped; exit 3' TERM; \
-         sleep 1000 & echo $! > bg.pid; echo $$ > cmd.pid; wait",
+         sleep 1000 & started $! > bg.pid; started $$ > cmd.pid; wait",
     );
     let exec = exec_proc(&child);
     let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
@@ -277,7 +284,7 @@ fn exec_forwards_sigterm_to_a_trapping_command_and_kills_its_background_jobs() {
 fn exec_releases_lock_after_forwarded_signal() {
     let dir = tempfile::tempdir().unwrap();
     let (session, lock) = paths(dir.path());
-    let child = exec_sh(dir.path(), &[], "echo $$ > cmd.pid; exec sleep 1000");
+    let child = exec_sh(dir.path(), &[], "started $$ > cmd.pid; exec sleep 1000");
     let exec = exec_proc(&child);
     Proc::from_file(&dir.path().join("cmd.pid"));
     assert!(lock.exists());
@@ -302,7 +309,7 @@ fn exec_exits_nonzero_when_its_lock_is_deleted_while_the_command_runs() {
     let child = exec_sh(
         dir.path(),
         &[],
-        "sleep 1000 & echo $! > bg.pid; echo $$ > cmd.pid; exec sleep 1000",
+        "sleep 1000 & started $! > bg.pid; started $$ > cmd.pid; exec sleep 1000",
     );
     let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
     let bg = Proc::from_file(&dir.path().join("bg.pid"));
@@ -333,7 +340,7 @@ fn exec_exits_nonzero_when_revoked() {
     let child = exec_sh(
         dir.path(),
         &["--max-hold-ms", "300"],
-        "sleep 1000 & echo $! > bg.pid; echo $$ > cmd.pid; exec sleep 1000",
+        "sleep 1000 & started $! > bg.pid; started $$ > cmd.pid; exec sleep 1000",
     );
     let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
     let bg = Proc::from_file(&dir.path().join("bg.pid"));
@@ -381,8 +388,7 @@ fn exec_kills_what_the_command_left_running_when_it_exits() {
     let child = exec_sh(
         dir.path(),
         &[],
-        "started() { echo \"$1 $(cut -d' ' -f22 /proc/$1/stat)\"; }; \
-         sleep 1000 & started $! > bg.pid; \
+        "sleep 1000 & started $! > bg.pid; \
          (setsid sleep 1000 & started $! > detached.pid); exit 0",
     );
     let out = finish(child);
@@ -401,7 +407,7 @@ fn exec_survives_its_keeper_being_killed_without_leaving_the_command() {
     let child = exec_sh(
         dir.path(),
         &[],
-        "sleep 1000 & echo $! > bg.pid; echo $$ > cmd.pid; exec sleep 1000",
+        "sleep 1000 & started $! > bg.pid; started $$ > cmd.pid; exec sleep 1000",
     );
     let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
     let bg = Proc::from_file(&dir.path().join("bg.pid"));
