@@ -123,11 +123,13 @@ impl Tally {
             match (row.outcome, f.kind()) {
                 (None, Kind::Lock) if f.verdict.is_fixable() => t.would_remove_locks += 1,
                 (None, Kind::Leftover) if f.verdict.is_fixable() => t.would_remove_leftovers += 1,
-                (None, Kind::Transcript) if f.verdict.is_fixable() => t.would_repair += 1,
+                (None, Kind::Transcript | Kind::State) if f.verdict.is_fixable() => {
+                    t.would_repair += 1
+                }
                 (None, _) => {}
                 (Some(Outcome::Removed), Kind::Lock) => t.removed_locks += 1,
                 (Some(Outcome::Removed), _) => t.removed_leftovers += 1,
-                (Some(Outcome::Repaired(_)), _) => t.repaired += 1,
+                (Some(Outcome::Repaired(_) | Outcome::Rewritten(_)), _) => t.repaired += 1,
                 (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
                 (Some(Outcome::Changed), _) => t.changed += 1,
                 (Some(Outcome::Held(_)), _) => t.held += 1,
@@ -333,7 +335,7 @@ fn plan(row: &Row<'_>, fixing: bool) -> String {
     if let Some(o) = row.outcome {
         return match o {
             Outcome::Removed => format!("removed: {detail}"),
-            Outcome::Repaired(_) => format!("repaired: {o}"),
+            Outcome::Repaired(_) | Outcome::Rewritten(_) => format!("repaired: {o}"),
             Outcome::AlreadyGone => format!("nothing to do: {o}"),
             Outcome::Changed => format!("left alone: {o}"),
             Outcome::Held(_) => format!("skipped: {o}"),

@@ -220,6 +220,18 @@ fn assess(seen: &Inspection, policy: &Policy) -> Assessment {
     )
 }
 
+/// A backend's `Timeout` (its state stayed busy) reports the caller's budget,
+/// like every other timeout of the acquisition.
+fn with_budget(e: Error, opts: &LockOptions) -> Error {
+    match e {
+        Error::Timeout { holder, .. } => Error::Timeout {
+            timeout_ms: timeout_ms(opts),
+            holder,
+        },
+        e => e,
+    }
+}
+
 fn timeout_ms(opts: &LockOptions) -> u64 {
     opts.timeout.map_or(u64::MAX, |t| {
         u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
@@ -436,7 +448,8 @@ impl<B: Backend> SessionLock<B> {
                     Mode::Async => tokio::time::sleep(CHURN_PAUSE).await,
                 }
             }
-            let seen = match self.backend.try_acquire(&key, &req)? {
+            let tried = self.backend.try_acquire(&key, &req, deadline);
+            let seen = match tried.map_err(|e| with_budget(e, opts))? {
                 Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
                 Attempt::Changed => {
                     churn += 1;
@@ -446,7 +459,11 @@ impl<B: Backend> SessionLock<B> {
             };
             let a = assess(&seen, &policy);
             match a.action {
-                Action::Reclaim => match self.backend.reclaim(&key, &seen, &req)? {
+                Action::Reclaim => match self
+                    .backend
+                    .reclaim(&key, &seen, &req, deadline)
+                    .map_err(|e| with_budget(e, opts))?
+                {
                     Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
                     Attempt::Busy(_) | Attempt::Changed => churn += 1,
                 },
