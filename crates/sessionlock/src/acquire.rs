@@ -168,12 +168,14 @@ fn me() -> &'static SelfIdentity {
     ME.get_or_init(SelfIdentity::current)
 }
 
-/// Converts a wall-clock instant into a monotonic one (for timers).
-fn instant_at(t: SystemTime) -> Instant {
+/// Converts a wall-clock instant into a monotonic one (for timers); `None`
+/// for one too far ahead to represent (no timer needed: the budget or the
+/// safety net ends the wait first).
+fn instant_at(t: SystemTime) -> Option<Instant> {
     let now = SystemTime::now();
     match t.duration_since(now) {
-        Ok(ahead) => Instant::now() + ahead,
-        Err(_) => Instant::now(),
+        Ok(ahead) => Instant::now().checked_add(ahead),
+        Err(_) => Some(Instant::now()),
     }
 }
 
@@ -488,7 +490,7 @@ impl<B: Backend> SessionLock<B> {
                         watch = Some(self.backend.watch(&key)?);
                         continue;
                     };
-                    let wake = [deadline, until.map(instant_at)]
+                    let wake = [deadline, until.and_then(instant_at)]
                         .into_iter()
                         .flatten()
                         .min();

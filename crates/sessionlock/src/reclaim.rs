@@ -205,7 +205,8 @@ pub fn assess(
 ) -> Assessment {
     let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
     let grace = |reasons: Reasons, liveness| {
-        let ready = mtime + policy.payload_grace;
+        // A time near the end of `SystemTime` never comes: no overflow.
+        let ready = mtime.checked_add(policy.payload_grace).unwrap_or(mtime);
         Assessment {
             reasons,
             liveness,

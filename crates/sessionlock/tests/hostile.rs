@@ -394,6 +394,71 @@ fn a_far_future_created_at_and_huge_lease_are_clamped_and_flagged() {
     guard.release().unwrap();
 }
 
+// Sibling of the createdAt defect: anyone who can write a lock file can set
+// its mtime (`touch -d 2400-01-01`). The payload grace of a malformed lock
+// counted from the mtime, and the createdAt clamp bounds a lease by it: a
+// lock touched into the future waited for centuries. The file's ctime, which
+// nobody can set, now bounds the mtime.
+#[test]
+fn a_lock_touched_into_the_future_does_not_put_off_its_grace_or_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let centuries = Duration::from_secs(400 * 365 * 86_400);
+    let touch_ahead = |lock: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .open(lock)
+            .unwrap()
+            .set_modified(SystemTime::now() + centuries)
+            .unwrap();
+    };
+
+    // A payload-less lock: the short grace (5 s for a budget under 30 s).
+    let empty = dir.path().join("empty.jsonl");
+    fs::write(lock_path(&empty), b"").unwrap();
+    touch_ahead(&lock_path(&empty));
+    let started = Instant::now();
+    let guard = SessionLock::new()
+        .acquire_with(&empty, &opts(Duration::from_secs(25)))
+        .expect("reclaimed once the grace counted from the ctime ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    guard.release().unwrap();
+
+    // A live holder whose createdAt and mtime both lie centuries ahead, with
+    // a 2 s lease.
+    let live = dir.path().join("live.jsonl");
+    let sleeper = Group::spawn(Command::new("sleep").arg("1000"));
+    fs::write(
+        lock_path(&live),
+        serde_json::to_vec(&json!({
+            "pid": sleeper.pid(), "starttime": starttime_of(sleeper.pid()),
+            "createdAt": format_time(SystemTime::now() + centuries),
+            "maxHoldMs": 2000,
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    touch_ahead(&lock_path(&live));
+    let st = status::inspect_session(&live, &Settings::default())
+        .unwrap()
+        .expect("a lock");
+    assert!(st.holder.reasons.contains(Reason::FutureCreatedAt));
+    assert!(st.lease_left.expect("a lease") <= Duration::from_secs(2));
+    let started = Instant::now();
+    let guard = SessionLock::new()
+        .acquire_with(&live, &opts(Duration::from_secs(25)))
+        .expect("reclaimed once the 2 s lease counted from the ctime ended");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    guard.release().unwrap();
+}
+
 // ------------------------------------------------------------ name length
 
 // Issue 9 item 4, third defect: a session name of 213-249 bytes could be

@@ -381,7 +381,7 @@ fn state_busy(path: &Path, file: &File, waited: Duration) -> Error {
         .copied()
         .find(|&p| p != me)
         .or(holders.first().copied());
-    tracing::warn!(path = %path.display(), holders = ?holders, "session state file locked by another process");
+    tracing::debug!(path = %path.display(), holders = ?holders, "session state file locked by another process");
     Error::Timeout {
         timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
         holder: Box::new(crate::error::Holder::state_lock(path, pid)),
@@ -575,6 +575,23 @@ fn swap_in(lock_path: &Path, tmp: &Path, ino: (u64, u64)) -> Result<Option<LossC
     }
     let _ = std::fs::remove_file(tmp);
     Ok(Some(LossCause::Replaced))
+}
+
+/// When a lock file was last written, as far as its times can tell: its
+/// mtime, but never later than its ctime. Anyone who can write the file can
+/// set its mtime to any value (`touch -d 2400-01-01`), which would put off a
+/// payload grace or a lease for centuries; the ctime is set by the kernel
+/// to the time of that very change and cannot be chosen.
+fn written_at(meta: &std::fs::Metadata) -> SystemTime {
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let ctime = u64::try_from(meta.ctime())
+        .ok()
+        .and_then(|s| {
+            let nanos = u32::try_from(meta.ctime_nsec()).unwrap_or(0);
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, nanos))
+        })
+        .unwrap_or(mtime);
+    mtime.min(ctime)
 }
 
 fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
@@ -841,7 +858,7 @@ impl Backend for FileBackend {
         Ok(Some(Inspection {
             lock_path: path.clone(),
             payload,
-            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            mtime: written_at(&meta),
             stamp: Stamp::of(&meta),
         }))
     }

@@ -86,7 +86,9 @@ pub struct Inspection {
     pub lock_path: PathBuf,
     /// The payload, or why it is unusable.
     pub payload: Result<Payload, Malformed>,
-    /// When the lock was last written (for the payload grace).
+    /// When the lock was last written (for the payload grace, and the
+    /// latest a lease may count from): for files the mtime, never later than
+    /// the ctime (which, unlike the mtime, nobody can set).
     pub mtime: SystemTime,
     /// Which version of the lock this was.
     pub stamp: Stamp,
