@@ -601,6 +601,45 @@ fn a_foreign_flock_on_the_state_file_times_out_naming_its_holder() {
     guard.release().unwrap();
 }
 
+// Sibling of the state-lock defect: the watchdog thread revokes overdue
+// guards of every session of the process under the state lock. A foreign
+// flock on one session's state file blocked it in flock(2) forever: that
+// guard was never revoked, and no other guard of the process either.
+#[test]
+fn a_foreign_flock_on_the_state_file_does_not_stall_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("blocked.jsonl");
+    let other = dir.path().join("other.jsonl");
+    let locks = SessionLock::new();
+    let lease = Duration::from_millis(300);
+    let g1 = locks
+        .acquire_with(&blocked, &opts(Duration::from_secs(10)).max_hold(lease))
+        .unwrap();
+    let _blocker = hold_flock(&epoch_path(&blocked));
+    let g2 = locks
+        .acquire_with(&other, &opts(Duration::from_secs(10)).max_hold(lease * 2))
+        .unwrap();
+    // Both leases end within 0.6 s; a revocation waits at most REVOKE_BOUND
+    // (1 s) for the state lock. 8 s is generous slack under load, and less
+    // than the bound of other lease operations (STATE_LOCK_BOUND, 10 s).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !(g1.is_revoked() && g2.is_revoked()) {
+        assert!(
+            Instant::now() < deadline,
+            "watchdog stalled: revoked {} / {}",
+            g1.is_revoked(),
+            g2.is_revoked()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(g1.check(), Err(Error::Revoked { .. })));
+    assert!(matches!(g2.check(), Err(Error::Revoked { .. })));
+    assert!(
+        !lock_path(&other).exists(),
+        "the other session was revoked in full"
+    );
+}
+
 // ------------------------------------------------------------------ tokens
 
 // Issue 9 item 4, smaller defects: tokens were a per-process random prefix

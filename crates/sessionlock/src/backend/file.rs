@@ -56,6 +56,14 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 /// another program holding a `flock` on the state file keeps it longer.
 pub const STATE_LOCK_BOUND: Duration = Duration::from_secs(10);
 
+/// How long a revocation waits for the state lock. It runs on the
+/// watchdog thread, which serves every guard of the process: a foreign
+/// `flock` on one session's state file must not hold up the others'
+/// revocations. A revocation that gives up still marks its guard revoked;
+/// the lock stays published and other processes reclaim it as
+/// hold-exceeded, which fences the guard just the same.
+pub const REVOKE_BOUND: Duration = Duration::from_secs(1);
+
 /// The longest session file name the file backend accepts: its longest side
 /// file name (`<name>.lock.tomb-<32 hex>`, 43 bytes more) must fit the
 /// 255-byte `NAME_MAX` of Linux file systems.
@@ -971,7 +979,8 @@ impl Backend for FileBackend {
         let key = &lease.info.key;
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
+        let deadline = Some(Instant::now() + REVOKE_BOUND);
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let mut current = read_epoch(&path, g.file)?;
         if current == lease.info.epoch {
             current = next_epoch(&path, current)?;

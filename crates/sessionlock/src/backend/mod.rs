@@ -217,9 +217,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Fences the lease out (bumps the epoch if it is still current) and
     /// removes it if still published. Returns the session's epoch afterwards.
+    /// Runs on the watchdog thread, so its wait for the session's state is
+    /// short (the file backend: [`file::REVOKE_BOUND`]).
     ///
     /// # Errors
-    /// `Io`.
+    /// `Timeout` when the session's state stays busy past that bound;
+    /// `EpochExhausted`; `Io`.
     fn revoke(&self, lease: &Self::Lease) -> Result<u64>;
 
     /// The session's current epoch.
