@@ -386,7 +386,8 @@ impl<B: Backend> SessionLock<B> {
         opts: &LockOptions,
         mode: Mode,
     ) -> Result<Guard<B>> {
-        let deadline = opts.timeout.map(|t| Instant::now() + t);
+        // A budget too large for a deadline (`Duration::MAX`) is forever.
+        let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
         let key = self.backend.key(session)?;
         let slot = registry::slot(&key.lock_path);
 

@@ -5,8 +5,9 @@
 //! one per problem of a transcript (`*.jsonl`: a torn final line, complete
 //! lines that are not JSON) and one per file an interrupted operation left
 //! behind (`*.jsonl.lock.tmp-*`, `*.jsonl.lock.tomb-*`, `*.jsonl.rewrite-*`,
-//! and the `*.jsonl.torn-*` side files of earlier repairs). Healthy
-//! transcripts give no finding.
+//! and the `*.jsonl.torn-*` side files of earlier repairs), and one per state
+//! file (`*.jsonl.epoch`) that is not one epoch record or not a regular
+//! file. Healthy transcripts and state files give no finding.
 //!
 //! [`fix`] acts on a [`Report`] and never beyond it:
 //! - a lock is removed only if `examine` found it [`Verdict::Removable`], and
@@ -14,6 +15,8 @@
 //!   `examine` made: a lock replaced in between is left alone;
 //! - a torn tail is repaired with [`Transcript::repair`](crate::transcript::Transcript::repair) under the session
 //!   lock, taken with a short budget; a session someone holds is skipped;
+//! - an invalid state file is rewritten under the state lock (taken within
+//!   the lock budget) with an epoch above every one it can have stood for;
 //! - a leftover temporary or tombstone file is removed only once it is older
 //!   than [`LEFTOVER_AGE`] and still the file `examine` saw (same inode, size
 //!   and times); a leftover rewrite file likewise, and under the session lock,
@@ -1085,7 +1088,7 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
                     PathBuf::from(s)
                 },
             };
-            let deadline = Some(Instant::now() + opts.lock_timeout);
+            let deadline = Instant::now().checked_add(opts.lock_timeout);
             match FileBackend::default().rewrite_invalid_state(&key, deadline) {
                 Ok(Some(epoch)) => Outcome::Rewritten(epoch),
                 Ok(None) => Outcome::AlreadyGone,
@@ -1109,7 +1112,7 @@ fn remove_lock(st: &LockStatus, opts: &FixOptions) -> Outcome {
         session: st.session.clone(),
         lock_path: st.inspection.lock_path.clone(),
     };
-    let deadline = Some(Instant::now() + opts.lock_timeout);
+    let deadline = Instant::now().checked_add(opts.lock_timeout);
     match FileBackend::default().remove_stale(&key, &st.inspection, deadline) {
         Err(Error::Timeout { holder, .. }) => Outcome::Held(holder),
         Ok(true) => Outcome::Removed,

@@ -664,3 +664,30 @@ fn every_acquisition_gets_a_fresh_random_token() {
     halves.dedup();
     assert_eq!(halves.len(), tokens.len(), "{tokens:?}");
 }
+
+// Sibling of the epoch-wrap defect (unchecked arithmetic): a budget of
+// `Duration::MAX` overflowed `Instant + Duration` and panicked in acquire and
+// in the doctor's fix. It now means "no deadline".
+#[test]
+fn an_unrepresentable_budget_means_forever_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let guard = SessionLock::new()
+        .acquire_with(&session, &opts(Duration::MAX))
+        .expect("a free lock is taken");
+    guard.release().unwrap();
+
+    fs::write(&session, b"{}\n{\"torn\":").unwrap();
+    let report = doctor::examine(dir.path(), &Settings::default()).unwrap();
+    let done = doctor::fix(&report, &FixOptions::default().lock_timeout(Duration::MAX));
+    assert!(
+        matches!(
+            done.fixed[..],
+            [doctor::Fixed {
+                outcome: Outcome::Repaired(_),
+                ..
+            }]
+        ),
+        "{done:?}"
+    );
+}
