@@ -78,9 +78,12 @@ const LONGEST_SIDE_SUFFIX: usize = ".lock.tomb-".len() + 32;
 /// Polling bounds while another process holds the state lock: `flock` has no
 /// notification, so a contender retries without blocking, from a few
 /// microseconds (sessionlock holds the lock for that long) doubling up to
-/// 20 ms (only a foreign holder keeps it longer), never past its budget.
+/// 2 ms, never past its budget. The cap bounds how late a contender notices
+/// a release (a blocking `flock` would wake at once; a hand-off must not pay
+/// for the bound); a foreign holder that keeps the lock costs 500 cheap
+/// non-blocking retries a second.
 const STATE_POLL_MIN: Duration = Duration::from_micros(20);
-const STATE_POLL_MAX: Duration = Duration::from_millis(20);
+const STATE_POLL_MAX: Duration = Duration::from_millis(2);
 /// Even a caller whose budget is spent (a `try_acquire`) waits this long
 /// for the state lock: sessionlock's own holders keep it for microseconds,
 /// and reporting one of them as a blocker would be a spurious failure.

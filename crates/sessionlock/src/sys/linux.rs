@@ -343,23 +343,23 @@ impl DirWatch {
     /// - `CREATE`, `MOVED_TO`: a lock appears (link of a published lock,
     ///   rename of a republished one, a foreign writer's create);
     /// - `DELETE`, `MOVED_FROM`: it goes (unlink, rename to a tombstone);
-    /// - `CLOSE_WRITE`: a foreign writer (OpenClaw creates, then writes)
-    ///   finished its payload, which can change the verdict on the lock;
     /// - `ATTRIB`: its times were changed (the payload grace counts from
     ///   the mtime);
     /// - `DELETE_SELF`, `MOVE_SELF`: the directory itself goes.
     ///
-    /// Not `MODIFY`: every append to any transcript in the directory raises
-    /// one, and a payload being written is complete only at `CLOSE_WRITE`
-    /// (a writer that never closes is caught by the waiter's safety-net
-    /// timer).
+    /// Not `MODIFY` nor `CLOSE_WRITE`: every append to any transcript in the
+    /// directory raises the first, and every append by a process that opens
+    /// and closes the transcript each time (a `sessionlock append`,
+    /// OpenClaw's `appendFile`) the second. What they would tell a waiter,
+    /// that a foreign writer (OpenClaw creates its lock, then writes it)
+    /// filled in a payload, its next look finds anyway: at most the 1 s
+    /// safety net later, and the lock's removal still wakes it at once.
     pub(crate) fn new(dir: &Path, name: &OsStr) -> io::Result<Self> {
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
         let mask = inotify::WatchFlags::CREATE
             | inotify::WatchFlags::DELETE
             | inotify::WatchFlags::MOVED_FROM
             | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::CLOSE_WRITE
             | inotify::WatchFlags::ATTRIB
             | inotify::WatchFlags::DELETE_SELF
             | inotify::WatchFlags::MOVE_SELF
@@ -485,6 +485,14 @@ mod tests {
             std::io::Write::write_all(&mut t, b"{\"n\":1}\n").expect("append");
         }
         t.sync_data().expect("sync");
+        // A writer that opens, appends and closes each time.
+        for _ in 0..10 {
+            let mut once = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&other)
+                .expect("reopen other transcript");
+            std::io::Write::write_all(&mut once, b"{\"n\":2}\n").expect("append");
+        }
         assert!(
             !pending(&w),
             "appends to another transcript woke the waiter"
