@@ -810,6 +810,12 @@ fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
             "something other than a regular file stands where the session's epoch file belongs",
         );
     }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        return invalid(
+            "hard-linked",
+            "the session's epoch file has more than one hard link, so it may be another file linked here",
+        );
+    }
     let mut head = Vec::new();
     if let Err(e) = std::io::Read::read_to_end(
         &mut std::io::Read::take(&file, crate::epoch::RECORD_LEN as u64 + 1),

@@ -691,3 +691,46 @@ fn an_unrepresentable_budget_means_forever_not_a_panic() {
         "{done:?}"
     );
 }
+
+// Sibling of the epoch-file defects: the state file is rewritten in place
+// (now also truncated). A hard link planted at its name (possible where
+// `fs.protected_hardlinks` is off, or to any file the planter owns) would
+// make every writer of the session, root included, overwrite and cut that
+// other file. A state file with more than one link is refused, and the
+// doctor reports it without touching it.
+#[test]
+fn a_hard_link_at_the_epoch_path_is_refused_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let victim = dir.path().join("victim.conf");
+    let content = b"precious configuration, much longer than an epoch record\n";
+    fs::write(&victim, content).unwrap();
+    fs::hard_link(&victim, epoch_path(&session)).unwrap();
+
+    let err = SessionLock::new()
+        .acquire_with(&session, &opts(Duration::from_secs(5)))
+        .expect_err("refused");
+    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert!(err.to_string().contains("hard links"), "{err}");
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        content,
+        "the other file is intact"
+    );
+    assert!(!lock_path(&session).exists());
+
+    let report = doctor::examine(dir.path(), &Settings::default()).unwrap();
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.path == epoch_path(&session))
+        .expect("the epoch file is reported");
+    assert_eq!(f.verdict, Verdict::Invalid);
+    assert_eq!(f.reasons, ["hard-linked"]);
+    doctor::fix(&report, &FixOptions::default());
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        content,
+        "the doctor never touches it"
+    );
+}

@@ -328,6 +328,18 @@ fn open_state(path: &Path) -> Result<File> {
     if !m.is_file() {
         return Err(not_regular(path, &m));
     }
+    // sessionlock rewrites the state file in place and never links it
+    // elsewhere: a second link means the name may denote another file (a
+    // hard link planted to make a privileged writer overwrite it).
+    if m.nlink() > 1 {
+        return Err(Error::InvalidPath {
+            path: path.to_owned(),
+            reason: format!(
+                "has {} hard links; sessionlock rewrites its state file in place and never links it, so this may be another file linked here (remove this name once no process uses the session)",
+                m.nlink()
+            ),
+        });
+    }
     Ok(file)
 }
 
