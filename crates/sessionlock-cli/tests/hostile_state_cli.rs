@@ -139,3 +139,46 @@ fn a_foreign_flock_on_the_epoch_file_bounds_append_and_doctor_fix() {
         .arg(&session));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
 }
+
+// Issue 9 item 4, first defect: `doctor` said "nothing to do" about an epoch
+// file longer than its record, which fenced every holder. It now reports it
+// (exit 1) and `--fix` rewrites it (exit 0), never lowering the epoch.
+#[test]
+fn doctor_reports_and_fixes_an_invalid_epoch_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    std::fs::write(
+        epoch_path(&session),
+        b"00000000000000000009\n\x1b[31mgarbage",
+    )
+    .unwrap();
+
+    let out = run(sessionlock().arg("doctor").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("s.jsonl.epoch  repairable  invalid-epoch"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no raw escape reaches the terminal: {text:?}"
+    );
+    assert!(
+        stderr(&out).contains("to rewrite 1 invalid epoch file"),
+        "stderr: {}",
+        stderr(&out)
+    );
+
+    let out = run(sessionlock().arg("doctor").arg(dir.path()).arg("--fix"));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("rewrote 1 epoch file"),
+        "{}",
+        stdout(&out)
+    );
+    let record = std::fs::read(epoch_path(&session)).unwrap();
+    let epoch = sessionlock::epoch::parse(&record).expect("one record");
+    assert!(epoch > 9, "{epoch}");
+    assert_eq!(record.len(), sessionlock::epoch::RECORD_LEN);
+}

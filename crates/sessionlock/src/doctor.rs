@@ -240,7 +240,8 @@ pub enum Subject {
     InvalidState {
         /// Its size in bytes.
         len: u64,
-        /// Its first bytes, for people (lossy, at most 32 bytes).
+        /// Its first bytes, for people (lossy, at most 22 bytes, not escaped:
+        /// they may hold control characters).
         preview: String,
     },
     /// A state file path holding something other than a regular file (a
@@ -833,15 +834,26 @@ fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
     if head.is_empty() || crate::epoch::parse(&head).is_some() {
         return None;
     }
-    let preview: String = String::from_utf8_lossy(&head[..head.len().min(32)])
-        .escape_debug()
+    // Raw (lossy) text in the subject: those who show it escape it for
+    // their medium. The sentence shows printable ASCII only, `.` for the rest
+    // (as a hex dump does).
+    let preview = String::from_utf8_lossy(&head).into_owned();
+    let shown: String = head
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '.'
+            }
+        })
         .collect();
     finding(
         Verdict::Repairable,
         vec!["invalid-epoch"],
         Action::Repair,
         format!(
-            "holds {} bytes that are not one epoch record (\"{preview}\"{}): until it is rewritten, the holder's fenced writes fail; \
+            "holds {} bytes that are not one epoch record (`{shown}`{}): until it is rewritten, the holder's fenced writes fail; \
              a repair rewrites it, under the state lock, with an epoch above every one issued before",
             meta.len(),
             if meta.len() > head.len() as u64 { "..." } else { "" },

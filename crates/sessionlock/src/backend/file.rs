@@ -411,10 +411,11 @@ fn state_busy(path: &Path, file: &File, waited: Duration) -> Error {
     }
 }
 
-/// Reads the session's last epoch as recorded: `None` when the state file is
-/// empty (new, or deleted and recreated) or holds anything but one record
-/// (corrupt, or longer than its record).
-fn read_record(path: &Path, file: &File) -> Result<Option<u64>> {
+/// Reads the session's last epoch as recorded: `Err(n)` with the number of
+/// bytes read (at most one more than a record) when the state file is empty
+/// (new, or deleted and recreated: `n` is 0) or holds anything but one
+/// record (corrupt, or longer than its record).
+fn read_record(path: &Path, file: &File) -> Result<Result<u64, usize>> {
     // One byte more than a record: a longer file is not a record.
     let mut buf = [0u8; epoch::RECORD_LEN + 1];
     let mut n = 0;
@@ -426,11 +427,7 @@ fn read_record(path: &Path, file: &File) -> Result<Option<u64>> {
             Err(e) => return Err(Error::io("read epoch file", path, e)),
         }
     }
-    let record = epoch::parse(&buf[..n]);
-    if record.is_none() && n > 0 {
-        tracing::warn!(path = %path.display(), content = ?String::from_utf8_lossy(&buf[..n]), "invalid epoch file; continuing above every earlier epoch");
-    }
-    Ok(record)
+    Ok(epoch::parse(&buf[..n]).ok_or(n))
 }
 
 /// Reads the session's last epoch.
@@ -442,7 +439,12 @@ fn read_record(path: &Path, file: &File) -> Result<Option<u64>> {
 /// stay strictly increasing either way, and the next write replaces the
 /// invalid content.
 fn read_epoch(path: &Path, file: &File) -> Result<u64> {
-    Ok(read_record(path, file)?.unwrap_or_else(epoch_floor))
+    Ok(read_record(path, file)?.unwrap_or_else(|n| {
+        if n > 0 {
+            tracing::warn!(path = %path.display(), "invalid epoch file; continuing above every earlier epoch");
+        }
+        epoch_floor()
+    }))
 }
 
 /// Microseconds since 1970: larger than any epoch a counter started at 1
@@ -731,7 +733,7 @@ impl FileBackend {
             .ok()
             .and_then(|p| p.epoch)
             .unwrap_or(0);
-        let recorded = read_record(path, state)?;
+        let recorded = read_record(path, state)?.ok();
         let floor = recorded.unwrap_or_else(epoch_floor).max(removed_epoch);
         Ok(Some((floor, recorded == Some(floor))))
     }
@@ -786,7 +788,7 @@ impl FileBackend {
             .metadata()
             .map_err(|e| Error::io("stat epoch file", &path, e))?
             .len();
-        if len == 0 || read_record(&path, g.file)?.is_some() {
+        if len == 0 || read_record(&path, g.file)?.is_ok() {
             return Ok(None);
         }
         let published = match self.inspect(key) {
