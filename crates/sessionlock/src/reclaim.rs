@@ -425,6 +425,51 @@ mod tests {
         );
     }
 
+    // Issue 9 item 4: a payload's createdAt and maxHoldMs are bounded by
+    // the file's write time, now and the lease cap; small skews are not
+    // flagged.
+    #[test]
+    fn future_created_at_and_huge_leases_are_bounded() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let written = now - Duration::from_secs(5);
+        let mut p = live(&me, now + Duration::from_secs(3600 * 24 * 365 * 900), 10);
+        let a = assess(Ok(&p), written, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::FutureCreatedAt]));
+        assert_eq!(a.lease_end, Some(written + Duration::from_secs(10)));
+        assert_eq!(a.age, Duration::from_secs(5));
+
+        // The kernel's coarse file clock lags a writer's clock a little.
+        p.created_at = Some(written + Duration::from_millis(4));
+        let a = assess(Ok(&p), written, now, &policy(), &me, true);
+        assert!(a.reasons.is_empty(), "{:?}", a.reasons);
+        assert_eq!(a.lease_end, Some(written + Duration::from_secs(10)));
+
+        // A clock stepped back: the file seems written in the future.
+        p.created_at = Some(now + Duration::from_secs(60));
+        let a = assess(
+            Ok(&p),
+            now + Duration::from_secs(60),
+            now,
+            &policy(),
+            &me,
+            true,
+        );
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::FutureCreatedAt]));
+        assert_eq!(a.lease_end, Some(now + Duration::from_secs(10)));
+
+        p.created_at = Some(written);
+        p.max_hold_ms = Some(u64::MAX);
+        let a = assess(Ok(&p), written, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::LeaseClamped]));
+        assert_eq!(a.lease_end, Some(written + MAX_HOLD_CAP));
+        assert!(matches!(a.action, Action::Wait { .. }));
+
+        // A grace counted from a file time at the end of time never overflows.
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        let _ = assess(Err(&Malformed::Empty), far, now, &policy(), &me, false);
+    }
+
     #[test]
     fn reasons_display_in_stable_order() {
         let r = Reasons::from_iter([Reason::TooOld, Reason::DeadPid]);

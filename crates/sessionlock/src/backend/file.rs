@@ -449,7 +449,7 @@ fn read_epoch(path: &Path, file: &File) -> Result<u64> {
 
 /// Microseconds since 1970: larger than any epoch a counter started at 1
 /// could have reached.
-pub(crate) fn epoch_floor() -> u64 {
+fn epoch_floor() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
@@ -472,7 +472,7 @@ fn next_epoch(path: &Path, current: u64) -> Result<u64> {
 /// lower one. (Cutting first would leave a window in which a longer old
 /// file's first bytes, a possibly lower record, read as valid.) The record
 /// has a fixed width, so it always covers an earlier record completely.
-pub(crate) fn write_epoch(path: &Path, file: &File, epoch: u64) -> Result<()> {
+fn write_epoch(path: &Path, file: &File, epoch: u64) -> Result<()> {
     file.write_all_at(&epoch::format(epoch), 0)
         .map_err(|e| Error::io("write epoch file", path, e))?;
     file.set_len(epoch::RECORD_LEN as u64)
