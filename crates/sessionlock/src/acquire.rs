@@ -163,6 +163,20 @@ enum Mode {
 /// Pause between looks at a lock that keeps changing under us.
 const CHURN_PAUSE: Duration = Duration::from_millis(2);
 
+/// Even an acquisition whose budget is spent (a `try_acquire`) waits this
+/// long for the session's state (the file backend's state lock):
+/// sessionlock's own processes hold it for microseconds, and reporting one
+/// of them as a blocker would be a spurious failure.
+const STATE_MIN_WAIT: Duration = Duration::from_millis(50);
+
+/// In the async API, the longest one backend call may block a runtime
+/// thread waiting for the session's state; between such slices the task
+/// sleeps on the runtime's timer ([`STATE_PAUSE`]), so another program
+/// holding the state lock cannot starve the runtime.
+const ASYNC_STATE_SLICE: Duration = Duration::from_millis(2);
+/// The async sleep between two slices.
+const STATE_PAUSE: Duration = Duration::from_millis(5);
+
 fn me() -> &'static SelfIdentity {
     static ME: OnceLock<SelfIdentity> = OnceLock::new();
     ME.get_or_init(SelfIdentity::current)
@@ -387,7 +401,9 @@ impl<B: Backend> SessionLock<B> {
         mode: Mode,
     ) -> Result<Guard<B>> {
         // A budget too large for a deadline (`Duration::MAX`) is forever.
-        let deadline = opts.timeout.and_then(|t| Instant::now().checked_add(t));
+        let started = Instant::now();
+        let deadline = opts.timeout.and_then(|t| started.checked_add(t));
+        let state_deadline = deadline.map(|d| d.max(started + STATE_MIN_WAIT));
         let key = self.backend.key(session)?;
         let slot = registry::slot(&key.lock_path);
 
@@ -451,7 +467,25 @@ impl<B: Backend> SessionLock<B> {
                     Mode::Async => tokio::time::sleep(CHURN_PAUSE).await,
                 }
             }
-            let tried = self.backend.try_acquire(&key, &req, deadline);
+            // The backend waits for the session's state within the budget; in
+            // the async API in short slices, sleeping asynchronously between.
+            let slice = match mode {
+                Mode::Blocking => state_deadline,
+                Mode::Async => {
+                    let end = Instant::now() + ASYNC_STATE_SLICE;
+                    Some(state_deadline.map_or(end, |d| d.min(end)))
+                }
+            };
+            let state_busy = |r: &Result<_>| {
+                matches!(mode, Mode::Async)
+                    && matches!(r, Err(Error::Timeout { .. }))
+                    && state_deadline.is_none_or(|d| Instant::now() < d)
+            };
+            let tried = self.backend.try_acquire(&key, &req, slice);
+            if state_busy(&tried) {
+                tokio::time::sleep(STATE_PAUSE).await;
+                continue;
+            }
             let seen = match tried.map_err(|e| with_budget(e, opts))? {
                 Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
                 Attempt::Changed => {
@@ -462,14 +496,17 @@ impl<B: Backend> SessionLock<B> {
             };
             let a = assess(&seen, &policy);
             match a.action {
-                Action::Reclaim => match self
-                    .backend
-                    .reclaim(&key, &seen, &req, deadline)
-                    .map_err(|e| with_budget(e, opts))?
-                {
-                    Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
-                    Attempt::Busy(_) | Attempt::Changed => churn += 1,
-                },
+                Action::Reclaim => {
+                    let reclaimed = self.backend.reclaim(&key, &seen, &req, slice);
+                    if state_busy(&reclaimed) {
+                        tokio::time::sleep(STATE_PAUSE).await;
+                        continue;
+                    }
+                    match reclaimed.map_err(|e| with_budget(e, opts))? {
+                        Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
+                        Attempt::Busy(_) | Attempt::Changed => churn += 1,
+                    }
+                }
                 Action::Report => {
                     return Err(Error::Stale {
                         reasons: a.reasons,

@@ -601,6 +601,54 @@ fn a_foreign_flock_on_the_state_file_times_out_naming_its_holder() {
     guard.release().unwrap();
 }
 
+// Sibling of the state-lock defect: in the async API the state-lock wait
+// ran inline on the runtime thread, so a foreign flock blocked that thread
+// for the whole budget (forever, before the wait was bounded), starving
+// every other task on it. The wait now blocks at most a few milliseconds at
+// a time and sleeps on the runtime's timer in between.
+#[test]
+fn a_foreign_flock_does_not_block_the_async_runtime() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let blocker = hold_flock(&epoch_path(&session));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let started = Instant::now();
+        let err = SessionLock::new()
+            .acquire_async_with(&session, &opts(Duration::from_secs(1)))
+            .await
+            .expect_err("the state lock is held");
+        let took = started.elapsed();
+        ticker.abort();
+        let Error::Timeout { holder, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(holder.pid, Some(blocker.pid()), "{err}");
+        assert!(took < Duration::from_secs(6), "{took:?}");
+        // About 1 s of 10 ms ticks on the one runtime thread.
+        let n = ticks.load(Ordering::Relaxed);
+        assert!(
+            n >= 20,
+            "the runtime thread was blocked: {n} ticks in {took:?}"
+        );
+    });
+}
+
 // Sibling of the state-lock defect: the watchdog thread revokes overdue
 // guards of every session of the process under the state lock. A foreign
 // flock on one session's state file blocked it in flock(2) forever: that

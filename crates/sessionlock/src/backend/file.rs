@@ -84,10 +84,6 @@ const LONGEST_SIDE_SUFFIX: usize = ".lock.tomb-".len() + 32;
 /// non-blocking retries a second.
 const STATE_POLL_MIN: Duration = Duration::from_micros(20);
 const STATE_POLL_MAX: Duration = Duration::from_millis(2);
-/// Even a caller whose budget is spent (a `try_acquire`) waits this long
-/// for the state lock: sessionlock's own holders keep it for microseconds,
-/// and reporting one of them as a blocker would be a spurious failure.
-const STATE_MIN_WAIT: Duration = Duration::from_millis(50);
 
 /// How waiters learn that a lock changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -359,7 +355,6 @@ fn lock_state<'a>(
     deadline: Option<Instant>,
 ) -> Result<StateLock<'a>> {
     let started = Instant::now();
-    let deadline = deadline.map(|d| d.max(started + STATE_MIN_WAIT));
     let mut backoff = STATE_POLL_MIN;
     loop {
         if !sys::try_flock(file, kind).map_err(|e| Error::io("lock epoch file", path, e))? {
