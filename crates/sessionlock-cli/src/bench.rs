@@ -10,8 +10,12 @@
 //! - the attempt controller's `release_for_prompt` + `reacquire_after_prompt`
 //!   round trip on a small and a large transcript.
 //!
-//! The first four form the `lock` group, the last two the `transcript` group
-//! (`--only lock|transcript|all`).
+//! - `sessionlock exec` → `sessionlock exec` hand-off: the holder's command
+//!   exits → the waiter's command starts, beside `flock(1)` → `flock(1)` on
+//!   a lock file in the same run, trials interleaved.
+//!
+//! The first four form the `lock` group, the next two the `transcript`
+//! group, the last the `exec` group (`--only lock|transcript|exec|all`).
 //!
 //! # JSON output (`--json`)
 //!
@@ -66,6 +70,8 @@ enum Only {
     Lock,
     /// The transcript figures: append throughput, prompt round trips.
     Transcript,
+    /// exec → exec hand-off beside flock(1) → flock(1).
+    Exec,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +115,16 @@ pub(crate) struct Args {
     /// Size of the large round-trip transcript, in MiB.
     #[arg(long, default_value_t = 64)]
     large_mib: u64,
+    /// exec → exec (and flock(1) → flock(1)) hand-off trials.
+    #[arg(long, default_value_t = 50)]
+    exec_handoffs: usize,
+    /// The `sessionlock` binary whose `exec` is measured (default: this
+    /// one), to compare versions.
+    #[arg(long, value_name = "PATH")]
+    exec_binary: Option<PathBuf>,
+    /// The `flock(1)` program the exec hand-off is compared with.
+    #[arg(long, default_value = "flock")]
+    flock: PathBuf,
     /// Directory for the bench's scratch files (its file system decides what
     /// `fdatasync` costs); default: the system temporary directory.
     #[arg(long)]
@@ -511,6 +527,93 @@ fn round_trip_figures(args: &Args, dir: &Path) -> Result<Vec<Figure>> {
     Ok(vec![small, large])
 }
 
+/// A lock-holding wrapper (`sessionlock exec`, `flock(1)`) around a worker
+/// role: the command line for that role.
+type Wrap<'a> = &'a dyn Fn(&str) -> std::process::Command;
+
+/// One hand-off between two wrapped commands: the holder's command (`gate`)
+/// exits while the waiter's wrapper waits for the lock; how long from the
+/// holder's command's last stamp until the waiter's command's first.
+fn wrapped_handoff(name: &str, wrap: Wrap<'_>, phase: Duration) -> Result<f64> {
+    let within = Duration::from_secs(30);
+    let mut holder = Worker::start(format!("{name} holder"), wrap("gate"))?;
+    holder.expect("READY", within)?;
+    let waiter = Worker::start(format!("{name} waiter"), wrap("stamp"))?;
+    // Let the waiter start and fall asleep on the lock.
+    std::thread::sleep(phase);
+    holder.say("exit")?;
+    let exited = holder.expect("EXIT", within)?;
+    let started = waiter.expect("START", within)?;
+    for w in [holder, waiter] {
+        let who = w.name.clone();
+        let st = w.finish(within)?;
+        if !st.success() {
+            bail!("{who} exited with {st}");
+        }
+    }
+    Ok(ms_between(field(&exited, 0)?, field(&started, 0)?))
+}
+
+/// exec → exec and flock(1) → flock(1) hand-offs, alternating trial by
+/// trial so that drift in the machine's speed hits both alike. Returns
+/// (exec, flock) milliseconds.
+fn exec_handoffs(args: &Args, dir: &Path) -> Result<(Vec<f64>, Vec<f64>)> {
+    let exe = std::env::current_exe().context("locate the sessionlock binary")?;
+    let wrapper = args.exec_binary.clone().unwrap_or_else(|| exe.clone());
+    let session = dir.join("exec-handoff.jsonl");
+    let flock_file = dir.join("flock-handoff.lock");
+    let exec = |role: &str| {
+        let mut c = std::process::Command::new(&wrapper);
+        c.arg("exec")
+            .args(["--timeout-ms", "60000"])
+            .arg(&session)
+            .arg("--")
+            .arg(&exe)
+            .args(["worker", role]);
+        c
+    };
+    let flock = |role: &str| {
+        let mut c = std::process::Command::new(&args.flock);
+        c.arg(&flock_file).arg(&exe).args(["worker", role]);
+        c
+    };
+    let mut ms = (Vec::new(), Vec::new());
+    for i in 0..args.exec_handoffs {
+        let phase = Duration::from_millis(40 + (i as u64 * 7) % 30);
+        ms.0.push(wrapped_handoff("exec", &exec, phase).context("exec hand-off")?);
+        ms.1.push(
+            wrapped_handoff("flock", &flock, phase).with_context(|| {
+                format!("flock hand-off (is {} installed?)", args.flock.display())
+            })?,
+        );
+    }
+    Ok(ms)
+}
+
+fn exec_figures(args: &Args, dir: &Path) -> Result<Vec<Figure>> {
+    progress(&format!(
+        "exec → exec and flock(1) → flock(1) hand-off × {}",
+        args.exec_handoffs
+    ));
+    let (exec, flock) = exec_handoffs(args, dir)?;
+    let mut flock = figure(
+        "flock(1) hand-off: exits → next starts",
+        flock,
+        "baseline for exec",
+        0.0,
+    );
+    flock.target_median_ms = 2.0 * flock.median_ms;
+    flock.met = None;
+    let mut exec = figure(
+        "exec hand-off: exits → next starts",
+        exec,
+        "median ≤ 2× flock(1)'s",
+        flock.target_median_ms,
+    );
+    exec.met = Some(exec.median_ms <= exec.target_median_ms);
+    Ok(vec![exec, flock])
+}
+
 fn print_figures(figures: &[Figure]) {
     println!(
         "{:<40} {:>7} {:>10} {:>10} {:>10} {:>10}  target",
@@ -573,6 +676,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let dir = tmp.path();
     let lock = matches!(args.only, Only::All | Only::Lock);
     let transcript = matches!(args.only, Only::All | Only::Transcript);
+    let exec = matches!(args.only, Only::All | Only::Exec);
+    anyhow::ensure!(
+        !exec || args.exec_handoffs > 0,
+        "--exec-handoffs must be at least 1"
+    );
 
     let mut figures = Vec::new();
     if lock {
@@ -583,6 +691,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         throughput = throughput_figures(&args, dir)?;
         figures.extend(round_trip_figures(&args, dir)?);
     }
+    let exec_figs = if exec {
+        exec_figures(&args, dir)?
+    } else {
+        Vec::new()
+    };
     let failed = throughput.iter().any(|t| t.failure.is_some());
     let code = if failed {
         ExitCode::from(1)
@@ -591,13 +704,15 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     };
 
     if args.json {
-        // Lock figures, then throughput, then round trips: the text order.
+        // Lock figures, then throughput, then round trips, then exec: the
+        // text order.
         let n_lock = if lock { 4 } else { 0 };
         let items: Vec<Item> = figures[..n_lock]
             .iter()
             .map(Item::Latency)
             .chain(throughput.iter().map(Item::Throughput))
             .chain(figures[n_lock..].iter().map(Item::Latency))
+            .chain(exec_figs.iter().map(Item::Latency))
             .collect();
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(code);
@@ -624,6 +739,19 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             } else {
                 "MISSED"
             }
+        );
+    }
+    if let [e, f] = &exec_figs[..] {
+        if lock || transcript {
+            println!();
+        }
+        print_figures(&exec_figs);
+        println!(
+            "exec / flock(1) hand-off: median ×{:.2}, p90 ×{:.2}, max ×{:.2}; target median ≤ ×2: {}",
+            e.median_ms / f.median_ms,
+            e.p90_ms / f.p90_ms,
+            e.max_ms / f.max_ms,
+            if e.met == Some(true) { "met" } else { "MISSED" }
         );
     }
     if failed {

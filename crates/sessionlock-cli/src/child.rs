@@ -21,9 +21,15 @@ impl Worker {
     /// Starts `sessionlock worker <args>`.
     pub(crate) fn spawn(name: impl Into<String>, args: &[String]) -> Result<Worker> {
         let exe = std::env::current_exe().context("locate the sessionlock binary")?;
-        let mut child = Command::new(exe)
-            .arg("worker")
-            .args(args)
+        let mut cmd = Command::new(exe);
+        cmd.arg("worker").args(args);
+        Worker::start(name, cmd)
+    }
+
+    /// Starts `cmd` (which runs a worker somewhere below it, e.g. under
+    /// `sessionlock exec` or `flock(1)`) with the workers' protocol pipes.
+    pub(crate) fn start(name: impl Into<String>, mut cmd: Command) -> Result<Worker> {
+        let mut child = cmd
             // Workers' own warnings (an expected revocation, say) would
             // interleave with the parent's report; the parent reports them.
             .env(
@@ -34,7 +40,7 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("spawn worker process")?;
+            .with_context(|| format!("spawn {:?}", cmd.get_program()))?;
         let stdout = child
             .stdout
             .take()

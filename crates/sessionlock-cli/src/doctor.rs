@@ -84,6 +84,8 @@ struct Tally {
     removed_locks: usize,
     removed_leftovers: usize,
     repaired: usize,
+    /// Invalid epoch files rewritten (also counted in `repaired`).
+    rewritten_states: usize,
     already_gone: usize,
     changed: usize,
     held: usize,
@@ -96,6 +98,7 @@ struct Tally {
     would_force: usize,
     would_remove_leftovers: usize,
     would_repair: usize,
+    would_rewrite_states: usize,
     /// Findings only a person can handle.
     invalid: usize,
     /// Directories and files that could not be read.
@@ -143,10 +146,12 @@ impl Tally {
                 (None, Kind::Lock) if f.verdict.is_fixable() => t.would_remove_locks += 1,
                 (None, Kind::Leftover) if f.verdict.is_fixable() => t.would_remove_leftovers += 1,
                 (None, Kind::Transcript) if f.verdict.is_fixable() => t.would_repair += 1,
+                (None, Kind::State) if f.verdict.is_fixable() => t.would_rewrite_states += 1,
                 (None, _) => {}
                 (Some(Outcome::Removed), Kind::Lock) => t.removed_locks += 1,
                 (Some(Outcome::Removed), _) => t.removed_leftovers += 1,
                 (Some(Outcome::Repaired(_)), _) => t.repaired += 1,
+                (Some(Outcome::Rewritten(_)), _) => t.rewritten_states += 1,
                 (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
                 (Some(Outcome::Changed), _) => t.changed += 1,
                 (Some(Outcome::Held(_)), _) => t.held += 1,
@@ -163,6 +168,7 @@ impl Tally {
             + self.would_force
             + self.would_remove_leftovers
             + self.would_repair
+            + self.would_rewrite_states
             + self.invalid
             + self.changed
             + self.held
@@ -331,6 +337,16 @@ fn hint(args: &Args, t: &Tally) -> Option<String> {
             count(t.would_repair, "transcript", "transcripts")
         ));
     }
+    if t.would_rewrite_states > 0 {
+        todo.push(format!(
+            "rewrite {}",
+            count(
+                t.would_rewrite_states,
+                "invalid epoch file",
+                "invalid epoch files"
+            )
+        ));
+    }
     if !todo.is_empty() {
         steps.push(format!(
             "run `{}` to {}",
@@ -406,7 +422,7 @@ fn plan(row: &Row<'_>, fixing: bool, force: bool) -> String {
     if let Some(o) = row.outcome {
         return match o {
             Outcome::Removed => format!("removed: {detail}"),
-            Outcome::Repaired(_) => format!("repaired: {o}"),
+            Outcome::Repaired(_) | Outcome::Rewritten(_) => format!("repaired: {o}"),
             Outcome::AlreadyGone => format!("nothing to do: {o}"),
             Outcome::Changed => format!("left alone: {o}"),
             Outcome::Held(_) | Outcome::NeedsForce => format!("skipped: {o}"),
@@ -517,6 +533,12 @@ fn summary(t: &Tally, fixing: bool) -> String {
             done.push(format!(
                 "repaired {}",
                 count(t.repaired, "transcript", "transcripts")
+            ));
+        }
+        if t.rewritten_states > 0 {
+            done.push(format!(
+                "rewrote {}",
+                count(t.rewritten_states, "epoch file", "epoch files")
             ));
         }
         if done.is_empty() {
@@ -740,7 +762,7 @@ fn write_json(
             invalid: v(Verdict::Invalid),
             error: v(Verdict::Error),
             removed: t.removed_locks + t.removed_leftovers,
-            repaired: t.repaired,
+            repaired: t.repaired + t.rewritten_states,
             already_gone: t.already_gone,
             changed: t.changed,
             held: t.held,

@@ -1,27 +1,35 @@
 //! `sessionlock exec`: run a command while holding a session's lock, like
-//! `flock(1)`.
+//! `flock(1)`, and never let it run without the lock.
 //!
 //! The lock names this process (not the command) as its holder, so the lock
 //! is released when the command exits, and is reclaimable at once if this
-//! process dies. If the watchdog revokes the lock because it was held past
-//! its lease, the command is terminated: it must not go on writing the
-//! transcript without the lock.
+//! process dies. The command runs under a keeper process ([`crate::keeper`])
+//! that kills it and everything it started when this process dies, however
+//! it dies. Termination signals sent to this process are forwarded to the
+//! command's process group. If the lock is lost while the command runs
+//! (revoked after its lease, reclaimed, or its file deleted or replaced by
+//! another program), the command is terminated and exec fails.
+//!
+//! Everything is event-driven on one thread: the keeper's exit (SIGCHLD),
+//! the loss of the lock ([`Guard::lost`], woken by inotify), the signals, and
+//! the kill grace timer.
 
 use std::ffi::OsString;
-use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, ExitStatus};
-use std::thread::sleep;
+use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 use sessionlock::config::parse_ms;
-use sessionlock::{Error, Guard};
+use sessionlock::{Error, Guard, LockOptions, SessionLock};
 
+use crate::keeper::{Keeper, Signals};
 use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
+use crate::proctree;
 use crate::report;
+use crate::text::{escape_os, shell_word};
 
 const AFTER_HELP: &str = "\
 The command runs with these variables set:
@@ -29,13 +37,28 @@ The command runs with these variables set:
   SESSIONLOCK_LOCK_PATH  the lock file
   SESSIONLOCK_SESSION    the canonical session file
 
-If the lock is held past --max-hold-ms, it is revoked and the command is sent
-SIGTERM (SIGKILL 5 s later if it is still running).
+The command never runs without the lock:
+  - It runs in its own process group, under a keeper process. If exec dies
+    (even by SIGKILL), the command's group and every process it started,
+    including those that left the group, are killed with SIGKILL.
+  - If the lock is lost while the command runs (revoked after --max-hold-ms,
+    taken over by another holder, or its file deleted or replaced by another
+    program), the command's group is sent SIGTERM (SIGKILL 5 s later if it
+    is still running) and exec exits 1.
+  - When the command exits, processes it left running are killed: they ran
+    under the lock, which is released now.
+
+SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to exec are forwarded to the
+command's process group; exec waits for the command, releases the lock and
+exits 128+N. Because the command has its own process group, it is not in
+the terminal's foreground: a command that reads the terminal is stopped.
 
 Exit status:
   the command's own exit status, or 128+N if signal N ended it
-  1    the lock was held by someone else until the timeout ran out, or was
-       revoked after --max-hold-ms and the command was terminated
+  128+N  signal N was sent to exec (and forwarded to the command)
+  1    the lock was held by someone else until the timeout ran out, or it
+       was lost while the command ran (the command was terminated, or had
+       already exited)
   2    sessionlock itself failed (bad arguments, lock file I/O)
   126  the command could not be started
   127  the command was not found";
@@ -77,9 +100,8 @@ fn parse_max_hold(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Longest pause between two checks of the command and of the lock.
-const POLL_MAX: Duration = Duration::from_millis(20);
-/// How long a command has to exit after SIGTERM before it gets SIGKILL.
+/// How long a command has to exit after SIGTERM, once the lock is lost,
+/// before it gets SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -97,132 +119,240 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(r) = args.run_id {
         opts = opts.run_id(r);
     }
-
-    let guard = match locks.acquire_with(&args.session, &opts) {
-        Ok(g) => g,
-        Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
-            let hint = busy_hint(&e);
-            report(&anyhow::Error::new(e), Some(&hint));
-            return Ok(ExitCode::from(1));
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("cannot lock session {}", args.session.display())))
-        }
-    };
-
-    // `last = true, required = true` guarantees at least one element.
-    let Some((program, program_args)) = args.command.split_first() else {
-        anyhow::bail!("no command given");
-    };
-    let name = program.to_string_lossy().into_owned();
-    let spawned = Command::new(program)
-        .args(program_args)
-        .env("SESSIONLOCK_EPOCH", guard.epoch().to_string())
-        .env("SESSIONLOCK_LOCK_PATH", guard.lock_path())
-        .env("SESSIONLOCK_SESSION", guard.session_path())
-        .spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            release(guard);
-            report(
-                &anyhow::Error::new(e).context(format!("cannot run {name}")),
-                None,
-            );
-            return Ok(ExitCode::from(code));
-        }
-    };
-
-    let supervised = supervise(&mut child, &guard, &name);
-    let max_hold_ms = opts.max_hold.as_millis();
-    let released = release(guard);
-    let mut code = match supervised? {
-        Outcome::Exited(status) => exit_code(status),
-        Outcome::Revoked => {
-            report(
-                &anyhow::anyhow!("lock revoked after max hold; terminated {name}"),
-                Some(&format!(
-                    "{name} held the lock longer than its {max_hold_ms} ms lease; \
-                     raise --max-hold-ms (or SESSIONLOCK_MAX_HOLD_MS) if it needs longer"
-                )),
-            );
-            1
-        }
-    };
-    if !released && code == 0 {
-        code = 2;
-    }
+    // Orphans of the keeper's tree come to us if the keeper itself dies.
+    proctree::become_subreaper().context("cannot become a subreaper")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    // From here on the termination signals are ours to handle: they must not
+    // kill exec between taking the lock and the command's end.
+    let mut sigs = rt.block_on(async { Signals::new() })?;
+    // The keeper starts before we wait, so a hand-off does not wait for it.
+    let keeper = Keeper::spawn(&args.command)?;
+    let code = rt.block_on(hold_and_run(
+        locks,
+        &args.session,
+        opts,
+        keeper,
+        &mut sigs,
+        &args.command,
+    ))?;
     Ok(ExitCode::from(code))
 }
 
-/// How the command ended.
-enum Outcome {
-    /// It exited by itself.
-    Exited(ExitStatus),
-    /// The lock was revoked while it ran, and it was terminated.
-    Revoked,
+/// Takes the lock, runs the command under it and releases it; returns the
+/// exit code.
+async fn hold_and_run(
+    locks: SessionLock,
+    session: &std::path::Path,
+    opts: LockOptions,
+    mut keeper: Keeper,
+    sigs: &mut Signals,
+    command: &[OsString],
+) -> anyhow::Result<u8> {
+    let acquired = tokio::select! {
+        r = locks.acquire_async_with(session, &opts) => r,
+        sig = sigs.term.next() => {
+            keeper.stop().context("cannot wait for the keeper process")?;
+            return Ok(128 + sig.as_raw() as u8);
+        }
+    };
+    let guard = match acquired {
+        Ok(g) => g,
+        Err(e) => {
+            keeper
+                .stop()
+                .context("cannot wait for the keeper process")?;
+            if let e @ (Error::Timeout { .. } | Error::Stale { .. }) = e {
+                let hint = busy_hint(&e);
+                report(&anyhow::Error::new(e), Some(&hint));
+                return Ok(1);
+            }
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot lock session {}", session.display()))
+            );
+        }
+    };
+    let name = command
+        .first()
+        .map_or_else(String::new, |p| escape_os(p).into_owned());
+
+    if let Err(e) = keeper.go(
+        guard.epoch(),
+        guard.lock_path().as_os_str(),
+        guard.session_path().as_os_str(),
+    ) {
+        // The keeper died before it could run anything.
+        let status = keeper
+            .stop()
+            .context("cannot wait for the keeper process")?;
+        release(guard);
+        return Err(anyhow::Error::new(e).context(format!(
+            "the keeper process died before running {name} ({status})"
+        )));
+    }
+    let mut ended = supervise(&mut keeper, &guard, sigs).await?;
+    // The keeper is reaped: anything left is an orphan of a keeper that was
+    // killed. Nothing the command started may outlive the lock.
+    proctree::kill_descendants(None).context("cannot kill the command's leftover processes")?;
+    let max_hold_ms = opts.max_hold.as_millis();
+    let held = guard.holder().age_ms.unwrap_or(0);
+    let lock_path = guard.lock_path().to_owned();
+    let released = guard.release();
+
+    let lost = match (ended.lost.take(), released) {
+        (Some(e), _) => Some((e, true)),
+        (None, Err(e @ (Error::Revoked { .. } | Error::Fenced { .. }))) => Some((e, false)),
+        (None, Err(e)) => {
+            report(
+                &anyhow::Error::new(e).context(format!(
+                    "cannot release the session lock {}",
+                    lock_path.display()
+                )),
+                Some("the lock names this process, which is exiting: the next waiter reclaims it"),
+            );
+            return Ok(match ended.code() {
+                0 => 2,
+                c => c,
+            });
+        }
+        (None, Ok(())) => None,
+    };
+    if let Some((e, terminated)) = lost {
+        report_lost(e, terminated, &name, held, max_hold_ms, &lock_path);
+        return Ok(1);
+    }
+    if let Some(sig) = ended.forwarded {
+        return Ok(128 + sig.as_raw() as u8);
+    }
+    if let Some(sig) = ended.status.signal() {
+        // The keeper never dies of a signal by itself: someone killed it.
+        report(
+            &anyhow::anyhow!("the keeper process of {name} was killed by signal {sig}"),
+            Some("exec killed the command's processes; the keeper must not be signalled directly"),
+        );
+        return Ok(2);
+    }
+    Ok(ended.code())
 }
 
-/// Waits for the command, terminating it if the lock is revoked meanwhile.
-///
-/// Polls with `try_wait` (1 ms, doubling up to [`POLL_MAX`]): a short command
-/// returns quickly, a revocation is noticed within `POLL_MAX`, and since the
-/// child is reaped only here, its pid cannot be reused by another process
-/// while we may still signal it.
-fn supervise(child: &mut Child, guard: &Guard, name: &str) -> anyhow::Result<Outcome> {
-    let mut pause = Duration::from_millis(1);
+/// How the command's run ended.
+struct Ended {
+    /// The keeper's exit status: the command's, mirrored.
+    status: ExitStatus,
+    /// The first termination signal forwarded to the command.
+    forwarded: Option<Signal>,
+    /// The loss of the lock, if it was lost while the command ran.
+    lost: Option<Error>,
+}
+
+impl Ended {
+    /// The command's exit code, as the keeper mirrored it.
+    fn code(&self) -> u8 {
+        match self.status.code() {
+            Some(c) => u8::try_from(c).unwrap_or(u8::MAX),
+            None => u8::MAX,
+        }
+    }
+}
+
+/// Waits for the keeper (the command) to exit, forwarding termination
+/// signals, and terminating the command if the lock is lost meanwhile.
+async fn supervise(
+    keeper: &mut Keeper,
+    guard: &Guard,
+    sigs: &mut Signals,
+) -> anyhow::Result<Ended> {
+    let lost_fut = guard.lost();
+    tokio::pin!(lost_fut);
+    let mut ended = Ended {
+        status: ExitStatus::from_raw(0),
+        forwarded: None,
+        lost: None,
+    };
+    let mut kill_at: Option<Instant> = None;
     loop {
-        if let Some(status) = child
-            .try_wait()
-            .with_context(|| format!("cannot wait for {name}"))?
-        {
-            return Ok(Outcome::Exited(status));
+        // Checked before every wait: a SIGCHLD may have come before we
+        // listened for it.
+        match keeper.try_wait() {
+            Ok(Some(status)) => {
+                ended.status = status;
+                return Ok(ended);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // We cannot learn when the command ends: it must not run on
+                // once we give up and the lock is released.
+                keeper.kill_all();
+                return Err(anyhow::Error::new(e).context("cannot wait for the keeper process"));
+            }
         }
-        if guard.is_revoked() {
-            terminate(child).with_context(|| format!("cannot wait for {name}"))?;
-            return Ok(Outcome::Revoked);
+        let grace = async {
+            match kill_at {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigs.child.recv() => {}
+            e = &mut lost_fut, if ended.lost.is_none() => {
+                ended.lost = Some(e);
+                keeper.signal(Signal::TERM);
+                kill_at = Some(Instant::now() + KILL_GRACE);
+            }
+            sig = sigs.term.next() => {
+                ended.forwarded.get_or_insert(sig);
+                keeper.signal(sig);
+            }
+            () = grace => {
+                keeper.kill_all();
+                kill_at = None;
+            }
         }
-        sleep(pause);
-        pause = (pause * 2).min(POLL_MAX);
     }
 }
 
-/// Sends SIGTERM, then SIGKILL if the command is still running after
-/// [`KILL_GRACE`], and reaps it.
-fn terminate(child: &mut Child) -> io::Result<ExitStatus> {
-    let pid = Pid::from_child(child);
-    signal(pid, Signal::TERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        sleep(POLL_MAX);
-    }
-    signal(pid, Signal::KILL);
-    child.wait()
-}
-
-/// Signals our unreaped child. It cannot fail short of a kernel oddity;
-/// then waiting for the child is all that is left to do.
-fn signal(pid: Pid, sig: Signal) {
-    if let Err(e) = kill_process(pid, sig) {
-        tracing::warn!(pid = pid.as_raw_nonzero().get(), signal = ?sig, error = %e, "cannot signal the command");
-    }
-}
-
-/// The exit code that mirrors how the command ended: its own code, or 128+N
-/// for signal N (what shells report).
-fn exit_code(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => u8::try_from(c).unwrap_or(u8::MAX),
-        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(u8::MAX),
-        (None, None) => u8::MAX,
-    }
+/// Reports the loss of the lock while the command ran.
+fn report_lost(
+    e: Error,
+    terminated: bool,
+    name: &str,
+    held_ms: u64,
+    max_hold_ms: u128,
+    lock_path: &std::path::Path,
+) {
+    let dir = lock_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let overdue = u128::from(held_ms) >= max_hold_ms;
+    let (what, hint) = if overdue && matches!(e, Error::Revoked { .. }) {
+        (
+            if terminated {
+                format!("lock revoked after max hold; terminated {name}")
+            } else {
+                format!("lock revoked after max hold before {name} exited")
+            },
+            format!(
+                "{name} held the lock longer than its {max_hold_ms} ms lease; \
+                 raise --max-hold-ms (or SESSIONLOCK_MAX_HOLD_MS) if it needs longer"
+            ),
+        )
+    } else {
+        (
+            if terminated {
+                format!("lost the session lock while {name} ran; terminated {name}")
+            } else {
+                format!("lost the session lock before {name} exited")
+            },
+            format!(
+                "another process took the lock over, or deleted or replaced its file \
+                 (OpenClaw, `doctor --fix`, rm); what {name} wrote after that was not \
+                 protected by the lock; run `sessionlock status {}` to see the holder",
+                shell_word(dir.as_os_str())
+            ),
+        )
+    };
+    report(&anyhow::Error::new(e).context(what), Some(&hint));
 }

@@ -9,8 +9,10 @@ mod child;
 mod demo;
 mod doctor;
 mod exec;
+mod keeper;
 mod lockcli;
 mod openclaw;
+mod proctree;
 mod status;
 mod text;
 mod transcript;
@@ -81,6 +83,9 @@ enum Command {
     /// Internal: a child process of demo and bench.
     #[command(hide = true)]
     Worker(worker::Args),
+    /// Internal: the process between exec and its command.
+    #[command(hide = true)]
+    Keeper(keeper::Args),
 }
 
 /// A failure with an optional hint, printed as `error:` / `caused by:` /
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Worker(a) => worker::run(a),
+        Command::Keeper(a) => keeper::run(a),
     };
     match result {
         Ok(code) => code,

@@ -84,6 +84,12 @@ enum Role {
     /// Demo: one gateway process running its lanes over the run's sessions
     /// until told to `stop` (see `demo::lanes`).
     Gateway(crate::demo::GatewayArgs),
+    /// Bench: the command of a lock holder (`exec`, `flock(1)`): report
+    /// `READY`, wait for `exit` on stdin, report `EXIT <mono_ns>` and exit.
+    Gate,
+    /// Bench: the command of a lock waiter: report `START <mono_ns>` and
+    /// exit.
+    Stamp,
 }
 
 /// `--durability` of the `appendbench` role.
@@ -170,6 +176,12 @@ pub(crate) fn entry(w: u32, seq: u32) -> (String, String) {
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    // First, before anything else costs time: this stamp is the command's
+    // start in the exec hand-off figure.
+    if let Role::Stamp = args.role {
+        say(&format!("START {}", monotonic_ns()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let locks = SessionLock::new();
     let opts = LockOptions::from_env().timeout(Some(Duration::from_secs(60)));
     match args.role {
@@ -304,6 +316,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
             say(&format!("DONE {count} {end} {}", end.saturating_sub(start)))?;
         }
         Role::Gateway(a) => return crate::demo::run_gateway(a),
+        Role::Gate => {
+            say("READY")?;
+            wait_for("exit")?;
+            say(&format!("EXIT {}", monotonic_ns()))?;
+        }
+        Role::Stamp => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -184,17 +184,33 @@ enum Mode {
 /// Pause between looks at a lock that keeps changing under us.
 const CHURN_PAUSE: Duration = Duration::from_millis(2);
 
+/// Even an acquisition whose budget is spent (a `try_acquire`) waits this
+/// long for the session's state (the file backend's state lock):
+/// sessionlock's own processes hold it for microseconds, and reporting one
+/// of them as a blocker would be a spurious failure.
+const STATE_MIN_WAIT: Duration = Duration::from_millis(50);
+
+/// In the async API, the longest one backend call may block a runtime
+/// thread waiting for the session's state; between such slices the task
+/// sleeps on the runtime's timer ([`STATE_PAUSE`]), so another program
+/// holding the state lock cannot starve the runtime.
+const ASYNC_STATE_SLICE: Duration = Duration::from_millis(2);
+/// The async sleep between two slices.
+const STATE_PAUSE: Duration = Duration::from_millis(5);
+
 fn me() -> &'static SelfIdentity {
     static ME: OnceLock<SelfIdentity> = OnceLock::new();
     ME.get_or_init(SelfIdentity::current)
 }
 
-/// Converts a wall-clock instant into a monotonic one (for timers).
-fn instant_at(t: SystemTime) -> Instant {
+/// Converts a wall-clock instant into a monotonic one (for timers); `None`
+/// for one too far ahead to represent (no timer needed: the budget or the
+/// safety net ends the wait first).
+fn instant_at(t: SystemTime) -> Option<Instant> {
     let now = SystemTime::now();
     match t.duration_since(now) {
-        Ok(ahead) => Instant::now() + ahead,
-        Err(_) => Instant::now(),
+        Ok(ahead) => Instant::now().checked_add(ahead),
+        Err(_) => Some(Instant::now()),
     }
 }
 
@@ -269,6 +285,18 @@ fn log_unfenced_reclaim(seen: &Inspection, a: &Assessment) {
         crate::openclaw::owner_of(p),
         past_ms,
     );
+}
+
+/// A backend's `Timeout` (its state stayed busy) reports the caller's budget,
+/// like every other timeout of the acquisition.
+fn with_budget(e: Error, opts: &LockOptions) -> Error {
+    match e {
+        Error::Timeout { holder, .. } => Error::Timeout {
+            timeout_ms: timeout_ms(opts),
+            holder,
+        },
+        e => e,
+    }
 }
 
 fn timeout_ms(opts: &LockOptions) -> u64 {
@@ -424,7 +452,10 @@ impl<B: Backend> SessionLock<B> {
         opts: &LockOptions,
         mode: Mode,
     ) -> Result<Guard<B>> {
-        let deadline = opts.timeout.map(|t| Instant::now() + t);
+        // A budget too large for a deadline (`Duration::MAX`) is forever.
+        let started = Instant::now();
+        let deadline = opts.timeout.and_then(|t| started.checked_add(t));
+        let state_deadline = deadline.map(|d| d.max(started + STATE_MIN_WAIT));
         if opts.openclaw_compat {
             crate::openclaw::warn_if_self_unmarked();
         }
@@ -491,7 +522,26 @@ impl<B: Backend> SessionLock<B> {
                     Mode::Async => tokio::time::sleep(CHURN_PAUSE).await,
                 }
             }
-            let seen = match self.backend.try_acquire(&key, &req)? {
+            // The backend waits for the session's state within the budget; in
+            // the async API in short slices, sleeping asynchronously between.
+            let slice = match mode {
+                Mode::Blocking => state_deadline,
+                Mode::Async => {
+                    let end = Instant::now() + ASYNC_STATE_SLICE;
+                    Some(state_deadline.map_or(end, |d| d.min(end)))
+                }
+            };
+            let state_busy = |r: &Result<_>| {
+                matches!(mode, Mode::Async)
+                    && matches!(r, Err(Error::Timeout { .. }))
+                    && state_deadline.is_none_or(|d| Instant::now() < d)
+            };
+            let tried = self.backend.try_acquire(&key, &req, slice);
+            if state_busy(&tried) {
+                tokio::time::sleep(STATE_PAUSE).await;
+                continue;
+            }
+            let seen = match tried.map_err(|e| with_budget(e, opts))? {
                 Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
                 Attempt::Changed => {
                     churn += 1;
@@ -501,13 +551,20 @@ impl<B: Backend> SessionLock<B> {
             };
             let a = assess(&seen, &policy);
             match a.action {
-                Action::Reclaim => match self.backend.reclaim(&key, &seen, &req)? {
-                    Attempt::Acquired(lease) => {
-                        log_unfenced_reclaim(&seen, &a);
-                        return Ok(self.guard(req, lease, turn));
+                Action::Reclaim => {
+                    let reclaimed = self.backend.reclaim(&key, &seen, &req, slice);
+                    if state_busy(&reclaimed) {
+                        tokio::time::sleep(STATE_PAUSE).await;
+                        continue;
                     }
-                    Attempt::Busy(_) | Attempt::Changed => churn += 1,
-                },
+                    match reclaimed.map_err(|e| with_budget(e, opts))? {
+                        Attempt::Acquired(lease) => {
+                            log_unfenced_reclaim(&seen, &a);
+                            return Ok(self.guard(req, lease, turn));
+                        }
+                        Attempt::Busy(_) | Attempt::Changed => churn += 1,
+                    }
+                }
                 Action::Report => {
                     return Err(Error::Stale {
                         reasons: a.reasons,
@@ -529,7 +586,7 @@ impl<B: Backend> SessionLock<B> {
                         watch = Some(self.backend.watch(&key)?);
                         continue;
                     };
-                    let wake = [deadline, until.map(instant_at)]
+                    let wake = [deadline, until.and_then(instant_at)]
                         .into_iter()
                         .flatten()
                         .min();

@@ -5,8 +5,9 @@
 //! one per problem of a transcript (`*.jsonl`: a torn final line, complete
 //! lines that are not JSON) and one per file an interrupted operation left
 //! behind (`*.jsonl.lock.tmp-*`, `*.jsonl.lock.tomb-*`, `*.jsonl.rewrite-*`,
-//! and the `*.jsonl.torn-*` side files of earlier repairs). Healthy
-//! transcripts give no finding.
+//! and the `*.jsonl.torn-*` side files of earlier repairs), and one per state
+//! file (`*.jsonl.epoch`) that is not one epoch record or not a regular
+//! file. Healthy transcripts and state files give no finding.
 //!
 //! [`fix`] acts on a [`Report`] and never beyond it:
 //! - a lock is removed only if `examine` found it [`Verdict::Removable`], and
@@ -14,6 +15,8 @@
 //!   `examine` made: a lock replaced in between is left alone;
 //! - a torn tail is repaired with [`Transcript::repair`](crate::transcript::Transcript::repair) under the session
 //!   lock, taken with a short budget; a session someone holds is skipped;
+//! - an invalid state file is rewritten under the state lock (taken within
+//!   the lock budget) with an epoch above every one it can have stood for;
 //! - a leftover temporary or tombstone file is removed only once it is older
 //!   than [`LEFTOVER_AGE`] and still the file `examine` saw (same inode, size
 //!   and times); a leftover rewrite file likewise, and under the session lock,
@@ -32,8 +35,9 @@
 
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::acquire::{LockOptions, SessionLock};
 use crate::backend::file::FileBackend;
@@ -67,15 +71,19 @@ pub enum Kind {
     Transcript,
     /// A file an interrupted operation left behind, or a repair's side file.
     Leftover,
+    /// A session's state file (`*.jsonl.epoch`, its last fencing epoch).
+    State,
 }
 
 impl Kind {
-    /// The name used in messages and JSON (`lock`, `transcript`, `leftover`).
+    /// The name used in messages and JSON (`lock`, `transcript`, `leftover`,
+    /// `state`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Lock => "lock",
             Kind::Transcript => "transcript",
             Kind::Leftover => "leftover",
+            Kind::State => "state",
         }
     }
 }
@@ -238,6 +246,18 @@ pub enum Subject {
     UnusableTranscript(Error),
     /// A leftover file.
     Leftover(Leftover),
+    /// A state file that holds something other than one epoch record
+    /// (written by something else, or cut short of its record).
+    InvalidState {
+        /// Its size in bytes.
+        len: u64,
+        /// Its first bytes, for people (lossy, at most 22 bytes, not escaped:
+        /// they may hold control characters).
+        preview: String,
+    },
+    /// A state file path holding something other than a regular file (a
+    /// symlink, a directory, a FIFO), or a state file that cannot be read.
+    UnusableState(Error),
 }
 
 /// One thing the doctor found.
@@ -270,6 +290,7 @@ impl Finding {
             | Subject::InvalidLines { .. }
             | Subject::UnusableTranscript(_) => Kind::Transcript,
             Subject::Leftover(_) => Kind::Leftover,
+            Subject::InvalidState { .. } | Subject::UnusableState(_) => Kind::State,
         }
     }
 }
@@ -352,6 +373,13 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
                 report.findings.extend(found);
             }
             continue;
+        }
+        if let Some(stem) = bytes.strip_suffix(b".epoch") {
+            if stem.ends_with(b".jsonl") {
+                let session = dir.join(std::ffi::OsStr::from_bytes(stem));
+                report.findings.extend(examine_state(path, session));
+                continue;
+            }
         }
         if let Some((kind, stem)) = leftover_kind(bytes) {
             let session = dir.join(std::ffi::OsStr::from_bytes(stem));
@@ -494,6 +522,12 @@ fn lock_finding(
                     },
                 )
             };
+            let clamp = clamp_words(&st);
+            let why = if clamp.is_empty() {
+                why
+            } else {
+                format!("{why}; {clamp}")
+            };
             let live = reasons.contains(Reason::HoldExceeded) && st.liveness.presumed_alive();
             let action = if live {
                 Action::RemoveWithForce
@@ -523,6 +557,19 @@ fn lock_finding(
                 ),
             ),
         ),
+        Contender::Wait { .. }
+            if reasons.contains(Reason::FutureCreatedAt)
+                || reasons.contains(Reason::LeaseClamped) =>
+        {
+            (
+                Verdict::ReportOnly,
+                Action::Keep,
+                format!(
+                    "{who} within its lease as bounded ({lease}): {}; removable once that lease ends",
+                    clamp_words(&st),
+                ),
+            )
+        }
         Contender::Wait { .. } if reasons.contains(Reason::TooOld) => (
             Verdict::ReportOnly,
             Action::Keep,
@@ -590,19 +637,32 @@ fn unusable_words(st: &LockStatus) -> String {
 }
 
 fn past_lease(st: &LockStatus, now: SystemTime) -> Duration {
-    st.inspection
-        .payload
-        .as_ref()
-        .ok()
-        .and_then(|p| p.created_at)
-        .map_or(Duration::ZERO, |created| {
-            let lease = Duration::from_millis(
-                st.holder
-                    .max_hold_ms
-                    .unwrap_or(crate::config::DEFAULT_MAX_HOLD.as_millis() as u64),
-            );
-            since(created + lease, now)
-        })
+    st.lease_end.map_or(Duration::ZERO, |end| since(end, now))
+}
+
+/// What a lock's payload claims beyond what sessionlock would write, and how
+/// its lease is counted instead; empty when it claims nothing unusual.
+fn clamp_words(st: &LockStatus) -> String {
+    let reasons = st.holder.reasons;
+    let p = st.inspection.payload.as_ref().ok();
+    let mut words = Vec::new();
+    if reasons.contains(Reason::FutureCreatedAt) {
+        words.push(format!(
+            "its createdAt ({}) lies in the future, so its lease counts from when the file was last written",
+            p.and_then(|p| p.created_at)
+                .map_or_else(|| "?".to_owned(), crate::payload::format_time),
+        ));
+    }
+    if reasons.contains(Reason::LeaseClamped) {
+        words.push(format!(
+            "its maxHoldMs ({}) is longer than any lease sessionlock writes, so it is taken as {}",
+            st.holder
+                .max_hold_ms
+                .map_or_else(|| "?".to_owned(), |ms| ms.to_string()),
+            human_duration(crate::config::MAX_HOLD_CAP),
+        ));
+    }
+    words.join("; ")
 }
 
 fn since(t: SystemTime, now: SystemTime) -> Duration {
@@ -711,6 +771,131 @@ fn examine_transcript(path: &Path) -> Option<Vec<Finding>> {
         ));
     }
     Some(found)
+}
+
+/// Examines a session's state file: a finding only when it is not a regular
+/// file, cannot be read, or holds something other than one epoch record
+/// (an empty one is a new session's, and healthy).
+fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
+    let finding = |verdict, reasons, action, detail, subject| {
+        Some(Finding {
+            path: path.clone(),
+            session: session.clone(),
+            verdict,
+            reasons,
+            action,
+            detail,
+            subject,
+        })
+    };
+    let invalid = |what: &'static str, reason: &str| {
+        let e = Error::InvalidPath {
+            path: path.clone(),
+            reason: reason.to_owned(),
+        };
+        finding(
+            Verdict::Invalid,
+            vec![what],
+            Action::None,
+            format!("{reason}; the doctor never touches it: until it is a regular file, the session cannot be locked"),
+            Subject::UnusableState(e),
+        )
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(crate::sys::NOFOLLOW_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if crate::sys::is_symlink_error(&e) => {
+            return invalid(
+                "symlink",
+                "a symbolic link stands where the session's epoch file belongs",
+            )
+        }
+        Err(e) => {
+            let e = Error::io("open epoch file", &path, e);
+            return finding(
+                Verdict::Error,
+                vec!["unreadable"],
+                Action::None,
+                chain(&e),
+                Subject::UnusableState(e),
+            );
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            let e = Error::io("stat epoch file", &path, e);
+            return finding(
+                Verdict::Error,
+                vec!["unreadable"],
+                Action::None,
+                chain(&e),
+                Subject::UnusableState(e),
+            );
+        }
+    };
+    if !meta.is_file() {
+        return invalid(
+            "not-a-regular-file",
+            "something other than a regular file stands where the session's epoch file belongs",
+        );
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        return invalid(
+            "hard-linked",
+            "the session's epoch file has more than one hard link, so it may be another file linked here",
+        );
+    }
+    let mut head = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, crate::epoch::RECORD_LEN as u64 + 1),
+        &mut head,
+    ) {
+        let e = Error::io("read epoch file", &path, e);
+        return finding(
+            Verdict::Error,
+            vec!["unreadable"],
+            Action::None,
+            chain(&e),
+            Subject::UnusableState(e),
+        );
+    }
+    if head.is_empty() || crate::epoch::parse(&head).is_some() {
+        return None;
+    }
+    // Raw (lossy) text in the subject: those who show it escape it for
+    // their medium. The sentence shows printable ASCII only, `.` for the rest
+    // (as a hex dump does).
+    let preview = String::from_utf8_lossy(&head).into_owned();
+    let shown: String = head
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                char::from(b)
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    finding(
+        Verdict::Repairable,
+        vec!["invalid-epoch"],
+        Action::Repair,
+        format!(
+            "holds {} bytes that are not one epoch record (`{shown}`{}): until it is rewritten, the holder's fenced writes fail; \
+             a repair rewrites it, under the state lock, with an epoch above every one issued before",
+            meta.len(),
+            if meta.len() > head.len() as u64 { "..." } else { "" },
+        ),
+        Subject::InvalidState {
+            len: meta.len(),
+            preview,
+        },
+    )
 }
 
 fn examine_leftover(
@@ -827,6 +1012,8 @@ pub enum Outcome {
     Held(Box<Holder>),
     /// A live holder past its lease: skipped without [`FixOptions::force`].
     NeedsForce,
+    /// The state file was rewritten with this epoch.
+    Rewritten(u64),
     /// It failed.
     Failed(Error),
 }
@@ -838,6 +1025,7 @@ impl Outcome {
         match self {
             Outcome::Removed => "removed",
             Outcome::Repaired(_) => "repaired",
+            Outcome::Rewritten(_) => "rewritten",
             Outcome::AlreadyGone => "already-gone",
             Outcome::Changed => "changed",
             Outcome::Held(_) => "held",
@@ -850,7 +1038,7 @@ impl Outcome {
     pub fn is_done(&self) -> bool {
         matches!(
             self,
-            Outcome::Removed | Outcome::Repaired(_) | Outcome::AlreadyGone
+            Outcome::Removed | Outcome::Repaired(_) | Outcome::Rewritten(_) | Outcome::AlreadyGone
         )
     }
 }
@@ -866,6 +1054,7 @@ impl fmt::Display for Outcome {
                 }
                 Ok(())
             }
+            Outcome::Rewritten(epoch) => write!(f, "rewrote the epoch record as {epoch}"),
             Outcome::AlreadyGone => f.write_str("nothing left to do: already gone or repaired"),
             Outcome::Changed => f.write_str("changed since inspection, left alone"),
             Outcome::Held(h) => {
@@ -942,7 +1131,7 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
     }
     match &f.subject {
         Subject::Lock(st) => {
-            let outcome = remove_lock(st);
+            let outcome = remove_lock(st, opts);
             let foreign = st
                 .inspection
                 .payload
@@ -978,6 +1167,23 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
                 guard.with_fence(|| remove_unchanged(&f.path, l))?
             })
         }
+        Subject::InvalidState { .. } => {
+            let key = SessionKey {
+                session: f.session.clone(),
+                lock_path: {
+                    let mut s = f.session.as_os_str().to_owned();
+                    s.push(".lock");
+                    PathBuf::from(s)
+                },
+            };
+            let deadline = Instant::now().checked_add(opts.lock_timeout);
+            match FileBackend::default().rewrite_invalid_state(&key, deadline) {
+                Ok(Some(epoch)) => Outcome::Rewritten(epoch),
+                Ok(None) => Outcome::AlreadyGone,
+                Err(Error::Timeout { holder, .. }) => Outcome::Held(holder),
+                Err(e) => Outcome::Failed(e),
+            }
+        }
         // Temporary and tombstone names carry a token that is never reused.
         Subject::Leftover(l) => remove_unchanged(&f.path, l).unwrap_or_else(Outcome::Failed),
         _ => Outcome::Failed(Error::InvalidPath {
@@ -987,13 +1193,16 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
     }
 }
 
-/// Removes an examined lock if it is still exactly the examined version.
-fn remove_lock(st: &LockStatus) -> Outcome {
+/// Removes an examined lock if it is still exactly the examined version,
+/// waiting for the session's state at most `opts.lock_timeout`.
+fn remove_lock(st: &LockStatus, opts: &FixOptions) -> Outcome {
     let key = SessionKey {
         session: st.session.clone(),
         lock_path: st.inspection.lock_path.clone(),
     };
-    match FileBackend::default().remove_stale(&key, &st.inspection) {
+    let deadline = Instant::now().checked_add(opts.lock_timeout);
+    match FileBackend::default().remove_stale(&key, &st.inspection, deadline) {
+        Err(Error::Timeout { holder, .. }) => Outcome::Held(holder),
         Ok(true) => Outcome::Removed,
         Ok(false) => match exists(&key.lock_path) {
             Ok(true) => Outcome::Changed,

@@ -75,6 +75,27 @@ impl fmt::Display for Holder {
     }
 }
 
+impl Holder {
+    /// The holder of a session's state lock (the file backend's `flock` on
+    /// `<session>.epoch`), as far as the kernel tells: `pid` when it lists
+    /// one.
+    pub(crate) fn state_lock(state_path: &std::path::Path, pid: Option<u32>) -> Holder {
+        Holder {
+            lock_path: state_path.to_owned(),
+            pid,
+            hostname: None,
+            alive: pid.is_some(),
+            age_ms: None,
+            max_hold_ms: None,
+            epoch: None,
+            lane: None,
+            run_id: None,
+            owner: None,
+            reasons: Reasons::default(),
+        }
+    }
+}
+
 /// Everything that can go wrong in sessionlock.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -155,6 +176,17 @@ pub enum Error {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// The session's epoch cannot grow any more: its state file or a lock
+    /// payload holds the largest epoch (`u64::MAX`, written by no counter
+    /// that starts at 1). Taking the lock would have to reuse an epoch, which
+    /// would let a fenced-out holder's writes land; it is refused instead.
+    #[error("session epoch exhausted: {path} holds epoch {epoch}, the largest there is; refusing to reuse an epoch (once no process uses the session, remove the state file and any lock)")]
+    EpochExhausted {
+        /// The session's state file.
+        path: PathBuf,
+        /// The epoch found.
+        epoch: u64,
     },
     /// Something other than a regular file stands where a lock or state file
     /// belongs (a symlink, a directory, a FIFO), or the session path is unusable.

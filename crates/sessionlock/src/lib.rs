@@ -70,6 +70,7 @@ pub mod classify;
 pub mod config;
 mod confine;
 pub mod doctor;
+pub mod epoch;
 mod error;
 pub mod fence;
 pub mod fs;

@@ -166,9 +166,12 @@ impl Payload {
         out
     }
 
-    /// When the holder's lease ends (`createdAt + maxHoldMs`), if both are known.
+    /// When the holder's lease ends (`createdAt + maxHoldMs`) as the payload
+    /// claims it, if both are known and the sum is representable. Readers
+    /// that act on a lock bound these claims (see [`crate::reclaim::assess`]).
     pub fn lease_end(&self) -> Option<SystemTime> {
-        Some(self.created_at? + Duration::from_millis(self.max_hold_ms?))
+        self.created_at?
+            .checked_add(Duration::from_millis(self.max_hold_ms?))
     }
 }
 

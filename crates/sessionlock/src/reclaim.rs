@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{HoldExceededPolicy, DEFAULT_MAX_HOLD};
+use crate::config::{HoldExceededPolicy, DEFAULT_MAX_HOLD, MAX_HOLD_CAP};
 use crate::identity::{self, Liveness, SelfIdentity};
 use crate::payload::{Malformed, Payload};
 
@@ -12,6 +12,11 @@ use crate::payload::{Malformed, Payload};
 pub const PAYLOAD_GRACE: Duration = Duration::from_secs(30);
 /// Payload grace when the acquire budget is under 30 s.
 pub const SHORT_PAYLOAD_GRACE: Duration = Duration::from_secs(5);
+/// How far a payload's `createdAt` may lie after the lock file's mtime (or
+/// now) before the lock is flagged [`Reason::FutureCreatedAt`]: the file
+/// times come from the kernel's coarse clock, which lags the clock a
+/// writer reads by a few milliseconds.
+pub const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 /// One reason a lock looks stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,9 +36,18 @@ pub enum Reason {
     HoldExceeded,
     /// Older than `stale_after` but within its lease: reported, never acted on.
     TooOld,
+    /// The payload's `createdAt` lies after the lock file's mtime or now (a
+    /// clock stepped back, a remote host's skew, a hostile writer): the
+    /// lease counts from the earlier of the two instead. Reported; the
+    /// lease decides what happens.
+    FutureCreatedAt,
+    /// The payload's `maxHoldMs` is longer than any lease sessionlock writes
+    /// ([`MAX_HOLD_CAP`]): the lease is taken to be that cap. Reported; the
+    /// clamped lease decides what happens.
+    LeaseClamped,
 }
 
-const ALL_REASONS: [Reason; 7] = [
+const ALL_REASONS: [Reason; 9] = [
     Reason::DeadPid,
     Reason::RecycledPid,
     Reason::OrphanSelfPid,
@@ -41,6 +55,8 @@ const ALL_REASONS: [Reason; 7] = [
     Reason::Malformed,
     Reason::HoldExceeded,
     Reason::TooOld,
+    Reason::FutureCreatedAt,
+    Reason::LeaseClamped,
 ];
 
 impl Reason {
@@ -54,11 +70,13 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::HoldExceeded => "hold-exceeded",
             Reason::TooOld => "too-old",
+            Reason::FutureCreatedAt => "future-created-at",
+            Reason::LeaseClamped => "lease-clamped",
         }
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u16 {
+        1 << (self as u16)
     }
 }
 
@@ -70,7 +88,7 @@ impl fmt::Display for Reason {
 
 /// A set of [`Reason`]s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Reasons(u8);
+pub struct Reasons(u16);
 
 impl Reasons {
     /// Whether `r` is in the set.
@@ -159,9 +177,11 @@ pub struct Assessment {
     pub reasons: Reasons,
     /// The liveness check's verdict.
     pub liveness: Liveness,
-    /// Age of the lock (from `createdAt`, else from the file's mtime).
+    /// Age of the lock (from `createdAt`, never later than the file's
+    /// mtime or now; else from the file's mtime).
     pub age: Duration,
-    /// When the holder's lease ends, if known.
+    /// When the holder's lease ends, if known: `createdAt` (clamped as for
+    /// `age`) plus `maxHoldMs` (at most [`MAX_HOLD_CAP`]).
     pub lease_end: Option<SystemTime>,
     /// What a contender may do.
     pub action: Action,
@@ -171,6 +191,13 @@ pub struct Assessment {
 /// parsed; `mtime` is the lock file's modification time; `held_here` says
 /// whether this process holds the lock's key in memory (only then is a lock
 /// with our pid ours).
+///
+/// A payload's claims are bounded by what sessionlock itself would write, so
+/// that no lock pins a session longer than the longest lease there is: its
+/// lease counts from `createdAt` but never from later than the file's mtime
+/// or `now` ([`Reason::FutureCreatedAt`] beyond [`CLOCK_SLACK`]), and lasts
+/// `maxHoldMs` but never longer than [`MAX_HOLD_CAP`]
+/// ([`Reason::LeaseClamped`]).
 pub fn assess(
     payload: Result<&Payload, &Malformed>,
     mtime: SystemTime,
@@ -181,7 +208,8 @@ pub fn assess(
 ) -> Assessment {
     let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
     let grace = |reasons: Reasons, liveness| {
-        let ready = mtime + policy.payload_grace;
+        // A time near the end of `SystemTime` never comes: no overflow.
+        let ready = mtime.checked_add(policy.payload_grace).unwrap_or(mtime);
         Assessment {
             reasons,
             liveness,
@@ -213,10 +241,25 @@ pub fn assess(
     if p.pid.is_none() {
         return grace(reasons, liveness);
     }
+    let written = mtime.min(now);
+    let created = if created > written {
+        if created.duration_since(written).unwrap_or_default() > CLOCK_SLACK {
+            reasons.insert(Reason::FutureCreatedAt);
+        }
+        written
+    } else {
+        created
+    };
+    let mut lease = p
+        .max_hold_ms
+        .map_or(DEFAULT_MAX_HOLD, Duration::from_millis);
+    if lease > MAX_HOLD_CAP {
+        reasons.insert(Reason::LeaseClamped);
+        lease = MAX_HOLD_CAP;
+    }
     let age = since(created);
-    let lease_end = created
-        + p.max_hold_ms
-            .map_or(DEFAULT_MAX_HOLD, Duration::from_millis);
+    // `created` is at most now and `lease` at most the cap: no overflow.
+    let lease_end = created.checked_add(lease).unwrap_or(created);
     let mine = p.pid == Some(me.pid)
         && liveness == Liveness::Alive
         && p.hostname.as_ref().is_none_or(|h| *h == me.hostname);
@@ -418,6 +461,51 @@ mod tests {
             Policy::grace_for_budget(None, Duration::from_secs(2)),
             Duration::from_secs(2)
         );
+    }
+
+    // Issue 9 item 4: a payload's createdAt and maxHoldMs are bounded by
+    // the file's write time, now and the lease cap; small skews are not
+    // flagged.
+    #[test]
+    fn future_created_at_and_huge_leases_are_bounded() {
+        let me = SelfIdentity::current();
+        let now = SystemTime::now();
+        let written = now - Duration::from_secs(5);
+        let mut p = live(&me, now + Duration::from_secs(3600 * 24 * 365 * 900), 10);
+        let a = assess(Ok(&p), written, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::FutureCreatedAt]));
+        assert_eq!(a.lease_end, Some(written + Duration::from_secs(10)));
+        assert_eq!(a.age, Duration::from_secs(5));
+
+        // The kernel's coarse file clock lags a writer's clock a little.
+        p.created_at = Some(written + Duration::from_millis(4));
+        let a = assess(Ok(&p), written, now, &policy(), &me, true);
+        assert!(a.reasons.is_empty(), "{:?}", a.reasons);
+        assert_eq!(a.lease_end, Some(written + Duration::from_secs(10)));
+
+        // A clock stepped back: the file seems written in the future.
+        p.created_at = Some(now + Duration::from_secs(60));
+        let a = assess(
+            Ok(&p),
+            now + Duration::from_secs(60),
+            now,
+            &policy(),
+            &me,
+            true,
+        );
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::FutureCreatedAt]));
+        assert_eq!(a.lease_end, Some(now + Duration::from_secs(10)));
+
+        p.created_at = Some(written);
+        p.max_hold_ms = Some(u64::MAX);
+        let a = assess(Ok(&p), written, now, &policy(), &me, true);
+        assert_eq!(a.reasons, Reasons::from_iter([Reason::LeaseClamped]));
+        assert_eq!(a.lease_end, Some(written + MAX_HOLD_CAP));
+        assert!(matches!(a.action, Action::Wait { .. }));
+
+        // A grace counted from a file time at the end of time never overflows.
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        let _ = assess(Err(&Malformed::Empty), far, now, &policy(), &me, false);
     }
 
     #[test]

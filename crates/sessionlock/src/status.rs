@@ -26,6 +26,9 @@ pub struct LockStatus {
     pub liveness: Liveness,
     /// Time left on the holder's lease (zero when past it), if known.
     pub lease_left: Option<Duration>,
+    /// When the holder's lease ends, as a contender counts it (with
+    /// `createdAt` and `maxHoldMs` bounded, see [`reclaim::assess`]).
+    pub lease_end: Option<SystemTime>,
     /// What a contender would do now.
     pub action: Action,
     /// The raw inspection.
@@ -90,6 +93,7 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
         lease_left: a
             .lease_end
             .map(|end| end.duration_since(now).unwrap_or(Duration::ZERO)),
+        lease_end: a.lease_end,
         action: a.action,
         inspection: insp,
     }))

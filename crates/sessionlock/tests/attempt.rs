@@ -506,7 +506,7 @@ fn fenced_append_of_a_reclaimed_holder_is_rejected_and_absent() {
         me: sessionlock::identity::SelfIdentity::current(),
         openclaw_compat: false,
     };
-    let Try::Acquired(_new) = backend.reclaim(&key, &seen, &req).expect("reclaim") else {
+    let Try::Acquired(_new) = backend.reclaim(&key, &seen, &req, None).expect("reclaim") else {
         panic!("reclaim")
     };
     let err = t

@@ -476,7 +476,7 @@ fn stale_release_never_deletes_a_replacement() {
         .inspect(&key)
         .expect("inspect")
         .expect("lock present");
-    let Attempt::Acquired(b) = backend.reclaim(&key, &seen, &req()).expect("reclaim") else {
+    let Attempt::Acquired(b) = backend.reclaim(&key, &seen, &req(), None).expect("reclaim") else {
         panic!("reclaim of an unchanged lock must win");
     };
     let b_ino = fs::metadata(&key.lock_path).expect("b's lock");
@@ -512,7 +512,7 @@ fn reclaim_of_a_changed_lock_removes_nothing() {
     write_openclaw_lock(&session, me.pid, SystemTime::now(), 300_000, me.starttime);
     let before = fs::read(&key.lock_path).expect("read");
     assert!(matches!(
-        backend.reclaim(&key, &seen, &req()).expect("reclaim"),
+        backend.reclaim(&key, &seen, &req(), None).expect("reclaim"),
         Attempt::Changed
     ));
     assert_eq!(fs::read(&key.lock_path).expect("still there"), before);
@@ -533,7 +533,7 @@ fn eight_concurrent_reclaimers_exactly_one_wins() {
                 (backend.clone(), key.clone(), seen.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                backend.reclaim(&key, &seen, &req()).expect("reclaim")
+                backend.reclaim(&key, &seen, &req(), None).expect("reclaim")
             })
         })
         .collect();
@@ -1390,8 +1390,9 @@ impl Backend for AlwaysChanged {
         &self,
         key: &sessionlock::SessionKey,
         req: &LeaseRequest,
+        deadline: Option<std::time::Instant>,
     ) -> sessionlock::Result<Attempt<Self::Lease>> {
-        self.0.try_acquire(key, req)
+        self.0.try_acquire(key, req, deadline)
     }
     fn inspect(
         &self,
@@ -1404,6 +1405,7 @@ impl Backend for AlwaysChanged {
         _key: &sessionlock::SessionKey,
         _seen: &sessionlock::Inspection,
         _req: &LeaseRequest,
+        _deadline: Option<std::time::Instant>,
     ) -> sessionlock::Result<Attempt<Self::Lease>> {
         Ok(Attempt::Changed)
     }
@@ -1411,8 +1413,9 @@ impl Backend for AlwaysChanged {
         &self,
         key: &sessionlock::SessionKey,
         seen: &sessionlock::Inspection,
+        deadline: Option<std::time::Instant>,
     ) -> sessionlock::Result<bool> {
-        self.0.remove_stale(key, seen)
+        self.0.remove_stale(key, seen, deadline)
     }
     fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
         self.0.release(lease)
@@ -1501,7 +1504,7 @@ fn remove_stale_removes_only_the_inspected_lock_and_keeps_its_epoch() {
     // Replaced after inspection: nothing is removed.
     fs::write(lock_path(&session), b"{}").expect("replace");
     assert!(
-        !backend.remove_stale(&key, &seen).expect("remove"),
+        !backend.remove_stale(&key, &seen, None).expect("remove"),
         "a changed lock is kept"
     );
     assert_eq!(fs::read(lock_path(&session)).expect("kept"), b"{}");
@@ -1517,8 +1520,12 @@ fn remove_stale_removes_only_the_inspected_lock_and_keeps_its_epoch() {
     )
     .expect("write");
     let seen_high = backend.inspect(&key).expect("inspect").expect("present");
-    assert!(!backend.remove_stale(&key, &seen).expect("stale inspection"));
-    assert!(backend.remove_stale(&key, &seen_high).expect("remove"));
+    assert!(!backend
+        .remove_stale(&key, &seen, None)
+        .expect("stale inspection"));
+    assert!(backend
+        .remove_stale(&key, &seen_high, None)
+        .expect("remove"));
     assert!(!lock_path(&session).exists());
     let g = locks().acquire(&session).expect("acquire");
     assert!(

@@ -7,14 +7,17 @@
 //!   whole: written to an unnamed `O_TMPFILE` file (or, where unsupported, a
 //!   named `s.jsonl.lock.tmp-<token>`) and `link()`ed to the lock name, which
 //!   fails if a lock exists.
-//! - `s.jsonl.epoch`: the session's last epoch as 20 decimal digits and `\n`;
-//!   empty or corrupt, it reads as a wall-clock floor above every earlier
-//!   epoch.
+//! - `s.jsonl.epoch`: the session's last epoch as one record of 20 decimal
+//!   digits and `\n` (see [`crate::epoch`]); empty, corrupt or longer than
+//!   its record, it reads as a wall-clock floor above every earlier epoch,
+//!   and the next write replaces it whole.
 //!   An exclusive `flock` on it is the session's *state lock*: every publish,
 //!   reclaim, release and revocation runs under it, and fenced writes run
 //!   under its shared form, so a reclaim and a write of the old epoch can
 //!   never interleave. It is held for a few system calls, never across user
-//!   code other than a fenced write.
+//!   code other than a fenced write. Waiting for it is bounded (the acquire
+//!   budget, or [`STATE_LOCK_BOUND`]): another program holding a `flock` on
+//!   the file cannot wedge a session.
 //! - `s.jsonl.lock.tomb-<token>`: a lock being removed; renamed away, checked,
 //!   then unlinked (or restored if it turned out not to be the expected one).
 
@@ -34,6 +37,7 @@ use super::{
     Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp, TranscriptBackend,
 };
 use crate::confine;
+use crate::epoch;
 use crate::error::{Error, LossCause, Result};
 use crate::fs::{Fs, RealFs};
 use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
@@ -46,6 +50,41 @@ const SAFETY_NET: Duration = Duration::from_secs(1);
 /// Polling interval bounds where notifications are unavailable.
 const POLL_MIN: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// How long operations without a caller's budget (release, extend, fenced
+/// writes, revocation) wait for the state lock before failing. sessionlock
+/// itself holds it for a few system calls, or for one fenced write; only
+/// another program holding a `flock` on the state file keeps it longer.
+pub const STATE_LOCK_BOUND: Duration = Duration::from_secs(10);
+
+/// How long a revocation waits for the state lock. It runs on the
+/// watchdog thread, which serves every guard of the process: a foreign
+/// `flock` on one session's state file must not hold up the others'
+/// revocations. A revocation that gives up still marks its guard revoked;
+/// the lock stays published and other processes reclaim it as
+/// hold-exceeded, which fences the guard just the same.
+pub const REVOKE_BOUND: Duration = Duration::from_secs(1);
+
+/// The longest session file name the file backend accepts: its longest side
+/// file name (`<name>.lock.tomb-<32 hex>`, 43 bytes more) must fit the
+/// 255-byte `NAME_MAX` of Linux file systems.
+pub const MAX_SESSION_NAME: usize = 255 - LONGEST_SIDE_SUFFIX;
+
+/// `.lock.tomb-` and a 32-character token: the longest suffix any side file
+/// adds to the session file name. The others: `.lock` (5), `.lock.tmp-<32>`
+/// (42), `.epoch` (6), `.rewrite-<epoch>` (at most 29) and
+/// `.torn-<epoch>[-<n>]` (at most 29).
+const LONGEST_SIDE_SUFFIX: usize = ".lock.tomb-".len() + 32;
+
+/// Polling bounds while another process holds the state lock: `flock` has no
+/// notification, so a contender retries without blocking, from a few
+/// microseconds (sessionlock holds the lock for that long) doubling up to
+/// 2 ms, never past its budget. The cap bounds how late a contender notices
+/// a release (a blocking `flock` would wake at once; a hand-off must not pay
+/// for the bound); a foreign holder that keeps the lock costs 500 cheap
+/// non-blocking retries a second.
+const STATE_POLL_MIN: Duration = Duration::from_micros(20);
+const STATE_POLL_MAX: Duration = Duration::from_millis(2);
 
 /// How waiters learn that a lock changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -150,19 +189,30 @@ fn sibling(key: &SessionKey, kind: &str, token: &str) -> PathBuf {
     with_suffix(&key.lock_path, &format!(".{kind}-{token}"))
 }
 
-/// A token unique to this acquisition: a random per-process prefix (one
-/// `getrandom` per process) and a counter. Tokens prove nothing secret; they
-/// name temporary files and tell acquisitions apart.
+/// A token for one acquisition: 128 random bits from the kernel, as 32 hex
+/// characters (spec §2.2). Tokens name temporary and tombstone files and
+/// tell acquisitions apart. Should the kernel refuse randomness (no
+/// `getrandom`), pid, clock and a counter keep tokens unique, which is all
+/// their uses need.
 fn new_token() -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| match sys::random_bytes() {
-        Ok(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-        // Uniqueness is all tokens need: pid and clock tell processes apart.
-        Err(_) => (u64::from(sys::pid()) << 40) ^ sys::monotonic_ns(),
+    let bytes = sys::random_bytes().unwrap_or_else(|e| {
+        static WARNED: OnceLock<()> = OnceLock::new();
+        WARNED.get_or_init(|| tracing::warn!(error = %e, "no kernel randomness; tokens fall back to pid, clock and a counter"));
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let hi = (u64::from(sys::pid()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
+        let lo = sys::monotonic_ns();
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&hi.to_be_bytes());
+        b[8..].copy_from_slice(&lo.to_be_bytes());
+        b
     });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    let mut out = String::with_capacity(32);
+    for b in bytes {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
@@ -275,15 +325,52 @@ fn open_state(path: &Path) -> Result<File> {
     if !m.is_file() {
         return Err(not_regular(path, &m));
     }
+    // sessionlock rewrites the state file in place and never links it
+    // elsewhere: a second link means the name may denote another file (a
+    // hard link planted to make a privileged writer overwrite it).
+    if m.nlink() > 1 {
+        return Err(Error::InvalidPath {
+            path: path.to_owned(),
+            reason: format!(
+                "has {} hard links; sessionlock rewrites its state file in place and never links it, so this may be another file linked here (remove this name once no process uses the session)",
+                m.nlink()
+            ),
+        });
+    }
     Ok(file)
 }
 
-/// Takes the state lock on `file`, which was opened from `path`. If the file
-/// was deleted meanwhile (its link count is zero), the lock on the old inode
+/// Takes the state lock on `file`, which was opened from `path`, waiting
+/// at most until `deadline` (`None`: as long as it takes). If the file was
+/// deleted meanwhile (its link count is zero), the lock on the old inode
 /// means nothing: reopen and retry.
-fn lock_state<'a>(path: &Path, file: &'a mut File, kind: FlockKind) -> Result<StateLock<'a>> {
+///
+/// `flock` gives no notification of its release, so a busy lock is polled
+/// without blocking, with a short backoff (see `STATE_POLL_MIN`). On
+/// timeout the error names the processes holding the lock, as the kernel
+/// lists them.
+fn lock_state<'a>(
+    path: &Path,
+    file: &'a mut File,
+    kind: FlockKind,
+    deadline: Option<Instant>,
+) -> Result<StateLock<'a>> {
+    let started = Instant::now();
+    let mut backoff = STATE_POLL_MIN;
     loop {
-        sys::flock(file, kind).map_err(|e| Error::io("lock epoch file", path, e))?;
+        if !sys::try_flock(file, kind).map_err(|e| Error::io("lock epoch file", path, e))? {
+            let now = Instant::now();
+            let Some(left) = deadline.map_or(Some(backoff), |d| d.checked_duration_since(now))
+            else {
+                return Err(state_busy(path, file, started.elapsed()));
+            };
+            if left.is_zero() {
+                return Err(state_busy(path, file, started.elapsed()));
+            }
+            std::thread::sleep(backoff.min(left));
+            backoff = (backoff * 2).min(STATE_POLL_MAX);
+            continue;
+        }
         let held = file
             .metadata()
             .map_err(|e| Error::io("stat epoch file", path, e))?;
@@ -295,29 +382,65 @@ fn lock_state<'a>(path: &Path, file: &'a mut File, kind: FlockKind) -> Result<St
     }
 }
 
+/// The deadline for an operation without a caller's budget.
+fn bounded() -> Option<Instant> {
+    Some(Instant::now() + STATE_LOCK_BOUND)
+}
+
+/// The timeout error for a state lock someone else kept: names the first
+/// process the kernel lists as holding it (`/proc/locks`), if any.
+fn state_busy(path: &Path, file: &File, waited: Duration) -> Error {
+    let holders = file
+        .metadata()
+        .map(|m| sys::flock_holders(m.dev(), m.ino()))
+        .unwrap_or_default();
+    let me = sys::pid();
+    let pid = holders
+        .iter()
+        .copied()
+        .find(|&p| p != me)
+        .or(holders.first().copied());
+    tracing::debug!(path = %path.display(), holders = ?holders, "session state file locked by another process");
+    Error::Timeout {
+        timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        holder: Box::new(crate::error::Holder::state_lock(path, pid)),
+    }
+}
+
+/// Reads the session's last epoch as recorded: `Err(n)` with the number of
+/// bytes read (at most one more than a record) when the state file is empty
+/// (new, or deleted and recreated: `n` is 0) or holds anything but one
+/// record (corrupt, or longer than its record).
+fn read_record(path: &Path, file: &File) -> Result<Result<u64, usize>> {
+    // One byte more than a record: a longer file is not a record.
+    let mut buf = [0u8; epoch::RECORD_LEN + 1];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read epoch file", path, e)),
+        }
+    }
+    Ok(epoch::parse(&buf[..n]).ok_or(n))
+}
+
 /// Reads the session's last epoch.
 ///
-/// An empty file (new, or deleted and recreated) or a corrupt one cannot say
-/// which epochs were used before; restarting low could hand a fenced-out
-/// holder's epoch to a new holder and let its stale write land. Such a file
-/// yields a floor above every counter-based epoch ever issued: the wall
-/// clock in microseconds. Epochs stay strictly increasing either way.
+/// An empty file or an invalid one cannot say which epochs were used before;
+/// restarting low could hand a fenced-out holder's epoch to a new holder and
+/// let its stale write land. Such a file yields a floor above every
+/// counter-based epoch ever issued: the wall clock in microseconds. Epochs
+/// stay strictly increasing either way, and the next write replaces the
+/// invalid content.
 fn read_epoch(path: &Path, file: &File) -> Result<u64> {
-    let mut buf = [0u8; 64];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| Error::io("read epoch file", path, e))?;
-    let text = std::str::from_utf8(&buf[..n]).unwrap_or("\u{fffd}").trim();
-    if let Some(epoch) = (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| text.parse::<u64>().ok())
-        .flatten()
-    {
-        return Ok(epoch);
-    }
-    if !text.is_empty() {
-        tracing::warn!(path = %path.display(), content = ?text, "corrupt epoch file; continuing above every earlier epoch");
-    }
-    Ok(epoch_floor())
+    Ok(read_record(path, file)?.unwrap_or_else(|n| {
+        if n > 0 {
+            tracing::warn!(path = %path.display(), "invalid epoch file; continuing above every earlier epoch");
+        }
+        epoch_floor()
+    }))
 }
 
 /// Microseconds since 1970: larger than any epoch a counter started at 1
@@ -328,11 +451,37 @@ fn epoch_floor() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
 }
 
+/// The epoch after `current`, or a refusal when there is none.
+fn next_epoch(path: &Path, current: u64) -> Result<u64> {
+    current.checked_add(1).ok_or_else(|| Error::EpochExhausted {
+        path: path.to_owned(),
+        epoch: current,
+    })
+}
+
+/// Replaces the state file's whole content with the record of `epoch`.
+///
+/// Crash analysis: the record is written first, at offset 0, then the file
+/// is cut to the record's length. A crash between the two leaves the new
+/// record followed by what was there before, which [`epoch::parse`]
+/// rejects: it reads as the wall-clock floor, above every epoch, never as a
+/// lower one. (Cutting first would leave a window in which a longer old
+/// file's first bytes, a possibly lower record, read as valid.) The record
+/// has a fixed width, so it always covers an earlier record completely, and
+/// a file no longer than a record needs no cut (an `fstat` tells, for a
+/// fraction of an `ftruncate`'s cost, which also touches the file's times).
 fn write_epoch(path: &Path, file: &File, epoch: u64) -> Result<()> {
-    // Fixed width: every write replaces the whole record in one pwrite.
-    let text = format!("{epoch:020}\n");
-    file.write_all_at(text.as_bytes(), 0)
-        .map_err(|e| Error::io("write epoch file", path, e))
+    file.write_all_at(&epoch::format(epoch), 0)
+        .map_err(|e| Error::io("write epoch file", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat epoch file", path, e))?
+        .len();
+    if len > epoch::RECORD_LEN as u64 {
+        file.set_len(epoch::RECORD_LEN as u64)
+            .map_err(|e| Error::io("truncate epoch file", path, e))?;
+    }
+    Ok(())
 }
 
 fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
@@ -482,6 +631,23 @@ fn swap_in(lock_path: &Path, tmp: &Path, ino: (u64, u64)) -> Result<Option<LossC
     Ok(Some(LossCause::Replaced))
 }
 
+/// When a lock file was last written, as far as its times can tell: its
+/// mtime, but never later than its ctime. Anyone who can write the file can
+/// set its mtime to any value (`touch -d 2400-01-01`), which would put off a
+/// payload grace or a lease for centuries; the ctime is set by the kernel
+/// to the time of that very change and cannot be chosen.
+fn written_at(meta: &std::fs::Metadata) -> SystemTime {
+    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let ctime = u64::try_from(meta.ctime())
+        .ok()
+        .and_then(|s| {
+            let nanos = u32::try_from(meta.ctime_nsec()).unwrap_or(0);
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(s, nanos))
+        })
+        .unwrap_or(mtime);
+    mtime.min(ctime)
+}
+
 fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
     let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
     Ok((m.dev(), m.ino()))
@@ -506,7 +672,7 @@ impl FileBackend {
                 .inspect(key)?
                 .map_or(Attempt::Changed, |i| Attempt::Busy(Box::new(i))));
         }
-        let epoch = floor + 1;
+        let epoch = next_epoch(&epoch_path, floor)?;
         // The epoch is persisted before the lock appears: a crash between the
         // two burns an epoch number but can never reuse one.
         write_epoch(&epoch_path, &state, epoch)?;
@@ -574,16 +740,17 @@ impl FileBackend {
     }
 
     /// Remove-if-unchanged of an inspected lock, under the state lock.
-    /// Returns the epoch floor to continue from (the state file's epoch or
-    /// the removed lock's, whichever is higher), or `None` if the lock is no
-    /// longer the inspected one.
+    /// Returns the epoch floor to continue from (the state file's epoch, or
+    /// the floor of an invalid one, or the removed lock's, whichever is
+    /// higher) and whether the state file's record already says so, or
+    /// `None` if the lock is no longer the inspected one.
     fn remove_seen(
         &self,
         key: &SessionKey,
         seen: &Inspection,
         path: &Path,
         state: &File,
-    ) -> Result<Option<u64>> {
+    ) -> Result<Option<(u64, bool)>> {
         if !self.remove_unchanged(key, seen)? {
             return Ok(None);
         }
@@ -595,7 +762,9 @@ impl FileBackend {
             .ok()
             .and_then(|p| p.epoch)
             .unwrap_or(0);
-        Ok(Some(read_epoch(path, state)?.max(removed_epoch)))
+        let recorded = read_record(path, state)?.ok();
+        let floor = recorded.unwrap_or_else(epoch_floor).max(removed_epoch);
+        Ok(Some((floor, recorded == Some(floor))))
     }
 
     /// Removes the lock `seen` if it is still exactly that version.
@@ -619,6 +788,47 @@ impl FileBackend {
         self.remove_if(key, same_version, &new_token())
     }
 
+    /// Rewrites the session's state file if it holds anything but one epoch
+    /// record (what `doctor --fix` does with an invalid one), under the
+    /// state lock taken by `deadline`. The new record is above every epoch
+    /// the file can have stood for (the wall-clock floor an invalid file
+    /// reads as) and every epoch the current lock, if any, carries: the epoch
+    /// never goes down. Returns the epoch written, or `None` when the file
+    /// is empty or valid (nothing to do).
+    ///
+    /// # Errors
+    /// `Timeout` naming the process that kept the state lock past
+    /// `deadline`; `InvalidPath` for a symlink or non-regular state file;
+    /// `Io`.
+    pub(crate) fn rewrite_invalid_state(
+        &self,
+        key: &SessionKey,
+        deadline: Option<Instant>,
+    ) -> Result<Option<u64>> {
+        let path = Self::epoch_path(key);
+        // Never create it: a state file that is gone needs no repair.
+        if lstat(&path)?.is_none() {
+            return Ok(None);
+        }
+        let mut state = open_state(&path)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
+        let len = g
+            .file
+            .metadata()
+            .map_err(|e| Error::io("stat epoch file", &path, e))?
+            .len();
+        if len == 0 || read_record(&path, g.file)?.is_ok() {
+            return Ok(None);
+        }
+        let published = match self.inspect(key) {
+            Ok(Some(seen)) => seen.payload.ok().and_then(|p| p.epoch).unwrap_or(0),
+            _ => 0,
+        };
+        let epoch = epoch_floor().max(published);
+        write_epoch(&path, g.file, epoch)?;
+        Ok(Some(epoch))
+    }
+
     fn state_for(&self, key: &SessionKey) -> Result<(PathBuf, File)> {
         let path = Self::epoch_path(key);
         let file = open_state(&path)?;
@@ -636,16 +846,30 @@ impl Backend for FileBackend {
         if let Some(root) = &self.root {
             confine::check_inside(root, &session, given)?;
         }
+        let name_len = session.file_name().map_or(0, |n| n.len());
+        if name_len > MAX_SESSION_NAME {
+            return Err(Error::InvalidPath {
+                path: session,
+                reason: format!(
+                    "file name is {name_len} bytes, longer than the {MAX_SESSION_NAME} bytes sessionlock accepts (its lock's side files add up to {LONGEST_SIDE_SUFFIX} bytes and must fit the 255-byte file name limit)"
+                ),
+            });
+        }
         let lock_path = with_suffix(&session, ".lock");
         Ok(SessionKey { session, lock_path })
     }
 
-    fn try_acquire(&self, key: &SessionKey, req: &LeaseRequest) -> Result<Attempt<FileLease>> {
+    fn try_acquire(
+        &self,
+        key: &SessionKey,
+        req: &LeaseRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Attempt<FileLease>> {
         if let Some(seen) = self.inspect(key)? {
             return Ok(Attempt::Busy(Box::new(seen)));
         }
         let (path, mut state) = self.state_for(key)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let floor = read_epoch(&path, g.file)?;
         self.publish(key, dup(&path, g.file)?, floor, req)
     }
@@ -688,7 +912,7 @@ impl Backend for FileBackend {
         Ok(Some(Inspection {
             lock_path: path.clone(),
             payload,
-            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            mtime: written_at(&meta),
             stamp: Stamp::of(&meta),
         }))
     }
@@ -698,10 +922,11 @@ impl Backend for FileBackend {
         key: &SessionKey,
         seen: &Inspection,
         req: &LeaseRequest,
+        deadline: Option<Instant>,
     ) -> Result<Attempt<FileLease>> {
         let (path, mut state) = self.state_for(key)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
-        let Some(floor) = self.remove_seen(key, seen, &path, g.file)? else {
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
+        let Some((floor, _)) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(Attempt::Changed);
         };
         tracing::info!(
@@ -712,7 +937,12 @@ impl Backend for FileBackend {
         self.publish(key, dup(&path, g.file)?, floor, req)
     }
 
-    fn remove_stale(&self, key: &SessionKey, seen: &Inspection) -> Result<bool> {
+    fn remove_stale(
+        &self,
+        key: &SessionKey,
+        seen: &Inspection,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
         // A lock without an epoch (OpenClaw's, or one whose payload cannot be
         // read) has no epoch to record, and without a state file there is no
         // record to raise: a later acquisition reads the missing file as a
@@ -729,11 +959,11 @@ impl Backend for FileBackend {
             return Ok(removed);
         }
         let (path, mut state) = self.state_for(key)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
-        let Some(floor) = self.remove_seen(key, seen, &path, g.file)? else {
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
+        let Some((floor, recorded)) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(false);
         };
-        if floor > read_epoch(&path, g.file)? {
+        if !recorded {
             write_epoch(&path, g.file, floor)?;
         }
         tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
@@ -744,7 +974,7 @@ impl Backend for FileBackend {
         let key = &lease.info.key;
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
-        let _g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let _g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
         let token = lease.info.payload.token.as_deref().unwrap_or("release");
         self.remove_if(key, |m| (m.dev(), m.ino()) == lease.ino, token)
     }
@@ -753,7 +983,7 @@ impl Backend for FileBackend {
         let key = lease.info.key.clone();
         let path = Self::epoch_path(&key);
         let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
         let current = read_epoch(&path, g.file)?;
         if current != lease.info.epoch {
             return Err(Error::Fenced {
@@ -772,8 +1002,9 @@ impl Backend for FileBackend {
             return Err(lost(cause));
         }
         let epoch = if new_epoch {
-            write_epoch(&path, g.file, current + 1)?;
-            current + 1
+            let next = next_epoch(&path, current)?;
+            write_epoch(&path, g.file, next)?;
+            next
         } else {
             current
         };
@@ -794,10 +1025,11 @@ impl Backend for FileBackend {
         let key = &lease.info.key;
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive)?;
+        let deadline = Some(Instant::now() + REVOKE_BOUND);
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let mut current = read_epoch(&path, g.file)?;
         if current == lease.info.epoch {
-            current += 1;
+            current = next_epoch(&path, current)?;
             write_epoch(&path, g.file, current)?;
         }
         let token = lease.info.payload.token.as_deref().unwrap_or("revoke");
@@ -808,14 +1040,14 @@ impl Backend for FileBackend {
     fn current_epoch(&self, lease: &FileLease) -> Result<u64> {
         let path = Self::epoch_path(&lease.info.key);
         let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Shared)?;
+        let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
         read_epoch(&path, g.file)
     }
 
     fn fenced<T>(&self, lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
         let path = Self::epoch_path(&lease.info.key);
         let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Shared)?;
+        let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
         let current = read_epoch(&path, g.file)?;
         if current != lease.info.epoch {
             return Err(Error::Fenced {

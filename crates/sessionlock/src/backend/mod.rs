@@ -14,7 +14,7 @@ pub mod file;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -89,7 +89,9 @@ pub struct Inspection {
     pub lock_path: PathBuf,
     /// The payload, or why it is unusable.
     pub payload: Result<Payload, Malformed>,
-    /// When the lock was last written (for the payload grace).
+    /// When the lock was last written (for the payload grace, and the
+    /// latest a lease may count from): for files the mtime, never later than
+    /// the ctime (which, unlike the mtime, nobody can set).
     pub mtime: SystemTime,
     /// Which version of the lock this was.
     pub stamp: Stamp,
@@ -141,12 +143,21 @@ pub trait Backend: Send + Sync + 'static {
     /// created or resolved.
     fn key(&self, session: &Path) -> Result<SessionKey>;
 
-    /// Publishes a lease if nobody holds the lock.
+    /// Publishes a lease if nobody holds the lock. Waits for the session's
+    /// state (the file backend's state lock) at most until `deadline`
+    /// (`None`: as long as it takes).
     ///
     /// # Errors
-    /// `Io`, `InvalidPath` (a symlink or non-regular file at the lock or
-    /// epoch path).
-    fn try_acquire(&self, key: &SessionKey, req: &LeaseRequest) -> Result<Attempt<Self::Lease>>;
+    /// `Timeout` naming the process that kept the session's state busy past
+    /// `deadline`; `EpochExhausted` when no new epoch can be issued; `Io`,
+    /// `InvalidPath` (a symlink or non-regular file at the lock or epoch
+    /// path).
+    fn try_acquire(
+        &self,
+        key: &SessionKey,
+        req: &LeaseRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Attempt<Self::Lease>>;
 
     /// Reads the current lock, if any.
     ///
@@ -156,7 +167,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Removes the lock `seen` if it is still exactly that lock, then
     /// publishes ours. Of several concurrent reclaimers of one lock, exactly
-    /// one gets `Acquired`.
+    /// one gets `Acquired`. Waits for the session's state at most until
+    /// `deadline`.
     ///
     /// # Errors
     /// As [`Backend::try_acquire`].
@@ -165,22 +177,33 @@ pub trait Backend: Send + Sync + 'static {
         key: &SessionKey,
         seen: &Inspection,
         req: &LeaseRequest,
+        deadline: Option<Instant>,
     ) -> Result<Attempt<Self::Lease>>;
 
     /// Removes the lock `seen` if it is still exactly that lock, without
     /// publishing one (what a doctor does with a stale lock). The session's
     /// epoch is raised to the removed lock's epoch if that was higher, so no
     /// epoch it used can be issued again. Returns whether it removed it.
+    /// Waits for the session's state at most until `deadline`.
     ///
     /// # Errors
     /// As [`Backend::try_acquire`].
-    fn remove_stale(&self, key: &SessionKey, seen: &Inspection) -> Result<bool>;
+    fn remove_stale(
+        &self,
+        key: &SessionKey,
+        seen: &Inspection,
+        deadline: Option<Instant>,
+    ) -> Result<bool>;
 
     /// Removes the lease if it is still published; a no-op (returning
     /// `false`) when it was reclaimed, removed or replaced.
     ///
+    /// This and the other operations on a held lease wait for the session's
+    /// state for a bounded time chosen by the backend (the file backend:
+    /// [`file::STATE_LOCK_BOUND`]).
+    ///
     /// # Errors
-    /// `Io`.
+    /// `Timeout` when the session's state stays busy past that bound; `Io`.
     fn release(&self, lease: &Self::Lease) -> Result<bool>;
 
     /// Republishes a held lease with a fresh `createdAt` (and, with
@@ -190,15 +213,19 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// `Fenced` when the lease's epoch is no longer current; `Revoked` when
     /// the lease is no longer published (removed or replaced by someone
-    /// else; a replacement is never overwritten); `Io`.
+    /// else; a replacement is never overwritten); `EpochExhausted`;
+    /// `Timeout` as [`Backend::release`]; `Io`.
     fn republish(&self, lease: &mut Self::Lease, req: &LeaseRequest, new_epoch: bool)
         -> Result<()>;
 
     /// Fences the lease out (bumps the epoch if it is still current) and
     /// removes it if still published. Returns the session's epoch afterwards.
+    /// Runs on the watchdog thread, so its wait for the session's state is
+    /// short (the file backend: [`file::REVOKE_BOUND`]).
     ///
     /// # Errors
-    /// `Io`.
+    /// `Timeout` when the session's state stays busy past that bound;
+    /// `EpochExhausted`; `Io`.
     fn revoke(&self, lease: &Self::Lease) -> Result<u64>;
 
     /// The session's current epoch.

@@ -206,7 +206,9 @@ pub(crate) enum FlockKind {
     Exclusive,
 }
 
-/// Takes a blocking `flock` on `file`, retrying on `EINTR`.
+/// Takes a blocking `flock` on `file`, retrying on `EINTR`. Only for files
+/// no other process knows of (the probe files of `verify-fs`); the state
+/// lock is taken with [`try_flock`] and a bounded wait.
 pub(crate) fn flock(file: &File, kind: FlockKind) -> io::Result<()> {
     let op = match kind {
         FlockKind::Shared => rustix::fs::FlockOperation::LockShared,
@@ -235,6 +237,47 @@ pub(crate) fn try_flock(file: &File, kind: FlockKind) -> io::Result<bool> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The processes the kernel lists in `/proc/locks` as holding a `flock` on
+/// the file with device `dev` and inode `ino` (waiters excluded), in the
+/// kernel's order. Empty when `/proc` is unavailable or nobody is listed;
+/// pids of processes in other pid namespaces may be absent or 0 (dropped).
+/// Diagnostics only: the list may be stale as soon as it is read.
+pub(crate) fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
+    use std::io::{BufRead, Read};
+    let Ok(f) = File::open("/proc/locks") else {
+        return Vec::new();
+    };
+    let want = format!(
+        "{:02x}:{:02x}:{ino}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    );
+    // One line per lock; a hostile file system cannot make it unbounded,
+    // but cap what is read all the same.
+    io::BufReader::new(f.take(1 << 20))
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter_map(|line| parse_locks_line(&line, &want))
+        .collect()
+}
+
+/// The holder pid of one `/proc/locks` line if it is a `FLOCK` held (not
+/// waited for: `->`) on the file `dev_ino` (`maj:min:ino`, as the kernel
+/// prints it).
+pub(crate) fn parse_locks_line(line: &[u8], dev_ino: &str) -> Option<u32> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut fields = line.split_ascii_whitespace();
+    let _id = fields.next()?;
+    let kind = fields.next()?;
+    if kind != "FLOCK" {
+        return None; // a POSIX lock, or "->" for a blocked waiter
+    }
+    let _mode = fields.next()?;
+    let _access = fields.next()?;
+    let pid: u32 = fields.next()?.parse().ok()?;
+    (fields.next()? == dev_ino && pid != 0).then_some(pid)
 }
 
 /// The file system's magic number (`statfs` `f_type`).
@@ -313,16 +356,28 @@ impl Drop for DirWatch {
 
 impl DirWatch {
     /// Watches `dir` for anything that can change whether `name` is a lock
-    /// someone holds: creation, removal, renames in and out, writes (foreign
-    /// writers create then write) and the directory itself going away.
+    /// someone holds, and for as little else as inotify allows (it filters
+    /// by event, not by name, in a directory watch):
+    /// - `CREATE`, `MOVED_TO`: a lock appears (link of a published lock,
+    ///   rename of a republished one, a foreign writer's create);
+    /// - `DELETE`, `MOVED_FROM`: it goes (unlink, rename to a tombstone);
+    /// - `ATTRIB`: its times were changed (the payload grace counts from
+    ///   the mtime);
+    /// - `DELETE_SELF`, `MOVE_SELF`: the directory itself goes.
+    ///
+    /// Not `MODIFY` nor `CLOSE_WRITE`: every append to any transcript in the
+    /// directory raises the first, and every append by a process that opens
+    /// and closes the transcript each time (a `sessionlock append`,
+    /// OpenClaw's `appendFile`) the second. What they would tell a waiter,
+    /// that a foreign writer (OpenClaw creates its lock, then writes it)
+    /// filled in a payload, its next look finds anyway: at most the 1 s
+    /// safety net later, and the lock's removal still wakes it at once.
     pub(crate) fn new(dir: &Path, name: &OsStr) -> io::Result<Self> {
         let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
         let mask = inotify::WatchFlags::CREATE
             | inotify::WatchFlags::DELETE
             | inotify::WatchFlags::MOVED_FROM
             | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::CLOSE_WRITE
-            | inotify::WatchFlags::MODIFY
             | inotify::WatchFlags::ATTRIB
             | inotify::WatchFlags::DELETE_SELF
             | inotify::WatchFlags::MOVE_SELF
@@ -421,6 +476,74 @@ mod tests {
         assert_eq!(parse_proc_stat(b"no parens here"), None);
         assert_eq!(parse_proc_stat(b"1 (x) Z 1 2"), None);
         assert_eq!(parse_proc_stat(&[0xff, 0xfe, b')', 0xff]), None);
+    }
+
+    /// Whether the watch has an event queued, without consuming it.
+    fn pending(w: &DirWatch) -> bool {
+        !poll_readable(&[w.fd()], Some(Duration::ZERO))
+            .expect("poll")
+            .is_empty()
+    }
+
+    // Issue 9 item 4, smaller defects: waiters watched `MODIFY` on the whole
+    // directory, so every append to any transcript in it woke them. Appends
+    // (and writes to other open files) must not even queue an event; the
+    // events a waiter needs still arrive and concern its name.
+    #[test]
+    fn appends_to_other_transcripts_do_not_wake_a_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = dir.path().join("other.jsonl");
+        let mut t = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&other)
+            .expect("open other transcript");
+        let w = DirWatch::new(dir.path(), OsStr::new("s.jsonl.lock")).expect("watch");
+        for _ in 0..100 {
+            std::io::Write::write_all(&mut t, b"{\"n\":1}\n").expect("append");
+        }
+        t.sync_data().expect("sync");
+        // A writer that opens, appends and closes each time.
+        for _ in 0..10 {
+            let mut once = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&other)
+                .expect("reopen other transcript");
+            std::io::Write::write_all(&mut once, b"{\"n\":2}\n").expect("append");
+        }
+        assert!(
+            !pending(&w),
+            "appends to another transcript woke the waiter"
+        );
+        assert!(!w.drain().expect("drain"));
+
+        // The lock's own events: created, written and closed, removed.
+        let lock = dir.path().join("s.jsonl.lock");
+        std::fs::write(&lock, b"{}").expect("create lock");
+        assert!(pending(&w));
+        assert!(w.drain().expect("drain"), "creating the lock is relevant");
+        std::fs::remove_file(&lock).expect("remove lock");
+        assert!(w.drain().expect("drain"), "removing the lock is relevant");
+        // Renaming a lock into place (a republish) is relevant too.
+        let tmp = dir.path().join("s.jsonl.lock.tmp-1");
+        std::fs::write(&tmp, b"{}").expect("tmp");
+        assert!(!w.drain().expect("drain"), "another name");
+        std::fs::rename(&tmp, &lock).expect("rename");
+        assert!(w.drain().expect("drain"), "a lock renamed into place");
+    }
+
+    #[test]
+    fn locks_lines_name_flock_holders_not_waiters() {
+        let dev_ino = "fe:00:10010951";
+        let held = b"1: FLOCK  ADVISORY  WRITE 28148 fe:00:10010951 0 EOF";
+        let waiter = b"1: -> FLOCK  ADVISORY  WRITE 777 fe:00:10010951 0 EOF";
+        let posix = b"2: POSIX  ADVISORY  WRITE 99 fe:00:10010951 0 EOF";
+        let other = b"3: FLOCK  ADVISORY  READ 5 fe:00:1001095 0 EOF";
+        assert_eq!(parse_locks_line(held, dev_ino), Some(28148));
+        assert_eq!(parse_locks_line(waiter, dev_ino), None);
+        assert_eq!(parse_locks_line(posix, dev_ino), None);
+        assert_eq!(parse_locks_line(other, dev_ino), None);
+        assert_eq!(parse_locks_line(b"\xff garbage", dev_ino), None);
     }
 
     #[test]
