@@ -335,8 +335,11 @@ fn compat_mode_reexecutes_once_keeping_pid_streams_and_exit_status() {
             "--",
             "sh",
             "-c",
-            "cat; echo \"compat=$SESSIONLOCK_OPENCLAW_COMPAT ppid=$PPID\"; \
-             tr '\\0' ' ' < /proc/$PPID/cmdline >&2; exit 7",
+            // The command's parent is exec's keeper; the keeper's parent
+            // (field 4 of its stat) is exec, the lock holder.
+            "cat; holder=$(cut -d' ' -f4 /proc/$PPID/stat); \
+             echo \"compat=$SESSIONLOCK_OPENCLAW_COMPAT holder=$holder\"; \
+             tr '\\0' ' ' < /proc/$holder/cmdline >&2; exit 7",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -354,7 +357,7 @@ fn compat_mode_reexecutes_once_keeping_pid_streams_and_exit_status() {
     assert_eq!(out.status.code(), Some(7), "stderr: {}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        format!("hello\ncompat=1 ppid={pid}\n"),
+        format!("hello\ncompat=1 holder={pid}\n"),
         "same pid, stdin and stdout; the mode reaches the command"
     );
     let err = stderr(&out);
