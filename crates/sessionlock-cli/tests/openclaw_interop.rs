@@ -108,6 +108,10 @@ struct Section {
     /// sessionlock sections: whether the exec's lock was gone (removed or
     /// replaced) by the section's end, as the command itself saw it.
     lost: Option<bool>,
+    /// sessionlock sections: the command never logged its end. exec kills
+    /// its command when it learns its lock is gone, so this is a loss that
+    /// exec noticed before the command could.
+    killed: bool,
 }
 
 impl Section {
@@ -147,6 +151,7 @@ fn read_sections(logs: &[PathBuf]) -> Vec<Section> {
                             begin: t,
                             end: None,
                             lost: None,
+                            killed: false,
                         },
                     );
                 }
@@ -272,6 +277,7 @@ fn run_mixed(t: &Tools, dir: &Path, secs: u64, compat: bool) -> Mixed {
         .iter_mut()
         .filter(|s| s.end.is_none() && s.sessionlock())
     {
+        s.killed = true;
         s.end = execs
             .iter()
             .find(|r| r.writer == s.writer && r.seq == s.seq)
@@ -460,13 +466,14 @@ fn without_compat_mode_every_exec_whose_lock_openclaw_deleted_fails() {
     let dir = tempfile::tempdir().expect("tempdir");
     let m = run_mixed(&t, dir.path(), 10, false);
     // Ground truth from the command itself: its lock file no longer held
-    // its epoch at the end of its section (a removed lock cannot come back).
-    // Timing alone cannot say whose lock was taken: a writer's begin line
-    // can be logged long after it acquired.
+    // its epoch at the end of its section (a removed lock cannot come back),
+    // or it was killed inside its section (exec kills its command as soon as
+    // it sees the lock gone). Timing alone cannot say whose lock was taken:
+    // a writer's begin line can be logged long after it acquired.
     let lost: Vec<&Section> = m
         .sections
         .iter()
-        .filter(|s| s.sessionlock() && s.lost == Some(true))
+        .filter(|s| s.sessionlock() && (s.lost == Some(true) || s.killed))
         .collect();
     let mut silent = Vec::new();
     for s in &lost {
@@ -489,17 +496,46 @@ fn without_compat_mode_every_exec_whose_lock_openclaw_deleted_fails() {
     let failed = m.execs.iter().filter(|r| r.code != Some(0)).count();
     eprintln!(
         "no compat mode, 10 s: {} sections, {} execs, {} sessionlock locks removed by another \
-         writer while held, {entered} overlapping pairs involving sessionlock, {failed} execs \
-         exited non-zero, {} silent",
+         writer while held (seen by the command), {entered} overlapping pairs involving \
+         sessionlock, {failed} execs exited non-zero, {} silent",
         m.sections.len(),
         m.execs.len(),
         lost.len(),
         silent.len()
     );
+    // exec kills its command as soon as it sees its lock gone, often before
+    // a node command has logged anything: those losses exec itself reports.
+    let reports_loss = |r: &ExecRun| {
+        r.stderr.contains("lost the session lock") || r.stderr.contains("no longer ours")
+    };
+    let reported = m.execs.iter().filter(|r| reports_loss(r)).count();
+    eprintln!("{reported} execs reported their lock lost");
     assert!(
-        !lost.is_empty(),
+        !lost.is_empty() || reported > 0,
         "OpenClaw deleted no sessionlock lock: the scenario proved nothing"
     );
+    let other: Vec<_> = m
+        .execs
+        .iter()
+        .filter(|r| r.code != Some(0) && !reports_loss(r))
+        .map(|r| format!("{} #{}: {:?} {}", r.writer, r.seq, r.code, r.stderr))
+        .collect();
+    assert!(
+        other.is_empty(),
+        "execs failed for another reason than a lost lock: {:?}",
+        &other[..other.len().min(3)]
+    );
+    for s in lost.iter().filter(|s| s.killed) {
+        let run = m
+            .execs
+            .iter()
+            .find(|r| r.writer == s.writer && r.seq == s.seq)
+            .expect("every sessionlock section has its exec");
+        assert!(
+            reports_loss(run),
+            "a killed section's exec says why: {run:?}"
+        );
+    }
     assert!(
         silent.is_empty(),
         "execs that lost their lock and exited 0: {:?}",
