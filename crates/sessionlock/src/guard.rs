@@ -221,7 +221,7 @@ impl<B: Backend> Hold<B> {
                 // The lock stays published; other processes reclaim it as
                 // hold-exceeded, which fences us just the same.
                 tracing::error!(lock = %self.info.key.lock_path.display(), error = %e, "cannot revoke overdue session lock");
-                self.info.epoch + 1
+                self.info.epoch.saturating_add(1)
             }
             None => self.info.epoch,
         };
@@ -375,12 +375,17 @@ impl<B: Backend> Guard<B> {
     /// error a fenced write would now get: revoked by the watchdog, fenced by
     /// a newer epoch, or its lock file removed or replaced by someone else
     /// (the guard is then revoked). Woken by the backend's change
-    /// notifications on the lock (inotify for files) and by revocation, not
-    /// by polling; what a supervisor (`sessionlock exec`) waits on to stop
-    /// work that must not go on without the lock.
+    /// notifications on the lock (inotify for files) and by revocation, with
+    /// the backend's safety-net re-check (1 s for files; polling at 5–100 ms
+    /// where notifications are unreliable); what a supervisor
+    /// (`sessionlock exec`) waits on to stop work that must not go on
+    /// without the lock.
     ///
     /// An `Io` error while checking resolves it too: ownership can then not
-    /// be proven.
+    /// be proven. A state file that another program keeps locked does not:
+    /// the check is retried at the next wake-up. Each check runs inline and
+    /// can block the calling thread for as long as the backend's state-lock
+    /// bound while that lasts.
     ///
     /// # Cancel safety
     /// Cancel safe: it only observes.
@@ -388,24 +393,27 @@ impl<B: Backend> Guard<B> {
     /// # Panics
     /// Outside a tokio runtime with I/O enabled, like every tokio I/O type.
     pub async fn lost(&self) -> Error {
+        // Watch first, then check: no change between the two is missed. The
+        // watch queues events from its creation on, so one serves the loop.
+        let mut watch = match self.hold.backend.watch(&self.hold.info.key) {
+            Ok(w) => w,
+            Err(e) => return e,
+        };
         loop {
-            // Watch first, then check: no change between the two is missed.
-            let watch = self.hold.backend.watch(&self.hold.info.key);
-            if let Err(e) = self.check() {
-                return e;
+            match self.check() {
+                Ok(()) => {}
+                // Another program keeps the state file locked: ownership
+                // is unknown, not lost. Look again at the next change.
+                Err(Error::Timeout { .. }) => {}
+                Err(e) => return e,
             }
-            match watch {
-                Ok(mut w) => {
-                    tokio::select! {
-                        () = self.revoked() => {}
-                        r = self.hold.backend.wait_async(&mut w, None, None) => {
-                            if let Err(e) = r {
-                                return e;
-                            }
-                        }
+            tokio::select! {
+                () = self.revoked() => {}
+                r = self.hold.backend.wait_async(&mut watch, None, None) => {
+                    if let Err(e) = r {
+                        return e;
                     }
                 }
-                Err(e) => return e,
             }
         }
     }

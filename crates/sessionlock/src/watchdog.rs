@@ -88,6 +88,23 @@ pub(crate) fn cancel(ticket: Ticket) {
     }
 }
 
+/// Revokes on a thread of its own: a revocation waits for the hold's mutex,
+/// which a fenced write in progress holds (for its write and sync, or for as
+/// long as a foreign `flock` on the state file keeps it waiting, up to the
+/// state-lock budget). Done inline, that wait would delay the revocation of
+/// every other session of the process. Revocations are rare (a lease ran
+/// out), so a thread each costs nothing that matters; if none can be
+/// started, the revocation runs here.
+fn revoke_apart(target: Arc<dyn Revocable>, ticket: Ticket) {
+    let apart = target.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sessionlock-revoke".into())
+        .spawn(move || apart.revoke_overdue(ticket));
+    if spawned.is_err() {
+        target.revoke_overdue(ticket);
+    }
+}
+
 impl Watchdog {
     fn run(&self) {
         let mut s = self.lock();
@@ -99,7 +116,7 @@ impl Watchdog {
                     let target = s.due.remove(&t);
                     drop(s);
                     if let Some(target) = target.and_then(|w| w.upgrade()) {
-                        target.revoke_overdue(t);
+                        revoke_apart(target, t);
                     }
                     s = self.lock();
                 }

@@ -787,3 +787,87 @@ fn a_hard_link_at_the_epoch_path_is_refused_not_overwritten() {
         "the doctor never touches it"
     );
 }
+
+/// Waits until `g` is revoked, at most `within`; whether it was.
+fn revoked_within(g: &sessionlock::Guard, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !g.is_revoked() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+// Issue 9 (review of item 4): a revocation whose epoch cannot be raised
+// (the session's epoch is already u64::MAX) computed `epoch + 1` and
+// panicked, so the overdue guard was never marked revoked.
+#[test]
+fn a_guard_at_the_last_epoch_is_still_revoked_at_its_lease_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("last.jsonl");
+    fs::write(epoch_path(&session), epoch::format(u64::MAX - 1)).unwrap();
+    let locks = SessionLock::new();
+    let g = locks
+        .acquire_with(
+            &session,
+            &opts(Duration::from_secs(10)).max_hold(Duration::from_millis(200)),
+        )
+        .expect("the last epoch is still usable");
+    assert_eq!(g.epoch(), u64::MAX);
+    assert!(
+        revoked_within(&g, Duration::from_secs(10)),
+        "revoked at its lease end although no epoch is left to raise"
+    );
+    assert!(matches!(g.check(), Err(Error::Revoked { .. })));
+}
+
+// Issue 9 (review of item 4): the watchdog revoked inline, so a revocation
+// waiting for a guard busy in a long fenced write (a slow sync, a foreign
+// `flock` on its state file) held up every other session's revocation.
+#[test]
+fn a_guard_busy_in_a_fenced_write_does_not_delay_other_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = std::sync::Arc::new(SessionLock::new());
+    let slow = locks
+        .acquire_with(
+            dir.path().join("slow.jsonl"),
+            &opts(Duration::from_secs(10)).max_hold(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        // A fenced write that outlives its lease: its guard's mutex stays
+        // held until the test lets it finish.
+        let r = slow.with_fence(|| {
+            entered_tx.send(()).unwrap();
+            let _ = done_rx.recv_timeout(Duration::from_secs(30));
+        });
+        (slow, r)
+    });
+    entered_rx.recv().unwrap();
+    let other = locks
+        .acquire_with(
+            dir.path().join("other.jsonl"),
+            &opts(Duration::from_secs(10)).max_hold(Duration::from_millis(300)),
+        )
+        .unwrap();
+    let started = Instant::now();
+    let on_time = revoked_within(&other, Duration::from_secs(3));
+    let waited = started.elapsed();
+    done_tx.send(()).unwrap();
+    let (slow, r) = writer.join().unwrap();
+    assert!(r.is_ok(), "the write that started in time ran");
+    assert!(
+        on_time,
+        "the other session's guard was not revoked within 3 s of its 300 ms lease \
+         while the first guard was busy"
+    );
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        revoked_within(&slow, Duration::from_secs(10)),
+        "the busy guard is revoked once its write ends"
+    );
+}

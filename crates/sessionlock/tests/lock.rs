@@ -1208,12 +1208,21 @@ async fn lost_resolves_when_another_process_removes_the_lock() {
     let lock = lock_path(&session);
     let remover = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
-        Command::new("rm").arg(lock).status().expect("rm")
+        let status = Command::new("rm").arg(lock).status().expect("rm");
+        (status, Instant::now())
     });
     let err = tokio::time::timeout(Duration::from_secs(10), g.lost())
         .await
         .expect("lost() resolves once the lock is removed");
-    assert!(remover.join().expect("rm thread").success());
+    let noticed = Instant::now();
+    let (status, removed) = remover.join().expect("rm thread");
+    assert!(status.success());
+    // Woken by the directory notification, not the 1 s safety-net re-check.
+    let after = noticed.saturating_duration_since(removed);
+    assert!(
+        after < Duration::from_millis(500),
+        "noticed {after:?} after the rm"
+    );
     assert!(
         matches!(
             err,

@@ -57,10 +57,10 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 /// another program holding a `flock` on the state file keeps it longer.
 pub const STATE_LOCK_BOUND: Duration = Duration::from_secs(10);
 
-/// How long a revocation waits for the state lock. It runs on the
-/// watchdog thread, which serves every guard of the process: a foreign
-/// `flock` on one session's state file must not hold up the others'
-/// revocations. A revocation that gives up still marks its guard revoked;
+/// How long a revocation waits for the state lock. The watchdog serves
+/// every guard of the process (each revocation runs on a thread of its own,
+/// but a revocation is due at its lease end): a foreign `flock` on one
+/// session's state file must not hold it up for long. A revocation that gives up still marks its guard revoked;
 /// the lock stays published and other processes reclaim it as
 /// hold-exceeded, which fences the guard just the same.
 pub const REVOKE_BOUND: Duration = Duration::from_secs(1);
@@ -338,6 +338,23 @@ fn open_state(path: &Path) -> Result<File> {
         });
     }
     Ok(file)
+}
+
+/// Creates the session's state file if it does not exist: `None` when it
+/// does (then open it with [`open_state`]).
+fn create_state(path: &Path) -> Result<Option<File>> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(sys::NOFOLLOW_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(Error::io("create epoch file", path, e)),
+    }
 }
 
 /// Takes the state lock on `file`, which was opened from `path`, waiting
@@ -946,17 +963,27 @@ impl Backend for FileBackend {
         // A lock without an epoch (OpenClaw's, or one whose payload cannot be
         // read) has no epoch to record, and without a state file there is no
         // record to raise: a later acquisition reads the missing file as a
-        // floor above every earlier epoch. Creating a state file here would
-        // only litter directories that never had a sessionlock holder.
-        // Remove-if-unchanged is safe without the state lock (it renames the
-        // inspected inode away, and puts back anything else).
+        // floor above every earlier epoch. The removal still runs under the
+        // state lock (a sessionlock publisher racing us must never see its
+        // fresh lock moved aside), but a state file created just for it is
+        // unlinked again before the lock is dropped, so directories that
+        // never had a sessionlock holder are not littered. A process that
+        // opened it meanwhile finds it deleted once it gets the lock and
+        // reopens (`lock_state`); it held no epoch, so nothing is lost.
         let epochless = seen.payload.as_ref().ok().and_then(|p| p.epoch).is_none();
-        if epochless && lstat(&Self::epoch_path(key))?.is_none() {
-            let removed = self.remove_unchanged(key, seen)?;
-            if removed {
-                tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
+        if epochless {
+            if let Some(mut created) = create_state(&Self::epoch_path(key))? {
+                let path = Self::epoch_path(key);
+                let g = lock_state(&path, &mut created, FlockKind::Exclusive, deadline)?;
+                let removed = self.remove_unchanged(key, seen);
+                let _ = std::fs::remove_file(&path);
+                drop(g);
+                let removed = removed?;
+                if removed {
+                    tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
+                }
+                return Ok(removed);
             }
-            return Ok(removed);
         }
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
