@@ -561,19 +561,8 @@ fn resolve(
 
 /// Something other than a regular file where a transcript belongs.
 fn not_a_transcript(path: &Path, verb: &str, m: &std::fs::Metadata) -> Failure {
-    use std::os::unix::fs::FileTypeExt;
     let ft = m.file_type();
-    let what = if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_char_device() || ft.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    };
+    let what = sessionlock::fs::kind_of(ft);
     let f = Failure::error(anyhow::anyhow!(
         "cannot {verb} transcript {}: it is {what}, not a regular file",
         path.display()

@@ -93,3 +93,26 @@ pub trait Fs: Send + Sync + 'static {
 pub struct RealFs;
 
 impl Fs for RealFs {}
+
+/// What a file type is, in words, for messages about a path where a regular
+/// file belongs: `a directory`, `a named pipe (FIFO)`, `a socket`, ...
+pub fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}

@@ -164,25 +164,12 @@ impl RawEntries {
 
 /// What stands at a transcript path instead of a regular file, for messages.
 pub(crate) fn not_regular(path: &Path, ft: std::fs::FileType) -> Error {
-    use std::os::unix::fs::FileTypeExt;
-    let what = if ft.is_dir() {
-        "a directory"
-    } else if ft.is_fifo() {
-        "a named pipe (FIFO)"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_char_device() {
-        "a character device"
-    } else if ft.is_block_device() {
-        "a block device"
-    } else if ft.is_symlink() {
-        "a symbolic link"
-    } else {
-        "not a regular file"
-    };
     Error::InvalidPath {
         path: path.to_owned(),
-        reason: format!("is {what}, not a regular transcript file"),
+        reason: format!(
+            "is {}, not a regular transcript file",
+            crate::fs::kind_of(ft)
+        ),
     }
 }
 

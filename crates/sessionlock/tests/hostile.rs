@@ -20,6 +20,10 @@ use sessionlock::status;
 use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{Backend, Error, FileBackend, LockOptions, Reason, SessionLock, Settings};
 
+mod common;
+
+use common::{dead_pid, starttime_of};
+
 fn lock_path(session: &Path) -> PathBuf {
     PathBuf::from(format!("{}.lock", session.display()))
 }
@@ -30,23 +34,6 @@ fn epoch_path(session: &Path) -> PathBuf {
 
 fn opts(timeout: Duration) -> LockOptions {
     LockOptions::default().timeout(Some(timeout))
-}
-
-fn starttime_of(pid: u32) -> u64 {
-    let raw = fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let rest = &raw[raw.rfind(')').expect("paren") + 1..];
-    rest.split_whitespace()
-        .nth(19)
-        .expect("field 22")
-        .parse()
-        .expect("number")
-}
-
-fn dead_pid() -> u32 {
-    let mut c = Command::new("true").spawn().expect("spawn true");
-    let pid = c.id();
-    c.wait().expect("reap");
-    pid
 }
 
 /// A child process in its own process group, killed (the whole group) and

@@ -27,7 +27,7 @@ use sessionlock::{
 
 mod common;
 
-use common::{role_args, Kid};
+use common::{dead_pid, role_args, starttime_of, Kid};
 
 // ---------------------------------------------------------------- harness
 
@@ -41,25 +41,6 @@ fn locks() -> SessionLock {
 
 fn lock_path(session: &Path) -> PathBuf {
     PathBuf::from(format!("{}.lock", session.display()))
-}
-
-/// Start time (field 22 of /proc/<pid>/stat) of a process.
-fn starttime_of(pid: u32) -> u64 {
-    let raw = fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let rest = &raw[raw.rfind(')').expect("paren") + 1..];
-    rest.split_whitespace()
-        .nth(19)
-        .expect("field 22")
-        .parse()
-        .expect("number")
-}
-
-/// The pid of a process that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut c = Command::new("true").spawn().expect("spawn true");
-    let pid = c.id();
-    c.wait().expect("reap");
-    pid
 }
 
 /// A live process that is not us, killed on drop.

@@ -139,3 +139,22 @@ impl Drop for Kid {
         let _ = self.child.wait();
     }
 }
+
+/// Start time (field 22 of /proc/<pid>/stat) of a process.
+pub fn starttime_of(pid: u32) -> u64 {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let rest = &raw[raw.rfind(')').expect("paren") + 1..];
+    rest.split_whitespace()
+        .nth(19)
+        .expect("field 22")
+        .parse()
+        .expect("number")
+}
+
+/// The pid of a process that has exited and been reaped.
+pub fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().expect("spawn true");
+    let pid = c.id();
+    c.wait().expect("reap");
+    pid
+}
