@@ -8,11 +8,14 @@
 //! it dies. Termination signals sent to this process are forwarded to the
 //! command's process group. If the lock is lost while the command runs
 //! (revoked after its lease, reclaimed, or its file deleted or replaced by
-//! another program), the command is terminated and exec fails.
+//! another program), the command and everything it started are killed at
+//! once (SIGKILL, no grace: someone else may hold the lock already) and exec
+//! fails. A graceful stop is offered ahead of the lease's end instead: the
+//! command's group gets SIGTERM [`grace`] before the lease runs out.
 //!
 //! Everything is event-driven on one thread: the keeper's exit (SIGCHLD),
 //! the loss of the lock ([`Guard::lost`], woken by inotify), the signals, and
-//! the kill grace timer.
+//! the lease's SIGTERM timer.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
@@ -37,14 +40,20 @@ The command runs with these variables set:
   SESSIONLOCK_LOCK_PATH  the lock file
   SESSIONLOCK_SESSION    the canonical session file
 
-The command never runs without the lock:
+The command does not run on without the lock:
   - It runs in its own process group, under a keeper process. If exec dies
     (even by SIGKILL), the command's group and every process it started,
-    including those that left the group, are killed with SIGKILL.
-  - If the lock is lost while the command runs (revoked after --max-hold-ms,
-    taken over by another holder, or its file deleted or replaced by another
-    program), the command's group is sent SIGTERM (SIGKILL 5 s later if it
-    is still running) and exec exits 1.
+    including those that left the group, are killed with SIGKILL (within
+    the keeper's wake-up, while the lock naming exec is already
+    reclaimable).
+  - Before the lease ends, the command's group is sent SIGTERM, at
+    --max-hold-ms minus a grace of min(5 s, half of --max-hold-ms), so a
+    command that handles it can stop cleanly while it still holds the lock.
+  - If the lock is lost while the command runs (revoked at the end of
+    --max-hold-ms, taken over by another holder, or its file deleted or
+    replaced by another program), the command and every process it started
+    are killed at once with SIGKILL, without grace (someone else may hold
+    the lock already), and exec exits 1.
   - When the command exits, processes it left running are killed: they ran
     under the lock, which is released now.
 
@@ -74,9 +83,9 @@ pub(crate) struct Args {
     /// [default: SESSIONLOCK_ACQUIRE_TIMEOUT_MS, else 60000].
     #[arg(long, value_name = "MS", value_parser = parse_timeout)]
     timeout_ms: Option<Budget>,
-    /// The lease, in milliseconds: the lock is revoked (and the command
-    /// terminated) this long after it was taken [default:
-    /// SESSIONLOCK_MAX_HOLD_MS, else 300000].
+    /// The lease, in milliseconds: the command gets SIGTERM min(5 s, half
+    /// the lease) before it ends, and the lock is revoked (and the command
+    /// killed) when it ends [default: SESSIONLOCK_MAX_HOLD_MS, else 300000].
     #[arg(long, value_name = "MS", value_parser = parse_max_hold)]
     max_hold_ms: Option<Duration>,
     /// Lane label recorded in the lock, for `sessionlock status`.
@@ -100,9 +109,15 @@ fn parse_max_hold(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// How long a command has to exit after SIGTERM, once the lock is lost,
-/// before it gets SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(5);
+/// The longest a command has between the SIGTERM that announces the end of
+/// its lease and the SIGKILL at the lease's end.
+const MAX_GRACE: Duration = Duration::from_secs(5);
+
+/// How long before the lease's end the command gets SIGTERM:
+/// min([`MAX_GRACE`], half the lease).
+fn grace(max_hold: Duration) -> Duration {
+    MAX_GRACE.min(max_hold / 2)
+}
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let locks = args
@@ -192,10 +207,21 @@ async fn hold_and_run(
             "the keeper process died before running {name} ({status})"
         )));
     }
-    let mut ended = supervise(&mut keeper, &guard, sigs).await?;
+    let mut ended = match supervise(&mut keeper, &guard, opts.max_hold, sigs).await {
+        Ok(ended) => ended,
+        Err(e) => {
+            // We cannot learn when the command ends: it must be dead before
+            // the lock is released.
+            let killed = kill_tree(&keeper);
+            return Err(keep_lock(guard, killed, e));
+        }
+    };
     // The keeper is reaped: anything left is an orphan of a keeper that was
     // killed. Nothing the command started may outlive the lock.
-    proctree::kill_descendants(None).context("cannot kill the command's leftover processes")?;
+    if let Err(kill) = proctree::kill_descendants(None) {
+        let e = anyhow::anyhow!("cannot kill the command's leftover processes");
+        return Err(keep_lock(guard, Err(kill), e));
+    }
     let max_hold_ms = opts.max_hold.as_millis();
     let held = guard.holder().age_ms.unwrap_or(0);
     let lock_path = guard.lock_path().to_owned();
@@ -258,10 +284,12 @@ impl Ended {
 }
 
 /// Waits for the keeper (the command) to exit, forwarding termination
-/// signals, and terminating the command if the lock is lost meanwhile.
+/// signals, sending SIGTERM [`grace`] before the lease ends, and killing
+/// the command's whole tree at once if the lock is lost meanwhile.
 async fn supervise(
     keeper: &mut Keeper,
     guard: &Guard,
+    max_hold: Duration,
     sigs: &mut Signals,
 ) -> anyhow::Result<Ended> {
     let lost_fut = guard.lost();
@@ -271,7 +299,12 @@ async fn supervise(
         forwarded: None,
         lost: None,
     };
-    let mut kill_at: Option<Instant> = None;
+    // The lease runs from the acquisition (the watchdog's clock); the
+    // SIGTERM comes `grace` before its end, so that the SIGKILL of the
+    // revocation lands at the end.
+    let age = Duration::from_millis(guard.holder().age_ms.unwrap_or(0));
+    let acquired = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+    let mut term_at = acquired.checked_add(max_hold - grace(max_hold));
     loop {
         // Checked before every wait: a SIGCHLD may have come before we
         // listened for it.
@@ -282,14 +315,11 @@ async fn supervise(
             }
             Ok(None) => {}
             Err(e) => {
-                // We cannot learn when the command ends: it must not run on
-                // once we give up and the lock is released.
-                keeper.kill_all();
                 return Err(anyhow::Error::new(e).context("cannot wait for the keeper process"));
             }
         }
-        let grace = async {
-            match kill_at {
+        let lease_term = async {
+            match term_at {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
                 None => std::future::pending().await,
             }
@@ -297,18 +327,58 @@ async fn supervise(
         tokio::select! {
             _ = sigs.child.recv() => {}
             e = &mut lost_fut, if ended.lost.is_none() => {
+                // Someone else may hold the lock from now on: no grace.
                 ended.lost = Some(e);
-                keeper.signal(Signal::TERM);
-                kill_at = Some(Instant::now() + KILL_GRACE);
+                keeper.kill_all();
+                term_at = None;
             }
             sig = sigs.term.next() => {
                 ended.forwarded.get_or_insert(sig);
                 keeper.signal(sig);
             }
-            () = grace => {
-                keeper.kill_all();
-                kill_at = None;
+            () = lease_term => {
+                keeper.signal(Signal::TERM);
+                term_at = None;
             }
+        }
+    }
+}
+
+/// Kills the command's whole tree without the keeper's help, after exec
+/// lost track of it (an error from `waitpid`), and reaps it: SIGKILL to the
+/// keeper, whose death SIGKILLs the command (its parent-death signal) and
+/// hands the command's children, and in turn theirs, to exec (a
+/// subreaper), which kills and reaps them all. Every member of the
+/// command's process group is among them.
+///
+/// # Errors
+/// The tree could not be confirmed dead (`/proc` or `wait` failed): the
+/// lock must then not be released (see [`keep_lock`]).
+fn kill_tree(keeper: &Keeper) -> std::io::Result<()> {
+    keeper.signal(Signal::KILL);
+    proctree::kill_descendants(None).map(drop)
+}
+
+/// What to do with the lock when exec lost track of its command: release it
+/// only if the command's tree was confirmed dead; otherwise keep it (exec
+/// then exits holding it, so the lock names exec's dead pid and is
+/// reclaimable only once exec is gone, which is also when the keeper's
+/// parent-death signal makes it kill the tree). Releasing it instead would
+/// let the next holder in while processes that ran under it may still run,
+/// for as long as they like.
+fn keep_lock(guard: Guard, killed: std::io::Result<()>, e: anyhow::Error) -> anyhow::Error {
+    match killed {
+        Ok(()) => {
+            release(guard);
+            e
+        }
+        Err(kill) => {
+            // Not released: exec exits with the lock, which names its pid.
+            std::mem::forget(guard);
+            e.context(format!(
+                "cannot confirm that the command's processes are dead ({kill}); \
+                 the lock is left to be reclaimed when exec has exited"
+            ))
         }
     }
 }

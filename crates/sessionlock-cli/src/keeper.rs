@@ -86,8 +86,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     proctree::become_subreaper().context("cannot become a subreaper")?;
-    // Our own process group: a terminal's SIGINT to exec's group must reach
-    // the command once (through exec), not once more through us.
+    // Our own process group (exec already spawned us in one; this keeps a
+    // keeper started otherwise right): a terminal's SIGINT to exec's group
+    // must reach the command once (through exec), not once more through us.
     rustix::process::setpgid(None, None).context("cannot create a process group")?;
     let control = control_pipe(args.control_fd)?;
     let Some((program, program_args)) = args.command.split_first() else {
@@ -339,13 +340,23 @@ impl Keeper {
     /// # Errors
     /// The pipe or the process cannot be created.
     pub(crate) fn spawn(command: &[OsString]) -> anyhow::Result<Keeper> {
-        let exe = std::env::current_exe().context("cannot locate the sessionlock binary")?;
+        // `/proc/self/exe`, not `current_exe()`: the link's target path ends
+        // in " (deleted)" once the binary was replaced on disk (an upgrade),
+        // while the link itself still opens the running binary.
+        let argv0 = std::env::args_os()
+            .next()
+            .unwrap_or_else(|| OsString::from("sessionlock"));
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .context("cannot create the control pipe")?;
         // The keeper inherits the read end; exec spawns nothing else
         // concurrently, so nothing else can inherit it.
         fcntl_setfd(&read, FdFlags::empty()).context("cannot pass the control pipe")?;
-        let spawned = Command::new(exe)
+        // Its own process group from the start, not only from its own later
+        // `setpgid`: a terminal's SIGINT to exec's group in between would
+        // kill it by the default action.
+        let spawned = Command::new("/proc/self/exe")
+            .arg0(argv0)
+            .process_group(0)
             .arg("keeper")
             .arg("--parent")
             .arg(std::process::id().to_string())
