@@ -479,3 +479,99 @@ fn bench_exec_prints_exec_and_flock_hand_offs() {
         assert!(f["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{f}");
     }
 }
+
+/// A command that traps SIGTERM and keeps appending a line to `log` every
+/// few milliseconds, after recording itself in `cmd.pid`; the trap appends
+/// `trapped` and writes `held` (the lock file still existed when SIGTERM
+/// came) or `gone` to the file `trapped`.
+const TERM_TRAPPING_WRITER: &str = "\
+    trap 'echo trapped >> log; \
+          if [ -e \"$SESSIONLOCK_LOCK_PATH\" ]; then echo held > trapped; \
+          else echo gone > trapped; fi' TERM; \
+    started $$ > cmd.pid; \
+    while :; do echo line >> log; sleep 0.01; done";
+
+/// The length of `file`, 0 if it does not exist.
+fn len(file: &Path) -> u64 {
+    std::fs::metadata(file).map_or(0, |m| m.len())
+}
+
+/// Regression (issue 9.1, review item 1): on the loss of its lock exec sent
+/// SIGTERM and SIGKILL only 5 s later; a command that traps SIGTERM kept
+/// writing all that time beside the next holder. Now the whole tree is
+/// SIGKILLed at once: exec exits well within the old grace, the command is
+/// dead when exec reports the loss, and its file stops growing.
+#[test]
+fn exec_kills_a_term_trapping_command_at_once_when_its_lock_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lock) = paths(dir.path());
+    let log = dir.path().join("log");
+    let child = exec_sh(dir.path(), &[], TERM_TRAPPING_WRITER);
+    let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
+    // The command is writing.
+    let deadline = Instant::now() + DEADLINE;
+    while len(&log) == 0 {
+        assert!(Instant::now() < deadline, "the command never wrote");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let removed = Instant::now();
+    std::fs::remove_file(&lock).unwrap();
+    let out = finish(child);
+    let took = removed.elapsed();
+    // Right when exec has exited: nothing may still write.
+    let cmd_alive = cmd.alive();
+    let written = len(&log);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        from_error(&err).starts_with("error: lost the session lock while sh ran; terminated sh\n"),
+        "stderr: {err}"
+    );
+    assert!(!cmd_alive, "the command outlived exec's report of the loss");
+    // The old grace was 5 s from the loss; the kill now takes milliseconds
+    // (4 s leaves room for a loaded machine).
+    assert!(
+        took < Duration::from_secs(4),
+        "exec took {took:?} after the lock's removal to kill its command"
+    );
+    assert_gone(&[("command", cmd)]);
+    assert_eq!(len(&log), written, "the log grew after exec exited");
+}
+
+/// Regression (issue 9.1, review item 1): a command got SIGTERM only once
+/// its lease had ended and the lock was gone, then 5 s to run on without it.
+/// Now it gets SIGTERM min(5 s, half the lease) before the lease ends, while
+/// the lock is still its own (the trap sees the lock file), and SIGKILL at
+/// the lease's end, not 5 s later.
+#[test]
+fn exec_sends_sigterm_before_the_lease_ends_and_sigkill_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let trapped = dir.path().join("trapped");
+    // Lease 4 s: SIGTERM at 2 s, SIGKILL (revocation) at 4 s.
+    let child = exec_sh(dir.path(), &["--max-hold-ms", "4000"], TERM_TRAPPING_WRITER);
+    let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
+
+    let text = wait_for_file(&trapped);
+    let termed = Instant::now();
+    let out = finish(child);
+    let took = termed.elapsed();
+    let cmd_alive = cmd.alive();
+    let err = stderr(&out);
+    assert_eq!(text, "held\n", "SIGTERM came while the lock was still held");
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        from_error(&err).starts_with("error: lock revoked after max hold; terminated sh\n"),
+        "stderr: {err}"
+    );
+    assert!(
+        !cmd_alive,
+        "the command outlived exec's report of the revocation"
+    );
+    // SIGTERM came 2 s before the lease's end, and SIGKILL lands at its end
+    // (the old code: 5 s after it); 4 s leaves room for a loaded machine.
+    assert!(
+        took < Duration::from_secs(4),
+        "exec took {took:?} after the SIGTERM to kill its command"
+    );
+}
