@@ -575,3 +575,34 @@ fn exec_sends_sigterm_before_the_lease_ends_and_sigkill_at_its_end() {
         "exec took {took:?} after the SIGTERM to kill its command"
     );
 }
+
+/// Regression (issue 9.1, review item 3): exec started its keeper from
+/// `current_exe()`, whose path ends in " (deleted)" once the running binary
+/// was replaced or removed on disk (an upgrade): exec then failed with exit
+/// 2. Now it starts the keeper through `/proc/self/exe`. The test runs exec
+/// from a hard link to the binary that is removed before exec starts (the
+/// shell keeps it open and executes it through `/proc/self/fd`).
+#[test]
+fn exec_runs_its_command_after_its_binary_was_removed_on_disk() {
+    // The link must be on the binary's file system.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let link = dir.path().join("sessionlock-old");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_sessionlock"), &link).unwrap();
+    let out = common::run(
+        std::process::Command::new("sh")
+            .current_dir(dir.path())
+            .arg("-c")
+            .arg(
+                "exec 3< \"$0\" && rm -f \"$0\" && \
+                 exec /proc/self/fd/3 \"$@\"",
+            )
+            .arg(&link)
+            .args(["exec", "s.jsonl", "--", "sh", "-c", "echo ran > ran"]),
+    );
+    assert!(!link.exists());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ran")).unwrap(),
+        "ran\n"
+    );
+}
