@@ -426,3 +426,40 @@ fn report_lost(
     };
     report(&anyhow::Error::new(e).context(what), Some(&hint));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 9.1, review item 2): when exec lost track of its
+    /// command (`waitpid` or `/proc` failed), it released the lock while the
+    /// kill was still in flight. Now the lock is released only once the
+    /// tree is confirmed dead; otherwise it stays published, naming this
+    /// process. (The failures themselves cannot be injected into a real
+    /// exec; this checks the decision on a real lock file.)
+    #[test]
+    fn the_lock_is_released_only_once_the_tree_is_confirmed_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let locks = SessionLock::new();
+
+        let guard = locks.acquire(dir.path().join("s.jsonl")).unwrap();
+        let lock = guard.lock_path().to_owned();
+        let e = keep_lock(
+            guard,
+            Err(std::io::Error::other("injected")),
+            anyhow::anyhow!("lost track"),
+        );
+        assert!(format!("{e:#}").contains("cannot confirm"), "{e:#}");
+        let text = std::fs::read_to_string(&lock).expect("the lock was kept");
+        assert!(
+            text.contains(&format!("\"pid\":{}", std::process::id())),
+            "{text}"
+        );
+        // The forgotten guard still holds its session in this process: the
+        // other case takes another session.
+        let guard = locks.acquire(&dir.path().join("t.jsonl")).unwrap();
+        let lock = guard.lock_path().to_owned();
+        let _ = keep_lock(guard, Ok(()), anyhow::anyhow!("lost track"));
+        assert!(!lock.exists(), "released once the tree is dead");
+    }
+}
