@@ -48,7 +48,8 @@ The command does not run on without the lock:
     reclaimable).
   - Before the lease ends, the command's group is sent SIGTERM, at
     --max-hold-ms minus a grace of min(5 s, half of --max-hold-ms), so a
-    command that handles it can stop cleanly while it still holds the lock.
+    command that handles it can stop cleanly while it still holds the lock;
+    exec then exits 1 (the command's work was cut short).
   - If the lock is lost while the command runs (revoked at the end of
     --max-hold-ms, taken over by another holder, or its file deleted or
     replaced by another program), the command and every process it started
@@ -66,8 +67,9 @@ Exit status:
   the command's own exit status, or 128+N if signal N ended it
   128+N  signal N was sent to exec (and forwarded to the command)
   1    the lock was held by someone else until the timeout ran out, or it
-       was lost while the command ran (the command was terminated, or had
-       already exited)
+       was lost while the command ran (the command was killed, or had
+       already exited), or the command got SIGTERM because its lease was
+       about to end
   2    sessionlock itself failed (bad arguments, lock file I/O)
   126  the command could not be started
   127  the command was not found";
@@ -252,6 +254,21 @@ async fn hold_and_run(
     if let Some(sig) = ended.forwarded {
         return Ok(128 + sig.as_raw() as u8);
     }
+    if ended.lease_ending {
+        // The command stopped (or was stopped) because its lease was about
+        // to end: its work was cut short, which the user must learn.
+        report(
+            &anyhow::anyhow!(
+                "max hold about to end; sent SIGTERM to {name}, which exited ({})",
+                ended.status
+            ),
+            Some(&format!(
+                "{name} held the lock close to its {max_hold_ms} ms lease; \
+                 raise --max-hold-ms (or SESSIONLOCK_MAX_HOLD_MS) if it needs longer"
+            )),
+        );
+        return Ok(1);
+    }
     if let Some(sig) = ended.status.signal() {
         // The keeper never dies of a signal by itself: someone killed it.
         report(
@@ -269,6 +286,8 @@ struct Ended {
     status: ExitStatus,
     /// The first termination signal forwarded to the command.
     forwarded: Option<Signal>,
+    /// The command was sent SIGTERM because its lease was about to end.
+    lease_ending: bool,
     /// The loss of the lock, if it was lost while the command ran.
     lost: Option<Error>,
 }
@@ -297,6 +316,7 @@ async fn supervise(
     let mut ended = Ended {
         status: ExitStatus::from_raw(0),
         forwarded: None,
+        lease_ending: false,
         lost: None,
     };
     // The lease runs from the acquisition (the watchdog's clock); the
@@ -337,6 +357,7 @@ async fn supervise(
                 keeper.signal(sig);
             }
             () = lease_term => {
+                ended.lease_ending = true;
                 keeper.signal(Signal::TERM);
                 term_at = None;
             }

@@ -332,7 +332,9 @@ fn exec_exits_nonzero_when_its_lock_is_deleted_while_the_command_runs() {
 
 /// Regression (issue 9.1): on revocation exec terminated only its direct
 /// child; what the command had started kept running without the lock. Now
-/// the whole process group goes, and exec exits 1.
+/// the whole process group goes, and exec exits 1. (The command and its
+/// background job ignore SIGTERM, so the SIGTERM that comes before the
+/// lease's end does not stop them and the revocation must kill them.)
 #[test]
 fn exec_exits_nonzero_when_revoked() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,7 +342,8 @@ fn exec_exits_nonzero_when_revoked() {
     let child = exec_sh(
         dir.path(),
         &["--max-hold-ms", "300"],
-        "sleep 1000 & started $! > bg.pid; started $$ > cmd.pid; exec sleep 1000",
+        "trap '' TERM; \
+         sleep 1000 & started $! > bg.pid; started $$ > cmd.pid; exec sleep 1000",
     );
     let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
     let bg = Proc::from_file(&dir.path().join("bg.pid"));
@@ -605,4 +608,37 @@ fn exec_runs_its_command_after_its_binary_was_removed_on_disk() {
         std::fs::read_to_string(dir.path().join("ran")).unwrap(),
         "ran\n"
     );
+}
+
+/// Review item 1: the SIGTERM exec now sends before the lease ends stops a
+/// well-behaved command while it still holds the lock; exec releases the
+/// lock (it was not revoked) and exits 1 with an error saying why the
+/// command was stopped, not with the command's 143 alone.
+#[test]
+fn exec_reports_a_command_stopped_by_the_sigterm_before_its_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (session, lock) = paths(dir.path());
+    let child = exec_sh(
+        dir.path(),
+        &["--max-hold-ms", "2000"],
+        "started $$ > cmd.pid; exec sleep 1000",
+    );
+    let cmd = Proc::from_file(&dir.path().join("cmd.pid"));
+
+    let out = finish(child);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        from_error(&err)
+            .starts_with("error: max hold about to end; sent SIGTERM to sh, which exited"),
+        "stderr: {err}"
+    );
+    assert!(
+        err.contains("\nhint: sh held the lock close to its 2000 ms lease"),
+        "stderr: {err}"
+    );
+    assert!(!err.contains("revoked"), "stderr: {err}");
+    assert_gone(&[("command", cmd)]);
+    assert!(!lock.exists(), "exec released its lock");
+    assert!(lock_is_free(&session));
 }
