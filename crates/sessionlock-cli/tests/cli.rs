@@ -193,6 +193,8 @@ fn exec_rejects_a_malformed_timeout() {
     );
 }
 
+/// The command ignores SIGTERM, so the SIGTERM exec sends before the lease
+/// ends does not stop it and the revocation must.
 #[test]
 fn exec_terminates_the_command_when_the_lock_is_revoked() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,10 +204,10 @@ fn exec_terminates_the_command_when_the_lock_is_revoked() {
         .arg("exec")
         .args(["--max-hold-ms", "200"])
         .arg(&session)
-        .args(["--", "sleep", "30"]));
+        .args(["--", "sh", "-c", "trap '' TERM; exec sleep 30"]));
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     assert!(
-        stderr(&out).contains("error: lock revoked after max hold; terminated sleep"),
+        stderr(&out).contains("error: lock revoked after max hold; terminated sh"),
         "stderr: {}",
         stderr(&out)
     );
