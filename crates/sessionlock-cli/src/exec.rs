@@ -478,7 +478,7 @@ mod tests {
         );
         // The forgotten guard still holds its session in this process: the
         // other case takes another session.
-        let guard = locks.acquire(&dir.path().join("t.jsonl")).unwrap();
+        let guard = locks.acquire(dir.path().join("t.jsonl")).unwrap();
         let lock = guard.lock_path().to_owned();
         let _ = keep_lock(guard, Ok(()), anyhow::anyhow!("lost track"));
         assert!(!lock.exists(), "released once the tree is dead");
