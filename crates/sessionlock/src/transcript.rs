@@ -641,7 +641,12 @@ impl Store for Transcript {
 
 /// Finds a torn final line: the bytes after the last `\n`. Reads backwards
 /// from the end, so it costs the size of the torn tail, not of the file.
-pub(crate) fn torn_tail(fs: &dyn Fs, file: &File, path: &Path) -> Result<Option<TornTail>> {
+/// Agrees with what a [`Reader`] reports once it reaches the end.
+///
+/// # Errors
+/// `Io` when the file cannot be stat'ed or read (a file that shrinks while
+/// it is read fails with `UnexpectedEof`).
+pub fn torn_tail(fs: &dyn Fs, file: &File, path: &Path) -> Result<Option<TornTail>> {
     let len = fs
         .metadata(file)
         .map_err(io_err("stat transcript", path))?
