@@ -83,6 +83,7 @@ pub mod reclaim;
 mod registry;
 pub mod runs;
 pub mod status;
+mod sync;
 mod sys;
 pub mod transcript;
 pub mod turns;

@@ -12,11 +12,12 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::error::Holder;
+use crate::sync::{Condvar, Mutex, MutexGuard};
 
 /// A lock published by this process and kept across an in-process hand-off.
 pub(crate) trait Parked: Send {
@@ -51,7 +52,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct Registry {
-    slots: Mutex<HashMap<PathBuf, Arc<Slot>>>,
+    // Not `crate::sync`: the map lives for the whole process, outside any
+    // model; the slots inside it are what the model checks exercise.
+    slots: std::sync::Mutex<HashMap<PathBuf, Arc<Slot>>>,
 }
 
 /// Slots are pruned when the map grows past this many entries.
@@ -61,19 +64,15 @@ const PRUNE_AT: usize = 1024;
 pub(crate) fn slot(key: &Path) -> Arc<Slot> {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     let reg = REGISTRY.get_or_init(|| Registry {
-        slots: Mutex::new(HashMap::new()),
+        slots: std::sync::Mutex::new(HashMap::new()),
     });
-    let mut slots = lock(&reg.slots);
+    let mut slots = reg.slots.lock().unwrap_or_else(PoisonError::into_inner);
     if slots.len() >= PRUNE_AT {
         slots.retain(|_, s| Arc::strong_count(s) > 1 || !s.is_idle());
     }
     slots
         .entry(key.to_owned())
-        .or_insert_with(|| {
-            Arc::new(Slot {
-                state: Mutex::new(SlotState::default()),
-            })
-        })
+        .or_insert_with(|| Arc::new(Slot::new()))
         .clone()
 }
 
@@ -89,6 +88,12 @@ pub(crate) enum Entry {
 }
 
 impl Slot {
+    fn new() -> Slot {
+        Slot {
+            state: Mutex::new(SlotState::default()),
+        }
+    }
+
     fn is_idle(&self) -> bool {
         let st = lock(&self.state);
         !st.busy && st.queue.is_empty() && st.parked.is_none()
@@ -101,7 +106,7 @@ impl Slot {
             st.busy = true;
             return Entry::Turn(Turn { slot: self.clone() });
         }
-        let ticket = Arc::new(Ticket::default());
+        let ticket = Arc::new(Ticket::new());
         st.queue.push_back(ticket.clone());
         Entry::Queued(Queued {
             slot: self.clone(),
@@ -209,13 +214,19 @@ struct TicketState {
 }
 
 /// A waiter's place in a slot's queue.
-#[derive(Default)]
 struct Ticket {
     state: Mutex<TicketState>,
     cv: Condvar,
 }
 
 impl Ticket {
+    fn new() -> Ticket {
+        Ticket {
+            state: Mutex::new(TicketState::default()),
+            cv: Condvar::new(),
+        }
+    }
+
     fn grant(&self) {
         let mut st = lock(&self.state);
         st.granted = true;
@@ -321,7 +332,7 @@ impl Future for Granted<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -383,5 +394,250 @@ mod tests {
             .wait_blocking(Some(Instant::now() + Duration::from_millis(20)))
             .is_none());
         assert!(lock(&s.state).queue.is_empty());
+    }
+}
+
+/// Model checks of the hand-off over every interleaving loom can reach:
+/// `RUSTFLAGS="--cfg loom" cargo test -p sessionlock --release --lib registry::model`
+/// (see docs/design.md §"Model checking the registry"). A lost wake-up shows
+/// as a deadlock, which loom reports as a failure; the `queue`, `busy` and
+/// `parked` state is checked after every execution.
+#[cfg(all(test, loom))]
+mod model {
+    use super::*;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use loom::thread;
+
+    /// A parked lock that counts its releases.
+    struct Probe(Arc<AtomicUsize>);
+
+    impl Parked for Probe {
+        fn release(self: Box<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+        fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+            self
+        }
+    }
+
+    /// Runs `f` over every interleaving (bounded by `LOOM_MAX_PREEMPTIONS`
+    /// when set) and prints how many executions it explored.
+    fn check(name: &str, f: impl Fn() + Send + Sync + 'static) {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = runs.clone();
+        loom::model::Builder::new().check(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f();
+        });
+        let bound = std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "none".into());
+        println!(
+            "loom model {name}: {} interleavings (preemption bound: {bound})",
+            runs.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+
+    fn turn(slot: &Arc<Slot>) -> Turn {
+        match slot.enter() {
+            Entry::Turn(t) => t,
+            Entry::Queued(_) => panic!("an idle slot gives the turn at once"),
+        }
+    }
+
+    fn queued(slot: &Arc<Slot>) -> Queued {
+        match slot.enter() {
+            Entry::Queued(q) => q,
+            Entry::Turn(_) => panic!("a busy slot queues"),
+        }
+    }
+
+    /// Nothing queued, nobody busy, nothing parked: the lock was released.
+    fn assert_idle(slot: &Slot) {
+        let st = lock(&slot.state);
+        assert!(!st.busy && st.queue.is_empty() && st.parked.is_none());
+    }
+
+    /// Takes the parked lock (as an acquirer does) and ends the turn handing
+    /// it on.
+    fn pass_on(turn: Turn, slot: &Slot) {
+        let parked = slot
+            .take_parked()
+            .map(|p| Box::new(*p.downcast::<Probe>().expect("a probe")) as Box<dyn Parked>);
+        turn.end(parked);
+    }
+
+    // No lost wake-up: a holder releasing while a blocking waiter is between
+    // queueing and sleeping still wakes it, and the parked lock is released
+    // exactly once, by the last one out.
+    #[test]
+    fn model_release_wakes_blocking_waiter() {
+        check("release_wakes_blocking_waiter", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let slot = Arc::new(Slot::new());
+            let holder = turn(&slot);
+            let q = queued(&slot);
+            let s = slot.clone();
+            let waiter = thread::spawn(move || {
+                let t = q.wait_blocking(None).expect("granted");
+                pass_on(t, &s);
+            });
+            holder.end(Some(Box::new(Probe(released.clone()))));
+            waiter.join().expect("waiter");
+            assert_eq!(released.load(SeqCst), 1);
+            assert_idle(&slot);
+        });
+    }
+
+    // No lost wake-up for the async twin: the waker registered by `poll`
+    // and the grant cannot miss each other.
+    #[test]
+    fn model_release_wakes_async_waiter() {
+        check("release_wakes_async_waiter", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let slot = Arc::new(Slot::new());
+            let holder = turn(&slot);
+            let q = queued(&slot);
+            let s = slot.clone();
+            let waiter = thread::spawn(move || {
+                let t = loom::future::block_on(q.wait_async(None)).expect("granted");
+                pass_on(t, &s);
+            });
+            holder.end(Some(Box::new(Probe(released.clone()))));
+            waiter.join().expect("waiter");
+            assert_eq!(released.load(SeqCst), 1);
+            assert_idle(&slot);
+        });
+    }
+
+    // FIFO: waiters get the turn in the order they queued, one at a time,
+    // each receiving the still-published lock from the one before.
+    #[test]
+    fn model_fifo_hand_off() {
+        check("fifo_hand_off", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let inside = Arc::new(AtomicBool::new(false));
+            let order = Arc::new(crate::sync::Mutex::new(Vec::new()));
+            let slot = Arc::new(Slot::new());
+            let holder = turn(&slot);
+            let waiters: Vec<_> = (1..=2)
+                .map(|id| {
+                    let q = queued(&slot);
+                    let (s, inside, order) = (slot.clone(), inside.clone(), order.clone());
+                    thread::spawn(move || {
+                        let t = q.wait_blocking(None).expect("granted");
+                        assert!(!inside.swap(true, SeqCst), "two turns at once");
+                        lock(&order).push(id);
+                        inside.store(false, SeqCst);
+                        pass_on(t, &s);
+                    })
+                })
+                .collect();
+            holder.end(Some(Box::new(Probe(released.clone()))));
+            for w in waiters {
+                w.join().expect("waiter");
+            }
+            assert_eq!(*lock(&order), [1, 2]);
+            assert_eq!(released.load(SeqCst), 1);
+            assert_idle(&slot);
+        });
+    }
+
+    // A cancelled waiter leaves no hole: whether it gives up before or after
+    // the turn reached it, the next waiter still gets the turn and the lock.
+    #[test]
+    fn model_cancelled_waiter_leaves_no_hole() {
+        check("cancelled_waiter_leaves_no_hole", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let slot = Arc::new(Slot::new());
+            let holder = turn(&slot);
+            let first = queued(&slot);
+            let second = queued(&slot);
+            let canceller = thread::spawn(move || drop(first));
+            let s = slot.clone();
+            let waiter = thread::spawn(move || {
+                let t = second
+                    .wait_blocking(None)
+                    .expect("granted despite the hole");
+                pass_on(t, &s);
+            });
+            holder.end(Some(Box::new(Probe(released.clone()))));
+            canceller.join().expect("canceller");
+            waiter.join().expect("waiter");
+            assert_eq!(released.load(SeqCst), 1);
+            assert_idle(&slot);
+        });
+    }
+
+    // Cancellation at the await point: an async waiter polled once (its
+    // waker registered) and then dropped passes a turn it was granted on.
+    #[test]
+    fn model_dropped_async_wait_passes_turn_on() {
+        check("dropped_async_wait_passes_turn_on", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let slot = Arc::new(Slot::new());
+            let holder = turn(&slot);
+            let first = queued(&slot);
+            let second = queued(&slot);
+            let canceller = thread::spawn(move || {
+                let mut fut = Box::pin(first.wait_async(None));
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Poll::Ready(t) = fut.as_mut().poll(&mut cx) {
+                    drop(t.expect("a ready wait has the turn"));
+                }
+                drop(fut);
+            });
+            let s = slot.clone();
+            let waiter = thread::spawn(move || {
+                let t = loom::future::block_on(second.wait_async(None)).expect("granted");
+                pass_on(t, &s);
+            });
+            holder.end(Some(Box::new(Probe(released.clone()))));
+            canceller.join().expect("canceller");
+            waiter.join().expect("waiter");
+            assert_eq!(released.load(SeqCst), 1);
+            assert_idle(&slot);
+        });
+    }
+
+    // Entering races releasing: threads that enter concurrently (no order
+    // fixed in advance) each get exactly one turn, never two at once, and
+    // the slot ends idle.
+    #[test]
+    fn model_concurrent_enter_and_release() {
+        check("concurrent_enter_and_release", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let published = Arc::new(AtomicUsize::new(0));
+            let inside = Arc::new(AtomicBool::new(false));
+            let slot = Arc::new(Slot::new());
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (s, inside) = (slot.clone(), inside.clone());
+                    let (released, published) = (released.clone(), published.clone());
+                    thread::spawn(move || {
+                        let t = match s.enter() {
+                            Entry::Turn(t) => t,
+                            Entry::Queued(q) => q.wait_blocking(None).expect("granted"),
+                        };
+                        assert!(!inside.swap(true, SeqCst), "two turns at once");
+                        inside.store(false, SeqCst);
+                        // Publish a lock if nobody handed one over.
+                        let parked: Box<dyn Parked> = match s.take_parked() {
+                            Some(p) => Box::new(*p.downcast::<Probe>().expect("a probe")),
+                            None => {
+                                published.fetch_add(1, SeqCst);
+                                Box::new(Probe(released))
+                            }
+                        };
+                        t.end(Some(parked));
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread");
+            }
+            // Every published lock released exactly once: none leaked by a
+            // hand-off, none released twice.
+            assert_eq!(released.load(SeqCst), published.load(SeqCst));
+            assert_idle(&slot);
+        });
     }
 }
