@@ -1,0 +1,93 @@
+//! Transcripts: line framing, entry parsing and torn-tail detection over any
+//! file content (crash leftovers, CRLF, foreign writers, garbage).
+//!
+//! Both public readers run over a real file: the streaming [`Reader`] and
+//! [`transcript::torn_tail`], which reads backwards in chunks. They must agree
+//! with each other and with the plain definition: entries are the complete
+//! `\n`-terminated lines, the torn tail is whatever follows the last `\n`, and
+//! the entries and the torn tail together reassemble the file byte for byte.
+#![no_main]
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use sessionlock::fs::RealFs;
+use sessionlock::transcript::{self, Reader};
+use sessionlock::Error;
+
+fn scratch() -> &'static (PathBuf, File) {
+    static SCRATCH: OnceLock<(PathBuf, File)> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "sessionlock-fuzz-transcript-{}.jsonl",
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch transcript");
+        (path, file)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (path, file) = scratch();
+    file.set_len(0).expect("truncate scratch");
+    file.write_all_at(data, 0).expect("write scratch");
+
+    let expected_torn = match data.iter().rposition(|&b| b == b'\n') {
+        _ if data.is_empty() => None,
+        Some(i) if i + 1 == data.len() => None,
+        Some(i) => Some((i as u64 + 1, (data.len() - i - 1) as u64)),
+        None => Some((0, data.len() as u64)),
+    };
+
+    // Streaming: every complete line, in order, without gaps.
+    let mut reader = Reader::open(path).expect("open reader");
+    let mut at = 0u64;
+    for item in reader.by_ref() {
+        let (offset, len) = match item {
+            Ok(entry) => {
+                let line = &data[entry.offset as usize..(entry.offset + entry.len) as usize];
+                let value: serde_json::Value =
+                    serde_json::from_slice(&line[..line.len() - 1]).expect("entry is json");
+                assert_eq!(value, entry.value);
+                (entry.offset, entry.len)
+            }
+            Err(Error::InvalidEntry { offset, .. }) => {
+                let end = data[offset as usize..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .expect("an invalid entry is a complete line")
+                    + offset as usize
+                    + 1;
+                let line = &data[offset as usize..end - 1];
+                assert!(serde_json::from_slice::<serde_json::Value>(line).is_err());
+                (offset, (end - offset as usize) as u64)
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        };
+        assert_eq!(offset, at, "entries are contiguous");
+        let line = &data[offset as usize..(offset + len) as usize];
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert!(!line[..line.len() - 1].contains(&b'\n'));
+        at += len;
+    }
+    let torn = reader.torn_tail().map(|t| (t.offset, t.len));
+    assert_eq!(torn, expected_torn, "reader's torn tail");
+    // Complete lines and the torn tail reassemble the file.
+    assert_eq!(at + torn.map_or(0, |t| t.1), data.len() as u64);
+
+    // Backwards detection agrees.
+    let file = File::open(path).expect("reopen scratch");
+    let backwards = transcript::torn_tail(&RealFs, &file, path)
+        .expect("torn_tail")
+        .map(|t| (t.offset, t.len));
+    assert_eq!(backwards, expected_torn, "torn_tail");
+});
