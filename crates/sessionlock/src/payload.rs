@@ -11,6 +11,13 @@ use serde_json::{Map, Value};
 /// The largest lock file sessionlock reads; anything bigger is malformed.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
+/// The longest diagnostic string (`owner`, `hostname`, `bootId`, `lane`,
+/// `runId`) that [`Payload::to_bytes`] writes; longer ones are cut at a
+/// character boundary. Even fully escaped (6 bytes per byte) they keep every
+/// payload sessionlock writes far below [`MAX_PAYLOAD_BYTES`], so its own
+/// locks always parse.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
 /// The `owner` value sessionlock writes.
 pub const OWNER: &str = "sessionlock";
 
@@ -111,6 +118,16 @@ fn as_u64(v: &Value) -> Option<u64> {
     }
 }
 
+fn truncate_at_char_boundary(s: &mut String, max: usize) {
+    if s.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(end);
+    }
+}
+
 fn as_string(v: &Value) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
@@ -158,10 +175,25 @@ impl Payload {
         }
     }
 
-    /// Serializes to one line of compact JSON ending in `\n`.
+    /// Serializes to one line of compact JSON ending in `\n`, at most
+    /// [`MAX_PAYLOAD_BYTES`] long: diagnostic strings longer than
+    /// [`MAX_FIELD_BYTES`] are cut.
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut p = self.clone();
+        for field in [
+            &mut p.owner,
+            &mut p.hostname,
+            &mut p.boot_id,
+            &mut p.lane,
+            &mut p.run_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            truncate_at_char_boundary(field, MAX_FIELD_BYTES);
+        }
         // Serializing a struct of plain fields into a Vec cannot fail.
-        let mut out = serde_json::to_vec(self).unwrap_or_default();
+        let mut out = serde_json::to_vec(&p).unwrap_or_default();
         out.push(b'\n');
         out
     }
@@ -250,6 +282,36 @@ mod tests {
             Payload::parse(&vec![b' '; MAX_PAYLOAD_BYTES + 1]),
             Err(Malformed::TooLarge)
         );
+    }
+
+    // Found writing the payload fuzz target's round-trip property (issue 9
+    // §5): a lane, run id or other diagnostic string of ~64 KiB made
+    // sessionlock write a lock payload larger than
+    // MAX_PAYLOAD_BYTES, which every reader (itself included) then classified
+    // as malformed and reclaimed after the payload grace while its holder was
+    // alive and within its lease.
+    #[test]
+    fn own_payload_with_oversized_fields_stays_readable() {
+        let huge = "\u{1}é".repeat(40 * 1024);
+        let p = Payload {
+            pid: Some(7),
+            created_at: parse_time("2026-01-02T03:04:05.678Z"),
+            max_hold_ms: Some(1000),
+            owner: Some(huge.clone()),
+            hostname: Some(huge.clone()),
+            boot_id: Some(huge.clone()),
+            lane: Some(huge.clone()),
+            run_id: Some(huge),
+            ..Payload::default()
+        };
+        let bytes = p.to_bytes();
+        assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{} bytes", bytes.len());
+        let q = Payload::parse(&bytes).expect("our own payload parses");
+        assert_eq!(q.pid, Some(7));
+        assert_eq!(q.max_hold_ms, Some(1000));
+        let lane = q.lane.expect("lane kept");
+        assert!(lane.len() <= MAX_FIELD_BYTES && lane.len() > MAX_FIELD_BYTES - 4);
+        assert!(p.lane.expect("lane").starts_with(&lane));
     }
 
     proptest! {
