@@ -598,9 +598,44 @@ mod model {
         });
     }
 
-    // Entering races releasing: threads that enter concurrently (no order
-    // fixed in advance) each get exactly one turn, never two at once, and
-    // the slot ends idle.
+    // All three at once: a waiter in the middle of the queue gives up while
+    // the turn travels down it; the others still get it, in order.
+    #[test]
+    fn model_fifo_around_a_cancelled_waiter() {
+        check("fifo_around_a_cancelled_waiter", || {
+            let released = Arc::new(AtomicUsize::new(0));
+            let order = Arc::new(crate::sync::Mutex::new(Vec::new()));
+            let slot = Arc::new(Slot::new());
+            let holder = turn(&slot);
+            let queue: Vec<_> = (1..=3).map(|id| (id, queued(&slot))).collect();
+            let threads: Vec<_> = queue
+                .into_iter()
+                .map(|(id, q)| {
+                    let (s, order) = (slot.clone(), order.clone());
+                    thread::spawn(move || {
+                        if id == 2 {
+                            drop(q);
+                            return;
+                        }
+                        let t = q.wait_blocking(None).expect("granted");
+                        lock(&order).push(id);
+                        pass_on(t, &s);
+                    })
+                })
+                .collect();
+            holder.end(Some(Box::new(Probe(released.clone()))));
+            for t in threads {
+                t.join().expect("thread");
+            }
+            assert_eq!(*lock(&order), [1, 3]);
+            assert_eq!(released.load(SeqCst), 1);
+            assert_idle(&slot);
+        });
+    }
+
+    // Entering races releasing: three threads that enter concurrently (no
+    // order fixed in advance) each get exactly one turn, never two at once,
+    // every published lock is released exactly once, and the slot ends idle.
     #[test]
     fn model_concurrent_enter_and_release() {
         check("concurrent_enter_and_release", || {
@@ -608,7 +643,7 @@ mod model {
             let published = Arc::new(AtomicUsize::new(0));
             let inside = Arc::new(AtomicBool::new(false));
             let slot = Arc::new(Slot::new());
-            let threads: Vec<_> = (0..2)
+            let threads: Vec<_> = (0..3)
                 .map(|_| {
                     let (s, inside) = (slot.clone(), inside.clone());
                     let (released, published) = (released.clone(), published.clone());
