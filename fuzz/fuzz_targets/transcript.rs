@@ -1,8 +1,9 @@
 //! Transcripts: line framing, entry parsing and torn-tail detection over any
 //! file content (crash leftovers, CRLF, foreign writers, garbage).
 //!
-//! Both public readers run over a real file: the streaming [`Reader`] and
-//! [`transcript::torn_tail`], which reads backwards in chunks. They must agree
+//! The public readers run over a real file: the streaming [`Reader`] (as an
+//! iterator of values and through `next_raw`) and [`transcript::torn_tail`],
+//! which reads backwards in chunks. They must agree
 //! with each other and with the plain definition: entries are the complete
 //! `\n`-terminated lines, the torn tail is whatever follows the last `\n`, and
 //! the entries and the torn tail together reassemble the file byte for byte.
@@ -83,6 +84,39 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(torn, expected_torn, "reader's torn tail");
     // Complete lines and the torn tail reassemble the file.
     assert_eq!(at + torn.map_or(0, |t| t.1), data.len() as u64);
+
+    // The raw stream (no values built) frames the same lines; it accepts
+    // every line the value reader accepts (and also JSON whose numbers a
+    // `Value` cannot hold, such as `1e400`), and yields the line's bytes.
+    let mut raw = Reader::open(path).expect("open raw reader");
+    let mut raw_at = 0u64;
+    while let Some(item) = raw.next_raw() {
+        let (offset, len, ok) = match item {
+            Ok(entry) => {
+                let line = &data[entry.offset as usize..(entry.offset + entry.len) as usize];
+                assert_eq!(entry.json, &line[..line.len() - 1]);
+                (entry.offset, entry.len, true)
+            }
+            Err(Error::InvalidEntry { offset, .. }) => {
+                let end = data[offset as usize..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .expect("an invalid entry is a complete line")
+                    + offset as usize
+                    + 1;
+                (offset, (end - offset as usize) as u64, false)
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        };
+        assert_eq!(offset, raw_at, "raw entries are contiguous");
+        let line = &data[offset as usize..(offset + len) as usize - 1];
+        if serde_json::from_slice::<serde_json::Value>(line).is_ok() {
+            assert!(ok, "a line the value reader accepts is a raw entry");
+        }
+        raw_at += len;
+    }
+    assert_eq!(raw_at, at);
+    assert_eq!(raw.torn_tail().map(|t| (t.offset, t.len)), expected_torn);
 
     // Backwards detection agrees.
     let file = File::open(path).expect("reopen scratch");

@@ -1,0 +1,73 @@
+//! Entries given to `append` as JSON text (the CLI's standard input, a
+//! library caller's bytes): [`RawEntries::push`] validates and normalizes
+//! them without building values. What it accepts must come back from a
+//! reader as exactly those entries, one line each, with the same values.
+#![no_main]
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use sessionlock::transcript::{RawEntries, Reader};
+
+fn scratch() -> &'static (PathBuf, std::fs::File) {
+    static SCRATCH: OnceLock<(PathBuf, std::fs::File)> = OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "sessionlock-fuzz-entries-{}.jsonl",
+            std::process::id()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch transcript");
+        (path, file)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    // NUL separates candidate entries (JSON text never contains a raw NUL).
+    let mut batch = RawEntries::new();
+    let mut accepted = Vec::new();
+    for json in data.split(|&b| b == 0) {
+        let before = batch.clone();
+        match batch.push(json) {
+            Ok(()) => accepted.push(json),
+            Err(_) => {
+                assert_eq!(batch, before, "a refused entry leaves the batch unchanged");
+                assert!(serde_json::from_slice::<Value>(json).is_err());
+            }
+        }
+    }
+    assert_eq!(batch.len(), accepted.len());
+    let bytes = batch.as_bytes();
+    assert_eq!(
+        bytes.iter().filter(|&&b| b == b'\n').count(),
+        accepted.len(),
+        "one line per entry"
+    );
+
+    let (path, file) = scratch();
+    file.set_len(0).expect("truncate scratch");
+    file.write_all_at(bytes, 0).expect("write scratch");
+    let mut reader = Reader::open(path).expect("open reader");
+    let mut n = 0;
+    while let Some(entry) = reader.next_raw() {
+        let entry = entry.expect("every accepted entry reads back as an entry");
+        let original = accepted[n];
+        // Same value whenever the original has one as a `Value`.
+        if let Ok(v) = serde_json::from_slice::<Value>(original) {
+            let back: Value = serde_json::from_slice(entry.json).expect("same value");
+            assert_eq!(back, v);
+        }
+        n += 1;
+    }
+    assert_eq!(n, accepted.len());
+    assert!(reader.torn_tail().is_none());
+});
