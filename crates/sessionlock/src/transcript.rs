@@ -31,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::de::IgnoredAny;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::backend::file::FileBackend;
@@ -41,6 +41,54 @@ use crate::error::{Error, Result};
 use crate::fence::{Change, Fence};
 use crate::fs::{Fs, RealFs};
 use crate::guard::Guard;
+
+/// One JSON value that a reader can hold as a [`Value`], checked without
+/// building it: the parser visits every token the way `Value` does (numbers
+/// range-checked, strings and escapes validated, the same nesting limit) and
+/// keeps nothing, so memory stays at the parser's. serde's `IgnoredAny`
+/// skips numbers unchecked and would pass entries (`1e400`) that readers
+/// then refuse.
+struct Valid;
+
+impl<'de> Deserialize<'de> for Valid {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Valid, D::Error> {
+        d.deserialize_any(Valid)
+    }
+}
+
+impl<'de> Visitor<'de> for Valid {
+    type Value = Valid;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Valid, E> {
+        Ok(Valid)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Valid, A::Error> {
+        while seq.next_element::<Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Valid, A::Error> {
+        while map.next_entry::<Valid, Valid>()?.is_some() {}
+        Ok(Valid)
+    }
+}
 
 /// The longest line a reader accepts (64 MiB): a longer one is reported as
 /// an invalid entry rather than read into memory.
@@ -120,7 +168,7 @@ impl RawEntries {
     /// [`MAX_ENTRY_BYTES`], which readers refuse. The batch is unchanged
     /// then.
     pub fn push(&mut self, json: &[u8]) -> std::result::Result<(), serde_json::Error> {
-        serde_json::from_slice::<IgnoredAny>(json)?;
+        serde_json::from_slice::<Valid>(json)?;
         let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
         let start = json.iter().position(|b| !is_space(b)).unwrap_or(json.len());
         let end = json
@@ -865,7 +913,7 @@ impl Reader {
             Err(e) => return Some(Err(e)),
         };
         let json = &self.line[..n - 1];
-        match serde_json::from_slice::<IgnoredAny>(json) {
+        match serde_json::from_slice::<Valid>(json) {
             Ok(_) => Some(Ok(RawEntry {
                 json,
                 offset,
@@ -900,5 +948,46 @@ impl Iterator for Reader {
                 reason: e.to_string(),
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Found by the fuzz oracles (issue 9 §5): `append` validated entries with
+    // serde's `IgnoredAny`, which does not range-check numbers, so it wrote
+    // `{"n":1e400}`, and `next_raw` passed it, while the value reader (and
+    // every consumer of `Entry`) reported the same line as invalid.
+    #[test]
+    fn raw_paths_accept_exactly_what_the_value_reader_accepts() {
+        for bad in [&br#"{"n":1e400}"#[..], br#"[-1e999]"#, br#"{"\ud800":1}"#] {
+            assert!(serde_json::from_slice::<Value>(bad).is_err());
+            let mut batch = RawEntries::new();
+            assert!(batch.push(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(batch.is_empty());
+        }
+        let mut batch = RawEntries::new();
+        for good in [
+            &br#"{"n":18446744073709551616,"m":-0.0,"s":"\ud83d\ude00"}"#[..],
+            b" [1, {\"a\": [null, true]}]\r\n",
+        ] {
+            batch.push(good).expect("a value the reader can hold");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.jsonl");
+        let mut bytes = batch.as_bytes().to_vec();
+        bytes.extend_from_slice(b"{\"n\":1e400}\n");
+        std::fs::write(&path, &bytes).expect("write");
+        let mut raw = Reader::open(&path).expect("open");
+        assert!(matches!(raw.next_raw(), Some(Ok(_))));
+        assert!(matches!(raw.next_raw(), Some(Ok(_))));
+        assert!(matches!(
+            raw.next_raw(),
+            Some(Err(Error::InvalidEntry { offset, .. })) if offset == batch.as_bytes().len() as u64
+        ));
+        assert!(raw.next_raw().is_none());
+        let values: Vec<_> = Reader::open(&path).expect("open").collect();
+        assert!(values[0].is_ok() && values[1].is_ok() && values[2].is_err());
     }
 }
