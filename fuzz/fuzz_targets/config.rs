@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use sessionlock::config::{
-    parse_ms, Config, HoldExceededPolicy, Settings, ENV_ACQUIRE_TIMEOUT, ENV_HOLD_EXCEEDED,
-    ENV_MAX_HOLD, ENV_STALE, MAX_HOLD_CAP,
+    parse_ms, Config, HoldExceededPolicy, Settings, ENV_ACQUIRE_TIMEOUT, ENV_FOREIGN_HOLD_EXCEEDED,
+    ENV_HOLD_EXCEEDED, ENV_MAX_HOLD, ENV_OPENCLAW_COMPAT, ENV_STALE, MAX_HOLD_CAP,
 };
 use sessionlock_fuzz::fields;
 
@@ -38,7 +38,11 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .chain(&ENV_STALE)
         .chain(&ENV_MAX_HOLD)
-        .chain([&ENV_HOLD_EXCEEDED])
+        .chain([
+            &ENV_HOLD_EXCEEDED,
+            &ENV_FOREIGN_HOLD_EXCEEDED,
+            &ENV_OPENCLAW_COMPAT,
+        ])
         .copied()
         .collect();
     // The first byte picks which explicit settings are present.
@@ -60,6 +64,12 @@ fuzz_target!(|data: &[u8]| {
     }
     if flags & 8 != 0 {
         explicit.hold_exceeded = Some(HoldExceededPolicy::Report);
+    }
+    if flags & 16 != 0 {
+        explicit.foreign_hold_exceeded = Some(HoldExceededPolicy::Reclaim);
+    }
+    if flags & 32 != 0 {
+        explicit.openclaw_compat = Some(true);
     }
     let (s, warnings) = explicit.resolve_with(lookup);
     let d = Settings::default();
@@ -95,14 +105,33 @@ fuzz_target!(|data: &[u8]| {
         .min(MAX_HOLD_CAP);
     assert_eq!(s.max_hold, hold);
     assert!(!s.max_hold.is_zero() && s.max_hold <= MAX_HOLD_CAP);
-    let policy = match values[6].as_deref() {
+    let policy = |v: &Option<String>| match v.as_deref() {
         Some("reclaim") => Some(HoldExceededPolicy::Reclaim),
         Some("report") => Some(HoldExceededPolicy::Report),
         _ => None,
     };
     assert_eq!(
         s.hold_exceeded,
-        policy.or(explicit.hold_exceeded).unwrap_or(d.hold_exceeded)
+        policy(&values[6])
+            .or(explicit.hold_exceeded)
+            .unwrap_or(d.hold_exceeded)
+    );
+    assert_eq!(
+        s.foreign_hold_exceeded,
+        policy(&values[7])
+            .or(explicit.foreign_hold_exceeded)
+            .or(d.foreign_hold_exceeded)
+    );
+    let compat = match values[8].as_deref() {
+        Some("1") => Some(true),
+        Some("0") => Some(false),
+        _ => None,
+    };
+    assert_eq!(
+        s.openclaw_compat,
+        compat
+            .or(explicit.openclaw_compat)
+            .unwrap_or(d.openclaw_compat)
     );
     // Each warning names a variable that was set, with its exact value, and
     // renders without panicking.

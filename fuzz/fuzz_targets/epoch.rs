@@ -2,28 +2,32 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sessionlock::epoch;
+use sessionlock::epoch::{self, RECORD_LEN};
+
+/// The record, read independently of `epoch::parse`: 1 to 20 ASCII digits,
+/// optionally one final `\n`, nothing else, a value that fits a `u64`.
+fn oracle(data: &[u8]) -> Option<u64> {
+    let digits = data.strip_suffix(b"\n").unwrap_or(data);
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value: u128 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    u64::try_from(value).ok()
+}
 
 fuzz_target!(|data: &[u8]| {
     let parsed = epoch::parse(data);
+    assert_eq!(parsed, oracle(data));
     if let Some(e) = parsed {
-        // Accepted only as whitespace around plain digits...
-        let text = std::str::from_utf8(data).expect("accepted input is utf-8");
-        let digits = text.trim();
-        assert!(!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()));
-        // ...whose value it is.
-        assert_eq!(
-            digits.trim_start_matches('0').parse::<u64>().unwrap_or(0),
-            e
-        );
-        // The record the file backend writes reads back as the same epoch.
-        assert_eq!(epoch::parse(format!("{e:020}\n").as_bytes()), Some(e));
+        assert_eq!(epoch::parse(&epoch::format(e)), Some(e));
     }
-    // Every u64 the writer could write reads back whole.
+    // Every record the writer can write is RECORD_LEN bytes and reads back.
     if data.len() >= 8 {
         let mut raw = [0u8; 8];
         raw.copy_from_slice(&data[..8]);
         let e = u64::from_le_bytes(raw);
-        assert_eq!(epoch::parse(format!("{e:020}\n").as_bytes()), Some(e));
+        let record = epoch::format(e);
+        assert_eq!(record.len(), RECORD_LEN);
+        assert_eq!(epoch::parse(&record), Some(e));
     }
 });
