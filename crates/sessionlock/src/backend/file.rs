@@ -86,6 +86,14 @@ const LONGEST_SIDE_SUFFIX: usize = ".lock.tomb-".len() + 32;
 const STATE_POLL_MIN: Duration = Duration::from_micros(20);
 const STATE_POLL_MAX: Duration = Duration::from_millis(2);
 
+/// How long a contender retries the state lock yielding the CPU instead of
+/// sleeping, before the backoff above. sessionlock holds the lock for a few
+/// system calls (tens of microseconds); a sleep, however short, costs the
+/// kernel's timer slack (50 µs by default) on top, which made every
+/// cross-process hand-off (the waiter wakes on the releaser's rename, while
+/// the releaser still holds the state lock) pay a quarter of a millisecond.
+const STATE_SPIN: Duration = Duration::from_micros(200);
+
 /// How waiters learn that a lock changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Notify {
@@ -383,6 +391,10 @@ fn lock_state<'a>(
             };
             if left.is_zero() {
                 return Err(state_busy(path, file, started.elapsed()));
+            }
+            if now.duration_since(started) < STATE_SPIN {
+                std::thread::yield_now();
+                continue;
             }
             std::thread::sleep(backoff.min(left));
             backoff = (backoff * 2).min(STATE_POLL_MAX);
