@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ use sessionlock::payload::format_time;
 use sessionlock::{LockOptions, SessionLock};
 
 mod common;
-use common::{dead_pid, run, sessionlock, stderr, stdout};
+use common::{dead_pid, run, sessionlock, stderr, stdout, Sleeper};
 
 fn doctor(dir: &Path, extra: &[&str]) -> Output {
     run(sessionlock().arg("doctor").arg(dir).args(extra))
@@ -36,45 +36,6 @@ fn doctor_json(dir: &Path, extra: &[&str]) -> (Output, Value) {
     let v = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("doctor --json prints JSON ({e}): {}", stdout(&out)));
     (out, v)
-}
-
-/// A live process to name in locks; killed and reaped on drop.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn spawn() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("60")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// `/proc/<pid>/stat` field 22: start time in clock ticks since boot.
-    fn starttime(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .expect("read /proc/<pid>/stat");
-        // The command name (field 2) may hold spaces: count from after it.
-        let after = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
-        after
-            .split(' ')
-            .nth(22 - 3)
-            .and_then(|s| s.parse().ok())
-            .expect("field 22 is the start time")
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn ago(d: Duration) -> String {

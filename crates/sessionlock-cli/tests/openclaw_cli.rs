@@ -8,49 +8,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use common::{lock_path, run, sessionlock, stderr, stdout};
+use common::{lock_path, run, sessionlock, stderr, stdout, Sleeper};
 use serde_json::{json, Value};
 use sessionlock::payload::format_time;
-
-/// A live process for planted locks to name; killed when dropped.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn spawn() -> Sleeper {
-        Sleeper(
-            Command::new("sleep")
-                .arg("600")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn sleep"),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// `/proc/<pid>/stat` field 22.
-    fn starttime(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
-        let after = &stat[stat.rfind(')').expect("comm") + 2..];
-        after
-            .split(' ')
-            .nth(22 - 3)
-            .and_then(|s| s.parse().ok())
-            .expect("field 22")
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Plants an OpenClaw lock naming `holder`, taken `age` ago with a lease of
 /// `max_hold_ms`.

@@ -788,6 +788,15 @@ fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
             subject,
         })
     };
+    let unreadable = |e: Error| {
+        finding(
+            Verdict::Error,
+            vec!["unreadable"],
+            Action::None,
+            chain(&e),
+            Subject::UnusableState(e),
+        )
+    };
     let invalid = |what: &'static str, reason: &str| {
         let e = Error::InvalidPath {
             path: path.clone(),
@@ -816,26 +825,14 @@ fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
         }
         Err(e) => {
             let e = Error::io("open epoch file", &path, e);
-            return finding(
-                Verdict::Error,
-                vec!["unreadable"],
-                Action::None,
-                chain(&e),
-                Subject::UnusableState(e),
-            );
+            return unreadable(e);
         }
     };
     let meta = match file.metadata() {
         Ok(m) => m,
         Err(e) => {
             let e = Error::io("stat epoch file", &path, e);
-            return finding(
-                Verdict::Error,
-                vec!["unreadable"],
-                Action::None,
-                chain(&e),
-                Subject::UnusableState(e),
-            );
+            return unreadable(e);
         }
     };
     if !meta.is_file() {
@@ -856,13 +853,7 @@ fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
         &mut head,
     ) {
         let e = Error::io("read epoch file", &path, e);
-        return finding(
-            Verdict::Error,
-            vec!["unreadable"],
-            Action::None,
-            chain(&e),
-            Subject::UnusableState(e),
-        );
+        return unreadable(e);
     }
     if head.is_empty() || crate::epoch::parse(&head).is_some() {
         return None;

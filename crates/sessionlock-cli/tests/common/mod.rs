@@ -64,3 +64,42 @@ pub fn dead_pid() -> u32 {
     child.wait().expect("reap true");
     pid
 }
+
+/// A live process to name in locks; killed and reaped on drop.
+pub struct Sleeper(std::process::Child);
+
+impl Sleeper {
+    pub fn spawn() -> Sleeper {
+        Sleeper(
+            Command::new("sleep")
+                .arg("60")
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// `/proc/<pid>/stat` field 22: start time in clock ticks since boot.
+    pub fn starttime(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/<pid>/stat");
+        // The command name (field 2) may hold spaces: count from after it.
+        let after = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+        after
+            .split(' ')
+            .nth(22 - 3)
+            .and_then(|s| s.parse().ok())
+            .expect("field 22 is the start time")
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
