@@ -243,6 +243,19 @@ fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::from(if released { 0 } else { 2 }))
 }
 
+/// Opens the locked session's transcript through the lock's backend (so a
+/// confined backend keeps it confined).
+fn open_transcript(
+    locks: &SessionLock,
+    guard: &Guard,
+) -> Result<sessionlock::transcript::Transcript, Failure> {
+    let session = guard.session_path();
+    locks.backend().open_store(session).map_err(context(format!(
+        "cannot open transcript {}",
+        session.display()
+    )))
+}
+
 /// Opens the transcript, moves a torn tail aside (saying so) and appends
 /// `entries` in one write. Returns the offset and length of the write.
 fn append_locked(
@@ -251,14 +264,7 @@ fn append_locked(
     entries: &RawEntries,
     durability: Durability,
 ) -> Result<(u64, u64), Failure> {
-    let session = guard.session_path();
-    let mut transcript = locks
-        .backend()
-        .open_store(session)
-        .map_err(context(format!(
-            "cannot open transcript {}",
-            session.display()
-        )))?;
+    let mut transcript = open_transcript(locks, guard)?;
     // The first fenced write would do this by itself; doing it here first
     // lets the user know where the torn bytes went.
     let repaired = transcript
@@ -502,15 +508,7 @@ fn run_repair(args: RepairArgs) -> Result<ExitCode, Failure> {
 }
 
 fn repair_locked(locks: &SessionLock, guard: &Guard) -> Result<Option<TornTail>, Failure> {
-    let session = guard.session_path();
-    let mut transcript = locks
-        .backend()
-        .open_store(session)
-        .map_err(context(format!(
-            "cannot open transcript {}",
-            session.display()
-        )))?;
-    transcript
+    open_transcript(locks, guard)?
         .repair(guard)
         .map_err(|e| write_failure(e, "cannot repair the transcript"))
 }
