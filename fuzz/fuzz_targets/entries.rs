@@ -5,32 +5,12 @@
 //! entries, one line each, with the same values.
 #![no_main]
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use sessionlock::transcript::{RawEntries, Reader};
-
-fn scratch() -> &'static (PathBuf, std::fs::File) {
-    static SCRATCH: OnceLock<(PathBuf, std::fs::File)> = OnceLock::new();
-    SCRATCH.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!(
-            "sessionlock-fuzz-entries-{}.jsonl",
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("scratch transcript");
-        (path, file)
-    })
-}
+use sessionlock_fuzz::scratch;
 
 fuzz_target!(|data: &[u8]| {
     // NUL separates candidate entries (JSON text never contains a raw NUL).
@@ -57,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         "one line per entry"
     );
 
-    let (path, file) = scratch();
+    let (path, file) = scratch("entries");
     file.set_len(0).expect("truncate scratch");
     file.write_all_at(bytes, 0).expect("write scratch");
     let mut reader = Reader::open(path).expect("open reader");

@@ -9,36 +9,17 @@
 //! the entries and the torn tail together reassemble the file byte for byte.
 #![no_main]
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sessionlock::fs::RealFs;
 use sessionlock::transcript::{self, Reader};
 use sessionlock::Error;
-
-fn scratch() -> &'static (PathBuf, File) {
-    static SCRATCH: OnceLock<(PathBuf, File)> = OnceLock::new();
-    SCRATCH.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!(
-            "sessionlock-fuzz-transcript-{}.jsonl",
-            std::process::id()
-        ));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("scratch transcript");
-        (path, file)
-    })
-}
+use sessionlock_fuzz::scratch;
 
 fuzz_target!(|data: &[u8]| {
-    let (path, file) = scratch();
+    let (path, file) = scratch("transcript");
     file.set_len(0).expect("truncate scratch");
     file.write_all_at(data, 0).expect("write scratch");
 

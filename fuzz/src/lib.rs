@@ -1,5 +1,5 @@
 //! Shared by the fuzz targets: an allocator that turns unbounded allocation
-//! into a crash libFuzzer records.
+//! into a crash libFuzzer records, and a scratch transcript file.
 //!
 //! libFuzzer's `-malloc_limit_mb` only works with a sanitizer's malloc hooks,
 //! which need a nightly toolchain. Instead every target links this global
@@ -86,4 +86,25 @@ pub fn fields(data: &[u8], n: usize) -> Vec<Option<String>> {
         .collect();
     out.resize(n, None);
     out
+}
+
+/// A scratch transcript for targets that read through files: one per
+/// process (workers run side by side), named after `target`, opened once.
+pub fn scratch(target: &str) -> &'static (std::path::PathBuf, std::fs::File) {
+    static SCRATCH: std::sync::OnceLock<(std::path::PathBuf, std::fs::File)> =
+        std::sync::OnceLock::new();
+    SCRATCH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "sessionlock-fuzz-{target}-{}.jsonl",
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("scratch transcript");
+        (path, file)
+    })
 }

@@ -898,6 +898,15 @@ impl Reader {
         Some(Ok((offset, n)))
     }
 
+    /// The error for the complete line at `offset` that is not a value.
+    fn invalid_entry(&self, offset: u64, e: &serde_json::Error) -> Error {
+        Error::InvalidEntry {
+            path: self.path.clone(),
+            offset,
+            reason: e.to_string(),
+        }
+    }
+
     /// The next entry as stored, without building its value: the line's
     /// bytes, checked to be exactly one JSON value. Memory stays at one line
     /// whatever the entry holds, and the bytes are the file's (numbers keep
@@ -919,11 +928,7 @@ impl Reader {
                 offset,
                 len: n as u64,
             })),
-            Err(e) => Some(Err(Error::InvalidEntry {
-                path: self.path.clone(),
-                offset,
-                reason: e.to_string(),
-            })),
+            Err(e) => Some(Err(self.invalid_entry(offset, &e))),
         }
     }
 }
@@ -942,11 +947,7 @@ impl Iterator for Reader {
                 offset,
                 len: n as u64,
             })),
-            Err(e) => Some(Err(Error::InvalidEntry {
-                path: self.path.clone(),
-                offset,
-                reason: e.to_string(),
-            })),
+            Err(e) => Some(Err(self.invalid_entry(offset, &e))),
         }
     }
 }
