@@ -417,7 +417,7 @@ fn round_trips(paths: &[PathBuf], n: usize) -> Result<Vec<Vec<f64>>> {
             }
         }
         for a in attempts {
-            a.dispose();
+            a.dispose()?;
         }
         Ok(ms)
     })

@@ -41,14 +41,18 @@ async fn main() -> Result<(), Error> {
         })
         .await?;
 
-    // The model call: the lock is released (fence armed) for its duration,
-    // so other lanes can write to this session meanwhile.
-    attempt.release_for_prompt().await?;
-    let reply = simulated_model_call().await;
-
-    // Back from the model: reacquire and check what changed.
-    match attempt.reacquire_after_prompt().await {
-        Ok(()) => {
+    // The model call: `around_prompt` releases the lock (fence armed) for
+    // its duration, so other lanes can write to this session meanwhile, then
+    // reacquires it and checks what changed.
+    let prompted = attempt.around_prompt(simulated_model_call()).await?;
+    match prompted.reacquired {
+        Ok(resync) => {
+            // Benign entries other lanes appended meanwhile (a delivery
+            // mirror, extension state): merge them into the in-memory session.
+            for entry in &resync.entries {
+                println!("merged: {entry}");
+            }
+            let reply = prompted.output;
             attempt
                 .with_write(|t, g| {
                     t.append(g, &[json!({"type": "message", "message": {"role": "assistant", "content": reply}})], Durability::Data)
@@ -71,7 +75,7 @@ async fn main() -> Result<(), Error> {
             })
             .await?;
     }
-    attempt.dispose();
+    attempt.dispose()?;
 
     for entry in Reader::open(&session)? {
         println!("{}", entry?.value);

@@ -198,7 +198,7 @@ const ASYNC_STATE_SLICE: Duration = Duration::from_millis(2);
 /// The async sleep between two slices.
 const STATE_PAUSE: Duration = Duration::from_millis(5);
 
-fn me() -> &'static SelfIdentity {
+pub(crate) fn me() -> &'static SelfIdentity {
     static ME: OnceLock<SelfIdentity> = OnceLock::new();
     ME.get_or_init(SelfIdentity::current)
 }

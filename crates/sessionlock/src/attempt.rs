@@ -9,26 +9,54 @@
 //! ```
 //!
 //! The lock is held only while the attempt must: it is released for every
-//! model call (`release_for_prompt`), and on every abort, error, panic or
-//! cancellation. While it is released, other lanes may write; the fence
-//! taken at release tells, at the next acquisition, whether what they wrote
-//! is acceptable (benign appends) or a takeover, which is sticky.
+//! model call ([`Attempt::release_for_prompt`], or [`Attempt::around_prompt`]
+//! which does the release and the reacquire around a future), and on every
+//! abort, error, panic or cancellation. While it is released, other lanes may
+//! write; the fence taken at release tells, at the next acquisition, whether
+//! what they wrote is acceptable (benign appends, handed back as a
+//! [`Resync`]) or a takeover, which is sticky. While it is held, the file is
+//! checked again before every write and at cleanup and dispose, so a program
+//! that ignores the lock cannot change it unnoticed either.
 //!
-//! The state mutex is never held across an await, so [`Attempt::abort`]
-//! never waits for an acquisition in flight.
+//! **One attempt per session at a time in this process.** By default an
+//! attempt owns its session from [`Attempt::begin`] to
+//! [`Attempt::dispose`] (or an abort): a second attempt of this process on
+//! the same session file waits in a FIFO queue, within its acquire budget,
+//! abortable, and visible in the run registry as queued. It then starts
+//! from a transcript that holds the first attempt's replies, so two lanes of
+//! one gateway never lose a reply to each other. Across processes the fence
+//! decides. [`AttemptOptions::overlap`] opts out: attempts then overlap,
+//! only their prompt windows are serialized, and whatever one writes is a
+//! foreign change to the other.
+//!
+//! Every wait has a budget (the lock options' acquire timeout): the owner
+//! queue, the prompt turn, the lock, and an acquisition another call of the
+//! same attempt has in flight. No method holds the state mutex while it
+//! awaits or while a write closure runs, so [`Attempt::abort`] never waits,
+//! and calls made from inside a write closure either work or fail at once
+//! with [`Error::Misuse`].
 
+use std::future::Future;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::acquire::{LockOptions, SessionLock};
 use crate::backend::file::FileBackend;
 use crate::backend::{Store, TranscriptBackend};
 use crate::classify::{AcceptNothing, ChangeClassifier};
-use crate::error::{Error, Result, TakeoverPhase};
+use crate::error::{Error, Holder, Result, TakeoverPhase};
 use crate::fence::Change;
 use crate::guard::Guard;
-use crate::runs::{AbortHandle, AbortKind};
-use crate::turns::{PromptTurn, PromptTurns};
+use crate::reclaim::Reasons;
+use crate::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
+use crate::turns::{PromptTurn, PromptTurns, TurnHolder};
 
 /// Where an attempt is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,19 +73,71 @@ pub enum State {
     Disposed,
 }
 
+/// Foreign entries an attempt accepted: appended by someone else while it
+/// had released its lock (or, rarely, while it held it), and judged benign
+/// by its classifier. A gateway merges them into its in-memory session, as
+/// it would have read them had it loaded the transcript now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resync {
+    /// The accepted entries, in file order.
+    pub entries: Vec<Value>,
+    /// The bytes of the transcript they occupy.
+    pub range: Range<u64>,
+}
+
+impl Resync {
+    /// Whether nothing was accepted.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Called with every non-empty [`Resync`] an attempt accepts, whichever
+/// method found it. It runs outside the attempt's state lock, so it may call
+/// the attempt's non-blocking methods; it should be quick.
+pub type ResyncHook = Arc<dyn Fn(&Resync) + Send + Sync>;
+
+/// Registers an attempt in a [`RunRegistry`] (spec §9.2): as queued while it
+/// waits for its turn to own the session, then as running until it is
+/// disposed. Stuck recovery can abort it in either phase.
+#[derive(Clone, Debug)]
+pub struct RunRegistration {
+    /// The registry.
+    pub registry: RunRegistry,
+    /// The gateway's session key.
+    pub session_key: String,
+    /// The run id (also written into the lock payload, unless the lock
+    /// options name one).
+    pub run_id: String,
+}
+
 /// Options of an attempt.
 #[derive(Clone)]
 pub struct AttemptOptions {
-    /// Lock options for every acquisition of the attempt.
+    /// Lock options for every acquisition of the attempt; their acquire
+    /// timeout is the budget of every wait of the attempt.
     pub lock: LockOptions,
     /// Decides which foreign appends are benign.
     pub classifier: Arc<dyn ChangeClassifier>,
+    /// `false` (the default): this attempt owns its session in this process
+    /// from begin to dispose; other attempts of this process on the session
+    /// wait their turn. `true`: attempts of this process may overlap; only
+    /// their prompt windows are serialized, and each one's writes are a
+    /// foreign change to the others (usually a takeover).
+    pub overlap: bool,
+    /// Told about every accepted foreign change.
+    pub on_resync: Option<ResyncHook>,
+    /// Where the attempt registers itself, if anywhere.
+    pub run: Option<RunRegistration>,
 }
 
 impl std::fmt::Debug for AttemptOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttemptOptions")
             .field("lock", &self.lock)
+            .field("overlap", &self.overlap)
+            .field("on_resync", &self.on_resync.is_some())
+            .field("run", &self.run)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +147,9 @@ impl Default for AttemptOptions {
         AttemptOptions {
             lock: LockOptions::default(),
             classifier: Arc::new(AcceptNothing),
+            overlap: false,
+            on_resync: None,
+            run: None,
         }
     }
 }
@@ -82,6 +165,31 @@ impl AttemptOptions {
         self.classifier = c;
         self
     }
+    /// Lets attempts of this process overlap on one session (see
+    /// [`AttemptOptions::overlap`]).
+    pub fn overlap(mut self, yes: bool) -> Self {
+        self.overlap = yes;
+        self
+    }
+    /// Sets the hook told about accepted foreign changes.
+    pub fn on_resync(mut self, hook: impl Fn(&Resync) + Send + Sync + 'static) -> Self {
+        self.on_resync = Some(Arc::new(hook));
+        self
+    }
+    /// Registers the attempt in `registry` under `session_key` and `run_id`.
+    pub fn register(
+        mut self,
+        registry: &RunRegistry,
+        session_key: impl Into<String>,
+        run_id: impl Into<String>,
+    ) -> Self {
+        self.run = Some(RunRegistration {
+            registry: registry.clone(),
+            session_key: session_key.into(),
+            run_id: run_id.into(),
+        });
+        self
+    }
 }
 
 /// What [`Attempt::acquire_for_cleanup`] hands out.
@@ -93,28 +201,69 @@ pub enum CleanupLock {
     NoOp,
 }
 
+/// What [`Attempt::around_prompt`] hands back.
+#[derive(Debug)]
+#[must_use = "the reacquire may have found a takeover"]
+pub struct Prompted<T> {
+    /// The wrapped future's output, whatever happened to the lock.
+    pub output: T,
+    /// The reacquire after it: the accepted foreign entries, or the
+    /// takeover (or other error) that ends the attempt's writes.
+    pub reacquired: Result<Resync>,
+}
+
+/// What to do when a write closure that has the guard lent returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterWrite {
+    /// Keep holding.
+    Keep,
+    /// Aborted meanwhile: arm the fence and release.
+    Release,
+    /// Disposed meanwhile: release.
+    Dispose,
+}
+
+type Fence<B> = <<B as TranscriptBackend>::Store as Store>::Fence;
+
 struct St<B: TranscriptBackend> {
     state: State,
     guard: Option<Guard<B>>,
-    transcript: B::Store,
-    /// Armed while released: the snapshot, or why taking it failed.
-    fence: Option<std::result::Result<<B::Store as Store>::Fence, String>>,
+    /// `None` only while lent to a write closure.
+    transcript: Option<B::Store>,
+    /// The transcript as this attempt last saw it (its own writes included):
+    /// armed at every release, and refreshed after every check and write
+    /// while the lock is held. `Err` says why it could not be taken.
+    fence: Option<std::result::Result<Fence<B>, String>>,
+    /// The prompt turn (§9.1), while in a prompt window.
     turn: Option<PromptTurn>,
+    /// The attempt-owner turn, from begin to dispose or abort.
+    owner: Option<PromptTurn>,
     takeover: Option<(TakeoverPhase, String)>,
-    /// Counts aborts, so an acquisition in flight during one gives up its
-    /// lock when it resolves instead of holding it again.
+    /// Counts aborts, so that waits in flight during one give up.
     aborts: u64,
+    /// Acquisitions in flight (reacquire, cleanup, a write's short lock).
+    acquiring: usize,
+    /// The thread a write closure runs on, while one does.
+    writer: Option<ThreadId>,
+    after_write: AfterWrite,
+    run: Option<RunHandle>,
 }
 
 struct Inner<B: TranscriptBackend> {
     locks: SessionLock<B>,
     opts: AttemptOptions,
     session: PathBuf,
+    lock_path: PathBuf,
     turns: &'static PromptTurns,
     st: Mutex<St<B>>,
+    /// Notified on every abort, dispose, settled acquisition and finished
+    /// write: what waits inside the attempt wake up on.
+    events: Notify,
 }
 
 /// One agent turn's lock lifecycle. Dropping it disposes it.
+///
+/// `Attempt` is `Send + Sync`; its methods may be called from several tasks.
 #[must_use = "dropping an attempt disposes it and releases its lock"]
 pub struct Attempt<B: TranscriptBackend = FileBackend> {
     inner: Arc<Inner<B>>,
@@ -149,6 +298,80 @@ fn release_quietly<B: crate::backend::Backend>(guard: Guard<B>, why: &str) {
     }
 }
 
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The end of a budget that starts now.
+fn deadline_of(budget: Option<Duration>) -> Option<Instant> {
+    budget.and_then(|b| Instant::now().checked_add(b))
+}
+
+/// Sleeps until `deadline` (forever without one).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decrements the in-flight count when an acquisition ends, however it
+/// ends (a dropped future included), and wakes those waiting for it.
+struct InFlight<'a, B: TranscriptBackend>(&'a Inner<B>);
+
+impl<B: TranscriptBackend> Drop for InFlight<'_, B> {
+    fn drop(&mut self) {
+        lock(&self.0.st).acquiring -= 1;
+        self.0.events.notify_waiters();
+    }
+}
+
+/// The guard and transcript lent to a write closure; if the closure panics,
+/// dropping this gives the transcript back and releases the guard.
+struct Lent<'a, B: TranscriptBackend> {
+    inner: &'a Inner<B>,
+    guard: Option<Guard<B>>,
+    transcript: Option<B::Store>,
+}
+
+impl<B: TranscriptBackend> Drop for Lent<'_, B> {
+    fn drop(&mut self) {
+        let (Some(guard), Some(transcript)) = (self.guard.take(), self.transcript.take()) else {
+            return;
+        };
+        // Unwinding from a panic in the closure: the lock goes (spec §1.2),
+        // the fence is armed, and the attempt is released.
+        let mut st = lock(&self.inner.st);
+        st.writer = None;
+        st.transcript = Some(transcript);
+        st.after_write = AfterWrite::Keep;
+        if st.state == State::Held || st.state == State::Cleanup {
+            st.guard = Some(guard);
+            let _ = self.inner.release_held(&mut st, "write closure panicked");
+            st.state = State::Released;
+        } else {
+            // A short lock: whatever the closure wrote is ours.
+            self.inner.rearm(&mut st, guard.epoch());
+            release_quietly(guard, "write closure panicked");
+        }
+        drop(st);
+        self.inner.events.notify_waiters();
+    }
+}
+
+/// Takes the prompt turn off the attempt if the future wrapping the model
+/// call is dropped before it ends: the prompt window is over.
+struct VacateOnDrop<'a, B: TranscriptBackend>(Option<&'a Inner<B>>);
+
+impl<B: TranscriptBackend> Drop for VacateOnDrop<'_, B> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0 {
+            let turn = lock(&inner.st).turn.take();
+            drop(turn);
+        }
+    }
+}
+
 impl<B: TranscriptBackend> Inner<B> {
     fn takeover_error(&self, phase: TakeoverPhase, detail: String) -> Error {
         Error::Takeover {
@@ -158,15 +381,55 @@ impl<B: TranscriptBackend> Inner<B> {
         }
     }
 
+    fn sticky(&self, st: &St<B>, phase: TakeoverPhase) -> Error {
+        let (phase, detail) = st.takeover.clone().unwrap_or((phase, String::new()));
+        self.takeover_error(phase, detail)
+    }
+
+    fn misuse(&self, what: &str) -> Error {
+        Error::Misuse {
+            what: format!("{what} ({})", self.session.display()),
+        }
+    }
+
+    fn cancelled(&self, what: &str) -> Error {
+        Error::Cancelled {
+            what: format!(
+                "{what}: the attempt was aborted ({})",
+                self.session.display()
+            ),
+        }
+    }
+
+    /// Whether a write closure runs on this very thread: a call made from
+    /// inside it, which must not wait for it.
+    fn reentrant(st: &St<B>) -> bool {
+        st.writer == Some(std::thread::current().id())
+    }
+
+    /// Snapshots the transcript as it is now, as the attempt's own state.
+    fn rearm(&self, st: &mut St<B>, epoch: u64) {
+        st.fence = st
+            .transcript
+            .as_ref()
+            .map(|t| t.snapshot(epoch).map_err(|e| e.to_string()));
+    }
+
     /// Arms the fence and releases the held lock. The lock is released even
     /// if the snapshot fails; the snapshot error is returned afterwards.
     fn release_held(&self, st: &mut St<B>, why: &str) -> Option<Error> {
         let guard = st.guard.take()?;
-        let (fence, err) = match st.transcript.snapshot(guard.epoch()) {
-            Ok(f) => (Ok(f), None),
-            Err(e) => (Err(e.to_string()), Some(e)),
+        let err = match st.transcript.as_ref().map(|t| t.snapshot(guard.epoch())) {
+            Some(Ok(f)) => {
+                st.fence = Some(Ok(f));
+                None
+            }
+            Some(Err(e)) => {
+                st.fence = Some(Err(e.to_string()));
+                Some(e)
+            }
+            None => None,
         };
-        st.fence = Some(fence);
         release_quietly(guard, why);
         if st.state == State::Held {
             st.state = State::Released;
@@ -174,17 +437,31 @@ impl<B: TranscriptBackend> Inner<B> {
         err
     }
 
-    /// Checks the armed fence against the transcript now.
-    fn verify(&self, st: &mut St<B>) -> std::result::Result<(), String> {
+    /// Checks the transcript against the fence (consumed): what was
+    /// accepted, or why it is a takeover.
+    fn verify(&self, st: &mut St<B>) -> std::result::Result<Resync, String> {
+        let Some(transcript) = st.transcript.as_ref() else {
+            return Ok(Resync::default());
+        };
         match st.fence.take() {
-            None => Ok(()),
+            None => Ok(Resync::default()),
             Some(Err(why)) => Err(format!("fence unavailable ({why})")),
-            Some(Ok(fence)) => match st.transcript.check(&fence, self.opts.classifier.as_ref()) {
-                Ok(Change::Unchanged) | Ok(Change::Benign { .. }) => Ok(()),
+            Some(Ok(fence)) => match transcript.check(&fence, self.opts.classifier.as_ref()) {
+                Ok(Change::Unchanged) => Ok(Resync::default()),
+                Ok(Change::Benign { .. }) => Ok(Resync::default()), // FENCE-MERGE
                 Ok(Change::Takeover(t)) => Err(t.to_string()),
                 Err(e) => Err(format!("cannot check the fence: {e}")),
             },
         }
+    }
+
+    /// Verifies the held lock's view of the transcript and refreshes it.
+    fn verify_held(&self, st: &mut St<B>) -> std::result::Result<Resync, String> {
+        let resync = self.verify(st)?;
+        if let Some(epoch) = st.guard.as_ref().map(Guard::epoch) {
+            self.rearm(st, epoch);
+        }
+        Ok(resync)
     }
 
     fn mark_taken_over(&self, st: &mut St<B>, phase: TakeoverPhase, detail: String) -> Error {
@@ -196,14 +473,38 @@ impl<B: TranscriptBackend> Inner<B> {
             release_quietly(g, "takeover");
         }
         st.takeover = Some((phase, detail.clone()));
+        self.events.notify_waiters();
         self.takeover_error(phase, detail)
+    }
+
+    /// Tells the hook (outside the state lock) and the run registry.
+    fn accepted(&self, resync: &Resync) {
+        if resync.is_empty() {
+            return;
+        }
+        tracing::debug!(session = %self.session.display(), entries = resync.entries.len(), "accepted foreign entries");
+        if let Some(hook) = &self.opts.on_resync {
+            hook(resync);
+        }
+    }
+
+    fn progress(&self) {
+        if let Some(run) = &lock(&self.st).run {
+            run.progress();
+        }
     }
 
     fn abort(&self, kind: AbortKind) {
         let mut st = lock(&self.st);
         st.aborts += 1;
         st.turn = None;
-        if st.state == State::Held || st.state == State::Cleanup {
+        if st.writer.is_some() {
+            // The guard is lent to a write in progress: it is released the
+            // moment the write returns.
+            if st.after_write == AfterWrite::Keep {
+                st.after_write = AfterWrite::Release;
+            }
+        } else if st.state == State::Held || st.state == State::Cleanup {
             if let Some(e) = self.release_held(&mut st, "abort") {
                 tracing::warn!(session = %self.session.display(), ?kind, error = %e, "fence snapshot failed during abort; lock released");
             }
@@ -211,34 +512,194 @@ impl<B: TranscriptBackend> Inner<B> {
                 st.state = State::Released;
             }
         }
+        // The session is free for the next attempt of this process; this one
+        // may still run its cleanup, checked by its fence.
+        let owner = st.owner.take();
+        drop(st);
+        drop(owner);
+        self.events.notify_waiters();
         tracing::debug!(session = %self.session.display(), ?kind, "attempt aborted");
     }
 
-    fn dispose(&self) {
+    fn dispose(&self) -> Result<()> {
         let mut st = lock(&self.st);
-        st.turn = None;
-        if let Some(g) = st.guard.take() {
-            release_quietly(g, "dispose");
+        let turn = st.turn.take();
+        let mut result = Ok(());
+        if st.writer.is_some() {
+            st.after_write = AfterWrite::Dispose;
+        } else if st.guard.is_some() {
+            // Foreign changes made while we held the lock, after our last
+            // write (spec §8.4 applies while held too).
+            if let Err(detail) = self.verify(&mut st) {
+                result = Err(self.mark_taken_over(&mut st, TakeoverPhase::Dispose, detail));
+            }
+            if let Some(g) = st.guard.take() {
+                release_quietly(g, "dispose");
+            }
         }
         st.fence = None;
         if st.state != State::TakenOver {
             st.state = State::Disposed;
+        }
+        // The lock first, then the session's owner turn: the next attempt
+        // finds the lock free.
+        let owner = st.owner.take();
+        let run = st.run.take();
+        drop(st);
+        drop(turn);
+        drop(owner);
+        drop(run);
+        self.events.notify_waiters();
+        result
+    }
+
+    /// Waits until `ready` holds for the state, waking on the attempt's
+    /// events, at most until `deadline`; gives up on an abort after
+    /// `aborts`. Returns with the state lock held.
+    async fn wait_for<'a>(
+        &'a self,
+        deadline: Option<Instant>,
+        aborts: u64,
+        what: &str,
+        mut ready: impl FnMut(&St<B>) -> bool,
+    ) -> Result<MutexGuard<'a, St<B>>> {
+        loop {
+            let mut notified = pin!(self.events.notified());
+            notified.as_mut().enable();
+            {
+                let st = lock(&self.st);
+                if st.aborts != aborts {
+                    return Err(self.cancelled(what));
+                }
+                if ready(&st) {
+                    return Ok(st);
+                }
+            }
+            tokio::select! {
+                () = notified => {}
+                () = sleep_until(deadline) => {
+                    return Err(self.busy_timeout(what));
+                }
+            }
+        }
+    }
+
+    /// The timeout of a wait for another call of this attempt.
+    fn busy_timeout(&self, what: &str) -> Error {
+        tracing::debug!(session = %self.session.display(), what, "timed out waiting for another call of the attempt");
+        Error::Timeout {
+            timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
+            holder: Box::new(self.in_process_holder(None)),
+        }
+    }
+
+    /// This process as the holder of a turn (or of the attempt's own lock).
+    fn in_process_holder(&self, turn: Option<TurnHolder>) -> Holder {
+        let me = crate::acquire::me();
+        let (lane, run_id, age) = match turn {
+            Some(t) => (t.lane, t.run_id, Some(ms(t.since.elapsed()))),
+            None => (
+                self.opts.lock.lane.clone(),
+                self.opts.lock.run_id.clone(),
+                None,
+            ),
+        };
+        Holder {
+            lock_path: self.lock_path.clone(),
+            pid: Some(me.pid),
+            hostname: Some(me.hostname.clone()),
+            alive: true,
+            age_ms: age,
+            max_hold_ms: None,
+            epoch: None,
+            lane,
+            run_id,
+            owner: Some("sessionlock".to_owned()),
+            reasons: Reasons::default(),
+        }
+    }
+
+    /// Waits for this session's prompt turn, within the budget, giving up on
+    /// an abort.
+    async fn take_turn(&self, aborts: u64) -> Result<PromptTurn> {
+        let deadline = deadline_of(self.opts.lock.timeout);
+        let take = self.turns.take_as(
+            &self.session,
+            self.opts.lock.lane.clone(),
+            self.opts.lock.run_id.clone(),
+        );
+        let aborted = self.wait_for(None, aborts, "waiting for the prompt turn", |_| false);
+        tokio::select! {
+            turn = take => Ok(turn),
+            e = aborted => Err(e.err().unwrap_or_else(|| self.cancelled("waiting for the prompt turn"))),
+            () = sleep_until(deadline) => Err(Error::Timeout {
+                timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
+                holder: Box::new(self.in_process_holder(self.turns.holder(&self.session))),
+            }),
         }
     }
 }
 
 impl<B: TranscriptBackend> Drop for Inner<B> {
     fn drop(&mut self) {
-        self.dispose();
+        if let Err(e) = self.dispose() {
+            tracing::warn!(session = %self.session.display(), error = %e, "attempt dropped after a takeover");
+        }
     }
 }
 
-struct Aborter<B: TranscriptBackend>(Weak<Inner<B>>);
+/// The abort handle of an attempt, from the moment it registers (while it
+/// still waits for its turn) to its end.
+struct Gate<B: TranscriptBackend> {
+    state: Mutex<GateState<B>>,
+    notify: Notify,
+}
 
-impl<B: TranscriptBackend> AbortHandle for Aborter<B> {
+struct GateState<B: TranscriptBackend> {
+    /// Aborted before the attempt existed.
+    cancelled: Option<AbortKind>,
+    inner: Option<Weak<Inner<B>>>,
+}
+
+impl<B: TranscriptBackend> Gate<B> {
+    fn new() -> Arc<Self> {
+        Arc::new(Gate {
+            state: Mutex::new(GateState {
+                cancelled: None,
+                inner: None,
+            }),
+            notify: Notify::new(),
+        })
+    }
+
+    /// Resolves once the attempt is aborted before it began.
+    async fn cancelled(&self) -> AbortKind {
+        loop {
+            let mut notified = pin!(self.notify.notified());
+            notified.as_mut().enable();
+            if let Some(kind) = lock(&self.state).cancelled {
+                return kind;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl<B: TranscriptBackend> AbortHandle for Gate<B> {
     fn abort(&self, kind: AbortKind) {
-        if let Some(inner) = self.0.upgrade() {
-            inner.abort(kind);
+        let inner = {
+            let mut g = lock(&self.state);
+            match &g.inner {
+                Some(w) => w.upgrade(),
+                None => {
+                    g.cancelled.get_or_insert(kind);
+                    None
+                }
+            }
+        };
+        match inner {
+            Some(inner) => inner.abort(kind),
+            None => self.notify.notify_waiters(),
         }
     }
 }
@@ -247,10 +708,10 @@ impl Attempt<FileBackend> {
     /// Begins an attempt on `session` with the default file backend.
     ///
     /// # Errors
-    /// As [`SessionLock::acquire`]; `Io` when the transcript cannot be opened.
+    /// As [`Attempt::begin`].
     ///
     /// # Cancel safety
-    /// Cancel safe: nothing is held until it returns.
+    /// Cancel safe: nothing is held or queued once it is dropped.
     pub async fn begin_file(session: impl AsRef<Path>, opts: AttemptOptions) -> Result<Self> {
         let locks = SessionLock::with_backend(FileBackend::default(), opts.lock.clone());
         Self::begin(&locks, session, opts).await
@@ -258,41 +719,143 @@ impl Attempt<FileBackend> {
 }
 
 impl<B: TranscriptBackend> Attempt<B> {
-    /// Begins an attempt: acquires the lock eagerly (the controller always
-    /// starts holding) and opens the transcript.
+    /// Begins an attempt: waits for this process's other attempt on the
+    /// session to end (unless [`AttemptOptions::overlap`]), acquires the lock
+    /// eagerly (the controller always starts holding) and opens the
+    /// transcript. Build the model's context after this returns: it then
+    /// includes every reply written before.
+    ///
+    /// The wait for the session and the acquisition share one budget, the
+    /// lock options' acquire timeout.
     ///
     /// # Errors
-    /// As [`SessionLock::acquire`]; `Io` when the transcript cannot be opened.
+    /// `Timeout` naming the holder: this process's attempt that owns the
+    /// session (pid, lane, run id, age), or the lock's holder; `Cancelled`
+    /// when the attempt was aborted through its registration while it
+    /// waited; as [`SessionLock::acquire`]; `Io` when the transcript cannot
+    /// be opened.
     ///
     /// # Cancel safety
-    /// Cancel safe: nothing is held until it returns.
+    /// Cancel safe: nothing is held or queued once it is dropped.
     pub async fn begin(
         locks: &SessionLock<B>,
         session: impl AsRef<Path>,
-        opts: AttemptOptions,
+        mut opts: AttemptOptions,
     ) -> Result<Self> {
-        let guard = locks
-            .acquire_async_with(session.as_ref(), &opts.lock)
-            .await?;
+        let deadline = deadline_of(opts.lock.timeout);
+        let key = locks.backend().key(session.as_ref())?;
+        if let (Some(run), None) = (&opts.run, &opts.lock.run_id) {
+            opts.lock.run_id = Some(run.run_id.clone());
+        }
+        let gate = Gate::<B>::new();
+        let run = opts.run.as_ref().map(|r| {
+            let info = RunInfo {
+                session_file: key.session.clone(),
+                session_key: r.session_key.clone(),
+                run_id: r.run_id.clone(),
+                lane: opts.lock.lane.clone(),
+            };
+            let abort: Arc<dyn AbortHandle> = gate.clone();
+            if opts.overlap {
+                r.registry.register(info, abort)
+            } else {
+                r.registry.register_queued(info, abort)
+            }
+        });
+        let budget_ms = opts.lock.timeout.map_or(u64::MAX, ms);
+        let cancelled = |kind: AbortKind| Error::Cancelled {
+            what: format!(
+                "attempt aborted ({kind:?}) before it began ({})",
+                key.session.display()
+            ),
+        };
+        let owner = if opts.overlap {
+            None
+        } else {
+            let owners = PromptTurns::owners();
+            let take = owners.take_as(
+                &key.session,
+                opts.lock.lane.clone(),
+                opts.lock.run_id.clone(),
+            );
+            tokio::select! {
+                t = take => Some(t),
+                kind = gate.cancelled() => return Err(cancelled(kind)),
+                () = sleep_until(deadline) => {
+                    let holder = owners.holder(&key.session);
+                    let me = crate::acquire::me();
+                    return Err(Error::Timeout {
+                        timeout_ms: budget_ms,
+                        holder: Box::new(Holder {
+                            lock_path: key.lock_path.clone(),
+                            pid: Some(me.pid),
+                            hostname: Some(me.hostname.clone()),
+                            alive: true,
+                            age_ms: holder.as_ref().map(|h| ms(h.since.elapsed())),
+                            max_hold_ms: None,
+                            epoch: None,
+                            lane: holder.as_ref().and_then(|h| h.lane.clone()),
+                            run_id: holder.and_then(|h| h.run_id),
+                            owner: Some("sessionlock".to_owned()),
+                            reasons: Reasons::default(),
+                        }),
+                    });
+                }
+            }
+        };
+        let lock_opts = opts
+            .lock
+            .clone()
+            .timeout(deadline.map(|d| d.saturating_duration_since(Instant::now())));
+        let guard = tokio::select! {
+            g = locks.acquire_async_with(&key.session, &lock_opts) => g.map_err(|e| match e {
+                // The budget is the attempt's, not what was left of it.
+                Error::Timeout { holder, .. } => Error::Timeout { timeout_ms: budget_ms, holder },
+                e => e,
+            })?,
+            kind = gate.cancelled() => return Err(cancelled(kind)),
+        };
         let transcript = locks.backend().open_store(guard.session_path())?;
-        let session = guard.session_path().to_owned();
-        Ok(Attempt {
-            inner: Arc::new(Inner {
-                locks: locks.clone(),
-                opts,
-                session,
-                turns: PromptTurns::global(),
-                st: Mutex::new(St {
-                    state: State::Held,
-                    guard: Some(guard),
-                    transcript,
-                    fence: None,
-                    turn: None,
-                    takeover: None,
-                    aborts: 0,
-                }),
+        let fence = Some(
+            transcript
+                .snapshot(guard.epoch())
+                .map_err(|e| e.to_string()),
+        );
+        let inner = Arc::new(Inner {
+            locks: locks.clone(),
+            opts,
+            session: guard.session_path().to_owned(),
+            lock_path: guard.lock_path().to_owned(),
+            turns: PromptTurns::global(),
+            st: Mutex::new(St {
+                state: State::Held,
+                guard: Some(guard),
+                transcript: Some(transcript),
+                fence,
+                turn: None,
+                owner,
+                takeover: None,
+                aborts: 0,
+                acquiring: 0,
+                writer: None,
+                after_write: AfterWrite::Keep,
+                run: None,
             }),
-        })
+            events: Notify::new(),
+        });
+        {
+            let mut g = lock(&gate.state);
+            if let Some(kind) = g.cancelled {
+                // Aborted in the last instant: `inner` drops, which releases.
+                return Err(cancelled(kind));
+            }
+            g.inner = Some(Arc::downgrade(&inner));
+        }
+        if let Some(run) = &run {
+            run.running();
+        }
+        lock(&inner.st).run = run;
+        Ok(Attempt { inner })
     }
 
     /// The canonical session file.
@@ -312,49 +875,149 @@ impl<B: TranscriptBackend> Attempt<B> {
 
     /// A handle the active-run registry can abort this attempt through.
     pub fn abort_handle(&self) -> Arc<dyn AbortHandle> {
-        Arc::new(Aborter(Arc::downgrade(&self.inner)))
+        let gate = Gate::<B>::new();
+        lock(&gate.state).inner = Some(Arc::downgrade(&self.inner));
+        gate
+    }
+
+    /// Records progress (model output) for the stuck detector, when the
+    /// attempt is registered. Writes and reacquires record it themselves.
+    pub fn progress(&self) {
+        self.inner.progress();
     }
 
     /// Arms the fence and releases the lock, then waits for this session's
     /// prompt turn (one prompt window per session file in this process).
-    /// Call it before every model call.
+    /// Call it before every model call, or use [`Attempt::around_prompt`].
     ///
     /// # Errors
     /// The fence snapshot's error, returned after the lock was released (the
-    /// next reacquire then reports a takeover, since nothing can be proven).
-    /// A no-op outside `Held`.
+    /// next reacquire then reports a takeover, since nothing can be proven);
+    /// `Timeout` naming the attempt in its prompt window when the turn does
+    /// not come within the budget (the attempt stays released, without a
+    /// turn); `Cancelled` when aborted while waiting; `Misuse` from inside a
+    /// write closure. A no-op outside `Held`.
     ///
     /// # Cancel safety
     /// Cancel safe: the lock is released before the first await; a turn
     /// being waited for is given up.
     pub async fn release_for_prompt(&self) -> Result<()> {
-        let err = {
-            let mut st = lock(&self.inner.st);
+        let deadline = deadline_of(self.inner.opts.lock.timeout);
+        let aborts = {
+            let st = lock(&self.inner.st);
+            if Inner::reentrant(&st) {
+                return Err(self
+                    .inner
+                    .misuse("release_for_prompt inside a write closure"));
+            }
+            st.aborts
+        };
+        let (aborts, err) = {
+            let mut st = self
+                .inner
+                .wait_for(deadline, aborts, "release for prompt", |st| {
+                    st.acquiring == 0 && st.writer.is_none()
+                })
+                .await?;
             if st.state != State::Held {
                 return Ok(());
             }
-            self.inner.release_held(&mut st, "prompt")
+            (st.aborts, self.inner.release_held(&mut st, "prompt"))
         };
         if let Some(e) = err {
             // Released, but unverifiable: the attempt ends in a takeover, so
             // it takes no prompt turn that others would wait behind.
             return Err(e);
         }
-        let turn = self.inner.turns.take(&self.inner.session).await;
+        let turn = self.inner.take_turn(aborts).await?;
         let mut st = lock(&self.inner.st);
+        if st.aborts != aborts {
+            drop(st);
+            drop(turn);
+            return Err(self.inner.cancelled("waiting for the prompt turn"));
+        }
         if st.state == State::Released {
             st.turn = Some(turn);
         }
         Ok(())
     }
 
-    /// Releases the lock while waiting for background work (e.g. compaction
-    /// after the prompt) without taking a prompt turn.
+    /// Runs `model_call` in a prompt window: releases the lock (and takes the
+    /// prompt turn) before it, and reacquires and checks the fence after it,
+    /// whatever it returned. The future runs exactly once: the wrapper never
+    /// retries it (`max_retries: 0`); a caller that retries calls this again,
+    /// which never releases twice (after a failed reacquire the lock is
+    /// already released; the turn is taken again).
     ///
     /// # Errors
-    /// The fence snapshot's error, after the lock was released.
+    /// The release's errors, as [`Attempt::release_for_prompt`]: the future
+    /// is then not run; the sticky `Takeover` when the attempt was already
+    /// taken over; `Misuse` in cleanup or after dispose, where a prompt
+    /// window has no meaning. The reacquire's outcome, a takeover included,
+    /// is in [`Prompted::reacquired`], beside the output.
+    ///
+    /// # Cancel safety
+    /// Dropping it while the future runs ends the prompt window: the turn is
+    /// vacated and the attempt stays released (the next reacquire, cleanup
+    /// or dispose deals with that).
+    pub async fn around_prompt<F: Future>(&self, model_call: F) -> Result<Prompted<F::Output>> {
+        let aborts = {
+            let st = lock(&self.inner.st);
+            match st.state {
+                State::TakenOver => {
+                    return Err(self.inner.sticky(&st, TakeoverPhase::PromptReacquire))
+                }
+                State::Cleanup | State::Disposed => {
+                    return Err(self
+                        .inner
+                        .misuse("around_prompt after cleanup began or after dispose"))
+                }
+                State::Held | State::Released => st.aborts,
+            }
+        };
+        self.release_for_prompt().await?;
+        let needs_turn = {
+            let st = lock(&self.inner.st);
+            st.state == State::Released && st.turn.is_none()
+        };
+        if needs_turn {
+            // A retry after a reacquire that failed: the lock is released
+            // already; only the turn is missing.
+            let turn = self.inner.take_turn(aborts).await?;
+            let mut st = lock(&self.inner.st);
+            if st.state == State::Released && st.aborts == aborts {
+                st.turn = Some(turn);
+            }
+        }
+        let mut vacate = VacateOnDrop(Some(&*self.inner));
+        let output = model_call.await;
+        vacate.0 = None;
+        self.inner.progress();
+        let reacquired = self.reacquire_after_prompt().await;
+        Ok(Prompted { output, reacquired })
+    }
+
+    /// Releases the lock while waiting for background work (e.g. compaction
+    /// after the prompt) without taking a prompt turn, so it never blocks
+    /// prompt-turn waiters.
+    ///
+    /// # Errors
+    /// The fence snapshot's error, after the lock was released; `Misuse`
+    /// from inside a write closure.
     pub fn release_for_idle_wait(&self) -> Result<()> {
         let mut st = lock(&self.inner.st);
+        if Inner::reentrant(&st) {
+            return Err(self
+                .inner
+                .misuse("release_for_idle_wait inside a write closure"));
+        }
+        if st.writer.is_some() {
+            // Another task's write has the guard: release when it returns.
+            if st.state == State::Held && st.after_write == AfterWrite::Keep {
+                st.after_write = AfterWrite::Release;
+            }
+            return Ok(());
+        }
         if st.state != State::Held {
             return Ok(());
         }
@@ -364,79 +1027,138 @@ impl<B: TranscriptBackend> Attempt<B> {
     }
 
     /// Vacates the prompt turn, reacquires the lock and checks the fence.
-    /// A no-op after cleanup started and after dispose; after a takeover it
-    /// reports the (sticky) takeover.
+    /// Returns the foreign entries the classifier accepted meanwhile (also
+    /// passed to [`AttemptOptions::on_resync`]): merge them into the
+    /// in-memory session. A no-op (an empty [`Resync`]) after cleanup started
+    /// and after dispose; after a takeover it reports the (sticky) takeover.
+    /// If another call of this attempt is acquiring, it waits for that one
+    /// and goes by its outcome.
     ///
     /// # Errors
     /// `Takeover { phase: prompt_reacquire }` when the transcript changed in
     /// a way the classifier does not accept, or the acquire timed out or met
-    /// a stale report; `Io`.
+    /// a stale report; `Cancelled` when the attempt was aborted while it
+    /// acquired (nothing is then held); `Misuse` from inside a write
+    /// closure; `Io`.
     ///
     /// # Cancel safety
     /// Cancel safe: if dropped while acquiring, nothing is held; the attempt
-    /// stays released.
-    pub async fn reacquire_after_prompt(&self) -> Result<()> {
-        {
-            let mut st = lock(&self.inner.st);
-            st.turn = None;
-            match st.state {
-                State::Released => {}
-                State::TakenOver => {
-                    let (phase, detail) = st
-                        .takeover
-                        .clone()
-                        .unwrap_or((TakeoverPhase::PromptReacquire, String::new()));
-                    return Err(self.inner.takeover_error(phase, detail));
-                }
-                State::Held | State::Cleanup | State::Disposed => return Ok(()),
-            }
-        }
+    /// stays released with its fence armed.
+    pub async fn reacquire_after_prompt(&self) -> Result<Resync> {
         self.reacquire(TakeoverPhase::PromptReacquire).await
     }
 
-    async fn reacquire(&self, phase: TakeoverPhase) -> Result<()> {
-        let aborts = lock(&self.inner.st).aborts;
-        let acquired = self
+    /// Reacquires from `Released` (shared by reacquire and cleanup).
+    async fn reacquire(&self, phase: TakeoverPhase) -> Result<Resync> {
+        let deadline = deadline_of(self.inner.opts.lock.timeout);
+        let aborts = {
+            let mut st = lock(&self.inner.st);
+            if Inner::reentrant(&st) {
+                return Err(self.inner.misuse("reacquiring inside a write closure"));
+            }
+            if phase == TakeoverPhase::PromptReacquire {
+                st.turn = None;
+            }
+            st.aborts
+        };
+        let aborts = {
+            let mut st = self
+                .inner
+                .wait_for(deadline, aborts, "reacquire", |st| {
+                    st.acquiring == 0 && st.writer.is_none()
+                })
+                .await?;
+            match st.state {
+                State::Released => {}
+                State::TakenOver => return Err(self.inner.sticky(&st, phase)),
+                State::Held | State::Cleanup | State::Disposed => return Ok(Resync::default()),
+            }
+            st.acquiring += 1;
+            st.aborts
+        };
+        let in_flight = InFlight(&self.inner);
+        let acquire = self
             .inner
             .locks
-            .acquire_async_with(&self.inner.session, &self.inner.opts.lock)
-            .await;
+            .acquire_async_with(&self.inner.session, &self.inner.opts.lock);
+        let aborted = self.inner.wait_for(None, aborts, "reacquire", |_| false);
+        let acquired = tokio::select! {
+            r = acquire => r,
+            e = aborted => Err(e.err().unwrap_or_else(|| self.inner.cancelled("reacquire"))),
+        };
         let mut st = lock(&self.inner.st);
-        if st.state != State::Released || st.aborts != aborts {
-            // Disposed or aborted while we waited: hold nothing.
+        if st.aborts != aborts {
+            drop(st);
+            drop(in_flight);
+            if let Ok(g) = acquired {
+                release_quietly(g, "reacquire resolved after an abort");
+            }
+            return Err(self.inner.cancelled("reacquire"));
+        }
+        if st.state != State::Released {
+            // Disposed (or taken over) while we waited: hold nothing.
+            let sticky = (st.state == State::TakenOver).then(|| self.inner.sticky(&st, phase));
+            drop(st);
+            drop(in_flight);
             if let Ok(g) = acquired {
                 release_quietly(g, "reacquire resolved after dispose");
             }
-            return Ok(());
+            return sticky.map_or(Ok(Resync::default()), Err);
         }
         let guard = match acquired {
             Ok(g) => g,
             Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
-                return Err(self.inner.mark_taken_over(&mut st, phase, e.to_string()));
+                let e = self.inner.mark_taken_over(&mut st, phase, e.to_string());
+                drop(st);
+                drop(in_flight);
+                return Err(e);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                drop(st);
+                drop(in_flight);
+                return Err(e);
+            }
         };
+        let epoch = guard.epoch();
         st.guard = Some(guard);
-        match self.inner.verify(&mut st) {
-            Ok(()) => {
+        let result = match self.inner.verify(&mut st) {
+            Ok(resync) => {
                 st.state = State::Held;
-                Ok(())
+                self.inner.rearm(&mut st, epoch);
+                Ok(resync)
             }
             Err(detail) => Err(self.inner.mark_taken_over(&mut st, phase, detail)),
+        };
+        drop(st);
+        drop(in_flight);
+        if let Ok(resync) = &result {
+            self.inner.progress();
+            self.inner.accepted(resync);
         }
+        result
     }
 
     /// Runs a transcript mutation under the lock: with the held lock, or a
-    /// short one taken for it while released. The fence is checked first,
-    /// and the file state after the write is recorded as the attempt's own,
-    /// so its own writes are never mistaken for a takeover. Returns `None`
-    /// when the write was skipped (disposed, or aborted while the short lock
-    /// was being acquired). After a takeover it returns the sticky
-    /// `Takeover` error and writes nothing.
+    /// short one taken for it while released. The transcript is checked
+    /// first (against the fence while released; against the attempt's own
+    /// last view while held, so a change by a program that ignores the lock
+    /// is caught before the write), and its state after `f` is recorded as
+    /// the attempt's own, even when `f` fails, so its own writes are never
+    /// mistaken for a takeover. Returns `None` when the write was skipped
+    /// (disposed). After a takeover it returns the sticky `Takeover` error
+    /// and writes nothing.
+    ///
+    /// `f` runs without the attempt's state lock held: it may call
+    /// [`Attempt::abort`] (the lock is then released when `f` returns) and
+    /// the attempt's getters; calls that would need the lent guard
+    /// (`with_write`, the release and reacquire methods) fail at once with
+    /// `Misuse`. Writes of other tasks wait for it.
     ///
     /// # Errors
-    /// `Takeover { phase: write }` when the fence check fails; the error of
-    /// `f`; acquisition errors when a short lock cannot be had.
+    /// `Takeover { phase: write }` when the check fails or `f`'s write is
+    /// refused by the fence (the lock was lost); the error of `f`;
+    /// acquisition errors when a short lock cannot be had; `Cancelled` when
+    /// aborted while acquiring it; `Misuse` when called from inside `f`.
     ///
     /// # Cancel safety
     /// Cancel safe: `f` runs only after the last await.
@@ -444,94 +1166,238 @@ impl<B: TranscriptBackend> Attempt<B> {
         &self,
         f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
     ) -> Result<Option<T>> {
-        {
-            let mut st = lock(&self.inner.st);
-            match st.state {
-                State::Held | State::Cleanup => {
-                    let St {
-                        guard, transcript, ..
-                    } = &mut *st;
-                    let result = match guard {
-                        Some(g) => f(transcript, g).map(Some),
-                        None => return Ok(None),
-                    };
-                    // A fenced write refused: the lock was lost (revoked, or
-                    // reclaimed by another holder). That is a takeover.
-                    if let Err(e @ (Error::Fenced { .. } | Error::Revoked { .. })) = &result {
-                        let detail = e.to_string();
-                        return Err(self.inner.mark_taken_over(
-                            &mut st,
-                            TakeoverPhase::Write,
-                            detail,
-                        ));
-                    }
-                    return result;
-                }
-                State::TakenOver => {
-                    let (phase, detail) = st
-                        .takeover
-                        .clone()
-                        .unwrap_or((TakeoverPhase::Write, String::new()));
-                    return Err(self.inner.takeover_error(phase, detail));
-                }
-                State::Disposed => return Ok(None),
-                State::Released => {}
+        let deadline = deadline_of(self.inner.opts.lock.timeout);
+        let aborts = {
+            let st = lock(&self.inner.st);
+            if Inner::reentrant(&st) {
+                return Err(self.inner.misuse("with_write inside a write closure"));
             }
+            st.aborts
+        };
+        // Wait for other writes and acquisitions of this attempt, then go by
+        // the state they leave.
+        let (lent, resync, short) = {
+            let mut st = self
+                .inner
+                .wait_for(deadline, aborts, "write", |st| {
+                    st.acquiring == 0 && st.writer.is_none()
+                })
+                .await?;
+            match st.state {
+                State::TakenOver => return Err(self.inner.sticky(&st, TakeoverPhase::Write)),
+                State::Disposed => return Ok(None),
+                State::Held | State::Cleanup if st.guard.is_none() => return Ok(None),
+                State::Held | State::Cleanup => {
+                    let resync = match self.inner.verify_held(&mut st) {
+                        Ok(r) => r,
+                        Err(detail) => {
+                            return Err(self.inner.mark_taken_over(
+                                &mut st,
+                                TakeoverPhase::Write,
+                                detail,
+                            ))
+                        }
+                    };
+                    st.writer = Some(std::thread::current().id());
+                    st.after_write = AfterWrite::Keep;
+                    let lent = Lent {
+                        inner: &*self.inner,
+                        guard: st.guard.take(),
+                        transcript: st.transcript.take(),
+                    };
+                    (Some(lent), resync, false)
+                }
+                State::Released => {
+                    st.acquiring += 1;
+                    (None, Resync::default(), true)
+                }
+            }
+        };
+        let (mut lent, resync) = match lent {
+            Some(l) => (l, resync),
+            None => {
+                debug_assert!(short);
+                match self.short_lock(aborts).await? {
+                    Some(x) => x,
+                    None => return Ok(None),
+                }
+            }
+        };
+        self.inner.accepted(&resync);
+        let result = match (&mut lent.transcript, &lent.guard) {
+            (Some(t), Some(g)) => f(t, g),
+            _ => return Ok(None),
+        };
+        let (Some(guard), Some(transcript)) = (lent.guard.take(), lent.transcript.take()) else {
+            return Ok(None);
+        };
+        drop(lent);
+        let mut st = lock(&self.inner.st);
+        st.writer = None;
+        st.transcript = Some(transcript);
+        let after = std::mem::replace(&mut st.after_write, AfterWrite::Keep);
+        // Whatever `f` wrote is ours: the fence now describes the file after
+        // it, whether `f` succeeded or not.
+        self.inner.rearm(&mut st, guard.epoch());
+        let refused = matches!(&result, Err(Error::Fenced { .. } | Error::Revoked { .. }));
+        let out = if refused {
+            // A fenced write refused: the lock was lost (revoked, or
+            // reclaimed by another holder). That is a takeover.
+            st.guard = Some(guard);
+            let detail = result.err().map(|e| e.to_string()).unwrap_or_default();
+            Err(self
+                .inner
+                .mark_taken_over(&mut st, TakeoverPhase::Write, detail))
+        } else {
+            match (short, after, st.state) {
+                // The short lock goes; the fence stays armed.
+                (true, _, _) => release_quietly(guard, "short write lock"),
+                (false, AfterWrite::Dispose, _) => release_quietly(guard, "dispose"),
+                (false, AfterWrite::Release, State::Held | State::Cleanup) => {
+                    st.guard = Some(guard);
+                    let _ = self.inner.release_held(&mut st, "abort during a write");
+                    st.state = State::Released;
+                }
+                (false, _, State::Held | State::Cleanup) => st.guard = Some(guard),
+                (false, _, _) => release_quietly(guard, "write after the attempt ended"),
+            }
+            result.map(Some)
+        };
+        drop(st);
+        self.inner.events.notify_waiters();
+        if out.is_ok() {
+            self.inner.progress();
         }
-        let aborts = lock(&self.inner.st).aborts;
-        let acquired = self
+        out
+    }
+
+    /// Takes a short lock for a write while released (the in-flight count
+    /// was raised by the caller): checks the fence and lends the guard and
+    /// transcript. `None` when the attempt was disposed meanwhile.
+    async fn short_lock(&self, aborts: u64) -> Result<Option<(Lent<'_, B>, Resync)>> {
+        let in_flight = InFlight(&self.inner);
+        let acquire = self
             .inner
             .locks
-            .acquire_async_with(&self.inner.session, &self.inner.opts.lock)
-            .await?;
+            .acquire_async_with(&self.inner.session, &self.inner.opts.lock);
+        let aborted = self.inner.wait_for(None, aborts, "write", |_| false);
+        let acquired = tokio::select! {
+            r = acquire => r,
+            e = aborted => Err(e.err().unwrap_or_else(|| self.inner.cancelled("write"))),
+        };
         let mut st = lock(&self.inner.st);
-        if st.state != State::Released || st.aborts != aborts {
-            release_quietly(acquired, "write after dispose or abort");
-            return Ok(None);
+        if st.aborts != aborts {
+            drop(st);
+            drop(in_flight);
+            if let Ok(g) = acquired {
+                release_quietly(g, "write after an abort");
+            }
+            return Err(self.inner.cancelled("write"));
         }
-        if let Err(detail) = self.inner.verify(&mut st) {
-            release_quietly(acquired, "takeover");
-            return Err(self
-                .inner
-                .mark_taken_over(&mut st, TakeoverPhase::Write, detail));
+        let acquired = acquired?;
+        match st.state {
+            State::Released => {}
+            State::TakenOver => {
+                let e = self.inner.sticky(&st, TakeoverPhase::Write);
+                drop(st);
+                drop(in_flight);
+                release_quietly(acquired, "write after a takeover");
+                return Err(e);
+            }
+            _ => {
+                drop(st);
+                drop(in_flight);
+                release_quietly(acquired, "write after dispose");
+                return Ok(None);
+            }
         }
-        let result = f(&mut st.transcript, &acquired);
-        // Whatever `f` wrote is ours: the fence now describes the file after it.
-        st.fence = Some(
-            st.transcript
-                .snapshot(acquired.epoch())
-                .map_err(|e| e.to_string()),
-        );
-        release_quietly(acquired, "short write lock");
-        result.map(Some)
+        let resync = match self.inner.verify(&mut st) {
+            Ok(r) => r,
+            Err(detail) => {
+                let e = self
+                    .inner
+                    .mark_taken_over(&mut st, TakeoverPhase::Write, detail);
+                drop(st);
+                drop(in_flight);
+                release_quietly(acquired, "takeover");
+                return Err(e);
+            }
+        };
+        st.writer = Some(std::thread::current().id());
+        st.after_write = AfterWrite::Keep;
+        let transcript = st.transcript.take();
+        drop(st);
+        drop(in_flight);
+        Ok(Some((
+            Lent {
+                inner: &self.inner,
+                guard: Some(acquired),
+                transcript,
+            },
+            resync,
+        )))
     }
 
     /// Aborts the attempt (user stop, timeout, stuck recovery, yield): the
     /// held lock is released at once, with the fence armed, without waiting
-    /// for anything. Failures are logged, never returned.
+    /// for anything (from inside a write closure, or while another task's
+    /// write runs, it is released when that write returns); waits of the
+    /// attempt in flight give up with `Cancelled`; the session is handed to
+    /// the next attempt of this process waiting for it. Cleanup may still
+    /// run after it, checked by the fence. Failures are logged, never
+    /// returned.
     pub fn abort(&self, kind: AbortKind) {
         self.inner.abort(kind);
     }
 
-    /// Enters cleanup: adopts the held lock, or reacquires it and checks the
-    /// fence (`phase: cleanup`). After a takeover, or if the lock cannot be
-    /// had, returns a no-op lock: cleanup runs, its writes are skipped.
+    /// Enters cleanup: adopts the held lock (after checking that nobody
+    /// changed the transcript while it was held, `phase: cleanup`), or
+    /// reacquires it and checks the fence. If another call of this attempt
+    /// is acquiring, waits for that one and adopts its outcome. After a
+    /// takeover, or if the lock cannot be had, returns a no-op lock: cleanup
+    /// runs, its writes are skipped.
     ///
     /// # Errors
-    /// `Io` only; takeovers are reported through [`CleanupLock::NoOp`] and
-    /// [`Attempt::is_taken_over`].
+    /// `Io`; `Cancelled` when aborted while acquiring; `Misuse` from inside
+    /// a write closure. Takeovers are reported through
+    /// [`CleanupLock::NoOp`] and [`Attempt::is_taken_over`].
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire_for_cleanup(&self) -> Result<CleanupLock> {
-        {
+        let deadline = deadline_of(self.inner.opts.lock.timeout);
+        let aborts = {
             let mut st = lock(&self.inner.st);
+            if Inner::reentrant(&st) {
+                return Err(self
+                    .inner
+                    .misuse("acquire_for_cleanup inside a write closure"));
+            }
             st.turn = None;
+            st.aborts
+        };
+        {
+            let mut st = self
+                .inner
+                .wait_for(deadline, aborts, "cleanup", |st| {
+                    st.acquiring == 0 && st.writer.is_none()
+                })
+                .await?;
             match st.state {
-                State::Held => {
-                    st.state = State::Cleanup;
-                    return Ok(CleanupLock::Held);
-                }
+                State::Held => match self.inner.verify_held(&mut st) {
+                    Ok(resync) => {
+                        st.state = State::Cleanup;
+                        drop(st);
+                        self.inner.accepted(&resync);
+                        return Ok(CleanupLock::Held);
+                    }
+                    Err(detail) => {
+                        let _ = self
+                            .inner
+                            .mark_taken_over(&mut st, TakeoverPhase::Cleanup, detail);
+                        return Ok(CleanupLock::NoOp);
+                    }
+                },
                 State::Cleanup => {
                     return Ok(if st.guard.is_some() {
                         CleanupLock::Held
@@ -544,7 +1410,7 @@ impl<B: TranscriptBackend> Attempt<B> {
             }
         }
         match self.reacquire(TakeoverPhase::Cleanup).await {
-            Ok(()) => {
+            Ok(_) => {
                 let mut st = lock(&self.inner.st);
                 if st.state == State::Held {
                     st.state = State::Cleanup;
@@ -558,10 +1424,53 @@ impl<B: TranscriptBackend> Attempt<B> {
         }
     }
 
-    /// Ends the attempt: releases whatever is held and vacates its turn.
-    /// Idempotent; a disposed attempt never reacquires, even if a reacquire
-    /// was in flight.
-    pub fn dispose(&self) {
-        self.inner.dispose();
+    /// Ends the attempt: checks once more that nobody changed the transcript
+    /// while the attempt held it, releases whatever is held, vacates its
+    /// turns (the next attempt of this process on the session may begin)
+    /// and unregisters it. Idempotent; a disposed attempt never reacquires,
+    /// even if a reacquire was in flight. Dropping the attempt disposes it.
+    ///
+    /// # Errors
+    /// `Takeover { phase: dispose }` when the transcript was changed under
+    /// the held lock after the attempt's last write (the lock is released
+    /// all the same).
+    pub fn dispose(&self) -> Result<()> {
+        self.inner.dispose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Attempt>();
+        check::<AttemptOptions>();
+        check::<Resync>();
+    }
+
+    #[test]
+    fn futures_are_send() {
+        fn check_send<T: Send>(_: &T) {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("s.jsonl");
+        rt.block_on(async {
+            let a = Attempt::begin_file(&session, AttemptOptions::default())
+                .await
+                .expect("begin");
+            check_send(&a.release_for_prompt());
+            check_send(&a.reacquire_after_prompt());
+            check_send(&a.acquire_for_cleanup());
+            check_send(&a.with_write(|_, _| Ok(())));
+            check_send(&a.around_prompt(async {}));
+            check_send(&Attempt::begin_file(&session, AttemptOptions::default()));
+            a.dispose().expect("dispose");
+        });
     }
 }

@@ -156,6 +156,23 @@ pub enum Error {
         /// What changed.
         detail: String,
     },
+    /// The operation was cancelled before it finished: the attempt it
+    /// served was aborted or disposed while it waited (for its turn, the
+    /// lock, or an acquisition in flight). Nothing is held on its behalf.
+    #[error("cancelled: {what}")]
+    Cancelled {
+        /// What was cancelled, and why.
+        what: String,
+    },
+    /// A call that cannot work where it was made: re-entrant use (from
+    /// inside a write closure or fenced section of the same attempt or
+    /// guard), or a method called in a state that has no meaning for it.
+    /// Reported at once instead of deadlocking.
+    #[error("misuse: {what}")]
+    Misuse {
+        /// What was called, and why it cannot work there.
+        what: String,
+    },
     /// A complete transcript line that is not a JSON value.
     #[error("invalid transcript entry at byte {offset} of {path}: {reason}")]
     InvalidEntry {
@@ -242,13 +259,18 @@ impl fmt::Display for LossCause {
 
 /// Where an attempt detected a takeover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TakeoverPhase {
     /// Reacquiring after the prompt window.
     PromptReacquire,
     /// Acquiring for cleanup.
     Cleanup,
-    /// Taking a short lock for a write while released.
+    /// Before a write: through the held lock (someone changed the file
+    /// while the attempt held it) or a short lock taken while released.
     Write,
+    /// At dispose: someone changed the file while the attempt held it, after
+    /// its last write.
+    Dispose,
 }
 
 impl fmt::Display for TakeoverPhase {
@@ -257,6 +279,7 @@ impl fmt::Display for TakeoverPhase {
             TakeoverPhase::PromptReacquire => "prompt_reacquire",
             TakeoverPhase::Cleanup => "cleanup",
             TakeoverPhase::Write => "write",
+            TakeoverPhase::Dispose => "dispose",
         })
     }
 }

@@ -56,11 +56,24 @@ pub struct RunInfo {
     pub lane: Option<String>,
 }
 
+/// Where a registered run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunPhase {
+    /// Waiting for its turn to own the session (another attempt of this
+    /// process owns it): making no progress is expected, so a queued run is
+    /// never [stuck](RunRegistry::stuck).
+    Queued,
+    /// Running.
+    Running,
+}
+
 /// A registered run as seen at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSnapshot {
     /// What identifies the run.
     pub info: RunInfo,
+    /// Queued or running.
+    pub phase: RunPhase,
     /// When it registered.
     pub started: Instant,
     /// When it last made progress (initially `started`).
@@ -83,7 +96,8 @@ pub struct RecoveryReport {
 
 /// The registry of running attempts.
 ///
-/// Lookups return runs in registration order.
+/// Lookups return runs in registration order. Clones share one registry.
+#[derive(Clone)]
 pub struct RunRegistry {
     inner: Arc<Inner>,
 }
@@ -106,6 +120,7 @@ struct State {
 
 struct Entry {
     info: RunInfo,
+    phase: RunPhase,
     started: Instant,
     last_progress: Instant,
     abort: Arc<dyn AbortHandle>,
@@ -115,6 +130,7 @@ impl Entry {
     fn snapshot(&self) -> RunSnapshot {
         RunSnapshot {
             info: self.info.clone(),
+            phase: self.phase,
             started: self.started,
             last_progress: self.last_progress,
         }
@@ -171,6 +187,21 @@ impl RunRegistry {
     /// Registers a running attempt; it stays registered until the returned
     /// handle is dropped or [finished](RunHandle::finish).
     pub fn register(&self, info: RunInfo, abort: Arc<dyn AbortHandle>) -> RunHandle {
+        self.register_in(info, abort, RunPhase::Running)
+    }
+
+    /// Registers a run that waits for its turn ([`RunPhase::Queued`]) until
+    /// [`RunHandle::running`]; it can be aborted while it waits.
+    pub fn register_queued(&self, info: RunInfo, abort: Arc<dyn AbortHandle>) -> RunHandle {
+        self.register_in(info, abort, RunPhase::Queued)
+    }
+
+    fn register_in(
+        &self,
+        info: RunInfo,
+        abort: Arc<dyn AbortHandle>,
+        phase: RunPhase,
+    ) -> RunHandle {
         let now = (self.inner.clock)();
         let mut guard = lock(&self.inner.state);
         let st = &mut *guard;
@@ -189,6 +220,7 @@ impl RunRegistry {
             id,
             Entry {
                 info,
+                phase,
                 started: now,
                 last_progress: now,
                 abort,
@@ -232,8 +264,8 @@ impl RunRegistry {
             .collect()
     }
 
-    /// The runs that made no progress for longer than `threshold` before
-    /// `now`.
+    /// The running runs that made no progress for longer than `threshold`
+    /// before `now` (queued runs wait for another, and are never stuck).
     pub fn stuck(&self, now: Instant, threshold: Duration) -> Vec<RunSnapshot> {
         self.stuck_entries(now, threshold)
             .into_iter()
@@ -249,7 +281,10 @@ impl RunRegistry {
         lock(&self.inner.state)
             .runs
             .iter()
-            .filter(|(_, e)| now.saturating_duration_since(e.last_progress) > threshold)
+            .filter(|(_, e)| {
+                e.phase == RunPhase::Running
+                    && now.saturating_duration_since(e.last_progress) > threshold
+            })
             .map(|(id, e)| (*id, e.snapshot(), e.abort.clone()))
             .collect()
     }
@@ -326,6 +361,15 @@ impl RunHandle {
     pub fn progress(&self) {
         let now = (self.inner.clock)();
         if let Some(e) = lock(&self.inner.state).runs.get_mut(&self.id) {
+            e.last_progress = now;
+        }
+    }
+
+    /// Marks a queued run as running, counting its progress from now.
+    pub fn running(&self) {
+        let now = (self.inner.clock)();
+        if let Some(e) = lock(&self.inner.state).runs.get_mut(&self.id) {
+            e.phase = RunPhase::Running;
             e.last_progress = now;
         }
     }

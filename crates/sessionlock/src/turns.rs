@@ -19,6 +19,19 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// Who has a turn, for diagnostics: a timeout waiting for a turn names it,
+/// as a lock timeout names the lock's holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnHolder {
+    /// The holder's lane, if it has one.
+    pub lane: Option<String>,
+    /// The holder's run id, if it has one.
+    pub run_id: Option<String>,
+    /// When it got the turn.
+    pub since: Instant,
+}
 
 /// The prompt-turn queues of all keys.
 ///
@@ -51,12 +64,26 @@ struct KeyState {
     held: bool,
     /// The waiter the turn was handed to, until its future claims it.
     granted: Option<u64>,
+    /// Who has the turn, when it said ([`PromptTurns::take_as`]).
+    holder: Option<TurnHolder>,
     queue: VecDeque<Waiter>,
 }
 
 struct Waiter {
     id: u64,
     waker: Waker,
+    label: Option<Label>,
+}
+
+/// What a waiter says about itself: lane and run id.
+type Label = (Option<String>, Option<String>);
+
+fn holder_of(label: Option<Label>) -> Option<TurnHolder> {
+    label.map(|(lane, run_id)| TurnHolder {
+        lane,
+        run_id,
+        since: Instant::now(),
+    })
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -74,6 +101,7 @@ impl State {
         debug_assert!(ks.held, "vacating a turn that is not held");
         if let Some(next) = ks.queue.pop_front() {
             ks.granted = Some(next.id);
+            ks.holder = holder_of(next.label);
             return Some(next.waker);
         }
         self.keys.remove(key);
@@ -86,6 +114,14 @@ impl PromptTurns {
     pub fn global() -> &'static PromptTurns {
         static GLOBAL: OnceLock<PromptTurns> = OnceLock::new();
         GLOBAL.get_or_init(PromptTurns::new)
+    }
+
+    /// The process-wide attempt-owner queues: one whole attempt per session
+    /// file at a time in this process (see [`crate::attempt`]). The same
+    /// FIFO discipline as the prompt turns, in queues of their own.
+    pub fn owners() -> &'static PromptTurns {
+        static OWNERS: OnceLock<PromptTurns> = OnceLock::new();
+        OWNERS.get_or_init(PromptTurns::new)
     }
 
     /// A set of queues independent of [`PromptTurns::global`] (for tests and
@@ -105,8 +141,38 @@ impl PromptTurns {
             inner: self.inner.clone(),
             key: key.to_owned(),
             id: None,
+            label: None,
         }
         .await
+    }
+
+    /// [`PromptTurns::take`], saying who takes the turn: while it is held,
+    /// [`PromptTurns::holder`] names its lane and run id.
+    ///
+    /// # Cancel safety
+    /// As [`PromptTurns::take`].
+    pub async fn take_as(
+        &self,
+        key: &Path,
+        lane: Option<String>,
+        run_id: Option<String>,
+    ) -> PromptTurn {
+        Take {
+            inner: self.inner.clone(),
+            key: key.to_owned(),
+            id: None,
+            label: Some((lane, run_id)),
+        }
+        .await
+    }
+
+    /// Who holds the turn of `key`, if it is held by a taker that said
+    /// ([`PromptTurns::take_as`]).
+    pub fn holder(&self, key: &Path) -> Option<TurnHolder> {
+        lock(&self.inner.state)
+            .keys
+            .get(key)
+            .and_then(|ks| ks.holder.clone())
     }
 
     /// Takes the turn of `key` if nobody holds it or waits for it.
@@ -120,6 +186,7 @@ impl PromptTurns {
             KeyState {
                 held: true,
                 granted: None,
+                holder: None,
                 queue: VecDeque::new(),
             },
         );
@@ -204,6 +271,8 @@ struct Take {
     key: PathBuf,
     /// Our id once queued; `None` before the first poll and after completion.
     id: Option<u64>,
+    /// Who we are, when we said.
+    label: Option<Label>,
 }
 
 impl Future for Take {
@@ -223,6 +292,7 @@ impl Future for Take {
                     KeyState {
                         held: true,
                         granted: None,
+                        holder: holder_of(this.label.take()),
                         queue: VecDeque::new(),
                     },
                 );
@@ -233,6 +303,7 @@ impl Future for Take {
                 ks.queue.push_back(Waiter {
                     id,
                     waker: cx.waker().clone(),
+                    label: this.label.take(),
                 });
                 this.id = Some(id);
                 return Poll::Pending;

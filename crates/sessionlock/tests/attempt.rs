@@ -314,7 +314,7 @@ fn incident_3_user_abort_frees_the_lock_before_cleanup_runs() {
             a.acquire_for_cleanup().await.expect("cleanup"),
             CleanupLock::Held
         );
-        a.dispose();
+        a.dispose().expect("dispose");
         assert!(!PathBuf::from(format!("{}.lock", session.display())).exists());
     });
 }
@@ -363,49 +363,79 @@ fn incident_5_two_lanes_one_file_never_overlap_prompt_windows() {
         .enable_all()
         .build()
         .expect("rt");
-    rt.block_on(async {
-        let lane = |path: PathBuf, name: &'static str, turns: u32| {
-            let (in_prompt, overlaps) = (in_prompt.clone(), overlaps.clone());
-            tokio::spawn(async move {
-                for i in 0..turns {
-                    let a = Attempt::begin_file(&path, lane_opts())
-                        .await
-                        .expect("begin");
-                    a.release_for_prompt().await.expect("release");
-                    if in_prompt.fetch_add(1, Ordering::SeqCst) != 0 {
-                        overlaps.fetch_add(1, Ordering::SeqCst);
+    // Both ways a gateway can run two lanes: whole attempts queued (the
+    // default), or overlapping attempts whose prompt windows alone queue.
+    for overlap in [false, true] {
+        rt.block_on(async {
+            let lane = |path: PathBuf, name: &'static str, turns: u32| {
+                let (in_prompt, overlaps) = (in_prompt.clone(), overlaps.clone());
+                tokio::spawn(async move {
+                    for i in 0..turns {
+                        let a = Attempt::begin_file(&path, lane_opts().overlap(overlap))
+                            .await
+                            .expect("begin");
+                        a.release_for_prompt().await.expect("release");
+                        if in_prompt.fetch_add(1, Ordering::SeqCst) != 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await; // the model call
+                        in_prompt.fetch_sub(1, Ordering::SeqCst);
+                        a.reacquire_after_prompt()
+                            .await
+                            .expect("the other lane's entries are benign custom entries");
+                        a.with_write(|t, g| t.append(g, &[custom(name, i)], Durability::None))
+                            .await
+                            .expect("write");
+                        a.dispose().expect("dispose");
                     }
-                    tokio::time::sleep(Duration::from_millis(2)).await; // the model call
-                    in_prompt.fetch_sub(1, Ordering::SeqCst);
-                    a.reacquire_after_prompt()
-                        .await
-                        .expect("the other lane's entries are benign custom entries");
-                    a.with_write(|t, g| t.append(g, &[custom(name, i)], Durability::None))
-                        .await
-                        .expect("write");
-                    a.dispose();
-                }
-            })
-        };
-        let h = lane(heartbeat_path.clone(), "heartbeat", 20);
-        let c = lane(channel_path.clone(), "channel", 20);
-        h.await.expect("heartbeat lane");
-        c.await.expect("channel lane");
-    });
+                })
+            };
+            let h = lane(heartbeat_path.clone(), "heartbeat", 20);
+            let c = lane(channel_path.clone(), "channel", 20);
+            h.await.expect("heartbeat lane");
+            c.await.expect("channel lane");
+        });
+    }
     assert_eq!(
         overlaps.load(Ordering::SeqCst),
         0,
         "prompt windows overlapped"
     );
-    assert_eq!(entries(&heartbeat_path).len(), 40, "no write lost");
+    assert_eq!(entries(&heartbeat_path).len(), 80, "no write lost");
 
-    // A failure in one lane never strands the other on a stale turn.
+    // A failure in one lane never strands the other: with whole attempts
+    // queued, the other lane begins as soon as the failed attempt is gone.
     rt.block_on(async {
         let a = Attempt::begin_file(&heartbeat_path, lane_opts())
             .await
             .expect("begin");
         a.release_for_prompt().await.expect("release");
-        let b = Attempt::begin_file(&channel_path, lane_opts())
+        let waiting = tokio::spawn({
+            let channel_path = channel_path.clone();
+            async move {
+                Attempt::begin_file(&channel_path, lane_opts())
+                    .await
+                    .expect("begin")
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "one attempt per session at a time");
+        drop(a); // the heartbeat attempt fails (dropped) inside its prompt window
+        let b = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the channel lane began")
+            .expect("join");
+        b.dispose().expect("dispose");
+    });
+
+    // With overlapping attempts, a failure in one lane never strands the
+    // other on a stale prompt turn.
+    rt.block_on(async {
+        let a = Attempt::begin_file(&heartbeat_path, lane_opts().overlap(true))
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        let b = Attempt::begin_file(&channel_path, lane_opts().overlap(true))
             .await
             .expect("begin");
         let waiting = tokio::spawn(async move {
@@ -688,10 +718,10 @@ fn state_transitions_and_abort_from_every_state() {
             .await
             .expect("a no-op once cleanup started");
         assert_eq!(a.state(), State::Cleanup);
-        a.dispose();
+        a.dispose().expect("dispose");
         assert_eq!(a.state(), State::Disposed);
         assert!(is_free(&session));
-        a.dispose(); // idempotent
+        a.dispose().expect("dispose"); // idempotent
         a.reacquire_after_prompt()
             .await
             .expect("a no-op after dispose");
@@ -784,7 +814,7 @@ fn reacquire_resolving_after_dispose_releases_at_once() {
             poll_once(reacquire.as_mut()).await,
             "waits for the other lane"
         );
-        a.dispose();
+        a.dispose().expect("dispose");
         drop(other);
         reacquire.await.expect("resolves as a no-op");
         assert_eq!(a.state(), State::Disposed);
@@ -902,15 +932,16 @@ fn dropping_futures_at_every_await_leaves_no_lock_and_no_turn() {
     let session = dir.path().join("drop.jsonl");
     let turns = sessionlock::turns::PromptTurns::global();
     rt().block_on(async {
-        // release_for_prompt dropped while waiting for another attempt's turn.
-        let first = Attempt::begin_file(&session, attempt_opts())
+        // release_for_prompt dropped while waiting for another attempt's turn
+        // (overlapping attempts: only their prompt windows are serialized).
+        let first = Attempt::begin_file(&session, attempt_opts().overlap(true))
             .await
             .expect("begin");
         first
             .release_for_prompt()
             .await
             .expect("first takes the turn");
-        let second = Attempt::begin_file(&session, attempt_opts())
+        let second = Attempt::begin_file(&session, attempt_opts().overlap(true))
             .await
             .expect("begin");
         {
@@ -927,7 +958,7 @@ fn dropping_futures_at_every_await_leaves_no_lock_and_no_turn() {
             "the dropped wait left the queue"
         );
         assert!(is_free(&session), "the lock was released before the wait");
-        first.dispose();
+        first.dispose().expect("dispose");
         assert!(!turns.is_held(second.session()), "no stale turn");
 
         // reacquire_after_prompt and with_write dropped while waiting for the lock.
@@ -1128,8 +1159,14 @@ fn abort_during_an_inflight_reacquire_leaves_the_lock_free() {
         let mut reacquire = Box::pin(a.reacquire_after_prompt());
         assert!(poll_once(reacquire.as_mut()).await);
         a.abort(AbortKind::User);
+        // The abort cancels the acquisition in flight: it resolves at once,
+        // while the other lane still holds the lock.
+        let err = tokio::time::timeout(Duration::from_secs(5), reacquire)
+            .await
+            .expect("the abort ends the wait")
+            .expect_err("cancelled");
+        assert!(matches!(err, Error::Cancelled { .. }), "{err}");
         drop(other);
-        reacquire.await.expect("resolves as a no-op");
         assert_eq!(a.state(), State::Released);
         assert!(
             is_free(&session),

@@ -430,7 +430,7 @@ async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
         let r = a.reacquire_after_prompt().await;
         sh.wait(t.session(), t.lane(), WaitKind::Reacquire, since)?;
         match r {
-            Ok(()) => t.held(),
+            Ok(_) => t.held(),
             Err(e) => t.error(&e),
         }
     }
@@ -460,7 +460,9 @@ async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
         }
         Err(e) => t.error(&e),
     }
-    a.dispose();
+    if let Err(e) = a.dispose() {
+        t.error(&e);
+    }
     if matches!(plan.fault, Some(TurnFault::ForeignWrite { .. }))
         && note.is_none()
         && t.rec.targeted
@@ -660,7 +662,9 @@ pub(super) async fn wedge_turn(sh: &Shared, session: usize) -> Result<FaultNote>
     if let Err(e) = a.acquire_for_cleanup().await {
         t.error(&e);
     }
-    a.dispose();
+    if let Err(e) = a.dispose() {
+        t.error(&e);
+    }
     let rec = t.finish()?;
     Ok(FaultNote::new(
         rejected && contended.starts_with("a contender held"),
@@ -709,7 +713,7 @@ pub(super) async fn compaction_turn(sh: &Shared, session: usize, rng: &mut Rng) 
     let r = a.reacquire_after_prompt().await;
     sh.wait(session, lane, WaitKind::Reacquire, since)?;
     match r {
-        Ok(()) => t.held(),
+        Ok(_) => t.held(),
         Err(e) => t.error(&e),
     }
     if a.state() == State::Held {
@@ -748,7 +752,9 @@ pub(super) async fn compaction_turn(sh: &Shared, session: usize, rng: &mut Rng) 
     if let Err(e) = a.acquire_for_cleanup().await {
         t.error(&e);
     }
-    a.dispose();
+    if let Err(e) = a.dispose() {
+        t.error(&e);
+    }
     t.finish()?;
     Ok(())
 }
