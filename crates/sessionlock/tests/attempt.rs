@@ -1243,3 +1243,138 @@ fn append_raw_writes_the_entries_bytes_with_one_fenced_write() {
     g.release().expect("release");
     assert_eq!(entries(&session).len(), 2);
 }
+
+// ------------------------------------------------------- lanes of one gateway
+
+/// One lane's turns on a shared session, the way a gateway runs them: begin,
+/// build the context from the transcript, call the model with the lock
+/// released, then write the user message and the model's real reply (an
+/// assistant message from a real provider: never benign to the OpenClaw
+/// classifier). Returns (replies written, replies refused by a takeover).
+async fn gateway_lane(
+    session: PathBuf,
+    lane: &'static str,
+    turns: u32,
+    overlap: bool,
+) -> (u32, u32) {
+    let (mut written, mut refused) = (0, 0);
+    for i in 0..turns {
+        let opts = lane_opts()
+            .overlap(overlap)
+            .lock(opts(20_000).lane(lane).run_id(format!("{lane}-{i}")));
+        let a = Attempt::begin_file(&session, opts).await.expect("begin");
+        // The context: what the transcript holds now.
+        let context = entries(&session);
+        let parent = context
+            .last()
+            .and_then(|e| e.get("id"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let prompted = a
+            .around_prompt(async {
+                // The model call: a few hundred microseconds to a few ms.
+                tokio::time::sleep(Duration::from_micros(200 + u64::from(i % 7) * 400)).await;
+                format!("{lane} reply {i} to {} entries", context.len())
+            })
+            .await
+            .expect("release for the prompt");
+        let user_id = format!("{lane}-u{i}");
+        let reply = prompted.output;
+        let wrote = match prompted.reacquired {
+            Ok(_) => a
+                .with_write(|t, g| {
+                    t.append(
+                        g,
+                        &[
+                            json!({"type": "message", "id": user_id, "parentId": parent,
+                                   "message": {"role": "user", "content": format!("{lane} {i}")}}),
+                            json!({"type": "message", "id": format!("{lane}-a{i}"), "parentId": user_id,
+                                   "message": {"role": "assistant", "provider": "anthropic",
+                                               "model": "claude", "content": reply}}),
+                        ],
+                        Durability::None,
+                    )
+                })
+                .await
+                .map(|w| w.is_some()),
+            Err(e) => Err(e),
+        };
+        match wrote {
+            Ok(true) => written += 1,
+            Err(Error::Takeover { .. }) => refused += 1,
+            other => panic!("{lane} turn {i}: {other:?}"),
+        }
+        let _ = a.acquire_for_cleanup().await.expect("cleanup");
+        let _ = a.dispose();
+    }
+    (written, refused)
+}
+
+#[test]
+fn two_lanes_of_one_gateway_writing_real_replies_lose_none() {
+    // Issue 10 item 1: a heartbeat lane and a channel lane of one process on
+    // one session, each writing real assistant replies. Before, only prompt
+    // windows were serialized: one lane's reply landed while the other's
+    // attempt was open, and the other was taken over and its reply refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("lanes.jsonl");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let ((hw, hr), (cw, cr)) = rt.block_on(async {
+        let h = tokio::spawn(gateway_lane(session.clone(), "heartbeat", 50, false));
+        let c = tokio::spawn(gateway_lane(session.clone(), "channel", 50, false));
+        (h.await.expect("heartbeat"), c.await.expect("channel"))
+    });
+    assert_eq!((hr, cr), (0, 0), "replies refused by takeovers");
+    assert_eq!((hw, cw), (50, 50), "replies written");
+    let all = entries(&session);
+    assert_eq!(all.len(), 200, "every user message and reply landed");
+    // Every turn built its context from the transcript as it was: its user
+    // message answers the entry just before it, so no turn replied to a
+    // conversation that had moved on under it.
+    for (i, pair) in all.chunks(2).enumerate() {
+        let expected = if i == 0 {
+            Value::Null
+        } else {
+            all[2 * i - 1]["id"].clone()
+        };
+        assert_eq!(
+            pair[0]["parentId"], expected,
+            "turn {i} wrote on a stale context"
+        );
+        assert_eq!(pair[1]["parentId"], pair[0]["id"]);
+    }
+}
+
+#[test]
+fn overlapping_lanes_chosen_by_the_gateway_surface_every_conflict() {
+    // The gateway may choose overlapping attempts; then a real conflict is a
+    // takeover, never a silent loss: every reply is either in the file or
+    // reported refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("overlap.jsonl");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let ((hw, hr), (cw, cr)) = rt.block_on(async {
+        let h = tokio::spawn(gateway_lane(session.clone(), "heartbeat", 20, true));
+        let c = tokio::spawn(gateway_lane(session.clone(), "channel", 20, true));
+        (h.await.expect("heartbeat"), c.await.expect("channel"))
+    });
+    assert_eq!(hw + hr, 20);
+    assert_eq!(cw + cr, 20);
+    let replies = entries(&session)
+        .iter()
+        .filter(|e| e["message"]["role"] == "assistant")
+        .count();
+    assert_eq!(
+        replies as u32,
+        hw + cw,
+        "written replies are exactly the acknowledged ones"
+    );
+}
