@@ -593,6 +593,26 @@ impl<B: TranscriptBackend> Inner<B> {
         }
     }
 
+    /// Acquires the lock with what is left of a budget that ends at
+    /// `deadline`; a timeout reports the whole budget.
+    async fn acquire_until(&self, deadline: Option<Instant>) -> Result<Guard<B>> {
+        let opts = self
+            .opts
+            .lock
+            .clone()
+            .timeout(deadline.map(|d| d.saturating_duration_since(Instant::now())));
+        self.locks
+            .acquire_async_with(&self.session, &opts)
+            .await
+            .map_err(|e| match e {
+                Error::Timeout { holder, .. } => Error::Timeout {
+                    timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
+                    holder,
+                },
+                e => e,
+            })
+    }
+
     /// This process as the holder of a turn (or of the attempt's own lock).
     fn in_process_holder(&self, turn: Option<TurnHolder>) -> Holder {
         let me = crate::acquire::me();
@@ -1077,10 +1097,8 @@ impl<B: TranscriptBackend> Attempt<B> {
             st.aborts
         };
         let in_flight = InFlight(&self.inner);
-        let acquire = self
-            .inner
-            .locks
-            .acquire_async_with(&self.inner.session, &self.inner.opts.lock);
+        // One budget for the wait above and the acquisition.
+        let acquire = self.inner.acquire_until(deadline);
         let aborted = self.inner.wait_for(None, aborts, "reacquire", |_| false);
         let acquired = tokio::select! {
             r = acquire => r,
@@ -1188,7 +1206,8 @@ impl<B: TranscriptBackend> Attempt<B> {
                 State::Disposed => return Ok(None),
                 State::Held | State::Cleanup if st.guard.is_none() => return Ok(None),
                 State::Held | State::Cleanup => {
-                    let resync = match self.inner.verify_held(&mut st) {
+                    // The snapshot after `f` becomes the held view.
+                    let resync = match self.inner.verify(&mut st) {
                         Ok(r) => r,
                         Err(detail) => {
                             return Err(self.inner.mark_taken_over(
@@ -1217,7 +1236,7 @@ impl<B: TranscriptBackend> Attempt<B> {
             Some(l) => (l, resync),
             None => {
                 debug_assert!(short);
-                match self.short_lock(aborts).await? {
+                match self.short_lock(aborts, deadline).await? {
                     Some(x) => x,
                     None => return Ok(None),
                 }
@@ -1274,12 +1293,13 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// Takes a short lock for a write while released (the in-flight count
     /// was raised by the caller): checks the fence and lends the guard and
     /// transcript. `None` when the attempt was disposed meanwhile.
-    async fn short_lock(&self, aborts: u64) -> Result<Option<(Lent<'_, B>, Resync)>> {
+    async fn short_lock(
+        &self,
+        aborts: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(Lent<'_, B>, Resync)>> {
         let in_flight = InFlight(&self.inner);
-        let acquire = self
-            .inner
-            .locks
-            .acquire_async_with(&self.inner.session, &self.inner.opts.lock);
+        let acquire = self.inner.acquire_until(deadline);
         let aborted = self.inner.wait_for(None, aborts, "write", |_| false);
         let acquired = tokio::select! {
             r = acquire => r,
