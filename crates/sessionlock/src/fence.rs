@@ -20,6 +20,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -54,10 +55,15 @@ pub enum Change {
     /// Nothing.
     Unchanged,
     /// Only benign entries were appended, or the file was rewritten with
-    /// identical bytes.
+    /// identical bytes. A gateway merges `entries` into its in-memory
+    /// session, or rereads `range` of the transcript, to stay in step.
     Benign {
-        /// Entries appended (0 for an identical rewrite).
-        appended: usize,
+        /// The accepted foreign entries, in file order, as the classifier saw
+        /// them (empty for an identical rewrite).
+        entries: Vec<Value>,
+        /// The bytes of the transcript they occupy: from its size at the
+        /// fence to its size now (`size..size` when nothing was appended).
+        range: Range<u64>,
     },
     /// A change the attempt cannot accept.
     Takeover(Takeover),
@@ -224,20 +230,23 @@ impl Fence {
     ) -> Result<Change> {
         let mut appended = vec![0u8; (to - from) as usize];
         read_exact_at(fs, file, &mut appended, from, &self.path)?;
-        let mut entries = 0;
+        let mut entries = Vec::new();
         let mut offset = from;
         for line in appended.split_inclusive(|&b| b == b'\n') {
             let Some(body) = line.strip_suffix(b"\n") else {
                 return Ok(Change::Takeover(Takeover::IncompleteAppend { offset }));
             };
             match serde_json::from_slice::<Value>(body) {
-                Ok(v) if classifier.is_benign(&v) => entries += 1,
+                Ok(v) if classifier.is_benign(&v) => entries.push(v),
                 Ok(_) => return Ok(Change::Takeover(Takeover::ForeignEntry { offset })),
                 Err(_) => return Ok(Change::Takeover(Takeover::IncompleteAppend { offset })),
             }
             offset += line.len() as u64;
         }
-        Ok(Change::Benign { appended: entries })
+        Ok(Change::Benign {
+            entries,
+            range: from..to,
+        })
     }
 
     /// A new file at the path is fine only if its bytes equal the old ones.
@@ -266,6 +275,9 @@ impl Fence {
             }
             offset += n as u64;
         }
-        Ok(Change::Benign { appended: 0 })
+        Ok(Change::Benign {
+            entries: Vec::new(),
+            range: new.size..new.size,
+        })
     }
 }
