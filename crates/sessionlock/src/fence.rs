@@ -1,19 +1,56 @@
 //! Fence snapshots and takeover detection (spec §8.3–§8.4).
 //!
 //! A [`Fence`] records the transcript's identity when an attempt releases its
-//! lock: device, inode, size, times, the session epoch, and the last bytes.
-//! Taking it costs O(1) in the transcript's size. [`Fence::check`] later tells
-//! whether the transcript changed in a way the attempt cannot accept, at a
-//! cost of O(appended bytes):
+//! lock: device, inode, size, times, the session epoch, the last 64 bytes,
+//! and a SHA-256 digest of its content. [`Fence::check`] later tells whether
+//! the transcript changed in a way the attempt cannot accept.
 //!
-//! | later state | verdict |
-//! |---|---|
-//! | unchanged | fine |
-//! | same inode, longer, old tail intact, every new entry benign per the classifier | fine |
-//! | same inode, longer, with a non-benign or incomplete new entry | takeover |
-//! | same inode, shorter (truncated) or same size with new times (edited) | takeover |
-//! | new inode with byte-identical content | fine (compared against the old inode, which the fence keeps open: O(size), only in this case) |
-//! | new inode otherwise, or the file is gone | takeover |
+//! # The content digest
+//!
+//! A [`Transcript`] handle keeps a running SHA-256 of the file it describes:
+//! the hasher's state, how many bytes it has hashed, the last 64 of them, and
+//! the device and inode of that file. The first snapshot of a handle seeds it
+//! with one streaming read of the file (64 KiB at a time, through the
+//! [`Fs`] seam); every later snapshot only hashes what was appended since
+//! (the attempt's own appends and the foreign ones it accepted), after
+//! checking that the last 64 bytes it hashed are still in place. Another
+//! inode, a shorter file or changed boundary bytes make the next snapshot
+//! seed it again, and so does the handle's own rewrite, truncation or
+//! repair. A file larger than [`DIGEST_SEED_CAP`] (8 MiB) is not seeded and
+//! its fences have no digest; a digest seeded below the cap keeps being
+//! caught up when appends take the file past it.
+//!
+//! The digest tells a change of metadata alone (a `chmod`, a backup tool's
+//! `touch`, a byte-identical rewrite in place) from a same-size edit in
+//! place, whose times the editor may even have set back. It proves content
+//! identity against accidental and hostile edits alike, hence a
+//! cryptographic hash: a writer cannot craft other bytes of the same size
+//! that match it.
+//!
+//! # Verdicts and costs
+//!
+//! | state at the check | verdict | bytes read |
+//! |---|---|---|
+//! | unchanged: same device, inode, size, mtime and ctime | `Unchanged` | none |
+//! | same inode, longer, old tail intact, every new entry benign per the classifier | `Benign` with the new entries | 64 + appended |
+//! | same inode, longer, with a non-benign or incomplete new entry | takeover | 64 + appended |
+//! | same inode, longer, old tail changed | takeover (`Edited`) | 64 |
+//! | same inode, shorter | takeover (`Truncated`) | none |
+//! | same inode and size, other times; the fence has a digest and the content hashes to it | `Benign`, no entries (`chmod`, `touch`, identical rewrite in place) | the whole file |
+//! | the same, content hashes otherwise | takeover (`Edited`) | the whole file |
+//! | same inode and size, other times; no digest (over the cap): only the ctime changed and the last 64 bytes are intact | `Benign`, no entries | 64 |
+//! | the same, otherwise (the mtime changed, or the tail) | takeover (`Edited`) | 64 at most |
+//! | new inode with byte-identical content | `Benign`, no entries (compared against the old inode, which the fence keeps open) | twice the file |
+//! | new inode otherwise, or the file is gone | takeover | twice the file at most |
+//! | created since the fence (missing then) | all of it classified as appended | the whole file, which is what was appended |
+//!
+//! Taking a fence reads the whole file once per handle (the seed, at most
+//! [`DIGEST_SEED_CAP`] bytes), and afterwards 64 bytes plus what was appended
+//! since the previous snapshot. So taking and checking a fence cost O(1) in
+//! the transcript's size plus what was appended, except for the seed and the
+//! rare changes that read the whole file above: metadata alone, or a new
+//! inode of the same size. The attempt controller opens one handle per
+//! attempt, so an attempt's first release reads the transcript once.
 //!
 //! The attempt's own writes are never mistaken for a takeover: the controller
 //! takes a new fence after each of them.
@@ -23,8 +60,10 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::backend::Stamp;
 use crate::classify::ChangeClassifier;
@@ -36,6 +75,14 @@ use crate::transcript::{read_exact_at, Transcript};
 /// append.
 const TAIL: u64 = 64;
 
+/// The largest transcript (8 MiB) whose content digest a snapshot seeds
+/// with a full read; a fence of a larger one has no digest (see the module
+/// docs). OpenClaw itself reads up to this much at every fence.
+pub const DIGEST_SEED_CAP: u64 = 8 * 1024 * 1024;
+
+/// The read size for streaming a transcript.
+const CHUNK: usize = 64 * 1024;
+
 /// The identity of a transcript at one moment.
 #[derive(Debug)]
 pub struct Fence {
@@ -45,6 +92,9 @@ pub struct Fence {
     /// The session epoch when the fence was taken.
     epoch: u64,
     tail: Vec<u8>,
+    /// SHA-256 of the first `id.size` bytes, when the transcript handle had
+    /// (or could seed) its running digest.
+    digest: Option<[u8; 32]>,
     /// The inode the fence describes, kept open for the byte-identical check.
     file: Option<File>,
 }
@@ -114,8 +164,182 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
     move |e| Error::io(op, path, e)
 }
 
+/// A running SHA-256 of the first `hashed` bytes of one file.
+#[derive(Clone)]
+struct RunningDigest {
+    dev: u64,
+    ino: u64,
+    hasher: Sha256,
+    hashed: u64,
+    /// The last min(`TAIL`, `hashed`) bytes hashed.
+    tail: Vec<u8>,
+}
+
+impl RunningDigest {
+    /// Hashes the first `size` bytes of `file`.
+    fn seed(fs: &dyn Fs, file: &File, id: Stamp, path: &Path) -> Result<RunningDigest> {
+        let mut d = RunningDigest {
+            dev: id.dev,
+            ino: id.ino,
+            hasher: Sha256::new(),
+            hashed: 0,
+            tail: Vec::new(),
+        };
+        for_each_chunk(fs, file, 0, id.size, path, |chunk| {
+            d.absorb(chunk);
+            true
+        })?;
+        Ok(d)
+    }
+
+    /// Hashes bytes `hashed..size` of `file`, after checking that the
+    /// last bytes hashed are still there; `None` when they are not (the
+    /// file was edited since, and the digest no longer describes it).
+    fn catch_up(
+        mut self,
+        fs: &dyn Fs,
+        file: &File,
+        size: u64,
+        path: &Path,
+    ) -> Result<Option<RunningDigest>> {
+        let boundary = self.tail.clone();
+        let mut checked = 0;
+        let intact = for_each_chunk(
+            fs,
+            file,
+            self.hashed - boundary.len() as u64,
+            size,
+            path,
+            |chunk| {
+                let n = (boundary.len() - checked).min(chunk.len());
+                if chunk[..n] != boundary[checked..checked + n] {
+                    return false;
+                }
+                checked += n;
+                self.absorb(&chunk[n..]);
+                true
+            },
+        )?;
+        Ok(intact.then_some(self))
+    }
+
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.hashed += bytes.len() as u64;
+        let keep = TAIL as usize;
+        if bytes.len() >= keep {
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let excess = self.tail.len().saturating_sub(keep);
+            self.tail.drain(..excess);
+        }
+    }
+
+    fn value(&self) -> [u8; 32] {
+        self.hasher.clone().finalize().into()
+    }
+}
+
+/// The running content digest a [`Transcript`] handle keeps for its fences
+/// (see the module docs).
+#[derive(Default)]
+pub(crate) struct DigestCell(Mutex<Option<RunningDigest>>);
+
+/// What a snapshot learned about a file's content.
+struct Content {
+    digest: Option<[u8; 32]>,
+    tail: Vec<u8>,
+}
+
+impl DigestCell {
+    /// Drops the digest: the handle changed the file other than by
+    /// appending, and the next snapshot seeds a new one.
+    pub(crate) fn forget(&mut self) {
+        *self.0.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Brings the digest up to `id` (the file `file` as stat'ed), seeding it
+    /// when it describes another file or none, and returns it with the
+    /// file's last bytes.
+    fn advance(&self, fs: &dyn Fs, file: &File, id: Stamp, path: &Path) -> Result<Content> {
+        // The state is taken out while it is advanced: after an error (or a
+        // panic, which poisons the lock) the cell is empty, never half done.
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let same_file = slot
+            .take()
+            .filter(|d| (d.dev, d.ino) == (id.dev, id.ino) && d.hashed <= id.size);
+        let caught_up = match same_file {
+            Some(d) => d.catch_up(fs, file, id.size, path)?,
+            None => None,
+        };
+        let digest = match caught_up {
+            Some(d) => Some(d),
+            None if id.size <= DIGEST_SEED_CAP => Some(RunningDigest::seed(fs, file, id, path)?),
+            None => None,
+        };
+        let Some(digest) = digest else {
+            return Ok(Content {
+                digest: None,
+                tail: read_tail(fs, file, id.size, path)?,
+            });
+        };
+        let content = Content {
+            digest: Some(digest.value()),
+            tail: digest.tail.clone(),
+        };
+        *slot = Some(digest);
+        Ok(content)
+    }
+}
+
+/// Reads bytes `from..to` of `file` in chunks, handing each to `f` until it
+/// returns `false`. Returns whether every chunk was handed over.
+fn for_each_chunk(
+    fs: &dyn Fs,
+    file: &File,
+    from: u64,
+    to: u64,
+    path: &Path,
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> Result<bool> {
+    let mut buf = vec![0u8; (to - from).min(CHUNK as u64) as usize];
+    let mut offset = from;
+    while offset < to {
+        let n = (to - offset).min(CHUNK as u64) as usize;
+        read_exact_at(fs, file, &mut buf[..n], offset, path)?;
+        if !f(&buf[..n]) {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
+}
+
+/// The last min(`TAIL`, `size`) bytes of the first `size` bytes of `file`.
+fn read_tail(fs: &dyn Fs, file: &File, size: u64, path: &Path) -> Result<Vec<u8>> {
+    let start = size.saturating_sub(TAIL);
+    let mut tail = vec![0u8; (size - start) as usize];
+    read_exact_at(fs, file, &mut tail, start, path)?;
+    Ok(tail)
+}
+
+/// SHA-256 of the first `size` bytes of `file`.
+fn hash_file(fs: &dyn Fs, file: &File, size: u64, path: &Path) -> Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    for_each_chunk(fs, file, 0, size, path, |chunk| {
+        hasher.update(chunk);
+        true
+    })?;
+    Ok(hasher.finalize().into())
+}
+
 impl Fence {
-    /// Snapshots `transcript` (O(1) in its size).
+    /// Snapshots `transcript`: O(1) in its size plus what was appended since
+    /// the handle's previous snapshot, except the handle's first snapshot,
+    /// which reads the whole file (up to [`DIGEST_SEED_CAP`]) to seed its
+    /// digest (see the module docs).
     ///
     /// # Errors
     /// `Io` when the transcript cannot be examined.
@@ -130,6 +354,7 @@ impl Fence {
                     id: None,
                     epoch,
                     tail: Vec::new(),
+                    digest: None,
                     file: None,
                 })
             }
@@ -150,14 +375,13 @@ impl Fence {
             fs.open_read(path)
                 .map_err(io_err("open transcript", path))?
         };
-        let start = id.size.saturating_sub(TAIL);
-        let mut tail = vec![0u8; (id.size - start) as usize];
-        read_exact_at(fs, &file, &mut tail, start, path)?;
+        let content = transcript.digest().advance(fs, &file, id, path)?;
         Ok(Fence {
             path: path.to_owned(),
             id: Some(id),
             epoch,
-            tail,
+            tail: content.tail,
+            digest: content.digest,
             file: Some(file),
         })
     }
@@ -170,6 +394,13 @@ impl Fence {
     /// The transcript size when the fence was taken.
     pub fn size(&self) -> u64 {
         self.id.map_or(0, |i| i.size)
+    }
+
+    /// SHA-256 of the transcript's content (its first [`Fence::size`] bytes)
+    /// when the fence was taken; `None` when the transcript did not exist
+    /// or was too large to seed the handle's digest ([`DIGEST_SEED_CAP`]).
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.digest
     }
 
     /// Compares the transcript now with the fence.
@@ -208,13 +439,10 @@ impl Fence {
             return Ok(Change::Takeover(Takeover::Truncated));
         }
         if new.size == old.size {
-            return Ok(Change::Takeover(Takeover::Edited));
+            return self.compare_in_place(fs, &file, old, new);
         }
         // Longer: the old tail must still be there.
-        let start = old.size.saturating_sub(TAIL);
-        let mut tail = vec![0u8; (old.size - start) as usize];
-        read_exact_at(fs, &file, &mut tail, start, path)?;
-        if tail != self.tail {
+        if read_tail(fs, &file, old.size, path)? != self.tail {
             return Ok(Change::Takeover(Takeover::Edited));
         }
         self.classify_appended(fs, &file, old.size, new.size, classifier)
@@ -246,6 +474,29 @@ impl Fence {
         Ok(Change::Benign {
             entries,
             range: from..to,
+        })
+    }
+
+    /// Same inode and size, other times: fine only if the content is still
+    /// what the fence saw. With a digest that is proven by hashing the file;
+    /// without one (over the seed cap) only a change of the ctime alone with
+    /// the last bytes intact is let through: any write moves the mtime, and
+    /// a writer who sets it back is caught only by the digest.
+    fn compare_in_place(&self, fs: &dyn Fs, file: &File, old: Stamp, new: Stamp) -> Result<Change> {
+        let same = match self.digest {
+            Some(digest) => hash_file(fs, file, new.size, &self.path)? == digest,
+            None => {
+                old.mtime_ns == new.mtime_ns
+                    && read_tail(fs, file, new.size, &self.path)? == self.tail
+            }
+        };
+        Ok(if same {
+            Change::Benign {
+                entries: Vec::new(),
+                range: new.size..new.size,
+            }
+        } else {
+            Change::Takeover(Takeover::Edited)
         })
     }
 

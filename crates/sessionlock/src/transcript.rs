@@ -38,7 +38,7 @@ use crate::backend::file::FileBackend;
 use crate::backend::{Backend, Store};
 use crate::classify::ChangeClassifier;
 use crate::error::{Error, Result};
-use crate::fence::{Change, Fence};
+use crate::fence::{Change, DigestCell, Fence};
 use crate::fs::{Fs, RealFs};
 use crate::guard::Guard;
 
@@ -233,6 +233,8 @@ pub struct Transcript {
     /// runs at the first write of every epoch, since another holder may have
     /// left a torn line in between.
     checked: Option<u64>,
+    /// The running content digest of the file, for fences.
+    digest: DigestCell,
 }
 
 impl std::fmt::Debug for Transcript {
@@ -308,6 +310,7 @@ impl Transcript {
             created: !existed,
             poisoned: false,
             checked: None,
+            digest: DigestCell::default(),
         })
     }
 
@@ -330,6 +333,11 @@ impl Transcript {
     /// the inode it was opened on readable even after a rename over it).
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The running content digest of the file, for fences.
+    pub(crate) fn digest(&self) -> &DigestCell {
+        &self.digest
     }
 
     fn ready<B: Backend>(&self, guard: &Guard<B>) -> Result<()> {
@@ -539,6 +547,8 @@ impl Transcript {
             }
             return Err(e);
         }
+        // Cut in place: the digest no longer describes the file.
+        self.digest.forget();
         self.fs
             .sync_all(&self.file)
             .map_err(io_err("sync transcript", &self.path))?;
@@ -633,6 +643,7 @@ impl Transcript {
             Ok(f) => {
                 self.file = f;
                 self.checked = Some(epoch);
+                self.digest.forget();
                 Ok(())
             }
             Err(e) => {

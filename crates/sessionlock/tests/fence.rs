@@ -1,0 +1,544 @@
+//! Fence snapshots and checks on real files (spec §8.3–§8.4, issue 10
+//! items 4 and 5): what a benign change returns, which changes of metadata
+//! alone are no takeover, which same-size edits are, and what taking and
+//! checking a fence reads.
+
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sessionlock::attempt::{Attempt, AttemptOptions, State};
+use sessionlock::backend::{Store, TranscriptBackend};
+use sessionlock::classify::{AcceptNothing, ChangeClassifier, OpenClawClassifier};
+use sessionlock::fence::{Change, Fence, Takeover, DIGEST_SEED_CAP};
+use sessionlock::fs::{Fs, RealFs};
+use sessionlock::transcript::{Durability, Transcript};
+use sessionlock::{FileBackend, LockOptions, SessionLock};
+use sha2::{Digest, Sha256};
+
+/// A file system that counts the bytes `pread` returns.
+#[derive(Default)]
+struct CountingFs {
+    read: AtomicU64,
+}
+
+impl CountingFs {
+    /// Bytes read since the last call.
+    fn take(&self) -> u64 {
+        self.read.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl Fs for CountingFs {
+    fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let n = RealFs.read_at(file, buf, offset)?;
+        self.read.fetch_add(n as u64, Ordering::SeqCst);
+        Ok(n)
+    }
+}
+
+/// Accepts every entry, so that appends of any kind are read and classified.
+struct AcceptAll;
+
+impl ChangeClassifier for AcceptAll {
+    fn is_benign(&self, _: &Value) -> bool {
+        true
+    }
+}
+
+fn opts() -> LockOptions {
+    LockOptions::default().timeout(Some(Duration::from_secs(5)))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn entry(i: usize) -> Value {
+    json!({"type": "message", "id": format!("m{i}"), "message": {"role": "user", "content": "x".repeat(100)}})
+}
+
+/// A transcript of about `bytes` bytes of complete lines.
+fn write_transcript(path: &Path, bytes: usize) -> Vec<u8> {
+    let mut content = Vec::with_capacity(bytes + 256);
+    let mut i = 0;
+    while content.len() < bytes {
+        serde_json::to_writer(&mut content, &entry(i)).expect("serialize");
+        content.push(b'\n');
+        i += 1;
+    }
+    fs::write(path, &content).expect("write transcript");
+    content
+}
+
+/// Appends `lines` to the file without any lock (a foreign writer).
+fn append_foreign(path: &Path, lines: &[Value]) -> u64 {
+    let mut buf = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut buf, l).expect("serialize");
+        buf.push(b'\n');
+    }
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(&buf).expect("append");
+    buf.len() as u64
+}
+
+fn ctime_ns(path: &Path) -> i128 {
+    let m = fs::metadata(path).expect("stat");
+    i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+}
+
+/// Runs `change` until the file's ctime moves: file times tick with the
+/// kernel's coarse clock, so a change right after the fence may leave them
+/// equal and prove nothing.
+fn until_ctime_moves(path: &Path, mut change: impl FnMut()) {
+    let before = ctime_ns(path);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    change();
+    while ctime_ns(path) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the ctime of {path:?} never moved"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        change();
+    }
+}
+
+/// A `chmod` that changes the mode each time it runs (0600 and 0640 in turn).
+fn chmod(path: &Path) {
+    let mode = fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+    let next = if mode == 0o600 { 0o640 } else { 0o600 };
+    fs::set_permissions(path, fs::Permissions::from_mode(next)).expect("chmod");
+}
+
+/// Sets the mtime one second later than it is, content unchanged (`touch -d`).
+fn touch_later(path: &Path) {
+    let m = fs::metadata(path).expect("stat");
+    let later = m.modified().expect("mtime") + Duration::from_secs(1);
+    let f = File::options().write(true).open(path).expect("open");
+    f.set_times(FileTimes::new().set_modified(later))
+        .expect("set times");
+}
+
+/// Rewrites the file in place with the same bytes: same inode, `O_TRUNC`.
+fn rewrite_in_place(path: &Path) {
+    let content = fs::read(path).expect("read");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .expect("open with O_TRUNC");
+    f.write_all(&content).expect("write back");
+}
+
+fn sha256(path: &Path) -> [u8; 32] {
+    Sha256::digest(fs::read(path).expect("read")).into()
+}
+
+fn ino(path: &Path) -> u64 {
+    fs::metadata(path).expect("stat").ino()
+}
+
+/// An attempt on `session` (a transcript of 16 KiB), released for a
+/// prompt: `change` runs in the prompt window; returns whether the
+/// reacquire accepted it.
+fn prompt_window_with(session: &Path, change: impl FnOnce(&Path)) -> bool {
+    write_transcript(session, 16 * 1024);
+    rt().block_on(async {
+        let a = Attempt::begin_file(session, AttemptOptions::default().lock(opts()))
+            .await
+            .expect("begin");
+        a.release_for_prompt().await.expect("release");
+        change(session);
+        let accepted = a.reacquire_after_prompt().await.is_ok();
+        let expected = if accepted {
+            State::Held
+        } else {
+            State::TakenOver
+        };
+        assert_eq!(a.state(), expected);
+        accepted
+    })
+}
+
+// ------------------------------------------------ metadata alone (item 5)
+
+#[test]
+fn chmod_in_the_prompt_window_is_no_takeover() {
+    // A backup tool or an operator changing the transcript's mode while a
+    // model call is in flight used to end the attempt as `Edited`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let inode = std::cell::Cell::new(0);
+    let accepted = prompt_window_with(&session, |p| {
+        inode.set(ino(p));
+        until_ctime_moves(p, || chmod(p));
+    });
+    assert!(accepted, "a chmod was reported as a takeover");
+    assert_eq!(ino(&session), inode.get());
+}
+
+#[test]
+fn identical_rewrite_in_place_in_the_prompt_window_is_no_takeover() {
+    // Spec §8.4: a byte-identical rewrite is fine, also when it is done in
+    // place (`O_TRUNC` and the same bytes written back: same inode).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let accepted = prompt_window_with(&session, |p| {
+        let before = ino(p);
+        until_ctime_moves(p, || rewrite_in_place(p));
+        assert_eq!(ino(p), before, "the rewrite must keep the inode");
+    });
+    assert!(accepted, "an identical rewrite was reported as a takeover");
+}
+
+#[test]
+fn edit_in_the_prompt_window_is_still_a_takeover() {
+    // The other side of the two tests above: a real edit of the same size
+    // in the prompt window ends the attempt.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let accepted = prompt_window_with(&session, |p| {
+        until_ctime_moves(p, || edit_byte(p, 10, b'y'));
+    });
+    assert!(!accepted, "a same-size edit was accepted");
+}
+
+#[test]
+fn touch_with_the_same_bytes_is_no_takeover() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let content = write_transcript(&session, 64 * 1024);
+    let t = FileBackend::default()
+        .open_store(&session)
+        .expect("open store");
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+    touch_later(&session);
+    let size = content.len() as u64;
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Benign {
+            entries: Vec::new(),
+            range: size..size
+        }
+    );
+}
+
+/// Overwrites one byte in place (same inode, same size).
+fn edit_byte(path: &Path, offset: u64, byte: u8) {
+    let f = File::options().write(true).open(path).expect("open");
+    f.write_all_at(&[byte], offset).expect("pwrite");
+}
+
+#[test]
+fn same_size_edit_far_from_the_tail_is_a_takeover_even_with_its_times_set_back() {
+    // An editor (or a hostile writer) changes one byte early in the file and
+    // restores the old atime and mtime: size, inode, mtime and tail all match
+    // the fence; only the ctime moved, and only the digest sees the edit.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    write_transcript(&session, 256 * 1024);
+    let t = FileBackend::default()
+        .open_store(&session)
+        .expect("open store");
+    let fence = t.snapshot(1).expect("snapshot");
+    let old = fs::metadata(&session).expect("stat");
+    let (atime, mtime) = (
+        old.accessed().expect("atime"),
+        old.modified().expect("mtime"),
+    );
+    until_ctime_moves(&session, || {
+        edit_byte(&session, 10, b'Y');
+        let f = File::options().write(true).open(&session).expect("open");
+        f.set_times(FileTimes::new().set_accessed(atime).set_modified(mtime))
+            .expect("set times back");
+    });
+    let now = fs::metadata(&session).expect("stat");
+    assert_eq!(
+        (now.modified().expect("mtime"), now.len(), now.ino()),
+        (mtime, old.len(), old.ino())
+    );
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Takeover(Takeover::Edited)
+    );
+    // And without setting the times back.
+    let fence = t.snapshot(1).expect("snapshot");
+    until_ctime_moves(&session, || edit_byte(&session, 20, b'Z'));
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Takeover(Takeover::Edited)
+    );
+}
+
+#[test]
+fn over_the_seed_cap_only_a_ctime_change_is_accepted() {
+    // A transcript too large to seed a digest: a chmod (ctime only, bytes
+    // intact) is let through; a new mtime cannot be proven harmless.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let content = write_transcript(&session, DIGEST_SEED_CAP as usize + 4096);
+    let size = content.len() as u64;
+    let counting = Arc::new(CountingFs::default());
+    let t = FileBackend::default()
+        .with_fs(counting.clone())
+        .open_store(&session)
+        .expect("open store");
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(fence.digest(), None);
+    assert_eq!(counting.take(), 64, "no seed above the cap: the tail only");
+
+    until_ctime_moves(&session, || chmod(&session));
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Benign {
+            entries: Vec::new(),
+            range: size..size
+        }
+    );
+    assert_eq!(counting.take(), 64);
+
+    touch_later(&session);
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Takeover(Takeover::Edited)
+    );
+    // A ctime-only change with the tail edited is no proof either.
+    let fence = t.snapshot(1).expect("snapshot");
+    let old = fs::metadata(&session).expect("stat");
+    until_ctime_moves(&session, || {
+        edit_byte(&session, size - 10, b'Q');
+        let f = File::options().write(true).open(&session).expect("open");
+        f.set_times(
+            FileTimes::new()
+                .set_accessed(old.accessed().expect("atime"))
+                .set_modified(old.modified().expect("mtime")),
+        )
+        .expect("set times back");
+    });
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Takeover(Takeover::Edited)
+    );
+}
+
+// ------------------------------------------------ what was accepted (item 4)
+
+#[test]
+fn benign_foreign_append_returns_its_entries_and_byte_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let content = write_transcript(&session, 4096);
+    let t = FileBackend::default()
+        .open_store(&session)
+        .expect("open store");
+    let fence = t.snapshot(1).expect("snapshot");
+    let accepted = vec![
+        json!({"type": "custom", "customType": "ext-state", "id": "c1", "parentId": null,
+               "timestamp": "2026-01-01T00:00:00Z", "data": {"n": 1.50, "k": [1, 2]}}),
+        json!({"type": "label", "targetId": "m3", "label": "x", "id": "l1", "parentId": "c1",
+               "timestamp": "2026-01-01T00:00:01Z"}),
+    ];
+    let appended = append_foreign(&session, &accepted);
+    let old = content.len() as u64;
+    assert_eq!(
+        t.check(&fence, &OpenClawClassifier).expect("check"),
+        Change::Benign {
+            entries: accepted,
+            range: old..old + appended
+        }
+    );
+    // Nothing appended, nothing returned.
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(
+        t.check(&fence, &OpenClawClassifier).expect("check"),
+        Change::Unchanged
+    );
+}
+
+// ------------------------------------------------ the digest itself
+
+#[test]
+fn the_digest_follows_appends_rewrites_and_edits_between_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    write_transcript(&session, 100 * 1024);
+    let locks = SessionLock::with_backend(FileBackend::default(), opts());
+    let mut t = Transcript::open(&session).expect("open");
+    assert_eq!(
+        t.snapshot(1).expect("seed").digest(),
+        Some(sha256(&session))
+    );
+
+    // Own appends, small and larger than a read chunk, and foreign ones.
+    let g = locks.acquire(&session).expect("acquire");
+    t.append(&g, &[entry(1000)], Durability::None)
+        .expect("append");
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+    let batch: Vec<Value> = (0..700).map(entry).collect();
+    t.append(&g, &batch, Durability::None).expect("append");
+    append_foreign(&session, &[entry(2000)]);
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+
+    // An in-place edit of the last bytes hashed: the next snapshot must
+    // describe the file as it is, not the bytes it hashed before.
+    let size = fs::metadata(&session).expect("stat").len();
+    edit_byte(&session, size - 5, b'W');
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+
+    // A foreign shrink in place, below what was hashed.
+    let now = fs::read(&session).expect("read");
+    fs::write(&session, &now[..now.len() / 2]).expect("shrink in place");
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+
+    // A foreign replacement (a new inode) that differs early but ends with
+    // the bytes hashed last, then grows: the digest is of another file.
+    let mut other = fs::read(&session).expect("read");
+    other[10] = b'V';
+    other.extend_from_slice(b"{\"b\":2}\n");
+    let tmp = dir.path().join("other");
+    fs::write(&tmp, &other).expect("write replacement");
+    fs::rename(&tmp, &session).expect("replace");
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+
+    // The handle's own rewrite (a new inode) and truncation.
+    t.rewrite(&g, &[entry(1), entry(2)]).expect("rewrite");
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+    t.truncate(&g, 1).expect("truncate");
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+    g.release().expect("release");
+
+    // A foreign rewrite to a shorter file on the same inode, then appends.
+    fs::write(&session, b"{\"a\":1}\n").expect("shorten in place");
+    append_foreign(&session, &[entry(3)]);
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+}
+
+#[test]
+fn the_digest_follows_a_repair_of_a_torn_tail() {
+    // The repair cuts the torn bytes the digest hashed and the next append
+    // fills their place. This append's bytes match the last 64 torn bytes
+    // (so the boundary check passes) but not the first: only forgetting the
+    // digest at the repair keeps it true to the file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let content = write_transcript(&session, 4096);
+    let next = json!({"type": "message", "id": "n", "message": {"content": "z".repeat(300)}});
+    let line = serde_json::to_vec(&next).expect("serialize");
+    let mut torn = line[..200].to_vec();
+    torn[0] = b'X';
+    fs::write(&session, [&content[..], &torn[..]].concat()).expect("write torn tail");
+    let locks = SessionLock::with_backend(FileBackend::default(), opts());
+    let mut t = Transcript::open(&session).expect("open");
+    assert_eq!(
+        t.snapshot(1).expect("seed").digest(),
+        Some(sha256(&session))
+    );
+    let g = locks.acquire(&session).expect("acquire");
+    t.append(&g, &[next], Durability::None)
+        .expect("repair and append");
+    g.release().expect("release");
+    let now = fs::read(&session).expect("read");
+    assert_eq!(now, [&content[..], &line[..], b"\n"].concat());
+    assert_eq!(
+        t.snapshot(1).expect("snap").digest(),
+        Some(sha256(&session))
+    );
+}
+
+// ------------------------------------------------ cost (spec §8.3)
+
+#[test]
+fn fences_read_the_file_once_per_handle_then_only_what_was_appended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let content = write_transcript(&session, 3 * 1024 * 1024);
+    let size = content.len() as u64;
+    let counting = Arc::new(CountingFs::default());
+    let t = FileBackend::default()
+        .with_fs(counting.clone())
+        .open_store(&session)
+        .expect("open store");
+
+    // The first snapshot seeds the digest: one read of the file.
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), size);
+    // An unchanged file: no read to check, 64 bytes to snapshot again.
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Unchanged
+    );
+    assert_eq!(counting.take(), 0);
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), 64);
+
+    // N bytes appended: the check reads the old tail and the N bytes, the
+    // next snapshot the last 64 bytes hashed and the N bytes.
+    let n = append_foreign(&session, &[entry(1), entry(2), entry(3)]);
+    assert!(matches!(
+        t.check(&fence, &AcceptAll).expect("check"),
+        Change::Benign { ref entries, .. } if entries.len() == 3
+    ));
+    assert_eq!(counting.take(), n + 64);
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), n + 64);
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+
+    // A larger append (over one read chunk).
+    let batch: Vec<Value> = (0..1000).map(entry).collect();
+    let n = append_foreign(&session, &batch);
+    assert!(n > 64 * 1024);
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), n + 64);
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+
+    // Metadata alone changed: the one check that hashes the whole file.
+    until_ctime_moves(&session, || chmod(&session));
+    assert!(matches!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Benign { ref entries, .. } if entries.is_empty()
+    ));
+    assert_eq!(counting.take(), fence.size());
+
+    // A fresh handle seeds again; `Fence::take` is the same as `snapshot`.
+    let t2 = Transcript::open_with(&session, counting.clone()).expect("open");
+    let fence = Fence::take(&t2, 2).expect("take");
+    assert_eq!(counting.take(), fence.size());
+}
