@@ -283,7 +283,10 @@ pub trait Backend: Send + Sync + 'static {
 /// is fenced by the guard it is made under, and snapshots let an attempt
 /// detect what others changed while it had released its lock (§8.3).
 pub trait Store: Send + 'static {
-    /// A snapshot of the transcript, cheap to take (O(1) in its size).
+    /// A snapshot of the transcript, cheap to take: O(1) in its size plus
+    /// what was appended since the store's previous snapshot (the file
+    /// store's first snapshot also seeds a content digest, see
+    /// [`fence`](crate::fence)).
     type Fence: Send + 'static;
 
     /// Appends `entries`, one line each, in one fenced write.
@@ -328,13 +331,20 @@ pub trait Store: Send + 'static {
     fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>>;
 
     /// Snapshots the transcript as of now, for the session epoch `epoch`.
+    /// The file store reads the whole transcript (up to
+    /// [`DIGEST_SEED_CAP`](crate::fence::DIGEST_SEED_CAP)) at its first
+    /// snapshot, to seed the running digest that proves a later change of
+    /// metadata alone harmless; afterwards only what was appended since.
     ///
     /// # Errors
     /// `Io` when it cannot be examined.
     fn snapshot(&self, epoch: u64) -> Result<Self::Fence>;
 
-    /// What changed since `fence`, judged by `classifier`; costs
-    /// O(appended bytes).
+    /// What changed since `fence`, judged by `classifier`; a benign change
+    /// returns the accepted entries and their byte range. Costs O(appended
+    /// bytes), except when only metadata changed (same file and size, other
+    /// times): the file store then hashes the whole file to compare it with
+    /// the fence's digest.
     ///
     /// # Errors
     /// `Io` when it cannot be examined.
