@@ -50,7 +50,8 @@
 //! the transcript's size plus what was appended, except for the seed and the
 //! rare changes that read the whole file above: metadata alone, or a new
 //! inode of the same size. The attempt controller opens one handle per
-//! attempt, so an attempt's first release reads the transcript once.
+//! attempt, so each attempt reads the transcript once, at its first
+//! snapshot.
 //!
 //! The attempt's own writes are never mistaken for a takeover: the controller
 //! takes a new fence after each of them.
