@@ -404,7 +404,9 @@ impl Fence {
         self.digest
     }
 
-    /// Compares the transcript now with the fence.
+    /// Compares the transcript now with the fence: O(appended bytes), or
+    /// the whole file when only its metadata changed or a file of the same
+    /// size replaced it (see the module docs).
     ///
     /// # Errors
     /// `Io` when the transcript cannot be examined.
