@@ -139,6 +139,19 @@ pub enum Error {
         /// The session's epoch now.
         current_epoch: u64,
     },
+    /// A call made inside the same lock's [`Guard::with_fence`] that cannot
+    /// run there (such as [`Guard::extend`]); it fails at once instead of
+    /// waiting for the fence its own caller holds.
+    ///
+    /// [`Guard::with_fence`]: crate::Guard::with_fence
+    /// [`Guard::extend`]: crate::Guard::extend
+    #[error("cannot {op} inside its own fence: {path}")]
+    InsideFence {
+        /// What was called (`extend the session lock`).
+        op: &'static str,
+        /// The lock path.
+        path: PathBuf,
+    },
     /// A handle is unusable after an earlier write or sync error.
     #[error("handle poisoned by an earlier write error: {path}")]
     Poisoned {

@@ -1,6 +1,7 @@
 //! Lock guards: what an acquisition hands back.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -66,7 +67,13 @@ pub(crate) struct Hold<B: Backend> {
     req: LeaseRequest,
     info: LeaseInfo,
     acquired_at: Instant,
+    /// Held while a fenced `f` runs: never lock it from inside one (see
+    /// [`FENCED`]).
     state: Mutex<HoldState<B::Lease>>,
+    /// The payload published most recently (after an extension, the
+    /// extended one). Apart from `state`, so that reading it never waits
+    /// for a fenced write, and works inside one.
+    published: Mutex<Payload>,
     revoked: AtomicBool,
     notify: tokio::sync::Notify,
     me: Weak<Hold<B>>,
@@ -74,6 +81,46 @@ pub(crate) struct Hold<B: Backend> {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+thread_local! {
+    /// The acquisitions (addresses of their [`Hold`]s) whose fenced `f` this
+    /// thread is running, innermost last. A fenced call on one of them from
+    /// inside its `f` runs at once under the fence the outer call holds:
+    /// taking the hold's mutex again would wait for ourselves, and taking
+    /// the state lock again on the same open file would release it when the
+    /// inner call ends.
+    static FENCED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks this thread as inside the fence of one acquisition, for as long as
+/// it lives (also while unwinding from a panic in `f`).
+struct InsideFence(usize);
+
+impl InsideFence {
+    fn enter(id: usize) -> InsideFence {
+        // Only a thread being torn down has no thread-locals left; nothing
+        // of it can call back into a fence then.
+        let _ = FENCED.try_with(|v| v.borrow_mut().push(id));
+        InsideFence(id)
+    }
+
+    fn contains(id: usize) -> bool {
+        FENCED
+            .try_with(|v| v.borrow().contains(&id))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for InsideFence {
+    fn drop(&mut self) {
+        let _ = FENCED.try_with(|v| {
+            let mut v = v.borrow_mut();
+            if let Some(at) = v.iter().rposition(|&id| id == self.0) {
+                v.remove(at);
+            }
+        });
+    }
 }
 
 struct ParkedLease<B: Backend> {
@@ -111,6 +158,26 @@ pub(crate) fn holder_of(payload: &Payload, lock_path: &Path, age: Duration) -> H
 }
 
 impl<B: Backend> Hold<B> {
+    /// What identifies this acquisition in [`FENCED`]: its address, which
+    /// stays ours while any guard of it lives.
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Whether this thread is running a fenced `f` of this acquisition.
+    fn fenced_here(&self) -> bool {
+        InsideFence::contains(self.id())
+    }
+
+    /// The error for a call that cannot run inside this acquisition's own
+    /// fence.
+    fn inside_fence_error(&self, op: &'static str) -> Error {
+        Error::InsideFence {
+            op,
+            path: self.info.key.lock_path.clone(),
+        }
+    }
+
     /// Wraps a freshly published lease: records it in the slot and arms the
     /// watchdog.
     pub(crate) fn start(
@@ -123,11 +190,13 @@ impl<B: Backend> Hold<B> {
         let now = Instant::now();
         let deadline = now + req.max_hold;
         let slot = turn.slot().clone();
+        let published = Mutex::new(info.payload.clone());
         let hold = Arc::new_cyclic(|me| Hold {
             backend,
             req,
             info,
             acquired_at: now,
+            published,
             state: Mutex::new(HoldState {
                 phase: Phase::Held,
                 lease: Some(lease),
@@ -320,13 +389,10 @@ impl<B: Backend> Guard<B> {
     }
 
     /// The payload this guard published most recently (after
-    /// [`Guard::extend`], the extended one).
+    /// [`Guard::extend`], the extended one). Never waits for a fenced write,
+    /// and may be called inside one.
     pub fn payload(&self) -> Payload {
-        let st = lock(&self.hold.state);
-        st.lease.as_ref().map_or_else(
-            || self.hold.info.payload.clone(),
-            |l| B::info(l).payload.clone(),
-        )
+        lock(&self.hold.published).clone()
     }
 
     /// This guard's holder description (our pid, lane, epoch, age).
@@ -367,6 +433,8 @@ impl<B: Backend> Guard<B> {
     /// `Revoked` after watchdog revocation or when the lock file was removed
     /// or replaced by someone else (the guard is then revoked); `Fenced` when
     /// another holder reclaimed the lock; `Io` when the epoch cannot be read.
+    /// Inside this acquisition's own [`Guard::with_fence`] it passes at
+    /// once: the fence is held.
     pub fn check(&self) -> Result<()> {
         self.with_fence(|| ())
     }
@@ -421,14 +489,44 @@ impl<B: Backend> Guard<B> {
     /// Runs `f` (a transcript mutation) only while this guard's epoch is the
     /// session's current epoch. Reclaims and revocations wait until `f`
     /// returns, so no write of a stale epoch can land after a newer epoch
-    /// exists. `f` must be short and must not call back into this guard.
+    /// exists. `f` should be short: for as long as it runs, it holds up
+    /// other threads' fenced calls, extensions and release of this lock, the
+    /// watchdog's revocation, and other processes' reclaims.
+    ///
+    /// The transcript's own mutations ([`Transcript::append`] and the
+    /// others) are fenced already: call them directly, not inside
+    /// `with_fence`. This is for mutations of your own.
+    ///
+    /// # Re-entrance
+    /// Inside `f`, on the same thread, the acquisition's fenced calls run at
+    /// once under the fence `f` already holds (its epoch was checked and the
+    /// state lock is held until `f` returns): [`Guard::with_fence`] and
+    /// [`Guard::check`] of this guard, or of any guard sharing its
+    /// acquisition through reentrancy, so `transcript.append(&guard, ...)`
+    /// inside `f` lands once. [`Guard::payload`], [`Guard::holder`],
+    /// [`Guard::is_revoked`] and [`Guard::epoch`] never wait for the fence.
+    /// What cannot run under a held fence fails at once with
+    /// [`Error::InsideFence`]: [`Guard::extend`], which must republish under
+    /// the exclusive state lock. Other threads wait for `f` as before.
+    ///
+    /// A panic in `f` propagates; the fence is dropped on the way (state
+    /// lock and mutex released), and the guard stays usable.
+    ///
+    /// [`Transcript::append`]: crate::transcript::Transcript::append
     ///
     /// # Errors
     /// As [`Guard::check`]; `f` does not run on error.
     pub fn with_fence<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let id = self.hold.id();
+        if InsideFence::contains(id) {
+            return Ok(f());
+        }
         let st = lock(&self.hold.state);
         let result = match (&st.phase, &st.lease) {
-            (Phase::Held, Some(lease)) => self.hold.backend.fenced(lease, f),
+            (Phase::Held, Some(lease)) => self.hold.backend.fenced(lease, || {
+                let _inside = InsideFence::enter(id);
+                f()
+            }),
             (phase, _) => return Err(self.hold.gone_error(phase)),
         };
         drop(st);
@@ -445,8 +543,14 @@ impl<B: Backend> Guard<B> {
     /// explicit; nothing extends a lease in the background.
     ///
     /// # Errors
-    /// `Revoked` or `Fenced` when the lock was lost; `Io`.
+    /// `Revoked` or `Fenced` when the lock was lost; `Io`; `InsideFence`
+    /// when called inside this acquisition's own [`Guard::with_fence`]
+    /// (republishing needs the state lock exclusively, which the fence holds
+    /// shared; extend before or after the fenced call).
     pub fn extend(&self) -> Result<()> {
+        if self.hold.fenced_here() {
+            return Err(self.hold.inside_fence_error("extend the session lock"));
+        }
         let mut st = lock(&self.hold.state);
         let HoldState { phase, lease, .. } = &mut *st;
         match (phase, lease) {
@@ -458,6 +562,7 @@ impl<B: Backend> Guard<B> {
                     }
                     return Err(e);
                 }
+                *lock(&self.hold.published) = B::info(lease).payload.clone();
             }
             (phase, _) => return Err(self.hold.gone_error(phase)),
         }

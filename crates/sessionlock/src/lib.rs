@@ -44,6 +44,8 @@
 //! ## Example
 //! ```
 //! use std::time::Duration;
+//! use serde_json::json;
+//! use sessionlock::transcript::{Durability, Transcript};
 //! use sessionlock::{LockOptions, SessionLock};
 //!
 //! # fn main() -> Result<(), sessionlock::Error> {
@@ -54,13 +56,19 @@
 //!     .timeout(Some(Duration::from_secs(10)))
 //!     .lane("channel");
 //! let guard = locks.acquire_with(&session, &opts)?;
-//! guard.with_fence(|| {
-//!     // append to the transcript here: runs only while we own the session
-//! })?;
+//! // The transcript's mutations are fenced: each lands only while `guard`
+//! // owns the session, whole or not at all.
+//! let mut transcript = Transcript::open(&session)?;
+//! transcript.append(&guard, &[json!({"role": "user", "text": "hi"})], Durability::Data)?;
 //! guard.release()?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A mutation of your own (a file beside the transcript, say) goes inside
+//! [`Guard::with_fence`], which runs it only while the guard's epoch is
+//! current; the transcript's methods need no such wrapping (inside it, they
+//! run at once under the same fence).
 #![deny(missing_docs)]
 
 mod acquire;
@@ -96,6 +104,11 @@ pub use config::{Config, HoldExceededPolicy, Settings};
 pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TryAcquireError};
 pub use guard::Guard;
 pub use reclaim::{Reason, Reasons};
+
+// The README's Rust examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 
 /// `CLOCK_MONOTONIC` in nanoseconds, comparable across the processes of one
 /// machine: for timing hand-offs between processes (benchmarks, the demo).
