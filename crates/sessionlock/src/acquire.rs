@@ -331,7 +331,9 @@ impl<B: Backend> SessionLock<B> {
     /// # Errors
     /// `Timeout` naming the holder when the budget runs out; `Stale` when a
     /// live holder is past its lease under policy `report`; `InvalidPath`
-    /// when a symlink or non-regular file stands at the lock path; `Io`.
+    /// when a symlink or non-regular file stands at the lock path; `Io`;
+    /// `InsideFence` when called, without reentrancy, inside a
+    /// [`Guard::with_fence`] of this session on the same thread.
     pub fn acquire(&self, session: impl AsRef<Path>) -> Result<Guard<B>> {
         self.acquire_with(session, &self.options)
     }
@@ -465,6 +467,14 @@ impl<B: Backend> SessionLock<B> {
         if opts.reentrant {
             if let Some(hold) = slot.current_hold::<Hold<B>>() {
                 return Ok(Guard { hold });
+            }
+        } else if crate::guard::inside_any_fence() {
+            // Called from inside this session's own fence, the turn would
+            // never come (its holder is this thread, waiting): say so now.
+            if let Some(hold) = slot.current_hold::<Hold<B>>() {
+                if hold.fenced_here() {
+                    return Err(hold.inside_fence_error("acquire the session lock again"));
+                }
             }
         }
 

@@ -140,14 +140,16 @@ pub enum Error {
         current_epoch: u64,
     },
     /// A call made inside the same lock's [`Guard::with_fence`] that cannot
-    /// run there (such as [`Guard::extend`]); it fails at once instead of
-    /// waiting for the fence its own caller holds.
+    /// run there ([`Guard::extend`], or acquiring the session again without
+    /// reentrancy); it fails at once instead of waiting for the fence its
+    /// own caller holds.
     ///
     /// [`Guard::with_fence`]: crate::Guard::with_fence
     /// [`Guard::extend`]: crate::Guard::extend
     #[error("cannot {op} inside its own fence: {path}")]
     InsideFence {
-        /// What was called (`extend the session lock`).
+        /// What was called (`extend the session lock`, `acquire the session
+        /// lock again`).
         op: &'static str,
         /// The lock path.
         path: PathBuf,

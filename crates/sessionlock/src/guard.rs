@@ -105,6 +105,11 @@ impl InsideFence {
         InsideFence(id)
     }
 
+    /// Whether this thread is inside any acquisition's fence.
+    fn any() -> bool {
+        FENCED.try_with(|v| !v.borrow().is_empty()).unwrap_or(false)
+    }
+
     fn contains(id: usize) -> bool {
         FENCED
             .try_with(|v| v.borrow().contains(&id))
@@ -157,6 +162,12 @@ pub(crate) fn holder_of(payload: &Payload, lock_path: &Path, age: Duration) -> H
     }
 }
 
+/// Whether this thread is running any acquisition's fenced `f` (one
+/// thread-local read: what lets an acquire skip the costlier check).
+pub(crate) fn inside_any_fence() -> bool {
+    InsideFence::any()
+}
+
 impl<B: Backend> Hold<B> {
     /// What identifies this acquisition in [`FENCED`]: its address, which
     /// stays ours while any guard of it lives.
@@ -165,13 +176,13 @@ impl<B: Backend> Hold<B> {
     }
 
     /// Whether this thread is running a fenced `f` of this acquisition.
-    fn fenced_here(&self) -> bool {
+    pub(crate) fn fenced_here(&self) -> bool {
         InsideFence::contains(self.id())
     }
 
     /// The error for a call that cannot run inside this acquisition's own
     /// fence.
-    fn inside_fence_error(&self, op: &'static str) -> Error {
+    pub(crate) fn inside_fence_error(&self, op: &'static str) -> Error {
         Error::InsideFence {
             op,
             path: self.info.key.lock_path.clone(),
@@ -507,7 +518,9 @@ impl<B: Backend> Guard<B> {
     /// [`Guard::is_revoked`] and [`Guard::epoch`] never wait for the fence.
     /// What cannot run under a held fence fails at once with
     /// [`Error::InsideFence`]: [`Guard::extend`], which must republish under
-    /// the exclusive state lock. Other threads wait for `f` as before.
+    /// the exclusive state lock, and acquiring the same session again
+    /// without reentrancy (its turn would never come). Other threads wait
+    /// for `f` as before.
     ///
     /// A panic in `f` propagates; the fence is dropped on the way (state
     /// lock and mutex released), and the guard stays usable.

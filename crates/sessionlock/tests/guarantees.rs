@@ -231,6 +231,45 @@ fn extend_inside_with_fence_fails_at_once_and_works_after() {
     guard.release().expect("release");
 }
 
+// Acquiring the same session again (without reentrancy) inside its own
+// fence would wait for a turn that this very thread holds: with no budget,
+// forever. It fails at once; with reentrancy it shares the acquisition.
+#[test]
+fn acquiring_the_same_session_inside_its_fence_fails_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    within("acquire inside with_fence", HANG, move || {
+        let locks = SessionLock::new();
+        let guard = acquire(&session);
+        let forever = LockOptions::default().timeout(None);
+        let err = guard
+            .with_fence(|| locks.acquire_with(&session, &forever))
+            .expect("outer fence")
+            .expect_err("the turn is this thread's own");
+        assert!(matches!(err, Error::InsideFence { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot acquire the session lock again inside its own fence: {}",
+                guard.lock_path().display()
+            )
+        );
+        let tried = guard
+            .with_fence(|| locks.try_acquire(&session).map(drop))
+            .expect("outer fence");
+        assert!(
+            matches!(
+                tried,
+                Err(TryAcquireError::Failed(Error::InsideFence { .. }))
+            ),
+            "{tried:?}"
+        );
+        assert_eq!(locks.queued(&session).expect("queued"), 0, "nothing queued");
+        guard.release().expect("release");
+        acquire(&session).release().expect("acquire after");
+    });
+}
+
 // ------------------------------------------------------ §1.2 panics release
 
 /// The exclusive state lock (`flock` on `<session>.epoch`) through a file
