@@ -24,8 +24,10 @@ use crate::watchdog::{self, Revocable};
 ///
 /// A guard can lose its lock without being dropped: the watchdog revokes it
 /// once it is held past `max_hold`, and another process may reclaim it after
-/// that. Transcript mutations must therefore go through
-/// [`Guard::with_fence`], which refuses to run once a newer epoch exists.
+/// that. Transcript mutations must therefore be fenced: the transcript's
+/// own methods ([`Transcript`](crate::transcript::Transcript)) are, and a
+/// mutation of your own goes through [`Guard::with_fence`], which refuses
+/// to run it once a newer epoch exists.
 ///
 /// `Guard` is `Send + Sync`.
 #[must_use = "dropping the guard releases the lock at once"]
