@@ -332,7 +332,7 @@ impl<B: Backend> SessionLock<B> {
     /// `Timeout` naming the holder when the budget runs out; `Stale` when a
     /// live holder is past its lease under policy `report`; `InvalidPath`
     /// when a symlink or non-regular file stands at the lock path; `Io`;
-    /// `InsideFence` when called, without reentrancy, inside a
+    /// `Misuse` when called, without reentrancy, inside a
     /// [`Guard::with_fence`] of this session on the same thread.
     pub fn acquire(&self, session: impl AsRef<Path>) -> Result<Guard<B>> {
         self.acquire_with(session, &self.options)

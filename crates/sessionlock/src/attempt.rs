@@ -448,7 +448,7 @@ impl<B: TranscriptBackend> Inner<B> {
             Some(Err(why)) => Err(format!("fence unavailable ({why})")),
             Some(Ok(fence)) => match transcript.check(&fence, self.opts.classifier.as_ref()) {
                 Ok(Change::Unchanged) => Ok(Resync::default()),
-                Ok(Change::Benign { .. }) => Ok(Resync::default()), // FENCE-MERGE
+                Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
                 Ok(Change::Takeover(t)) => Err(t.to_string()),
                 Err(e) => Err(format!("cannot check the fence: {e}")),
             },

@@ -139,21 +139,6 @@ pub enum Error {
         /// The session's epoch now.
         current_epoch: u64,
     },
-    /// A call made inside the same lock's [`Guard::with_fence`] that cannot
-    /// run there ([`Guard::extend`], or acquiring the session again without
-    /// reentrancy); it fails at once instead of waiting for the fence its
-    /// own caller holds.
-    ///
-    /// [`Guard::with_fence`]: crate::Guard::with_fence
-    /// [`Guard::extend`]: crate::Guard::extend
-    #[error("cannot {op} inside its own fence: {path}")]
-    InsideFence {
-        /// What was called (`extend the session lock`, `acquire the session
-        /// lock again`).
-        op: &'static str,
-        /// The lock path.
-        path: PathBuf,
-    },
     /// A handle is unusable after an earlier write or sync error.
     #[error("handle poisoned by an earlier write error: {path}")]
     Poisoned {
@@ -179,10 +164,15 @@ pub enum Error {
         /// What was cancelled, and why.
         what: String,
     },
-    /// A call that cannot work where it was made: re-entrant use (from
-    /// inside a write closure or fenced section of the same attempt or
-    /// guard), or a method called in a state that has no meaning for it.
-    /// Reported at once instead of deadlocking.
+    /// A call that cannot work where it was made, reported at once instead
+    /// of waiting for itself: re-entrant use from inside the same lock's
+    /// [`Guard::with_fence`] ([`Guard::extend`], or acquiring the session
+    /// again without reentrancy) or from inside an attempt's write closure
+    /// (calls that need the lent guard), or a method called in a state that
+    /// has no meaning for it.
+    ///
+    /// [`Guard::with_fence`]: crate::Guard::with_fence
+    /// [`Guard::extend`]: crate::Guard::extend
     #[error("misuse: {what}")]
     Misuse {
         /// What was called, and why it cannot work there.

@@ -479,7 +479,16 @@ fn flock(dir: &Path) -> Outcome {
         ));
     }
     drop(first);
-    if !try_second(FlockKind::Exclusive)? {
+    // A process another thread of ours forks in this instant holds a copy
+    // of the descriptor until it execs (it is close-on-exec): the lock may
+    // outlive the close by that long, never longer.
+    let settled = Instant::now() + Duration::from_millis(200);
+    let mut freed = try_second(FlockKind::Exclusive)?;
+    while !freed && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(1));
+        freed = try_second(FlockKind::Exclusive)?;
+    }
+    if !freed {
         return Err(
             "a flock outlived the close of its only descriptor: a crashed holder would block everyone"
                 .into(),

@@ -185,9 +185,11 @@ impl<B: Backend> Hold<B> {
     /// The error for a call that cannot run inside this acquisition's own
     /// fence.
     pub(crate) fn inside_fence_error(&self, op: &'static str) -> Error {
-        Error::InsideFence {
-            op,
-            path: self.info.key.lock_path.clone(),
+        Error::Misuse {
+            what: format!(
+                "cannot {op} inside its own fence: {}",
+                self.info.key.lock_path.display()
+            ),
         }
     }
 
@@ -519,7 +521,7 @@ impl<B: Backend> Guard<B> {
     /// inside `f` lands once. [`Guard::payload`], [`Guard::holder`],
     /// [`Guard::is_revoked`] and [`Guard::epoch`] never wait for the fence.
     /// What cannot run under a held fence fails at once with
-    /// [`Error::InsideFence`]: [`Guard::extend`], which must republish under
+    /// [`Error::Misuse`]: [`Guard::extend`], which must republish under
     /// the exclusive state lock, and acquiring the same session again
     /// without reentrancy (its turn would never come). Other threads wait
     /// for `f` as before.
@@ -558,7 +560,7 @@ impl<B: Backend> Guard<B> {
     /// explicit; nothing extends a lease in the background.
     ///
     /// # Errors
-    /// `Revoked` or `Fenced` when the lock was lost; `Io`; `InsideFence`
+    /// `Revoked` or `Fenced` when the lock was lost; `Io`; `Misuse`
     /// when called inside this acquisition's own [`Guard::with_fence`]
     /// (republishing needs the state lock exclusively, which the fence holds
     /// shared; extend before or after the fenced call).

@@ -213,13 +213,13 @@ fn extend_inside_with_fence_fails_at_once_and_works_after() {
             .expect("outer fence")
             .expect_err("extend cannot republish under its own fence");
         assert!(
-            matches!(&err, Error::InsideFence { path, .. } if path == guard.lock_path()),
+            matches!(&err, Error::Misuse { what } if what.ends_with(&guard.lock_path().display().to_string())),
             "{err:?}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "cannot extend the session lock inside its own fence: {}",
+                "misuse: cannot extend the session lock inside its own fence: {}",
                 guard.lock_path().display()
             )
         );
@@ -246,11 +246,11 @@ fn acquiring_the_same_session_inside_its_fence_fails_at_once() {
             .with_fence(|| locks.acquire_with(&session, &forever))
             .expect("outer fence")
             .expect_err("the turn is this thread's own");
-        assert!(matches!(err, Error::InsideFence { .. }), "{err:?}");
+        assert!(matches!(err, Error::Misuse { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
             format!(
-                "cannot acquire the session lock again inside its own fence: {}",
+                "misuse: cannot acquire the session lock again inside its own fence: {}",
                 guard.lock_path().display()
             )
         );
@@ -258,10 +258,7 @@ fn acquiring_the_same_session_inside_its_fence_fails_at_once() {
             .with_fence(|| locks.try_acquire(&session).map(drop))
             .expect("outer fence");
         assert!(
-            matches!(
-                tried,
-                Err(TryAcquireError::Failed(Error::InsideFence { .. }))
-            ),
+            matches!(tried, Err(TryAcquireError::Failed(Error::Misuse { .. }))),
             "{tried:?}"
         );
         assert_eq!(locks.queued(&session).expect("queued"), 0, "nothing queued");
