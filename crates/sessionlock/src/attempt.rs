@@ -593,6 +593,33 @@ impl<B: TranscriptBackend> Inner<B> {
         }
     }
 
+    /// Before an acquisition of an attempt that gave its session up to the
+    /// next attempt of this process (an abort vacates the owner turn): takes
+    /// the owner turn back if nobody else has it or waits for it; otherwise
+    /// the session belongs to a later attempt, whose context must not change
+    /// under it, so this one is over: a takeover.
+    fn reclaim_ownership(&self, st: &mut St<B>, phase: TakeoverPhase) -> Result<()> {
+        if self.opts.overlap || st.owner.is_some() {
+            return Ok(());
+        }
+        match PromptTurns::owners().try_take_as(
+            &self.session,
+            self.opts.lock.lane.clone(),
+            self.opts.lock.run_id.clone(),
+        ) {
+            Some(owner) => {
+                st.owner = Some(owner);
+                Ok(())
+            }
+            None => Err(self.mark_taken_over(
+                st,
+                phase,
+                "the session went to the next attempt of this process after this one was aborted"
+                    .to_owned(),
+            )),
+        }
+    }
+
     /// Acquires the lock with what is left of a budget that ends at
     /// `deadline`; a timeout reports the whole budget.
     async fn acquire_until(&self, deadline: Option<Instant>) -> Result<Guard<B>> {
@@ -1093,6 +1120,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 State::TakenOver => return Err(self.inner.sticky(&st, phase)),
                 State::Held | State::Cleanup | State::Disposed => return Ok(Resync::default()),
             }
+            self.inner.reclaim_ownership(&mut st, phase)?;
             st.acquiring += 1;
             st.aborts
         };
@@ -1227,6 +1255,8 @@ impl<B: TranscriptBackend> Attempt<B> {
                     (Some(lent), resync, false)
                 }
                 State::Released => {
+                    self.inner
+                        .reclaim_ownership(&mut st, TakeoverPhase::Write)?;
                     st.acquiring += 1;
                     (None, Resync::default(), true)
                 }
@@ -1364,8 +1394,10 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// write runs, it is released when that write returns); waits of the
     /// attempt in flight give up with `Cancelled`; the session is handed to
     /// the next attempt of this process waiting for it. Cleanup may still
-    /// run after it, checked by the fence. Failures are logged, never
-    /// returned.
+    /// run after it, checked by the fence, and holding the session again
+    /// only if no later attempt has taken it (otherwise the attempt is
+    /// taken over and its cleanup gets a no-op lock). Failures are logged,
+    /// never returned.
     pub fn abort(&self, kind: AbortKind) {
         self.inner.abort(kind);
     }

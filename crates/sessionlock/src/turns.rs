@@ -196,6 +196,21 @@ impl PromptTurns {
         })
     }
 
+    /// [`PromptTurns::try_take`], saying who takes the turn (see
+    /// [`PromptTurns::take_as`]).
+    pub fn try_take_as(
+        &self,
+        key: &Path,
+        lane: Option<String>,
+        run_id: Option<String>,
+    ) -> Option<PromptTurn> {
+        let turn = self.try_take(key)?;
+        if let Some(ks) = lock(&self.inner.state).keys.get_mut(key) {
+            ks.holder = holder_of(Some((lane, run_id)));
+        }
+        Some(turn)
+    }
+
     /// How many futures wait for the turn of `key` (not counting the holder).
     pub fn waiting(&self, key: &Path) -> usize {
         lock(&self.inner.state)
