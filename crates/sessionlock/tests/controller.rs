@@ -1,0 +1,1306 @@
+//! The attempt controller as a gateway drives it (issue 10): hung model
+//! calls, cleanup racing a reacquire, re-entrant calls, the prompt wrapper,
+//! foreign edits under the held lock, resync, the owner queue, and the
+//! guarantees that were implemented but unguarded.
+//!
+//! Every wait is bounded, so a regression fails instead of hanging. Child
+//! processes are this test binary re-executed in child mode (see
+//! `child_entry`).
+
+use std::fs;
+use std::future::Future;
+use std::io::{self, BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sessionlock::attempt::{Attempt, AttemptOptions, CleanupLock, State};
+use sessionlock::classify::OpenClawClassifier;
+use sessionlock::runs::{AbortKind, RunPhase, RunRegistry};
+use sessionlock::transcript::{Durability, Reader, Transcript};
+use sessionlock::turns::PromptTurns;
+use sessionlock::{Error, FileBackend, LockOptions, SessionLock, TakeoverPhase};
+
+mod common;
+
+use common::{role_args, Kid};
+
+/// The bound on every wait of these tests that is expected to end soon.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn opts(timeout_ms: u64) -> LockOptions {
+    LockOptions::default().timeout(Some(Duration::from_millis(timeout_ms)))
+}
+
+fn locks() -> SessionLock {
+    SessionLock::with_backend(FileBackend::default(), opts(10_000))
+}
+
+fn attempt_opts() -> AttemptOptions {
+    AttemptOptions::default().lock(opts(5_000))
+}
+
+fn lane_opts() -> AttemptOptions {
+    attempt_opts().classifier(Arc::new(OpenClawClassifier))
+}
+
+fn entries(path: &Path) -> Vec<Value> {
+    Reader::open(path)
+        .expect("reader")
+        .map(|e| e.expect("entry").value)
+        .collect()
+}
+
+/// Another lane's fenced append, through the lock.
+fn append(session: &Path, entry: Value) {
+    let g = locks().acquire(session).expect("acquire");
+    let mut t = Transcript::open(session).expect("open");
+    t.append(&g, &[entry], Durability::None).expect("append");
+}
+
+/// A program that ignores the lock appends a line with plain file I/O.
+fn append_ignoring_the_lock(session: &Path, entry: &Value) {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(session)
+        .expect("open raw");
+    writeln!(f, "{entry}").expect("raw append");
+}
+
+/// An OpenClaw `custom` entry: benign to the OpenClaw classifier.
+fn custom(lane: &str, i: u32) -> Value {
+    json!({
+        "type": "custom", "id": format!("{lane}-{i}"), "parentId": null,
+        "timestamp": "2026-11-21T04:00:00.000Z", "customType": lane, "data": {"i": i}
+    })
+}
+
+/// A user message: benign to no classifier.
+fn user_message(id: &str) -> Value {
+    json!({
+        "type": "message", "id": id, "parentId": null, "timestamp": "2026-11-21T04:00:00.000Z",
+        "message": {"role": "user", "content": "hi"}
+    })
+}
+
+/// A real assistant reply: benign to no classifier.
+fn reply(lane: &str, i: u32) -> Value {
+    json!({
+        "type": "message", "id": format!("{lane}-reply-{i}"), "parentId": null,
+        "timestamp": "2026-11-21T04:00:00.000Z",
+        "message": {"role": "assistant", "provider": "anthropic", "model": "claude", "content": [{"type": "text", "text": lane}]}
+    })
+}
+
+fn is_free(session: &Path) -> bool {
+    match locks().acquire_with(session, &opts(0)) {
+        Ok(g) => {
+            drop(g);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Awaits `f`, failing the test if it takes longer than [`BOUND`].
+async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(BOUND, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
+    }
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Polls `f` once, with a waker that does nothing: what a call that must
+/// not wait returns.
+fn poll_now<F: Future>(f: F) -> Poll<F::Output> {
+    let mut f = std::pin::pin!(f);
+    f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Runs `f` on a thread of its own and fails the test if it does not end
+/// within [`BOUND`] (a deadlock fails instead of hanging the run); a panic
+/// in `f` is the test's panic.
+fn on_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(BOUND) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match h.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: hung for {BOUND:?} (deadlock?)")
+        }
+    }
+}
+
+fn is_takeover(e: &Error, want: TakeoverPhase) -> bool {
+    matches!(e, Error::Takeover { phase, .. } if *phase == want)
+}
+
+// ---------------------------------------------------------------- children
+
+/// Entry point of child processes (a no-op in a normal test run).
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role_args() else {
+        return;
+    };
+    let say = |s: String| {
+        let mut o = io::stdout().lock();
+        writeln!(o, "{s}").expect("stdout");
+        o.flush().expect("flush");
+    };
+    match role.as_str() {
+        // Hold the session's lock until told to release it.
+        "hold" => {
+            let session = PathBuf::from(&args[0]);
+            let g = locks()
+                .acquire_with(&session, &opts(20_000))
+                .expect("acquire");
+            say("HELD".into());
+            let mut line = String::new();
+            let _ = io::stdin().lock().read_line(&mut line);
+            g.release().expect("release");
+            say("RELEASED".into());
+        }
+        // Try the lock once without waiting.
+        "try-now" => {
+            let session = PathBuf::from(&args[0]);
+            match locks().acquire_with(&session, &opts(0)) {
+                Ok(g) => {
+                    g.release().expect("release");
+                    say("FREE".into());
+                }
+                Err(e) => say(format!("BUSY {e}")),
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Whether another process can take the lock right now.
+fn free_for_another_process(session: &Path) -> bool {
+    let kid = Kid::spawn("try-now", &[session.to_str().expect("utf8")]);
+    let line = kid.expect_any(&["FREE", "BUSY"]);
+    line == "FREE"
+}
+
+// ---------------------------------------------------- 1. hung model call
+
+#[test]
+fn a_hung_model_call_blocks_no_other_lane_beyond_its_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("hung.jsonl");
+    let registry = RunRegistry::new();
+    let budget = Duration::from_millis(300);
+    let slack = Duration::from_secs(2);
+    rt().block_on(async {
+        let a = bounded(
+            "begin a",
+            Attempt::begin_file(
+                &session,
+                AttemptOptions::default()
+                    .lock(opts(5_000).lane("lane-a"))
+                    .register(&registry, "agent:main", "run-a"),
+            ),
+        )
+        .await
+        .expect("begin a");
+        let key = a.session().to_owned();
+        // Lane A's model call never returns.
+        let hung = tokio::spawn(async move {
+            let _ = a.around_prompt(std::future::pending::<()>()).await;
+        });
+        until("a enters its prompt window", || {
+            PromptTurns::global().is_held(&key)
+        })
+        .await;
+
+        // Lane B's attempt on the same session waits its budget, no more,
+        // and the error names who it waited for.
+        let b_opts = || AttemptOptions::default().lock(opts(300).lane("lane-b"));
+        let t0 = Instant::now();
+        let err = bounded("begin b", Attempt::begin_file(&session, b_opts()))
+            .await
+            .expect_err("a owns the session");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= budget - Duration::from_millis(10) && waited < budget + slack,
+            "waited {waited:?} for a {budget:?} budget"
+        );
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    timeout_ms: 300,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let holder = err.holder().expect("a timeout names its holder");
+        assert_eq!(holder.pid, Some(std::process::id()), "{err}");
+        assert_eq!(holder.lane.as_deref(), Some("lane-a"), "{err}");
+        assert_eq!(holder.run_id.as_deref(), Some("run-a"), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("pid={}", std::process::id()))
+                && msg.contains("lane=lane-a")
+                && msg.contains("run=run-a"),
+            "{msg}"
+        );
+
+        // A plain write of another lane lands at once: the lock is free
+        // during the model call.
+        let g = locks()
+            .acquire_with(&session, &opts(0))
+            .expect("the lock is free while a's model call hangs");
+        let mut t = Transcript::open(&session).expect("open");
+        t.append(&g, &[custom("cron", 1)], Durability::None)
+            .expect("append");
+        drop(g);
+        assert_eq!(entries(&session), vec![custom("cron", 1)]);
+
+        // Stuck recovery aborts a; b begins at once, while a's task still
+        // hangs in its model call.
+        let report = bounded(
+            "recover",
+            registry.recover(
+                Instant::now() + Duration::from_secs(3600),
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+            ),
+        )
+        .await;
+        let aborted: Vec<_> = report
+            .aborted
+            .iter()
+            .map(|r| r.info.run_id.clone())
+            .collect();
+        assert_eq!(aborted, vec!["run-a".to_owned()]);
+        assert!(
+            !PromptTurns::global().is_held(&key),
+            "the abort ends a's prompt window"
+        );
+        let t0 = Instant::now();
+        let b = bounded(
+            "begin b after recovery",
+            Attempt::begin_file(&session, b_opts()),
+        )
+        .await
+        .expect("b begins once a is aborted");
+        assert!(t0.elapsed() < budget, "b waited {:?}", t0.elapsed());
+        bounded(
+            "b writes",
+            b.with_write(|t, g| t.append(g, &[reply("lane-b", 0)], Durability::None)),
+        )
+        .await
+        .expect("b's write");
+        b.dispose().expect("dispose b");
+
+        hung.abort();
+        let _ = bounded("a's task ends", hung).await;
+        assert!(registry.all().is_empty(), "a unregistered when dropped");
+        assert!(is_free(&session));
+    });
+}
+
+#[test]
+fn a_hung_model_call_blocks_no_overlapping_prompt_beyond_its_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("hung-overlap.jsonl");
+    let budget = Duration::from_millis(300);
+    rt().block_on(async {
+        let a = bounded(
+            "begin a",
+            Attempt::begin_file(
+                &session,
+                AttemptOptions::default()
+                    .lock(opts(5_000).lane("lane-a").run_id("run-a"))
+                    .overlap(true),
+            ),
+        )
+        .await
+        .expect("begin a");
+        let key = a.session().to_owned();
+        let hung = tokio::spawn(async move {
+            let _ = a.around_prompt(std::future::pending::<()>()).await;
+        });
+        until("a enters its prompt window", || {
+            PromptTurns::global().is_held(&key)
+        })
+        .await;
+        let b = bounded(
+            "begin b",
+            Attempt::begin_file(
+                &session,
+                AttemptOptions::default()
+                    .lock(opts(300).lane("lane-b"))
+                    .overlap(true),
+            ),
+        )
+        .await
+        .expect("overlapping attempts begin while a's lock is released");
+        let t0 = Instant::now();
+        let err = bounded("b's release for prompt", b.release_for_prompt())
+            .await
+            .expect_err("a has the prompt turn");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= budget - Duration::from_millis(10)
+                && waited < budget + Duration::from_secs(2),
+            "waited {waited:?} for a {budget:?} budget"
+        );
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        let holder = err.holder().expect("holder");
+        assert_eq!(holder.pid, Some(std::process::id()), "{err}");
+        assert_eq!(holder.lane.as_deref(), Some("lane-a"), "{err}");
+        assert_eq!(holder.run_id.as_deref(), Some("run-a"), "{err}");
+        assert_eq!(
+            b.state(),
+            State::Released,
+            "b stays released, without a turn"
+        );
+        assert_eq!(PromptTurns::global().waiting(&key), 0, "b left the queue");
+        b.dispose().expect("dispose b");
+        hung.abort();
+        let _ = bounded("a's task ends", hung).await;
+        assert!(!PromptTurns::global().is_held(&key));
+        assert!(is_free(&session));
+    });
+}
+
+// ------------------------------------ 2. cleanup during a reacquire in flight
+
+#[test]
+fn cleanup_during_an_inflight_reacquire_adopts_its_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("cleanup-race.jsonl");
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded(
+                "begin",
+                Attempt::begin_file(&session, AttemptOptions::default().lock(opts(20_000))),
+            )
+            .await
+            .expect("begin"),
+        );
+        bounded("release", a.release_for_prompt())
+            .await
+            .expect("release");
+        // Another process takes the lock during the prompt window.
+        let mut kid = Kid::spawn("hold", &[session.to_str().expect("utf8")]);
+        kid.expect("HELD", BOUND);
+        let reacquire = tokio::spawn({
+            let a = a.clone();
+            async move { a.reacquire_after_prompt().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let cleanup = tokio::spawn({
+            let a = a.clone();
+            async move { a.acquire_for_cleanup().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!reacquire.is_finished() && !cleanup.is_finished());
+        kid.say("release");
+        kid.expect("RELEASED", BOUND);
+        let t0 = Instant::now();
+        let lock = tokio::time::timeout(Duration::from_secs(5), cleanup)
+            .await
+            .expect("cleanup adopts the reacquire instead of waiting its own 20 s budget")
+            .expect("join")
+            .expect("cleanup");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(lock, CleanupLock::Held);
+        let resync = bounded("reacquire", reacquire)
+            .await
+            .expect("join")
+            .expect("the reacquire succeeded");
+        assert!(resync.is_empty());
+        assert_eq!(a.state(), State::Cleanup);
+        bounded(
+            "cleanup write",
+            a.with_write(|t, g| t.append(g, &[json!({"cleanup": true})], Durability::None)),
+        )
+        .await
+        .expect("cleanup write");
+        a.dispose().expect("dispose");
+        assert!(is_free(&session), "nothing is left locked after dispose");
+        assert!(kid.finish().success());
+        assert_eq!(entries(&session), vec![json!({"cleanup": true})]);
+    });
+}
+
+// ------------------------------------------------------ 3. re-entrancy
+
+#[test]
+fn abort_inside_a_write_closure_returns_at_once_and_frees_the_lock_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("reentrant-abort.jsonl");
+    on_thread("abort inside with_write", move || {
+        rt().block_on(async {
+            let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
+                .await
+                .expect("begin");
+            let mut abort_took = Duration::MAX;
+            let wrote = bounded(
+                "with_write",
+                a.with_write(|t, g| {
+                    let r = t.append(g, &[json!({"n": 1})], Durability::None);
+                    let t0 = Instant::now();
+                    a.abort(AbortKind::User);
+                    abort_took = t0.elapsed();
+                    r
+                }),
+            )
+            .await
+            .expect("the write returns normally");
+            assert!(wrote.is_some(), "the write ran");
+            assert!(
+                abort_took < Duration::from_secs(1),
+                "abort took {abort_took:?}"
+            );
+            assert_eq!(entries(&session), vec![json!({"n": 1})], "the write landed");
+            assert_eq!(a.state(), State::Released);
+            assert!(is_free(&session), "released when the write returned");
+            a.dispose().expect("dispose");
+        });
+    });
+}
+
+#[test]
+fn calls_that_need_the_lent_guard_fail_at_once_inside_a_write_closure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("reentrant-misuse.jsonl");
+    on_thread("re-entrant calls", move || {
+        rt().block_on(async {
+            let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
+                .await
+                .expect("begin");
+            let inner = bounded(
+                "with_write",
+                a.with_write(|_, _| {
+                    let nested = poll_now(
+                        a.with_write(|t, g| t.append(g, &[json!("nested")], Durability::None)),
+                    );
+                    let release = poll_now(a.release_for_prompt());
+                    let reacquire = poll_now(a.reacquire_after_prompt());
+                    let cleanup = poll_now(a.acquire_for_cleanup());
+                    let idle = a.release_for_idle_wait();
+                    let misuse = |what: &str, r: Poll<sessionlock::Result<()>>| match r {
+                        Poll::Ready(Err(Error::Misuse { .. })) => {}
+                        Poll::Ready(other) => panic!("{what}: {other:?}, not Misuse"),
+                        Poll::Pending => panic!("{what} waits instead of failing at once"),
+                    };
+                    misuse("with_write", nested.map(|r| r.map(|_| ())));
+                    misuse("release_for_prompt", release);
+                    misuse("reacquire_after_prompt", reacquire.map(|r| r.map(|_| ())));
+                    misuse("acquire_for_cleanup", cleanup.map(|r| r.map(|_| ())));
+                    misuse("release_for_idle_wait", Poll::Ready(idle));
+                    Ok(a.state())
+                }),
+            )
+            .await
+            .expect("the outer write")
+            .expect("ran");
+            assert_eq!(inner, State::Held);
+            assert!(entries(&session).is_empty(), "the nested write did not run");
+            assert_eq!(a.state(), State::Held, "still holding after the misuse");
+            bounded(
+                "a later write",
+                a.with_write(|t, g| t.append(g, &[json!(2)], Durability::None)),
+            )
+            .await
+            .expect("usable afterwards");
+            a.dispose().expect("dispose");
+            assert!(is_free(&session));
+        });
+    });
+}
+
+#[test]
+fn a_panic_inside_a_write_closure_releases_the_lock() {
+    // Spec §1.2: every path out of a holder, a panic included, leaves the
+    // lock released; the attempt stays usable for its cleanup and dispose.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("panic.jsonl");
+    on_thread("panic inside with_write", move || {
+        rt().block_on(async {
+            let a = Arc::new(
+                bounded("begin", Attempt::begin_file(&session, attempt_opts()))
+                    .await
+                    .expect("begin"),
+            );
+            // Under the held lock, and under a short lock while released.
+            for released in [false, true] {
+                if released {
+                    bounded("release", a.release_for_prompt())
+                        .await
+                        .expect("release");
+                    bounded("reacquire", a.reacquire_after_prompt())
+                        .await
+                        .expect("reacquire");
+                    a.release_for_idle_wait().expect("idle");
+                }
+                let join = bounded(
+                    "panicking write",
+                    tokio::spawn({
+                        let a = a.clone();
+                        async move {
+                            a.with_write(|t, g| -> sessionlock::Result<()> {
+                                t.append(g, &[json!({"before": "panic"})], Durability::None)?;
+                                panic!("the write closure panics");
+                            })
+                            .await
+                        }
+                    }),
+                )
+                .await;
+                assert!(join.expect_err("panicked").is_panic());
+                assert!(
+                    is_free(&session),
+                    "released={released}: the panic freed the lock"
+                );
+                assert_eq!(a.state(), State::Released, "released={released}");
+            }
+            // What the closure appended before it panicked is the attempt's.
+            assert_eq!(
+                bounded("cleanup", a.acquire_for_cleanup())
+                    .await
+                    .expect("cleanup"),
+                CleanupLock::Held
+            );
+            a.dispose().expect("dispose");
+            assert!(is_free(&session));
+        });
+    });
+}
+
+// ---------------------------------------------------------- 4. around_prompt
+
+#[test]
+fn around_prompt_frees_the_lock_during_the_call_and_holds_it_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("around.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
+            .await
+            .expect("begin");
+        let completions = AtomicUsize::new(0);
+        let p = bounded(
+            "around_prompt",
+            a.around_prompt(async {
+                let free = is_free(&session);
+                let turn = PromptTurns::global().is_held(a.session());
+                tokio::task::yield_now().await;
+                completions.fetch_add(1, Ordering::SeqCst);
+                (free, turn)
+            }),
+        )
+        .await
+        .expect("around_prompt");
+        assert_eq!(
+            p.output,
+            (true, true),
+            "(lock free, prompt turn held) during the call"
+        );
+        assert!(p.reacquired.expect("reacquired").is_empty());
+        assert_eq!(completions.load(Ordering::SeqCst), 1);
+        assert_eq!(a.state(), State::Held);
+        assert!(!is_free(&session), "held after the call");
+        assert!(!PromptTurns::global().is_held(a.session()), "turn vacated");
+        a.dispose().expect("dispose");
+    });
+}
+
+#[test]
+fn around_prompt_reports_a_takeover_beside_the_output_and_runs_the_call_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("around-takeover.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        let completions = AtomicUsize::new(0);
+        let p = bounded(
+            "around_prompt",
+            a.around_prompt(async {
+                append(&session, user_message("foreign"));
+                completions.fetch_add(1, Ordering::SeqCst);
+                "the model's answer"
+            }),
+        )
+        .await
+        .expect("around_prompt");
+        assert_eq!(
+            p.output, "the model's answer",
+            "the output survives the takeover"
+        );
+        let err = p.reacquired.expect_err("a foreign user message");
+        assert!(is_takeover(&err, TakeoverPhase::PromptReacquire), "{err}");
+        assert_eq!(
+            completions.load(Ordering::SeqCst),
+            1,
+            "max_retries 0: run once"
+        );
+        assert!(a.is_taken_over());
+        // A later call fails with the sticky takeover and does not run.
+        let again = bounded(
+            "around_prompt after a takeover",
+            a.around_prompt(async {
+                completions.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await
+        .expect_err("sticky");
+        assert!(
+            is_takeover(&again, TakeoverPhase::PromptReacquire),
+            "{again}"
+        );
+        assert_eq!(completions.load(Ordering::SeqCst), 1);
+        assert!(is_free(&session));
+        assert!(a.dispose().is_ok());
+    });
+}
+
+#[test]
+fn around_prompt_retry_after_a_failed_reacquire_does_not_release_twice_and_takes_the_turn() {
+    // A reacquire that fails without a takeover: aborted (`Cancelled`) while
+    // another lane holds the lock. The gateway retries the prompt.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("around-retry.jsonl");
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded(
+                "begin",
+                Attempt::begin_file(
+                    &session,
+                    AttemptOptions::default().lock(opts(5_000).lane("lane-a")),
+                ),
+            )
+            .await
+            .expect("begin"),
+        );
+        let key = a.session().to_owned();
+        let other: Arc<Mutex<Option<sessionlock::Guard>>> = Arc::default();
+        let completions = AtomicUsize::new(0);
+        let aborter = tokio::spawn({
+            let a = a.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                a.abort(AbortKind::Timeout);
+            }
+        });
+        let t0 = Instant::now();
+        let p = bounded(
+            "first around_prompt",
+            a.around_prompt(async {
+                // Another lane takes the lock during the call and keeps it.
+                let g = locks().acquire_with(&session, &opts(0)).expect("free");
+                *other.lock().expect("mutex") = Some(g);
+                completions.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .await
+        .expect("around_prompt");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the abort ended the reacquire's wait at once, not its 5 s budget: {:?}",
+            t0.elapsed()
+        );
+        bounded("aborter", aborter).await.expect("join");
+        let err = p
+            .reacquired
+            .expect_err("aborted while waiting for the lock");
+        assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+        assert_eq!(a.state(), State::Released);
+        assert!(!PromptTurns::global().is_held(&key));
+
+        // The retry, while the other lane still holds the lock: the lock is
+        // already released, so nothing is released again (the other lane's
+        // lock stays intact) and the turn is taken again.
+        let p = bounded(
+            "retried around_prompt",
+            a.around_prompt(async {
+                let g = other
+                    .lock()
+                    .expect("mutex")
+                    .take()
+                    .expect("the other lane's guard");
+                g.check()
+                    .expect("the other lane's lock is intact during the retry");
+                let turn = PromptTurns::global().holder(&key);
+                g.release().expect("the other lane releases its own lock");
+                completions.fetch_add(1, Ordering::SeqCst);
+                turn
+            }),
+        )
+        .await
+        .expect("retry");
+        let turn = p.output.expect("the retry takes the prompt turn");
+        assert_eq!(turn.lane.as_deref(), Some("lane-a"));
+        p.reacquired.expect("the retry's reacquire");
+        assert_eq!(completions.load(Ordering::SeqCst), 2, "each call ran once");
+        assert_eq!(a.state(), State::Held);
+        assert!(!PromptTurns::global().is_held(&key));
+        a.dispose().expect("dispose");
+        assert!(is_free(&session));
+    });
+}
+
+#[test]
+fn dropping_around_prompt_mid_call_vacates_the_prompt_turn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("around-drop.jsonl");
+    rt().block_on(async {
+        let o = || attempt_opts().overlap(true);
+        let a = bounded("begin a", Attempt::begin_file(&session, o()))
+            .await
+            .expect("begin a");
+        let key = a.session().to_owned();
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(100),
+            a.around_prompt(std::future::pending::<()>()),
+        )
+        .await;
+        assert!(
+            dropped.is_err(),
+            "the call never returns; the wrapper is dropped"
+        );
+        assert!(
+            !PromptTurns::global().is_held(&key),
+            "the drop vacated the turn"
+        );
+        assert_eq!(a.state(), State::Released);
+        // Another overlapping attempt gets the turn at once.
+        let b = bounded(
+            "begin b",
+            Attempt::begin_file(
+                &session,
+                AttemptOptions::default().lock(opts(300)).overlap(true),
+            ),
+        )
+        .await
+        .expect("begin b");
+        bounded("b's release", b.release_for_prompt())
+            .await
+            .expect("b takes the turn at once");
+        bounded("b's reacquire", b.reacquire_after_prompt())
+            .await
+            .expect("b reacquires");
+        b.dispose().expect("dispose b");
+        bounded("a's reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("a is still usable");
+        a.dispose().expect("dispose a");
+        assert!(is_free(&session));
+    });
+}
+
+// ------------------------------------------ 5. foreign edits under the lock
+
+#[test]
+fn a_foreign_edit_under_the_held_lock_is_caught_before_the_next_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("held-write.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        bounded(
+            "own write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+        )
+        .await
+        .expect("own write");
+        append_ignoring_the_lock(&session, &user_message("rogue"));
+        let ran = AtomicUsize::new(0);
+        let err = bounded(
+            "write after the edit",
+            a.with_write(|t, g| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                t.append(g, &[reply("a", 1)], Durability::None)
+            }),
+        )
+        .await
+        .expect_err("the file changed under the held lock");
+        assert!(is_takeover(&err, TakeoverPhase::Write), "{err}");
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the closure did not run");
+        assert_eq!(
+            entries(&session),
+            vec![reply("a", 0), user_message("rogue")]
+        );
+        assert!(a.is_taken_over());
+        assert!(is_free(&session), "the takeover released the lock");
+        assert!(a.dispose().is_ok());
+    });
+}
+
+#[test]
+fn a_foreign_edit_under_the_held_lock_is_caught_at_cleanup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("held-cleanup.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        bounded(
+            "own write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+        )
+        .await
+        .expect("own write");
+        append_ignoring_the_lock(&session, &user_message("rogue"));
+        assert_eq!(
+            bounded("cleanup", a.acquire_for_cleanup())
+                .await
+                .expect("cleanup"),
+            CleanupLock::NoOp
+        );
+        assert!(a.is_taken_over());
+        let skipped = bounded(
+            "cleanup write",
+            a.with_write(|t, g| t.append(g, &[json!({"cleanup": true})], Durability::None)),
+        )
+        .await;
+        assert!(skipped.is_err(), "nothing is written after the takeover");
+        assert_eq!(
+            entries(&session),
+            vec![reply("a", 0), user_message("rogue")]
+        );
+        assert!(is_free(&session));
+        assert!(a.dispose().is_ok());
+    });
+}
+
+#[test]
+fn a_foreign_edit_under_the_held_lock_is_caught_at_dispose() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("held-dispose.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        assert_eq!(
+            bounded("cleanup", a.acquire_for_cleanup())
+                .await
+                .expect("cleanup"),
+            CleanupLock::Held
+        );
+        bounded(
+            "cleanup write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+        )
+        .await
+        .expect("own write");
+        // Same size, new bytes: an in-place edit after the last write.
+        let edited = fs::read_to_string(&session)
+            .expect("read")
+            .replace("\"a-reply-0\"", "\"x-reply-0\"");
+        fs::write(&session, edited).expect("edit in place");
+        let err = a
+            .dispose()
+            .expect_err("the file changed after the last write");
+        assert!(is_takeover(&err, TakeoverPhase::Dispose), "{err}");
+        assert_eq!(a.state(), State::TakenOver);
+        assert!(is_free(&session), "released all the same");
+        assert!(a.dispose().is_ok(), "idempotent");
+    });
+}
+
+#[test]
+fn the_attempts_own_writes_under_the_held_lock_never_look_foreign() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("held-own.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        for i in 0..50 {
+            bounded(
+                "write",
+                a.with_write(|t, g| t.append(g, &[reply("a", i)], Durability::None)),
+            )
+            .await
+            .expect("own write");
+        }
+        bounded("rewrite", a.with_write(|t, g| t.truncate(g, 40)))
+            .await
+            .expect("own truncation");
+        assert_eq!(
+            bounded("cleanup", a.acquire_for_cleanup())
+                .await
+                .expect("cleanup"),
+            CleanupLock::Held
+        );
+        bounded(
+            "cleanup write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 99)], Durability::None)),
+        )
+        .await
+        .expect("cleanup write");
+        a.dispose().expect("no takeover at dispose");
+        assert_eq!(entries(&session).len(), 41);
+        assert!(is_free(&session));
+    });
+}
+
+// ------------------------------------------- 7. implemented but unguarded
+
+#[test]
+fn a_takeover_frees_the_lock_at_once_before_dispose() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("takeover-frees.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        bounded("release", a.release_for_prompt())
+            .await
+            .expect("release");
+        append(&session, user_message("foreign"));
+        let err = bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect_err("takeover");
+        assert!(is_takeover(&err, TakeoverPhase::PromptReacquire), "{err}");
+        // Not yet disposed: another process takes the lock without waiting.
+        assert!(
+            free_for_another_process(&session),
+            "the takeover kept the lock"
+        );
+        assert_eq!(a.state(), State::TakenOver);
+        assert!(a.dispose().is_ok());
+    });
+}
+
+#[test]
+fn the_fence_stays_armed_after_an_abort_and_through_cleanup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("abort-fence.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin");
+        bounded(
+            "own write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+        )
+        .await
+        .expect("own write");
+        a.abort(AbortKind::User);
+        assert_eq!(a.state(), State::Released);
+        append(&session, user_message("next turn"));
+        assert_eq!(
+            bounded("cleanup", a.acquire_for_cleanup())
+                .await
+                .expect("cleanup"),
+            CleanupLock::NoOp,
+            "the foreign entry appended after the abort is caught"
+        );
+        assert!(a.is_taken_over());
+        let skipped = bounded(
+            "cleanup write",
+            a.with_write(|t, g| t.append(g, &[json!({"cleanup": true})], Durability::None)),
+        )
+        .await;
+        assert!(skipped.is_err());
+        assert_eq!(
+            entries(&session),
+            vec![reply("a", 0), user_message("next turn")]
+        );
+        assert!(a.dispose().is_ok());
+        assert!(is_free(&session));
+    });
+}
+
+#[test]
+fn a_write_that_fails_after_appending_still_refreshes_the_fence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("write-fails.jsonl");
+    let failing = |t: &mut Transcript, g: &sessionlock::Guard, i: u32| {
+        t.append(g, &[reply("a", i)], Durability::None)?;
+        Err::<(), _>(Error::Io {
+            op: "finish the write",
+            path: PathBuf::from("after-append"),
+            source: io::Error::other("the closure fails after appending"),
+        })
+    };
+    rt().block_on(async {
+        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
+            .await
+            .expect("begin");
+        // Under the held lock: the next check under it (before the next
+        // write) takes the failed write's entry for the attempt's own.
+        let err = bounded("failing write", a.with_write(|t, g| failing(t, g, 0)))
+            .await
+            .expect_err("the closure's error");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        bounded(
+            "next write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 1)], Durability::None)),
+        )
+        .await
+        .expect("the failed write's entry is the attempt's own");
+        // Under a short lock while released: the reacquire takes it for the
+        // attempt's own...
+        a.release_for_idle_wait().expect("idle");
+        let err = bounded("failing short write", a.with_write(|t, g| failing(t, g, 2)))
+            .await
+            .expect_err("the closure's error");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("the failed short write's entry is the attempt's own");
+        // ...and the fence it leaves still catches what others write after it.
+        a.release_for_idle_wait().expect("idle");
+        let err = bounded("failing short write", a.with_write(|t, g| failing(t, g, 3)))
+            .await
+            .expect_err("the closure's error");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        append(&session, user_message("after the failed write"));
+        let err = bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect_err("the foreign entry after the failed write");
+        assert!(is_takeover(&err, TakeoverPhase::PromptReacquire), "{err}");
+        assert_eq!(
+            entries(&session),
+            vec![
+                reply("a", 0),
+                reply("a", 1),
+                reply("a", 2),
+                reply("a", 3),
+                user_message("after the failed write")
+            ]
+        );
+        assert!(a.dispose().is_ok());
+        assert!(is_free(&session));
+    });
+}
+
+#[test]
+fn an_idle_waiter_never_blocks_prompt_turn_waiters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("idle.jsonl");
+    rt().block_on(async {
+        let a = bounded(
+            "begin a",
+            Attempt::begin_file(&session, attempt_opts().overlap(true)),
+        )
+        .await
+        .expect("begin a");
+        let key = a.session().to_owned();
+        a.release_for_idle_wait().expect("idle wait");
+        assert!(
+            !PromptTurns::global().is_held(&key),
+            "an idle wait takes no turn"
+        );
+        let b = bounded(
+            "begin b",
+            Attempt::begin_file(
+                &session,
+                AttemptOptions::default().lock(opts(300)).overlap(true),
+            ),
+        )
+        .await
+        .expect("begin b");
+        let t0 = Instant::now();
+        bounded("b's release for prompt", b.release_for_prompt())
+            .await
+            .expect("b takes the turn while a waits idle");
+        assert!(t0.elapsed() < Duration::from_millis(300));
+        bounded("b's reacquire", b.reacquire_after_prompt())
+            .await
+            .expect("reacquire");
+        b.dispose().expect("dispose b");
+        a.dispose().expect("dispose a");
+    });
+}
+
+// ---------------------------------------------------------- 8. owner queue
+
+#[test]
+fn attempts_on_one_session_begin_in_fifo_order_and_queued_runs_are_never_stuck() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("owners.jsonl");
+    let registry = RunRegistry::new();
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    rt().block_on(async {
+        let o = |run: &str| {
+            AttemptOptions::default()
+                .lock(opts(10_000).lane(run))
+                .register(&registry, "agent:main", run)
+        };
+        let phase = |run: &str| registry.by_run_id(run).map(|r| r.phase);
+        let a = bounded("begin a", Attempt::begin_file(&session, o("run-a")))
+            .await
+            .expect("begin a");
+        assert_eq!(phase("run-a"), Some(RunPhase::Running));
+        let queued = |name: &'static str, run: &'static str| {
+            let (session, order, o) = (session.clone(), order.clone(), o(run));
+            tokio::spawn(async move {
+                let x = Attempt::begin_file(&session, o).await.expect("begin");
+                order.lock().expect("mutex").push(name);
+                // Each writes a real reply, as a lane would.
+                x.with_write(|t, g| t.append(g, &[reply(name, 0)], Durability::None))
+                    .await
+                    .expect("write");
+                x
+            })
+        };
+        let b = queued("b", "run-b");
+        until("b is queued", || phase("run-b") == Some(RunPhase::Queued)).await;
+        let c = queued("c", "run-c");
+        until("c is queued", || phase("run-c") == Some(RunPhase::Queued)).await;
+
+        // Queued runs make no progress by design: never stuck.
+        let later = Instant::now() + Duration::from_secs(3600);
+        let stuck: Vec<_> = registry
+            .stuck(later, Duration::ZERO)
+            .into_iter()
+            .map(|r| r.info.run_id)
+            .collect();
+        assert_eq!(stuck, vec!["run-a".to_owned()]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!b.is_finished() && !c.is_finished(), "a owns the session");
+
+        a.dispose().expect("dispose a");
+        let b = bounded("b begins", b).await.expect("join");
+        assert_eq!(phase("run-b"), Some(RunPhase::Running));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!c.is_finished(), "b owns the session now");
+        assert_eq!(phase("run-c"), Some(RunPhase::Queued));
+        b.dispose().expect("dispose b");
+        let c = bounded("c begins", c).await.expect("join");
+        c.dispose().expect("dispose c");
+        assert_eq!(*order.lock().expect("mutex"), vec!["b", "c"]);
+        assert_eq!(entries(&session), vec![reply("b", 0), reply("c", 0)]);
+        assert!(registry.all().is_empty());
+    });
+}
+
+#[test]
+fn a_queued_begin_that_gives_up_leaves_the_queue_consistent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("owners-drop.jsonl");
+    let registry = RunRegistry::new();
+    rt().block_on(async {
+        let o = |run: &str| {
+            AttemptOptions::default()
+                .lock(opts(10_000).lane(run))
+                .register(&registry, "agent:main", run)
+        };
+        let phase = |run: &str| registry.by_run_id(run).map(|r| r.phase);
+        let a = bounded("begin a", Attempt::begin_file(&session, o("run-a")))
+            .await
+            .expect("begin a");
+        let b = tokio::spawn({
+            let (session, o) = (session.clone(), o("run-b"));
+            async move { Attempt::begin_file(&session, o).await }
+        });
+        until("b is queued", || phase("run-b") == Some(RunPhase::Queued)).await;
+        let c = tokio::spawn({
+            let (session, o) = (session.clone(), o("run-c"));
+            async move { Attempt::begin_file(&session, o).await }
+        });
+        until("c is queued", || phase("run-c") == Some(RunPhase::Queued)).await;
+        // The gateway gives up on b while it waits.
+        b.abort();
+        assert!(bounded("b ends", b)
+            .await
+            .expect_err("aborted")
+            .is_cancelled());
+        assert_eq!(phase("run-b"), None, "b unregistered");
+        a.dispose().expect("dispose a");
+        let c = bounded("c begins when a is gone", c)
+            .await
+            .expect("join")
+            .expect("begin c");
+        c.dispose().expect("dispose c");
+        assert!(registry.all().is_empty());
+        assert!(!PromptTurns::owners().is_held(&session.canonicalize().expect("canonical")));
+    });
+}
+
+#[test]
+fn aborting_the_owner_hands_the_session_to_the_next_attempt_before_its_cleanup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("owners-abort.jsonl");
+    rt().block_on(async {
+        let a = bounded("begin a", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin a");
+        bounded(
+            "a's reply",
+            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+        )
+        .await
+        .expect("write");
+        let key = a.session().to_owned();
+        let b = tokio::spawn({
+            let session = session.clone();
+            async move { Attempt::begin_file(&session, lane_opts()).await }
+        });
+        until("b waits for the session", || {
+            PromptTurns::owners().waiting(&key) == 1
+        })
+        .await;
+        a.abort(AbortKind::User);
+        let t0 = Instant::now();
+        let b = bounded("b begins after the abort", b)
+            .await
+            .expect("join")
+            .expect("begin b");
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(a.state(), State::Released, "a has not cleaned up yet");
+        // b starts from a transcript that holds a's reply, and writes its own.
+        assert_eq!(entries(&session), vec![reply("a", 0)]);
+        bounded(
+            "b's reply",
+            b.with_write(|t, g| t.append(g, &[reply("b", 0)], Durability::None)),
+        )
+        .await
+        .expect("write");
+        b.dispose().expect("dispose b");
+        // a's cleanup, checked by its fence, never clobbers b's reply.
+        assert_eq!(
+            bounded("a's cleanup", a.acquire_for_cleanup())
+                .await
+                .expect("cleanup"),
+            CleanupLock::NoOp
+        );
+        assert!(a.dispose().is_ok());
+        assert_eq!(entries(&session), vec![reply("a", 0), reply("b", 0)]);
+        assert!(is_free(&session));
+    });
+}
