@@ -972,6 +972,81 @@ fn the_attempts_own_writes_under_the_held_lock_never_look_foreign() {
     });
 }
 
+// ------------------------------------------------------------- 6. resync
+
+#[test]
+fn benign_foreign_entries_of_the_prompt_window_are_handed_back_once() {
+    // Fails until `fence::Change::Benign` carries the accepted entries
+    // (the controller hands back an empty `Resync` until then).
+    use sessionlock::attempt::Resync;
+    let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("resync.jsonl");
+    let seen: Arc<Mutex<Vec<Resync>>> = Arc::default();
+    rt().block_on(async {
+        let o = lane_opts().on_resync({
+            let seen = seen.clone();
+            move |r: &Resync| seen.lock().expect("mutex").push(r.clone())
+        });
+        let a = bounded("begin", Attempt::begin_file(&session, o))
+            .await
+            .expect("begin");
+        bounded(
+            "own write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+        )
+        .await
+        .expect("own write");
+
+        // Through reacquire_after_prompt.
+        bounded("release", a.release_for_prompt())
+            .await
+            .expect("release");
+        let before = size(&session);
+        append(&session, custom("cron", 1));
+        append(&session, custom("cron", 2));
+        let after = size(&session);
+        let resync = bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("benign entries are no takeover");
+        let want = Resync {
+            entries: vec![custom("cron", 1), custom("cron", 2)],
+            range: before..after,
+        };
+        assert_eq!(resync, want);
+        assert_eq!(
+            *seen.lock().expect("mutex"),
+            vec![want.clone()],
+            "the hook saw it once"
+        );
+
+        // Through around_prompt.
+        let before = size(&session);
+        let p = bounded(
+            "around_prompt",
+            a.around_prompt(async { append(&session, custom("mirror", 3)) }),
+        )
+        .await
+        .expect("around_prompt");
+        let want2 = Resync {
+            entries: vec![custom("mirror", 3)],
+            range: before..size(&session),
+        };
+        assert_eq!(p.reacquired.expect("reacquired"), want2);
+
+        // Nothing foreign: an empty resync, and the hook is not called.
+        bounded("release", a.release_for_prompt())
+            .await
+            .expect("release");
+        let nothing = bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("reacquire");
+        assert!(nothing.is_empty());
+        assert_eq!(*seen.lock().expect("mutex"), vec![want, want2]);
+        a.dispose().expect("dispose");
+    });
+}
+
 // ------------------------------------------- 7. implemented but unguarded
 
 #[test]
