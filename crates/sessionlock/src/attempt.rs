@@ -936,6 +936,9 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// Arms the fence and releases the lock, then waits for this session's
     /// prompt turn (one prompt window per session file in this process).
     /// Call it before every model call, or use [`Attempt::around_prompt`].
+    /// Already released without a turn (after an idle wait, or a reacquire
+    /// that failed), it only waits for the turn; in a prompt window, in
+    /// cleanup, after a takeover or after dispose it does nothing.
     ///
     /// # Errors
     /// The fence snapshot's error, returned after the lock was released (the
@@ -943,7 +946,7 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// `Timeout` naming the attempt in its prompt window when the turn does
     /// not come within the budget (the attempt stays released, without a
     /// turn); `Cancelled` when aborted while waiting; `Misuse` from inside a
-    /// write closure. A no-op outside `Held`.
+    /// write closure.
     ///
     /// # Cancel safety
     /// Cancel safe: the lock is released before the first await; a turn
@@ -966,10 +969,13 @@ impl<B: TranscriptBackend> Attempt<B> {
                     st.acquiring == 0 && st.writer.is_none()
                 })
                 .await?;
-            if st.state != State::Held {
-                return Ok(());
+            match st.state {
+                State::Held => (st.aborts, self.inner.release_held(&mut st, "prompt")),
+                // Released without a turn (an idle wait, a failed reacquire):
+                // nothing to release, but the prompt window needs its turn.
+                State::Released if st.turn.is_none() => (st.aborts, None),
+                _ => return Ok(()),
             }
-            (st.aborts, self.inner.release_held(&mut st, "prompt"))
         };
         if let Some(e) = err {
             // Released, but unverifiable: the attempt ends in a takeover, so

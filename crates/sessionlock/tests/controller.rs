@@ -1379,3 +1379,47 @@ fn aborting_the_owner_hands_the_session_to_the_next_attempt_before_its_cleanup()
         assert!(is_free(&session));
     });
 }
+
+#[test]
+fn a_prompt_after_an_idle_wait_still_takes_the_prompt_turn() {
+    // Spec §9.1: only one attempt of a process is inside a prompt window of
+    // one file at a time. An attempt that released for an idle wait (no
+    // turn) and then calls the model must queue for the turn like any other.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("idle-then-prompt.jsonl");
+    rt().block_on(async {
+        let o = || AttemptOptions::default().lock(opts(300)).overlap(true);
+        let a = bounded("begin a", Attempt::begin_file(&session, o()))
+            .await
+            .expect("begin a");
+        let key = a.session().to_owned();
+        a.release_for_idle_wait().expect("idle wait");
+        let b = bounded("begin b", Attempt::begin_file(&session, o()))
+            .await
+            .expect("begin b");
+        bounded("b's release", b.release_for_prompt())
+            .await
+            .expect("b takes the turn");
+        // b is in its model call; a now calls the model too.
+        let r = bounded("a's release for prompt", a.release_for_prompt()).await;
+        assert!(
+            matches!(r, Err(Error::Timeout { .. })),
+            "a entered a prompt window while b was in one: {r:?}"
+        );
+        bounded("b's reacquire", b.reacquire_after_prompt())
+            .await
+            .expect("b reacquires");
+        b.dispose().expect("dispose b");
+        bounded("a's release for prompt", a.release_for_prompt())
+            .await
+            .expect("a takes the turn once b is done");
+        assert!(
+            PromptTurns::global().is_held(&key),
+            "a is in its prompt window"
+        );
+        bounded("a's reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("a reacquires");
+        a.dispose().expect("dispose a");
+    });
+}
