@@ -1423,3 +1423,76 @@ fn a_prompt_after_an_idle_wait_still_takes_the_prompt_turn() {
         a.dispose().expect("dispose a");
     });
 }
+
+#[test]
+fn an_aborted_owners_cleanup_never_costs_the_next_attempt_its_reply() {
+    // Issue 10 item 1: two lanes never lose a reply without the gateway
+    // choosing so. The gateway aborts lane a (a user stop) and lane b's
+    // attempt takes the session; a's cleanup then persists what a had (a
+    // partial reply). Whatever the design (b waits for a's cleanup, or a's
+    // cleanup writes nothing once b owns the session), b's reply must land.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("owners-abort-cleanup.jsonl");
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded("begin a", Attempt::begin_file(&session, lane_opts()))
+                .await
+                .expect("begin a"),
+        );
+        let key = a.session().to_owned();
+        let lane_b = tokio::spawn({
+            let session = session.clone();
+            async move {
+                let b = Attempt::begin_file(&session, lane_opts())
+                    .await
+                    .expect("begin b");
+                let p = b
+                    .around_prompt(tokio::time::sleep(Duration::from_millis(200)))
+                    .await
+                    .expect("b's prompt");
+                let reacquired = p.reacquired.map(|_| ());
+                let wrote = b
+                    .with_write(|t, g| t.append(g, &[reply("b", 0)], Durability::None))
+                    .await
+                    .map(|_| ());
+                let _ = b.dispose();
+                (reacquired, wrote)
+            }
+        });
+        until("b waits for the session", || {
+            PromptTurns::owners().waiting(&key) == 1
+        })
+        .await;
+        bounded("a's release", a.release_for_prompt())
+            .await
+            .expect("release");
+        a.abort(AbortKind::User);
+        // a's cleanup, once b is in its model call (or after a while, if b
+        // cannot begin before a is gone).
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while !PromptTurns::global().is_held(&key) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if bounded("a's cleanup", a.acquire_for_cleanup())
+            .await
+            .expect("cleanup")
+            == CleanupLock::Held
+        {
+            bounded(
+                "a's partial reply",
+                a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+            )
+            .await
+            .expect("a's cleanup write");
+        }
+        let _ = a.dispose();
+        let (reacquired, wrote) = bounded("lane b", lane_b).await.expect("join");
+        reacquired.expect("b's reacquire after its model call");
+        wrote.expect("b's reply");
+        assert!(
+            entries(&session).contains(&reply("b", 0)),
+            "b's reply landed"
+        );
+        assert!(is_free(&session));
+    });
+}
