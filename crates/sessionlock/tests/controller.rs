@@ -1119,6 +1119,7 @@ fn the_fence_stays_armed_after_an_abort_and_through_cleanup() {
 fn a_write_that_fails_after_appending_still_refreshes_the_fence() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("write-fails.jsonl");
+    let other = dir.path().join("write-fails-held.jsonl");
     let failing = |t: &mut Transcript, g: &sessionlock::Guard, i: u32| {
         t.append(g, &[reply("a", i)], Durability::None)?;
         Err::<(), _>(Error::Io {
@@ -1143,6 +1144,25 @@ fn a_write_that_fails_after_appending_still_refreshes_the_fence() {
         )
         .await
         .expect("the failed write's entry is the attempt's own");
+        // ...and the view it leaves still catches what a program that
+        // ignores the lock writes after it.
+        let held = bounded("begin", Attempt::begin_file(&other, attempt_opts()))
+            .await
+            .expect("begin");
+        let err = bounded("failing write", held.with_write(|t, g| failing(t, g, 0)))
+            .await
+            .expect_err("the closure's error");
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        append_ignoring_the_lock(&other, &user_message("rogue"));
+        let err = bounded(
+            "write after the edit",
+            held.with_write(|t, g| t.append(g, &[reply("a", 1)], Durability::None)),
+        )
+        .await
+        .expect_err("the edit after the failed write");
+        assert!(is_takeover(&err, TakeoverPhase::Write), "{err}");
+        assert_eq!(entries(&other), vec![reply("a", 0), user_message("rogue")]);
+        assert!(held.dispose().is_ok());
         // Under a short lock while released: the reacquire takes it for the
         // attempt's own...
         a.release_for_idle_wait().expect("idle");
