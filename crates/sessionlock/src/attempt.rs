@@ -444,7 +444,9 @@ impl<B: TranscriptBackend> Inner<B> {
             return Ok(Resync::default());
         };
         match st.fence.take() {
-            None => Ok(Resync::default()),
+            // Every state that checks keeps a view; a path that lost it must
+            // not turn checking off.
+            None => Err("no view of the transcript to check against".to_owned()),
             Some(Err(why)) => Err(format!("fence unavailable ({why})")),
             Some(Ok(fence)) => match transcript.check(&fence, self.opts.classifier.as_ref()) {
                 Ok(Change::Unchanged) => Ok(Resync::default()),
@@ -1006,8 +1008,11 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// The release's errors, as [`Attempt::release_for_prompt`]: the future
     /// is then not run; the sticky `Takeover` when the attempt was already
     /// taken over; `Misuse` in cleanup or after dispose, where a prompt
-    /// window has no meaning. The reacquire's outcome, a takeover included,
-    /// is in [`Prompted::reacquired`], beside the output.
+    /// window has no meaning; `Cancelled` when the attempt is aborted while
+    /// the future runs: the future is dropped at once (so stuck recovery
+    /// ends a model call hung forever), the turn vacated, the lock not
+    /// reacquired. The reacquire's outcome, a takeover included, is in
+    /// [`Prompted::reacquired`], beside the output.
     ///
     /// # Cancel safety
     /// Dropping it while the future runs ends the prompt window: the turn is
@@ -1028,22 +1033,18 @@ impl<B: TranscriptBackend> Attempt<B> {
                 State::Held | State::Released => st.aborts,
             }
         };
+        // Releases, or (a retry after a failed reacquire) takes the turn only.
         self.release_for_prompt().await?;
-        let needs_turn = {
-            let st = lock(&self.inner.st);
-            st.state == State::Released && st.turn.is_none()
-        };
-        if needs_turn {
-            // A retry after a reacquire that failed: the lock is released
-            // already; only the turn is missing.
-            let turn = self.inner.take_turn(aborts).await?;
-            let mut st = lock(&self.inner.st);
-            if st.state == State::Released && st.aborts == aborts {
-                st.turn = Some(turn);
-            }
-        }
         let mut vacate = VacateOnDrop(Some(&*self.inner));
-        let output = model_call.await;
+        // An abort (a user stop, stuck recovery) ends the call: the future is
+        // dropped, so a model call hung forever cannot keep the run alive.
+        let aborted = self.inner.wait_for(None, aborts, "model call", |_| false);
+        let output = tokio::select! {
+            out = model_call => out,
+            e = aborted => {
+                return Err(e.err().unwrap_or_else(|| self.inner.cancelled("model call")));
+            }
+        };
         vacate.0 = None;
         self.inner.progress();
         let reacquired = self.reacquire_after_prompt().await;

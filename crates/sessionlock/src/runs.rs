@@ -264,6 +264,27 @@ impl RunRegistry {
             .collect()
     }
 
+    /// Aborts every registered run with id `run_id`, queued or running (a
+    /// user stop, a timeout): each run's abort handle is called, outside the
+    /// registry's lock. Returns how many were aborted. A queued attempt
+    /// stops waiting for its session at once (its `begin` returns
+    /// `Cancelled`); a running one releases its lock at once.
+    pub fn abort(&self, run_id: &str, kind: AbortKind) -> usize {
+        let handles: Vec<Arc<dyn AbortHandle>> = {
+            let st = lock(&self.inner.state);
+            st.by_run.get(run_id).map_or_else(Vec::new, |ids| {
+                ids.iter()
+                    .filter_map(|id| st.runs.get(id))
+                    .map(|e| e.abort.clone())
+                    .collect()
+            })
+        };
+        for h in &handles {
+            h.abort(kind);
+        }
+        handles.len()
+    }
+
     /// The running runs that made no progress for longer than `threshold`
     /// before `now` (queued runs wait for another, and are never stuck).
     pub fn stuck(&self, now: Instant, threshold: Duration) -> Vec<RunSnapshot> {

@@ -288,8 +288,9 @@ fn a_hung_model_call_blocks_no_other_lane_beyond_its_budget() {
         drop(g);
         assert_eq!(entries(&session), vec![custom("cron", 1)]);
 
-        // Stuck recovery aborts a; b begins at once, while a's task still
-        // hangs in its model call.
+        // Stuck recovery aborts a: around_prompt drops the hung model call
+        // and returns, so a's task ends and the recovery settles; b begins
+        // at once.
         let report = bounded(
             "recover",
             registry.recover(
@@ -305,6 +306,11 @@ fn a_hung_model_call_blocks_no_other_lane_beyond_its_budget() {
             .map(|r| r.info.run_id.clone())
             .collect();
         assert_eq!(aborted, vec!["run-a".to_owned()]);
+        assert_eq!(
+            report.settled,
+            vec!["run-a".to_owned()],
+            "the aborted model call ended: {report:?}"
+        );
         assert!(
             !PromptTurns::global().is_held(&key),
             "the abort ends a's prompt window"
@@ -1513,6 +1519,60 @@ fn an_aborted_owners_cleanup_never_costs_the_next_attempt_its_reply() {
             entries(&session).contains(&reply("b", 0)),
             "b's reply landed"
         );
+        assert!(is_free(&session));
+    });
+}
+
+#[test]
+fn a_queued_begin_aborted_through_the_registry_is_cancelled_at_once() {
+    // A gateway stops a run that is still waiting for its session (the
+    // user gave up): its begin ends at once with Cancelled, it leaves the
+    // registry and the queue, and the attempt behind it is not held up.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("queued-abort.jsonl");
+    let registry = RunRegistry::new();
+    rt().block_on(async {
+        let reg = |run: &str| attempt_opts().register(&registry, "agent:main", run);
+        let a = bounded("begin a", Attempt::begin_file(&session, reg("run-a")))
+            .await
+            .expect("begin a");
+        let key = a.session().to_owned();
+        let b = tokio::spawn({
+            let (session, opts) = (session.clone(), reg("run-b"));
+            async move { Attempt::begin_file(&session, opts).await }
+        });
+        until("b queues", || PromptTurns::owners().waiting(&key) == 1).await;
+        let c = tokio::spawn({
+            let (session, opts) = (session.clone(), reg("run-c"));
+            async move { Attempt::begin_file(&session, opts).await }
+        });
+        until("c queues", || PromptTurns::owners().waiting(&key) == 2).await;
+        let queued = registry.by_run_id("run-b").expect("b registered");
+        assert_eq!(queued.phase, RunPhase::Queued);
+
+        let t0 = Instant::now();
+        assert_eq!(registry.abort("run-b", AbortKind::User), 1);
+        let err = bounded("b's begin", b)
+            .await
+            .expect("join")
+            .expect_err("aborted while queued");
+        assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(registry.by_run_id("run-b").is_none(), "b unregistered");
+        assert_eq!(PromptTurns::owners().waiting(&key), 1, "b left the queue");
+
+        // c begins as soon as a is done.
+        a.dispose().expect("dispose a");
+        let c = bounded("c's begin", c)
+            .await
+            .expect("join")
+            .expect("c begins after a");
+        assert_eq!(
+            registry.by_run_id("run-c").map(|r| r.phase),
+            Some(RunPhase::Running)
+        );
+        c.dispose().expect("dispose c");
+        assert!(registry.all().is_empty());
         assert!(is_free(&session));
     });
 }
