@@ -586,6 +586,40 @@ impl<B: TranscriptBackend> Inner<B> {
         }
     }
 
+    /// The first step of a method that may wait: refuses a call from inside
+    /// a write closure (it would wait for itself), runs `first` on the
+    /// state, and returns the abort count the call's waits go by.
+    fn enter(&self, what: &str, first: impl FnOnce(&mut St<B>)) -> Result<u64> {
+        let mut st = lock(&self.st);
+        if Self::reentrant(&st) {
+            return Err(self.misuse(&format!("{what} inside a write closure")));
+        }
+        first(&mut st);
+        Ok(st.aborts)
+    }
+
+    /// Waits until no write closure and no acquisition of this attempt is in
+    /// flight (see [`Inner::wait_for`]).
+    async fn settled(
+        &self,
+        deadline: Option<Instant>,
+        aborts: u64,
+        what: &str,
+    ) -> Result<MutexGuard<'_, St<B>>> {
+        self.wait_for(deadline, aborts, what, |st| {
+            st.acquiring == 0 && st.writer.is_none()
+        })
+        .await
+    }
+
+    /// Resolves with `Cancelled` once the attempt is aborted after `aborts`.
+    async fn aborted(&self, aborts: u64, what: &str) -> Error {
+        match self.wait_for(None, aborts, what, |_| false).await {
+            Err(e) => e,
+            Ok(_) => self.cancelled(what),
+        }
+    }
+
     /// The timeout of a wait for another call of this attempt.
     fn busy_timeout(&self, what: &str) -> Error {
         tracing::debug!(session = %self.session.display(), what, "timed out waiting for another call of the attempt");
@@ -677,10 +711,10 @@ impl<B: TranscriptBackend> Inner<B> {
             self.opts.lock.lane.clone(),
             self.opts.lock.run_id.clone(),
         );
-        let aborted = self.wait_for(None, aborts, "waiting for the prompt turn", |_| false);
+        let aborted = self.aborted(aborts, "waiting for the prompt turn");
         tokio::select! {
             turn = take => Ok(turn),
-            e = aborted => Err(e.err().unwrap_or_else(|| self.cancelled("waiting for the prompt turn"))),
+            e = aborted => Err(e),
             () = sleep_until(deadline) => Err(Error::Timeout {
                 timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
                 holder: Box::new(self.in_process_holder(self.turns.holder(&self.session))),
@@ -955,21 +989,11 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// being waited for is given up.
     pub async fn release_for_prompt(&self) -> Result<()> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
-        let aborts = {
-            let st = lock(&self.inner.st);
-            if Inner::reentrant(&st) {
-                return Err(self
-                    .inner
-                    .misuse("release_for_prompt inside a write closure"));
-            }
-            st.aborts
-        };
+        let aborts = self.inner.enter("release_for_prompt", |_| {})?;
         let (aborts, err) = {
             let mut st = self
                 .inner
-                .wait_for(deadline, aborts, "release for prompt", |st| {
-                    st.acquiring == 0 && st.writer.is_none()
-                })
+                .settled(deadline, aborts, "release for prompt")
                 .await?;
             match st.state {
                 State::Held => (st.aborts, self.inner.release_held(&mut st, "prompt")),
@@ -1038,12 +1062,10 @@ impl<B: TranscriptBackend> Attempt<B> {
         let mut vacate = VacateOnDrop(Some(&*self.inner));
         // An abort (a user stop, stuck recovery) ends the call: the future is
         // dropped, so a model call hung forever cannot keep the run alive.
-        let aborted = self.inner.wait_for(None, aborts, "model call", |_| false);
+        let aborted = self.inner.aborted(aborts, "model call");
         let output = tokio::select! {
             out = model_call => out,
-            e = aborted => {
-                return Err(e.err().unwrap_or_else(|| self.inner.cancelled("model call")));
-            }
+            e = aborted => return Err(e),
         };
         vacate.0 = None;
         self.inner.progress();
@@ -1105,23 +1127,13 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// Reacquires from `Released` (shared by reacquire and cleanup).
     async fn reacquire(&self, phase: TakeoverPhase) -> Result<Resync> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
-        let aborts = {
-            let mut st = lock(&self.inner.st);
-            if Inner::reentrant(&st) {
-                return Err(self.inner.misuse("reacquiring inside a write closure"));
-            }
+        let aborts = self.inner.enter("reacquiring", |st| {
             if phase == TakeoverPhase::PromptReacquire {
                 st.turn = None;
             }
-            st.aborts
-        };
+        })?;
         let aborts = {
-            let mut st = self
-                .inner
-                .wait_for(deadline, aborts, "reacquire", |st| {
-                    st.acquiring == 0 && st.writer.is_none()
-                })
-                .await?;
+            let mut st = self.inner.settled(deadline, aborts, "reacquire").await?;
             match st.state {
                 State::Released => {}
                 State::TakenOver => return Err(self.inner.sticky(&st, phase)),
@@ -1134,10 +1146,10 @@ impl<B: TranscriptBackend> Attempt<B> {
         let in_flight = InFlight(&self.inner);
         // One budget for the wait above and the acquisition.
         let acquire = self.inner.acquire_until(deadline);
-        let aborted = self.inner.wait_for(None, aborts, "reacquire", |_| false);
+        let aborted = self.inner.aborted(aborts, "reacquire");
         let acquired = tokio::select! {
             r = acquire => r,
-            e = aborted => Err(e.err().unwrap_or_else(|| self.inner.cancelled("reacquire"))),
+            e = aborted => Err(e),
         };
         let mut st = lock(&self.inner.st);
         if st.aborts != aborts {
@@ -1220,22 +1232,11 @@ impl<B: TranscriptBackend> Attempt<B> {
         f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
     ) -> Result<Option<T>> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
-        let aborts = {
-            let st = lock(&self.inner.st);
-            if Inner::reentrant(&st) {
-                return Err(self.inner.misuse("with_write inside a write closure"));
-            }
-            st.aborts
-        };
+        let aborts = self.inner.enter("with_write", |_| {})?;
         // Wait for other writes and acquisitions of this attempt, then go by
         // the state they leave.
         let (lent, resync, short) = {
-            let mut st = self
-                .inner
-                .wait_for(deadline, aborts, "write", |st| {
-                    st.acquiring == 0 && st.writer.is_none()
-                })
-                .await?;
+            let mut st = self.inner.settled(deadline, aborts, "write").await?;
             match st.state {
                 State::TakenOver => return Err(self.inner.sticky(&st, TakeoverPhase::Write)),
                 State::Disposed => return Ok(None),
@@ -1337,10 +1338,10 @@ impl<B: TranscriptBackend> Attempt<B> {
     ) -> Result<Option<(Lent<'_, B>, Resync)>> {
         let in_flight = InFlight(&self.inner);
         let acquire = self.inner.acquire_until(deadline);
-        let aborted = self.inner.wait_for(None, aborts, "write", |_| false);
+        let aborted = self.inner.aborted(aborts, "write");
         let acquired = tokio::select! {
             r = acquire => r,
-            e = aborted => Err(e.err().unwrap_or_else(|| self.inner.cancelled("write"))),
+            e = aborted => Err(e),
         };
         let mut st = lock(&self.inner.st);
         if st.aborts != aborts {
@@ -1425,23 +1426,11 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// Cancel safe.
     pub async fn acquire_for_cleanup(&self) -> Result<CleanupLock> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
-        let aborts = {
-            let mut st = lock(&self.inner.st);
-            if Inner::reentrant(&st) {
-                return Err(self
-                    .inner
-                    .misuse("acquire_for_cleanup inside a write closure"));
-            }
-            st.turn = None;
-            st.aborts
-        };
+        let aborts = self
+            .inner
+            .enter("acquire_for_cleanup", |st| st.turn = None)?;
         {
-            let mut st = self
-                .inner
-                .wait_for(deadline, aborts, "cleanup", |st| {
-                    st.acquiring == 0 && st.writer.is_none()
-                })
-                .await?;
+            let mut st = self.inner.settled(deadline, aborts, "cleanup").await?;
             match st.state {
                 State::Held => match self.inner.verify_held(&mut st) {
                     Ok(resync) => {
