@@ -18,36 +18,12 @@ use sessionlock::classify::OpenClawClassifier;
 use sessionlock::fs::{Fs, RealFs};
 use sessionlock::runs::AbortKind;
 use sessionlock::transcript::{Durability, Reader, Transcript};
-use sessionlock::{monotonic_ns, Error, FileBackend, LockOptions, SessionLock, TakeoverPhase};
+use sessionlock::{monotonic_ns, Error, FileBackend, SessionLock, TakeoverPhase};
 
 mod common;
 
+use common::sessions::{append, attempt_opts, custom, entries, is_free, lane_opts, locks, opts};
 use common::{role_args, Kid};
-
-fn opts(timeout_ms: u64) -> LockOptions {
-    LockOptions::default().timeout(Some(Duration::from_millis(timeout_ms)))
-}
-
-fn locks() -> SessionLock {
-    SessionLock::with_backend(FileBackend::default(), opts(10_000))
-}
-
-fn attempt_opts() -> AttemptOptions {
-    AttemptOptions::default().lock(opts(5_000))
-}
-
-fn entries(path: &Path) -> Vec<Value> {
-    Reader::open(path)
-        .expect("reader")
-        .map(|e| e.expect("entry").value)
-        .collect()
-}
-
-fn append(session: &Path, entry: Value) {
-    let g = locks().acquire(session).expect("acquire");
-    let mut t = Transcript::open(session).expect("open");
-    t.append(&g, &[entry], Durability::None).expect("append");
-}
 
 /// A file system whose stat and pread fail with a chosen errno while armed.
 struct FailingFs {
@@ -185,18 +161,6 @@ fn child_entry() {
         }
         other => panic!("unknown role {other}"),
     }
-}
-
-/// An OpenClaw `custom` entry: benign to the OpenClaw classifier.
-fn custom(lane: &str, i: u32) -> Value {
-    json!({
-        "type": "custom", "id": format!("{lane}-{i}"), "parentId": null,
-        "timestamp": "2026-11-21T04:00:00.000Z", "customType": lane, "data": {"i": i}
-    })
-}
-
-fn lane_opts() -> AttemptOptions {
-    attempt_opts().classifier(Arc::new(OpenClawClassifier))
 }
 
 // ---------------------------------------------------------------- §13 incidents
@@ -670,16 +634,6 @@ fn eight_processes_with_random_sigkills_lose_no_acknowledged_entry_and_duplicate
 
 fn lock_file(session: &Path) -> PathBuf {
     PathBuf::from(format!("{}.lock", session.display()))
-}
-
-fn is_free(session: &Path) -> bool {
-    match locks().acquire_with(session, &opts(0)) {
-        Ok(g) => {
-            drop(g);
-            true
-        }
-        Err(_) => false,
-    }
 }
 
 /// Polls a future once; true if it is still pending.
@@ -1310,6 +1264,26 @@ async fn gateway_lane(
     (written, refused)
 }
 
+/// A heartbeat and a channel lane of one process, `turns` turns each, at
+/// once on one session: each lane's (replies written, replies refused).
+fn two_gateway_lanes(session: &Path, turns: u32, overlap: bool) -> ((u32, u32), (u32, u32)) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let h = tokio::spawn(gateway_lane(
+            session.to_owned(),
+            "heartbeat",
+            turns,
+            overlap,
+        ));
+        let c = tokio::spawn(gateway_lane(session.to_owned(), "channel", turns, overlap));
+        (h.await.expect("heartbeat"), c.await.expect("channel"))
+    })
+}
+
 #[test]
 fn two_lanes_of_one_gateway_writing_real_replies_lose_none() {
     // Issue 10 item 1: a heartbeat lane and a channel lane of one process on
@@ -1318,16 +1292,7 @@ fn two_lanes_of_one_gateway_writing_real_replies_lose_none() {
     // attempt was open, and the other was taken over and its reply refused.
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("lanes.jsonl");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    let ((hw, hr), (cw, cr)) = rt.block_on(async {
-        let h = tokio::spawn(gateway_lane(session.clone(), "heartbeat", 50, false));
-        let c = tokio::spawn(gateway_lane(session.clone(), "channel", 50, false));
-        (h.await.expect("heartbeat"), c.await.expect("channel"))
-    });
+    let ((hw, hr), (cw, cr)) = two_gateway_lanes(&session, 50, false);
     assert_eq!((hr, cr), (0, 0), "replies refused by takeovers");
     assert_eq!((hw, cw), (50, 50), "replies written");
     let all = entries(&session);
@@ -1356,16 +1321,7 @@ fn overlapping_lanes_chosen_by_the_gateway_surface_every_conflict() {
     // reported refused.
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("overlap.jsonl");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
-    let ((hw, hr), (cw, cr)) = rt.block_on(async {
-        let h = tokio::spawn(gateway_lane(session.clone(), "heartbeat", 20, true));
-        let c = tokio::spawn(gateway_lane(session.clone(), "channel", 20, true));
-        (h.await.expect("heartbeat"), c.await.expect("channel"))
-    });
+    let ((hw, hr), (cw, cr)) = two_gateway_lanes(&session, 20, true);
     assert_eq!(hw + hr, 20);
     assert_eq!(cw + cr, 20);
     let replies = entries(&session)

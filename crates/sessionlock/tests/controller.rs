@@ -18,48 +18,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sessionlock::attempt::{Attempt, AttemptOptions, CleanupLock, State};
-use sessionlock::classify::OpenClawClassifier;
 use sessionlock::runs::{AbortKind, RunPhase, RunRegistry};
-use sessionlock::transcript::{Durability, Reader, Transcript};
+use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::turns::PromptTurns;
-use sessionlock::{Error, FileBackend, LockOptions, SessionLock, TakeoverPhase};
+use sessionlock::{Error, TakeoverPhase};
 
 mod common;
 
+use common::sessions::{append, attempt_opts, custom, entries, is_free, lane_opts, locks, opts};
 use common::{role_args, Kid};
 
 /// The bound on every wait of these tests that is expected to end soon.
 const BOUND: Duration = Duration::from_secs(10);
-
-fn opts(timeout_ms: u64) -> LockOptions {
-    LockOptions::default().timeout(Some(Duration::from_millis(timeout_ms)))
-}
-
-fn locks() -> SessionLock {
-    SessionLock::with_backend(FileBackend::default(), opts(10_000))
-}
-
-fn attempt_opts() -> AttemptOptions {
-    AttemptOptions::default().lock(opts(5_000))
-}
-
-fn lane_opts() -> AttemptOptions {
-    attempt_opts().classifier(Arc::new(OpenClawClassifier))
-}
-
-fn entries(path: &Path) -> Vec<Value> {
-    Reader::open(path)
-        .expect("reader")
-        .map(|e| e.expect("entry").value)
-        .collect()
-}
-
-/// Another lane's fenced append, through the lock.
-fn append(session: &Path, entry: Value) {
-    let g = locks().acquire(session).expect("acquire");
-    let mut t = Transcript::open(session).expect("open");
-    t.append(&g, &[entry], Durability::None).expect("append");
-}
 
 /// A program that ignores the lock appends a line with plain file I/O.
 fn append_ignoring_the_lock(session: &Path, entry: &Value) {
@@ -68,14 +38,6 @@ fn append_ignoring_the_lock(session: &Path, entry: &Value) {
         .open(session)
         .expect("open raw");
     writeln!(f, "{entry}").expect("raw append");
-}
-
-/// An OpenClaw `custom` entry: benign to the OpenClaw classifier.
-fn custom(lane: &str, i: u32) -> Value {
-    json!({
-        "type": "custom", "id": format!("{lane}-{i}"), "parentId": null,
-        "timestamp": "2026-11-21T04:00:00.000Z", "customType": lane, "data": {"i": i}
-    })
 }
 
 /// A user message: benign to no classifier.
@@ -95,22 +57,26 @@ fn reply(lane: &str, i: u32) -> Value {
     })
 }
 
-fn is_free(session: &Path) -> bool {
-    match locks().acquire_with(session, &opts(0)) {
-        Ok(g) => {
-            drop(g);
-            true
-        }
-        Err(_) => false,
-    }
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+/// Begins an attempt (OpenClaw classifier) that writes its first reply.
+async fn begun_with_a_reply(session: &Path) -> Attempt {
+    let a = bounded("begin", Attempt::begin_file(session, lane_opts()))
+        .await
+        .expect("begin");
+    bounded(
+        "own write",
+        a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+    )
+    .await
+    .expect("own write");
+    a
 }
 
 /// Awaits `f`, failing the test if it takes longer than [`BOUND`].
@@ -837,15 +803,7 @@ fn a_foreign_edit_under_the_held_lock_is_caught_before_the_next_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("held-write.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
-            .await
-            .expect("begin");
-        bounded(
-            "own write",
-            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
-        )
-        .await
-        .expect("own write");
+        let a = begun_with_a_reply(&session).await;
         append_ignoring_the_lock(&session, &user_message("rogue"));
         let ran = AtomicUsize::new(0);
         let err = bounded(
@@ -874,15 +832,7 @@ fn a_foreign_edit_under_the_held_lock_is_caught_at_cleanup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("held-cleanup.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
-            .await
-            .expect("begin");
-        bounded(
-            "own write",
-            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
-        )
-        .await
-        .expect("own write");
+        let a = begun_with_a_reply(&session).await;
         append_ignoring_the_lock(&session, &user_message("rogue"));
         assert_eq!(
             bounded("cleanup", a.acquire_for_cleanup())
@@ -1086,15 +1036,7 @@ fn the_fence_stays_armed_after_an_abort_and_through_cleanup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("abort-fence.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, lane_opts()))
-            .await
-            .expect("begin");
-        bounded(
-            "own write",
-            a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
-        )
-        .await
-        .expect("own write");
+        let a = begun_with_a_reply(&session).await;
         a.abort(AbortKind::User);
         assert_eq!(a.state(), State::Released);
         append(&session, user_message("next turn"));

@@ -5,6 +5,8 @@
 //! `--exact child_entry`; its `child_entry` test runs the role.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod sessions;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
