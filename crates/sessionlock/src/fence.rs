@@ -56,12 +56,13 @@
 //! The attempt's own writes are never mistaken for a takeover: the controller
 //! takes a new fence after each of them.
 
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -80,6 +81,10 @@ const TAIL: u64 = 64;
 /// with a full read; a fence of a larger one has no digest (see the module
 /// docs). OpenClaw itself reads up to this much at every fence.
 pub const DIGEST_SEED_CAP: u64 = 8 * 1024 * 1024;
+
+/// How many files' running digests the process keeps for new handles to
+/// start from (see the module docs); the least recently used is evicted.
+pub const DIGEST_CACHE_ENTRIES: usize = 256;
 
 /// The read size for streaming a transcript.
 const CHUNK: usize = 64 * 1024;
@@ -165,11 +170,31 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
     move |e| Error::io(op, path, e)
 }
 
+/// Which file a digest describes: its device and inode, and its birth time
+/// where the file system reports one, so that an inode number the kernel
+/// hands out again to a new file (after the old one was deleted) names
+/// another file, not the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    born: Option<SystemTime>,
+}
+
+impl FileKey {
+    fn of(id: Stamp, meta: &Metadata) -> FileKey {
+        FileKey {
+            dev: id.dev,
+            ino: id.ino,
+            born: meta.created().ok(),
+        }
+    }
+}
+
 /// A running SHA-256 of the first `hashed` bytes of one file.
 #[derive(Clone)]
 struct RunningDigest {
-    dev: u64,
-    ino: u64,
+    key: FileKey,
     hasher: Sha256,
     hashed: u64,
     /// The last min(`TAIL`, `hashed`) bytes hashed.
@@ -178,15 +203,20 @@ struct RunningDigest {
 
 impl RunningDigest {
     /// Hashes the first `size` bytes of `file`.
-    fn seed(fs: &dyn Fs, file: &File, id: Stamp, path: &Path) -> Result<RunningDigest> {
+    fn seed(
+        fs: &dyn Fs,
+        file: &File,
+        key: FileKey,
+        size: u64,
+        path: &Path,
+    ) -> Result<RunningDigest> {
         let mut d = RunningDigest {
-            dev: id.dev,
-            ino: id.ino,
+            key,
             hasher: Sha256::new(),
             hashed: 0,
             tail: Vec::new(),
         };
-        for_each_chunk(fs, file, 0, id.size, path, |chunk| {
+        for_each_chunk(fs, file, 0, size, path, |chunk| {
             d.absorb(chunk);
             true
         })?;
@@ -256,28 +286,59 @@ struct Content {
 
 impl DigestCell {
     /// Drops the digest: the handle changed the file other than by
-    /// appending, and the next snapshot seeds a new one.
+    /// appending, and the next snapshot seeds a new one. (The caller tells
+    /// the process-wide cache with [`forget_cached_digest`].)
     pub(crate) fn forget(&mut self) {
         *self.0.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// Brings the digest up to `id` (the file `file` as stat'ed), seeding it
-    /// when it describes another file or none, and returns it with the
-    /// file's last bytes.
-    fn advance(&self, fs: &dyn Fs, file: &File, id: Stamp, path: &Path) -> Result<Content> {
+    /// Brings the digest up to `id` (the file `file` as stat'ed, `meta`),
+    /// starting from the handle's own digest of that file, else from the
+    /// process-wide cache, else seeding it, and returns it with the file's
+    /// last bytes.
+    fn advance(
+        &self,
+        fs: &dyn Fs,
+        file: &File,
+        id: Stamp,
+        meta: &Metadata,
+        path: &Path,
+    ) -> Result<Content> {
+        let key = FileKey::of(id, meta);
         // The state is taken out while it is advanced: after an error (or a
         // panic, which poisons the lock) the cell is empty, never half done.
         let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let same_file = slot
-            .take()
-            .filter(|d| (d.dev, d.ino) == (id.dev, id.ino) && d.hashed <= id.size);
-        let caught_up = match same_file {
+        let same_file = slot.take().filter(|d| d.key == key && d.hashed <= id.size);
+        let mut caught_up = match same_file {
             Some(d) => d.catch_up(fs, file, id.size, path)?,
             None => None,
         };
+        if caught_up.is_none() {
+            // Another handle's digest of this file, under the same bounds as
+            // a seed: at most `DIGEST_SEED_CAP` bytes read to catch it up.
+            let cached = seed_cache::get(key).filter(|(d, at)| {
+                if d.hashed == id.size {
+                    // Nothing appended: as in a fence check, only the same
+                    // times prove the bytes unchanged; other times (a chmod
+                    // or an edit in place) need the whole file read.
+                    (at.mtime_ns, at.ctime_ns) == (id.mtime_ns, id.ctime_ns)
+                } else {
+                    d.hashed < id.size && id.size - d.hashed <= DIGEST_SEED_CAP
+                }
+            });
+            if let Some((d, _)) = cached {
+                caught_up = d.catch_up(fs, file, id.size, path)?;
+                if caught_up.is_none() {
+                    // Its boundary bytes are gone: it describes no file now.
+                    seed_cache::forget(key.dev, key.ino);
+                }
+            }
+        }
         let digest = match caught_up {
             Some(d) => Some(d),
-            None if id.size <= DIGEST_SEED_CAP => Some(RunningDigest::seed(fs, file, id, path)?),
+            None if id.size <= DIGEST_SEED_CAP => {
+                Some(RunningDigest::seed(fs, file, key, id.size, path)?)
+            }
             None => None,
         };
         let Some(digest) = digest else {
@@ -286,12 +347,105 @@ impl DigestCell {
                 tail: read_tail(fs, file, id.size, path)?,
             });
         };
+        seed_cache::put(&digest, id);
         let content = Content {
             digest: Some(digest.value()),
             tail: digest.tail.clone(),
         };
         *slot = Some(digest);
         Ok(content)
+    }
+}
+
+/// Forgets what the process-wide digest cache knows of `meta`'s file: the
+/// caller changed it other than by appending (a repair cut its tail), or
+/// replaced it at the transcript's path (a rewrite or truncation).
+pub(crate) fn forget_cached_digest(meta: &Metadata) {
+    seed_cache::forget(meta.dev(), meta.ino());
+}
+
+/// The process-wide cache of running digests (see the module docs): every
+/// digest a snapshot seeds or catches up is stored here by its file, so
+/// that the next handle on that file starts from it instead of reading the
+/// whole file. At most [`DIGEST_CACHE_ENTRIES`] files, the least recently
+/// used one evicted. The lock is held for a lookup or a store only, never
+/// while reading a file.
+mod seed_cache {
+    use std::sync::{Mutex, MutexGuard};
+
+    use super::{FileKey, RunningDigest, Stamp, DIGEST_CACHE_ENTRIES};
+
+    struct Slot {
+        digest: RunningDigest,
+        /// The file as stat'ed when the digest was stored (it had then
+        /// hashed all of it).
+        at: Stamp,
+        /// The cache's clock when the entry was last stored.
+        used: u64,
+    }
+
+    struct Cache {
+        slots: Vec<Slot>,
+        clock: u64,
+    }
+
+    static CACHE: Mutex<Cache> = Mutex::new(Cache {
+        slots: Vec::new(),
+        clock: 0,
+    });
+
+    /// The cache, emptied if a panic poisoned its lock: it only saves work,
+    /// so an entry a panic may have left half written is dropped, never
+    /// used, and no caller panics.
+    fn cache() -> MutexGuard<'static, Cache> {
+        CACHE.lock().unwrap_or_else(|poisoned| {
+            CACHE.clear_poison();
+            let mut c = poisoned.into_inner();
+            c.slots.clear();
+            c
+        })
+    }
+
+    /// A copy of the cached digest of `key`'s file, with the file's stamp
+    /// when it was stored. (A digest used is stored again once caught up,
+    /// which marks it used.)
+    pub(super) fn get(key: FileKey) -> Option<(RunningDigest, Stamp)> {
+        let c = cache();
+        let slot = c.slots.iter().find(|s| s.digest.key == key)?;
+        Some((slot.digest.clone(), slot.at))
+    }
+
+    /// Stores a copy of `digest`, which has hashed all of the file stamped
+    /// `at`, replacing what the cache held for its inode (an earlier birth
+    /// of the number too), evicting the least recently used entry when full.
+    pub(super) fn put(digest: &RunningDigest, at: Stamp) {
+        let mut c = cache();
+        c.clock += 1;
+        let used = c.clock;
+        let (dev, ino) = (digest.key.dev, digest.key.ino);
+        let slot = Slot {
+            digest: digest.clone(),
+            at,
+            used,
+        };
+        if let Some(s) = c
+            .slots
+            .iter_mut()
+            .find(|s| (s.digest.key.dev, s.digest.key.ino) == (dev, ino))
+        {
+            *s = slot;
+        } else if c.slots.len() < DIGEST_CACHE_ENTRIES {
+            c.slots.push(slot);
+        } else if let Some(lru) = c.slots.iter_mut().min_by_key(|s| s.used) {
+            *lru = slot;
+        }
+    }
+
+    /// Drops what the cache holds for the file `(dev, ino)`.
+    pub(super) fn forget(dev: u64, ino: u64) {
+        cache()
+            .slots
+            .retain(|s| (s.digest.key.dev, s.digest.key.ino) != (dev, ino));
     }
 }
 
@@ -376,7 +530,7 @@ impl Fence {
             fs.open_read(path)
                 .map_err(io_err("open transcript", path))?
         };
-        let content = transcript.digest().advance(fs, &file, id, path)?;
+        let content = transcript.digest().advance(fs, &file, id, &meta, path)?;
         Ok(Fence {
             path: path.to_owned(),
             id: Some(id),

@@ -38,7 +38,7 @@ use crate::backend::file::FileBackend;
 use crate::backend::{Backend, Store};
 use crate::classify::ChangeClassifier;
 use crate::error::{Error, Result};
-use crate::fence::{Change, DigestCell, Fence};
+use crate::fence::{forget_cached_digest, Change, DigestCell, Fence};
 use crate::fs::{Fs, RealFs};
 use crate::guard::Guard;
 
@@ -505,6 +505,10 @@ impl Transcript {
         let Some(torn) = torn_tail(self.fs.as_ref(), &self.file, &self.path)? else {
             return Ok(None);
         };
+        let cut = self
+            .fs
+            .metadata(&self.file)
+            .map_err(io_err("stat transcript", &self.path))?;
         // Save the torn bytes before removing them.
         let mut side = with_suffix(&self.path, &format!(".torn-{epoch}"));
         let mut n = 1;
@@ -547,8 +551,10 @@ impl Transcript {
             }
             return Err(e);
         }
-        // Cut in place: the digest no longer describes the file.
+        // Cut in place: neither the handle's digest nor a cached one (which
+        // may have hashed the torn bytes) describes the file any more.
         self.digest.forget();
+        forget_cached_digest(&cut);
         self.fs
             .sync_all(&self.file)
             .map_err(io_err("sync transcript", &self.path))?;
@@ -629,9 +635,14 @@ impl Transcript {
                 }
             }
             self.fs.sync_all(&f).map_err(io_err("sync", &tmp))?;
+            // The file about to be replaced: its cached digest goes with it.
+            let replaced = self.fs.stat(&self.path).ok();
             self.fs
                 .rename(&tmp, &self.path)
                 .map_err(io_err("rename over", &self.path))?;
+            if let Some(m) = &replaced {
+                forget_cached_digest(m);
+            }
             self.fs
                 .sync_dir(parent(&self.path))
                 .map_err(io_err("sync directory of", &self.path))?;

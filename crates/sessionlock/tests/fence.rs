@@ -8,14 +8,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sessionlock::attempt::{Attempt, AttemptOptions, State};
 use sessionlock::backend::{Store, TranscriptBackend};
 use sessionlock::classify::{AcceptNothing, ChangeClassifier, OpenClawClassifier};
-use sessionlock::fence::{Change, Fence, Takeover, DIGEST_SEED_CAP};
+use sessionlock::fence::{Change, Fence, Takeover, DIGEST_CACHE_ENTRIES, DIGEST_SEED_CAP};
 use sessionlock::fs::{Fs, RealFs};
 use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{FileBackend, LockOptions, SessionLock};
@@ -487,6 +487,7 @@ fn the_digest_follows_a_repair_of_a_torn_tail() {
 
 #[test]
 fn fences_read_the_file_once_per_handle_then_only_what_was_appended() {
+    let _serial = cache_tests();
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("s.jsonl");
     let content = write_transcript(&session, 3 * 1024 * 1024);
@@ -537,8 +538,320 @@ fn fences_read_the_file_once_per_handle_then_only_what_was_appended() {
     ));
     assert_eq!(counting.take(), fence.size());
 
-    // A fresh handle seeds again; `Fence::take` is the same as `snapshot`.
+    // A fresh handle starts from the digest the first one left in the
+    // process-wide cache: the times changed (the chmod) but the first
+    // handle's snapshot after it stored them, so only the 64 boundary bytes
+    // are read. `Fence::take` is the same as `snapshot`.
+    let _ = t.snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), 64);
     let t2 = Transcript::open_with(&session, counting.clone()).expect("open");
     let fence = Fence::take(&t2, 2).expect("take");
-    assert_eq!(counting.take(), fence.size());
+    assert_eq!(counting.take(), 64);
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+}
+
+// ------------------------------------------------ the process-wide digest cache
+
+/// Serializes the tests that expect a handle to find the digest another
+/// handle left in the process-wide cache: the bound test evicts entries.
+fn cache_tests() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[test]
+fn a_second_handle_starts_from_the_cached_digest_and_reads_only_what_was_appended() {
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let size = write_transcript(&session, 3 * 1024 * 1024).len() as u64;
+    let counting = Arc::new(CountingFs::default());
+    let open = || Transcript::open_with(&session, counting.clone()).expect("open");
+
+    let first = open();
+    let _ = first.snapshot(1).expect("seed");
+    assert_eq!(counting.take(), size, "the first handle seeds");
+    drop(first);
+
+    // Appended since: the boundary bytes and the appended ones.
+    let n = append_foreign(&session, &[entry(1), entry(2)]);
+    let fence = open().snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), n + 64);
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+
+    // Nothing appended, times unchanged: the boundary bytes only.
+    let fence = open().snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), 64);
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+}
+
+#[test]
+fn a_second_attempt_starts_from_the_digest_the_first_left() {
+    // The attempt controller opens a handle per attempt: the second attempt
+    // of the process on a session must not read the whole transcript again
+    // while it holds the lock.
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let size = write_transcript(&session, 3 * 1024 * 1024).len() as u64;
+    let counting = Arc::new(CountingFs::default());
+    let locks = SessionLock::with_backend(FileBackend::default().with_fs(counting.clone()), opts());
+    let options = || AttemptOptions::default().lock(opts());
+    rt().block_on(async {
+        let a = Attempt::begin(&locks, &session, options())
+            .await
+            .expect("begin");
+        assert_eq!(counting.take(), size, "the first attempt seeds");
+        a.with_write(|t, g| t.append(g, &[entry(1)], Durability::None))
+            .await
+            .expect("write")
+            .expect("written");
+        a.dispose().expect("dispose");
+        drop(a);
+
+        let n = append_foreign(&session, &[entry(2)]);
+        counting.take();
+        let b = Attempt::begin(&locks, &session, options())
+            .await
+            .expect("begin");
+        assert_eq!(
+            counting.take(),
+            n + 64,
+            "the second attempt reads the append only"
+        );
+        b.dispose().expect("dispose");
+    });
+    // And the fence it took describes the file: a chmod is no takeover.
+    let t = FileBackend::default().open_store(&session).expect("open");
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+}
+
+#[test]
+fn a_cached_digest_is_not_trusted_after_an_edit_in_place() {
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let size = write_transcript(&session, 256 * 1024).len() as u64;
+    let counting = Arc::new(CountingFs::default());
+    let open = || Transcript::open_with(&session, counting.clone()).expect("open");
+    let _ = open().snapshot(1).expect("seed");
+    counting.take();
+
+    // Another program changes bytes at the boundary (the last 64 hashed):
+    // same inode, same size, other times. Like a fence check, the cache
+    // trusts no bytes whose times moved without an append: the next handle
+    // seeds from scratch.
+    let inode = ino(&session);
+    until_ctime_moves(&session, || edit_byte(&session, size - 5, b'W'));
+    let now = fs::metadata(&session).expect("stat");
+    assert_eq!((now.ino(), now.len()), (inode, size));
+    let t = open();
+    let fence = t.snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), size, "a full seed");
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+    // The fence describes the file as it is: a change of metadata alone is
+    // accepted, and a same-size edit is still seen.
+    until_ctime_moves(&session, || chmod(&session));
+    assert!(matches!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Benign { ref entries, .. } if entries.is_empty()
+    ));
+    until_ctime_moves(&session, || edit_byte(&session, 10, b'Y'));
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Takeover(Takeover::Edited)
+    );
+
+    // Far from the boundary, same size: the boundary bytes are intact and
+    // prove nothing; the moved times make the next handle seed.
+    let _ = open().snapshot(1).expect("snapshot");
+    counting.take();
+    until_ctime_moves(&session, || edit_byte(&session, 20, b'Z'));
+    let fence = open().snapshot(1).expect("snapshot");
+    assert_eq!(counting.take(), size, "a full seed");
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+
+    // At the boundary, then appended to: the boundary check fails, and the
+    // next handle seeds from scratch.
+    let _ = open().snapshot(1).expect("snapshot");
+    counting.take();
+    edit_byte(&session, size - 5, b'X');
+    let n = append_foreign(&session, &[entry(1)]);
+    let fence = open().snapshot(1).expect("snapshot");
+    assert_eq!(
+        counting.take(),
+        (64 + n) + (size + n),
+        "the boundary and appended bytes (read in one go), then a full seed"
+    );
+    assert_eq!(fence.digest(), Some(sha256(&session)));
+}
+
+#[test]
+fn a_cached_digest_is_caught_up_by_at_most_the_seed_cap() {
+    // A first snapshot never reads more than a seed would: a cached digest
+    // that far behind the file is not caught up, and a file over the cap
+    // then has no digest, as without the cache.
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    write_transcript(&session, 1024 * 1024);
+    let counting = Arc::new(CountingFs::default());
+    let open = || Transcript::open_with(&session, counting.clone()).expect("open");
+    let _ = open().snapshot(1).expect("seed");
+    let batch: Vec<Value> = (0..DIGEST_SEED_CAP as usize / 150).map(entry).collect();
+    let n = append_foreign(&session, &batch);
+    assert!(n > DIGEST_SEED_CAP);
+    counting.take();
+    let fence = open().snapshot(1).expect("snapshot");
+    assert_eq!(fence.digest(), None);
+    assert_eq!(counting.take(), 64, "the tail only");
+}
+
+#[test]
+fn after_its_own_repair_no_handle_starts_from_the_bytes_it_cut() {
+    // As in `the_digest_follows_a_repair_of_a_torn_tail`, but the next
+    // handle would find the digest of the torn bytes in the cache, and the
+    // append that filled their place keeps the 64 boundary bytes.
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let content = write_transcript(&session, 4096);
+    let next = json!({"type": "message", "id": "n", "message": {"content": "z".repeat(300)}});
+    let line = serde_json::to_vec(&next).expect("serialize");
+    let mut torn = line[..200].to_vec();
+    torn[0] = b'X';
+    fs::write(&session, [&content[..], &torn[..]].concat()).expect("write torn tail");
+    let locks = SessionLock::with_backend(FileBackend::default(), opts());
+    let mut t = Transcript::open(&session).expect("open");
+    let _ = t.snapshot(1).expect("seed");
+    let g = locks.acquire(&session).expect("acquire");
+    t.append(&g, &[next], Durability::None)
+        .expect("repair and append");
+    g.release().expect("release");
+    assert_eq!(
+        fs::read(&session).expect("read"),
+        [&content[..], &line[..], b"\n"].concat()
+    );
+    let next_handle = Transcript::open(&session).expect("open");
+    assert_eq!(
+        next_handle.snapshot(1).expect("snapshot").digest(),
+        Some(sha256(&session))
+    );
+}
+
+#[test]
+fn after_its_own_rewrite_or_truncation_the_replaced_file_is_not_cached() {
+    // The replaced inode lives on under another link (a backup tool's hard
+    // link), where another program edits it early (its last bytes intact)
+    // and grows it, then puts it back. Nothing watched it since the
+    // rewrite replaced it, so its old digest must not be used.
+    let _serial = cache_tests();
+    for op in ["rewrite", "truncate"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("s.jsonl");
+        write_transcript(&session, 16 * 1024);
+        let link = dir.path().join("backup.jsonl");
+        fs::hard_link(&session, &link).expect("link");
+        let locks = SessionLock::with_backend(FileBackend::default(), opts());
+        let mut t = Transcript::open(&session).expect("open");
+        let _ = t.snapshot(1).expect("seed");
+        let g = locks.acquire(&session).expect("acquire");
+        match op {
+            "rewrite" => t.rewrite(&g, &[entry(1), entry(2)]),
+            _ => t.truncate(&g, 2),
+        }
+        .expect(op);
+        g.release().expect("release");
+        drop(t);
+
+        edit_byte(&link, 10, b'Y');
+        append_foreign(&link, &[entry(9)]);
+        fs::rename(&link, &session).expect("put back");
+        let next_handle = Transcript::open(&session).expect("open");
+        assert_eq!(
+            next_handle.snapshot(1).expect("snapshot").digest(),
+            Some(sha256(&session)),
+            "{op}"
+        );
+    }
+}
+
+#[test]
+fn a_new_file_on_a_reused_inode_number_is_not_the_cached_one() {
+    // The kernel hands a freed inode number to the next file created: the
+    // cache knows files by device, inode and birth time.
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("old.jsonl");
+    let content = write_transcript(&old, 16 * 1024);
+    let _ = Transcript::open(&old)
+        .expect("open")
+        .snapshot(1)
+        .expect("seed");
+    let inode = ino(&old);
+    fs::remove_file(&old).expect("delete");
+    // The same bytes but one early, then grown: the old digest's boundary
+    // bytes match.
+    let mut other = content.clone();
+    other[10] = b'V';
+    other.extend_from_slice(b"{\"b\":2}\n");
+    let mut reused = None;
+    for k in 0..256 {
+        let p = dir.path().join(format!("new-{k}.jsonl"));
+        fs::write(&p, &other).expect("write");
+        if ino(&p) == inode {
+            reused = Some(p);
+            break;
+        }
+    }
+    let Some(session) = reused else {
+        eprintln!("the file system did not reuse inode {inode}; nothing to check");
+        return;
+    };
+    let t = Transcript::open(&session).expect("open");
+    assert_eq!(
+        t.snapshot(1).expect("snapshot").digest(),
+        Some(sha256(&session))
+    );
+}
+
+#[test]
+fn more_files_than_the_cache_holds_still_work_and_the_least_recently_used_go_first() {
+    let _serial = cache_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counting = Arc::new(CountingFs::default());
+    let files: Vec<_> = (0..DIGEST_CACHE_ENTRIES + 8)
+        .map(|i| {
+            let p = dir.path().join(format!("s{i}.jsonl"));
+            write_transcript(&p, 1024);
+            p
+        })
+        .collect();
+    let first_snapshot = |p: &Path| {
+        let fence = Transcript::open_with(p, counting.clone())
+            .expect("open")
+            .snapshot(1)
+            .expect("snapshot");
+        assert_eq!(fence.digest(), Some(sha256(p)), "{p:?}");
+        (counting.take(), fence.size())
+    };
+    for p in &files[..DIGEST_CACHE_ENTRIES] {
+        let (read, size) = first_snapshot(p);
+        assert_eq!(read, size, "a new file seeds");
+    }
+    // The first file used again: it is now the most recently used.
+    assert_eq!(first_snapshot(&files[0]).0, 64);
+    for p in &files[DIGEST_CACHE_ENTRIES..] {
+        let (read, size) = first_snapshot(p);
+        assert_eq!(read, size, "a new file seeds");
+    }
+    assert_eq!(first_snapshot(&files[0]).0, 64, "recently used: kept");
+    let (read, size) = first_snapshot(&files[1]);
+    assert_eq!(read, size, "least recently used: evicted, seeds again");
+    assert_eq!(
+        first_snapshot(&files[files.len() - 1]).0,
+        64,
+        "the newest: kept"
+    );
 }
