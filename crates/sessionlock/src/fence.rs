@@ -20,6 +20,53 @@
 //! its fences have no digest; a digest seeded below the cap keeps being
 //! caught up when appends take the file past it.
 //!
+//! # The process-wide digest cache
+//!
+//! The attempt controller opens a new handle per attempt, and the seed would
+//! read the whole transcript at every attempt's first snapshot, while the
+//! attempt holds the lock. So every digest a snapshot seeds or catches up is
+//! also stored, as a copy of the hasher's state, the byte count, the last 64
+//! bytes hashed and the file's stamp (size, mtime, ctime), in a cache shared
+//! by all handles of the process (whatever their [`Fs`]), keyed by the
+//! file's device, inode and birth time (where the file system reports one:
+//! the kernel hands a freed inode number to the next file created, and the
+//! birth time tells them apart). It holds [`DIGEST_CACHE_ENTRIES`] files, the
+//! least recently stored evicted; its lock is never held while a file is
+//! read, and a panic that poisoned it only empties it.
+//!
+//! A handle with no digest of its own for the file (its first snapshot, or
+//! after its own was dropped) starts from the cached one instead of seeding
+//! when, and only when:
+//!
+//! - the file grew since (at most [`DIGEST_SEED_CAP`] bytes, so a first
+//!   snapshot never reads more than a seed) and the 64 bytes before the
+//!   cached end are still the ones hashed: the same boundary check as the
+//!   handle's own catch-up; it then reads those 64 bytes and the appended
+//!   ones;
+//! - or the size, mtime and ctime are exactly those stored: it reads the 64
+//!   boundary bytes only.
+//!
+//! Anything else (a shorter file, the same size with other times, changed
+//! boundary bytes, a new inode, an entry evicted) seeds as before. The
+//! handle's repair (which cuts the file in place) and its rewrite or
+//! truncation (which replace the file) drop the cached state of the file
+//! they cut or replace.
+//!
+//! What this proves is what a fence check proves (see the table below):
+//! using a cached digest is judging the file against a fence taken when the
+//! digest was stored, by the check's rules for "longer, old tail intact"
+//! and for "unchanged". It does not prove that the bytes before the
+//! boundary are still the ones hashed: a foreign edit in place further back
+//! than the last 64 bytes, made between two handles' snapshots together
+//! with an append (or, the size unchanged, within the same tick of the
+//! kernel's coarse file-time clock as the cached snapshot, so that neither
+//! time moved), leaves the cached digest describing bytes no longer in the
+//! file. A handle's own catch-up
+//! trusts its prefix the same way between its snapshots, where the
+//! attempt's fence checks run; a cached digest extends that trust across
+//! the gap between two attempts, where no fence is checked (docs/design.md
+//! §12 says what follows from it).
+//!
 //! The digest tells a change of metadata alone (a `chmod`, a backup tool's
 //! `touch`, a byte-identical rewrite in place) from a same-size edit in
 //! place, whose times the editor may even have set back. It proves content
@@ -45,13 +92,16 @@
 //! | created since the fence (missing then) | all of it classified as appended | the whole file, which is what was appended |
 //!
 //! Taking a fence reads the whole file once per handle (the seed, at most
-//! [`DIGEST_SEED_CAP`] bytes), and afterwards 64 bytes plus what was appended
-//! since the previous snapshot. So taking and checking a fence cost O(1) in
-//! the transcript's size plus what was appended, except for the seed and the
+//! [`DIGEST_SEED_CAP`] bytes) unless the cache has the file, and afterwards
+//! 64 bytes plus what was appended since the previous snapshot (or since the
+//! cached one). So taking and checking a fence cost O(1) in the
+//! transcript's size plus what was appended, except for the seed and the
 //! rare changes that read the whole file above: metadata alone, or a new
 //! inode of the same size. The attempt controller opens one handle per
-//! attempt, so each attempt reads the transcript once, at its first
-//! snapshot.
+//! attempt: the first attempt of a process on a session reads the
+//! transcript once, at its first snapshot, and a later one only what was
+//! appended since the previous attempt's last snapshot, while the cache
+//! keeps the file.
 //!
 //! The attempt's own writes are never mistaken for a takeover: the controller
 //! takes a new fence after each of them.
@@ -83,7 +133,7 @@ const TAIL: u64 = 64;
 pub const DIGEST_SEED_CAP: u64 = 8 * 1024 * 1024;
 
 /// How many files' running digests the process keeps for new handles to
-/// start from (see the module docs); the least recently used is evicted.
+/// start from (see the module docs); the least recently stored is evicted.
 pub const DIGEST_CACHE_ENTRIES: usize = 256;
 
 /// The read size for streaming a transcript.
@@ -368,8 +418,9 @@ pub(crate) fn forget_cached_digest(meta: &Metadata) {
 /// digest a snapshot seeds or catches up is stored here by its file, so
 /// that the next handle on that file starts from it instead of reading the
 /// whole file. At most [`DIGEST_CACHE_ENTRIES`] files, the least recently
-/// used one evicted. The lock is held for a lookup or a store only, never
-/// while reading a file.
+/// stored one evicted (a digest used is stored again once caught up). The
+/// lock is held for a lookup, a store or a removal only, never while a file
+/// is read or any other code runs, so no panic can poison it.
 mod seed_cache {
     use std::sync::{Mutex, MutexGuard};
 
@@ -492,9 +543,10 @@ fn hash_file(fs: &dyn Fs, file: &File, size: u64, path: &Path) -> Result<[u8; 32
 
 impl Fence {
     /// Snapshots `transcript`: O(1) in its size plus what was appended since
-    /// the handle's previous snapshot, except the handle's first snapshot,
-    /// which reads the whole file (up to [`DIGEST_SEED_CAP`]) to seed its
-    /// digest (see the module docs).
+    /// the handle's previous snapshot, or, at the handle's first snapshot,
+    /// since the digest the process-wide cache has of the file; without one
+    /// usable, the whole file (up to [`DIGEST_SEED_CAP`]) is read to seed
+    /// the digest (see the module docs).
     ///
     /// # Errors
     /// `Io` when the transcript cannot be examined.

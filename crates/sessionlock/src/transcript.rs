@@ -20,6 +20,18 @@
 //!   touched.
 //! - A write or sync error poisons the handle: later writes fail with
 //!   `Poisoned` until it is reopened. Nothing is retried silently.
+//! - Each handle keeps a running SHA-256 of the file for its fences, and
+//!   the process shares these digests between handles through a bounded
+//!   cache keyed by the file's device, inode and birth time (see
+//!   [`crate::fence`]): a new handle's first snapshot starts from the cached
+//!   digest when the file only grew and the 64 bytes before the cached end
+//!   are intact (or when size and times are unchanged), reading those 64
+//!   bytes and the appended ones instead of the whole file. Like the
+//!   handle's own catch-up, that trusts the bytes before the boundary: an
+//!   edit in place further back, made between two handles' snapshots with
+//!   an append, is not seen. [`Transcript::repair`], which cuts the file,
+//!   and [`Transcript::rewrite`] and [`Transcript::truncate`], which
+//!   replace it, drop the cached digest of the file they cut or replace.
 //! - A transcript is a regular file: a FIFO, socket, device or directory at
 //!   its path is refused with `InvalidPath` before anything is read or
 //!   written (opens never block: a FIFO is opened non-blocking, and only to
@@ -233,7 +245,8 @@ pub struct Transcript {
     /// runs at the first write of every epoch, since another holder may have
     /// left a torn line in between.
     checked: Option<u64>,
-    /// The running content digest of the file, for fences.
+    /// The running content digest of the file, for fences (a copy of each
+    /// state is kept in the process-wide cache, see [`crate::fence`]).
     digest: DigestCell,
 }
 
