@@ -1,7 +1,9 @@
 //! Fence figures on an 8 MiB transcript (docs/design.md §7.5): taking a
 //! fence with a warm digest, checking an unchanged file, checking a 1 KiB
-//! benign append, seeding a handle's digest, and the check of a change of
-//! metadata alone, which hashes the whole file.
+//! benign append, seeding a handle's digest (on a file the process-wide
+//! digest cache does not know), the first snapshot of a second handle with
+//! the cache warm (file unchanged, and after a 1 KiB append), and the check
+//! of a change of metadata alone, which hashes the whole file.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -86,13 +88,40 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    c.bench_function("fence seed: first snapshot of a handle, 8 MiB", |b| {
-        b.iter_batched(
-            || open(&session),
-            |fresh| fresh.snapshot(1).expect("snapshot"),
-            BatchSize::PerIteration,
-        )
-    });
+    // A new inode (and birth time) per iteration: the cache cannot know it.
+    let cold = dir.path().join("cold.jsonl");
+    let staged = dir.path().join("cold.tmp");
+    c.bench_function(
+        "fence seed: first snapshot of a handle, 8 MiB, cache cold",
+        |b| {
+            b.iter_batched(
+                || {
+                    fs::copy(&session, &staged).expect("copy");
+                    fs::rename(&staged, &cold).expect("rename");
+                    open(&cold)
+                },
+                |fresh| {
+                    let fence = fresh.snapshot(1).expect("snapshot");
+                    assert!(fence.digest().is_some());
+                    fence
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
+
+    // The attempt controller's case: a new handle per attempt on a file this
+    // process's previous handle snapshotted.
+    c.bench_function(
+        "first snapshot of a second handle, 8 MiB file, cache warm",
+        |b| {
+            b.iter_batched(
+                || open(&session),
+                |fresh| fresh.snapshot(1).expect("snapshot"),
+                BatchSize::PerIteration,
+            )
+        },
+    );
 
     let kib = benign_kib();
     append(&session, &kib);
@@ -143,6 +172,19 @@ fn bench(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    c.bench_function(
+        "first snapshot of a second handle after a 1 KiB append, 8 MiB, cache warm",
+        |b| {
+            b.iter_batched(
+                || {
+                    append(&copy, &kib);
+                    open(&copy)
+                },
+                |fresh| fresh.snapshot(1).expect("snapshot"),
+                BatchSize::PerIteration,
+            )
+        },
+    );
 }
 
 criterion_group! {
