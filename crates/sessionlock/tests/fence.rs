@@ -621,7 +621,7 @@ fn a_second_attempt_starts_from_the_digest_the_first_left() {
         );
         b.dispose().expect("dispose");
     });
-    // And the fence it took describes the file: a chmod is no takeover.
+    // The digest the cache now holds (the second attempt's) is the file's.
     let t = FileBackend::default().open_store(&session).expect("open");
     let fence = t.snapshot(1).expect("snapshot");
     assert_eq!(fence.digest(), Some(sha256(&session)));
