@@ -9,7 +9,8 @@
 //!
 //! A [`Transcript`] handle keeps a running SHA-256 of the file it describes:
 //! the hasher's state, how many bytes it has hashed, the last 64 of them, and
-//! the device and inode of that file. The first snapshot of a handle seeds it
+//! the device, inode and birth time (where the file system reports one) of
+//! that file. The first snapshot of a handle seeds it
 //! with one streaming read of the file (64 KiB at a time, through the
 //! [`Fs`] seam); every later snapshot only hashes what was appended since
 //! (the attempt's own appends and the foreign ones it accepted), after
