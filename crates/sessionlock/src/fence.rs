@@ -10,11 +10,12 @@
 //! A [`Transcript`] handle keeps a running SHA-256 of the file it describes:
 //! the hasher's state, how many bytes it has hashed, the last 64 of them, and
 //! the device, inode and birth time (where the file system reports one) of
-//! that file. The first snapshot of a handle seeds it
-//! with one streaming read of the file (64 KiB at a time, through the
-//! [`Fs`] seam); every later snapshot only hashes what was appended since
-//! (the attempt's own appends and the foreign ones it accepted), after
-//! checking that the last 64 bytes it hashed are still in place. Another
+//! that file. The first snapshot of a handle seeds it with one streaming
+//! read of the file (64 KiB at a time, through the [`Fs`] seam), unless the
+//! process-wide cache below has it; every later snapshot only hashes what
+//! was appended since (the attempt's own appends and the foreign ones it
+//! accepted), after checking that the last 64 bytes it hashed are still in
+//! place. Another
 //! inode, a shorter file or changed boundary bytes make the next snapshot
 //! seed it again, and so does the handle's own rewrite, truncation or
 //! repair. A file larger than [`DIGEST_SEED_CAP`] (8 MiB) is not seeded and
@@ -62,11 +63,10 @@
 //! with an append (or, the size unchanged, within the same tick of the
 //! kernel's coarse file-time clock as the cached snapshot, so that neither
 //! time moved), leaves the cached digest describing bytes no longer in the
-//! file. A handle's own catch-up
-//! trusts its prefix the same way between its snapshots, where the
-//! attempt's fence checks run; a cached digest extends that trust across
-//! the gap between two attempts, where no fence is checked (docs/design.md
-//! §12 says what follows from it).
+//! file. A handle's own catch-up trusts its prefix the same way between its
+//! snapshots, where the attempt's fence checks run; a cached digest extends
+//! that trust across the gap between two attempts, where no fence is
+//! checked (docs/design.md §12 says what follows from it).
 //!
 //! The digest tells a change of metadata alone (a `chmod`, a backup tool's
 //! `touch`, a byte-identical rewrite in place) from a same-size edit in
