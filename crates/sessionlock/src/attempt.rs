@@ -29,12 +29,17 @@
 //! only their prompt windows are serialized, and whatever one writes is a
 //! foreign change to the other.
 //!
-//! Every wait has a budget (the lock options' acquire timeout): the owner
-//! queue, the prompt turn, the lock, and an acquisition another call of the
-//! same attempt has in flight. No method holds the state mutex while it
-//! awaits or while a write closure runs, so [`Attempt::abort`] never waits,
-//! and calls made from inside a write closure either work or fail at once
-//! with [`Error::Misuse`].
+//! Every wait has a budget: the owner queue its own
+//! ([`AttemptOptions::owner_timeout`]: it waits for another attempt's whole
+//! turn), the prompt turn, the lock and an acquisition another call of the
+//! same attempt has in flight the lock options' acquire timeout. A wait for
+//! another attempt of this process that runs out fails with
+//! [`Error::Busy`] naming it. No method holds the state mutex while it
+//! awaits or while a write closure runs, so [`Attempt::abort`] never waits
+//! for either (only for another call's check or snapshot of the
+//! transcript), and calls made from inside a write closure either work or
+//! fail at once with [`Error::Misuse`]. An abort is sticky: after it, only
+//! the attempt's cleanup and dispose go on.
 
 use std::future::Future;
 use std::ops::Range;
@@ -54,7 +59,6 @@ use crate::classify::{AcceptNothing, ChangeClassifier};
 use crate::error::{Error, Holder, Result, TakeoverPhase};
 use crate::fence::Change;
 use crate::guard::Guard;
-use crate::reclaim::Reasons;
 use crate::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
 use crate::turns::{PromptTurn, PromptTurns, TurnHolder};
 
@@ -125,6 +129,11 @@ pub struct AttemptOptions {
     /// their prompt windows are serialized, and each one's writes are a
     /// foreign change to the others (usually a takeover).
     pub overlap: bool,
+    /// The budget of `begin`'s wait for the session while another attempt
+    /// of this process owns it (`None`: forever). That is a wait for the
+    /// other attempt's whole turn, model calls included, so it has a budget
+    /// of its own; the default is the lock's default lease (5 min).
+    pub owner_timeout: Option<Duration>,
     /// Told about every accepted foreign change.
     pub on_resync: Option<ResyncHook>,
     /// Where the attempt registers itself, if anywhere.
@@ -136,6 +145,7 @@ impl std::fmt::Debug for AttemptOptions {
         f.debug_struct("AttemptOptions")
             .field("lock", &self.lock)
             .field("overlap", &self.overlap)
+            .field("owner_timeout", &self.owner_timeout)
             .field("on_resync", &self.on_resync.is_some())
             .field("run", &self.run)
             .finish_non_exhaustive()
@@ -148,6 +158,7 @@ impl Default for AttemptOptions {
             lock: LockOptions::default(),
             classifier: Arc::new(AcceptNothing),
             overlap: false,
+            owner_timeout: Some(LockOptions::default().max_hold),
             on_resync: None,
             run: None,
         }
@@ -169,6 +180,12 @@ impl AttemptOptions {
     /// [`AttemptOptions::overlap`]).
     pub fn overlap(mut self, yes: bool) -> Self {
         self.overlap = yes;
+        self
+    }
+    /// Sets the budget of the wait for the session (see
+    /// [`AttemptOptions::owner_timeout`]).
+    pub fn owner_timeout(mut self, t: Option<Duration>) -> Self {
+        self.owner_timeout = t;
         self
     }
     /// Sets the hook told about accepted foreign changes.
@@ -241,6 +258,8 @@ struct St<B: TranscriptBackend> {
     takeover: Option<(TakeoverPhase, String)>,
     /// Counts aborts, so that waits in flight during one give up.
     aborts: u64,
+    /// The first abort's kind: from then on only cleanup and dispose work.
+    aborted: Option<AbortKind>,
     /// Acquisitions in flight (reacquire, cleanup, a write's short lock).
     acquiring: usize,
     /// The thread a write closure runs on, while one does.
@@ -253,7 +272,6 @@ struct Inner<B: TranscriptBackend> {
     locks: SessionLock<B>,
     opts: AttemptOptions,
     session: PathBuf,
-    lock_path: PathBuf,
     turns: &'static PromptTurns,
     st: Mutex<St<B>>,
     /// Notified on every abort, dispose, settled acquisition and finished
@@ -312,6 +330,14 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The attempt that has a turn of `session`, as a [`Holder`].
+fn turn_holder(session: &Path, turn: Option<TurnHolder>) -> Holder {
+    match turn {
+        Some(t) => Holder::in_process(session, t.lane, t.run_id, Some(ms(t.since.elapsed()))),
+        None => Holder::in_process(session, None, None, None),
     }
 }
 
@@ -389,6 +415,15 @@ impl<B: TranscriptBackend> Inner<B> {
     fn misuse(&self, what: &str) -> Error {
         Error::Misuse {
             what: format!("{what} ({})", self.session.display()),
+        }
+    }
+
+    fn disposed(&self, what: &str) -> Error {
+        Error::Cancelled {
+            what: format!(
+                "{what}: the attempt was disposed ({})",
+                self.session.display()
+            ),
         }
     }
 
@@ -499,6 +534,7 @@ impl<B: TranscriptBackend> Inner<B> {
     fn abort(&self, kind: AbortKind) {
         let mut st = lock(&self.st);
         st.aborts += 1;
+        st.aborted.get_or_insert(kind);
         st.turn = None;
         if st.writer.is_some() {
             // The guard is lent to a write in progress: it is released the
@@ -598,6 +634,20 @@ impl<B: TranscriptBackend> Inner<B> {
         Ok(st.aborts)
     }
 
+    /// After an abort, only cleanup and dispose go on: the attempt's prompt
+    /// windows, reacquires and (outside cleanup) writes are refused.
+    fn refuse_after_abort(&self, st: &St<B>, what: &str) -> Result<()> {
+        match st.aborted {
+            Some(kind) if st.state != State::Cleanup => Err(Error::Cancelled {
+                what: format!(
+                    "{what}: the attempt was aborted ({kind:?}); only its cleanup and dispose go on ({})",
+                    self.session.display()
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until no write closure and no acquisition of this attempt is in
     /// flight (see [`Inner::wait_for`]).
     async fn settled(
@@ -623,9 +673,15 @@ impl<B: TranscriptBackend> Inner<B> {
     /// The timeout of a wait for another call of this attempt.
     fn busy_timeout(&self, what: &str) -> Error {
         tracing::debug!(session = %self.session.display(), what, "timed out waiting for another call of the attempt");
-        Error::Timeout {
+        Error::Busy {
+            waiting_for: "another call of this attempt",
             timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
-            holder: Box::new(self.in_process_holder(None)),
+            holder: Box::new(Holder::in_process(
+                &self.session,
+                self.opts.lock.lane.clone(),
+                self.opts.lock.run_id.clone(),
+                None,
+            )),
         }
     }
 
@@ -676,36 +732,9 @@ impl<B: TranscriptBackend> Inner<B> {
             })
     }
 
-    /// This process as the holder of a turn (or of the attempt's own lock).
-    fn in_process_holder(&self, turn: Option<TurnHolder>) -> Holder {
-        let me = crate::acquire::me();
-        let (lane, run_id, age) = match turn {
-            Some(t) => (t.lane, t.run_id, Some(ms(t.since.elapsed()))),
-            None => (
-                self.opts.lock.lane.clone(),
-                self.opts.lock.run_id.clone(),
-                None,
-            ),
-        };
-        Holder {
-            lock_path: self.lock_path.clone(),
-            pid: Some(me.pid),
-            hostname: Some(me.hostname.clone()),
-            alive: true,
-            age_ms: age,
-            max_hold_ms: None,
-            epoch: None,
-            lane,
-            run_id,
-            owner: Some("sessionlock".to_owned()),
-            reasons: Reasons::default(),
-        }
-    }
-
     /// Waits for this session's prompt turn, within the budget, giving up on
     /// an abort.
-    async fn take_turn(&self, aborts: u64) -> Result<PromptTurn> {
-        let deadline = deadline_of(self.opts.lock.timeout);
+    async fn take_turn(&self, aborts: u64, deadline: Option<Instant>) -> Result<PromptTurn> {
         let take = self.turns.take_as(
             &self.session,
             self.opts.lock.lane.clone(),
@@ -715,9 +744,10 @@ impl<B: TranscriptBackend> Inner<B> {
         tokio::select! {
             turn = take => Ok(turn),
             e = aborted => Err(e),
-            () = sleep_until(deadline) => Err(Error::Timeout {
+            () = sleep_until(deadline) => Err(Error::Busy {
+                waiting_for: "the prompt turn",
                 timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
-                holder: Box::new(self.in_process_holder(self.turns.holder(&self.session))),
+                holder: Box::new(turn_holder(&self.session, self.turns.holder(&self.session))),
             }),
         }
     }
@@ -825,7 +855,6 @@ impl<B: TranscriptBackend> Attempt<B> {
         session: impl AsRef<Path>,
         mut opts: AttemptOptions,
     ) -> Result<Self> {
-        let deadline = deadline_of(opts.lock.timeout);
         let key = locks.backend().key(session.as_ref())?;
         if let (Some(run), None) = (&opts.run, &opts.lock.run_id) {
             opts.lock.run_id = Some(run.run_id.clone());
@@ -845,7 +874,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 r.registry.register_queued(info, abort)
             }
         });
-        let budget_ms = opts.lock.timeout.map_or(u64::MAX, ms);
+        let owner_deadline = deadline_of(opts.owner_timeout);
         let cancelled = |kind: AbortKind| Error::Cancelled {
             what: format!(
                 "attempt aborted ({kind:?}) before it began ({})",
@@ -864,38 +893,17 @@ impl<B: TranscriptBackend> Attempt<B> {
             tokio::select! {
                 t = take => Some(t),
                 kind = gate.cancelled() => return Err(cancelled(kind)),
-                () = sleep_until(deadline) => {
-                    let holder = owners.holder(&key.session);
-                    let me = crate::acquire::me();
-                    return Err(Error::Timeout {
-                        timeout_ms: budget_ms,
-                        holder: Box::new(Holder {
-                            lock_path: key.lock_path.clone(),
-                            pid: Some(me.pid),
-                            hostname: Some(me.hostname.clone()),
-                            alive: true,
-                            age_ms: holder.as_ref().map(|h| ms(h.since.elapsed())),
-                            max_hold_ms: None,
-                            epoch: None,
-                            lane: holder.as_ref().and_then(|h| h.lane.clone()),
-                            run_id: holder.and_then(|h| h.run_id),
-                            owner: Some("sessionlock".to_owned()),
-                            reasons: Reasons::default(),
-                        }),
+                () = sleep_until(owner_deadline) => {
+                    return Err(Error::Busy {
+                        waiting_for: "the session, owned by another attempt",
+                        timeout_ms: opts.owner_timeout.map_or(u64::MAX, ms),
+                        holder: Box::new(turn_holder(&key.session, owners.holder(&key.session))),
                     });
                 }
             }
         };
-        let lock_opts = opts
-            .lock
-            .clone()
-            .timeout(deadline.map(|d| d.saturating_duration_since(Instant::now())));
         let guard = tokio::select! {
-            g = locks.acquire_async_with(&key.session, &lock_opts) => g.map_err(|e| match e {
-                // The budget is the attempt's, not what was left of it.
-                Error::Timeout { holder, .. } => Error::Timeout { timeout_ms: budget_ms, holder },
-                e => e,
-            })?,
+            g = locks.acquire_async_with(&key.session, &opts.lock) => g?,
             kind = gate.cancelled() => return Err(cancelled(kind)),
         };
         let transcript = locks.backend().open_store(guard.session_path())?;
@@ -908,7 +916,6 @@ impl<B: TranscriptBackend> Attempt<B> {
             locks: locks.clone(),
             opts,
             session: guard.session_path().to_owned(),
-            lock_path: guard.lock_path().to_owned(),
             turns: PromptTurns::global(),
             st: Mutex::new(St {
                 state: State::Held,
@@ -919,6 +926,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 owner,
                 takeover: None,
                 aborts: 0,
+                aborted: None,
                 acquiring: 0,
                 writer: None,
                 after_write: AfterWrite::Keep,
@@ -951,6 +959,12 @@ impl<B: TranscriptBackend> Attempt<B> {
         lock(&self.inner.st).state
     }
 
+    /// The kind of the first abort, once the attempt was aborted: from then
+    /// on only its cleanup and dispose go on.
+    pub fn aborted(&self) -> Option<AbortKind> {
+        lock(&self.inner.st).aborted
+    }
+
     /// Whether a takeover was detected (sticky).
     pub fn is_taken_over(&self) -> bool {
         self.state() == State::TakenOver
@@ -979,14 +993,16 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// # Errors
     /// The fence snapshot's error, returned after the lock was released (the
     /// next reacquire then reports a takeover, since nothing can be proven);
-    /// `Timeout` naming the attempt in its prompt window when the turn does
+    /// `Busy` naming the attempt in its prompt window when the turn does
     /// not come within the budget (the attempt stays released, without a
-    /// turn); `Cancelled` when aborted while waiting; `Misuse` from inside a
-    /// write closure.
+    /// turn); `Cancelled` when aborted (before or while waiting); `Misuse`
+    /// from inside a write closure.
     ///
     /// # Cancel safety
-    /// Cancel safe: the lock is released before the first await; a turn
-    /// being waited for is given up.
+    /// Cancel safe: it first waits (without releasing anything) for a write
+    /// or acquisition of this attempt in flight, then releases the lock
+    /// synchronously, before any further await; a turn being waited for is
+    /// given up. Dropped during the first wait, it leaves the lock held.
     pub async fn release_for_prompt(&self) -> Result<()> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
         let aborts = self.inner.enter("release_for_prompt", |_| {})?;
@@ -995,6 +1011,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 .inner
                 .settled(deadline, aborts, "release for prompt")
                 .await?;
+            self.inner.refuse_after_abort(&st, "release_for_prompt")?;
             match st.state {
                 State::Held => (st.aborts, self.inner.release_held(&mut st, "prompt")),
                 // Released without a turn (an idle wait, a failed reacquire):
@@ -1008,7 +1025,8 @@ impl<B: TranscriptBackend> Attempt<B> {
             // it takes no prompt turn that others would wait behind.
             return Err(e);
         }
-        let turn = self.inner.take_turn(aborts).await?;
+        // One budget for the wait above and the turn.
+        let turn = self.inner.take_turn(aborts, deadline).await?;
         let mut st = lock(&self.inner.st);
         if st.aborts != aborts {
             drop(st);
@@ -1121,12 +1139,14 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// Cancel safe: if dropped while acquiring, nothing is held; the attempt
     /// stays released with its fence armed.
     pub async fn reacquire_after_prompt(&self) -> Result<Resync> {
-        self.reacquire(TakeoverPhase::PromptReacquire).await
+        let deadline = deadline_of(self.inner.opts.lock.timeout);
+        self.reacquire(TakeoverPhase::PromptReacquire, deadline)
+            .await
     }
 
-    /// Reacquires from `Released` (shared by reacquire and cleanup).
-    async fn reacquire(&self, phase: TakeoverPhase) -> Result<Resync> {
-        let deadline = deadline_of(self.inner.opts.lock.timeout);
+    /// Reacquires from `Released` (shared by reacquire and cleanup), within
+    /// the budget that ends at `deadline`.
+    async fn reacquire(&self, phase: TakeoverPhase, deadline: Option<Instant>) -> Result<Resync> {
         let aborts = self.inner.enter("reacquiring", |st| {
             if phase == TakeoverPhase::PromptReacquire {
                 st.turn = None;
@@ -1135,6 +1155,10 @@ impl<B: TranscriptBackend> Attempt<B> {
         let aborts = {
             let mut st = self.inner.settled(deadline, aborts, "reacquire").await?;
             match st.state {
+                State::Released if phase == TakeoverPhase::PromptReacquire => {
+                    self.inner
+                        .refuse_after_abort(&st, "reacquire_after_prompt")?;
+                }
                 State::Released => {}
                 State::TakenOver => return Err(self.inner.sticky(&st, phase)),
                 State::Held | State::Cleanup | State::Disposed => return Ok(Resync::default()),
@@ -1209,9 +1233,11 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// last view while held, so a change by a program that ignores the lock
     /// is caught before the write), and its state after `f` is recorded as
     /// the attempt's own, even when `f` fails, so its own writes are never
-    /// mistaken for a takeover. Returns `None` when the write was skipped
-    /// (disposed). After a takeover it returns the sticky `Takeover` error
-    /// and writes nothing.
+    /// mistaken for a takeover. After a takeover it returns the sticky
+    /// `Takeover` error and writes nothing; after an abort it writes only in
+    /// cleanup (after [`Attempt::acquire_for_cleanup`]); after dispose,
+    /// never. A write that does not happen is always an error, never a
+    /// silent skip.
     ///
     /// `f` runs without the attempt's state lock held: it may call
     /// [`Attempt::abort`] (the lock is then released when `f` returns) and
@@ -1222,25 +1248,31 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// # Errors
     /// `Takeover { phase: write }` when the check fails or `f`'s write is
     /// refused by the fence (the lock was lost); the error of `f`;
-    /// acquisition errors when a short lock cannot be had; `Cancelled` when
-    /// aborted while acquiring it; `Misuse` when called from inside `f`.
+    /// acquisition errors when a short lock cannot be had; `Cancelled` after
+    /// dispose, after an abort outside cleanup, or when aborted while
+    /// acquiring the short lock; `Misuse` when called from inside `f`.
     ///
     /// # Cancel safety
     /// Cancel safe: `f` runs only after the last await.
     pub async fn with_write<T>(
         &self,
         f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
-    ) -> Result<Option<T>> {
+    ) -> Result<T> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
         let aborts = self.inner.enter("with_write", |_| {})?;
         // Wait for other writes and acquisitions of this attempt, then go by
         // the state they leave.
         let (lent, resync, short) = {
             let mut st = self.inner.settled(deadline, aborts, "write").await?;
+            if st.state != State::TakenOver {
+                self.inner.refuse_after_abort(&st, "with_write")?;
+            }
             match st.state {
                 State::TakenOver => return Err(self.inner.sticky(&st, TakeoverPhase::Write)),
-                State::Disposed => return Ok(None),
-                State::Held | State::Cleanup if st.guard.is_none() => return Ok(None),
+                State::Disposed => return Err(self.inner.disposed("with_write")),
+                State::Held | State::Cleanup if st.guard.is_none() => {
+                    return Err(self.inner.disposed("with_write"))
+                }
                 State::Held | State::Cleanup => {
                     // The snapshot after `f` becomes the held view.
                     let resync = match self.inner.verify(&mut st) {
@@ -1274,19 +1306,16 @@ impl<B: TranscriptBackend> Attempt<B> {
             Some(l) => (l, resync),
             None => {
                 debug_assert!(short);
-                match self.short_lock(aborts, deadline).await? {
-                    Some(x) => x,
-                    None => return Ok(None),
-                }
+                self.short_lock(aborts, deadline).await?
             }
         };
         self.inner.accepted(&resync);
         let result = match (&mut lent.transcript, &lent.guard) {
             (Some(t), Some(g)) => f(t, g),
-            _ => return Ok(None),
+            _ => return Err(self.inner.disposed("with_write")),
         };
         let (Some(guard), Some(transcript)) = (lent.guard.take(), lent.transcript.take()) else {
-            return Ok(None);
+            return Err(self.inner.disposed("with_write"));
         };
         drop(lent);
         let mut st = lock(&self.inner.st);
@@ -1297,7 +1326,7 @@ impl<B: TranscriptBackend> Attempt<B> {
         // it, whether `f` succeeded or not.
         self.inner.rearm(&mut st, guard.epoch());
         let refused = matches!(&result, Err(Error::Fenced { .. } | Error::Revoked { .. }));
-        let out = if refused {
+        let out = if refused && st.state != State::Disposed {
             // A fenced write refused: the lock was lost (revoked, or
             // reclaimed by another holder). That is a takeover.
             st.guard = Some(guard);
@@ -1318,7 +1347,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 (false, _, State::Held | State::Cleanup) => st.guard = Some(guard),
                 (false, _, _) => release_quietly(guard, "write after the attempt ended"),
             }
-            result.map(Some)
+            result
         };
         drop(st);
         self.inner.events.notify_waiters();
@@ -1330,12 +1359,13 @@ impl<B: TranscriptBackend> Attempt<B> {
 
     /// Takes a short lock for a write while released (the in-flight count
     /// was raised by the caller): checks the fence and lends the guard and
-    /// transcript. `None` when the attempt was disposed meanwhile.
+    /// transcript; `Cancelled` when the attempt was disposed or aborted
+    /// meanwhile.
     async fn short_lock(
         &self,
         aborts: u64,
         deadline: Option<Instant>,
-    ) -> Result<Option<(Lent<'_, B>, Resync)>> {
+    ) -> Result<(Lent<'_, B>, Resync)> {
         let in_flight = InFlight(&self.inner);
         let acquire = self.inner.acquire_until(deadline);
         let aborted = self.inner.aborted(aborts, "write");
@@ -1366,7 +1396,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 drop(st);
                 drop(in_flight);
                 release_quietly(acquired, "write after dispose");
-                return Ok(None);
+                return Err(self.inner.disposed("with_write"));
             }
         }
         let resync = match self.inner.verify(&mut st) {
@@ -1386,14 +1416,14 @@ impl<B: TranscriptBackend> Attempt<B> {
         let transcript = st.transcript.take();
         drop(st);
         drop(in_flight);
-        Ok(Some((
+        Ok((
             Lent {
                 inner: &self.inner,
                 guard: Some(acquired),
                 transcript,
             },
             resync,
-        )))
+        ))
     }
 
     /// Aborts the attempt (user stop, timeout, stuck recovery, yield): the
@@ -1457,7 +1487,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                 State::Released => {}
             }
         }
-        match self.reacquire(TakeoverPhase::Cleanup).await {
+        match self.reacquire(TakeoverPhase::Cleanup, deadline).await {
             Ok(_) => {
                 let mut st = lock(&self.inner.st);
                 if st.state == State::Held {

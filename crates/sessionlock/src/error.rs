@@ -76,6 +76,31 @@ impl fmt::Display for Holder {
 }
 
 impl Holder {
+    /// An attempt of this process, as the holder of an in-process turn of
+    /// `session`: this pid, the turn's lane and run id, how long it has had
+    /// it.
+    pub(crate) fn in_process(
+        session: &std::path::Path,
+        lane: Option<String>,
+        run_id: Option<String>,
+        age_ms: Option<u64>,
+    ) -> Holder {
+        let me = crate::acquire::me();
+        Holder {
+            lock_path: session.to_owned(),
+            pid: Some(me.pid),
+            hostname: Some(me.hostname.clone()),
+            alive: true,
+            age_ms,
+            max_hold_ms: None,
+            epoch: None,
+            lane,
+            run_id,
+            owner: Some("sessionlock".to_owned()),
+            reasons: Reasons::default(),
+        }
+    }
+
     /// The holder of a session's state lock (the file backend's `flock` on
     /// `<session>.epoch`), as far as the kernel tells: `pid` when it lists
     /// one.
@@ -106,6 +131,21 @@ pub enum Error {
         /// The budget that ran out.
         timeout_ms: u64,
         /// Who held the lock when it did.
+        holder: Box<Holder>,
+    },
+    /// A wait for another attempt of this process ran out of its budget: for
+    /// the session (another attempt owns it, in its model call or its
+    /// writes), for the prompt turn, or for another call of the same
+    /// attempt. The lock itself may be free; `holder` names the attempt
+    /// waited for (this pid, its lane, run id and how long it has had the
+    /// session) and its `lock_path` is the session file.
+    #[error("session busy in this process ({waiting_for}, timeout {timeout_ms}ms): {holder}")]
+    Busy {
+        /// What was waited for (`the session`, `the prompt turn`, ...).
+        waiting_for: &'static str,
+        /// The budget that ran out.
+        timeout_ms: u64,
+        /// The attempt waited for.
         holder: Box<Holder>,
     },
     /// The holder is past its lease and the hold-exceeded policy is `report`.
@@ -230,10 +270,12 @@ impl Error {
         }
     }
 
-    /// The holder this error names, for `Timeout` and `Stale`.
+    /// The holder this error names, for `Timeout`, `Stale` and `Busy`.
     pub fn holder(&self) -> Option<&Holder> {
         match self {
-            Error::Timeout { holder, .. } | Error::Stale { holder, .. } => Some(holder),
+            Error::Timeout { holder, .. }
+            | Error::Stale { holder, .. }
+            | Error::Busy { holder, .. } => Some(holder),
             _ => None,
         }
     }

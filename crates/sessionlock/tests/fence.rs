@@ -604,8 +604,7 @@ fn a_second_attempt_starts_from_the_digest_the_first_left() {
         assert_eq!(counting.take(), size, "the first attempt seeds");
         a.with_write(|t, g| t.append(g, &[entry(1)], Durability::None))
             .await
-            .expect("write")
-            .expect("written");
+            .expect("write");
         a.dispose().expect("dispose");
         drop(a);
 

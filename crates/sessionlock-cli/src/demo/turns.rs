@@ -276,11 +276,12 @@ async fn write_entry(t: &mut Turn<'_>, a: &Attempt, entry: Value, id: &str) -> R
         t.sh.wait(t.session(), t.lane(), WaitKind::Write, since)?;
     }
     Ok(match r {
-        Ok(Some(_)) => {
+        Ok(_) => {
             t.sh.ack(id, t.session())?;
             Wrote::Landed
         }
-        Ok(None) => Wrote::Skipped,
+        // Disposed meanwhile: the write did not happen, and says so.
+        Err(sessionlock::Error::Cancelled { .. }) => Wrote::Skipped,
         Err(e) => {
             t.error(&e);
             Wrote::Refused
@@ -741,11 +742,11 @@ pub(super) async fn compaction_turn(sh: &Shared, session: usize, rng: &mut Rng) 
         sh.fact(&Fact::MutationEnd {
             id: mutation,
             at_ns: monotonic_ns(),
-            landed: matches!(r, Ok(Some(()))),
+            landed: r.is_ok(),
         })?;
         match r {
-            Ok(Some(())) => sh.ack(&marker_id, session)?,
-            Ok(None) => {}
+            Ok(()) => sh.ack(&marker_id, session)?,
+            Err(sessionlock::Error::Cancelled { .. }) => {}
             Err(e) => t.error(&e),
         }
     }
