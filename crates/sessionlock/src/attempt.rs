@@ -35,9 +35,9 @@
 //! same attempt has in flight the lock options' acquire timeout. A wait for
 //! another attempt of this process that runs out fails with
 //! [`Error::Busy`] naming it. No method holds the state mutex while it
-//! awaits or while a write closure runs, so [`Attempt::abort`] never waits
-//! for either (only for another call's check or snapshot of the
-//! transcript), and calls made from inside a write closure either work or
+//! awaits, while a write closure runs or while it checks the transcript, so
+//! [`Attempt::abort`] waits for none of them (only for a snapshot), and
+//! calls made from inside a write closure or a classifier either work or
 //! fail at once with [`Error::Misuse`]. An abort is sticky: after it, only
 //! the attempt's cleanup and dispose go on.
 
@@ -385,6 +385,25 @@ impl<B: TranscriptBackend> Drop for Lent<'_, B> {
     }
 }
 
+/// The transcript lent to a check; if the classifier panics, dropping this
+/// gives it back.
+struct Checking<'a, B: TranscriptBackend> {
+    inner: &'a Inner<B>,
+    transcript: Option<B::Store>,
+}
+
+impl<B: TranscriptBackend> Drop for Checking<'_, B> {
+    fn drop(&mut self) {
+        if let Some(t) = self.transcript.take() {
+            let mut st = lock(&self.inner.st);
+            st.writer = None;
+            st.transcript = Some(t);
+            drop(st);
+            self.inner.events.notify_waiters();
+        }
+    }
+}
+
 /// Takes the prompt turn off the attempt if the future wrapping the model
 /// call is dropped before it ends: the prompt window is over.
 struct VacateOnDrop<'a, B: TranscriptBackend>(Option<&'a Inner<B>>);
@@ -475,10 +494,72 @@ impl<B: TranscriptBackend> Inner<B> {
     /// Checks the transcript against the fence (consumed): what was
     /// accepted, or why it is a takeover.
     fn verify(&self, st: &mut St<B>) -> std::result::Result<Resync, String> {
-        let Some(transcript) = st.transcript.as_ref() else {
-            return Ok(Resync::default());
+        let fence = st.fence.take();
+        match st.transcript.as_ref() {
+            Some(transcript) => self.judge(transcript, fence),
+            None => Err("the transcript is lent to another call".to_owned()),
+        }
+    }
+
+    /// [`Inner::verify`] without the state lock held while the transcript
+    /// is read and classified: the transcript is lent out meanwhile, as to a
+    /// write closure, so `abort`, `dispose` and the getters do not wait for
+    /// the check (other calls of the attempt wait for it, an abort takes
+    /// effect when it ends, and a classifier calling into the attempt gets
+    /// `Misuse`). Returns the lock again, with the verdict.
+    fn verify_unlocked<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, St<B>>,
+    ) -> (MutexGuard<'a, St<B>>, std::result::Result<Resync, String>) {
+        let fence = st.fence.take();
+        let Some(transcript) = st.transcript.take() else {
+            return (st, Err("the transcript is lent to another call".to_owned()));
         };
-        match st.fence.take() {
+        st.writer = Some(std::thread::current().id());
+        drop(st);
+        let mut lent = Checking {
+            inner: self,
+            transcript: Some(transcript),
+        };
+        let verdict = match lent.transcript.as_ref() {
+            Some(t) => self.judge(t, fence),
+            None => Ok(Resync::default()),
+        };
+        let transcript = lent.transcript.take();
+        let mut st = lock(&self.st);
+        st.writer = None;
+        st.transcript = transcript;
+        (st, verdict)
+    }
+
+    /// After a call had the transcript lent (a check, a write) with the
+    /// held guard in the state: carries out an abort or dispose that came
+    /// meanwhile, and wakes the calls that waited.
+    fn after_lending(&self, st: &mut St<B>) {
+        match std::mem::replace(&mut st.after_write, AfterWrite::Keep) {
+            AfterWrite::Keep => {}
+            AfterWrite::Release => {
+                if st.state == State::Held || st.state == State::Cleanup {
+                    let _ = self.release_held(st, "abort during a check");
+                    st.state = State::Released;
+                }
+            }
+            AfterWrite::Dispose => {
+                if let Some(g) = st.guard.take() {
+                    release_quietly(g, "dispose during a check");
+                }
+            }
+        }
+        self.events.notify_waiters();
+    }
+
+    /// The verdict of `fence` on the transcript now.
+    fn judge(
+        &self,
+        transcript: &B::Store,
+        fence: Option<std::result::Result<Fence<B>, String>>,
+    ) -> std::result::Result<Resync, String> {
+        match fence {
             // Every state that checks keeps a view; a path that lost it must
             // not turn checking off.
             None => Err("no view of the transcript to check against".to_owned()),
@@ -490,15 +571,6 @@ impl<B: TranscriptBackend> Inner<B> {
                 Err(e) => Err(format!("cannot check the fence: {e}")),
             },
         }
-    }
-
-    /// Verifies the held lock's view of the transcript and refreshes it.
-    fn verify_held(&self, st: &mut St<B>) -> std::result::Result<Resync, String> {
-        let resync = self.verify(st)?;
-        if let Some(epoch) = st.guard.as_ref().map(Guard::epoch) {
-            self.rearm(st, epoch);
-        }
-        Ok(resync)
     }
 
     fn mark_taken_over(&self, st: &mut St<B>, phase: TakeoverPhase, detail: String) -> Error {
@@ -1209,8 +1281,26 @@ impl<B: TranscriptBackend> Attempt<B> {
             }
         };
         let epoch = guard.epoch();
+        let (mut st, verdict) = self.inner.verify_unlocked(st);
+        // The guard is ours alone: an abort or dispose during the check is
+        // seen below, not through `after_write`.
+        st.after_write = AfterWrite::Keep;
+        self.inner.events.notify_waiters();
+        if st.aborts != aborts || st.state != State::Released {
+            let e = if st.aborts != aborts {
+                Err(self.inner.cancelled("reacquire"))
+            } else if st.state == State::TakenOver {
+                Err(self.inner.sticky(&st, phase))
+            } else {
+                Ok(Resync::default())
+            };
+            drop(st);
+            drop(in_flight);
+            release_quietly(guard, "reacquire checked after an abort or dispose");
+            return e;
+        }
         st.guard = Some(guard);
-        let result = match self.inner.verify(&mut st) {
+        let result = match verdict {
             Ok(resync) => {
                 st.state = State::Held;
                 self.inner.rearm(&mut st, epoch);
@@ -1274,17 +1364,10 @@ impl<B: TranscriptBackend> Attempt<B> {
                     return Err(self.inner.disposed("with_write"))
                 }
                 State::Held | State::Cleanup => {
-                    // The snapshot after `f` becomes the held view.
-                    let resync = match self.inner.verify(&mut st) {
-                        Ok(r) => r,
-                        Err(detail) => {
-                            return Err(self.inner.mark_taken_over(
-                                &mut st,
-                                TakeoverPhase::Write,
-                                detail,
-                            ))
-                        }
-                    };
+                    // The check runs outside the state lock, on the lent
+                    // transcript; the snapshot after `f` becomes the held
+                    // view.
+                    let fence = st.fence.take();
                     st.writer = Some(std::thread::current().id());
                     st.after_write = AfterWrite::Keep;
                     let lent = Lent {
@@ -1292,7 +1375,36 @@ impl<B: TranscriptBackend> Attempt<B> {
                         guard: st.guard.take(),
                         transcript: st.transcript.take(),
                     };
-                    (Some(lent), resync, false)
+                    drop(st);
+                    let verdict = match &lent.transcript {
+                        Some(t) => self.inner.judge(t, fence),
+                        None => Err("the transcript is lent to another call".to_owned()),
+                    };
+                    match verdict {
+                        Ok(resync) => (Some(lent), resync, false),
+                        Err(detail) => {
+                            let mut lent = lent;
+                            let (guard, transcript) = (lent.guard.take(), lent.transcript.take());
+                            drop(lent);
+                            let mut st = lock(&self.inner.st);
+                            st.writer = None;
+                            st.transcript = transcript;
+                            st.guard = guard;
+                            st.after_write = AfterWrite::Keep;
+                            let e = if st.state == State::Disposed {
+                                if let Some(g) = st.guard.take() {
+                                    release_quietly(g, "dispose during a check");
+                                }
+                                self.inner.disposed("with_write")
+                            } else {
+                                self.inner
+                                    .mark_taken_over(&mut st, TakeoverPhase::Write, detail)
+                            };
+                            drop(st);
+                            self.inner.events.notify_waiters();
+                            return Err(e);
+                        }
+                    }
                 }
                 State::Released => {
                     self.inner
@@ -1399,31 +1511,45 @@ impl<B: TranscriptBackend> Attempt<B> {
                 return Err(self.inner.disposed("with_write"));
             }
         }
-        let resync = match self.inner.verify(&mut st) {
-            Ok(r) => r,
-            Err(detail) => {
-                let e = self
-                    .inner
-                    .mark_taken_over(&mut st, TakeoverPhase::Write, detail);
-                drop(st);
-                drop(in_flight);
-                release_quietly(acquired, "takeover");
-                return Err(e);
-            }
-        };
+        // Lend the transcript first: the check runs outside the state lock.
+        let fence = st.fence.take();
         st.writer = Some(std::thread::current().id());
         st.after_write = AfterWrite::Keep;
-        let transcript = st.transcript.take();
+        let lent = Lent {
+            inner: &self.inner,
+            guard: Some(acquired),
+            transcript: st.transcript.take(),
+        };
         drop(st);
         drop(in_flight);
-        Ok((
-            Lent {
-                inner: &self.inner,
-                guard: Some(acquired),
-                transcript,
-            },
-            resync,
-        ))
+        let verdict = match &lent.transcript {
+            Some(t) => self.inner.judge(t, fence),
+            None => Err("the transcript is lent to another call".to_owned()),
+        };
+        match verdict {
+            Ok(resync) => Ok((lent, resync)),
+            Err(detail) => {
+                let mut lent = lent;
+                let (guard, transcript) = (lent.guard.take(), lent.transcript.take());
+                drop(lent);
+                let mut st = lock(&self.inner.st);
+                st.writer = None;
+                st.transcript = transcript;
+                st.after_write = AfterWrite::Keep;
+                let e = if st.state == State::Released {
+                    self.inner
+                        .mark_taken_over(&mut st, TakeoverPhase::Write, detail)
+                } else {
+                    self.inner.disposed("with_write")
+                };
+                drop(st);
+                self.inner.events.notify_waiters();
+                if let Some(g) = guard {
+                    release_quietly(g, "takeover");
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Aborts the attempt (user stop, timeout, stuck recovery, yield): the
@@ -1460,22 +1586,35 @@ impl<B: TranscriptBackend> Attempt<B> {
             .inner
             .enter("acquire_for_cleanup", |st| st.turn = None)?;
         {
-            let mut st = self.inner.settled(deadline, aborts, "cleanup").await?;
+            let st = self.inner.settled(deadline, aborts, "cleanup").await?;
             match st.state {
-                State::Held => match self.inner.verify_held(&mut st) {
-                    Ok(resync) => {
-                        st.state = State::Cleanup;
-                        drop(st);
-                        self.inner.accepted(&resync);
-                        return Ok(CleanupLock::Held);
+                State::Held => {
+                    let (mut st, verdict) = self.inner.verify_unlocked(st);
+                    self.inner.after_lending(&mut st);
+                    if st.aborts != aborts {
+                        return Err(self.inner.cancelled("cleanup"));
                     }
-                    Err(detail) => {
-                        let _ = self
-                            .inner
-                            .mark_taken_over(&mut st, TakeoverPhase::Cleanup, detail);
+                    if st.state != State::Held {
                         return Ok(CleanupLock::NoOp);
                     }
-                },
+                    match verdict {
+                        Ok(resync) => {
+                            if let Some(epoch) = st.guard.as_ref().map(Guard::epoch) {
+                                self.inner.rearm(&mut st, epoch);
+                            }
+                            st.state = State::Cleanup;
+                            drop(st);
+                            self.inner.accepted(&resync);
+                            return Ok(CleanupLock::Held);
+                        }
+                        Err(detail) => {
+                            let _ =
+                                self.inner
+                                    .mark_taken_over(&mut st, TakeoverPhase::Cleanup, detail);
+                            return Ok(CleanupLock::NoOp);
+                        }
+                    }
+                }
                 State::Cleanup => {
                     return Ok(if st.guard.is_some() {
                         CleanupLock::Held

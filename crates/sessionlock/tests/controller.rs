@@ -1559,3 +1559,60 @@ fn a_queued_begin_aborted_through_the_registry_is_cancelled_at_once() {
         assert!(is_free(&session));
     });
 }
+
+#[test]
+fn abort_and_the_getters_do_not_wait_for_a_check_of_the_transcript() {
+    // A check of what other lanes appended (the classifier over every new
+    // entry; the whole file after a change of metadata alone) can take a
+    // while. It runs outside the attempt's state lock, so a user stop from
+    // another thread takes effect without waiting for it.
+    struct Slow(Arc<std::sync::atomic::AtomicBool>);
+    impl sessionlock::classify::ChangeClassifier for Slow {
+        fn is_benign(&self, _: &Value) -> bool {
+            self.0.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1000));
+            true
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("slow-check.jsonl");
+    let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded(
+                "begin",
+                Attempt::begin_file(
+                    &session,
+                    attempt_opts().classifier(Arc::new(Slow(checking.clone()))),
+                ),
+            )
+            .await
+            .expect("begin"),
+        );
+        bounded("release", a.release_for_prompt())
+            .await
+            .expect("release");
+        append(&session, custom("cron", 0));
+        let reacquire = tokio::spawn({
+            let a = a.clone();
+            async move { a.reacquire_after_prompt().await }
+        });
+        until("the check runs", || checking.load(Ordering::SeqCst)).await;
+        let t0 = Instant::now();
+        a.abort(AbortKind::User);
+        assert_eq!(a.aborted(), Some(AbortKind::User));
+        let _ = a.state();
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_millis(300),
+            "abort and state() waited {took:?} for the check"
+        );
+        let err = bounded("reacquire", reacquire)
+            .await
+            .expect("join")
+            .expect_err("aborted during its check");
+        assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+        assert!(is_free(&session), "the checked lock was given back");
+        assert_eq!(a.state(), State::Released);
+    });
+}
