@@ -88,8 +88,11 @@
 //! | the same, content hashes otherwise | takeover (`Edited`) | the whole file |
 //! | same inode and size, other times; no digest (over the cap): only the ctime changed and the last 64 bytes are intact | `Benign`, no entries | 64 |
 //! | the same, otherwise (the mtime changed, or the tail) | takeover (`Edited`) | 64 at most |
-//! | new inode with byte-identical content | `Benign`, no entries (compared against the old inode, which the fence keeps open) | twice the file |
-//! | new inode otherwise, or the file is gone | takeover | twice the file at most |
+//! | new inode of the same size; the fence has a digest and the new file hashes to it | `Benign`, no entries (a byte-identical replacement) | the whole file |
+//! | the same, the new file hashes otherwise | takeover (`Replaced`) | the whole file |
+//! | new inode of the same size; no digest (over the cap): the old inode, which the fence keeps open, still has the fenced size and mtime, and the new file ends with the fence's tail and equals the old inode | `Benign`, no entries | 64 + twice the file |
+//! | the same, otherwise (the old inode's mtime moved: it was edited since the fence) | takeover (`Replaced`) | 64 + twice the file at most |
+//! | new inode of another size, or the file is gone | takeover | none |
 //! | created since the fence (missing then) | all of it classified as appended | the whole file, which is what was appended |
 //!
 //! Taking a fence reads the whole file once per handle (the seed, at most
@@ -98,7 +101,8 @@
 //! cached one). So taking and checking a fence cost O(1) in the
 //! transcript's size plus what was appended, except for the seed and the
 //! rare changes that read the whole file above: metadata alone, or a new
-//! inode of the same size. The attempt controller opens one handle per
+//! inode of the same size (read once against the digest, or, over the cap,
+//! together with the old inode). The attempt controller opens one handle per
 //! attempt: the first attempt of a process on a session reads the
 //! transcript once, at its first snapshot, and a later one only what was
 //! appended since the previous attempt's last snapshot, while the cache
@@ -152,7 +156,8 @@ pub struct Fence {
     /// SHA-256 of the first `id.size` bytes, when the transcript handle had
     /// (or could seed) its running digest.
     digest: Option<[u8; 32]>,
-    /// The inode the fence describes, kept open for the byte-identical check.
+    /// The inode the fence describes, kept open to compare a replacement
+    /// of the same size with when there is no digest.
     file: Option<File>,
 }
 
@@ -532,6 +537,36 @@ fn read_tail(fs: &dyn Fs, file: &File, size: u64, path: &Path) -> Result<Vec<u8>
     Ok(tail)
 }
 
+/// The verdict on a file of `size` bytes, the fence's own size, whose
+/// content was found to be the fenced one (`same`) or not.
+fn same_content_or(same: bool, size: u64, takeover: Takeover) -> Change {
+    if same {
+        Change::Benign {
+            entries: Vec::new(),
+            range: size..size,
+        }
+    } else {
+        Change::Takeover(takeover)
+    }
+}
+
+/// Whether the first `size` bytes of `a` and `b` are equal.
+fn same_bytes(fs: &dyn Fs, a: &File, b: &File, size: u64, path: &Path) -> Result<bool> {
+    let len = size.min(CHUNK as u64) as usize;
+    let (mut x, mut y) = (vec![0u8; len], vec![0u8; len]);
+    let mut offset = 0;
+    while offset < size {
+        let n = (size - offset).min(CHUNK as u64) as usize;
+        read_exact_at(fs, a, &mut x[..n], offset, path)?;
+        read_exact_at(fs, b, &mut y[..n], offset, path)?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        offset += n as u64;
+    }
+    Ok(true)
+}
+
 /// SHA-256 of the first `size` bytes of `file`.
 fn hash_file(fs: &dyn Fs, file: &File, size: u64, path: &Path) -> Result<[u8; 32]> {
     let mut hasher = Sha256::new();
@@ -700,17 +735,18 @@ impl Fence {
                     && read_tail(fs, file, new.size, &self.path)? == self.tail
             }
         };
-        Ok(if same {
-            Change::Benign {
-                entries: Vec::new(),
-                range: new.size..new.size,
-            }
-        } else {
-            Change::Takeover(Takeover::Edited)
-        })
+        Ok(same_content_or(same, new.size, Takeover::Edited))
     }
 
-    /// A new file at the path is fine only if its bytes equal the old ones.
+    /// A new file at the path is fine only if its bytes are the ones the
+    /// fence saw. With a digest that is proven by hashing the new file. The
+    /// old inode, which the fence keeps open, may itself have been edited
+    /// since (and then copied over the path), so without a digest its bytes
+    /// stand for the fenced ones only if its size and mtime are still the
+    /// fenced ones and the new file ends with the fence's tail; the ctime
+    /// cannot be required, as unlinking or renaming the old inode moves it.
+    /// As in place, a writer who sets the mtime back is caught only by the
+    /// digest.
     fn compare_replacement(
         &self,
         fs: &dyn Fs,
@@ -718,27 +754,22 @@ impl Fence {
         old: Stamp,
         new: Stamp,
     ) -> Result<Change> {
-        let Some(old_file) = &self.file else {
-            return Ok(Change::Takeover(Takeover::Replaced));
-        };
         if old.size != new.size {
             return Ok(Change::Takeover(Takeover::Replaced));
         }
-        let mut a = vec![0u8; 64 * 1024];
-        let mut b = vec![0u8; 64 * 1024];
-        let mut offset = 0;
-        while offset < old.size {
-            let n = (old.size - offset).min(a.len() as u64) as usize;
-            read_exact_at(fs, old_file, &mut a[..n], offset, &self.path)?;
-            read_exact_at(fs, new_file, &mut b[..n], offset, &self.path)?;
-            if a[..n] != b[..n] {
-                return Ok(Change::Takeover(Takeover::Replaced));
+        let same = match (self.digest, &self.file) {
+            (Some(digest), _) => hash_file(fs, new_file, new.size, &self.path)? == digest,
+            (None, Some(old_file)) => {
+                let kept = fs
+                    .metadata(old_file)
+                    .map_err(io_err("stat fenced transcript", &self.path))?;
+                let kept = Stamp::of(&kept);
+                (kept.size, kept.mtime_ns) == (old.size, old.mtime_ns)
+                    && read_tail(fs, new_file, new.size, &self.path)? == self.tail
+                    && same_bytes(fs, old_file, new_file, new.size, &self.path)?
             }
-            offset += n as u64;
-        }
-        Ok(Change::Benign {
-            entries: Vec::new(),
-            range: new.size..new.size,
-        })
+            (None, None) => false,
+        };
+        Ok(same_content_or(same, new.size, Takeover::Replaced))
     }
 }

@@ -42,6 +42,18 @@ impl Fs for CountingFs {
     }
 }
 
+/// A transcript of about `bytes` bytes at `session`, opened through a
+/// [`CountingFs`]: the store, the counter and the transcript's size.
+fn counted_store(session: &Path, bytes: usize) -> (Transcript, Arc<CountingFs>, u64) {
+    let size = write_transcript(session, bytes).len() as u64;
+    let counting = Arc::new(CountingFs::default());
+    let t = FileBackend::default()
+        .with_fs(counting.clone())
+        .open_store(session)
+        .expect("open store");
+    (t, counting, size)
+}
+
 /// Accepts every entry, so that appends of any kind are read and classified.
 struct AcceptAll;
 
@@ -151,17 +163,28 @@ fn ino(path: &Path) -> u64 {
     fs::metadata(path).expect("stat").ino()
 }
 
-/// An attempt on `session` (a transcript of 16 KiB), released for a
-/// prompt: `change` runs in the prompt window; returns whether the
-/// reacquire accepted it.
-fn prompt_window_with(session: &Path, change: impl FnOnce(&Path)) -> bool {
-    write_transcript(session, 16 * 1024);
+/// What became of an attempt whose prompt window saw a change.
+struct Window {
+    /// Whether the reacquire accepted the change.
+    accepted: bool,
+    /// Whether the transcript is still the inode it was before the change.
+    same_inode: bool,
+}
+
+/// An attempt on a transcript of 16 KiB, released for a prompt: `change`
+/// runs in the prompt window.
+fn prompt_window_with(change: impl FnOnce(&Path)) -> Window {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    write_transcript(&session, 16 * 1024);
     rt().block_on(async {
-        let a = Attempt::begin_file(session, AttemptOptions::default().lock(opts()))
+        let a = Attempt::begin_file(&session, AttemptOptions::default().lock(opts()))
             .await
             .expect("begin");
         a.release_for_prompt().await.expect("release");
-        change(session);
+        let inode = ino(&session);
+        change(&session);
+        let same_inode = ino(&session) == inode;
         let accepted = a.reacquire_after_prompt().await.is_ok();
         let expected = if accepted {
             State::Held
@@ -169,7 +192,10 @@ fn prompt_window_with(session: &Path, change: impl FnOnce(&Path)) -> bool {
             State::TakenOver
         };
         assert_eq!(a.state(), expected);
-        accepted
+        Window {
+            accepted,
+            same_inode,
+        }
     })
 }
 
@@ -179,41 +205,29 @@ fn prompt_window_with(session: &Path, change: impl FnOnce(&Path)) -> bool {
 fn chmod_in_the_prompt_window_is_no_takeover() {
     // A backup tool or an operator changing the transcript's mode while a
     // model call is in flight used to end the attempt as `Edited`.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let session = dir.path().join("s.jsonl");
-    let inode = std::cell::Cell::new(0);
-    let accepted = prompt_window_with(&session, |p| {
-        inode.set(ino(p));
-        until_ctime_moves(p, || chmod(p));
-    });
-    assert!(accepted, "a chmod was reported as a takeover");
-    assert_eq!(ino(&session), inode.get());
+    let w = prompt_window_with(|p| until_ctime_moves(p, || chmod(p)));
+    assert!(w.accepted, "a chmod was reported as a takeover");
+    assert!(w.same_inode);
 }
 
 #[test]
 fn identical_rewrite_in_place_in_the_prompt_window_is_no_takeover() {
     // Spec §8.4: a byte-identical rewrite is fine, also when it is done in
     // place (`O_TRUNC` and the same bytes written back: same inode).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let session = dir.path().join("s.jsonl");
-    let accepted = prompt_window_with(&session, |p| {
-        let before = ino(p);
-        until_ctime_moves(p, || rewrite_in_place(p));
-        assert_eq!(ino(p), before, "the rewrite must keep the inode");
-    });
-    assert!(accepted, "an identical rewrite was reported as a takeover");
+    let w = prompt_window_with(|p| until_ctime_moves(p, || rewrite_in_place(p)));
+    assert!(w.same_inode, "the rewrite must keep the inode");
+    assert!(
+        w.accepted,
+        "an identical rewrite was reported as a takeover"
+    );
 }
 
 #[test]
 fn edit_in_the_prompt_window_is_still_a_takeover() {
     // The other side of the two tests above: a real edit of the same size
     // in the prompt window ends the attempt.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let session = dir.path().join("s.jsonl");
-    let accepted = prompt_window_with(&session, |p| {
-        until_ctime_moves(p, || edit_byte(p, 10, b'y'));
-    });
-    assert!(!accepted, "a same-size edit was accepted");
+    let w = prompt_window_with(|p| until_ctime_moves(p, || edit_byte(p, 10, b'y')));
+    assert!(!w.accepted, "a same-size edit was accepted");
 }
 
 #[test]
@@ -290,13 +304,7 @@ fn over_the_seed_cap_only_a_ctime_change_is_accepted() {
     // intact) is let through; a new mtime cannot be proven harmless.
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("s.jsonl");
-    let content = write_transcript(&session, DIGEST_SEED_CAP as usize + 4096);
-    let size = content.len() as u64;
-    let counting = Arc::new(CountingFs::default());
-    let t = FileBackend::default()
-        .with_fs(counting.clone())
-        .open_store(&session)
-        .expect("open store");
+    let (t, counting, size) = counted_store(&session, DIGEST_SEED_CAP as usize + 4096);
     let fence = t.snapshot(1).expect("snapshot");
     assert_eq!(fence.digest(), None);
     assert_eq!(counting.take(), 64, "no seed above the cap: the tail only");
@@ -333,6 +341,102 @@ fn over_the_seed_cap_only_a_ctime_change_is_accepted() {
         t.check(&fence, &AcceptNothing).expect("check"),
         Change::Takeover(Takeover::Edited)
     );
+}
+
+// ------------------------------------------------ a new inode of the same size
+
+/// Copies the transcript to a temp file and renames that over it: a new
+/// inode with the same bytes.
+fn replace_with_copy(path: &Path) {
+    let tmp = path.with_extension("tmp");
+    fs::copy(path, &tmp).expect("copy transcript");
+    fs::rename(&tmp, path).expect("rename over the transcript");
+}
+
+/// A foreign program edits the transcript in place (the first "xxxx" becomes
+/// "EVIL": same size, and the mtime moves), then replaces it with a copy of
+/// the edited bytes: the old inode, which a fence keeps open, and the new
+/// file then agree with each other, not with what the fence saw.
+fn edit_then_replace(path: &Path) {
+    let bytes = fs::read(path).expect("read");
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"xxxx")
+        .expect("an entry with xxxx");
+    let f = File::options().write(true).open(path).expect("open");
+    until_ctime_moves(path, || f.write_all_at(b"EVIL", at as u64).expect("pwrite"));
+    replace_with_copy(path);
+}
+
+#[test]
+fn an_edit_then_an_identical_copy_renamed_over_in_the_prompt_window_is_a_takeover() {
+    // Spec §1.7, §8.4: the new inode has the size the fence saw, and bytes
+    // equal to the old inode's bytes now, but not to the ones fenced.
+    let w = prompt_window_with(edit_then_replace);
+    assert!(!w.same_inode);
+    assert!(
+        !w.accepted,
+        "an edit passed as a byte-identical replacement"
+    );
+}
+
+#[test]
+fn an_identical_copy_renamed_over_in_the_prompt_window_is_no_takeover() {
+    let w = prompt_window_with(replace_with_copy);
+    assert!(!w.same_inode, "the copy must be a new inode");
+    assert!(w.accepted, "a byte-identical replacement was a takeover");
+}
+
+/// A fence on a transcript of about `bytes` bytes, checked after an edit
+/// then a replacement (a takeover) and, fenced again, after a byte-identical
+/// replacement (benign). Returns whether the fences had a digest, the
+/// transcript's size and the bytes each check read.
+fn replacements_of(bytes: usize) -> (bool, u64, [u64; 2]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let (t, counting, size) = counted_store(&session, bytes);
+    let fence = t.snapshot(1).expect("snapshot");
+    edit_then_replace(&session);
+    counting.take();
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Takeover(Takeover::Replaced)
+    );
+    let edited = counting.take();
+
+    let fence = t.snapshot(1).expect("snapshot");
+    let digest = fence.digest().is_some();
+    replace_with_copy(&session);
+    counting.take();
+    assert_eq!(
+        t.check(&fence, &AcceptNothing).expect("check"),
+        Change::Benign {
+            entries: Vec::new(),
+            range: size..size
+        }
+    );
+    (digest, size, [edited, counting.take()])
+}
+
+#[test]
+fn a_same_size_replacement_is_judged_by_the_digest_in_one_read() {
+    let (digest, size, read) = replacements_of(256 * 1024);
+    assert!(digest);
+    assert_eq!(
+        read,
+        [size, size],
+        "the new file is read once, the old never"
+    );
+}
+
+#[test]
+fn over_the_seed_cap_a_same_size_replacement_needs_the_old_inode_as_fenced() {
+    // No digest: the old inode's mtime moved with the edit, so its bytes
+    // are not the fenced ones and are not compared; an untouched old inode
+    // is compared with the new file after the 64 bytes of the tail.
+    let (digest, size, read) = replacements_of(DIGEST_SEED_CAP as usize + 4096);
+    assert!(!digest);
+    assert_eq!(read, [0, 64 + 2 * size]);
 }
 
 // ------------------------------------------------ what was accepted (item 4)
