@@ -216,6 +216,28 @@ fn status_run_by_another_user_sees_a_root_holder_alive() {
         )
         .expect("hold the lock in the test process");
 
+    // The binary cannot say who ran it or what `kill(pid, 0)` answered, so
+    // the same wrapper first runs a shell that does: if the wrapper left it
+    // root (or with CAP_KILL), the test below would pass without the EPERM
+    // path ever being taken.
+    let who = run(as_nobody(Path::new("sh"))
+        .expect("the wrapper found above")
+        .args(["-c", "id -u && kill -0 \"$1\"", "sh"])
+        .arg(std::process::id().to_string())
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null()));
+    let uid = stdout(&who).trim().parse::<u32>();
+    assert!(
+        uid.as_ref().is_ok_and(|u| *u != 0),
+        "status must run unprivileged: id -u said {uid:?}"
+    );
+    assert!(
+        !who.status.success() && stderr(&who).contains("Operation not permitted"),
+        "kill -0 on this process must fail with EPERM as that user: {:?} {}",
+        who.status,
+        stderr(&who)
+    );
+
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("SESSIONLOCK_") || k.starts_with("OPENCLAW_SESSION_WRITE_LOCK_") {

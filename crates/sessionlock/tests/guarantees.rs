@@ -115,10 +115,22 @@ fn child_entry() {
                 Err(e) => out(format!("FAILED {e}")),
             }
         }
-        // How this process sees the holder of a lock, then whether it can
-        // take it (it must not, from a live holder within its lease).
+        // Who this process is and what `kill(holder, 0)` answers it, how it
+        // sees the holder of a lock, then whether it can take it (it must
+        // not, from a live holder within its lease).
         "probe" => {
             let session = Path::new(&args[0]);
+            let holder: i32 = args[1].parse().expect("holder pid");
+            let holder = rustix::process::Pid::from_raw(holder).expect("holder pid is positive");
+            let kill0 = match rustix::process::test_kill_process(holder) {
+                Ok(()) => "ok".to_owned(),
+                Err(e) if e == rustix::io::Errno::PERM => "EPERM".to_owned(),
+                Err(e) => format!("errno {}", e.raw_os_error()),
+            };
+            out(format!(
+                "WHO euid={} kill0={kill0}",
+                rustix::process::geteuid().as_raw()
+            ));
             match sessionlock::status::inspect_session(session, &Settings::default()) {
                 Ok(Some(st)) => out(format!(
                     "ALIVE {} {:?} reasons={}",
@@ -467,7 +479,14 @@ fn a_root_holder_is_alive_to_an_unprivileged_process() {
             "--quiet",
         ])
         .current_dir(dir.path())
-        .env(ROLE_VAR, format!("probe\u{1f}{}", session.display())),
+        .env(
+            ROLE_VAR,
+            format!(
+                "probe\u{1f}{}\u{1f}{}",
+                session.display(),
+                std::process::id()
+            ),
+        ),
     );
     let text = String::from_utf8_lossy(&out.stdout);
     let line = |prefix: &str| {
@@ -481,6 +500,21 @@ fn a_root_holder_is_alive_to_an_unprivileged_process() {
             })
             .to_owned()
     };
+    // Without this the test proves nothing if the wrapper left the probe
+    // root: root's `kill(pid, 0)` succeeds, and the holder looks alive too.
+    let who = line("WHO");
+    let euid = who
+        .strip_prefix("WHO euid=")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|u| u.parse::<u32>().ok());
+    assert!(
+        euid.is_some_and(|u| u != 0),
+        "the probe must run unprivileged: {who}"
+    );
+    assert!(
+        who.ends_with(" kill0=EPERM"),
+        "kill(holder, 0) must fail with EPERM in the probe: {who}"
+    );
     assert_eq!(
         line("ALIVE"),
         "ALIVE true Alive reasons=",
