@@ -757,31 +757,48 @@ impl<B: TranscriptBackend> Inner<B> {
         }
     }
 
-    /// Before an acquisition of an attempt that gave its session up to the
-    /// next attempt of this process (an abort vacates the owner turn): takes
-    /// the owner turn back if nobody else has it or waits for it; otherwise
-    /// the session belongs to a later attempt, whose context must not change
-    /// under it, so this one is over: a takeover.
-    fn reclaim_ownership(&self, st: &mut St<B>, phase: TakeoverPhase) -> Result<()> {
-        if self.opts.overlap || st.owner.is_some() {
-            return Ok(());
+    /// Before the cleanup of an attempt that gave its session up to the next
+    /// attempt of this process (an abort vacates the owner turn): queues for
+    /// the owner turn again, behind the attempts that took the session
+    /// meanwhile, so that its cleanup never writes under a later attempt's
+    /// open context. The wait has the owner budget and ends on a further
+    /// abort; running out of it is a takeover (the session never came back).
+    async fn regain_ownership(&self, phase: TakeoverPhase, aborts: u64) -> Result<()> {
+        {
+            let st = lock(&self.st);
+            if self.opts.overlap || st.owner.is_some() || st.state != State::Released {
+                return Ok(());
+            }
         }
-        match PromptTurns::owners().try_take_as(
+        let deadline = deadline_of(self.opts.owner_timeout);
+        let owners = PromptTurns::owners();
+        let take = owners.take_as(
             &self.session,
             self.opts.lock.lane.clone(),
             self.opts.lock.run_id.clone(),
-        ) {
-            Some(owner) => {
-                st.owner = Some(owner);
-                Ok(())
+        );
+        let aborted = self.aborted(aborts, "waiting for the session");
+        let owner = tokio::select! {
+            t = take => t,
+            e = aborted => return Err(e),
+            () = sleep_until(deadline) => {
+                let busy = Error::Busy {
+                    waiting_for: "the session, owned by a later attempt",
+                    timeout_ms: self.opts.owner_timeout.map_or(u64::MAX, ms),
+                    holder: Box::new(turn_holder(&self.session, owners.holder(&self.session))),
+                };
+                let mut st = lock(&self.st);
+                if st.state == State::Released {
+                    return Err(self.mark_taken_over(&mut st, phase, busy.to_string()));
+                }
+                return Err(busy);
             }
-            None => Err(self.mark_taken_over(
-                st,
-                phase,
-                "the session went to the next attempt of this process after this one was aborted"
-                    .to_owned(),
-            )),
+        };
+        let mut st = lock(&self.st);
+        if st.state == State::Released && st.owner.is_none() {
+            st.owner = Some(owner);
         }
+        Ok(())
     }
 
     /// Acquires the lock with what is left of a budget that ends at
@@ -1224,6 +1241,10 @@ impl<B: TranscriptBackend> Attempt<B> {
                 st.turn = None;
             }
         })?;
+        if phase == TakeoverPhase::Cleanup {
+            // An aborted attempt's cleanup queues for the session again.
+            self.inner.regain_ownership(phase, aborts).await?;
+        }
         let aborts = {
             let mut st = self.inner.settled(deadline, aborts, "reacquire").await?;
             match st.state {
@@ -1235,7 +1256,6 @@ impl<B: TranscriptBackend> Attempt<B> {
                 State::TakenOver => return Err(self.inner.sticky(&st, phase)),
                 State::Held | State::Cleanup | State::Disposed => return Ok(Resync::default()),
             }
-            self.inner.reclaim_ownership(&mut st, phase)?;
             st.acquiring += 1;
             st.aborts
         };
@@ -1407,8 +1427,6 @@ impl<B: TranscriptBackend> Attempt<B> {
                     }
                 }
                 State::Released => {
-                    self.inner
-                        .reclaim_ownership(&mut st, TakeoverPhase::Write)?;
                     st.acquiring += 1;
                     (None, Resync::default(), true)
                 }
@@ -1558,10 +1576,10 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// write runs, it is released when that write returns); waits of the
     /// attempt in flight give up with `Cancelled`; the session is handed to
     /// the next attempt of this process waiting for it. Cleanup may still
-    /// run after it, checked by the fence, and holding the session again
-    /// only if no later attempt has taken it (otherwise the attempt is
-    /// taken over and its cleanup gets a no-op lock). Failures are logged,
-    /// never returned.
+    /// run after it, checked by the fence, once the attempts of this process
+    /// that took the session meanwhile are done (it queues for the session
+    /// again, within [`AttemptOptions::owner_timeout`]). Failures are
+    /// logged, never returned.
     pub fn abort(&self, kind: AbortKind) {
         self.inner.abort(kind);
     }
