@@ -358,6 +358,9 @@ struct Lent<'a, B: TranscriptBackend> {
     inner: &'a Inner<B>,
     guard: Option<Guard<B>>,
     transcript: Option<B::Store>,
+    /// Whether the closure has started: before that, a panic comes from the
+    /// check, and nothing in the file may become the attempt's own.
+    wrote: bool,
 }
 
 impl<B: TranscriptBackend> Drop for Lent<'_, B> {
@@ -365,19 +368,28 @@ impl<B: TranscriptBackend> Drop for Lent<'_, B> {
         let (Some(guard), Some(transcript)) = (self.guard.take(), self.transcript.take()) else {
             return;
         };
-        // Unwinding from a panic in the closure: the lock goes (spec §1.2),
-        // the fence is armed, and the attempt is released.
+        // Unwinding from a panic in the closure or in the check before it:
+        // the lock goes (spec §1.2), the fence is armed, and the attempt is
+        // released. What the closure wrote is ours; after a panic in the
+        // check, nothing can be proven about the file.
         let mut st = lock(&self.inner.st);
         st.writer = None;
         st.transcript = Some(transcript);
         st.after_write = AfterWrite::Keep;
+        if !self.wrote {
+            st.fence = Some(Err(CHECK_PANICKED.to_owned()));
+        }
         if st.state == State::Held || st.state == State::Cleanup {
+            if self.wrote {
+                st.fence = None;
+            }
             st.guard = Some(guard);
             let _ = self.inner.release_held(&mut st, "write closure panicked");
             st.state = State::Released;
         } else {
-            // A short lock: whatever the closure wrote is ours.
-            self.inner.rearm(&mut st, guard.epoch());
+            if self.wrote {
+                self.inner.rearm(&mut st, guard.epoch());
+            }
             release_quietly(guard, "write closure panicked");
         }
         drop(st);
@@ -395,14 +407,19 @@ struct Checking<'a, B: TranscriptBackend> {
 impl<B: TranscriptBackend> Drop for Checking<'_, B> {
     fn drop(&mut self) {
         if let Some(t) = self.transcript.take() {
+            // The classifier panicked: nothing can be proven about the file,
+            // and an abort or dispose that came meanwhile still happens.
             let mut st = lock(&self.inner.st);
             st.writer = None;
             st.transcript = Some(t);
-            drop(st);
-            self.inner.events.notify_waiters();
+            st.fence = Some(Err(CHECK_PANICKED.to_owned()));
+            self.inner.after_lending(&mut st);
         }
     }
 }
+
+/// Why a view cannot be trusted after its check panicked.
+const CHECK_PANICKED: &str = "the check of the transcript panicked";
 
 /// Takes the prompt turn off the attempt if the future wrapping the model
 /// call is dropped before it ends: the prompt window is over.
@@ -473,16 +490,42 @@ impl<B: TranscriptBackend> Inner<B> {
     /// if the snapshot fails; the snapshot error is returned afterwards.
     fn release_held(&self, st: &mut St<B>, why: &str) -> Option<Error> {
         let guard = st.guard.take()?;
-        let err = match st.transcript.as_ref().map(|t| t.snapshot(guard.epoch())) {
-            Some(Ok(f)) => {
-                st.fence = Some(Ok(f));
+        // The held view becomes the fence: a change made under the held lock
+        // by a program that ignores it is judged at the next acquisition,
+        // like one made while released, never adopted as the attempt's own.
+        // Checking it is one `stat` when nothing changed; the read is what
+        // can fail (incident 1), and then the lock is released all the same.
+        let err = match (st.fence.take(), st.transcript.as_ref()) {
+            (_, None) => None,
+            (Some(Ok(view)), Some(t)) => match t.check(&view, self.opts.classifier.as_ref()) {
+                // Unchanged, or benign entries the next check hands back.
+                Ok(Change::Unchanged | Change::Benign { .. }) => {
+                    st.fence = Some(Ok(view));
+                    None
+                }
+                Ok(Change::Takeover(t)) => {
+                    st.fence = Some(Err(format!("changed while the lock was held: {t}")));
+                    None
+                }
+                Err(e) => {
+                    st.fence = Some(Err(e.to_string()));
+                    Some(e)
+                }
+            },
+            (Some(Err(why)), Some(_)) => {
+                st.fence = Some(Err(why));
                 None
             }
-            Some(Err(e)) => {
-                st.fence = Some(Err(e.to_string()));
-                Some(e)
-            }
-            None => None,
+            (None, Some(t)) => match t.snapshot(guard.epoch()) {
+                Ok(f) => {
+                    st.fence = Some(Ok(f));
+                    None
+                }
+                Err(e) => {
+                    st.fence = Some(Err(e.to_string()));
+                    Some(e)
+                }
+            },
         };
         release_quietly(guard, why);
         if st.state == State::Held {
@@ -496,7 +539,7 @@ impl<B: TranscriptBackend> Inner<B> {
     fn verify(&self, st: &mut St<B>) -> std::result::Result<Resync, String> {
         let fence = st.fence.take();
         match st.transcript.as_ref() {
-            Some(transcript) => self.judge(transcript, fence),
+            Some(transcript) => self.judge(transcript, fence.as_ref()),
             None => Err("the transcript is lent to another call".to_owned()),
         }
     }
@@ -506,7 +549,8 @@ impl<B: TranscriptBackend> Inner<B> {
     /// write closure, so `abort`, `dispose` and the getters do not wait for
     /// the check (other calls of the attempt wait for it, an abort takes
     /// effect when it ends, and a classifier calling into the attempt gets
-    /// `Misuse`). Returns the lock again, with the verdict.
+    /// `Misuse`). Returns the lock again, with the verdict; the fence is put
+    /// back as it was.
     fn verify_unlocked<'a>(
         &'a self,
         mut st: MutexGuard<'a, St<B>>,
@@ -522,13 +566,16 @@ impl<B: TranscriptBackend> Inner<B> {
             transcript: Some(transcript),
         };
         let verdict = match lent.transcript.as_ref() {
-            Some(t) => self.judge(t, fence),
+            Some(t) => self.judge(t, fence.as_ref()),
             None => Ok(Resync::default()),
         };
         let transcript = lent.transcript.take();
         let mut st = lock(&self.st);
         st.writer = None;
         st.transcript = transcript;
+        // The fence stays armed for whoever goes on from here (a success
+        // refreshes it, a takeover drops it).
+        st.fence = fence;
         (st, verdict)
     }
 
@@ -557,14 +604,14 @@ impl<B: TranscriptBackend> Inner<B> {
     fn judge(
         &self,
         transcript: &B::Store,
-        fence: Option<std::result::Result<Fence<B>, String>>,
+        fence: Option<&std::result::Result<Fence<B>, String>>,
     ) -> std::result::Result<Resync, String> {
         match fence {
             // Every state that checks keeps a view; a path that lost it must
             // not turn checking off.
             None => Err("no view of the transcript to check against".to_owned()),
             Some(Err(why)) => Err(format!("fence unavailable ({why})")),
-            Some(Ok(fence)) => match transcript.check(&fence, self.opts.classifier.as_ref()) {
+            Some(Ok(fence)) => match transcript.check(fence, self.opts.classifier.as_ref()) {
                 Ok(Change::Unchanged) => Ok(Resync::default()),
                 Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
                 Ok(Change::Takeover(t)) => Err(t.to_string()),
@@ -734,11 +781,15 @@ impl<B: TranscriptBackend> Inner<B> {
         .await
     }
 
-    /// Resolves with `Cancelled` once the attempt is aborted after `aborts`.
+    /// Resolves with `Cancelled` once the attempt is aborted after `aborts`,
+    /// or disposed.
     async fn aborted(&self, aborts: u64, what: &str) -> Error {
-        match self.wait_for(None, aborts, what, |_| false).await {
+        match self
+            .wait_for(None, aborts, what, |st| st.state == State::Disposed)
+            .await
+        {
             Err(e) => e,
-            Ok(_) => self.cancelled(what),
+            Ok(_) => self.disposed(what),
         }
     }
 
@@ -780,7 +831,10 @@ impl<B: TranscriptBackend> Inner<B> {
         let aborted = self.aborted(aborts, "waiting for the session");
         let owner = tokio::select! {
             t = take => t,
-            e = aborted => return Err(e),
+            e = aborted => {
+                // Disposed meanwhile: the cleanup goes on as a no-op.
+                return if lock(&self.st).state == State::Disposed { Ok(()) } else { Err(e) };
+            }
             () = sleep_until(deadline) => {
                 let busy = Error::Busy {
                     waiting_for: "the session, owned by a later attempt",
@@ -927,15 +981,16 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// transcript. Build the model's context after this returns: it then
     /// includes every reply written before.
     ///
-    /// The wait for the session and the acquisition share one budget, the
-    /// lock options' acquire timeout.
+    /// The wait for the session has [`AttemptOptions::owner_timeout`] (it
+    /// waits for another attempt's whole turn); the acquisition has the lock
+    /// options' acquire timeout.
     ///
     /// # Errors
-    /// `Timeout` naming the holder: this process's attempt that owns the
-    /// session (pid, lane, run id, age), or the lock's holder; `Cancelled`
-    /// when the attempt was aborted through its registration while it
-    /// waited; as [`SessionLock::acquire`]; `Io` when the transcript cannot
-    /// be opened.
+    /// `Busy` naming this process's attempt that owns the session (pid,
+    /// lane, run id, age) when `owner_timeout` runs out; `Timeout` naming
+    /// the lock's holder; `Cancelled` when the attempt was aborted through
+    /// its registration while it waited; as [`SessionLock::acquire`]; `Io`
+    /// when the transcript cannot be opened.
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is held or queued once it is dropped.
@@ -1390,40 +1445,51 @@ impl<B: TranscriptBackend> Attempt<B> {
                     let fence = st.fence.take();
                     st.writer = Some(std::thread::current().id());
                     st.after_write = AfterWrite::Keep;
-                    let lent = Lent {
+                    let mut lent = Lent {
                         inner: &*self.inner,
                         guard: st.guard.take(),
                         transcript: st.transcript.take(),
+                        wrote: false,
                     };
                     drop(st);
                     let verdict = match &lent.transcript {
-                        Some(t) => self.inner.judge(t, fence),
+                        Some(t) => self.inner.judge(t, fence.as_ref()),
                         None => Err("the transcript is lent to another call".to_owned()),
                     };
-                    match verdict {
-                        Ok(resync) => (Some(lent), resync, false),
-                        Err(detail) => {
-                            let mut lent = lent;
-                            let (guard, transcript) = (lent.guard.take(), lent.transcript.take());
-                            drop(lent);
-                            let mut st = lock(&self.inner.st);
-                            st.writer = None;
-                            st.transcript = transcript;
-                            st.guard = guard;
-                            st.after_write = AfterWrite::Keep;
-                            let e = if st.state == State::Disposed {
-                                if let Some(g) = st.guard.take() {
-                                    release_quietly(g, "dispose during a check");
-                                }
-                                self.inner.disposed("with_write")
-                            } else {
+                    // Look again before `f`: a takeover, or an abort or
+                    // dispose during the check, ends the write here.
+                    let mut st = lock(&self.inner.st);
+                    if verdict.is_ok()
+                        && st.after_write == AfterWrite::Keep
+                        && st.state != State::Disposed
+                    {
+                        drop(st);
+                        (Some(lent), verdict.unwrap_or_default(), false)
+                    } else {
+                        st.writer = None;
+                        st.transcript = lent.transcript.take();
+                        st.guard = lent.guard.take();
+                        st.fence = fence;
+                        let e = match verdict {
+                            Err(detail) if st.state != State::Disposed => {
+                                st.after_write = AfterWrite::Keep;
                                 self.inner
                                     .mark_taken_over(&mut st, TakeoverPhase::Write, detail)
-                            };
-                            drop(st);
-                            self.inner.events.notify_waiters();
-                            return Err(e);
-                        }
+                            }
+                            _ => {
+                                let e = if st.state == State::Disposed {
+                                    self.inner.disposed("with_write")
+                                } else {
+                                    self.inner.cancelled("with_write")
+                                };
+                                self.inner.after_lending(&mut st);
+                                e
+                            }
+                        };
+                        drop(st);
+                        drop(lent);
+                        self.inner.events.notify_waiters();
+                        return Err(e);
                     }
                 }
                 State::Released => {
@@ -1440,6 +1506,7 @@ impl<B: TranscriptBackend> Attempt<B> {
             }
         };
         self.inner.accepted(&resync);
+        lent.wrote = true;
         let result = match (&mut lent.transcript, &lent.guard) {
             (Some(t), Some(g)) => f(t, g),
             _ => return Err(self.inner.disposed("with_write")),
@@ -1533,41 +1600,45 @@ impl<B: TranscriptBackend> Attempt<B> {
         let fence = st.fence.take();
         st.writer = Some(std::thread::current().id());
         st.after_write = AfterWrite::Keep;
-        let lent = Lent {
+        let mut lent = Lent {
             inner: &self.inner,
             guard: Some(acquired),
             transcript: st.transcript.take(),
+            wrote: false,
         };
         drop(st);
         drop(in_flight);
         let verdict = match &lent.transcript {
-            Some(t) => self.inner.judge(t, fence),
+            Some(t) => self.inner.judge(t, fence.as_ref()),
             None => Err("the transcript is lent to another call".to_owned()),
         };
-        match verdict {
-            Ok(resync) => Ok((lent, resync)),
-            Err(detail) => {
-                let mut lent = lent;
-                let (guard, transcript) = (lent.guard.take(), lent.transcript.take());
-                drop(lent);
-                let mut st = lock(&self.inner.st);
-                st.writer = None;
-                st.transcript = transcript;
-                st.after_write = AfterWrite::Keep;
-                let e = if st.state == State::Released {
-                    self.inner
-                        .mark_taken_over(&mut st, TakeoverPhase::Write, detail)
-                } else {
-                    self.inner.disposed("with_write")
-                };
-                drop(st);
-                self.inner.events.notify_waiters();
-                if let Some(g) = guard {
-                    release_quietly(g, "takeover");
-                }
-                Err(e)
-            }
+        // Look again before `f`: a takeover, or an abort or dispose during
+        // the check, ends the write here, and the short lock goes.
+        let mut st = lock(&self.inner.st);
+        if verdict.is_ok() && st.aborts == aborts && st.state == State::Released {
+            drop(st);
+            return Ok((lent, verdict.unwrap_or_default()));
         }
+        st.writer = None;
+        st.after_write = AfterWrite::Keep;
+        st.transcript = lent.transcript.take();
+        let guard = lent.guard.take();
+        st.fence = fence;
+        let e = match verdict {
+            _ if st.state == State::Disposed => self.inner.disposed("with_write"),
+            _ if st.aborts != aborts => self.inner.cancelled("with_write"),
+            Err(detail) => self
+                .inner
+                .mark_taken_over(&mut st, TakeoverPhase::Write, detail),
+            Ok(_) => self.inner.sticky(&st, TakeoverPhase::Write),
+        };
+        drop(st);
+        drop(lent);
+        self.inner.events.notify_waiters();
+        if let Some(g) = guard {
+            release_quietly(g, "write ended before it began");
+        }
+        Err(e)
     }
 
     /// Aborts the attempt (user stop, timeout, stuck recovery, yield): the

@@ -1616,3 +1616,187 @@ fn abort_and_the_getters_do_not_wait_for_a_check_of_the_transcript() {
         assert_eq!(a.state(), State::Released);
     });
 }
+
+/// A real assistant reply written by a program that ignores the lock.
+fn rogue_reply() -> Value {
+    reply("rogue", 0)
+}
+
+#[test]
+fn a_foreign_edit_under_the_held_lock_survives_no_release_or_abort() {
+    // The held view must not become the fence as if the edit were the
+    // attempt's own: a release for the prompt, or an abort before cleanup,
+    // hands the edit to the next check, which reports it.
+    for abort in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("held-then-release.jsonl");
+        rt().block_on(async {
+            let a = begun_with_a_reply(&session).await;
+            append_ignoring_the_lock(&session, &rogue_reply());
+            if abort {
+                a.abort(AbortKind::User);
+                assert_eq!(
+                    bounded("cleanup", a.acquire_for_cleanup())
+                        .await
+                        .expect("cleanup"),
+                    CleanupLock::NoOp,
+                    "the abort adopted the edit made under the held lock"
+                );
+            } else {
+                bounded("release", a.release_for_prompt())
+                    .await
+                    .expect("release");
+                let err = bounded("reacquire", a.reacquire_after_prompt())
+                    .await
+                    .expect_err("the edit made under the held lock");
+                assert!(is_takeover(&err, TakeoverPhase::PromptReacquire), "{err}");
+            }
+            assert!(a.is_taken_over());
+            let _ = a.dispose();
+        });
+    }
+}
+
+/// Sleeps in its check, flagging that it started; accepts everything.
+struct SlowCheck(Arc<std::sync::atomic::AtomicBool>, Duration, bool);
+
+impl sessionlock::classify::ChangeClassifier for SlowCheck {
+    fn is_benign(&self, _: &Value) -> bool {
+        self.0.store(true, Ordering::SeqCst);
+        std::thread::sleep(self.1);
+        assert!(!self.2, "a classifier bug");
+        true
+    }
+}
+
+#[test]
+fn an_abort_or_dispose_during_a_writes_check_stops_the_write() {
+    // The check before a write runs outside the state lock; an abort or a
+    // dispose that comes meanwhile must still keep the write from running.
+    for dispose in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("stop-during-check.jsonl");
+        let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow = SlowCheck(checking.clone(), Duration::from_millis(400), false);
+        rt().block_on(async {
+            let a = Arc::new(
+                bounded(
+                    "begin",
+                    Attempt::begin_file(&session, attempt_opts().classifier(Arc::new(slow))),
+                )
+                .await
+                .expect("begin"),
+            );
+            // A benign entry under the held lock: the check classifies it.
+            append_ignoring_the_lock(&session, &custom("bg", 1));
+            let stopper = tokio::spawn({
+                let (a, checking) = (a.clone(), checking.clone());
+                async move {
+                    until("the check runs", || checking.load(Ordering::SeqCst)).await;
+                    if dispose {
+                        let _ = a.dispose();
+                    } else {
+                        a.abort(AbortKind::User);
+                    }
+                }
+            });
+            let ran = AtomicUsize::new(0);
+            let err = bounded(
+                "write",
+                a.with_write(|t, g| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    t.append(g, &[reply("a", 1)], Durability::None)
+                }),
+            )
+            .await
+            .expect_err("stopped before it ran");
+            bounded("stopper", stopper).await.expect("join");
+            assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+            assert_eq!(ran.load(Ordering::SeqCst), 0, "the closure ran");
+            assert_eq!(entries(&session), vec![custom("bg", 1)]);
+            assert!(is_free(&session), "the lock was given back");
+        });
+    }
+}
+
+#[test]
+fn a_panicking_classifier_adopts_nothing_and_loses_no_abort() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("panicking-check.jsonl");
+    let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let panicky = SlowCheck(checking.clone(), Duration::from_millis(300), true);
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded(
+                "begin",
+                Attempt::begin_file(&session, attempt_opts().classifier(Arc::new(panicky))),
+            )
+            .await
+            .expect("begin"),
+        );
+        append_ignoring_the_lock(&session, &rogue_reply());
+        // An abort during cleanup's check, whose classifier then panics.
+        let stopper = tokio::spawn({
+            let (a, checking) = (a.clone(), checking.clone());
+            async move {
+                until("the check runs", || checking.load(Ordering::SeqCst)).await;
+                a.abort(AbortKind::Stuck);
+            }
+        });
+        let cleanup = tokio::spawn({
+            let a = a.clone();
+            async move { a.acquire_for_cleanup().await }
+        });
+        assert!(
+            bounded("cleanup", cleanup).await.is_err(),
+            "the classifier panicked"
+        );
+        bounded("stopper", stopper).await.expect("join");
+        assert!(
+            is_free(&session),
+            "the abort was lost: the lock is still held"
+        );
+        assert_eq!(a.state(), State::Released);
+        // Nothing was adopted: the next check cannot trust the file.
+        assert_eq!(
+            bounded("cleanup again", a.acquire_for_cleanup())
+                .await
+                .expect("cleanup"),
+            CleanupLock::NoOp
+        );
+        assert!(a.is_taken_over());
+        let _ = a.dispose();
+    });
+}
+
+#[test]
+fn dispose_ends_an_aborted_cleanups_wait_for_the_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("dispose-regain.jsonl");
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded("begin a", Attempt::begin_file(&session, attempt_opts()))
+                .await
+                .expect("begin a"),
+        );
+        a.abort(AbortKind::User);
+        let b = bounded("begin b", Attempt::begin_file(&session, attempt_opts()))
+            .await
+            .expect("b takes the session");
+        let cleanup = tokio::spawn({
+            let a = a.clone();
+            async move { a.acquire_for_cleanup().await }
+        });
+        until("a's cleanup queues", || {
+            PromptTurns::owners().waiting(a.session()) == 1
+        })
+        .await;
+        let _ = a.dispose();
+        let r = bounded("a's cleanup after dispose", cleanup)
+            .await
+            .expect("join");
+        assert_eq!(r.expect("no error"), CleanupLock::NoOp);
+        assert_eq!(PromptTurns::owners().waiting(b.session()), 0);
+        b.dispose().expect("dispose b");
+    });
+}
