@@ -358,9 +358,10 @@ struct Lent<'a, B: TranscriptBackend> {
     inner: &'a Inner<B>,
     guard: Option<Guard<B>>,
     transcript: Option<B::Store>,
-    /// Whether the closure has started: before that, a panic comes from the
-    /// check, and nothing in the file may become the attempt's own.
-    wrote: bool,
+    /// Whether the check passed: before that, a panic comes from the check,
+    /// and nothing in the file may become the attempt's own; after it, the
+    /// file (and whatever the closure writes) is the attempt's.
+    checked: bool,
 }
 
 impl<B: TranscriptBackend> Drop for Lent<'_, B> {
@@ -376,18 +377,18 @@ impl<B: TranscriptBackend> Drop for Lent<'_, B> {
         st.writer = None;
         st.transcript = Some(transcript);
         st.after_write = AfterWrite::Keep;
-        if !self.wrote {
+        if !self.checked {
             st.fence = Some(Err(CHECK_PANICKED.to_owned()));
         }
         if st.state == State::Held || st.state == State::Cleanup {
-            if self.wrote {
+            if self.checked {
                 st.fence = None;
             }
             st.guard = Some(guard);
             let _ = self.inner.release_held(&mut st, "write closure panicked");
             st.state = State::Released;
         } else {
-            if self.wrote {
+            if self.checked {
                 self.inner.rearm(&mut st, guard.epoch());
             }
             release_quietly(guard, "write closure panicked");
@@ -415,6 +416,17 @@ impl<B: TranscriptBackend> Drop for Checking<'_, B> {
             st.fence = Some(Err(CHECK_PANICKED.to_owned()));
             self.inner.after_lending(&mut st);
         }
+    }
+}
+
+/// Accepts every complete entry: the check a release makes of the held view
+/// under the state lock, which must not run the user's classifier (it could
+/// call back into the attempt, or panic with the state half changed).
+struct AnyEntry;
+
+impl ChangeClassifier for AnyEntry {
+    fn is_benign(&self, _: &Value) -> bool {
+        true
     }
 }
 
@@ -497,8 +509,10 @@ impl<B: TranscriptBackend> Inner<B> {
         // can fail (incident 1), and then the lock is released all the same.
         let err = match (st.fence.take(), st.transcript.as_ref()) {
             (_, None) => None,
-            (Some(Ok(view)), Some(t)) => match t.check(&view, self.opts.classifier.as_ref()) {
-                // Unchanged, or benign entries the next check hands back.
+            // No user code under the state lock: every complete entry passes
+            // here, and the next acquisition classifies them for real.
+            (Some(Ok(view)), Some(t)) => match t.check(&view, &AnyEntry) {
+                // Unchanged, or appended entries the next check judges.
                 Ok(Change::Unchanged | Change::Benign { .. }) => {
                     st.fence = Some(Ok(view));
                     None
@@ -512,6 +526,8 @@ impl<B: TranscriptBackend> Inner<B> {
                     Some(e)
                 }
             },
+            // A view that could not be taken stays unusable: a fresh snapshot
+            // now would adopt whatever changed since, unproven (§8.5).
             (Some(Err(why)), Some(_)) => {
                 st.fence = Some(Err(why));
                 None
@@ -1449,7 +1465,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                         inner: &*self.inner,
                         guard: st.guard.take(),
                         transcript: st.transcript.take(),
-                        wrote: false,
+                        checked: false,
                     };
                     drop(st);
                     let verdict = match &lent.transcript {
@@ -1459,10 +1475,9 @@ impl<B: TranscriptBackend> Attempt<B> {
                     // Look again before `f`: a takeover, or an abort or
                     // dispose during the check, ends the write here.
                     let mut st = lock(&self.inner.st);
-                    if verdict.is_ok()
-                        && st.after_write == AfterWrite::Keep
-                        && st.state != State::Disposed
-                    {
+                    // (A pending release that is not an abort, an idle wait
+                    // from another task, happens after the write.)
+                    if verdict.is_ok() && st.aborts == aborts && st.state != State::Disposed {
                         drop(st);
                         (Some(lent), verdict.unwrap_or_default(), false)
                     } else {
@@ -1505,8 +1520,8 @@ impl<B: TranscriptBackend> Attempt<B> {
                 self.short_lock(aborts, deadline).await?
             }
         };
+        lent.checked = true;
         self.inner.accepted(&resync);
-        lent.wrote = true;
         let result = match (&mut lent.transcript, &lent.guard) {
             (Some(t), Some(g)) => f(t, g),
             _ => return Err(self.inner.disposed("with_write")),
@@ -1604,7 +1619,7 @@ impl<B: TranscriptBackend> Attempt<B> {
             inner: &self.inner,
             guard: Some(acquired),
             transcript: st.transcript.take(),
-            wrote: false,
+            checked: false,
         };
         drop(st);
         drop(in_flight);

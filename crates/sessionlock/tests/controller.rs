@@ -1800,3 +1800,111 @@ fn dispose_ends_an_aborted_cleanups_wait_for_the_session() {
         b.dispose().expect("dispose b");
     });
 }
+
+/// Calls back into the attempt it judges for (once the attempt exists), and
+/// panics on entries holding `"boom"`.
+struct Meddling(Arc<std::sync::OnceLock<Arc<Attempt>>>);
+
+impl sessionlock::classify::ChangeClassifier for Meddling {
+    fn is_benign(&self, entry: &Value) -> bool {
+        if let Some(a) = self.0.get() {
+            let _ = a.state();
+        }
+        assert!(entry.get("boom").is_none(), "a classifier bug");
+        true
+    }
+}
+
+#[test]
+fn a_release_runs_no_classifier_under_the_attempts_lock() {
+    // A release checks the held view under the attempt's state lock; the
+    // user's classifier must not run there: one that calls a getter would
+    // deadlock, one that panics would leave the state half changed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("release-no-classifier.jsonl");
+    let cell: Arc<std::sync::OnceLock<Arc<Attempt>>> = Arc::default();
+    rt().block_on(async {
+        let opts = attempt_opts().classifier(Arc::new(Meddling(cell.clone())));
+        let a = Arc::new(
+            bounded("begin", Attempt::begin_file(&session, opts))
+                .await
+                .expect("begin"),
+        );
+        let _ = cell.set(a.clone());
+        // Entries a program that ignores the lock appends under it.
+        append_ignoring_the_lock(&session, &custom("bg", 0));
+        let idle = on_thread("release for an idle wait", {
+            let a = a.clone();
+            move || a.release_for_idle_wait()
+        });
+        idle.expect("the release does not wait for itself");
+        assert_eq!(a.state(), State::Released);
+        assert!(is_free(&session));
+        // The next acquisition classifies them for real (the getter works).
+        let resync = bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("benign");
+        assert_eq!(resync.entries, vec![custom("bg", 0)]);
+
+        // A classifier that panics is not run by a release either: the
+        // abort frees the lock and the session, and its state says so.
+        append_ignoring_the_lock(&session, &json!({"boom": 1}));
+        a.abort(AbortKind::Stuck);
+        assert_eq!(a.state(), State::Released);
+        assert!(is_free(&session));
+        let next = bounded(
+            "the next attempt",
+            Attempt::begin_file(&session, attempt_opts().owner_timeout(Some(BOUND))),
+        )
+        .await
+        .expect("the aborted attempt gave the session up");
+        next.dispose().expect("dispose");
+        let _ = a.dispose();
+    });
+}
+
+#[test]
+fn an_idle_release_during_a_writes_check_lets_the_write_run_first() {
+    // release_for_idle_wait from another task while a write is being
+    // checked: the write runs, then the lock goes (it is no abort).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("idle-during-check.jsonl");
+    let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = SlowCheck(checking.clone(), Duration::from_millis(300), false);
+    rt().block_on(async {
+        let a = Arc::new(
+            bounded(
+                "begin",
+                Attempt::begin_file(&session, attempt_opts().classifier(Arc::new(slow))),
+            )
+            .await
+            .expect("begin"),
+        );
+        append_ignoring_the_lock(&session, &custom("bg", 1));
+        let idler = tokio::spawn({
+            let (a, checking) = (a.clone(), checking.clone());
+            async move {
+                until("the check runs", || checking.load(Ordering::SeqCst)).await;
+                a.release_for_idle_wait()
+            }
+        });
+        bounded(
+            "write",
+            a.with_write(|t, g| t.append(g, &[reply("a", 1)], Durability::None)),
+        )
+        .await
+        .expect("the write runs");
+        bounded("idler", idler)
+            .await
+            .expect("join")
+            .expect("idle release");
+        assert_eq!(a.aborted(), None);
+        assert_eq!(a.state(), State::Released);
+        assert!(is_free(&session), "released after the write");
+        assert_eq!(entries(&session), vec![custom("bg", 1), reply("a", 1)]);
+        bounded("reacquire", a.reacquire_after_prompt())
+            .await
+            .expect("its own write is no takeover");
+        a.dispose().expect("dispose");
+    });
+}
