@@ -79,6 +79,21 @@ async fn begun_with_a_reply(session: &Path) -> Attempt {
     a
 }
 
+/// Begins an attempt whose foreign entries `classifier` judges.
+async fn begun_judged_by(
+    session: &Path,
+    classifier: impl sessionlock::classify::ChangeClassifier,
+) -> Arc<Attempt> {
+    Arc::new(
+        bounded(
+            "begin",
+            Attempt::begin_file(session, attempt_opts().classifier(Arc::new(classifier))),
+        )
+        .await
+        .expect("begin"),
+    )
+}
+
 /// Awaits `f`, failing the test if it takes longer than [`BOUND`].
 async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(BOUND, f).await {
@@ -1679,14 +1694,7 @@ fn an_abort_or_dispose_during_a_writes_check_stops_the_write() {
         let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let slow = SlowCheck(checking.clone(), Duration::from_millis(400), false);
         rt().block_on(async {
-            let a = Arc::new(
-                bounded(
-                    "begin",
-                    Attempt::begin_file(&session, attempt_opts().classifier(Arc::new(slow))),
-                )
-                .await
-                .expect("begin"),
-            );
+            let a = begun_judged_by(&session, slow).await;
             // A benign entry under the held lock: the check classifies it.
             append_ignoring_the_lock(&session, &custom("bg", 1));
             let stopper = tokio::spawn({
@@ -1726,14 +1734,7 @@ fn a_panicking_classifier_adopts_nothing_and_loses_no_abort() {
     let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let panicky = SlowCheck(checking.clone(), Duration::from_millis(300), true);
     rt().block_on(async {
-        let a = Arc::new(
-            bounded(
-                "begin",
-                Attempt::begin_file(&session, attempt_opts().classifier(Arc::new(panicky))),
-            )
-            .await
-            .expect("begin"),
-        );
+        let a = begun_judged_by(&session, panicky).await;
         append_ignoring_the_lock(&session, &rogue_reply());
         // An abort during cleanup's check, whose classifier then panics.
         let stopper = tokio::spawn({
@@ -1872,14 +1873,7 @@ fn an_idle_release_during_a_writes_check_lets_the_write_run_first() {
     let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slow = SlowCheck(checking.clone(), Duration::from_millis(300), false);
     rt().block_on(async {
-        let a = Arc::new(
-            bounded(
-                "begin",
-                Attempt::begin_file(&session, attempt_opts().classifier(Arc::new(slow))),
-            )
-            .await
-            .expect("begin"),
-        );
+        let a = begun_judged_by(&session, slow).await;
         append_ignoring_the_lock(&session, &custom("bg", 1));
         let idler = tokio::spawn({
             let (a, checking) = (a.clone(), checking.clone());
