@@ -595,6 +595,53 @@ impl<B: TranscriptBackend> Inner<B> {
         (st, verdict)
     }
 
+    /// Lends the transcript, with `guard`, to the calling write: its check
+    /// and its closure run outside the state lock (other calls of the
+    /// attempt wait; a call from inside is `Misuse`). Returns the loan and
+    /// the fence the check is to judge the file against.
+    fn lend<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, St<B>>,
+        guard: Option<Guard<B>>,
+    ) -> (Lent<'a, B>, Option<std::result::Result<Fence<B>, String>>) {
+        let fence = st.fence.take();
+        st.writer = Some(std::thread::current().id());
+        st.after_write = AfterWrite::Keep;
+        let lent = Lent {
+            inner: self,
+            guard,
+            transcript: st.transcript.take(),
+            checked: false,
+        };
+        (lent, fence)
+    }
+
+    /// The verdict on a lent transcript (see [`Inner::lend`]).
+    fn judge_lent(
+        &self,
+        lent: &Lent<'_, B>,
+        fence: Option<&std::result::Result<Fence<B>, String>>,
+    ) -> std::result::Result<Resync, String> {
+        match &lent.transcript {
+            Some(t) => self.judge(t, fence),
+            None => Err("the transcript is lent to another call".to_owned()),
+        }
+    }
+
+    /// Takes a loan back before its closure ran: the transcript and the
+    /// fence return to the state; the guard is handed to the caller.
+    fn give_back(
+        &self,
+        st: &mut St<B>,
+        lent: &mut Lent<'_, B>,
+        fence: Option<std::result::Result<Fence<B>, String>>,
+    ) -> Option<Guard<B>> {
+        st.writer = None;
+        st.transcript = lent.transcript.take();
+        st.fence = fence;
+        lent.guard.take()
+    }
+
     /// After a call had the transcript lent (a check, a write) with the
     /// held guard in the state: carries out an abort or dispose that came
     /// meanwhile, and wakes the calls that waited.
@@ -1458,20 +1505,9 @@ impl<B: TranscriptBackend> Attempt<B> {
                     // The check runs outside the state lock, on the lent
                     // transcript; the snapshot after `f` becomes the held
                     // view.
-                    let fence = st.fence.take();
-                    st.writer = Some(std::thread::current().id());
-                    st.after_write = AfterWrite::Keep;
-                    let mut lent = Lent {
-                        inner: &*self.inner,
-                        guard: st.guard.take(),
-                        transcript: st.transcript.take(),
-                        checked: false,
-                    };
-                    drop(st);
-                    let verdict = match &lent.transcript {
-                        Some(t) => self.inner.judge(t, fence.as_ref()),
-                        None => Err("the transcript is lent to another call".to_owned()),
-                    };
+                    let guard = st.guard.take();
+                    let (mut lent, fence) = self.inner.lend(st, guard);
+                    let verdict = self.inner.judge_lent(&lent, fence.as_ref());
                     // Look again before `f`: a takeover, or an abort or
                     // dispose during the check, ends the write here.
                     let mut st = lock(&self.inner.st);
@@ -1481,10 +1517,7 @@ impl<B: TranscriptBackend> Attempt<B> {
                         drop(st);
                         (Some(lent), verdict.unwrap_or_default(), false)
                     } else {
-                        st.writer = None;
-                        st.transcript = lent.transcript.take();
-                        st.guard = lent.guard.take();
-                        st.fence = fence;
+                        st.guard = self.inner.give_back(&mut st, &mut lent, fence);
                         let e = match verdict {
                             Err(detail) if st.state != State::Disposed => {
                                 st.after_write = AfterWrite::Keep;
@@ -1585,7 +1618,7 @@ impl<B: TranscriptBackend> Attempt<B> {
             r = acquire => r,
             e = aborted => Err(e),
         };
-        let mut st = lock(&self.inner.st);
+        let st = lock(&self.inner.st);
         if st.aborts != aborts {
             drop(st);
             drop(in_flight);
@@ -1612,21 +1645,9 @@ impl<B: TranscriptBackend> Attempt<B> {
             }
         }
         // Lend the transcript first: the check runs outside the state lock.
-        let fence = st.fence.take();
-        st.writer = Some(std::thread::current().id());
-        st.after_write = AfterWrite::Keep;
-        let mut lent = Lent {
-            inner: &self.inner,
-            guard: Some(acquired),
-            transcript: st.transcript.take(),
-            checked: false,
-        };
-        drop(st);
+        let (mut lent, fence) = self.inner.lend(st, Some(acquired));
         drop(in_flight);
-        let verdict = match &lent.transcript {
-            Some(t) => self.inner.judge(t, fence.as_ref()),
-            None => Err("the transcript is lent to another call".to_owned()),
-        };
+        let verdict = self.inner.judge_lent(&lent, fence.as_ref());
         // Look again before `f`: a takeover, or an abort or dispose during
         // the check, ends the write here, and the short lock goes.
         let mut st = lock(&self.inner.st);
@@ -1634,11 +1655,8 @@ impl<B: TranscriptBackend> Attempt<B> {
             drop(st);
             return Ok((lent, verdict.unwrap_or_default()));
         }
-        st.writer = None;
         st.after_write = AfterWrite::Keep;
-        st.transcript = lent.transcript.take();
-        let guard = lent.guard.take();
-        st.fence = fence;
+        let guard = self.inner.give_back(&mut st, &mut lent, fence);
         let e = match verdict {
             _ if st.state == State::Disposed => self.inner.disposed("with_write"),
             _ if st.aborts != aborts => self.inner.cancelled("with_write"),

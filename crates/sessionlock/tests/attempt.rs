@@ -382,7 +382,13 @@ fn incident_5_two_lanes_one_file_never_overlap_prompt_windows() {
                     .expect("begin")
             }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let key = a.session().to_owned();
+        let owners = sessionlock::turns::PromptTurns::owners();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while owners.waiting(&key) == 0 {
+            assert!(Instant::now() < deadline, "the channel lane never queued");
+            tokio::task::yield_now().await;
+        }
         assert!(!waiting.is_finished(), "one attempt per session at a time");
         drop(a); // the heartbeat attempt fails (dropped) inside its prompt window
         let b = tokio::time::timeout(Duration::from_secs(5), waiting)

@@ -1260,6 +1260,7 @@ fn attempts_on_one_session_begin_in_fifo_order_and_queued_runs_are_never_stuck()
         let a = bounded("begin a", Attempt::begin_file(&session, o("run-a")))
             .await
             .expect("begin a");
+        let key = a.session().to_owned();
         assert_eq!(phase("run-a"), Some(RunPhase::Running));
         let queued = |name: &'static str, run: &'static str| {
             let (session, order, o) = (session.clone(), order.clone(), o(run));
@@ -1286,13 +1287,17 @@ fn attempts_on_one_session_begin_in_fifo_order_and_queued_runs_are_never_stuck()
             .map(|r| r.info.run_id)
             .collect();
         assert_eq!(stuck, vec!["run-a".to_owned()]);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(PromptTurns::owners().waiting(&key), 2, "a owns the session");
         assert!(!b.is_finished() && !c.is_finished(), "a owns the session");
 
         a.dispose().expect("dispose a");
         let b = bounded("b begins", b).await.expect("join");
         assert_eq!(phase("run-b"), Some(RunPhase::Running));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            PromptTurns::owners().waiting(&key),
+            1,
+            "b owns the session now"
+        );
         assert!(!c.is_finished(), "b owns the session now");
         assert_eq!(phase("run-c"), Some(RunPhase::Queued));
         b.dispose().expect("dispose b");
@@ -1491,12 +1496,12 @@ fn an_aborted_owners_cleanup_never_costs_the_next_attempt_its_reply() {
             .await
             .expect("release");
         a.abort(AbortKind::User);
-        // a's cleanup, once b is in its model call (or after a while, if b
-        // cannot begin before a is gone).
-        let deadline = Instant::now() + Duration::from_millis(300);
-        while !PromptTurns::global().is_held(&key) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        // a's cleanup, once b (which took the session at the abort) is in
+        // its model call.
+        until("b is in its model call", || {
+            PromptTurns::global().is_held(&key)
+        })
+        .await;
         if bounded("a's cleanup", a.acquire_for_cleanup())
             .await
             .expect("cleanup")
