@@ -1,8 +1,14 @@
 //! The crate's error type.
 
-use std::fmt;
+use std::borrow::Cow;
+use std::ffi::OsString;
+use std::fmt::{self, Write as _};
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::reclaim::Reasons;
 
@@ -12,6 +18,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Who holds (or held) a lock, as far as its payload and liveness checks tell.
 ///
 /// Every wait that fails names its holder with this (spec §1.9).
+///
+/// Serialized (serde) as a JSON object with the field names of the CLI's
+/// `status --json` and `doctor --json`, a stable interface: `lockPath` (the
+/// path as UTF-8, invalid bytes replaced), `lockPathHex` (the path's bytes
+/// in hexadecimal, present only when they are not UTF-8), `pid`,
+/// `hostname`, `alive`, `lane`, `runId`, `ageMs`, `maxHoldMs`, `epoch`,
+/// `owner` (`null` when unknown) and `reasons` (an array of
+/// [`Reason`](crate::Reason) names such as `"dead-pid"`). Deserializing
+/// reads the same shape back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Holder {
@@ -73,6 +88,112 @@ impl fmt::Display for Holder {
         }
         Ok(())
     }
+}
+
+/// [`Holder`] as JSON, borrowed for serializing. Field names and order
+/// are those of the CLI's `--json` output.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HolderOut<'a> {
+    lock_path: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock_path_hex: Option<String>,
+    pid: Option<u32>,
+    hostname: Option<&'a str>,
+    alive: bool,
+    lane: Option<&'a str>,
+    run_id: Option<&'a str>,
+    age_ms: Option<u64>,
+    max_hold_ms: Option<u64>,
+    epoch: Option<u64>,
+    owner: Option<&'a str>,
+    reasons: Reasons,
+}
+
+/// [`Holder`] as JSON, owned for deserializing.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HolderIn {
+    lock_path: PathBuf,
+    lock_path_hex: Option<String>,
+    pid: Option<u32>,
+    hostname: Option<String>,
+    alive: bool,
+    lane: Option<String>,
+    run_id: Option<String>,
+    age_ms: Option<u64>,
+    max_hold_ms: Option<u64>,
+    epoch: Option<u64>,
+    owner: Option<String>,
+    #[serde(default)]
+    reasons: Reasons,
+}
+
+impl Serialize for Holder {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let path = self.lock_path.as_os_str();
+        HolderOut {
+            lock_path: path.to_string_lossy(),
+            lock_path_hex: path.to_str().is_none().then(|| hex(path.as_bytes())),
+            pid: self.pid,
+            hostname: self.hostname.as_deref(),
+            alive: self.alive,
+            lane: self.lane.as_deref(),
+            run_id: self.run_id.as_deref(),
+            age_ms: self.age_ms,
+            max_hold_ms: self.max_hold_ms,
+            epoch: self.epoch,
+            owner: self.owner.as_deref(),
+            reasons: self.reasons,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Holder {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let h = HolderIn::deserialize(deserializer)?;
+        let lock_path = match h.lock_path_hex {
+            Some(hex) => PathBuf::from(OsString::from_vec(
+                unhex(&hex).ok_or_else(|| D::Error::custom("lockPathHex is not hexadecimal"))?,
+            )),
+            None => h.lock_path,
+        };
+        Ok(Holder {
+            lock_path,
+            pid: h.pid,
+            hostname: h.hostname,
+            alive: h.alive,
+            age_ms: h.age_ms,
+            max_hold_ms: h.max_hold_ms,
+            epoch: h.epoch,
+            lane: h.lane,
+            run_id: h.run_id,
+            owner: h.owner,
+            reasons: h.reasons,
+        })
+    }
+}
+
+/// `bytes` in lowercase hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// The bytes of a hexadecimal string, if it is one.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 impl Holder {
@@ -270,6 +391,47 @@ impl Error {
         }
     }
 
+    /// A stable, machine-readable name of this error's kind, for programs
+    /// and language bindings that branch on the kind without parsing the
+    /// message: the variant's name in snake_case.
+    ///
+    /// | kind | code |
+    /// |---|---|
+    /// | [`Timeout`](Error::Timeout) | `timeout` |
+    /// | [`Busy`](Error::Busy) | `busy` |
+    /// | [`Stale`](Error::Stale) | `stale` |
+    /// | [`Revoked`](Error::Revoked) | `revoked` |
+    /// | [`Fenced`](Error::Fenced) | `fenced` |
+    /// | [`Poisoned`](Error::Poisoned) | `poisoned` |
+    /// | [`Takeover`](Error::Takeover) | `takeover` |
+    /// | [`Cancelled`](Error::Cancelled) | `cancelled` |
+    /// | [`Misuse`](Error::Misuse) | `misuse` |
+    /// | [`InvalidEntry`](Error::InvalidEntry) | `invalid_entry` |
+    /// | [`Io`](Error::Io) | `io` |
+    /// | [`EpochExhausted`](Error::EpochExhausted) | `epoch_exhausted` |
+    /// | [`InvalidPath`](Error::InvalidPath) | `invalid_path` |
+    ///
+    /// A code never changes once released: a new kind of error gets a new
+    /// code, and a kind that goes away takes its code with it, never handing
+    /// it to another kind. Messages, by contrast, may be reworded.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Timeout { .. } => "timeout",
+            Error::Busy { .. } => "busy",
+            Error::Stale { .. } => "stale",
+            Error::Revoked { .. } => "revoked",
+            Error::Fenced { .. } => "fenced",
+            Error::Poisoned { .. } => "poisoned",
+            Error::Takeover { .. } => "takeover",
+            Error::Cancelled { .. } => "cancelled",
+            Error::Misuse { .. } => "misuse",
+            Error::InvalidEntry { .. } => "invalid_entry",
+            Error::Io { .. } => "io",
+            Error::EpochExhausted { .. } => "epoch_exhausted",
+            Error::InvalidPath { .. } => "invalid_path",
+        }
+    }
+
     /// The holder this error names, for `Timeout`, `Stale` and `Busy`.
     pub fn holder(&self) -> Option<&Holder> {
         match self {
@@ -282,7 +444,11 @@ impl Error {
 }
 
 /// How a guard lost its lock ([`Error::Revoked`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Serialized as its [name](LossCause::as_str) (`overdue`, `removed`,
+/// `replaced`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum LossCause {
     /// The watchdog revoked it: it was held past `max_hold`.
@@ -292,6 +458,18 @@ pub enum LossCause {
     Removed,
     /// Its lock file was replaced by a lock that is not this guard's.
     Replaced,
+}
+
+impl LossCause {
+    /// The stable name used in JSON (`overdue`, `removed`, `replaced`); the
+    /// [`Display`](fmt::Display) form is the prose of messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossCause::Overdue => "overdue",
+            LossCause::Removed => "removed",
+            LossCause::Replaced => "replaced",
+        }
+    }
 }
 
 impl fmt::Display for LossCause {
@@ -305,7 +483,11 @@ impl fmt::Display for LossCause {
 }
 
 /// Where an attempt detected a takeover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Displayed and serialized as its [name](TakeoverPhase::as_str)
+/// (`prompt_reacquire`, `cleanup`, `write`, `dispose`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum TakeoverPhase {
     /// Reacquiring after the prompt window.
@@ -320,14 +502,21 @@ pub enum TakeoverPhase {
     Dispose,
 }
 
-impl fmt::Display for TakeoverPhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl TakeoverPhase {
+    /// The stable name used in messages and JSON (`prompt_reacquire`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
             TakeoverPhase::PromptReacquire => "prompt_reacquire",
             TakeoverPhase::Cleanup => "cleanup",
             TakeoverPhase::Write => "write",
             TakeoverPhase::Dispose => "dispose",
-        })
+        }
+    }
+}
+
+impl fmt::Display for TakeoverPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -341,4 +530,317 @@ pub enum TryAcquireError {
     /// The attempt failed.
     #[error(transparent)]
     Failed(#[from] Error),
+}
+
+impl TryAcquireError {
+    /// A stable, machine-readable name of this outcome: `would_block` when
+    /// someone holds the lock, else the failure's [`Error::code`]. Like
+    /// those, it never changes once released.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TryAcquireError::WouldBlock(_) => "would_block",
+            TryAcquireError::Failed(e) => e.code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::reclaim::Reason;
+
+    fn holder() -> Box<Holder> {
+        Box::new(Holder::state_lock(
+            std::path::Path::new("/s/a.jsonl.epoch"),
+            Some(7),
+        ))
+    }
+
+    /// Every error kind once, with the code it must keep. Renaming a code,
+    /// or adding a kind without one, fails here.
+    fn code_table() -> Vec<(Error, &'static str)> {
+        let path = || PathBuf::from("/s/a.jsonl");
+        vec![
+            (
+                Error::Timeout {
+                    timeout_ms: 1,
+                    holder: holder(),
+                },
+                "timeout",
+            ),
+            (
+                Error::Busy {
+                    waiting_for: "the session",
+                    timeout_ms: 1,
+                    holder: holder(),
+                },
+                "busy",
+            ),
+            (
+                Error::Stale {
+                    reasons: Reasons::default(),
+                    holder: holder(),
+                },
+                "stale",
+            ),
+            (
+                Error::Revoked {
+                    path: path(),
+                    epoch: 1,
+                    current_epoch: 2,
+                    cause: LossCause::Overdue,
+                },
+                "revoked",
+            ),
+            (
+                Error::Fenced {
+                    path: path(),
+                    epoch: 1,
+                    current_epoch: 2,
+                },
+                "fenced",
+            ),
+            (Error::Poisoned { path: path() }, "poisoned"),
+            (
+                Error::Takeover {
+                    session: path(),
+                    phase: TakeoverPhase::Write,
+                    detail: String::new(),
+                },
+                "takeover",
+            ),
+            (
+                Error::Cancelled {
+                    what: String::new(),
+                },
+                "cancelled",
+            ),
+            (
+                Error::Misuse {
+                    what: String::new(),
+                },
+                "misuse",
+            ),
+            (
+                Error::InvalidEntry {
+                    path: path(),
+                    offset: 0,
+                    reason: String::new(),
+                },
+                "invalid_entry",
+            ),
+            (
+                Error::io("read", path(), io::Error::from(io::ErrorKind::NotFound)),
+                "io",
+            ),
+            (
+                Error::EpochExhausted {
+                    path: path(),
+                    epoch: u64::MAX,
+                },
+                "epoch_exhausted",
+            ),
+            (
+                Error::InvalidPath {
+                    path: path(),
+                    reason: String::new(),
+                },
+                "invalid_path",
+            ),
+        ]
+    }
+
+    /// The variant's position in [`code_table`]. No wildcard arm: a new
+    /// variant does not compile until it is given a row there.
+    fn row(e: &Error) -> usize {
+        match e {
+            Error::Timeout { .. } => 0,
+            Error::Busy { .. } => 1,
+            Error::Stale { .. } => 2,
+            Error::Revoked { .. } => 3,
+            Error::Fenced { .. } => 4,
+            Error::Poisoned { .. } => 5,
+            Error::Takeover { .. } => 6,
+            Error::Cancelled { .. } => 7,
+            Error::Misuse { .. } => 8,
+            Error::InvalidEntry { .. } => 9,
+            Error::Io { .. } => 10,
+            Error::EpochExhausted { .. } => 11,
+            Error::InvalidPath { .. } => 12,
+        }
+    }
+
+    #[test]
+    fn every_error_kind_has_its_pinned_code() {
+        let table = code_table();
+        for (i, (e, code)) in table.iter().enumerate() {
+            assert_eq!(row(e), i, "{e:?} is out of place in the table");
+            assert_eq!(e.code(), *code, "{e:?}");
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code} is not snake_case"
+            );
+        }
+        // One row per arm of `row`.
+        assert_eq!(table.len(), 13);
+        let codes: std::collections::HashSet<_> = table.iter().map(|(_, c)| c).collect();
+        assert_eq!(codes.len(), table.len(), "two kinds share a code");
+    }
+
+    #[test]
+    fn try_acquire_codes() {
+        assert_eq!(TryAcquireError::WouldBlock(holder()).code(), "would_block");
+        let failed = TryAcquireError::from(Error::Cancelled {
+            what: String::new(),
+        });
+        assert_eq!(failed.code(), "cancelled");
+    }
+
+    fn full_holder() -> Holder {
+        Holder {
+            lock_path: PathBuf::from("/srv/s/abc.jsonl.lock"),
+            pid: Some(4242),
+            hostname: Some("box".to_owned()),
+            alive: true,
+            age_ms: Some(72_859),
+            max_hold_ms: Some(300_000),
+            epoch: Some(17),
+            lane: Some("channel".to_owned()),
+            run_id: Some("run-1".to_owned()),
+            owner: Some("sessionlock".to_owned()),
+            reasons: [Reason::HoldExceeded, Reason::DeadPid]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn holder_serializes_with_the_cli_json_field_names() {
+        let v = serde_json::to_value(full_holder()).expect("serialize");
+        assert_eq!(
+            v,
+            json!({
+                "lockPath": "/srv/s/abc.jsonl.lock",
+                "pid": 4242,
+                "hostname": "box",
+                "alive": true,
+                "lane": "channel",
+                "runId": "run-1",
+                "ageMs": 72_859,
+                "maxHoldMs": 300_000,
+                "epoch": 17,
+                "owner": "sessionlock",
+                "reasons": ["dead-pid", "hold-exceeded"],
+            })
+        );
+        // The CLI's order, so that its output can switch without a diff.
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "lockPath",
+                "pid",
+                "hostname",
+                "alive",
+                "lane",
+                "runId",
+                "ageMs",
+                "maxHoldMs",
+                "epoch",
+                "owner",
+                "reasons"
+            ]
+        );
+        let back: Holder = serde_json::from_value(v).expect("deserialize");
+        assert_eq!(back, full_holder());
+    }
+
+    #[test]
+    fn holder_unknowns_serialize_as_null() {
+        let h = Holder::state_lock(std::path::Path::new("/s/a.jsonl.epoch"), None);
+        let v = serde_json::to_value(&h).expect("serialize");
+        assert_eq!(
+            v,
+            json!({
+                "lockPath": "/s/a.jsonl.epoch",
+                "pid": null,
+                "hostname": null,
+                "alive": false,
+                "lane": null,
+                "runId": null,
+                "ageMs": null,
+                "maxHoldMs": null,
+                "epoch": null,
+                "owner": null,
+                "reasons": [],
+            })
+        );
+        assert_eq!(serde_json::from_value::<Holder>(v).expect("deserialize"), h);
+    }
+
+    #[test]
+    fn holder_path_that_is_not_utf8_keeps_its_bytes() {
+        let mut h = full_holder();
+        h.lock_path = PathBuf::from(std::ffi::OsStr::from_bytes(b"/s/\xffx.jsonl.lock"));
+        let v = serde_json::to_value(&h).expect("serialize");
+        assert_eq!(v["lockPath"], "/s/\u{fffd}x.jsonl.lock");
+        assert_eq!(v["lockPathHex"], "2f732fff782e6a736f6e6c2e6c6f636b");
+        assert_eq!(
+            serde_json::from_value::<Holder>(v.clone()).expect("deserialize"),
+            h
+        );
+        let mut bad = v;
+        bad["lockPathHex"] = json!("+f");
+        assert!(serde_json::from_value::<Holder>(bad).is_err());
+    }
+
+    #[test]
+    fn reasons_serialize_as_their_names() {
+        for r in crate::reclaim::ALL_REASONS {
+            assert_eq!(serde_json::to_value(r).expect("serialize"), r.as_str());
+            let back: Reason = serde_json::from_value(json!(r.as_str())).expect("deserialize");
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn loss_causes_and_takeover_phases_serialize_as_their_names() {
+        let causes = [
+            (LossCause::Overdue, "overdue"),
+            (LossCause::Removed, "removed"),
+            (LossCause::Replaced, "replaced"),
+        ];
+        for (c, name) in causes {
+            assert_eq!(c.as_str(), name);
+            assert_eq!(serde_json::to_value(c).expect("serialize"), name);
+            assert_eq!(
+                serde_json::from_value::<LossCause>(json!(name)).expect("deserialize"),
+                c
+            );
+        }
+        let phases = [
+            (TakeoverPhase::PromptReacquire, "prompt_reacquire"),
+            (TakeoverPhase::Cleanup, "cleanup"),
+            (TakeoverPhase::Write, "write"),
+            (TakeoverPhase::Dispose, "dispose"),
+        ];
+        for (p, name) in phases {
+            assert_eq!(p.as_str(), name);
+            assert_eq!(p.to_string(), name);
+            assert_eq!(serde_json::to_value(p).expect("serialize"), name);
+            assert_eq!(
+                serde_json::from_value::<TakeoverPhase>(json!(name)).expect("deserialize"),
+                p
+            );
+        }
+    }
 }

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use crate::config::{HoldExceededPolicy, DEFAULT_MAX_HOLD, MAX_HOLD_CAP};
 use crate::identity::{self, Liveness, SelfIdentity};
 use crate::payload::{Malformed, Payload};
@@ -19,7 +21,10 @@ pub const SHORT_PAYLOAD_GRACE: Duration = Duration::from_secs(5);
 pub const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 /// One reason a lock looks stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Serialized as its [name](Reason::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Reason {
     /// The holder is not alive.
@@ -47,7 +52,7 @@ pub enum Reason {
     LeaseClamped,
 }
 
-const ALL_REASONS: [Reason; 9] = [
+pub(crate) const ALL_REASONS: [Reason; 9] = [
     Reason::DeadPid,
     Reason::RecycledPid,
     Reason::OrphanSelfPid,
@@ -87,8 +92,25 @@ impl fmt::Display for Reason {
 }
 
 /// A set of [`Reason`]s.
+///
+/// Serialized as an array of reason names in a stable order
+/// (`["dead-pid", "hold-exceeded"]`), the order of [`Reasons::iter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Reasons(u16);
+
+impl Serialize for Reasons {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reasons {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Vec::<Reason>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
+}
 
 impl Reasons {
     /// Whether `r` is in the set.
