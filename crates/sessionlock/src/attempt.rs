@@ -60,6 +60,7 @@ use crate::error::{Error, Holder, Result, TakeoverPhase};
 use crate::fence::Change;
 use crate::guard::Guard;
 use crate::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
+use crate::sync::lock;
 use crate::turns::{PromptTurn, PromptTurns, TurnHolder};
 
 /// Where an attempt is in its lifecycle.
@@ -294,10 +295,6 @@ impl<B: TranscriptBackend> std::fmt::Debug for Attempt<B> {
             .field("state", &self.state())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Releases a guard, logging (never throwing) a failure: the lock is then

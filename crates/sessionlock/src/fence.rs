@@ -116,7 +116,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -126,6 +126,7 @@ use crate::backend::Stamp;
 use crate::classify::ChangeClassifier;
 use crate::error::{Error, Result};
 use crate::fs::Fs;
+use crate::sync::{lock, unpoison};
 use crate::transcript::{read_exact_at, Transcript};
 
 /// How many trailing bytes a fence keeps to prove a later state is a pure
@@ -345,7 +346,7 @@ impl DigestCell {
     /// appending, and the next snapshot seeds a new one. (The caller tells
     /// the process-wide cache with [`forget_cached_digest`].)
     pub(crate) fn forget(&mut self) {
-        *self.0.get_mut().unwrap_or_else(PoisonError::into_inner) = None;
+        *unpoison(self.0.get_mut()) = None;
     }
 
     /// Brings the digest up to `id` (the file `file` as stat'ed, `meta`),
@@ -363,7 +364,7 @@ impl DigestCell {
         let key = FileKey::of(id, meta);
         // The state is taken out while it is advanced: after an error (or a
         // panic, which poisons the lock) the cell is empty, never half done.
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = lock(&self.0);
         let same_file = slot.take().filter(|d| d.key == key && d.hashed <= id.size);
         let mut caught_up = match same_file {
             Some(d) => d.catch_up(fs, file, id.size, path)?,

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::backend::file::FileBackend;
@@ -13,6 +13,7 @@ use crate::error::{Error, Holder, LossCause, Result};
 use crate::payload::Payload;
 use crate::reclaim::Reasons;
 use crate::registry::{Parked, Turn};
+use crate::sync::lock;
 use crate::watchdog::{self, Revocable};
 
 /// A held session write lock.
@@ -79,10 +80,6 @@ pub(crate) struct Hold<B: Backend> {
     revoked: AtomicBool,
     notify: tokio::sync::Notify,
     me: Weak<Hold<B>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 thread_local! {

@@ -12,12 +12,12 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::error::Holder;
-use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::sync::{lock, unpoison, Condvar, Mutex};
 
 /// A lock published by this process and kept across an in-process hand-off.
 pub(crate) trait Parked: Send {
@@ -45,12 +45,6 @@ pub(crate) struct Slot {
     state: Mutex<SlotState>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The state stays consistent at every unlock point, so a panic elsewhere
-    // while holding the mutex does not invalidate it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 struct Registry {
     // Not `crate::sync`: the map lives for the whole process, outside any
     // model; the slots inside it are what the model checks exercise.
@@ -66,7 +60,7 @@ pub(crate) fn slot(key: &Path) -> Arc<Slot> {
     let reg = REGISTRY.get_or_init(|| Registry {
         slots: std::sync::Mutex::new(HashMap::new()),
     });
-    let mut slots = reg.slots.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut slots = lock(&reg.slots);
     if slots.len() >= PRUNE_AT {
         slots.retain(|_, s| Arc::strong_count(s) > 1 || !s.is_idle());
     }
@@ -257,18 +251,13 @@ impl Queued {
             let mut st = lock(&self.ticket.state);
             while !st.granted {
                 match deadline {
-                    None => st = self.ticket.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    None => st = unpoison(self.ticket.cv.wait(st)),
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             break;
                         }
-                        st = self
-                            .ticket
-                            .cv
-                            .wait_timeout(st, left)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
+                        st = unpoison(self.ticket.cv.wait_timeout(st, left)).0;
                     }
                 }
             }

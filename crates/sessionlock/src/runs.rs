@@ -16,10 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::Hash;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+
+use crate::sync::lock;
 
 /// Why an attempt is aborted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,12 +137,6 @@ impl Entry {
             last_progress: self.last_progress,
         }
     }
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // The state is consistent at every unlock point, so a panic elsewhere
-    // while holding the mutex does not invalidate it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unindex<K: Eq + Hash>(index: &mut HashMap<K, BTreeSet<u64>>, key: &K, id: u64) {
@@ -449,10 +445,10 @@ mod tests {
             FakeClock(Arc::new(Mutex::new(Instant::now())))
         }
         fn now(&self) -> Instant {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner())
+            *lock(&self.0)
         }
         fn advance(&self, d: Duration) {
-            *self.0.lock().unwrap_or_else(|p| p.into_inner()) += d;
+            *lock(&self.0) += d;
         }
         fn registry(&self) -> RunRegistry {
             let c = self.clone();
@@ -475,16 +471,13 @@ mod tests {
             })
         }
         fn calls(&self) -> Vec<AbortKind> {
-            self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            lock(&self.calls).clone()
         }
     }
 
     impl AbortHandle for FakeAbort {
         fn abort(&self, kind: AbortKind) {
-            self.calls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(kind);
+            lock(&self.calls).push(kind);
             if let Some(tx) = &self.tx {
                 let _ = tx.send(kind);
             }
@@ -496,7 +489,7 @@ mod tests {
 
     impl AbortHandle for DropOnAbort {
         fn abort(&self, _: AbortKind) {
-            drop(self.0.lock().unwrap_or_else(|p| p.into_inner()).take());
+            drop(lock(&self.0).take());
         }
     }
 
@@ -666,7 +659,7 @@ mod tests {
         let reg = clock.registry();
         let abort = Arc::new(DropOnAbort(Mutex::new(None)));
         let h = reg.register(info("/s/a.jsonl", "k", "sync"), abort.clone());
-        *abort.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        *lock(&abort.0) = Some(h);
         clock.advance(MIN * 2);
 
         let report = tokio::time::timeout(

@@ -17,9 +17,11 @@ use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
+
+use crate::sync::lock;
 
 /// Who has a turn, for diagnostics: a timeout waiting for a turn names it,
 /// as a lock timeout names the lock's holder.
@@ -84,12 +86,6 @@ fn holder_of(label: Option<Label>) -> Option<TurnHolder> {
         run_id,
         since: Instant::now(),
     })
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // The state is consistent at every unlock point, so a panic elsewhere
-    // while holding the mutex does not invalidate it.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl State {
@@ -422,7 +418,7 @@ mod tests {
             let (turns2, order) = (turns.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
                 let turn = turns2.take(Path::new("/s/fifo.jsonl")).await;
-                order.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+                lock(&order).push(i);
                 tokio::task::yield_now().await;
                 turn.vacate();
             }));
@@ -437,10 +433,7 @@ mod tests {
                 .expect("waiter finishes")
                 .expect("waiter task");
         }
-        assert_eq!(
-            *order.lock().unwrap_or_else(|p| p.into_inner()),
-            vec![0, 1, 2, 3, 4]
-        );
+        assert_eq!(*lock(&order), vec![0, 1, 2, 3, 4]);
         assert_eq!(turns.keys(), 0);
     }
 

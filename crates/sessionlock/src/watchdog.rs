@@ -8,8 +8,10 @@
 //! only live leases.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Instant;
+
+use crate::sync::{lock, unpoison};
 
 /// Something the watchdog can revoke.
 pub(crate) trait Revocable: Send + Sync {
@@ -39,12 +41,6 @@ struct Watchdog {
     cv: Condvar,
 }
 
-impl Watchdog {
-    fn lock(&self) -> MutexGuard<'_, Schedule> {
-        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 fn watchdog() -> Option<&'static Arc<Watchdog>> {
     static WD: OnceLock<Option<Arc<Watchdog>>> = OnceLock::new();
     WD.get_or_init(|| {
@@ -70,7 +66,7 @@ fn watchdog() -> Option<&'static Arc<Watchdog>> {
 /// Schedules the revocation of `target` at `at`.
 pub(crate) fn register(at: Instant, target: Weak<dyn Revocable>) -> Option<Ticket> {
     let wd = watchdog()?;
-    let mut s = wd.lock();
+    let mut s = lock(&wd.schedule);
     s.seq += 1;
     let ticket = Ticket(at, s.seq);
     s.due.insert(ticket, target);
@@ -84,7 +80,7 @@ pub(crate) fn register(at: Instant, target: Weak<dyn Revocable>) -> Option<Ticke
 /// Cancels a scheduled revocation (the lock was released or extended).
 pub(crate) fn cancel(ticket: Ticket) {
     if let Some(wd) = watchdog() {
-        wd.lock().due.remove(&ticket);
+        lock(&wd.schedule).due.remove(&ticket);
     }
 }
 
@@ -107,7 +103,7 @@ fn revoke_apart(target: Arc<dyn Revocable>, ticket: Ticket) {
 
 impl Watchdog {
     fn run(&self) {
-        let mut s = self.lock();
+        let mut s = lock(&self.schedule);
         loop {
             let now = Instant::now();
             let first = s.due.keys().next().copied();
@@ -118,20 +114,16 @@ impl Watchdog {
                     if let Some(target) = target.and_then(|w| w.upgrade()) {
                         revoke_apart(target, t);
                     }
-                    s = self.lock();
+                    s = lock(&self.schedule);
                 }
                 Some(t) => {
                     s.wakes_at = Some(t.0);
                     let wait = t.0.saturating_duration_since(now);
-                    s = self
-                        .cv
-                        .wait_timeout(s, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    s = unpoison(self.cv.wait_timeout(s, wait)).0;
                 }
                 None => {
                     s.wakes_at = None;
-                    s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                    s = unpoison(self.cv.wait(s));
                 }
             }
         }

@@ -336,7 +336,7 @@ fn close_in_background(fd: OwnedFd) {
     });
     match closer {
         Some(tx) => {
-            let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = crate::sync::lock(tx);
             // If the thread is gone the descriptor comes back and closes here.
             if let Err(std::sync::mpsc::SendError(fd)) = tx.send(fd) {
                 drop(fd);
