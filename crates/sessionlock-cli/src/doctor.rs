@@ -246,9 +246,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .iter()
                 .filter_map(|(path, why)| {
                     r.findings.iter().find_map(|f| match &f.subject {
-                        Subject::Lock(st) if &st.inspection.lock_path == path => {
-                            Some((&**st, *why))
-                        }
+                        Subject::Lock(st) if &st.key.lock_path == path => Some((&**st, *why)),
                         _ => None,
                     })
                 })

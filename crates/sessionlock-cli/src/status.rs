@@ -187,16 +187,13 @@ fn exposures(found: &[Found]) -> std::collections::HashMap<PathBuf, Exposure> {
         std::collections::BTreeMap::new();
     for f in found {
         if let Found::Lock(l) = f {
-            by_dir
-                .entry(l.inspection.lock_path.parent())
-                .or_default()
-                .push(l);
+            by_dir.entry(l.key.lock_path.parent()).or_default().push(l);
         }
     }
     by_dir
         .values()
         .flat_map(|locks| openclaw_exposure(locks))
-        .map(|(l, why)| (l.inspection.lock_path.clone(), why))
+        .map(|(l, why)| (l.key.lock_path.clone(), why))
         .collect()
 }
 
@@ -444,7 +441,7 @@ fn write_json(out: &mut impl Write, found: &[Found], pretty: bool) -> io::Result
         .map(|f| match f {
             Found::Lock(s) => EntryJson::Lock(Box::new(LockJson::new(
                 s,
-                exposed.get(&s.inspection.lock_path).copied(),
+                exposed.get(&s.key.lock_path).copied(),
             ))),
             Found::Unreadable(path, err) => EntryJson::Error(ErrorJson {
                 lock_path: path.as_ref().map(|p| p.to_string_lossy().into_owned()),

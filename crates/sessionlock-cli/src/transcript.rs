@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use sessionlock::backend::TranscriptBackend;
+
 use sessionlock::transcript::{Durability, RawEntries, Reader, TornTail};
-use sessionlock::{Backend, Error, Guard, SessionLock};
+use sessionlock::{Error, Guard, LockBackend, SessionLock};
 
 use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
 use crate::report;
@@ -250,10 +250,13 @@ fn open_transcript(
     guard: &Guard,
 ) -> Result<sessionlock::transcript::Transcript, Failure> {
     let session = guard.session_path();
-    locks.backend().open_store(session).map_err(context(format!(
-        "cannot open transcript {}",
-        session.display()
-    )))
+    locks
+        .backend()
+        .open_transcript(session)
+        .map_err(context(format!(
+            "cannot open transcript {}",
+            session.display()
+        )))
 }
 
 /// Opens the transcript, moves a torn tail aside (saying so) and appends
@@ -300,7 +303,7 @@ fn write_failure(e: Error, what: &str) -> Failure {
 fn moved(torn: &TornTail) -> String {
     let mut s = format!("moved {} torn bytes at offset {}", torn.len, torn.offset);
     if let Some(p) = &torn.saved_to {
-        s.push_str(&format!(" to {}", text::path(p)));
+        s.push_str(&format!(" to {}", text::path(Path::new(p))));
     }
     s
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::json;
-use sessionlock::backend::{Store, TranscriptBackend};
 use sessionlock::classify::{AcceptNothing, OpenClawClassifier};
 use sessionlock::fence::{Change, DIGEST_SEED_CAP};
 use sessionlock::transcript::Transcript;
@@ -64,7 +63,9 @@ fn append(path: &Path, bytes: &[u8]) {
 }
 
 fn open(path: &Path) -> Transcript {
-    FileBackend::default().open_store(path).expect("open store")
+    FileBackend::default()
+        .open_transcript(path)
+        .expect("open store")
 }
 
 fn bench(c: &mut Criterion) {

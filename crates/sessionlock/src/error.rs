@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::reclaim::Reasons;
+use crate::lock::reclaim::Reasons;
 
 /// Result alias for sessionlock operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -206,7 +206,7 @@ impl Holder {
         run_id: Option<String>,
         age_ms: Option<u64>,
     ) -> Holder {
-        let me = crate::acquire::me();
+        let me = crate::identity::me();
         Holder {
             lock_path: session.to_owned(),
             pid: Some(me.pid),
@@ -551,7 +551,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reclaim::Reason;
+    use crate::lock::reclaim::Reason;
 
     fn holder() -> Box<Holder> {
         Box::new(Holder::state_lock(
@@ -805,7 +805,7 @@ mod tests {
 
     #[test]
     fn reasons_serialize_as_their_names() {
-        for r in crate::reclaim::ALL_REASONS {
+        for r in crate::lock::reclaim::ALL_REASONS {
             assert_eq!(serde_json::to_value(r).expect("serialize"), r.as_str());
             let back: Reason = serde_json::from_value(json!(r.as_str())).expect("deserialize");
             assert_eq!(back, r);

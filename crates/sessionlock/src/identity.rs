@@ -58,6 +58,27 @@ impl Liveness {
 
 /// Checks whether the holder a payload names is alive, from this machine.
 pub fn check(payload: &Payload, me: &SelfIdentity) -> Liveness {
+    check_inner(payload, me)
+}
+
+/// This process, as its locks name it (read once).
+pub(crate) fn me() -> &'static SelfIdentity {
+    static ME: std::sync::OnceLock<SelfIdentity> = std::sync::OnceLock::new();
+    ME.get_or_init(SelfIdentity::current)
+}
+
+/// The local evidence about a payload's holder (the file backend's): its
+/// liveness by pid, start time and boot id, and whether it is this process
+/// (alive, same pid and host).
+pub fn judge(payload: &Payload, me: &SelfIdentity) -> (Liveness, bool) {
+    let liveness = check(payload, me);
+    let ours = payload.pid == Some(me.pid)
+        && liveness == Liveness::Alive
+        && payload.hostname.as_ref().is_none_or(|h| *h == me.hostname);
+    (liveness, ours)
+}
+
+fn check_inner(payload: &Payload, me: &SelfIdentity) -> Liveness {
     if let Some(host) = &payload.hostname {
         if *host != me.hostname {
             return Liveness::Remote;

@@ -71,39 +71,35 @@
 //! run at once under the same fence).
 #![deny(missing_docs)]
 
-mod acquire;
+// Lowest first: each module imports only modules above it in this list
+// (checked by `tests/layering.rs`).
 pub mod attempt;
 pub mod backend;
-pub mod classify;
+mod blocking;
 pub mod config;
-mod confine;
-pub mod doctor;
-pub mod epoch;
+pub mod diag;
 mod error;
-pub mod fence;
-pub mod fs;
-pub mod fscheck;
-mod guard;
 pub mod identity;
+/// The lock core: acquire loop, guards, registry, watchdog, staleness.
+mod lock;
 pub mod openclaw;
 pub mod payload;
-pub mod reclaim;
-mod registry;
-pub mod runs;
-pub mod status;
+pub mod store;
 mod sync;
 mod sys;
-pub mod transcript;
-pub mod turns;
-mod watchdog;
 
-pub use acquire::{LockOptions, SessionLock};
-pub use backend::file::{FileBackend, Notify};
-pub use backend::{Backend, Inspection, SessionKey};
+pub use attempt::{classify, runs, turns};
+pub use backend::file::{epoch, fence, fs, fscheck, transcript};
+pub use diag::{doctor, status};
+pub use lock::reclaim;
+
+pub use backend::file::{FileBackend, FileKey, Notify};
+pub use backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
 pub use config::{Config, HoldExceededPolicy, Settings};
 pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TryAcquireError};
-pub use guard::Guard;
-pub use reclaim::{Reason, Reasons};
+pub use lock::acquire::{LockOptions, SessionLock};
+pub use lock::guard::Guard;
+pub use lock::reclaim::{Reason, Reasons};
 
 // The README's Rust examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

@@ -496,9 +496,11 @@ fn fenced_append_of_a_reclaimed_holder_is_rejected_and_absent() {
     t.append(&old, &[json!({"n": 1})], Durability::None)
         .expect("append");
     // Another process reclaims it (through the backend, as a reclaimer would).
-    use sessionlock::backend::{Attempt as Try, Backend, LeaseRequest};
+    use sessionlock::backend::{LeaseRequest, LockBackend, Outcome};
     let key = backend.key(&session).expect("key");
-    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    let seen = common::block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
     let req = LeaseRequest {
         max_hold: Duration::from_secs(60),
         lane: None,
@@ -506,7 +508,9 @@ fn fenced_append_of_a_reclaimed_holder_is_rejected_and_absent() {
         me: sessionlock::identity::SelfIdentity::current(),
         openclaw_compat: false,
     };
-    let Try::Acquired(_new) = backend.reclaim(&key, &seen, &req, None).expect("reclaim") else {
+    let Outcome::Acquired(_new) =
+        common::block_on(backend.reclaim(&key, &seen, &req, None)).expect("reclaim")
+    else {
         panic!("reclaim")
     };
     let err = t

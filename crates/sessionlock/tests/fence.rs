@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sessionlock::attempt::{Attempt, AttemptOptions, State};
-use sessionlock::backend::{Store, TranscriptBackend};
 use sessionlock::classify::{AcceptNothing, ChangeClassifier, OpenClawClassifier};
 use sessionlock::fence::{Change, Fence, Takeover, DIGEST_CACHE_ENTRIES, DIGEST_SEED_CAP};
 use sessionlock::fs::{Fs, RealFs};
@@ -49,7 +48,7 @@ fn counted_store(session: &Path, bytes: usize) -> (Transcript, Arc<CountingFs>, 
     let counting = Arc::new(CountingFs::default());
     let t = FileBackend::default()
         .with_fs(counting.clone())
-        .open_store(session)
+        .open_transcript(session)
         .expect("open store");
     (t, counting, size)
 }
@@ -236,7 +235,7 @@ fn touch_with_the_same_bytes_is_no_takeover() {
     let session = dir.path().join("s.jsonl");
     let content = write_transcript(&session, 64 * 1024);
     let t = FileBackend::default()
-        .open_store(&session)
+        .open_transcript(&session)
         .expect("open store");
     let fence = t.snapshot(1).expect("snapshot");
     assert_eq!(fence.digest(), Some(sha256(&session)));
@@ -266,7 +265,7 @@ fn same_size_edit_far_from_the_tail_is_a_takeover_even_with_its_times_set_back()
     let session = dir.path().join("s.jsonl");
     write_transcript(&session, 256 * 1024);
     let t = FileBackend::default()
-        .open_store(&session)
+        .open_transcript(&session)
         .expect("open store");
     let fence = t.snapshot(1).expect("snapshot");
     let old = fs::metadata(&session).expect("stat");
@@ -447,7 +446,7 @@ fn benign_foreign_append_returns_its_entries_and_byte_range() {
     let session = dir.path().join("s.jsonl");
     let content = write_transcript(&session, 4096);
     let t = FileBackend::default()
-        .open_store(&session)
+        .open_transcript(&session)
         .expect("open store");
     let fence = t.snapshot(1).expect("snapshot");
     let accepted = vec![
@@ -599,7 +598,7 @@ fn fences_read_the_file_once_per_handle_then_only_what_was_appended() {
     let counting = Arc::new(CountingFs::default());
     let t = FileBackend::default()
         .with_fs(counting.clone())
-        .open_store(&session)
+        .open_transcript(&session)
         .expect("open store");
 
     // The first snapshot seeds the digest: one read of the file.
@@ -725,7 +724,9 @@ fn a_second_attempt_starts_from_the_digest_the_first_left() {
         b.dispose().expect("dispose");
     });
     // The digest the cache now holds (the second attempt's) is the file's.
-    let t = FileBackend::default().open_store(&session).expect("open");
+    let t = FileBackend::default()
+        .open_transcript(&session)
+        .expect("open");
     let fence = t.snapshot(1).expect("snapshot");
     assert_eq!(fence.digest(), Some(sha256(&session)));
 }

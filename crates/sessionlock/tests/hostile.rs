@@ -18,11 +18,11 @@ use sessionlock::epoch;
 use sessionlock::payload::format_time;
 use sessionlock::status;
 use sessionlock::transcript::{Durability, Transcript};
-use sessionlock::{Backend, Error, FileBackend, LockOptions, Reason, SessionLock, Settings};
+use sessionlock::{Error, FileBackend, LockBackend, LockOptions, Reason, SessionLock, Settings};
 
 mod common;
 
-use common::{dead_pid, starttime_of};
+use common::{block_on, dead_pid, starttime_of};
 
 fn lock_path(session: &Path) -> PathBuf {
     PathBuf::from(format!("{}.lock", session.display()))
@@ -285,10 +285,10 @@ fn an_exhausted_epoch_is_refused_not_wrapped() {
     )
     .unwrap();
     let key = FileBackend::default().key(&session).unwrap();
-    let seen = FileBackend::default().inspect(&key).unwrap().unwrap();
-    assert!(FileBackend::default()
-        .remove_stale(&key, &seen, None)
-        .unwrap());
+    let seen = block_on(FileBackend::default().inspect(&key))
+        .unwrap()
+        .unwrap();
+    assert!(block_on(FileBackend::default().remove_if_unchanged(&key, &seen, None)).unwrap());
     assert_eq!(
         fs::read(epoch_path(&session)).unwrap(),
         epoch::format(u64::MAX)

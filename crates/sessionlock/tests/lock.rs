@@ -16,7 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
-use sessionlock::backend::{Attempt, Backend, LeaseRequest};
+use sessionlock::backend::file::{FileInspection, FileKey, FileVersion};
+use sessionlock::backend::{LeaseRequest, LockBackend, Outcome};
 use sessionlock::identity::SelfIdentity;
 use sessionlock::payload::format_time;
 use sessionlock::transcript::{Durability, Transcript};
@@ -27,7 +28,7 @@ use sessionlock::{
 
 mod common;
 
-use common::{dead_pid, role_args, starttime_of, Kid};
+use common::{block_on, dead_pid, role_args, starttime_of, Kid};
 
 // ---------------------------------------------------------------- harness
 
@@ -453,11 +454,12 @@ fn stale_release_never_deletes_a_replacement() {
     let a = locks().acquire(&session).expect("a");
     // Someone decides A is stale and reclaims it (through the backend, as
     // another process would).
-    let seen = backend
-        .inspect(&key)
+    let seen = block_on(backend.inspect(&key))
         .expect("inspect")
         .expect("lock present");
-    let Attempt::Acquired(b) = backend.reclaim(&key, &seen, &req(), None).expect("reclaim") else {
+    let Outcome::Acquired(b) =
+        block_on(backend.reclaim(&key, &seen, &req(), None)).expect("reclaim")
+    else {
         panic!("reclaim of an unchanged lock must win");
     };
     let b_ino = fs::metadata(&key.lock_path).expect("b's lock");
@@ -475,7 +477,7 @@ fn stale_release_never_deletes_a_replacement() {
         std::os::unix::fs::MetadataExt::ino(&after),
         std::os::unix::fs::MetadataExt::ino(&b_ino)
     );
-    assert!(backend.release(&b).expect("release b"));
+    assert!(block_on(backend.release(&b)).expect("release b"));
     assert!(!key.lock_path.exists());
 }
 
@@ -486,15 +488,17 @@ fn reclaim_of_a_changed_lock_removes_nothing() {
     write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
     let backend = FileBackend::default();
     let key = backend.key(&session).expect("key");
-    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    let seen = block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
     // The lock is replaced between inspection and reclaim.
     fs::remove_file(&key.lock_path).expect("rm");
     let me = SelfIdentity::current();
     write_openclaw_lock(&session, me.pid, SystemTime::now(), 300_000, me.starttime);
     let before = fs::read(&key.lock_path).expect("read");
     assert!(matches!(
-        backend.reclaim(&key, &seen, &req(), None).expect("reclaim"),
-        Attempt::Changed
+        block_on(backend.reclaim(&key, &seen, &req(), None)).expect("reclaim"),
+        Outcome::Changed
     ));
     assert_eq!(fs::read(&key.lock_path).expect("still there"), before);
 }
@@ -506,7 +510,11 @@ fn eight_concurrent_reclaimers_exactly_one_wins() {
     write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
     let backend = Arc::new(FileBackend::default());
     let key = backend.key(&session).expect("key");
-    let seen = Arc::new(backend.inspect(&key).expect("inspect").expect("present"));
+    let seen = Arc::new(
+        block_on(backend.inspect(&key))
+            .expect("inspect")
+            .expect("present"),
+    );
     let barrier = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|_| {
@@ -514,7 +522,7 @@ fn eight_concurrent_reclaimers_exactly_one_wins() {
                 (backend.clone(), key.clone(), seen.clone(), barrier.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                backend.reclaim(&key, &seen, &req(), None).expect("reclaim")
+                block_on(backend.reclaim(&key, &seen, &req(), None)).expect("reclaim")
             })
         })
         .collect();
@@ -525,7 +533,7 @@ fn eight_concurrent_reclaimers_exactly_one_wins() {
     let winners: Vec<_> = results
         .iter()
         .filter_map(|r| match r {
-            Attempt::Acquired(l) => Some(l),
+            Outcome::Acquired(l) => Some(l),
             _ => None,
         })
         .collect();
@@ -1370,84 +1378,88 @@ fn polling_fallback_reclaims_a_sigkilled_holder_and_sees_releases() {
 /// removal: fault injection through the backend seam.
 struct AlwaysChanged(FileBackend);
 
-impl Backend for AlwaysChanged {
-    type Lease = <FileBackend as Backend>::Lease;
-    type Watch = <FileBackend as Backend>::Watch;
-    fn key(&self, session: &Path) -> sessionlock::Result<sessionlock::SessionKey> {
+impl LockBackend for AlwaysChanged {
+    type Name = Path;
+    type Key = FileKey;
+    type Version = FileVersion;
+    type Lease = <FileBackend as LockBackend>::Lease;
+    type Watch = <FileBackend as LockBackend>::Watch;
+    fn key(&self, session: &Path) -> sessionlock::Result<FileKey> {
         self.0.key(session)
     }
-    fn try_acquire(
+    async fn try_acquire(
         &self,
-        key: &sessionlock::SessionKey,
+        key: &FileKey,
         req: &LeaseRequest,
         deadline: Option<std::time::Instant>,
-    ) -> sessionlock::Result<Attempt<Self::Lease>> {
-        self.0.try_acquire(key, req, deadline)
+    ) -> sessionlock::Result<Outcome<Self::Lease, FileVersion>> {
+        self.0.try_acquire(key, req, deadline).await
     }
-    fn inspect(
-        &self,
-        key: &sessionlock::SessionKey,
-    ) -> sessionlock::Result<Option<sessionlock::Inspection>> {
-        self.0.inspect(key)
+    async fn inspect(&self, key: &FileKey) -> sessionlock::Result<Option<FileInspection>> {
+        self.0.inspect(key).await
     }
-    fn reclaim(
+    async fn reclaim(
         &self,
-        _key: &sessionlock::SessionKey,
-        _seen: &sessionlock::Inspection,
+        _key: &FileKey,
+        _seen: &FileInspection,
         _req: &LeaseRequest,
         _deadline: Option<std::time::Instant>,
-    ) -> sessionlock::Result<Attempt<Self::Lease>> {
-        Ok(Attempt::Changed)
+    ) -> sessionlock::Result<Outcome<Self::Lease, FileVersion>> {
+        Ok(Outcome::Changed)
     }
-    fn remove_stale(
+    async fn remove_if_unchanged(
         &self,
-        key: &sessionlock::SessionKey,
-        seen: &sessionlock::Inspection,
+        key: &FileKey,
+        seen: &FileInspection,
         deadline: Option<std::time::Instant>,
     ) -> sessionlock::Result<bool> {
-        self.0.remove_stale(key, seen, deadline)
+        self.0.remove_if_unchanged(key, seen, deadline).await
     }
-    fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
-        self.0.release(lease)
+    async fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
+        self.0.release(lease).await
     }
-    fn republish(
+    async fn republish(
         &self,
-        lease: &mut Self::Lease,
+        lease: &Self::Lease,
         req: &LeaseRequest,
         new_epoch: bool,
     ) -> sessionlock::Result<()> {
-        self.0.republish(lease, req, new_epoch)
+        self.0.republish(lease, req, new_epoch).await
     }
-    fn revoke(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
-        self.0.revoke(lease)
+    async fn revoke(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
+        self.0.revoke(lease).await
     }
-    fn current_epoch(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
-        self.0.current_epoch(lease)
+    async fn current_epoch(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
+        self.0.current_epoch(lease).await
     }
-    fn fenced<T>(&self, lease: &Self::Lease, f: impl FnOnce() -> T) -> sessionlock::Result<T> {
-        self.0.fenced(lease, f)
+    async fn fenced<T>(
+        &self,
+        lease: &Self::Lease,
+        f: impl FnOnce() -> T,
+    ) -> sessionlock::Result<T> {
+        self.0.fenced(lease, f).await
     }
-    fn info(lease: &Self::Lease) -> &sessionlock::backend::LeaseInfo {
+    fn info(lease: &Self::Lease) -> sessionlock::backend::LeaseInfo<FileKey> {
         FileBackend::info(lease)
     }
-    fn watch(&self, key: &sessionlock::SessionKey) -> sessionlock::Result<Self::Watch> {
-        self.0.watch(key)
+    async fn watch(&self, key: &FileKey) -> sessionlock::Result<Self::Watch> {
+        self.0.watch(key).await
     }
     fn wait_blocking(
         &self,
         w: &mut Self::Watch,
-        pid: Option<u32>,
+        holder: Option<&FileInspection>,
         t: Option<Duration>,
     ) -> sessionlock::Result<()> {
-        self.0.wait_blocking(w, pid, t)
+        self.0.wait_blocking(w, holder, t)
     }
-    async fn wait_async(
+    async fn wait(
         &self,
         w: &mut Self::Watch,
-        pid: Option<u32>,
+        holder: Option<&FileInspection>,
         t: Option<Duration>,
     ) -> sessionlock::Result<()> {
-        self.0.wait_async(w, pid, t).await
+        self.0.wait(w, holder, t).await
     }
 }
 
@@ -1490,16 +1502,20 @@ fn remove_stale_removes_only_the_inspected_lock_and_keeps_its_epoch() {
         ),
     )
     .expect("write");
-    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    let seen = block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
     // Replaced after inspection: nothing is removed.
     fs::write(lock_path(&session), b"{}").expect("replace");
     assert!(
-        !backend.remove_stale(&key, &seen, None).expect("remove"),
+        !block_on(backend.remove_if_unchanged(&key, &seen, None)).expect("remove"),
         "a changed lock is kept"
     );
     assert_eq!(fs::read(lock_path(&session)).expect("kept"), b"{}");
     // Unchanged: removed, and its epoch is never issued again.
-    let seen = backend.inspect(&key).expect("inspect").expect("present");
+    let seen = block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
     fs::write(
         lock_path(&session),
         format!(
@@ -1509,13 +1525,11 @@ fn remove_stale_removes_only_the_inspected_lock_and_keeps_its_epoch() {
         ),
     )
     .expect("write");
-    let seen_high = backend.inspect(&key).expect("inspect").expect("present");
-    assert!(!backend
-        .remove_stale(&key, &seen, None)
-        .expect("stale inspection"));
-    assert!(backend
-        .remove_stale(&key, &seen_high, None)
-        .expect("remove"));
+    let seen_high = block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
+    assert!(!block_on(backend.remove_if_unchanged(&key, &seen, None)).expect("stale inspection"));
+    assert!(block_on(backend.remove_if_unchanged(&key, &seen_high, None)).expect("remove"));
     assert!(!lock_path(&session).exists());
     let g = locks().acquire(&session).expect("acquire");
     assert!(

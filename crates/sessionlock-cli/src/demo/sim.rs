@@ -549,7 +549,7 @@ fn collect(cfg: &RunConfig, layout: &Layout, sim: &Sim<'_>) -> Result<Recording>
     for st in sessionlock::status::scan_dir(&layout.sessions_dir(), &settings)? {
         match st {
             Ok(s) => rec.locks.push(LockLeft {
-                lock: s.inspection.lock_path.display().to_string(),
+                lock: s.key.lock_path.display().to_string(),
                 pid: s.holder.pid,
                 alive: s.liveness.presumed_alive(),
                 lane: s.holder.lane.clone(),

@@ -1,39 +1,54 @@
-//! The backend trait (spec §14): what the acquire loop, the watchdog and
-//! guards need from a place where locks live.
+//! The backend seam (spec §14): what the shared machinery (acquire loop,
+//! in-process registry, watchdog, guards, attempt controller) needs from a
+//! place where session locks and transcripts live.
 //!
-//! The embedded [`FileBackend`](file::FileBackend) keeps locks as files beside
-//! the transcripts. A distributed backend (PostgreSQL: lease rows with fencing
-//! epochs, wake-ups by LISTEN/NOTIFY) implements the same trait; the
-//! in-process registry, the acquire loop, stale classification and the
-//! watchdog are shared.
+//! Two traits, one per concern:
+//! - [`LockBackend`]: leases with fencing epochs. Keys are opaque session
+//!   ids the backend maps ([`LockBackend::key`]); versions for
+//!   remove-if-unchanged are backend-defined ([`LockBackend::Version`]);
+//!   staleness is judged on the backend's own evidence, gathered when it
+//!   inspects a lock ([`Inspection::liveness`], [`Inspection::observed`]);
+//!   waits take the inspected holder as their hint.
+//! - [`StoreBackend`]: transcripts whose mutations take the lease of *this*
+//!   backend (by type, through [`Held`]) and run the epoch check and the
+//!   mutation as one unit the backend defines.
 //!
-//! Every method is a short, bounded operation; waiting happens only in
-//! [`Backend::wait_blocking`] and [`Backend::wait_async`].
+//! Operations are `async`. The embedded [`FileBackend`](file::FileBackend)'s
+//! futures complete at once, so the blocking API drives them through the
+//! same code at no cost; a database backend awaits its client. No type in
+//! the seam names a path, an inode, a process id or `std::fs`: those live in
+//! [`file`].
+//!
+//! Every backend passes one conformance suite
+//! (`crates/sessionlock/tests/conformance/`), instantiated per backend.
 
 pub mod file;
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::hash::Hash;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::Value;
-
-use crate::classify::ChangeClassifier;
+use crate::attempt::classify::ChangeClassifier;
 use crate::error::Result;
-use crate::fence::Change;
-use crate::guard::Guard;
-use crate::identity::SelfIdentity;
+use crate::identity::{Liveness, SelfIdentity};
 use crate::payload::{Malformed, Payload};
-use crate::transcript::{Appended, Durability, RawEntries, TornTail};
+use crate::store::{Appended, Change, Durability, RawEntries, Read, TornTail};
 
-/// A session, as a backend names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SessionKey {
-    /// The canonical session file (spec §0): every path to one file gives the
-    /// same value.
-    pub session: PathBuf,
-    /// Where the lock lives (`<session>.lock` for files).
-    pub lock_path: PathBuf,
+/// A canonical session id, as a backend names it: every name of one session
+/// (two paths to one file, say) maps to the same key.
+pub trait SessionId: Clone + Eq + Hash + Debug + Send + Sync + 'static {
+    /// The session's canonical name, for people, logs and this process's
+    /// per-session turns (the canonical session file for files).
+    fn session(&self) -> &OsStr;
+
+    /// Where the session's lock lives, for people and logs (and the
+    /// `lock_path` of a [`Holder`](crate::Holder)): a file path for files, a
+    /// backend's own locator otherwise. Unique per session within one
+    /// backend: it also keys this process's per-session queue.
+    fn locator(&self) -> &OsStr;
 }
 
 /// What a new lease should say about its holder.
@@ -52,58 +67,36 @@ pub struct LeaseRequest {
     pub openclaw_compat: bool,
 }
 
-/// Identity of one version of a lock, to make removal conditional on it being
-/// unchanged. For files: device, inode, size and times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Stamp {
-    /// Device (or backend namespace).
-    pub dev: u64,
-    /// Inode (or row id).
-    pub ino: u64,
-    /// Size in bytes (or row version).
-    pub size: u64,
-    /// Modification time in nanoseconds since the epoch.
-    pub mtime_ns: i128,
-    /// Status change time in nanoseconds since the epoch.
-    pub ctime_ns: i128,
-}
-
-impl Stamp {
-    /// The stamp of a file's metadata.
-    pub fn of(m: &std::fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        }
-    }
-}
-
-/// A lock someone holds, as read.
+/// A lock someone holds, as a backend read it, with the backend's evidence
+/// about its holder.
 #[derive(Debug, Clone)]
-pub struct Inspection {
-    /// Where the lock lives.
-    pub lock_path: PathBuf,
+pub struct Inspection<V> {
     /// The payload, or why it is unusable.
     pub payload: Result<Payload, Malformed>,
-    /// When the lock was last written (for the payload grace, and the
-    /// latest a lease may count from): for files the mtime, never later than
-    /// the ctime (which, unlike the mtime, nobody can set).
-    pub mtime: SystemTime,
-    /// Which version of the lock this was.
-    pub stamp: Stamp,
+    /// When the lock was last written, on the backend's clock (for the
+    /// payload grace, and the latest a lease may count from).
+    pub written: SystemTime,
+    /// The backend's clock when it read the lock: what ages and lease ends
+    /// are measured against (the local clock for files; the server's for a
+    /// database).
+    pub observed: SystemTime,
+    /// Whether the holder is alive, judged on the backend's evidence (files:
+    /// pid, start time, boot id; a database: its connection).
+    pub liveness: Liveness,
+    /// Whether the holder is this process (alive): such a lock that this
+    /// process does not hold in memory is an orphan.
+    pub ours: bool,
+    /// Which version of the lock this was, for remove-if-unchanged.
+    pub version: V,
 }
 
 /// The outcome of one non-blocking try.
 #[derive(Debug)]
-pub enum Attempt<L> {
+pub enum Outcome<L, V> {
     /// We hold the lock.
     Acquired(L),
     /// Someone else does.
-    Busy(Box<Inspection>),
+    Busy(Box<Inspection<V>>),
     /// The lock changed while we looked (it vanished, or a reclaim found a
     /// different lock than inspected): look again.
     Changed,
@@ -111,9 +104,9 @@ pub enum Attempt<L> {
 
 /// The data every lease carries, whatever the backend.
 #[derive(Debug, Clone)]
-pub struct LeaseInfo {
+pub struct LeaseInfo<K> {
     /// The session.
-    pub key: SessionKey,
+    pub key: K,
     /// What was published.
     pub payload: Payload,
     /// This acquisition's fencing epoch.
@@ -122,78 +115,95 @@ pub struct LeaseInfo {
 
 /// A place where session locks live.
 ///
-/// Implementations must provide, per [`SessionKey`]:
+/// Implementations must provide, per key:
 /// - at most one published lease at a time (mutual exclusion across processes);
 /// - a fencing epoch that strictly increases with every publish and never
 ///   goes back, even when the lock itself is deleted;
-/// - remove-if-unchanged removal ([`Backend::reclaim`], [`Backend::release`]);
-/// - [`Backend::fenced`] runs its closure only while the lease's epoch is
-///   current, atomically with respect to [`Backend::reclaim`] and
-///   [`Backend::revoke`].
-pub trait Backend: Send + Sync + 'static {
-    /// A published lease.
+/// - remove-if-unchanged removal ([`LockBackend::reclaim`],
+///   [`LockBackend::remove_if_unchanged`], [`LockBackend::release`]);
+/// - [`LockBackend::fenced`] runs its closure only while the lease's epoch is
+///   current, atomically with respect to [`LockBackend::reclaim`] and
+///   [`LockBackend::revoke`].
+///
+/// Every operation is short and bounded; waiting happens only in
+/// [`LockBackend::wait`] and [`LockBackend::wait_blocking`]. Deadlines bound
+/// how long an operation waits for the session's state (a `flock` for files,
+/// a row lock for a database).
+pub trait LockBackend: Send + Sync + 'static {
+    /// What callers name a session by (a path for files, a string for a
+    /// database).
+    type Name: ?Sized;
+    /// The canonical session id.
+    type Key: SessionId;
+    /// Which version of a lock an inspection saw (files: device, inode,
+    /// size and times; a database: a row version).
+    type Version: Clone + Eq + Debug + Send + Sync + 'static;
+    /// A published lease. Republishing changes it in place (through `&`),
+    /// so that the lease can be shared with an operation in flight.
     type Lease: Send + Sync + 'static;
-    /// Per-acquire state for waiting on changes (a directory watch).
+    /// Per-acquire state for waiting on changes (a directory watch; a
+    /// LISTEN).
     type Watch: Send + 'static;
 
-    /// Names a session: canonicalizes the path, creating its directory.
+    /// Maps a session's name to its key.
     ///
     /// # Errors
-    /// `InvalidPath` for unusable paths, `Io` when the directory cannot be
-    /// created or resolved.
-    fn key(&self, session: &Path) -> Result<SessionKey>;
+    /// `InvalidPath` for unusable names; `Io` when the backend cannot
+    /// resolve it (the file backend creates and resolves directories).
+    fn key(&self, name: &Self::Name) -> Result<Self::Key>;
 
-    /// Publishes a lease if nobody holds the lock. Waits for the session's
-    /// state (the file backend's state lock) at most until `deadline`
-    /// (`None`: as long as it takes).
+    /// Publishes a lease if nobody holds the lock; otherwise inspects it.
+    /// Waits for the session's state at most until `deadline` (`None`: as
+    /// long as it takes).
     ///
     /// # Errors
-    /// `Timeout` naming the process that kept the session's state busy past
-    /// `deadline`; `EpochExhausted` when no new epoch can be issued; `Io`,
-    /// `InvalidPath` (a symlink or non-regular file at the lock or epoch
-    /// path).
+    /// `Timeout` naming whoever kept the session's state busy past
+    /// `deadline`; `EpochExhausted` when no new epoch can be issued; `Io`;
+    /// `InvalidPath` (the file backend: a symlink or non-regular file at the
+    /// lock or epoch path).
     fn try_acquire(
         &self,
-        key: &SessionKey,
+        key: &Self::Key,
         req: &LeaseRequest,
         deadline: Option<Instant>,
-    ) -> Result<Attempt<Self::Lease>>;
+    ) -> impl Future<Output = Result<Outcome<Self::Lease, Self::Version>>> + Send;
 
     /// Reads the current lock, if any.
     ///
     /// # Errors
-    /// As [`Backend::try_acquire`].
-    fn inspect(&self, key: &SessionKey) -> Result<Option<Inspection>>;
+    /// As [`LockBackend::try_acquire`].
+    fn inspect(
+        &self,
+        key: &Self::Key,
+    ) -> impl Future<Output = Result<Option<Inspection<Self::Version>>>> + Send;
 
-    /// Removes the lock `seen` if it is still exactly that lock, then
+    /// Removes the lock `seen` if it is still exactly that version, then
     /// publishes ours. Of several concurrent reclaimers of one lock, exactly
-    /// one gets `Acquired`. Waits for the session's state at most until
-    /// `deadline`.
+    /// one gets `Acquired`.
     ///
     /// # Errors
-    /// As [`Backend::try_acquire`].
+    /// As [`LockBackend::try_acquire`].
     fn reclaim(
         &self,
-        key: &SessionKey,
-        seen: &Inspection,
+        key: &Self::Key,
+        seen: &Inspection<Self::Version>,
         req: &LeaseRequest,
         deadline: Option<Instant>,
-    ) -> Result<Attempt<Self::Lease>>;
+    ) -> impl Future<Output = Result<Outcome<Self::Lease, Self::Version>>> + Send;
 
-    /// Removes the lock `seen` if it is still exactly that lock, without
+    /// Removes the lock `seen` if it is still exactly that version, without
     /// publishing one (what a doctor does with a stale lock). The session's
     /// epoch is raised to the removed lock's epoch if that was higher, so no
     /// epoch it used can be issued again. Returns whether it removed it.
-    /// Waits for the session's state at most until `deadline`.
     ///
     /// # Errors
-    /// As [`Backend::try_acquire`].
-    fn remove_stale(
+    /// As [`LockBackend::try_acquire`].
+    fn remove_if_unchanged(
         &self,
-        key: &SessionKey,
-        seen: &Inspection,
+        key: &Self::Key,
+        seen: &Inspection<Self::Version>,
         deadline: Option<Instant>,
-    ) -> Result<bool>;
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Removes the lease if it is still published; a no-op (returning
     /// `false`) when it was reclaimed, removed or replaced.
@@ -204,19 +214,23 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// # Errors
     /// `Timeout` when the session's state stays busy past that bound; `Io`.
-    fn release(&self, lease: &Self::Lease) -> Result<bool>;
+    fn release(&self, lease: &Self::Lease) -> impl Future<Output = Result<bool>> + Send;
 
     /// Republishes a held lease with a fresh `createdAt` (and, with
     /// `new_epoch`, a new epoch, token, lane and run id: an in-process
-    /// hand-off).
+    /// hand-off). [`LockBackend::info`] reflects the change afterwards.
     ///
     /// # Errors
     /// `Fenced` when the lease's epoch is no longer current; `Revoked` when
     /// the lease is no longer published (removed or replaced by someone
     /// else; a replacement is never overwritten); `EpochExhausted`;
-    /// `Timeout` as [`Backend::release`]; `Io`.
-    fn republish(&self, lease: &mut Self::Lease, req: &LeaseRequest, new_epoch: bool)
-        -> Result<()>;
+    /// `Timeout` as [`LockBackend::release`]; `Io`.
+    fn republish(
+        &self,
+        lease: &Self::Lease,
+        req: &LeaseRequest,
+        new_epoch: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Fences the lease out (bumps the epoch if it is still current) and
     /// removes it if still published. Returns the session's epoch afterwards.
@@ -226,26 +240,32 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// `Timeout` when the session's state stays busy past that bound;
     /// `EpochExhausted`; `Io`.
-    fn revoke(&self, lease: &Self::Lease) -> Result<u64>;
+    fn revoke(&self, lease: &Self::Lease) -> impl Future<Output = Result<u64>> + Send;
 
     /// The session's current epoch.
     ///
     /// # Errors
     /// `Io`.
-    fn current_epoch(&self, lease: &Self::Lease) -> Result<u64>;
+    fn current_epoch(&self, lease: &Self::Lease) -> impl Future<Output = Result<u64>> + Send;
 
     /// Runs `f` only if the lease's epoch is current and the lease is still
     /// the published lock, holding off reclaims and revocations until `f`
-    /// returns.
+    /// returns (files: a shared `flock`; a database: the lease row locked in
+    /// a transaction). For mutations of the caller's own; the transcript's
+    /// go through [`StoreBackend`].
     ///
     /// # Errors
     /// `Fenced` when a newer epoch exists; `Revoked` when the lease is no
     /// longer published (someone removed or replaced it without going
     /// through the backend); `Io`.
-    fn fenced<T>(&self, lease: &Self::Lease, f: impl FnOnce() -> T) -> Result<T>;
+    fn fenced<T>(
+        &self,
+        lease: &Self::Lease,
+        f: impl FnOnce() -> T,
+    ) -> impl Future<Output = Result<T>>;
 
-    /// The backend-independent part of a lease.
-    fn info(lease: &Self::Lease) -> &LeaseInfo;
+    /// The backend-independent part of a lease, as of now.
+    fn info(lease: &Self::Lease) -> LeaseInfo<Self::Key>;
 
     /// Starts watching for changes to the lock. Called before the check whose
     /// result is waited on, so no change is missed.
@@ -253,113 +273,150 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     /// `Io` only for unexpected failures; a file system without notifications
     /// yields a polling watch instead.
-    fn watch(&self, key: &SessionKey) -> Result<Self::Watch>;
+    fn watch(&self, key: &Self::Key) -> impl Future<Output = Result<Self::Watch>> + Send;
 
-    /// Sleeps until the lock may have changed, `pid` (a live local holder)
-    /// exits, or `timeout` passes (`None`: no timeout).
+    /// Sleeps until the lock may have changed, the live holder `holder` (as
+    /// inspected) ends, or `timeout` passes (`None`: no timeout).
     ///
     /// # Errors
     /// `Io`.
     fn wait_blocking(
         &self,
         watch: &mut Self::Watch,
-        pid: Option<u32>,
+        holder: Option<&Inspection<Self::Version>>,
         timeout: Option<Duration>,
     ) -> Result<()>;
 
-    /// The async twin of [`Backend::wait_blocking`].
+    /// The async twin of [`LockBackend::wait_blocking`].
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future leaves the watch usable.
-    fn wait_async(
+    fn wait(
         &self,
         watch: &mut Self::Watch,
-        pid: Option<u32>,
+        holder: Option<&Inspection<Self::Version>>,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// A lease handed to a store's mutation by the guard that owns it: only a
+/// live guard makes one, so a store never sees a lease its owner has
+/// released or lost, and only its own backend's lease type fits.
+#[derive(Debug)]
+pub struct Held<L> {
+    lease: Arc<L>,
+    inside_fence: bool,
+}
+
+impl<L> Held<L> {
+    pub(crate) fn new(lease: Arc<L>, inside_fence: bool) -> Held<L> {
+        Held {
+            lease,
+            inside_fence,
+        }
+    }
+
+    /// The lease.
+    pub fn lease(&self) -> &L {
+        &self.lease
+    }
+
+    /// Whether this thread already runs under the lease's fence (a store
+    /// mutation called from inside [`Guard::with_fence`](crate::Guard::with_fence)):
+    /// the store must then not take the fence again, only run the mutation.
+    pub fn inside_fence(&self) -> bool {
+        self.inside_fence
+    }
+}
+
 /// A session's transcript as a backend stores it (spec §7): every mutation
-/// is fenced by the guard it is made under, and snapshots let an attempt
-/// detect what others changed while it had released its lock (§8.3).
-pub trait Store: Send + 'static {
+/// takes the lease it is made under and lands only while that lease's epoch
+/// is current, whole or not at all; snapshots let an attempt detect what
+/// others changed while it had released its lock (spec §8.3).
+pub trait TranscriptStore<B: LockBackend + ?Sized>: Send + Sized + 'static {
     /// A snapshot of the transcript, cheap to take: O(1) in its size plus
-    /// what was appended since the store's previous snapshot (the file
-    /// store's first snapshot also seeds a content digest, see
-    /// [`fence`](crate::fence)).
-    type Fence: Send + 'static;
+    /// what was appended since the store's previous snapshot.
+    type Snapshot: Send + Sync + 'static;
 
-    /// Appends `entries`, one line each, in one fenced write.
+    /// Appends `entries`, one line each, in one fenced unit.
     ///
     /// # Errors
-    /// `Revoked`/`Fenced` (nothing written), `Poisoned`, `Io`.
-    fn append<B: Backend>(
-        &mut self,
-        guard: &Guard<B>,
-        entries: &[Value],
-        durability: Durability,
-    ) -> Result<Appended>;
-
-    /// Appends entries given as JSON text, byte for byte, in one fenced
-    /// write, exactly like [`Store::append`].
+    /// `Revoked`/`Fenced` (nothing written), `Poisoned`, `InvalidPath` (a
+    /// lease of another session), `Io`.
     ///
-    /// # Errors
-    /// As [`Store::append`].
-    fn append_raw<B: Backend>(
+    /// # Cancel safety
+    /// The file store's future completes at once. A store that suspends
+    /// must leave either the whole batch or nothing when dropped.
+    fn append(
         &mut self,
-        guard: &Guard<B>,
+        held: &Held<B::Lease>,
         entries: &RawEntries,
         durability: Durability,
-    ) -> Result<Appended>;
+    ) -> impl Future<Output = Result<Appended>> + Send;
 
     /// Replaces the transcript with `entries`, atomically and durably.
     ///
     /// # Errors
-    /// As [`Store::append`].
-    fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()>;
+    /// As [`TranscriptStore::append`].
+    fn rewrite(
+        &mut self,
+        held: &Held<B::Lease>,
+        entries: &RawEntries,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Keeps the first `keep` entries.
     ///
     /// # Errors
-    /// As [`Store::append`].
-    fn truncate<B: Backend>(&mut self, guard: &Guard<B>, keep: usize) -> Result<()>;
+    /// As [`TranscriptStore::append`].
+    fn truncate(
+        &mut self,
+        held: &Held<B::Lease>,
+        keep: usize,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Sets a torn final line aside and truncates to the last complete one.
     ///
     /// # Errors
-    /// As [`Store::append`].
-    fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>>;
+    /// As [`TranscriptStore::append`].
+    fn repair(
+        &mut self,
+        held: &Held<B::Lease>,
+    ) -> impl Future<Output = Result<Option<TornTail>>> + Send;
+
+    /// Every complete entry, and the torn tail if there is one. Needs no
+    /// lease: readers do not lock.
+    ///
+    /// # Errors
+    /// `InvalidEntry` for a line that is not JSON; `Io`.
+    fn read(&self) -> impl Future<Output = Result<Read>> + Send;
 
     /// Snapshots the transcript as of now, for the session epoch `epoch`.
-    /// The file store reads the whole transcript (up to
-    /// [`DIGEST_SEED_CAP`](crate::fence::DIGEST_SEED_CAP)) at its first
-    /// snapshot, to seed the running digest that proves a later change of
-    /// metadata alone harmless; afterwards only what was appended since.
     ///
     /// # Errors
     /// `Io` when it cannot be examined.
-    fn snapshot(&self, epoch: u64) -> Result<Self::Fence>;
+    fn snapshot(&self, epoch: u64) -> impl Future<Output = Result<Self::Snapshot>> + Send;
 
-    /// What changed since `fence`, judged by `classifier`; a benign change
-    /// returns the accepted entries and their byte range. Costs O(appended
-    /// bytes), except when only metadata changed (same file and size, other
-    /// times): the file store then hashes the whole file to compare it with
-    /// the fence's digest.
+    /// What changed since `snapshot`, judged by `classifier`; a benign change
+    /// returns the accepted entries and their range. Costs O(appended bytes).
     ///
     /// # Errors
     /// `Io` when it cannot be examined.
-    fn check(&self, fence: &Self::Fence, classifier: &dyn ChangeClassifier) -> Result<Change>;
+    fn check(
+        &self,
+        snapshot: &Self::Snapshot,
+        classifier: &dyn ChangeClassifier,
+    ) -> impl Future<Output = Result<Change>> + Send;
 }
 
 /// A backend that also stores transcripts, so the attempt controller runs on
 /// it unchanged.
-pub trait TranscriptBackend: Backend {
+pub trait StoreBackend: LockBackend {
     /// The transcript handle.
-    type Store: Store;
+    type Store: TranscriptStore<Self>;
 
-    /// Opens (creating if needed) the transcript of a canonical session.
+    /// Opens (creating if needed) the transcript of a session.
     ///
     /// # Errors
     /// `Io`, `InvalidPath`.
-    fn open_store(&self, session: &Path) -> Result<Self::Store>;
+    fn open_store(&self, key: &Self::Key) -> impl Future<Output = Result<Self::Store>> + Send;
 }

@@ -160,3 +160,13 @@ pub fn dead_pid() -> u32 {
     c.wait().expect("reap");
     pid
 }
+
+/// Drives a backend future to completion on this thread (the file backend's
+/// complete at once).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}

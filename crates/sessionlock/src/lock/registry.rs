@@ -8,9 +8,10 @@
 //! whoever sees the lock free first wins.
 
 use std::any::Any;
+use std::any::TypeId;
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
@@ -48,14 +49,15 @@ pub(crate) struct Slot {
 struct Registry {
     // Not `crate::sync`: the map lives for the whole process, outside any
     // model; the slots inside it are what the model checks exercise.
-    slots: std::sync::Mutex<HashMap<PathBuf, Arc<Slot>>>,
+    slots: std::sync::Mutex<HashMap<(TypeId, OsString), Arc<Slot>>>,
 }
 
 /// Slots are pruned when the map grows past this many entries.
 const PRUNE_AT: usize = 1024;
 
-/// The slot of a key (its lock path).
-pub(crate) fn slot(key: &Path) -> Arc<Slot> {
+/// The slot of a session: its key's locator, within the backend whose key
+/// type is `backend` (so two backends' locators never share a line).
+pub(crate) fn slot(backend: TypeId, locator: &OsStr) -> Arc<Slot> {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     let reg = REGISTRY.get_or_init(|| Registry {
         slots: std::sync::Mutex::new(HashMap::new()),
@@ -65,14 +67,14 @@ pub(crate) fn slot(key: &Path) -> Arc<Slot> {
         slots.retain(|_, s| Arc::strong_count(s) > 1 || !s.is_idle());
     }
     slots
-        .entry(key.to_owned())
+        .entry((backend, locator.to_owned()))
         .or_insert_with(|| Arc::new(Slot::new()))
         .clone()
 }
 
-/// Whether this process holds (or is handing over) the lock at `key`.
-pub(crate) fn is_held(key: &Path) -> bool {
-    slot(key).holds()
+/// Whether this process holds (or is handing over) the lock of a session.
+pub(crate) fn is_held(backend: TypeId, locator: &OsStr) -> bool {
+    slot(backend, locator).holds()
 }
 
 /// Entering a slot: either the turn at once, or a place in the queue.
@@ -327,10 +329,10 @@ mod tests {
     use std::time::Duration;
 
     fn fresh_slot(name: &str) -> Arc<Slot> {
-        slot(Path::new(&format!(
-            "/registry-test/{name}/{:?}",
-            Instant::now()
-        )))
+        slot(
+            TypeId::of::<()>(),
+            OsStr::new(&format!("/registry-test/{name}/{:?}", Instant::now())),
+        )
     }
 
     #[test]

@@ -11,9 +11,9 @@
 //!
 //! [`fix`] acts on a [`Report`] and never beyond it:
 //! - a lock is removed only if `examine` found it [`Verdict::Removable`], and
-//!   only through [`Backend::remove_stale`] with the very inspection
+//!   only through [`LockBackend::remove_if_unchanged`] with the very inspection
 //!   `examine` made: a lock replaced in between is left alone;
-//! - a torn tail is repaired with [`Transcript::repair`](crate::transcript::Transcript::repair) under the session
+//! - a torn tail is repaired with [`Transcript::repair`](crate::backend::file::transcript::Transcript::repair) under the session
 //!   lock, taken with a short budget; a session someone holds is skipped;
 //! - an invalid state file is rewritten under the state lock (taken within
 //!   the lock budget) with an epoch above every one it can have stood for;
@@ -39,17 +39,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::acquire::{LockOptions, SessionLock};
-use crate::backend::file::FileBackend;
-use crate::backend::{Backend, SessionKey, Stamp, TranscriptBackend};
+use crate::backend::file::fs::{Fs, RealFs};
+use crate::backend::file::transcript::{self, Reader, TornTail};
+use crate::backend::file::{FileBackend, FileKey, FileVersion};
+use crate::backend::{LockBackend, StoreBackend};
+use crate::blocking::block_on;
 use crate::config::Settings;
+use crate::diag::status::{self, human_duration, LockStatus};
 use crate::error::{Error, Holder, Result};
-use crate::fs::{Fs, RealFs};
-use crate::guard::Guard;
 use crate::identity::{Liveness, SelfIdentity};
-use crate::reclaim::{Action as Contender, Reason};
-use crate::status::{self, human_duration, LockStatus};
-use crate::transcript::{self, Reader, TornTail};
+use crate::lock::acquire::{LockOptions, SessionLock};
+use crate::lock::guard::Guard;
+use crate::lock::reclaim::{Action as Contender, Reason};
 
 /// How old a leftover temporary, tombstone or rewrite file must be before
 /// [`fix`] removes it: the operations that create them finish within
@@ -219,7 +220,7 @@ pub struct Leftover {
     /// Time since it was last modified.
     pub age: Duration,
     /// Which version of the file was examined: [`fix`] removes only this one.
-    pub stamp: Stamp,
+    pub stamp: FileVersion,
 }
 
 /// What a finding found, with the data [`fix`] needs.
@@ -399,7 +400,7 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
         .collect();
     report.openclaw_exposure = status::openclaw_exposure(&locks)
         .into_iter()
-        .map(|(st, why)| (st.inspection.lock_path.clone(), why))
+        .map(|(st, why)| (st.key.lock_path.clone(), why))
         .collect();
     Ok(report)
 }
@@ -492,7 +493,7 @@ fn lock_finding(
                 format!(
                     "{}, last written {} ago (past the {} grace for a writer to fill it in)",
                     unusable_words(&st),
-                    human_duration(since(st.inspection.mtime, now)),
+                    human_duration(since(st.inspection.written, now)),
                     human_duration(status::policy(settings).payload_grace),
                 )
             } else if reasons.contains(Reason::DeadPid) {
@@ -550,7 +551,7 @@ fn lock_finding(
             format!(
                 "{}, written {} ago: a writer may still be filling it in; removable {}",
                 unusable_words(&st),
-                human_duration(since(st.inspection.mtime, now)),
+                human_duration(since(st.inspection.written, now)),
                 until.map_or_else(
                     || "later".to_owned(),
                     |t| format!("in {}", human_duration(t.duration_since(now).unwrap_or_default()))
@@ -849,13 +850,13 @@ fn examine_state(path: PathBuf, session: PathBuf) -> Option<Finding> {
     }
     let mut head = Vec::new();
     if let Err(e) = std::io::Read::read_to_end(
-        &mut std::io::Read::take(&file, crate::epoch::RECORD_LEN as u64 + 1),
+        &mut std::io::Read::take(&file, crate::backend::file::epoch::RECORD_LEN as u64 + 1),
         &mut head,
     ) {
         let e = Error::io("read epoch file", &path, e);
         return unreadable(e);
     }
-    if head.is_empty() || crate::epoch::parse(&head).is_some() {
+    if head.is_empty() || crate::backend::file::epoch::parse(&head).is_some() {
         return None;
     }
     // Raw (lossy) text in the subject: those who show it escape it for
@@ -904,7 +905,7 @@ fn examine_leftover(
         kind,
         len: m.len(),
         age,
-        stamp: Stamp::of(&m),
+        stamp: FileVersion::of(&m),
     };
     let what = match kind {
         LeftoverKind::Temp => "a lock payload an interrupted publish or extend never moved into place",
@@ -1145,9 +1146,9 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
             if !exists(&f.session)? {
                 return Ok(Outcome::AlreadyGone);
             }
-            let mut t = FileBackend::default()
-                .confined(&report.root)?
-                .open_store(&f.session)?;
+            let backend = FileBackend::default().confined(&report.root)?;
+            let key = backend.key(&f.session)?;
+            let mut t = block_on(backend.open_store(&key))?;
             Ok(t.repair(guard)?
                 .map_or(Outcome::AlreadyGone, Outcome::Repaired))
         }),
@@ -1159,7 +1160,7 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
             })
         }
         Subject::InvalidState { .. } => {
-            let key = SessionKey {
+            let key = FileKey {
                 session: f.session.clone(),
                 lock_path: {
                     let mut s = f.session.as_os_str().to_owned();
@@ -1187,12 +1188,9 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
 /// Removes an examined lock if it is still exactly the examined version,
 /// waiting for the session's state at most `opts.lock_timeout`.
 fn remove_lock(st: &LockStatus, opts: &FixOptions) -> Outcome {
-    let key = SessionKey {
-        session: st.session.clone(),
-        lock_path: st.inspection.lock_path.clone(),
-    };
+    let key = &st.key;
     let deadline = Instant::now().checked_add(opts.lock_timeout);
-    match FileBackend::default().remove_stale(&key, &st.inspection, deadline) {
+    match block_on(FileBackend::default().remove_if_unchanged(key, &st.inspection, deadline)) {
         Err(Error::Timeout { holder, .. }) => Outcome::Held(holder),
         Ok(true) => Outcome::Removed,
         Ok(false) => match exists(&key.lock_path) {
@@ -1255,7 +1253,7 @@ fn remove_unchanged(path: &Path, seen: &Leftover) -> Result<Outcome> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Outcome::AlreadyGone),
         Err(e) => return Err(Error::io("stat leftover", path, e)),
-        Ok(m) if Stamp::of(&m) != seen.stamp => return Ok(Outcome::Changed),
+        Ok(m) if FileVersion::of(&m) != seen.stamp => return Ok(Outcome::Changed),
         Ok(_) => {}
     }
     match std::fs::remove_file(path) {

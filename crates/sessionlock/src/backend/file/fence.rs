@@ -113,7 +113,6 @@
 
 use std::fs::{File, Metadata};
 use std::io;
-use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -122,12 +121,13 @@ use std::time::SystemTime;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::backend::Stamp;
-use crate::classify::ChangeClassifier;
+use super::FileVersion;
+use crate::attempt::classify::ChangeClassifier;
+use crate::backend::file::fs::Fs;
+use crate::backend::file::transcript::{read_exact_at, Transcript};
 use crate::error::{Error, Result};
-use crate::fs::Fs;
+pub use crate::store::{Change, Takeover};
 use crate::sync::{lock, unpoison};
-use crate::transcript::{read_exact_at, Transcript};
 
 /// How many trailing bytes a fence keeps to prove a later state is a pure
 /// append.
@@ -150,7 +150,7 @@ const CHUNK: usize = 64 * 1024;
 pub struct Fence {
     path: PathBuf,
     /// `None` when the transcript did not exist.
-    id: Option<Stamp>,
+    id: Option<FileVersion>,
     /// The session epoch when the fence was taken.
     epoch: u64,
     tail: Vec<u8>,
@@ -162,67 +162,6 @@ pub struct Fence {
     file: Option<File>,
 }
 
-/// What changed since a fence was taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Nothing.
-    Unchanged,
-    /// Only benign entries were appended, or the file was rewritten with
-    /// identical bytes. A gateway merges `entries` into its in-memory
-    /// session, or rereads `range` of the transcript, to stay in step.
-    Benign {
-        /// The accepted foreign entries, in file order, as the classifier saw
-        /// them (empty for an identical rewrite).
-        entries: Vec<Value>,
-        /// The bytes of the transcript they occupy: from its size at the
-        /// fence to its size now (`size..size` when nothing was appended).
-        range: Range<u64>,
-    },
-    /// A change the attempt cannot accept.
-    Takeover(Takeover),
-}
-
-/// Why a change is a takeover.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Takeover {
-    /// The transcript got shorter.
-    Truncated,
-    /// Same size or longer, but earlier bytes changed.
-    Edited,
-    /// A different file now stands at the path.
-    Replaced,
-    /// The transcript was deleted.
-    Deleted,
-    /// An appended entry the classifier does not accept.
-    ForeignEntry {
-        /// Offset of the entry's line.
-        offset: u64,
-    },
-    /// An appended line is not complete JSON.
-    IncompleteAppend {
-        /// Offset of the line.
-        offset: u64,
-    },
-}
-
-impl std::fmt::Display for Takeover {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Takeover::Truncated => f.write_str("truncated"),
-            Takeover::Edited => f.write_str("edited"),
-            Takeover::Replaced => f.write_str("replaced by another file"),
-            Takeover::Deleted => f.write_str("deleted"),
-            Takeover::ForeignEntry { offset } => {
-                write!(f, "foreign entry appended at byte {offset}")
-            }
-            Takeover::IncompleteAppend { offset } => {
-                write!(f, "incomplete line appended at byte {offset}")
-            }
-        }
-    }
-}
-
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |e| Error::io(op, path, e)
 }
@@ -232,15 +171,15 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
 /// hands out again to a new file (after the old one was deleted) names
 /// another file, not the old one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileKey {
+struct DigestKey {
     dev: u64,
     ino: u64,
     born: Option<SystemTime>,
 }
 
-impl FileKey {
-    fn of(id: Stamp, meta: &Metadata) -> FileKey {
-        FileKey {
+impl DigestKey {
+    fn of(id: FileVersion, meta: &Metadata) -> DigestKey {
+        DigestKey {
             dev: id.dev,
             ino: id.ino,
             born: meta.created().ok(),
@@ -251,7 +190,7 @@ impl FileKey {
 /// A running SHA-256 of the first `hashed` bytes of one file.
 #[derive(Clone)]
 struct RunningDigest {
-    key: FileKey,
+    key: DigestKey,
     hasher: Sha256,
     hashed: u64,
     /// The last min(`TAIL`, `hashed`) bytes hashed.
@@ -263,7 +202,7 @@ impl RunningDigest {
     fn seed(
         fs: &dyn Fs,
         file: &File,
-        key: FileKey,
+        key: DigestKey,
         size: u64,
         path: &Path,
     ) -> Result<RunningDigest> {
@@ -357,11 +296,11 @@ impl DigestCell {
         &self,
         fs: &dyn Fs,
         file: &File,
-        id: Stamp,
+        id: FileVersion,
         meta: &Metadata,
         path: &Path,
     ) -> Result<Content> {
-        let key = FileKey::of(id, meta);
+        let key = DigestKey::of(id, meta);
         // The state is taken out while it is advanced: after an error (or a
         // panic, which poisons the lock) the cell is empty, never half done.
         let mut slot = lock(&self.0);
@@ -431,13 +370,13 @@ pub(crate) fn forget_cached_digest(meta: &Metadata) {
 mod seed_cache {
     use std::sync::{Mutex, MutexGuard};
 
-    use super::{FileKey, RunningDigest, Stamp, DIGEST_CACHE_ENTRIES};
+    use super::{DigestKey, FileVersion, RunningDigest, DIGEST_CACHE_ENTRIES};
 
     struct Slot {
         digest: RunningDigest,
         /// The file as stat'ed when the digest was stored (it had then
         /// hashed all of it).
-        at: Stamp,
+        at: FileVersion,
         /// The cache's clock when the entry was last stored.
         used: u64,
     }
@@ -467,7 +406,7 @@ mod seed_cache {
     /// A copy of the cached digest of `key`'s file, with the file's stamp
     /// when it was stored. (A digest used is stored again once caught up,
     /// which marks it used.)
-    pub(super) fn get(key: FileKey) -> Option<(RunningDigest, Stamp)> {
+    pub(super) fn get(key: DigestKey) -> Option<(RunningDigest, FileVersion)> {
         let c = cache();
         let slot = c.slots.iter().find(|s| s.digest.key == key)?;
         Some((slot.digest.clone(), slot.at))
@@ -476,7 +415,7 @@ mod seed_cache {
     /// Stores a copy of `digest`, which has hashed all of the file stamped
     /// `at`, replacing what the cache held for its inode (an earlier birth
     /// of the number too), evicting the least recently used entry when full.
-    pub(super) fn put(digest: &RunningDigest, at: Stamp) {
+    pub(super) fn put(digest: &RunningDigest, at: FileVersion) {
         let mut c = cache();
         c.clock += 1;
         let used = c.clock;
@@ -604,7 +543,7 @@ impl Fence {
             }
             Err(e) => return Err(Error::io("stat transcript", path, e)),
         };
-        let id = Stamp::of(&meta);
+        let id = FileVersion::of(&meta);
         let handle = fs
             .metadata(transcript.file())
             .map_err(io_err("stat transcript", path))?;
@@ -656,7 +595,7 @@ impl Fence {
     pub fn check(&self, fs: &dyn Fs, classifier: &dyn ChangeClassifier) -> Result<Change> {
         let path = &self.path;
         let now = match fs.stat(path) {
-            Ok(m) => Some(Stamp::of(&m)),
+            Ok(m) => Some(FileVersion::of(&m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("stat transcript", path, e)),
         };
@@ -728,7 +667,13 @@ impl Fence {
     /// without one (over the seed cap) only a change of the ctime alone with
     /// the last bytes intact is let through: any write moves the mtime, and
     /// a writer who sets it back is caught only by the digest.
-    fn compare_in_place(&self, fs: &dyn Fs, file: &File, old: Stamp, new: Stamp) -> Result<Change> {
+    fn compare_in_place(
+        &self,
+        fs: &dyn Fs,
+        file: &File,
+        old: FileVersion,
+        new: FileVersion,
+    ) -> Result<Change> {
         let same = match self.digest {
             Some(digest) => hash_file(fs, file, new.size, &self.path)? == digest,
             None => {
@@ -752,8 +697,8 @@ impl Fence {
         &self,
         fs: &dyn Fs,
         new_file: &File,
-        old: Stamp,
-        new: Stamp,
+        old: FileVersion,
+        new: FileVersion,
     ) -> Result<Change> {
         if old.size != new.size {
             return Ok(Change::Takeover(Takeover::Replaced));
@@ -764,7 +709,7 @@ impl Fence {
                 let kept = fs
                     .metadata(old_file)
                     .map_err(io_err("stat fenced transcript", &self.path))?;
-                let kept = Stamp::of(&kept);
+                let kept = FileVersion::of(&kept);
                 (kept.size, kept.mtime_ns) == (old.size, old.mtime_ns)
                     && read_tail(fs, new_file, new.size, &self.path)? == self.tail
                     && same_bytes(fs, old_file, new_file, new.size, &self.path)?

@@ -2,19 +2,21 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::backend::file::FileBackend;
-use crate::backend::{Backend, LeaseInfo, LeaseRequest};
+use crate::backend::{Held, LeaseInfo, LeaseRequest, LockBackend, SessionId};
+use crate::blocking::block_on;
 use crate::error::{Error, Holder, LossCause, Result};
+use crate::lock::reclaim::Reasons;
+use crate::lock::registry::{Parked, Turn};
+use crate::lock::watchdog::{self, Revocable};
 use crate::payload::Payload;
-use crate::reclaim::Reasons;
-use crate::registry::{Parked, Turn};
 use crate::sync::lock;
-use crate::watchdog::{self, Revocable};
 
 /// A held session write lock.
 ///
@@ -26,20 +28,20 @@ use crate::watchdog::{self, Revocable};
 /// A guard can lose its lock without being dropped: the watchdog revokes it
 /// once it is held past `max_hold`, and another process may reclaim it after
 /// that. Transcript mutations must therefore be fenced: the transcript's
-/// own methods ([`Transcript`](crate::transcript::Transcript)) are, and a
+/// own methods ([`Transcript`](crate::backend::file::transcript::Transcript)) are, and a
 /// mutation of your own goes through [`Guard::with_fence`], which refuses
 /// to run it once a newer epoch exists.
 ///
 /// `Guard` is `Send + Sync`.
 #[must_use = "dropping the guard releases the lock at once"]
-pub struct Guard<B: Backend = FileBackend> {
+pub struct Guard<B: LockBackend = FileBackend> {
     pub(crate) hold: Arc<Hold<B>>,
 }
 
-impl<B: Backend> std::fmt::Debug for Guard<B> {
+impl<B: LockBackend> std::fmt::Debug for Guard<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("lock_path", &self.hold.info.key.lock_path)
+            .field("key", &self.hold.info.key)
             .field("epoch", &self.hold.info.epoch)
             .field("revoked", &self.is_revoked())
             .finish()
@@ -57,7 +59,7 @@ enum Phase {
 
 struct HoldState<L> {
     phase: Phase,
-    lease: Option<L>,
+    lease: Option<Arc<L>>,
     turn: Option<Turn>,
     /// The watchdog's scheduled revocation.
     revocation: Option<watchdog::Ticket>,
@@ -65,13 +67,18 @@ struct HoldState<L> {
 
 /// The shared state of one acquisition (several guards share it under opt-in
 /// reentrancy).
-pub(crate) struct Hold<B: Backend> {
+pub(crate) struct Hold<B: LockBackend> {
     backend: Arc<B>,
     req: LeaseRequest,
-    info: LeaseInfo,
+    info: LeaseInfo<B::Key>,
     acquired_at: Instant,
-    /// Held while a fenced `f` runs: never lock it from inside one (see
-    /// [`FENCED`]).
+    /// Serializes this acquisition's operations on its lease (fenced calls,
+    /// store mutations, extension, release, the watchdog's revocation), in
+    /// this process; across processes the backend's fence does. Held for a
+    /// whole operation, also across its awaits: never lock it from inside
+    /// one (see [`FENCED`]).
+    ops: tokio::sync::Mutex<()>,
+    /// The phase and the lease; taken briefly, never across an operation.
     state: Mutex<HoldState<B::Lease>>,
     /// The payload published most recently (after an extension, the
     /// extended one). Apart from `state`, so that reading it never waits
@@ -127,16 +134,16 @@ impl Drop for InsideFence {
     }
 }
 
-struct ParkedLease<B: Backend> {
+struct ParkedLease<B: LockBackend> {
     backend: Arc<B>,
     lease: B::Lease,
 }
 
-impl<B: Backend> Parked for ParkedLease<B> {
+impl<B: LockBackend> Parked for ParkedLease<B> {
     fn release(self: Box<Self>) {
-        if let Err(e) = self.backend.release(&self.lease) {
+        if let Err(e) = block_on(self.backend.release(&self.lease)) {
             let info = B::info(&self.lease);
-            tracing::warn!(lock = %info.key.lock_path.display(), epoch = info.epoch, error = %e, "cannot release session lock");
+            tracing::warn!(lock = %Path::new(info.key.locator()).display(), epoch = info.epoch, error = %e, "cannot release session lock");
         }
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -167,7 +174,7 @@ pub(crate) fn inside_any_fence() -> bool {
     InsideFence::any()
 }
 
-impl<B: Backend> Hold<B> {
+impl<B: LockBackend> Hold<B> {
     /// What identifies this acquisition in [`FENCED`]: its address, which
     /// stays ours while any guard of it lives.
     fn id(&self) -> usize {
@@ -185,7 +192,7 @@ impl<B: Backend> Hold<B> {
         Error::Misuse {
             what: format!(
                 "cannot {op} inside its own fence: {}",
-                self.info.key.lock_path.display()
+                self.lock_path().display()
             ),
         }
     }
@@ -198,7 +205,7 @@ impl<B: Backend> Hold<B> {
         lease: B::Lease,
         turn: Turn,
     ) -> Arc<Self> {
-        let info = B::info(&lease).clone();
+        let info = B::info(&lease);
         let now = Instant::now();
         let deadline = now + req.max_hold;
         let slot = turn.slot().clone();
@@ -209,9 +216,10 @@ impl<B: Backend> Hold<B> {
             info,
             acquired_at: now,
             published,
+            ops: tokio::sync::Mutex::new(()),
             state: Mutex::new(HoldState {
                 phase: Phase::Held,
-                lease: Some(lease),
+                lease: Some(Arc::new(lease)),
                 turn: Some(turn),
                 revocation: None,
             }),
@@ -221,7 +229,7 @@ impl<B: Backend> Hold<B> {
         });
         let any: Weak<dyn Any + Send + Sync> = Arc::downgrade(&hold) as Weak<dyn Any + Send + Sync>;
         slot.set_holder(
-            holder_of(&hold.info.payload, &hold.info.key.lock_path, Duration::ZERO),
+            holder_of(&hold.info.payload, hold.lock_path(), Duration::ZERO),
             any,
         );
         let rev: Weak<dyn Revocable> = Arc::downgrade(&hold) as Weak<dyn Revocable>;
@@ -229,10 +237,25 @@ impl<B: Backend> Hold<B> {
         hold
     }
 
+    /// Where the lock lives (a lock file's path), for messages.
+    fn lock_path(&self) -> &Path {
+        Path::new(self.info.key.locator())
+    }
+
+    /// The lease, while this acquisition holds it.
+    fn lease(&self) -> Result<Arc<B::Lease>> {
+        let st = lock(&self.state);
+        match (&st.phase, &st.lease) {
+            (Phase::Held, Some(lease)) => Ok(lease.clone()),
+            (phase, _) => Err(self.gone_error(phase)),
+        }
+    }
+
     /// Releases, handing the lock to the next in-process waiter if any.
     /// Reports a lock that was no longer ours (revoked, removed or replaced)
     /// as `Revoked`, after releasing whatever is left.
     fn finish(&self) -> Result<()> {
+        let _ops = block_on(self.ops.lock());
         let mut st = lock(&self.state);
         match st.phase {
             Phase::Held => {}
@@ -253,15 +276,23 @@ impl<B: Backend> Hold<B> {
             return Ok(());
         };
         // Hand the lock to the next in-process waiter only while it is still
-        // ours; the check costs what a fenced write does.
-        if turn.slot().has_waiters() && self.backend.fenced(&lease, || ()).is_ok() {
-            turn.end(Some(Box::new(ParkedLease {
-                backend: self.backend.clone(),
-                lease,
-            })));
-            return Ok(());
-        }
-        let released = self.backend.release(&lease);
+        // ours; the check costs what a fenced write does. No operation is in
+        // flight (we hold `ops`), so the lease is ours alone.
+        let lease = match Arc::try_unwrap(lease) {
+            Ok(lease) => {
+                if turn.slot().has_waiters() && block_on(self.backend.fenced(&lease, || ())).is_ok()
+                {
+                    turn.end(Some(Box::new(ParkedLease {
+                        backend: self.backend.clone(),
+                        lease,
+                    })));
+                    return Ok(());
+                }
+                Arc::new(lease)
+            }
+            Err(shared) => shared,
+        };
+        let released = block_on(self.backend.release(&lease));
         turn.end(None);
         match released {
             Ok(true) => Ok(()),
@@ -273,12 +304,12 @@ impl<B: Backend> Hold<B> {
     /// The error for a lease that was no longer published when we released
     /// it: removed, or replaced by someone else's lock.
     fn lost_at_release(&self) -> Error {
-        let cause = match self.backend.inspect(&self.info.key) {
+        let cause = match block_on(self.backend.inspect(&self.info.key)) {
             Ok(Some(_)) => LossCause::Replaced,
             _ => LossCause::Removed,
         };
         tracing::warn!(
-            lock = %self.info.key.lock_path.display(),
+            lock = %self.lock_path().display(),
             epoch = self.info.epoch,
             %cause,
             "session lock was no longer ours at release"
@@ -286,8 +317,9 @@ impl<B: Backend> Hold<B> {
         self.revoked_error(self.info.epoch, cause)
     }
 
-    /// Revokes the lock. With `ticket`, only if that is still the scheduled
-    /// revocation (not replaced by an extension in the meantime).
+    /// Revokes the lock; the caller holds `ops` (no operation of this
+    /// acquisition is in flight). With `ticket`, only if that is still the
+    /// scheduled revocation (not replaced by an extension in the meantime).
     fn revoke(&self, ticket: Option<watchdog::Ticket>, cause: LossCause) {
         let mut st = lock(&self.state);
         if !matches!(st.phase, Phase::Held) || ticket.is_some_and(|t| st.revocation != Some(t)) {
@@ -296,12 +328,12 @@ impl<B: Backend> Hold<B> {
         st.revocation = None;
         let lease = st.lease.take();
         let turn = st.turn.take();
-        let current_epoch = match lease.as_ref().map(|l| self.backend.revoke(l)) {
+        let current_epoch = match lease.as_ref().map(|l| block_on(self.backend.revoke(l))) {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
                 // The lock stays published; other processes reclaim it as
                 // hold-exceeded, which fences us just the same.
-                tracing::error!(lock = %self.info.key.lock_path.display(), error = %e, "cannot revoke overdue session lock");
+                tracing::error!(lock = %self.lock_path().display(), error = %e, "cannot revoke overdue session lock");
                 self.info.epoch.saturating_add(1)
             }
             None => self.info.epoch,
@@ -316,7 +348,7 @@ impl<B: Backend> Hold<B> {
         let held_ms = self.acquired_at.elapsed().as_millis() as u64;
         if cause == LossCause::Overdue {
             tracing::warn!(
-                lock = %self.info.key.lock_path.display(),
+                lock = %self.lock_path().display(),
                 pid = ?self.info.payload.pid,
                 lane = ?self.info.payload.lane,
                 epoch = self.info.epoch,
@@ -326,7 +358,7 @@ impl<B: Backend> Hold<B> {
             );
         } else {
             tracing::warn!(
-                lock = %self.info.key.lock_path.display(),
+                lock = %self.lock_path().display(),
                 pid = ?self.info.payload.pid,
                 lane = ?self.info.payload.lane,
                 epoch = self.info.epoch,
@@ -343,7 +375,7 @@ impl<B: Backend> Hold<B> {
 
     fn revoked_error(&self, current_epoch: u64, cause: LossCause) -> Error {
         Error::Revoked {
-            path: self.info.key.lock_path.clone(),
+            path: self.lock_path().to_owned(),
             epoch: self.info.epoch,
             current_epoch,
             cause,
@@ -362,19 +394,22 @@ impl<B: Backend> Hold<B> {
     }
 }
 
-impl<B: Backend> Revocable for Hold<B> {
+impl<B: LockBackend> Revocable for Hold<B> {
     fn revoke_overdue(&self, ticket: watchdog::Ticket) {
+        // Waits for an operation in flight (a fenced write) to end, as the
+        // revocation must not land in its middle.
+        let _ops = block_on(self.ops.lock());
         self.revoke(Some(ticket), LossCause::Overdue);
     }
 }
 
-impl<B: Backend> Drop for Hold<B> {
+impl<B: LockBackend> Drop for Hold<B> {
     fn drop(&mut self) {
         // A lost lock was logged when it was detected; there is nothing left
         // to release.
         if let Err(e @ (Error::Io { .. } | Error::InvalidPath { .. })) = self.finish() {
             tracing::warn!(
-                lock = %self.info.key.lock_path.display(),
+                lock = %self.lock_path().display(),
                 pid = ?self.info.payload.pid,
                 epoch = self.info.epoch,
                 error = %e,
@@ -384,20 +419,28 @@ impl<B: Backend> Drop for Hold<B> {
     }
 }
 
-impl<B: Backend> Guard<B> {
+impl Guard<FileBackend> {
+    /// The canonical session file.
+    pub fn session_path(&self) -> &Path {
+        &self.hold.info.key.session
+    }
+}
+
+impl<B: LockBackend> Guard<B> {
     /// This acquisition's fencing epoch.
     pub fn epoch(&self) -> u64 {
         self.hold.info.epoch
     }
 
-    /// The canonical session file.
-    pub fn session_path(&self) -> &Path {
-        &self.hold.info.key.session
+    /// The session's key.
+    pub fn key(&self) -> &B::Key {
+        &self.hold.info.key
     }
 
-    /// The lock file (or backend lock name).
+    /// Where the lock lives: the lock file for files, a backend's locator
+    /// otherwise.
     pub fn lock_path(&self) -> &Path {
-        &self.hold.info.key.lock_path
+        self.hold.lock_path()
     }
 
     /// The payload this guard published most recently (after
@@ -475,7 +518,7 @@ impl<B: Backend> Guard<B> {
     pub async fn lost(&self) -> Error {
         // Watch first, then check: no change between the two is missed. The
         // watch queues events from its creation on, so one serves the loop.
-        let mut watch = match self.hold.backend.watch(&self.hold.info.key) {
+        let mut watch = match self.hold.backend.watch(&self.hold.info.key).await {
             Ok(w) => w,
             Err(e) => return e,
         };
@@ -489,7 +532,7 @@ impl<B: Backend> Guard<B> {
             }
             tokio::select! {
                 () = self.revoked() => {}
-                r = self.hold.backend.wait_async(&mut watch, None, None) => {
+                r = self.hold.backend.wait(&mut watch, None, None) => {
                     if let Err(e) = r {
                         return e;
                     }
@@ -526,7 +569,7 @@ impl<B: Backend> Guard<B> {
     /// A panic in `f` propagates; the fence is dropped on the way (state
     /// lock and mutex released), and the guard stays usable.
     ///
-    /// [`Transcript::append`]: crate::transcript::Transcript::append
+    /// [`Transcript::append`]: crate::backend::file::transcript::Transcript::append
     ///
     /// # Errors
     /// As [`Guard::check`]; `f` does not run on error.
@@ -535,18 +578,38 @@ impl<B: Backend> Guard<B> {
         if InsideFence::contains(id) {
             return Ok(f());
         }
-        let st = lock(&self.hold.state);
-        let result = match (&st.phase, &st.lease) {
-            (Phase::Held, Some(lease)) => self.hold.backend.fenced(lease, || {
-                let _inside = InsideFence::enter(id);
-                f()
-            }),
-            (phase, _) => return Err(self.hold.gone_error(phase)),
-        };
-        drop(st);
+        let _ops = block_on(self.hold.ops.lock());
+        let lease = self.hold.lease()?;
+        let result = block_on(self.hold.backend.fenced(&lease, || {
+            let _inside = InsideFence::enter(id);
+            f()
+        }));
         if let Err(Error::Revoked { cause, .. }) = &result {
             // Someone else removed or replaced our lock: revoke, so that
             // every later check and write fails the same way.
+            self.hold.revoke(None, *cause);
+        }
+        result
+    }
+
+    /// Runs a store mutation with this guard's lease ([`Held`]): only while
+    /// the guard holds it, one operation of this acquisition at a time. The
+    /// store runs the epoch check and the mutation as one unit; inside this
+    /// acquisition's own [`Guard::with_fence`] it is told the fence is held
+    /// already. A mutation refused because the lock was removed or replaced
+    /// revokes the guard, as [`Guard::with_fence`] does.
+    pub(crate) async fn with_lease<T, F>(&self, op: impl FnOnce(Held<B::Lease>) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        if InsideFence::contains(self.hold.id()) {
+            let lease = self.hold.lease()?;
+            return op(Held::new(lease, true)).await;
+        }
+        let _ops = self.hold.ops.lock().await;
+        let lease = self.hold.lease()?;
+        let result = op(Held::new(lease, false)).await;
+        if let Err(Error::Revoked { cause, .. }) = &result {
             self.hold.revoke(None, *cause);
         }
         result
@@ -565,20 +628,20 @@ impl<B: Backend> Guard<B> {
         if self.hold.fenced_here() {
             return Err(self.hold.inside_fence_error("extend the session lock"));
         }
-        let mut st = lock(&self.hold.state);
-        let HoldState { phase, lease, .. } = &mut *st;
-        match (phase, lease) {
-            (Phase::Held, Some(lease)) => {
-                if let Err(e) = self.hold.backend.republish(lease, &self.hold.req, false) {
-                    drop(st);
-                    if let Error::Revoked { cause, .. } = &e {
-                        self.hold.revoke(None, *cause);
-                    }
-                    return Err(e);
-                }
-                *lock(&self.hold.published) = B::info(lease).payload.clone();
+        let _ops = block_on(self.hold.ops.lock());
+        let lease = self.hold.lease()?;
+        if let Err(e) = block_on(self.hold.backend.republish(&lease, &self.hold.req, false)) {
+            if let Error::Revoked { cause, .. } = &e {
+                self.hold.revoke(None, *cause);
             }
-            (phase, _) => return Err(self.hold.gone_error(phase)),
+            return Err(e);
+        }
+        *lock(&self.hold.published) = B::info(&lease).payload;
+        let mut st = lock(&self.hold.state);
+        if !matches!(st.phase, Phase::Held) {
+            // Only this acquisition's own operations change the phase, and
+            // they wait for `ops`: not reached.
+            return Err(self.hold.gone_error(&st.phase));
         }
         if let Some(old) = st.revocation.take() {
             watchdog::cancel(old);

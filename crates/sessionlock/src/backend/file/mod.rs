@@ -8,7 +8,7 @@
 //!   named `s.jsonl.lock.tmp-<token>`) and `link()`ed to the lock name, which
 //!   fails if a lock exists.
 //! - `s.jsonl.epoch`: the session's last epoch as one record of 20 decimal
-//!   digits and `\n` (see [`crate::epoch`]); empty, corrupt or longer than
+//!   digits and `\n` (see [`crate::backend::file::epoch`]); empty, corrupt or longer than
 //!   its record, it reads as a wall-clock floor above every earlier epoch,
 //!   and the next write replaces it whole.
 //!   An exclusive `flock` on it is the session's *state lock*: every publish,
@@ -33,16 +33,76 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::unix::AsyncFd;
 
-use super::{
-    Attempt, Backend, Inspection, LeaseInfo, LeaseRequest, SessionKey, Stamp, TranscriptBackend,
+pub mod confine;
+pub mod epoch;
+pub mod fence;
+pub mod fs;
+pub mod fscheck;
+pub mod transcript;
+
+use crate::backend::{
+    Inspection, LeaseInfo, LeaseRequest, LockBackend, Outcome, SessionId, StoreBackend,
 };
-use crate::confine;
-use crate::epoch;
 use crate::error::{Error, LossCause, Result};
-use crate::fs::{Fs, RealFs};
+use crate::identity::{self, Liveness};
 use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
+use crate::sync::lock;
 use crate::sys::{self, DirWatch, FlockKind};
-use crate::transcript::Transcript;
+use fs::{Fs, RealFs};
+use transcript::Transcript;
+
+/// A session as the file backend names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// The canonical session file (spec §0): every path to one file gives the
+    /// same value.
+    pub session: PathBuf,
+    /// The lock file, `<session>.lock`.
+    pub lock_path: PathBuf,
+}
+
+impl SessionId for FileKey {
+    fn session(&self) -> &OsStr {
+        self.session.as_os_str()
+    }
+
+    fn locator(&self) -> &OsStr {
+        self.lock_path.as_os_str()
+    }
+}
+
+/// Which version of a lock file an inspection saw: device, inode, size and
+/// times. Remove-if-unchanged removes a lock only if all of them still
+/// match (the ctime aside, which the removal's own rename changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time in nanoseconds since the epoch.
+    pub ctime_ns: i128,
+}
+
+impl FileVersion {
+    /// The version a file's metadata describes.
+    pub fn of(m: &std::fs::Metadata) -> FileVersion {
+        FileVersion {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+/// A lock file as inspected.
+pub type FileInspection = Inspection<FileVersion>;
 
 /// Longest sleep of a waiter that has notifications: a safety net against a
 /// missed event, not a polling interval.
@@ -164,13 +224,25 @@ impl FileBackend {
         Ok(self)
     }
 
+    /// Opens (creating if needed) the transcript of `session`, resolved as
+    /// its lock's key is, through this backend's file system: the blocking
+    /// twin of [`StoreBackend::open_store`].
+    ///
+    /// # Errors
+    /// As [`LockBackend::key`]; `Io`, `InvalidPath` when the transcript
+    /// cannot be opened.
+    pub fn open_transcript(&self, session: impl AsRef<Path>) -> Result<Transcript> {
+        let key = self.key(session.as_ref())?;
+        Transcript::open_canonical(key.session, self.fs.clone())
+    }
+
     /// The sessions root this backend is confined to, if any (canonical).
     pub fn root(&self) -> Option<&Path> {
         self.root.as_deref()
     }
 
     /// The epoch (state) file of a session.
-    pub fn epoch_path(key: &SessionKey) -> PathBuf {
+    pub fn epoch_path(key: &FileKey) -> PathBuf {
         with_suffix(&key.session, ".epoch")
     }
 }
@@ -178,13 +250,43 @@ impl FileBackend {
 /// A lease published by the file backend.
 #[derive(Debug)]
 pub struct FileLease {
-    info: LeaseInfo,
-    /// Our lock file, kept open: while it is open its inode number cannot be
-    /// reused, so "the lock path has our inode" proves the lock is ours.
-    lock: File,
-    ino: (u64, u64),
+    key: FileKey,
+    /// What a republish changes. Operations on one lease are serialized by
+    /// its guard (the watchdog's revocation aside, which only reads), so
+    /// this is taken briefly, never across a wait.
+    cur: std::sync::Mutex<Published>,
     /// The session's state file, kept open for fenced writes.
     state: File,
+}
+
+#[derive(Debug)]
+struct Published {
+    payload: Payload,
+    epoch: u64,
+    /// Our lock file, kept open (never read): while it is open its inode
+    /// number cannot be reused, so "the lock path has our inode" proves the
+    /// lock is ours.
+    #[allow(dead_code)]
+    lock: File,
+    ino: (u64, u64),
+}
+
+impl FileLease {
+    /// The session.
+    pub fn key(&self) -> &FileKey {
+        &self.key
+    }
+
+    /// This lease's epoch and lock inode, as of now.
+    fn epoch_ino(&self) -> (u64, (u64, u64)) {
+        let cur = lock(&self.cur);
+        (cur.epoch, cur.ino)
+    }
+
+    /// This lease's token, for naming side files.
+    fn token(&self) -> Option<String> {
+        lock(&self.cur).payload.token.clone()
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -193,7 +295,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn sibling(key: &SessionKey, kind: &str, token: &str) -> PathBuf {
+fn sibling(key: &FileKey, kind: &str, token: &str) -> PathBuf {
     with_suffix(&key.lock_path, &format!(".{kind}-{token}"))
 }
 
@@ -250,7 +352,7 @@ fn not_regular(path: &Path, m: &std::fs::Metadata) -> Error {
 /// symlinks, and the file itself resolved where it is a symlink. Creates the
 /// directory if missing (only inside `root`, when given). A symlink someone
 /// untrusted may have planted is not followed (see `confine`).
-fn canonical_session(path: &Path, root: Option<&Path>) -> Result<PathBuf> {
+fn canonical_session(path: &Path, root: Option<&Path>, create: bool) -> Result<Option<PathBuf>> {
     let mut cur = if path.is_absolute() {
         path.to_owned()
     } else {
@@ -268,6 +370,9 @@ fn canonical_session(path: &Path, root: Option<&Path>) -> Result<PathBuf> {
         let dir = match std::fs::canonicalize(parent) {
             Ok(dir) => dir,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
                 if let Some(root) = root {
                     confine::check_creatable(root, parent, path)?;
                 }
@@ -286,7 +391,7 @@ fn canonical_session(path: &Path, root: Option<&Path>) -> Result<PathBuf> {
                     .map_err(|e| Error::io("read symlink", &candidate, e))?;
                 cur = dir.join(target);
             }
-            _ => return Ok(candidate),
+            _ => return Ok(Some(candidate)),
         }
     }
     Err(Error::InvalidPath {
@@ -381,33 +486,64 @@ fn lock_state<'a>(
     deadline: Option<Instant>,
 ) -> Result<StateLock<'a>> {
     let started = Instant::now();
-    let mut backoff = STATE_POLL_MIN;
+    // Free, or held for microseconds by another sessionlock process: spin.
+    loop {
+        if try_lock_state(path, file, kind)? {
+            return Ok(StateLock { file });
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(state_busy(path, file, started.elapsed()));
+        }
+        if started.elapsed() >= STATE_SPIN {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    // Held longer: wait with backoff, off an async runtime's worker threads.
+    crate::blocking::offload(|| wait_state(path, file, kind, deadline, started))?;
+    Ok(StateLock { file })
+}
+
+/// One try at the state lock: whether we got it (on a state file that is
+/// still linked: a file removed meanwhile is reopened and tried again).
+fn try_lock_state(path: &Path, file: &mut File, kind: FlockKind) -> Result<bool> {
     loop {
         if !sys::try_flock(file, kind).map_err(|e| Error::io("lock epoch file", path, e))? {
-            let now = Instant::now();
-            let Some(left) = deadline.map_or(Some(backoff), |d| d.checked_duration_since(now))
-            else {
-                return Err(state_busy(path, file, started.elapsed()));
-            };
-            if left.is_zero() {
-                return Err(state_busy(path, file, started.elapsed()));
-            }
-            if now.duration_since(started) < STATE_SPIN {
-                std::thread::yield_now();
-                continue;
-            }
-            std::thread::sleep(backoff.min(left));
-            backoff = (backoff * 2).min(STATE_POLL_MAX);
-            continue;
+            return Ok(false);
         }
         let held = file
             .metadata()
             .map_err(|e| Error::io("stat epoch file", path, e))?;
         if held.nlink() > 0 {
-            return Ok(StateLock { file });
+            return Ok(true);
         }
         let _ = sys::funlock(file);
         *file = open_state(path)?;
+    }
+}
+
+/// Polls for the state lock with backoff until `deadline`.
+fn wait_state(
+    path: &Path,
+    file: &mut File,
+    kind: FlockKind,
+    deadline: Option<Instant>,
+    started: Instant,
+) -> Result<()> {
+    let mut backoff = STATE_POLL_MIN;
+    loop {
+        if try_lock_state(path, file, kind)? {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let Some(left) = deadline.map_or(Some(backoff), |d| d.checked_duration_since(now)) else {
+            return Err(state_busy(path, file, started.elapsed()));
+        };
+        if left.is_zero() {
+            return Err(state_busy(path, file, started.elapsed()));
+        }
+        std::thread::sleep(backoff.min(left));
+        backoff = (backoff * 2).min(STATE_POLL_MAX);
     }
 }
 
@@ -538,7 +674,7 @@ fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
 /// before the link (`O_TMPFILE`) where the file system allows; elsewhere it
 /// is a named temporary file, removed after the link.
 fn publish_file(
-    key: &SessionKey,
+    key: &FileKey,
     req: &LeaseRequest,
     payload: &Payload,
     token: &str,
@@ -575,7 +711,7 @@ fn share_with_openclaw(f: &File, req: &LeaseRequest, path: &Path) -> Result<()> 
 /// Writes a payload to a fresh private file beside the lock (readable by
 /// OpenClaw in compatible mode).
 fn write_temp(
-    key: &SessionKey,
+    key: &FileKey,
     req: &LeaseRequest,
     payload: &Payload,
     token: &str,
@@ -609,7 +745,7 @@ fn dup(path: &Path, f: &File) -> Result<File> {
 
 /// Whether the lock name no longer denotes the lock `ino` we published, and
 /// how: removed, or replaced by another file.
-fn lost_lock(key: &SessionKey, ino: (u64, u64)) -> Result<Option<LossCause>> {
+fn lost_lock(key: &FileKey, ino: (u64, u64)) -> Result<Option<LossCause>> {
     Ok(match lstat(&key.lock_path)? {
         Some(m) if (m.dev(), m.ino()) == ino => None,
         Some(_) => Some(LossCause::Replaced),
@@ -686,11 +822,11 @@ impl FileBackend {
     /// Publishes a lease with epoch `floor + 1`. Must run under the state lock.
     fn publish(
         &self,
-        key: &SessionKey,
+        key: &FileKey,
         state: File,
         floor: u64,
         req: &LeaseRequest,
-    ) -> Result<Attempt<FileLease>> {
+    ) -> Result<Outcome<FileLease, FileVersion>> {
         let epoch_path = Self::epoch_path(key);
         // Every sessionlock publisher holds the state lock, so a lock that is
         // absent now stays absent until our link (only a foreign writer could
@@ -698,8 +834,8 @@ impl FileBackend {
         // holds the lock would fence that rightful holder.
         if lstat(&key.lock_path)?.is_some() {
             return Ok(self
-                .inspect(key)?
-                .map_or(Attempt::Changed, |i| Attempt::Busy(Box::new(i))));
+                .inspect_now(key)?
+                .map_or(Outcome::Changed, |i| Outcome::Busy(Box::new(i))));
         }
         let epoch = next_epoch(&epoch_path, floor)?;
         // The epoch is persisted before the lock appears: a crash between the
@@ -711,20 +847,20 @@ impl FileBackend {
         match linked {
             Ok(()) => {
                 let ino = ino_of(&key.lock_path, &lock)?;
-                Ok(Attempt::Acquired(FileLease {
-                    info: LeaseInfo {
-                        key: key.clone(),
+                Ok(Outcome::Acquired(FileLease {
+                    key: key.clone(),
+                    cur: std::sync::Mutex::new(Published {
                         payload,
                         epoch,
-                    },
-                    lock,
-                    ino,
+                        lock,
+                        ino,
+                    }),
                     state,
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(self
-                .inspect(key)?
-                .map_or(Attempt::Changed, |i| Attempt::Busy(Box::new(i)))),
+                .inspect_now(key)?
+                .map_or(Outcome::Changed, |i| Outcome::Busy(Box::new(i)))),
             Err(e) => Err(Error::io("publish lock file", &key.lock_path, e)),
         }
     }
@@ -734,7 +870,7 @@ impl FileBackend {
     /// under the state lock. Returns whether it removed the lock.
     fn remove_if(
         &self,
-        key: &SessionKey,
+        key: &FileKey,
         is_expected: impl Fn(&std::fs::Metadata) -> bool,
         token: &str,
     ) -> Result<bool> {
@@ -775,8 +911,8 @@ impl FileBackend {
     /// `None` if the lock is no longer the inspected one.
     fn remove_seen(
         &self,
-        key: &SessionKey,
-        seen: &Inspection,
+        key: &FileKey,
+        seen: &FileInspection,
         path: &Path,
         state: &File,
     ) -> Result<Option<(u64, bool)>> {
@@ -797,21 +933,21 @@ impl FileBackend {
     }
 
     /// Removes the lock `seen` if it is still exactly that version.
-    fn remove_unchanged(&self, key: &SessionKey, seen: &Inspection) -> Result<bool> {
+    fn remove_unchanged(&self, key: &FileKey, seen: &FileInspection) -> Result<bool> {
         match lstat(&key.lock_path)? {
-            Some(m) if Stamp::of(&m) == seen.stamp => {}
+            Some(m) if FileVersion::of(&m) == seen.version => {}
             Some(m) if !m.is_file() => return Err(not_regular(&key.lock_path, &m)),
             _ => return Ok(false),
         }
         // After the rename the ctime differs; everything else must not.
         let same_version = |m: &std::fs::Metadata| {
-            let st = Stamp::of(m);
+            let st = FileVersion::of(m);
             (st.dev, st.ino, st.size, st.mtime_ns)
                 == (
-                    seen.stamp.dev,
-                    seen.stamp.ino,
-                    seen.stamp.size,
-                    seen.stamp.mtime_ns,
+                    seen.version.dev,
+                    seen.version.ino,
+                    seen.version.size,
+                    seen.version.mtime_ns,
                 )
         };
         self.remove_if(key, same_version, &new_token())
@@ -831,7 +967,7 @@ impl FileBackend {
     /// `Io`.
     pub(crate) fn rewrite_invalid_state(
         &self,
-        key: &SessionKey,
+        key: &FileKey,
         deadline: Option<Instant>,
     ) -> Result<Option<u64>> {
         let path = Self::epoch_path(key);
@@ -849,7 +985,7 @@ impl FileBackend {
         if len == 0 || read_record(&path, g.file)?.is_ok() {
             return Ok(None);
         }
-        let published = match self.inspect(key) {
+        let published = match self.inspect_now(key) {
             Ok(Some(seen)) => seen.payload.ok().and_then(|p| p.epoch).unwrap_or(0),
             _ => 0,
         };
@@ -858,52 +994,8 @@ impl FileBackend {
         Ok(Some(epoch))
     }
 
-    fn state_for(&self, key: &SessionKey) -> Result<(PathBuf, File)> {
-        let path = Self::epoch_path(key);
-        let file = open_state(&path)?;
-        Ok((path, file))
-    }
-}
-
-impl Backend for FileBackend {
-    type Lease = FileLease;
-    type Watch = FileWatch;
-
-    fn key(&self, session: &Path) -> Result<SessionKey> {
-        let given = session;
-        let session = canonical_session(session, self.root.as_deref())?;
-        if let Some(root) = &self.root {
-            confine::check_inside(root, &session, given)?;
-        }
-        let name_len = session.file_name().map_or(0, |n| n.len());
-        if name_len > MAX_SESSION_NAME {
-            return Err(Error::InvalidPath {
-                path: session,
-                reason: format!(
-                    "file name is {name_len} bytes, longer than the {MAX_SESSION_NAME} bytes sessionlock accepts (its lock's side files add up to {LONGEST_SIDE_SUFFIX} bytes and must fit the 255-byte file name limit)"
-                ),
-            });
-        }
-        let lock_path = with_suffix(&session, ".lock");
-        Ok(SessionKey { session, lock_path })
-    }
-
-    fn try_acquire(
-        &self,
-        key: &SessionKey,
-        req: &LeaseRequest,
-        deadline: Option<Instant>,
-    ) -> Result<Attempt<FileLease>> {
-        if let Some(seen) = self.inspect(key)? {
-            return Ok(Attempt::Busy(Box::new(seen)));
-        }
-        let (path, mut state) = self.state_for(key)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
-        let floor = read_epoch(&path, g.file)?;
-        self.publish(key, dup(&path, g.file)?, floor, req)
-    }
-
-    fn inspect(&self, key: &SessionKey) -> Result<Option<Inspection>> {
+    /// Reads the lock file, with the local evidence about its holder.
+    pub(crate) fn inspect_now(&self, key: &FileKey) -> Result<Option<FileInspection>> {
         let path = &key.lock_path;
         let file = match OpenOptions::new()
             .read(true)
@@ -938,25 +1030,109 @@ impl Backend for FileBackend {
         } else {
             Payload::parse(&bytes)
         };
+        let (liveness, ours) = match &payload {
+            Ok(p) => identity::judge(p, identity::me()),
+            Err(_) => (Liveness::Unknown, false),
+        };
         Ok(Some(Inspection {
-            lock_path: path.clone(),
             payload,
-            mtime: written_at(&meta),
-            stamp: Stamp::of(&meta),
+            written: written_at(&meta),
+            observed: SystemTime::now(),
+            liveness,
+            ours,
+            version: FileVersion::of(&meta),
         }))
     }
 
-    fn reclaim(
+    /// The key of `session`, resolved as [`LockBackend::key`] does; with
+    /// `create`, creating its directory, else `None` when that is missing.
+    fn key_of(&self, session: &Path, create: bool) -> Result<Option<FileKey>> {
+        let given = session;
+        let Some(session) = canonical_session(session, self.root.as_deref(), create)? else {
+            return Ok(None);
+        };
+        if let Some(root) = &self.root {
+            confine::check_inside(root, &session, given)?;
+        }
+        let name_len = session.file_name().map_or(0, |n| n.len());
+        if name_len > MAX_SESSION_NAME {
+            return Err(Error::InvalidPath {
+                path: session,
+                reason: format!(
+                    "file name is {name_len} bytes, longer than the {MAX_SESSION_NAME} bytes sessionlock accepts (its lock's side files add up to {LONGEST_SIDE_SUFFIX} bytes and must fit the 255-byte file name limit)"
+                ),
+            });
+        }
+        let lock_path = with_suffix(&session, ".lock");
+        Ok(Some(FileKey { session, lock_path }))
+    }
+
+    /// The key of `session` as [`LockBackend::key`] resolves it (through
+    /// symlinked directories and a symlinked file name), but creating
+    /// nothing: `None` when its directory does not exist. What diagnostics
+    /// use, so that they inspect the very lock acquirers take.
+    ///
+    /// # Errors
+    /// As [`LockBackend::key`].
+    pub fn resolve(&self, session: &Path) -> Result<Option<FileKey>> {
+        self.key_of(session, false)
+    }
+
+    fn state_for(&self, key: &FileKey) -> Result<(PathBuf, File)> {
+        let path = Self::epoch_path(key);
+        let file = open_state(&path)?;
+        Ok((path, file))
+    }
+}
+
+impl LockBackend for FileBackend {
+    type Name = Path;
+    type Key = FileKey;
+    type Version = FileVersion;
+    type Lease = FileLease;
+    type Watch = FileWatch;
+
+    fn key(&self, session: &Path) -> Result<FileKey> {
+        match self.key_of(session, true)? {
+            Some(key) => Ok(key),
+            // Only a lookup that may not create gives none.
+            None => Err(Error::InvalidPath {
+                path: session.to_owned(),
+                reason: "its directory cannot be created".into(),
+            }),
+        }
+    }
+
+    async fn try_acquire(
         &self,
-        key: &SessionKey,
-        seen: &Inspection,
+        key: &FileKey,
         req: &LeaseRequest,
         deadline: Option<Instant>,
-    ) -> Result<Attempt<FileLease>> {
+    ) -> Result<Outcome<FileLease, FileVersion>> {
+        if let Some(seen) = self.inspect_now(key)? {
+            return Ok(Outcome::Busy(Box::new(seen)));
+        }
+        let (path, mut state) = self.state_for(key)?;
+        let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
+        let floor = read_epoch(&path, g.file)?;
+        self.publish(key, dup(&path, g.file)?, floor, req)
+    }
+
+    async fn inspect(&self, key: &FileKey) -> Result<Option<FileInspection>> {
+        self.inspect_now(key)
+    }
+
+    async fn reclaim(
+        &self,
+        key: &FileKey,
+        seen: &FileInspection,
+        req: &LeaseRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Outcome<FileLease, FileVersion>> {
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let Some((floor, _)) = self.remove_seen(key, seen, &path, g.file)? else {
-            return Ok(Attempt::Changed);
+            return Ok(Outcome::Changed);
         };
         tracing::info!(
             lock = %key.lock_path.display(),
@@ -966,10 +1142,10 @@ impl Backend for FileBackend {
         self.publish(key, dup(&path, g.file)?, floor, req)
     }
 
-    fn remove_stale(
+    async fn remove_if_unchanged(
         &self,
-        key: &SessionKey,
-        seen: &Inspection,
+        key: &FileKey,
+        seen: &FileInspection,
         deadline: Option<Instant>,
     ) -> Result<bool> {
         // A lock without an epoch (OpenClaw's, or one whose payload cannot be
@@ -1009,35 +1185,46 @@ impl Backend for FileBackend {
         Ok(true)
     }
 
-    fn release(&self, lease: &FileLease) -> Result<bool> {
-        let key = &lease.info.key;
+    async fn release(&self, lease: &FileLease) -> Result<bool> {
+        let key = &lease.key;
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
         let _g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
-        let token = lease.info.payload.token.as_deref().unwrap_or("release");
-        self.remove_if(key, |m| (m.dev(), m.ino()) == lease.ino, token)
+        let (_, ino) = lease.epoch_ino();
+        let token = lease.token();
+        self.remove_if(
+            key,
+            |m| (m.dev(), m.ino()) == ino,
+            token.as_deref().unwrap_or("release"),
+        )
     }
 
-    fn republish(&self, lease: &mut FileLease, req: &LeaseRequest, new_epoch: bool) -> Result<()> {
-        let key = lease.info.key.clone();
+    async fn republish(
+        &self,
+        lease: &FileLease,
+        req: &LeaseRequest,
+        new_epoch: bool,
+    ) -> Result<()> {
+        let key = &lease.key;
+        let (held_epoch, held_ino) = lease.epoch_ino();
         let path = Self::epoch_path(&key);
         let mut state = dup(&path, &lease.state)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
         let current = read_epoch(&path, g.file)?;
-        if current != lease.info.epoch {
+        if current != held_epoch {
             return Err(Error::Fenced {
                 path: key.lock_path.clone(),
-                epoch: lease.info.epoch,
+                epoch: held_epoch,
                 current_epoch: current,
             });
         }
         let lost = |cause| Error::Revoked {
             path: key.lock_path.clone(),
-            epoch: lease.info.epoch,
+            epoch: held_epoch,
             current_epoch: current,
             cause,
         };
-        if let Some(cause) = lost_lock(&key, lease.ino)? {
+        if let Some(cause) = lost_lock(key, held_ino)? {
             return Err(lost(cause));
         }
         let epoch = if new_epoch {
@@ -1049,72 +1236,62 @@ impl Backend for FileBackend {
         };
         let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
-        let (tmp, lock) = write_temp(&key, req, &payload, &token)?;
-        if let Some(cause) = swap_in(&key.lock_path, &tmp, lease.ino)? {
+        let (tmp, file) = write_temp(key, req, &payload, &token)?;
+        if let Some(cause) = swap_in(&key.lock_path, &tmp, held_ino)? {
             return Err(lost(cause));
         }
-        lease.ino = ino_of(&key.lock_path, &lock)?;
-        lease.lock = lock;
-        lease.info.payload = payload;
-        lease.info.epoch = epoch;
+        let ino = ino_of(&key.lock_path, &file)?;
+        *lock(&lease.cur) = Published {
+            payload,
+            epoch,
+            lock: file,
+            ino,
+        };
         Ok(())
     }
 
-    fn revoke(&self, lease: &FileLease) -> Result<u64> {
-        let key = &lease.info.key;
+    async fn revoke(&self, lease: &FileLease) -> Result<u64> {
+        let key = &lease.key;
+        let (held_epoch, held_ino) = lease.epoch_ino();
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
         let deadline = Some(Instant::now() + REVOKE_BOUND);
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let mut current = read_epoch(&path, g.file)?;
-        if current == lease.info.epoch {
+        if current == held_epoch {
             current = next_epoch(&path, current)?;
             write_epoch(&path, g.file, current)?;
         }
-        let token = lease.info.payload.token.as_deref().unwrap_or("revoke");
-        self.remove_if(key, |m| (m.dev(), m.ino()) == lease.ino, token)?;
+        let token = lease.token();
+        self.remove_if(
+            key,
+            |m| (m.dev(), m.ino()) == held_ino,
+            token.as_deref().unwrap_or("revoke"),
+        )?;
         Ok(current)
     }
 
-    fn current_epoch(&self, lease: &FileLease) -> Result<u64> {
-        let path = Self::epoch_path(&lease.info.key);
+    async fn current_epoch(&self, lease: &FileLease) -> Result<u64> {
+        let path = Self::epoch_path(&lease.key);
         let mut state = dup(&path, &lease.state)?;
         let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
         read_epoch(&path, g.file)
     }
 
-    fn fenced<T>(&self, lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
-        let path = Self::epoch_path(&lease.info.key);
-        let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
-        let current = read_epoch(&path, g.file)?;
-        if current != lease.info.epoch {
-            return Err(Error::Fenced {
-                path: lease.info.key.lock_path.clone(),
-                epoch: lease.info.epoch,
-                current_epoch: current,
-            });
-        }
-        // Programs that do not take the state lock (OpenClaw, an operator's
-        // `rm`) can remove or replace the lock without bumping the epoch:
-        // the lock name must still denote the inode we published. One
-        // `statx`; the inode cannot be reused while we keep it open.
-        if let Some(cause) = lost_lock(&lease.info.key, lease.ino)? {
-            return Err(Error::Revoked {
-                path: lease.info.key.lock_path.clone(),
-                epoch: lease.info.epoch,
-                current_epoch: current,
-                cause,
-            });
-        }
-        Ok(f())
+    async fn fenced<T>(&self, lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
+        fenced(lease, f)
     }
 
-    fn info(lease: &FileLease) -> &LeaseInfo {
-        &lease.info
+    fn info(lease: &FileLease) -> LeaseInfo<FileKey> {
+        let cur = lock(&lease.cur);
+        LeaseInfo {
+            key: lease.key.clone(),
+            payload: cur.payload.clone(),
+            epoch: cur.epoch,
+        }
     }
 
-    fn watch(&self, key: &SessionKey) -> Result<FileWatch> {
+    async fn watch(&self, key: &FileKey) -> Result<FileWatch> {
         let dir = key.lock_path.parent().unwrap_or(Path::new("/"));
         let name = key.lock_path.file_name().unwrap_or(OsStr::new(""));
         let notify = self.notify == Notify::Auto
@@ -1142,9 +1319,10 @@ impl Backend for FileBackend {
     fn wait_blocking(
         &self,
         watch: &mut FileWatch,
-        pid: Option<u32>,
+        holder: Option<&FileInspection>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        let pid = holder_pid(holder);
         let started = Instant::now();
         let cap = |t: Option<Duration>, cap: Duration| t.map_or(cap, |t| t.min(cap));
         let WatchKind::Blocking(dw) = &watch.kind else {
@@ -1180,12 +1358,13 @@ impl Backend for FileBackend {
         }
     }
 
-    async fn wait_async(
+    async fn wait(
         &self,
         watch: &mut FileWatch,
-        pid: Option<u32>,
+        holder: Option<&FileInspection>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        let pid = holder_pid(holder);
         let cap = |t: Option<Duration>, cap: Duration| t.map_or(cap, |t| t.min(cap));
         watch.make_async();
         let WatchKind::Async(afd) = &watch.kind else {
@@ -1228,12 +1407,53 @@ impl Backend for FileBackend {
     }
 }
 
-impl TranscriptBackend for FileBackend {
+/// The fence of the file backend: runs `f` only while the lease's epoch is
+/// current and its lock file still the one it published, under a shared
+/// `flock` of the session's state file that reclaim and revocation take
+/// exclusively.
+pub(crate) fn fenced<T>(lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
+    let path = FileBackend::epoch_path(&lease.key);
+    let mut state = dup(&path, &lease.state)?;
+    let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
+    let current = read_epoch(&path, g.file)?;
+    let (epoch, ino) = lease.epoch_ino();
+    if current != epoch {
+        return Err(Error::Fenced {
+            path: lease.key.lock_path.clone(),
+            epoch,
+            current_epoch: current,
+        });
+    }
+    // Programs that do not take the state lock (OpenClaw, an operator's
+    // `rm`) can remove or replace the lock without bumping the epoch:
+    // the lock name must still denote the inode we published. One
+    // `statx`; the inode cannot be reused while we keep it open.
+    if let Some(cause) = lost_lock(&lease.key, ino)? {
+        return Err(Error::Revoked {
+            path: lease.key.lock_path.clone(),
+            epoch,
+            current_epoch: current,
+            cause,
+        });
+    }
+    Ok(f())
+}
+
+/// The process to watch for exit while waiting: an inspected holder the
+/// backend found alive on this machine.
+fn holder_pid(holder: Option<&FileInspection>) -> Option<u32> {
+    let seen = holder?;
+    if seen.liveness != Liveness::Alive {
+        return None;
+    }
+    seen.payload.as_ref().ok()?.pid
+}
+
+impl StoreBackend for FileBackend {
     type Store = Transcript;
 
-    fn open_store(&self, session: &Path) -> Result<Transcript> {
-        let key = self.key(session)?;
-        Transcript::open_canonical(key.session, self.fs.clone())
+    async fn open_store(&self, key: &FileKey) -> Result<Transcript> {
+        Transcript::open_canonical(key.session.clone(), self.fs.clone())
     }
 }
 

@@ -23,7 +23,7 @@
 //! - Each handle keeps a running SHA-256 of the file for its fences, and
 //!   the process shares these digests between handles through a bounded
 //!   cache keyed by the file's device, inode and birth time (see
-//!   [`crate::fence`]): a new handle's first snapshot starts from the cached
+//!   [`crate::backend::file::fence`]): a new handle's first snapshot starts from the cached
 //!   digest when the file only grew and the 64 bytes before the cached end
 //!   are intact (or when size and times are unchanged), reading those 64
 //!   bytes and the appended ones instead of the whole file. Like the
@@ -43,184 +43,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use crate::backend::file::FileBackend;
-use crate::backend::{Backend, Store};
-use crate::classify::ChangeClassifier;
+use super::fence::{forget_cached_digest, DigestCell, Fence};
+use super::fs::{Fs, RealFs};
+use super::{fenced, FileBackend, FileLease};
+use crate::attempt::classify::ChangeClassifier;
+use crate::backend::{Held, LockBackend, TranscriptStore};
+use crate::blocking::{block_on, offload};
 use crate::error::{Error, Result};
-use crate::fence::{forget_cached_digest, Change, DigestCell, Fence};
-use crate::fs::{Fs, RealFs};
-use crate::guard::Guard;
-
-/// One JSON value that a reader can hold as a [`Value`], checked without
-/// building it: the parser visits every token the way `Value` does (numbers
-/// range-checked, strings and escapes validated, the same nesting limit) and
-/// keeps nothing, so memory stays at the parser's. serde's `IgnoredAny`
-/// skips numbers unchecked and would pass entries (`1e400`) that readers
-/// then refuse.
-struct Valid;
-
-impl<'de> Deserialize<'de> for Valid {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Valid, D::Error> {
-        d.deserialize_any(Valid)
-    }
-}
-
-impl<'de> Visitor<'de> for Valid {
-    type Value = Valid;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, _: bool) -> std::result::Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_i64<E>(self, _: i64) -> std::result::Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_u64<E>(self, _: u64) -> std::result::Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_f64<E>(self, _: f64) -> std::result::Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_str<E>(self, _: &str) -> std::result::Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_unit<E>(self) -> std::result::Result<Valid, E> {
-        Ok(Valid)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Valid, A::Error> {
-        while seq.next_element::<Valid>()?.is_some() {}
-        Ok(Valid)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Valid, A::Error> {
-        while map.next_entry::<Valid, Valid>()?.is_some() {}
-        Ok(Valid)
-    }
-}
-
-/// The longest line a reader accepts (64 MiB): a longer one is reported as
-/// an invalid entry rather than read into memory.
-pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
-
-/// How durable a write must be before it is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// In the page cache: survives a process crash, not a machine crash.
-    #[default]
-    None,
-    /// `fdatasync` after the write: the data survives a machine crash.
-    Data,
-    /// `fsync` of the file, and of the directory when the file was created.
-    Full,
-}
-
-/// A final line without `\n`, left by a crash in the middle of a write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TornTail {
-    /// Where the torn bytes start (the end of the last complete line).
-    pub offset: u64,
-    /// How many torn bytes there are.
-    pub len: u64,
-    /// Where [`Transcript::repair`] saved them, if it did.
-    pub saved_to: Option<PathBuf>,
-}
-
-/// Where an append landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Offset of the first byte written.
-    pub offset: u64,
-    /// Bytes written.
-    pub len: u64,
-}
-
-/// One entry of a transcript, with its place in the file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// The JSON value.
-    pub value: Value,
-    /// Offset of its line.
-    pub offset: u64,
-    /// Length of its line, `\n` included.
-    pub len: u64,
-}
-
-/// A batch of entries as JSON text, for [`Transcript::append_raw`]: each
-/// entry is checked to be exactly one JSON value when it is added (without
-/// building the value in memory) and later written as given, so the batch
-/// costs about its own size and the file gets the caller's bytes (a number
-/// spelled `1.50` stays `1.50`).
-///
-/// Only the layout of an entry is normalized: line breaks between tokens
-/// become spaces (so the entry fits on one line; JSON strings cannot contain
-/// raw line breaks, so no value changes) and whitespace around the value is
-/// dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawEntries {
-    /// Complete lines, each ending in `\n`.
-    buf: Vec<u8>,
-    count: usize,
-}
-
-impl RawEntries {
-    /// An empty batch.
-    pub fn new() -> RawEntries {
-        RawEntries::default()
-    }
-
-    /// Adds one entry given as JSON text.
-    ///
-    /// # Errors
-    /// The parser's error when `json` is not exactly one JSON value (with its
-    /// line and column within `json`), or when the entry is longer than
-    /// [`MAX_ENTRY_BYTES`], which readers refuse. The batch is unchanged
-    /// then.
-    pub fn push(&mut self, json: &[u8]) -> std::result::Result<(), serde_json::Error> {
-        serde_json::from_slice::<Valid>(json)?;
-        let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-        let start = json.iter().position(|b| !is_space(b)).unwrap_or(json.len());
-        let end = json
-            .iter()
-            .rposition(|b| !is_space(b))
-            .map_or(start, |i| i + 1);
-        let value = &json[start..end];
-        if value.len() > MAX_ENTRY_BYTES {
-            return Err(serde::de::Error::custom(format!(
-                "the entry is {} bytes; readers accept at most {MAX_ENTRY_BYTES}",
-                value.len()
-            )));
-        }
-        self.buf.reserve(value.len() + 1);
-        // Valid JSON has raw line breaks only between tokens.
-        self.buf.extend(
-            value
-                .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
-        );
-        self.buf.push(b'\n');
-        self.count += 1;
-        Ok(())
-    }
-
-    /// How many entries the batch holds.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The lines as they will be written, each ending in `\n`.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
-    }
-}
+use crate::lock::guard::Guard;
+use crate::store::Valid;
+pub use crate::store::{
+    Appended, Change, Durability, Entry, RawEntries, Read, Takeover, TornTail, MAX_ENTRY_BYTES,
+};
 
 /// What stands at a transcript path instead of a regular file, for messages.
 pub(crate) fn not_regular(path: &Path, ft: std::fs::FileType) -> Error {
@@ -228,7 +64,7 @@ pub(crate) fn not_regular(path: &Path, ft: std::fs::FileType) -> Error {
         path: path.to_owned(),
         reason: format!(
             "is {}, not a regular transcript file",
-            crate::fs::kind_of(ft)
+            crate::backend::file::fs::kind_of(ft)
         ),
     }
 }
@@ -246,7 +82,7 @@ pub struct Transcript {
     /// left a torn line in between.
     checked: Option<u64>,
     /// The running content digest of the file, for fences (a copy of each
-    /// state is kept in the process-wide cache, see [`crate::fence`]).
+    /// state is kept in the process-wide cache, see [`crate::backend::file::fence`]).
     digest: DigestCell,
 }
 
@@ -353,15 +189,18 @@ impl Transcript {
         &self.digest
     }
 
-    fn ready<B: Backend>(&self, guard: &Guard<B>) -> Result<()> {
+    /// Whether this handle may write under `lease`: not poisoned, and the
+    /// lease is of this transcript's session.
+    fn ready(&self, lease: &FileLease) -> Result<()> {
         if self.poisoned {
             return Err(Error::Poisoned {
                 path: self.path.clone(),
             });
         }
-        if guard.session_path() != self.path {
+        let session = &lease.key().session;
+        if *session != self.path {
             return Err(Error::InvalidPath {
-                path: guard.session_path().to_owned(),
+                path: session.clone(),
                 reason: format!(
                     "the guard is for another session than {}",
                     self.path.display()
@@ -369,6 +208,24 @@ impl Transcript {
             });
         }
         Ok(())
+    }
+
+    /// Runs `op`, a mutation of this transcript, as one unit with the
+    /// lease's epoch check: under the file backend's fence, unless the
+    /// caller runs inside it already.
+    fn fenced_unit<T>(
+        &mut self,
+        held: &Held<FileLease>,
+        op: impl FnOnce(&mut Self, u64) -> Result<T>,
+    ) -> Result<T> {
+        let lease = held.lease();
+        self.ready(lease)?;
+        let epoch = FileBackend::info(lease).epoch;
+        if held.inside_fence() {
+            op(self, epoch)
+        } else {
+            fenced(lease, || op(self, epoch))?
+        }
     }
 
     /// Makes sure the handle still writes to the file at the path: another
@@ -405,21 +262,17 @@ impl Transcript {
     /// `Revoked`/`Fenced` when `guard` no longer owns the session (nothing is
     /// written); `Poisoned` after an earlier failure; `Io` when the write or
     /// sync fails (the handle is then poisoned).
-    pub fn append<B: Backend>(
+    pub fn append(
         &mut self,
-        guard: &Guard<B>,
+        guard: &Guard,
         entries: &[Value],
         durability: Durability,
     ) -> Result<Appended> {
-        self.ready(guard)?;
-        let mut buf = Vec::with_capacity(entries.len() * 128);
-        for e in entries {
-            serde_json::to_writer(&mut buf, e)
-                .map_err(|e| Error::io("serialize entry for", &self.path, io::Error::other(e)))?;
-            buf.push(b'\n');
-        }
-        let epoch = guard.epoch();
-        guard.with_fence(|| self.append_fenced(&buf, durability, epoch))?
+        let buf = serialize(entries, &self.path)?;
+        let this = &mut *self;
+        block_on(
+            guard.with_lease(move |held| async move { this.append_held(&held, &buf, durability) }),
+        )
     }
 
     /// Appends entries given as JSON text, byte for byte, with one write,
@@ -427,15 +280,27 @@ impl Transcript {
     ///
     /// # Errors
     /// As [`Transcript::append`].
-    pub fn append_raw<B: Backend>(
+    pub fn append_raw(
         &mut self,
-        guard: &Guard<B>,
+        guard: &Guard,
         entries: &RawEntries,
         durability: Durability,
     ) -> Result<Appended> {
-        self.ready(guard)?;
-        let epoch = guard.epoch();
-        guard.with_fence(|| self.append_fenced(entries.as_bytes(), durability, epoch))?
+        let this = &mut *self;
+        block_on(guard.with_lease(move |held| async move {
+            this.append_held(&held, entries.as_bytes(), durability)
+        }))
+    }
+
+    fn append_held(
+        &mut self,
+        held: &Held<FileLease>,
+        buf: &[u8],
+        durability: Durability,
+    ) -> Result<Appended> {
+        self.fenced_unit(held, |this, epoch| {
+            this.append_fenced(buf, durability, epoch)
+        })
     }
 
     fn append_fenced(
@@ -476,7 +341,8 @@ impl Transcript {
     }
 
     fn sync(&mut self, durability: Durability) -> Result<()> {
-        let r = match durability {
+        // An fsync blocks: never on an async runtime's worker thread.
+        let r = offload(|| match durability {
             Durability::None => Ok(()),
             Durability::Data => self.fs.sync_data(&self.file),
             Durability::Full => self.fs.sync_all(&self.file).and_then(|()| {
@@ -486,7 +352,7 @@ impl Transcript {
                 }
                 Ok(())
             }),
-        };
+        });
         r.map_err(|e| self.poison(Error::io("sync transcript", &self.path, e)))
     }
 
@@ -497,10 +363,13 @@ impl Transcript {
     ///
     /// # Errors
     /// `Revoked`/`Fenced`; `Io` (the handle is then poisoned).
-    pub fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>> {
-        self.ready(guard)?;
-        let epoch = guard.epoch();
-        guard.with_fence(|| self.repair_fenced(epoch))?
+    pub fn repair(&mut self, guard: &Guard) -> Result<Option<TornTail>> {
+        let this = &mut *self;
+        block_on(guard.with_lease(move |held| async move { this.repair_held(&held) }))
+    }
+
+    fn repair_held(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
+        self.fenced_unit(held, |this, epoch| offload(|| this.repair_fenced(epoch)))
     }
 
     fn repair_fenced(&mut self, epoch: u64) -> Result<Option<TornTail>> {
@@ -573,7 +442,7 @@ impl Transcript {
             .map_err(io_err("sync transcript", &self.path))?;
         tracing::warn!(path = %self.path.display(), bytes = torn.len, saved_to = %side.display(), "repaired torn transcript tail");
         Ok(Some(TornTail {
-            saved_to: Some(side),
+            saved_to: Some(side.into_os_string()),
             ..torn
         }))
     }
@@ -585,16 +454,16 @@ impl Transcript {
     /// `Revoked`/`Fenced`; `Poisoned`; `Io` (the handle is then poisoned; the
     /// old transcript is left in place unless the failure came after the
     /// rename, in the directory sync or the reopen).
-    pub fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()> {
-        self.ready(guard)?;
-        let mut buf = Vec::new();
-        for e in entries {
-            serde_json::to_writer(&mut buf, e)
-                .map_err(|e| Error::io("serialize entry for", &self.path, io::Error::other(e)))?;
-            buf.push(b'\n');
-        }
-        let epoch = guard.epoch();
-        guard.with_fence(|| self.replace_fenced(&buf, epoch))?
+    pub fn rewrite(&mut self, guard: &Guard, entries: &[Value]) -> Result<()> {
+        let buf = serialize(entries, &self.path)?;
+        let this = &mut *self;
+        block_on(guard.with_lease(move |held| async move { this.rewrite_held(&held, &buf) }))
+    }
+
+    fn rewrite_held(&mut self, held: &Held<FileLease>, content: &[u8]) -> Result<()> {
+        self.fenced_unit(held, |this, epoch| {
+            offload(|| this.replace_fenced(content, epoch))
+        })
     }
 
     /// Keeps the first `keep` complete entries (byte for byte) and drops the
@@ -602,29 +471,34 @@ impl Transcript {
     ///
     /// # Errors
     /// As [`Transcript::rewrite`].
-    pub fn truncate<B: Backend>(&mut self, guard: &Guard<B>, keep: usize) -> Result<()> {
-        self.ready(guard)?;
-        let epoch = guard.epoch();
-        guard.with_fence(|| {
-            let mut kept = Vec::new();
-            let mut reader = BufReader::new(
-                self.fs
-                    .open_read(&self.path)
-                    .map_err(io_err("open transcript", &self.path))?,
-            );
-            let mut line = Vec::new();
-            for _ in 0..keep {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(io_err("read transcript", &self.path))?;
-                if n == 0 || line.last() != Some(&b'\n') {
-                    break;
+    pub fn truncate(&mut self, guard: &Guard, keep: usize) -> Result<()> {
+        let this = &mut *self;
+        block_on(guard.with_lease(move |held| async move { this.truncate_held(&held, keep) }))
+    }
+
+    fn truncate_held(&mut self, held: &Held<FileLease>, keep: usize) -> Result<()> {
+        self.fenced_unit(held, |this, epoch| {
+            offload(|| {
+                let mut kept = Vec::new();
+                let mut reader = BufReader::new(
+                    this.fs
+                        .open_read(&this.path)
+                        .map_err(io_err("open transcript", &this.path))?,
+                );
+                let mut line = Vec::new();
+                for _ in 0..keep {
+                    line.clear();
+                    let n = reader
+                        .read_until(b'\n', &mut line)
+                        .map_err(io_err("read transcript", &this.path))?;
+                    if n == 0 || line.last() != Some(&b'\n') {
+                        break;
+                    }
+                    kept.extend_from_slice(&line);
                 }
-                kept.extend_from_slice(&line);
-            }
-            self.replace_fenced(&kept, epoch)
-        })?
+                this.replace_fenced(&kept, epoch)
+            })
+        })
     }
 
     fn replace_fenced(&mut self, content: &[u8], epoch: u64) -> Result<()> {
@@ -677,6 +551,24 @@ impl Transcript {
         }
     }
 
+    /// Snapshots the transcript for the session epoch `epoch` (a fence, see
+    /// [`crate::fence`]): the blocking twin of [`TranscriptStore::snapshot`].
+    ///
+    /// # Errors
+    /// `Io` when it cannot be examined.
+    pub fn snapshot(&self, epoch: u64) -> Result<Fence> {
+        Fence::take(self, epoch)
+    }
+
+    /// What changed since `fence`, judged by `classifier`: the blocking twin
+    /// of [`TranscriptStore::check`].
+    ///
+    /// # Errors
+    /// `Io` when it cannot be examined.
+    pub fn check(&self, fence: &Fence, classifier: &dyn ChangeClassifier) -> Result<Change> {
+        fence.check(self.fs.as_ref(), classifier)
+    }
+
     /// Streams the transcript's entries from the start.
     ///
     /// # Errors
@@ -686,40 +578,60 @@ impl Transcript {
     }
 }
 
-impl Store for Transcript {
-    type Fence = Fence;
+impl TranscriptStore<FileBackend> for Transcript {
+    type Snapshot = Fence;
 
-    fn append<B: Backend>(
+    async fn append(
         &mut self,
-        guard: &Guard<B>,
-        entries: &[Value],
-        durability: Durability,
-    ) -> Result<Appended> {
-        Transcript::append(self, guard, entries, durability)
-    }
-    fn append_raw<B: Backend>(
-        &mut self,
-        guard: &Guard<B>,
+        held: &Held<FileLease>,
         entries: &RawEntries,
         durability: Durability,
     ) -> Result<Appended> {
-        Transcript::append_raw(self, guard, entries, durability)
+        self.append_held(held, entries.as_bytes(), durability)
     }
-    fn rewrite<B: Backend>(&mut self, guard: &Guard<B>, entries: &[Value]) -> Result<()> {
-        Transcript::rewrite(self, guard, entries)
+
+    async fn rewrite(&mut self, held: &Held<FileLease>, entries: &RawEntries) -> Result<()> {
+        self.rewrite_held(held, entries.as_bytes())
     }
-    fn truncate<B: Backend>(&mut self, guard: &Guard<B>, keep: usize) -> Result<()> {
-        Transcript::truncate(self, guard, keep)
+
+    async fn truncate(&mut self, held: &Held<FileLease>, keep: usize) -> Result<()> {
+        self.truncate_held(held, keep)
     }
-    fn repair<B: Backend>(&mut self, guard: &Guard<B>) -> Result<Option<TornTail>> {
-        Transcript::repair(self, guard)
+
+    async fn repair(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
+        self.repair_held(held)
     }
-    fn snapshot(&self, epoch: u64) -> Result<Fence> {
-        Fence::take(self, epoch)
+
+    async fn read(&self) -> Result<Read> {
+        let mut reader = self.reader()?;
+        let mut entries = Vec::new();
+        for entry in reader.by_ref() {
+            entries.push(entry?.value);
+        }
+        Ok(Read {
+            entries,
+            torn: reader.torn_tail().cloned(),
+        })
     }
-    fn check(&self, fence: &Fence, classifier: &dyn ChangeClassifier) -> Result<Change> {
-        fence.check(self.fs.as_ref(), classifier)
+
+    async fn snapshot(&self, epoch: u64) -> Result<Fence> {
+        Transcript::snapshot(self, epoch)
     }
+
+    async fn check(&self, fence: &Fence, classifier: &dyn ChangeClassifier) -> Result<Change> {
+        Transcript::check(self, fence, classifier)
+    }
+}
+
+/// Serializes entries as JSONL lines.
+fn serialize(entries: &[Value], path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(entries.len() * 128);
+    for e in entries {
+        serde_json::to_writer(&mut buf, e)
+            .map_err(|e| Error::io("serialize entry for", path, io::Error::other(e)))?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
 }
 
 /// Finds a torn final line: the bytes after the last `\n`. Reads backwards

@@ -6,13 +6,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::acquire::holder_from;
-use crate::backend::file::FileBackend;
-use crate::backend::{Backend, Inspection, SessionKey};
+use crate::backend::file::{FileBackend, FileInspection, FileKey};
+use crate::backend::SessionId;
 use crate::config::Settings;
 use crate::error::{Error, Holder, Result};
-use crate::identity::{Liveness, SelfIdentity};
-use crate::reclaim::{self, Action, Policy};
+use crate::identity::Liveness;
+use crate::lock::acquire::{held_here, holder_from};
+use crate::lock::reclaim::{self, Action, Policy};
 
 /// One lock, explained.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ use crate::reclaim::{self, Action, Policy};
 pub struct LockStatus {
     /// The session file the lock guards.
     pub session: PathBuf,
+    /// The session's key (with its lock path).
+    pub key: FileKey,
     /// The holder, its liveness and the stale reasons.
     pub holder: Holder,
     /// The liveness verdict.
@@ -32,7 +34,7 @@ pub struct LockStatus {
     /// What a contender would do now.
     pub action: Action,
     /// The raw inspection.
-    pub inspection: Inspection,
+    pub inspection: FileInspection,
 }
 
 /// The policy used to explain locks: the given settings, with the long (30 s)
@@ -54,41 +56,21 @@ pub fn policy(settings: &Settings) -> Policy {
 /// `InvalidPath` for a symlink or non-regular lock; `Io`.
 pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<LockStatus>> {
     let backend = FileBackend::default();
-    // Resolve the directory as acquirers do, so the registry lookup below
-    // finds this process's own holds.
-    let session = match (session.parent(), session.file_name()) {
-        (Some(dir), Some(name)) => {
-            std::fs::canonicalize(dir).map_or_else(|_| session.to_owned(), |d| d.join(name))
-        }
-        _ => session.to_owned(),
-    };
-    let session = session.as_path();
-    let key = SessionKey {
-        session: session.to_owned(),
-        lock_path: {
-            let mut s = session.as_os_str().to_owned();
-            s.push(".lock");
-            PathBuf::from(s)
-        },
-    };
-    let Some(insp) = backend.inspect(&key)? else {
+    // Resolved as acquirers resolve it (through a symlinked directory or
+    // file name), without creating anything: a session whose directory is
+    // gone has no lock.
+    let Some(key) = backend.resolve(session)? else {
         return Ok(None);
     };
-    let now = SystemTime::now();
-    let me = SelfIdentity::current();
-    // A lock naming our own pid is ours only if this process holds it.
-    let held_here = crate::registry::is_held(&key.lock_path);
-    let a = reclaim::assess(
-        insp.payload.as_ref(),
-        insp.mtime,
-        now,
-        &policy(settings),
-        &me,
-        held_here,
-    );
+    let Some(insp) = backend.inspect_now(&key)? else {
+        return Ok(None);
+    };
+    let now = insp.observed;
+    // A lock of ours is an orphan only if this process does not hold it.
+    let a = reclaim::assess(&insp, &policy(settings), held_here(&key));
     Ok(Some(LockStatus {
-        session: key.session,
-        holder: holder_from(&insp, &a),
+        session: key.session.clone(),
+        holder: holder_from(key.locator(), &insp, &a),
         liveness: a.liveness,
         lease_left: a
             .lease_end
@@ -96,6 +78,7 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
         lease_end: a.lease_end,
         action: a.action,
         inspection: insp,
+        key,
     }))
 }
 
@@ -166,7 +149,7 @@ pub fn openclaw_exposure<'a>(locks: &[&'a LockStatus]) -> Vec<(&'a LockStatus, E
     let oc_uids: Vec<u32> = locks
         .iter()
         .filter(|st| is_openclaw(st))
-        .filter_map(|st| std::fs::symlink_metadata(&st.inspection.lock_path).ok())
+        .filter_map(|st| std::fs::symlink_metadata(&st.key.lock_path).ok())
         .map(|m| m.uid())
         .collect();
     if !locks.iter().any(|st| is_openclaw(st)) {
@@ -184,7 +167,7 @@ pub fn openclaw_exposure<'a>(locks: &[&'a LockStatus]) -> Vec<(&'a LockStatus, E
             if crate::openclaw::process_is_marked(pid) == Some(false) {
                 return Some((st, Exposure::UnmarkedArgv));
             }
-            let m = std::fs::symlink_metadata(&st.inspection.lock_path).ok()?;
+            let m = std::fs::symlink_metadata(&st.key.lock_path).ok()?;
             let world_readable = m.mode() & 0o004 != 0;
             let other_uid = oc_uids.iter().any(|&u| u != m.uid() && u != 0);
             (other_uid && !world_readable).then_some((st, Exposure::Unreadable))

@@ -5,21 +5,21 @@
 //! it with blocking waits, so it never actually suspends, and drives it with a
 //! trivial executor: the two APIs cannot drift apart.
 
-use std::future::Future;
-use std::path::Path;
-use std::pin::pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::any::TypeId;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::file::FileBackend;
-use crate::backend::{Attempt, Backend, Inspection, LeaseRequest, SessionKey};
+use crate::backend::{Inspection, LeaseRequest, LockBackend, Outcome, SessionId};
+use crate::blocking::block_on;
 use crate::config::{Config, HoldExceededPolicy, Settings};
 use crate::error::{Error, Holder, Result, TryAcquireError};
-use crate::guard::{Guard, Hold};
-use crate::identity::SelfIdentity;
-use crate::reclaim::{self, Action, Assessment, Policy};
-use crate::registry::{self, Entry, Turn};
+use crate::identity::me;
+use crate::lock::guard::{Guard, Hold};
+use crate::lock::reclaim::{self, Action, Assessment, Policy};
+use crate::lock::registry::{self, Entry, Turn};
 
 /// Options of one acquisition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,12 +135,12 @@ impl Default for LockOptions {
 /// the process-global registry, so every holder and waiter of one session in
 /// this process queues in one FIFO line.
 #[derive(Debug)]
-pub struct SessionLock<B: Backend = FileBackend> {
+pub struct SessionLock<B: LockBackend = FileBackend> {
     backend: Arc<B>,
     options: LockOptions,
 }
 
-impl<B: Backend> Clone for SessionLock<B> {
+impl<B: LockBackend> Clone for SessionLock<B> {
     fn clone(&self) -> Self {
         SessionLock {
             backend: self.backend.clone(),
@@ -198,11 +198,6 @@ const ASYNC_STATE_SLICE: Duration = Duration::from_millis(2);
 /// The async sleep between two slices.
 const STATE_PAUSE: Duration = Duration::from_millis(5);
 
-pub(crate) fn me() -> &'static SelfIdentity {
-    static ME: OnceLock<SelfIdentity> = OnceLock::new();
-    ME.get_or_init(SelfIdentity::current)
-}
-
 /// Converts a wall-clock instant into a monotonic one (for timers); `None`
 /// for one too far ahead to represent (no timer needed: the budget or the
 /// safety net ends the wait first).
@@ -214,11 +209,21 @@ fn instant_at(t: SystemTime) -> Option<Instant> {
     }
 }
 
-/// Describes the holder of an inspected lock.
-pub(crate) fn holder_from(insp: &Inspection, a: &Assessment) -> Holder {
+/// The process-wide queue of a session.
+pub(crate) fn slot_of<K: SessionId>(key: &K) -> Arc<registry::Slot> {
+    registry::slot(TypeId::of::<K>(), key.locator())
+}
+
+/// Whether this process holds (or is handing over) the lock of `key`.
+pub(crate) fn held_here<K: SessionId>(key: &K) -> bool {
+    registry::is_held(TypeId::of::<K>(), key.locator())
+}
+
+/// Describes the holder of an inspected lock, found at `locator`.
+pub(crate) fn holder_from<V>(locator: &OsStr, insp: &Inspection<V>, a: &Assessment) -> Holder {
     let p = insp.payload.as_ref().ok();
     Holder {
-        lock_path: insp.lock_path.clone(),
+        lock_path: PathBuf::from(locator),
         pid: p.and_then(|p| p.pid),
         hostname: p.and_then(|p| p.hostname.clone()),
         alive: a.liveness.presumed_alive(),
@@ -244,24 +249,17 @@ impl LockOptions {
     }
 }
 
-/// Classifies an inspected lock as a contender: now, from this process,
-/// which holds the turn, so nothing of this process holds the key and a lock
-/// naming our pid is an orphan.
-fn assess(seen: &Inspection, policy: &Policy) -> Assessment {
-    reclaim::assess(
-        seen.payload.as_ref(),
-        seen.mtime,
-        SystemTime::now(),
-        policy,
-        me(),
-        false,
-    )
+/// Classifies an inspected lock as a contender: from this process, which
+/// holds the turn, so nothing of this process holds the key and a lock of
+/// ours is an orphan.
+fn assess<V>(seen: &Inspection<V>, policy: &Policy) -> Assessment {
+    reclaim::assess(seen, policy, false)
 }
 
 /// Logs a reclaim of a live foreign holder past its lease: it cannot be
 /// fenced, so it may go on writing beside the new holder (spec §15; seed
 /// incident #89673 requires the reclaim anyway under policy `reclaim`).
-fn log_unfenced_reclaim(seen: &Inspection, a: &Assessment) {
+fn log_unfenced_reclaim<V>(locator: &OsStr, seen: &Inspection<V>, a: &Assessment) {
     let Ok(p) = seen.payload.as_ref() else {
         return;
     };
@@ -276,7 +274,7 @@ fn log_unfenced_reclaim(seen: &Inspection, a: &Assessment) {
         .and_then(|end| SystemTime::now().duration_since(end).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     tracing::warn!(
-        lock = %seen.lock_path.display(),
+        lock = %std::path::Path::new(locator).display(),
         holder_pid = p.pid.unwrap_or(0),
         owner = crate::openclaw::owner_of(p),
         past_lease_ms = past_ms,
@@ -305,7 +303,7 @@ fn timeout_ms(opts: &LockOptions) -> u64 {
     })
 }
 
-impl<B: Backend> SessionLock<B> {
+impl<B: LockBackend> SessionLock<B> {
     /// A lock manager over any backend, with default options for
     /// [`SessionLock::acquire`].
     pub fn with_backend(backend: B, options: LockOptions) -> Self {
@@ -334,7 +332,7 @@ impl<B: Backend> SessionLock<B> {
     /// when a symlink or non-regular file stands at the lock path; `Io`;
     /// `Misuse` when called, without reentrancy, inside a
     /// [`Guard::with_fence`] of this session on the same thread.
-    pub fn acquire(&self, session: impl AsRef<Path>) -> Result<Guard<B>> {
+    pub fn acquire(&self, session: impl AsRef<B::Name>) -> Result<Guard<B>> {
         self.acquire_with(session, &self.options)
     }
 
@@ -342,7 +340,11 @@ impl<B: Backend> SessionLock<B> {
     ///
     /// # Errors
     /// As [`SessionLock::acquire`].
-    pub fn acquire_with(&self, session: impl AsRef<Path>, opts: &LockOptions) -> Result<Guard<B>> {
+    pub fn acquire_with(
+        &self,
+        session: impl AsRef<B::Name>,
+        opts: &LockOptions,
+    ) -> Result<Guard<B>> {
         block_on(self.acquire_core(session.as_ref(), opts, Mode::Blocking))
     }
 
@@ -356,7 +358,7 @@ impl<B: Backend> SessionLock<B> {
     /// Cancel safe at every await point: dropping the future leaves nothing
     /// queued or held. A lock handed to it by an in-process hand-off is passed
     /// on to the next waiter, or released.
-    pub async fn acquire_async(&self, session: impl AsRef<Path>) -> Result<Guard<B>> {
+    pub async fn acquire_async(&self, session: impl AsRef<B::Name>) -> Result<Guard<B>> {
         self.acquire_core(session.as_ref(), &self.options, Mode::Async)
             .await
     }
@@ -370,7 +372,7 @@ impl<B: Backend> SessionLock<B> {
     /// As [`SessionLock::acquire_async`].
     pub async fn acquire_async_with(
         &self,
-        session: impl AsRef<Path>,
+        session: impl AsRef<B::Name>,
         opts: &LockOptions,
     ) -> Result<Guard<B>> {
         self.acquire_core(session.as_ref(), opts, Mode::Async).await
@@ -381,7 +383,7 @@ impl<B: Backend> SessionLock<B> {
     ///
     /// # Errors
     /// `WouldBlock` naming the holder; `Failed` as [`SessionLock::acquire`].
-    pub fn try_acquire(&self, session: impl AsRef<Path>) -> Result<Guard<B>, TryAcquireError> {
+    pub fn try_acquire(&self, session: impl AsRef<B::Name>) -> Result<Guard<B>, TryAcquireError> {
         let opts = self.options.clone().timeout(Some(Duration::ZERO));
         match self.acquire_with(session, &opts) {
             Ok(g) => Ok(g),
@@ -394,30 +396,30 @@ impl<B: Backend> SessionLock<B> {
     /// right now (diagnostics; the value may change at once).
     ///
     /// # Errors
-    /// As [`Backend::key`].
-    pub fn queued(&self, session: impl AsRef<Path>) -> Result<usize> {
+    /// As [`LockBackend::key`].
+    pub fn queued(&self, session: impl AsRef<B::Name>) -> Result<usize> {
         let key = self.backend.key(session.as_ref())?;
-        Ok(registry::slot(&key.lock_path).queue_len())
+        Ok(slot_of(&key).queue_len())
     }
 
     /// Who blocks an in-process waiter: this process's holder, or, while this
     /// process is itself still waiting across processes, the lock's holder.
-    fn current_holder(
+    async fn current_holder(
         &self,
-        key: &SessionKey,
+        key: &B::Key,
         slot: &registry::Slot,
         opts: &LockOptions,
     ) -> Holder {
         if let Some(h) = slot.holder() {
             return h;
         }
-        match self.backend.inspect(key) {
+        match self.backend.inspect(key).await {
             Ok(Some(seen)) => {
                 let a = assess(&seen, &opts.policy());
-                holder_from(&seen, &a)
+                holder_from(key.locator(), &seen, &a)
             }
             _ => Holder {
-                lock_path: key.lock_path.clone(),
+                lock_path: PathBuf::from(key.locator()),
                 pid: Some(me().pid),
                 hostname: Some(me().hostname.clone()),
                 alive: true,
@@ -448,12 +450,28 @@ impl<B: Backend> SessionLock<B> {
         }
     }
 
+    /// Acquires the lock of a session already resolved to its key, without
+    /// blocking the runtime's threads (what the attempt controller, which
+    /// resolves its session once, uses).
+    pub(crate) async fn acquire_key_async(
+        &self,
+        key: &B::Key,
+        opts: &LockOptions,
+    ) -> Result<Guard<B>> {
+        self.acquire_at(key.clone(), opts, Mode::Async).await
+    }
+
     async fn acquire_core(
         &self,
-        session: &Path,
+        session: &B::Name,
         opts: &LockOptions,
         mode: Mode,
     ) -> Result<Guard<B>> {
+        let key = self.backend.key(session)?;
+        self.acquire_at(key, opts, mode).await
+    }
+
+    async fn acquire_at(&self, key: B::Key, opts: &LockOptions, mode: Mode) -> Result<Guard<B>> {
         // A budget too large for a deadline (`Duration::MAX`) is forever.
         let started = Instant::now();
         let deadline = opts.timeout.and_then(|t| started.checked_add(t));
@@ -461,14 +479,13 @@ impl<B: Backend> SessionLock<B> {
         if opts.openclaw_compat {
             crate::openclaw::warn_if_self_unmarked();
         }
-        let key = self.backend.key(session)?;
-        let slot = registry::slot(&key.lock_path);
+        let slot = slot_of(&key);
 
         if opts.reentrant {
             if let Some(hold) = slot.current_hold::<Hold<B>>() {
                 return Ok(Guard { hold });
             }
-        } else if crate::guard::inside_any_fence() {
+        } else if crate::lock::guard::inside_any_fence() {
             // Called from inside this session's own fence, the turn would
             // never come (its holder is this thread, waiting): say so now.
             if let Some(hold) = slot.current_hold::<Hold<B>>() {
@@ -491,7 +508,7 @@ impl<B: Backend> SessionLock<B> {
                     None => {
                         return Err(Error::Timeout {
                             timeout_ms: timeout_ms(opts),
-                            holder: Box::new(self.current_holder(&key, &slot, opts)),
+                            holder: Box::new(self.current_holder(&key, &slot, opts).await),
                         });
                     }
                 }
@@ -501,12 +518,12 @@ impl<B: Backend> SessionLock<B> {
 
         // A hand-off: the previous in-process holder left the lock published.
         if let Some(parked) = turn.slot().take_parked() {
-            if let Ok(mut lease) = parked.downcast::<B::Lease>() {
-                match self.backend.republish(&mut lease, &req, true) {
+            if let Ok(lease) = parked.downcast::<B::Lease>() {
+                match self.backend.republish(&lease, &req, true).await {
                     Ok(()) => return Ok(self.guard(req, *lease, turn)),
                     Err(e) => {
                         tracing::debug!(error = %e, "handed-off lock was lost; acquiring anew");
-                        let _ = self.backend.release(&lease);
+                        let _ = self.backend.release(&lease).await;
                     }
                 }
             }
@@ -524,7 +541,7 @@ impl<B: Backend> SessionLock<B> {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(Error::Timeout {
                         timeout_ms: timeout_ms(opts),
-                        holder: Box::new(self.current_holder(&key, turn.slot(), opts)),
+                        holder: Box::new(self.current_holder(&key, turn.slot(), opts).await),
                     });
                 }
                 match mode {
@@ -546,54 +563,57 @@ impl<B: Backend> SessionLock<B> {
                     && matches!(r, Err(Error::Timeout { .. }))
                     && state_deadline.is_none_or(|d| Instant::now() < d)
             };
-            let tried = self.backend.try_acquire(&key, &req, slice);
+            let tried = self.backend.try_acquire(&key, &req, slice).await;
             if state_busy(&tried) {
                 tokio::time::sleep(STATE_PAUSE).await;
                 continue;
             }
             let seen = match tried.map_err(|e| with_budget(e, opts))? {
-                Attempt::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
-                Attempt::Changed => {
+                Outcome::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
+                Outcome::Changed => {
                     churn += 1;
                     continue;
                 }
-                Attempt::Busy(seen) => seen,
+                Outcome::Busy(seen) => seen,
             };
             let a = assess(&seen, &policy);
             match a.action {
                 Action::Reclaim => {
-                    let reclaimed = self.backend.reclaim(&key, &seen, &req, slice);
+                    let reclaimed = self.backend.reclaim(&key, &seen, &req, slice).await;
                     if state_busy(&reclaimed) {
                         tokio::time::sleep(STATE_PAUSE).await;
                         continue;
                     }
                     match reclaimed.map_err(|e| with_budget(e, opts))? {
-                        Attempt::Acquired(lease) => {
-                            log_unfenced_reclaim(&seen, &a);
+                        Outcome::Acquired(lease) => {
+                            log_unfenced_reclaim(key.locator(), &seen, &a);
                             return Ok(self.guard(req, lease, turn));
                         }
-                        Attempt::Busy(_) | Attempt::Changed => churn += 1,
+                        Outcome::Busy(_) | Outcome::Changed => churn += 1,
                     }
                 }
                 Action::Report => {
                     return Err(Error::Stale {
                         reasons: a.reasons,
-                        holder: Box::new(holder_from(&seen, &a)),
+                        holder: Box::new(holder_from(key.locator(), &seen, &a)),
                     })
                 }
-                Action::Wait { until, watch_pid } => {
+                Action::Wait {
+                    until,
+                    watch_holder,
+                } => {
                     churn = 0;
                     let now = Instant::now();
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(Error::Timeout {
                             timeout_ms: timeout_ms(opts),
-                            holder: Box::new(holder_from(&seen, &a)),
+                            holder: Box::new(holder_from(key.locator(), &seen, &a)),
                         });
                     }
                     let Some(w) = watch.as_mut() else {
                         // Arm the watch, then look again: a change between
                         // our look and the arming would otherwise be missed.
-                        watch = Some(self.backend.watch(&key)?);
+                        watch = Some(self.backend.watch(&key).await?);
                         continue;
                     };
                     let wake = [deadline, until.and_then(instant_at)]
@@ -601,34 +621,13 @@ impl<B: Backend> SessionLock<B> {
                         .flatten()
                         .min();
                     let timeout = wake.map(|w| w.saturating_duration_since(now));
+                    let holder = watch_holder.then_some(&*seen);
                     match mode {
-                        Mode::Blocking => self.backend.wait_blocking(w, watch_pid, timeout)?,
-                        Mode::Async => self.backend.wait_async(w, watch_pid, timeout).await?,
+                        Mode::Blocking => self.backend.wait_blocking(w, holder, timeout)?,
+                        Mode::Async => self.backend.wait(w, holder, timeout).await?,
                     }
                 }
             }
         }
-    }
-}
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Drives a future on the current thread. Used for the blocking API, whose
-/// futures never suspend; parking covers the impossible case anyway.
-fn block_on<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
     }
 }

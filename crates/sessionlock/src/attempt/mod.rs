@@ -41,6 +41,10 @@
 //! fail at once with [`Error::Misuse`]. An abort is sticky: after it, only
 //! the attempt's cleanup and dispose go on.
 
+pub mod classify;
+pub mod runs;
+pub mod turns;
+
 use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -52,16 +56,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::acquire::{LockOptions, SessionLock};
+use crate::attempt::classify::{AcceptNothing, ChangeClassifier};
+use crate::attempt::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
+use crate::attempt::turns::{PromptTurn, PromptTurns, TurnHolder};
+use crate::backend::file::fence::Change;
 use crate::backend::file::FileBackend;
-use crate::backend::{Store, TranscriptBackend};
-use crate::classify::{AcceptNothing, ChangeClassifier};
+use crate::backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
+use crate::blocking::block_on;
 use crate::error::{Error, Holder, Result, TakeoverPhase};
-use crate::fence::Change;
-use crate::guard::Guard;
-use crate::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
+use crate::lock::acquire::{LockOptions, SessionLock};
+use crate::lock::guard::Guard;
 use crate::sync::lock;
-use crate::turns::{PromptTurn, PromptTurns, TurnHolder};
 
 /// Where an attempt is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,9 +246,9 @@ enum AfterWrite {
     Dispose,
 }
 
-type Fence<B> = <<B as TranscriptBackend>::Store as Store>::Fence;
+type Fence<B> = <<B as StoreBackend>::Store as TranscriptStore<B>>::Snapshot;
 
-struct St<B: TranscriptBackend> {
+struct St<B: StoreBackend> {
     state: State,
     guard: Option<Guard<B>>,
     /// `None` only while lent to a write closure.
@@ -269,9 +274,11 @@ struct St<B: TranscriptBackend> {
     run: Option<RunHandle>,
 }
 
-struct Inner<B: TranscriptBackend> {
+struct Inner<B: StoreBackend> {
     locks: SessionLock<B>,
     opts: AttemptOptions,
+    key: B::Key,
+    /// The key's session name, for turns and messages.
     session: PathBuf,
     turns: &'static PromptTurns,
     st: Mutex<St<B>>,
@@ -284,11 +291,11 @@ struct Inner<B: TranscriptBackend> {
 ///
 /// `Attempt` is `Send + Sync`; its methods may be called from several tasks.
 #[must_use = "dropping an attempt disposes it and releases its lock"]
-pub struct Attempt<B: TranscriptBackend = FileBackend> {
+pub struct Attempt<B: StoreBackend = FileBackend> {
     inner: Arc<Inner<B>>,
 }
 
-impl<B: TranscriptBackend> std::fmt::Debug for Attempt<B> {
+impl<B: StoreBackend> std::fmt::Debug for Attempt<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Attempt")
             .field("session", &self.inner.session)
@@ -299,7 +306,7 @@ impl<B: TranscriptBackend> std::fmt::Debug for Attempt<B> {
 
 /// Releases a guard, logging (never throwing) a failure: the lock is then
 /// reclaimable by the next waiter anyway.
-fn release_quietly<B: crate::backend::Backend>(guard: Guard<B>, why: &str) {
+fn release_quietly<B: LockBackend>(guard: Guard<B>, why: &str) {
     let path = guard.lock_path().to_owned();
     match guard.release() {
         Ok(()) => {}
@@ -340,9 +347,9 @@ fn turn_holder(session: &Path, turn: Option<TurnHolder>) -> Holder {
 
 /// Decrements the in-flight count when an acquisition ends, however it
 /// ends (a dropped future included), and wakes those waiting for it.
-struct InFlight<'a, B: TranscriptBackend>(&'a Inner<B>);
+struct InFlight<'a, B: StoreBackend>(&'a Inner<B>);
 
-impl<B: TranscriptBackend> Drop for InFlight<'_, B> {
+impl<B: StoreBackend> Drop for InFlight<'_, B> {
     fn drop(&mut self) {
         lock(&self.0.st).acquiring -= 1;
         self.0.events.notify_waiters();
@@ -351,7 +358,7 @@ impl<B: TranscriptBackend> Drop for InFlight<'_, B> {
 
 /// The guard and transcript lent to a write closure; if the closure panics,
 /// dropping this gives the transcript back and releases the guard.
-struct Lent<'a, B: TranscriptBackend> {
+struct Lent<'a, B: StoreBackend> {
     inner: &'a Inner<B>,
     guard: Option<Guard<B>>,
     transcript: Option<B::Store>,
@@ -361,7 +368,7 @@ struct Lent<'a, B: TranscriptBackend> {
     checked: bool,
 }
 
-impl<B: TranscriptBackend> Drop for Lent<'_, B> {
+impl<B: StoreBackend> Drop for Lent<'_, B> {
     fn drop(&mut self) {
         let (Some(guard), Some(transcript)) = (self.guard.take(), self.transcript.take()) else {
             return;
@@ -397,12 +404,12 @@ impl<B: TranscriptBackend> Drop for Lent<'_, B> {
 
 /// The transcript lent to a check; if the classifier panics, dropping this
 /// gives it back.
-struct Checking<'a, B: TranscriptBackend> {
+struct Checking<'a, B: StoreBackend> {
     inner: &'a Inner<B>,
     transcript: Option<B::Store>,
 }
 
-impl<B: TranscriptBackend> Drop for Checking<'_, B> {
+impl<B: StoreBackend> Drop for Checking<'_, B> {
     fn drop(&mut self) {
         if let Some(t) = self.transcript.take() {
             // The classifier panicked: nothing can be proven about the file,
@@ -432,9 +439,9 @@ const CHECK_PANICKED: &str = "the check of the transcript panicked";
 
 /// Takes the prompt turn off the attempt if the future wrapping the model
 /// call is dropped before it ends: the prompt window is over.
-struct VacateOnDrop<'a, B: TranscriptBackend>(Option<&'a Inner<B>>);
+struct VacateOnDrop<'a, B: StoreBackend>(Option<&'a Inner<B>>);
 
-impl<B: TranscriptBackend> Drop for VacateOnDrop<'_, B> {
+impl<B: StoreBackend> Drop for VacateOnDrop<'_, B> {
     fn drop(&mut self) {
         if let Some(inner) = self.0 {
             let turn = lock(&inner.st).turn.take();
@@ -443,7 +450,7 @@ impl<B: TranscriptBackend> Drop for VacateOnDrop<'_, B> {
     }
 }
 
-impl<B: TranscriptBackend> Inner<B> {
+impl<B: StoreBackend> Inner<B> {
     fn takeover_error(&self, phase: TakeoverPhase, detail: String) -> Error {
         Error::Takeover {
             session: self.session.clone(),
@@ -492,7 +499,7 @@ impl<B: TranscriptBackend> Inner<B> {
         st.fence = st
             .transcript
             .as_ref()
-            .map(|t| t.snapshot(epoch).map_err(|e| e.to_string()));
+            .map(|t| block_on(t.snapshot(epoch)).map_err(|e| e.to_string()));
     }
 
     /// Arms the fence and releases the held lock. The lock is released even
@@ -508,7 +515,7 @@ impl<B: TranscriptBackend> Inner<B> {
             (_, None) => None,
             // No user code under the state lock: every complete entry passes
             // here, and the next acquisition classifies them for real.
-            (Some(Ok(view)), Some(t)) => match t.check(&view, &AnyEntry) {
+            (Some(Ok(view)), Some(t)) => match block_on(t.check(&view, &AnyEntry)) {
                 // Unchanged, or appended entries the next check judges.
                 Ok(Change::Unchanged | Change::Benign { .. }) => {
                     st.fence = Some(Ok(view));
@@ -529,7 +536,7 @@ impl<B: TranscriptBackend> Inner<B> {
                 st.fence = Some(Err(why));
                 None
             }
-            (None, Some(t)) => match t.snapshot(guard.epoch()) {
+            (None, Some(t)) => match block_on(t.snapshot(guard.epoch())) {
                 Ok(f) => {
                     st.fence = Some(Ok(f));
                     None
@@ -671,12 +678,14 @@ impl<B: TranscriptBackend> Inner<B> {
             // not turn checking off.
             None => Err("no view of the transcript to check against".to_owned()),
             Some(Err(why)) => Err(format!("fence unavailable ({why})")),
-            Some(Ok(fence)) => match transcript.check(fence, self.opts.classifier.as_ref()) {
-                Ok(Change::Unchanged) => Ok(Resync::default()),
-                Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
-                Ok(Change::Takeover(t)) => Err(t.to_string()),
-                Err(e) => Err(format!("cannot check the fence: {e}")),
-            },
+            Some(Ok(fence)) => {
+                match block_on(transcript.check(fence, self.opts.classifier.as_ref())) {
+                    Ok(Change::Unchanged) => Ok(Resync::default()),
+                    Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
+                    Ok(Change::Takeover(t)) => Err(t.to_string()),
+                    Err(e) => Err(format!("cannot check the fence: {e}")),
+                }
+            }
         }
     }
 
@@ -924,7 +933,7 @@ impl<B: TranscriptBackend> Inner<B> {
             .clone()
             .timeout(deadline.map(|d| d.saturating_duration_since(Instant::now())));
         self.locks
-            .acquire_async_with(&self.session, &opts)
+            .acquire_key_async(&self.key, &opts)
             .await
             .map_err(|e| match e {
                 Error::Timeout { holder, .. } => Error::Timeout {
@@ -956,7 +965,7 @@ impl<B: TranscriptBackend> Inner<B> {
     }
 }
 
-impl<B: TranscriptBackend> Drop for Inner<B> {
+impl<B: StoreBackend> Drop for Inner<B> {
     fn drop(&mut self) {
         if let Err(e) = self.dispose() {
             tracing::warn!(session = %self.session.display(), error = %e, "attempt dropped after a takeover");
@@ -966,18 +975,18 @@ impl<B: TranscriptBackend> Drop for Inner<B> {
 
 /// The abort handle of an attempt, from the moment it registers (while it
 /// still waits for its turn) to its end.
-struct Gate<B: TranscriptBackend> {
+struct Gate<B: StoreBackend> {
     state: Mutex<GateState<B>>,
     notify: Notify,
 }
 
-struct GateState<B: TranscriptBackend> {
+struct GateState<B: StoreBackend> {
     /// Aborted before the attempt existed.
     cancelled: Option<AbortKind>,
     inner: Option<Weak<Inner<B>>>,
 }
 
-impl<B: TranscriptBackend> Gate<B> {
+impl<B: StoreBackend> Gate<B> {
     fn new() -> Arc<Self> {
         Arc::new(Gate {
             state: Mutex::new(GateState {
@@ -1001,7 +1010,7 @@ impl<B: TranscriptBackend> Gate<B> {
     }
 }
 
-impl<B: TranscriptBackend> AbortHandle for Gate<B> {
+impl<B: StoreBackend> AbortHandle for Gate<B> {
     fn abort(&self, kind: AbortKind) {
         let inner = {
             let mut g = lock(&self.state);
@@ -1034,7 +1043,7 @@ impl Attempt<FileBackend> {
     }
 }
 
-impl<B: TranscriptBackend> Attempt<B> {
+impl<B: StoreBackend> Attempt<B> {
     /// Begins an attempt: waits for this process's other attempt on the
     /// session to end (unless [`AttemptOptions::overlap`]), acquires the lock
     /// eagerly (the controller always starts holding) and opens the
@@ -1056,17 +1065,18 @@ impl<B: TranscriptBackend> Attempt<B> {
     /// Cancel safe: nothing is held or queued once it is dropped.
     pub async fn begin(
         locks: &SessionLock<B>,
-        session: impl AsRef<Path>,
+        session: impl AsRef<B::Name>,
         mut opts: AttemptOptions,
     ) -> Result<Self> {
         let key = locks.backend().key(session.as_ref())?;
+        let session = PathBuf::from(key.session());
         if let (Some(run), None) = (&opts.run, &opts.lock.run_id) {
             opts.lock.run_id = Some(run.run_id.clone());
         }
         let gate = Gate::<B>::new();
         let run = opts.run.as_ref().map(|r| {
             let info = RunInfo {
-                session_file: key.session.clone(),
+                session_file: session.clone(),
                 session_key: r.session_key.clone(),
                 run_id: r.run_id.clone(),
                 lane: opts.lock.lane.clone(),
@@ -1079,21 +1089,18 @@ impl<B: TranscriptBackend> Attempt<B> {
             }
         });
         let owner_deadline = deadline_of(opts.owner_timeout);
+        let shown = session.clone();
         let cancelled = |kind: AbortKind| Error::Cancelled {
             what: format!(
                 "attempt aborted ({kind:?}) before it began ({})",
-                key.session.display()
+                shown.display()
             ),
         };
         let owner = if opts.overlap {
             None
         } else {
             let owners = PromptTurns::owners();
-            let take = owners.take_as(
-                &key.session,
-                opts.lock.lane.clone(),
-                opts.lock.run_id.clone(),
-            );
+            let take = owners.take_as(&session, opts.lock.lane.clone(), opts.lock.run_id.clone());
             tokio::select! {
                 t = take => Some(t),
                 kind = gate.cancelled() => return Err(cancelled(kind)),
@@ -1101,25 +1108,27 @@ impl<B: TranscriptBackend> Attempt<B> {
                     return Err(Error::Busy {
                         waiting_for: "the session, owned by another attempt",
                         timeout_ms: opts.owner_timeout.map_or(u64::MAX, ms),
-                        holder: Box::new(turn_holder(&key.session, owners.holder(&key.session))),
+                        holder: Box::new(turn_holder(&session, owners.holder(&session))),
                     });
                 }
             }
         };
         let guard = tokio::select! {
-            g = locks.acquire_async_with(&key.session, &opts.lock) => g?,
+            g = locks.acquire_key_async(&key, &opts.lock) => g?,
             kind = gate.cancelled() => return Err(cancelled(kind)),
         };
-        let transcript = locks.backend().open_store(guard.session_path())?;
+        let transcript = locks.backend().open_store(&key).await?;
         let fence = Some(
             transcript
                 .snapshot(guard.epoch())
+                .await
                 .map_err(|e| e.to_string()),
         );
         let inner = Arc::new(Inner {
             locks: locks.clone(),
             opts,
-            session: guard.session_path().to_owned(),
+            key,
+            session,
             turns: PromptTurns::global(),
             st: Mutex::new(St {
                 state: State::Held,

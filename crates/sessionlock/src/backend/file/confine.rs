@@ -95,8 +95,7 @@ fn outside(root: &Path, resolved: &Path, given: &Path) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::Backend;
-    use crate::{Error, FileBackend};
+    use crate::{Error, FileBackend, LockBackend};
 
     #[test]
     fn a_confined_backend_refuses_sessions_outside_its_root_and_creates_nothing() {

@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::backend::Inspection;
 use crate::config::{HoldExceededPolicy, DEFAULT_MAX_HOLD, MAX_HOLD_CAP};
-use crate::identity::{self, Liveness, SelfIdentity};
+use crate::identity::Liveness;
 use crate::payload::{Malformed, Payload};
 
 /// Payload grace for malformed or payload-less locks.
@@ -156,13 +157,13 @@ pub enum Action {
     /// Fail fast with a `Stale` error (hold-exceeded under policy `report`).
     Report,
     /// Wait. Something may change by itself at `until` (lease end, end of the
-    /// payload grace); `watch_pid` is a live local holder whose exit ends the
-    /// wait.
+    /// payload grace); with `watch_holder`, the holder is alive and its end
+    /// (a local process exiting, say) ends the wait too.
     Wait {
         /// When the verdict will change without any event, if ever.
         until: Option<SystemTime>,
-        /// A local holder process to watch for exit.
-        watch_pid: Option<u32>,
+        /// Whether the backend should watch the inspected holder.
+        watch_holder: bool,
     },
 }
 
@@ -209,23 +210,39 @@ pub struct Assessment {
     pub action: Action,
 }
 
+/// Classifies an inspected lock on the backend's evidence (its clock, its
+/// liveness verdict). `held_here` says whether this process holds the
+/// lock's key in memory (only then is a lock of ours not an orphan).
+pub fn assess<V>(seen: &Inspection<V>, policy: &Policy, held_here: bool) -> Assessment {
+    classify(
+        seen.payload.as_ref(),
+        seen.written,
+        seen.observed,
+        policy,
+        seen.liveness,
+        seen.ours,
+        held_here,
+    )
+}
+
 /// Classifies a lock. `payload` is the parsed payload or why it could not be
-/// parsed; `mtime` is the lock file's modification time; `held_here` says
-/// whether this process holds the lock's key in memory (only then is a lock
-/// with our pid ours).
+/// parsed; `written` is when the lock was last written and `now` the
+/// backend's clock; `liveness` and `ours` are the backend's verdict on the
+/// holder (see [`Inspection`]).
 ///
 /// A payload's claims are bounded by what sessionlock itself would write, so
 /// that no lock pins a session longer than the longest lease there is: its
-/// lease counts from `createdAt` but never from later than the file's mtime
-/// or `now` ([`Reason::FutureCreatedAt`] beyond [`CLOCK_SLACK`]), and lasts
+/// lease counts from `createdAt` but never from later than `written` or
+/// `now` ([`Reason::FutureCreatedAt`] beyond [`CLOCK_SLACK`]), and lasts
 /// `maxHoldMs` but never longer than [`MAX_HOLD_CAP`]
 /// ([`Reason::LeaseClamped`]).
-pub fn assess(
+pub fn classify(
     payload: Result<&Payload, &Malformed>,
     mtime: SystemTime,
     now: SystemTime,
     policy: &Policy,
-    me: &SelfIdentity,
+    liveness: Liveness,
+    mine: bool,
     held_here: bool,
 ) -> Assessment {
     let since = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO);
@@ -242,16 +259,15 @@ pub fn assess(
             } else {
                 Action::Wait {
                     until: Some(ready),
-                    watch_pid: None,
+                    watch_holder: false,
                 }
             },
         }
     };
     let p = match payload {
-        Err(_) => return grace(Reasons::from_iter([Reason::Malformed]), Liveness::Unknown),
+        Err(_) => return grace(Reasons::from_iter([Reason::Malformed]), liveness),
         Ok(p) => p,
     };
-    let liveness = identity::check(p, me);
     let mut reasons = Reasons::default();
     if p.pid.is_none() {
         reasons.insert(Reason::MissingPid);
@@ -282,9 +298,6 @@ pub fn assess(
     let age = since(created);
     // `created` is at most now and `lease` at most the cap: no overflow.
     let lease_end = created.checked_add(lease).unwrap_or(created);
-    let mine = p.pid == Some(me.pid)
-        && liveness == Liveness::Alive
-        && p.hostname.as_ref().is_none_or(|h| *h == me.hostname);
     let dead = match liveness {
         Liveness::Dead => Some(Reason::DeadPid),
         Liveness::Recycled => Some(Reason::RecycledPid),
@@ -311,7 +324,7 @@ pub fn assess(
         }
         Action::Wait {
             until: Some(lease_end),
-            watch_pid: (liveness == Liveness::Alive).then_some(p.pid).flatten(),
+            watch_holder: liveness == Liveness::Alive,
         }
     };
     Assessment {
@@ -326,6 +339,24 @@ pub fn assess(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{self, SelfIdentity};
+
+    /// Classifies on the file backend's local evidence, as its inspection
+    /// would.
+    fn assess(
+        payload: Result<&Payload, &Malformed>,
+        written: SystemTime,
+        now: SystemTime,
+        policy: &Policy,
+        me: &SelfIdentity,
+        held_here: bool,
+    ) -> Assessment {
+        let (liveness, ours) = match payload {
+            Ok(p) => identity::judge(p, me),
+            Err(_) => (Liveness::Unknown, false),
+        };
+        classify(payload, written, now, policy, liveness, ours, held_here)
+    }
 
     fn policy() -> Policy {
         Policy {
@@ -358,7 +389,7 @@ mod tests {
             a.action,
             Action::Wait {
                 until: Some(now + Duration::from_secs(10)),
-                watch_pid: Some(me.pid)
+                watch_holder: true
             }
         );
     }
@@ -437,7 +468,7 @@ mod tests {
             a.action,
             Action::Wait {
                 until: Some(fresh + Duration::from_secs(30)),
-                watch_pid: None
+                watch_holder: false
             }
         );
         assert_eq!(

@@ -37,8 +37,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::backend::file::fs::{Fs, RealFs};
 use crate::error::{Error, Result};
-use crate::fs::{Fs, RealFs};
 use crate::sys::{self, DirWatch, FlockKind};
 
 /// How long the notification check waits for inotify to report a create.

@@ -1,0 +1,45 @@
+//! Driving the backend's futures from blocking code, and keeping blocking
+//! work off an async runtime's worker threads.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drives a future on the current thread. Used by the blocking API, whose
+/// file-backend futures never suspend; a future that does (a database
+/// client's) parks the thread until woken.
+pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// Runs `f`, which may block (an `fsync`, a wait for a `flock`), without
+/// stalling an async runtime: on a worker thread of tokio's multi-thread
+/// runtime, through `block_in_place`, which hands the worker's other tasks
+/// to another thread first; elsewhere (a plain thread, the blocking pool, a
+/// current-thread runtime, which has no other worker to hand them to)
+/// inline.
+pub(crate) fn offload<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
