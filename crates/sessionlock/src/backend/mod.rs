@@ -17,7 +17,7 @@
 //! futures complete at once, so the blocking API drives them through the
 //! same code at no cost; a database backend awaits its client. No type in
 //! the seam names a path, an inode, a process id or `std::fs`: those live in
-//! [`file`].
+//! the file backend ([`FileBackend`](file::FileBackend)).
 //!
 //! Every backend passes one conformance suite
 //! (`crates/sessionlock/tests/conformance/`), instantiated per backend.

@@ -1042,7 +1042,7 @@ impl fmt::Display for Outcome {
             Outcome::Repaired(t) => {
                 write!(f, "moved {} torn bytes at byte {}", t.len, t.offset)?;
                 if let Some(p) = &t.saved_to {
-                    write!(f, " to {}", p.display())?;
+                    write!(f, " to {}", Path::new(p).display())?;
                 }
                 Ok(())
             }

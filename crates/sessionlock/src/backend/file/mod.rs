@@ -1207,7 +1207,7 @@ impl LockBackend for FileBackend {
     ) -> Result<()> {
         let key = &lease.key;
         let (held_epoch, held_ino) = lease.epoch_ino();
-        let path = Self::epoch_path(&key);
+        let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
         let current = read_epoch(&path, g.file)?;
