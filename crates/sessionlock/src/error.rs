@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::lock::reclaim::Reasons;
+use crate::reason::Reasons;
 
 /// Result alias for sessionlock operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -551,7 +551,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::lock::reclaim::Reason;
+    use crate::reason::Reason;
 
     fn holder() -> Box<Holder> {
         Box::new(Holder::state_lock(
@@ -805,7 +805,7 @@ mod tests {
 
     #[test]
     fn reasons_serialize_as_their_names() {
-        for r in crate::lock::reclaim::ALL_REASONS {
+        for r in crate::reason::ALL_REASONS {
             assert_eq!(serde_json::to_value(r).expect("serialize"), r.as_str());
             let back: Reason = serde_json::from_value(json!(r.as_str())).expect("deserialize");
             assert_eq!(back, r);

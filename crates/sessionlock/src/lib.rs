@@ -71,27 +71,46 @@
 //! run at once under the same fence).
 #![deny(missing_docs)]
 
-// Lowest first: each module imports only modules above it in this list
-// (checked by `tests/layering.rs`).
-pub mod attempt;
-pub mod backend;
-mod blocking;
-pub mod config;
-pub mod diag;
-mod error;
-pub mod identity;
-/// The lock core: acquire loop, guards, registry, watchdog, staleness.
-mod lock;
-pub mod openclaw;
-pub mod payload;
-pub mod store;
+// The layers, lowest first: each module imports only modules above it in
+// this list (checked by `tests/layering.rs`; the comments keep rustfmt from
+// sorting them).
+//
+// -- plumbing: mutexes (loom-switchable), platform calls, blocking drivers
 mod sync;
+// -- platform
 mod sys;
+// -- driving backend futures from blocking code
+mod blocking;
+// -- shared by every backend: settings,
+pub mod config;
+// -- the lock payload,
+pub mod payload;
+// -- holder identity and liveness,
+pub mod identity;
+// -- OpenClaw compatibility,
+pub mod openclaw;
+// -- stale reasons,
+pub mod reason;
+// -- the error type
+mod error;
+// -- backend-neutral store types
+pub mod store;
+// -- the backend seam and the file backend
+pub mod backend;
+// -- the lock core: acquire loop, guards, registry, watchdog, staleness
+mod lock;
+// -- the transcript API taking a guard
+pub mod transcript;
+// -- the attempt controller
+pub mod attempt;
+// -- diagnostics
+pub mod diag;
 
-pub use attempt::{classify, runs, turns};
-pub use backend::file::{epoch, fence, fs, fscheck, transcript};
+pub use attempt::{runs, turns};
+pub use backend::file::{epoch, fence, fs, fscheck};
 pub use diag::{doctor, status};
 pub use lock::reclaim;
+pub use store::classify;
 
 pub use backend::file::{FileBackend, FileKey, Notify};
 pub use backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};

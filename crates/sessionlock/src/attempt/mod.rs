@@ -41,7 +41,6 @@
 //! fail at once with [`Error::Misuse`]. An abort is sticky: after it, only
 //! the attempt's cleanup and dispose go on.
 
-pub mod classify;
 pub mod runs;
 pub mod turns;
 
@@ -56,7 +55,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::attempt::classify::{AcceptNothing, ChangeClassifier};
 use crate::attempt::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
 use crate::attempt::turns::{PromptTurn, PromptTurns, TurnHolder};
 use crate::backend::file::fence::Change;
@@ -66,6 +64,7 @@ use crate::blocking::block_on;
 use crate::error::{Error, Holder, Result, TakeoverPhase};
 use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
+use crate::store::classify::{AcceptNothing, ChangeClassifier};
 use crate::sync::lock;
 
 /// Where an attempt is in its lifecycle.

@@ -31,10 +31,10 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::attempt::classify::ChangeClassifier;
 use crate::error::Result;
 use crate::identity::{Liveness, SelfIdentity};
 use crate::payload::{Malformed, Payload};
+use crate::store::classify::ChangeClassifier;
 use crate::store::{Appended, Change, Durability, RawEntries, Read, TornTail};
 
 /// A canonical session id, as a backend names it: every name of one session

@@ -7,7 +7,7 @@
 //!
 //! # The content digest
 //!
-//! A [`Transcript`] handle keeps a running SHA-256 of the file it describes:
+//! A [`Transcript`](crate::transcript::Transcript) handle keeps a running SHA-256 of the file it describes:
 //! the hasher's state, how many bytes it has hashed, the last 64 of them, and
 //! the device, inode and birth time (where the file system reports one) of
 //! that file. The first snapshot of a handle seeds it with one streaming
@@ -121,11 +121,11 @@ use std::time::SystemTime;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::fs::read_exact_at;
+use super::fs::Fs;
 use super::FileVersion;
-use crate::attempt::classify::ChangeClassifier;
-use crate::backend::file::fs::Fs;
-use crate::backend::file::transcript::{read_exact_at, Transcript};
 use crate::error::{Error, Result};
+use crate::store::classify::ChangeClassifier;
 pub use crate::store::{Change, Takeover};
 use crate::sync::{lock, unpoison};
 
@@ -518,17 +518,15 @@ fn hash_file(fs: &dyn Fs, file: &File, size: u64, path: &Path) -> Result<[u8; 32
 }
 
 impl Fence {
-    /// Snapshots `transcript`: O(1) in its size plus what was appended since
-    /// the handle's previous snapshot, or, at the handle's first snapshot,
-    /// since the digest the process-wide cache has of the file; without one
-    /// usable, the whole file (up to [`DIGEST_SEED_CAP`]) is read to seed
-    /// the digest (see the module docs).
-    ///
-    /// # Errors
-    /// `Io` when the transcript cannot be examined.
-    pub fn take(transcript: &Transcript, epoch: u64) -> Result<Fence> {
-        let fs = transcript.fs().as_ref();
-        let path = transcript.path();
+    /// Snapshots the transcript at `path`, open as `handle`, whose running
+    /// digest is `digest` (see [`Fence::take`]).
+    pub(crate) fn take_at(
+        fs: &dyn Fs,
+        path: &Path,
+        handle_file: &File,
+        digest: &DigestCell,
+        epoch: u64,
+    ) -> Result<Fence> {
         let meta = match fs.stat(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -545,20 +543,19 @@ impl Fence {
         };
         let id = FileVersion::of(&meta);
         let handle = fs
-            .metadata(transcript.file())
+            .metadata(handle_file)
             .map_err(io_err("stat transcript", path))?;
         // The handle normally is the file at the path; after a foreign
         // replacement it is not, and the path's file is what we describe.
         let file = if (handle.dev(), handle.ino()) == (id.dev, id.ino) {
-            transcript
-                .file()
+            handle_file
                 .try_clone()
                 .map_err(io_err("duplicate descriptor of", path))?
         } else {
             fs.open_read(path)
                 .map_err(io_err("open transcript", path))?
         };
-        let content = transcript.digest().advance(fs, &file, id, &meta, path)?;
+        let content = digest.advance(fs, &file, id, &meta, path)?;
         Ok(Fence {
             path: path.to_owned(),
             id: Some(id),

@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
+use crate::error::{Error, Result};
 use crate::sys;
 
 /// The file operations the transcript store and fence use.
@@ -115,4 +116,33 @@ pub fn kind_of(ft: std::fs::FileType) -> &'static str {
     } else {
         "not a regular file"
     }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` through `fs`, retrying short
+/// reads; end of file first is `UnexpectedEof`.
+pub(crate) fn read_exact_at(
+    fs: &dyn Fs,
+    file: &File,
+    mut buf: &mut [u8],
+    mut offset: u64,
+    path: &Path,
+) -> Result<()> {
+    while !buf.is_empty() {
+        match fs.read_at(file, buf, offset) {
+            Ok(0) => {
+                return Err(Error::io(
+                    "read",
+                    path,
+                    io::Error::from(io::ErrorKind::UnexpectedEof),
+                ))
+            }
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    Ok(())
 }

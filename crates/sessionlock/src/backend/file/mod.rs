@@ -21,11 +21,11 @@
 //! - `s.jsonl.lock.tomb-<token>`: a lock being removed; renamed away, checked,
 //!   then unlinked (or restored if it turned out not to be the expected one).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -40,69 +40,30 @@ pub mod fs;
 pub mod fscheck;
 pub mod transcript;
 
+mod key;
+mod lease;
+mod state;
+
+use key::*;
+pub use key::{FileInspection, FileKey, FileVersion, MAX_SESSION_NAME};
+pub use lease::FileLease;
+use lease::*;
+use state::*;
+pub use state::{REVOKE_BOUND, STATE_LOCK_BOUND};
+
 use crate::backend::{
-    Inspection, LeaseInfo, LeaseRequest, LockBackend, Outcome, SessionId, StoreBackend,
+    Held, Inspection, LeaseInfo, LeaseRequest, LockBackend, Outcome, StoreBackend, TranscriptStore,
 };
 use crate::error::{Error, LossCause, Result};
 use crate::identity::{self, Liveness};
 use crate::payload::{Malformed, Payload, MAX_PAYLOAD_BYTES, OWNER};
+use crate::store::classify::ChangeClassifier;
+use crate::store::{Appended, Change, Durability, RawEntries, TornTail};
 use crate::sync::lock;
 use crate::sys::{self, DirWatch, FlockKind};
+use fence::Fence;
 use fs::{Fs, RealFs};
 use transcript::Transcript;
-
-/// A session as the file backend names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FileKey {
-    /// The canonical session file (spec §0): every path to one file gives the
-    /// same value.
-    pub session: PathBuf,
-    /// The lock file, `<session>.lock`.
-    pub lock_path: PathBuf,
-}
-
-impl SessionId for FileKey {
-    fn session(&self) -> &OsStr {
-        self.session.as_os_str()
-    }
-
-    fn locator(&self) -> &OsStr {
-        self.lock_path.as_os_str()
-    }
-}
-
-/// Which version of a lock file an inspection saw: device, inode, size and
-/// times. Remove-if-unchanged removes a lock only if all of them still
-/// match (the ctime aside, which the removal's own rename changes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileVersion {
-    /// Device.
-    pub dev: u64,
-    /// Inode.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time in nanoseconds since the epoch.
-    pub mtime_ns: i128,
-    /// Status change time in nanoseconds since the epoch.
-    pub ctime_ns: i128,
-}
-
-impl FileVersion {
-    /// The version a file's metadata describes.
-    pub fn of(m: &std::fs::Metadata) -> FileVersion {
-        FileVersion {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        }
-    }
-}
-
-/// A lock file as inspected.
-pub type FileInspection = Inspection<FileVersion>;
 
 /// Longest sleep of a waiter that has notifications: a safety net against a
 /// missed event, not a polling interval.
@@ -110,49 +71,6 @@ const SAFETY_NET: Duration = Duration::from_secs(1);
 /// Polling interval bounds where notifications are unavailable.
 const POLL_MIN: Duration = Duration::from_millis(5);
 const POLL_MAX: Duration = Duration::from_millis(100);
-
-/// How long operations without a caller's budget (release, extend, fenced
-/// writes, revocation) wait for the state lock before failing. sessionlock
-/// itself holds it for a few system calls, or for one fenced write; only
-/// another program holding a `flock` on the state file keeps it longer.
-pub const STATE_LOCK_BOUND: Duration = Duration::from_secs(10);
-
-/// How long a revocation waits for the state lock. The watchdog serves
-/// every guard of the process (each revocation runs on a thread of its own,
-/// but a revocation is due at its lease end): a foreign `flock` on one
-/// session's state file must not hold it up for long. A revocation that gives up still marks its guard revoked;
-/// the lock stays published and other processes reclaim it as
-/// hold-exceeded, which fences the guard just the same.
-pub const REVOKE_BOUND: Duration = Duration::from_secs(1);
-
-/// The longest session file name the file backend accepts: its longest side
-/// file name (`<name>.lock.tomb-<32 hex>`, 43 bytes more) must fit the
-/// 255-byte `NAME_MAX` of Linux file systems.
-pub const MAX_SESSION_NAME: usize = 255 - LONGEST_SIDE_SUFFIX;
-
-/// `.lock.tomb-` and a 32-character token: the longest suffix any side file
-/// adds to the session file name. The others: `.lock` (5), `.lock.tmp-<32>`
-/// (42), `.epoch` (6), `.rewrite-<epoch>` (at most 29) and
-/// `.torn-<epoch>[-<n>]` (at most 29).
-const LONGEST_SIDE_SUFFIX: usize = ".lock.tomb-".len() + 32;
-
-/// Polling bounds while another process holds the state lock: `flock` has no
-/// notification, so a contender retries without blocking, from a few
-/// microseconds (sessionlock holds the lock for that long) doubling up to
-/// 2 ms, never past its budget. The cap bounds how late a contender notices
-/// a release (a blocking `flock` would wake at once; a hand-off must not pay
-/// for the bound); a foreign holder that keeps the lock costs 500 cheap
-/// non-blocking retries a second.
-const STATE_POLL_MIN: Duration = Duration::from_micros(20);
-const STATE_POLL_MAX: Duration = Duration::from_millis(2);
-
-/// How long a contender retries the state lock yielding the CPU instead of
-/// sleeping, before the backoff above. sessionlock holds the lock for a few
-/// system calls (tens of microseconds); a sleep, however short, costs the
-/// kernel's timer slack (50 µs by default) on top, which made every
-/// cross-process hand-off (the waiter wakes on the releaser's rename, while
-/// the releaser still holds the state lock) pay a quarter of a millisecond.
-const STATE_SPIN: Duration = Duration::from_micros(200);
 
 /// How waiters learn that a lock changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,56 +161,8 @@ impl FileBackend {
 
     /// The epoch (state) file of a session.
     pub fn epoch_path(key: &FileKey) -> PathBuf {
-        with_suffix(&key.session, ".epoch")
+        epoch_path(key)
     }
-}
-
-/// A lease published by the file backend.
-#[derive(Debug)]
-pub struct FileLease {
-    key: FileKey,
-    /// What a republish changes. Operations on one lease are serialized by
-    /// its guard (the watchdog's revocation aside, which only reads), so
-    /// this is taken briefly, never across a wait.
-    cur: std::sync::Mutex<Published>,
-    /// The session's state file, kept open for fenced writes.
-    state: File,
-}
-
-#[derive(Debug)]
-struct Published {
-    payload: Payload,
-    epoch: u64,
-    /// Our lock file, kept open (never read): while it is open its inode
-    /// number cannot be reused, so "the lock path has our inode" proves the
-    /// lock is ours.
-    #[allow(dead_code)]
-    lock: File,
-    ino: (u64, u64),
-}
-
-impl FileLease {
-    /// The session.
-    pub fn key(&self) -> &FileKey {
-        &self.key
-    }
-
-    /// This lease's epoch and lock inode, as of now.
-    fn epoch_ino(&self) -> (u64, (u64, u64)) {
-        let cur = lock(&self.cur);
-        (cur.epoch, cur.ino)
-    }
-
-    /// This lease's token, for naming side files.
-    fn token(&self) -> Option<String> {
-        lock(&self.cur).payload.token.clone()
-    }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s: OsString = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 fn sibling(key: &FileKey, kind: &str, token: &str) -> PathBuf {
@@ -323,330 +193,6 @@ fn new_token() -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
-}
-
-fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("stat", path, e)),
-    }
-}
-
-fn not_regular(path: &Path, m: &std::fs::Metadata) -> Error {
-    let ft = m.file_type();
-    let what = if ft.is_symlink() {
-        "is a symbolic link (locks are never followed through links; remove it)"
-    } else if ft.is_dir() {
-        "is a directory, not a lock file (remove it)"
-    } else {
-        "is not a regular file (remove it)"
-    };
-    Error::InvalidPath {
-        path: path.to_owned(),
-        reason: what.into(),
-    }
-}
-
-/// Canonical session path (spec §0): the directory resolved through
-/// symlinks, and the file itself resolved where it is a symlink. Creates the
-/// directory if missing (only inside `root`, when given). A symlink someone
-/// untrusted may have planted is not followed (see `confine`).
-fn canonical_session(path: &Path, root: Option<&Path>, create: bool) -> Result<Option<PathBuf>> {
-    let mut cur = if path.is_absolute() {
-        path.to_owned()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| Error::io("resolve current directory for", path, e))?
-            .join(path)
-    };
-    for _ in 0..40 {
-        let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) else {
-            return Err(Error::InvalidPath {
-                path: path.to_owned(),
-                reason: "has no file name".into(),
-            });
-        };
-        let dir = match std::fs::canonicalize(parent) {
-            Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if !create {
-                    return Ok(None);
-                }
-                if let Some(root) = root {
-                    confine::check_creatable(root, parent, path)?;
-                }
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::io("create directory", parent, e))?;
-                std::fs::canonicalize(parent)
-                    .map_err(|e| Error::io("resolve directory", parent, e))?
-            }
-            Err(e) => return Err(Error::io("resolve directory", parent, e)),
-        };
-        let candidate = dir.join(name);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() => {
-                confine::may_follow(&dir, &candidate, &m)?;
-                let target = std::fs::read_link(&candidate)
-                    .map_err(|e| Error::io("read symlink", &candidate, e))?;
-                cur = dir.join(target);
-            }
-            _ => return Ok(Some(candidate)),
-        }
-    }
-    Err(Error::InvalidPath {
-        path: path.to_owned(),
-        reason: "too many levels of symbolic links".into(),
-    })
-}
-
-/// The session's state file with a `flock` held; unlocks on drop.
-struct StateLock<'a> {
-    file: &'a File,
-}
-
-impl Drop for StateLock<'_> {
-    fn drop(&mut self) {
-        // Closing the descriptor would drop the lock too; failing to unlock an
-        // open descriptor is not something a caller could act on.
-        let _ = sys::funlock(self.file);
-    }
-}
-
-fn open_state(path: &Path) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(sys::NOFOLLOW_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            if sys::is_symlink_error(&e) {
-                Error::InvalidPath {
-                    path: path.to_owned(),
-                    reason: "is a symbolic link (remove it)".into(),
-                }
-            } else {
-                Error::io("open epoch file", path, e)
-            }
-        })?;
-    let m = file
-        .metadata()
-        .map_err(|e| Error::io("stat epoch file", path, e))?;
-    if !m.is_file() {
-        return Err(not_regular(path, &m));
-    }
-    // sessionlock rewrites the state file in place and never links it
-    // elsewhere: a second link means the name may denote another file (a
-    // hard link planted to make a privileged writer overwrite it).
-    if m.nlink() > 1 {
-        return Err(Error::InvalidPath {
-            path: path.to_owned(),
-            reason: format!(
-                "has {} hard links; sessionlock rewrites its state file in place and never links it, so this may be another file linked here (remove this name once no process uses the session)",
-                m.nlink()
-            ),
-        });
-    }
-    Ok(file)
-}
-
-/// Creates the session's state file if it does not exist: `None` when it
-/// does (then open it with [`open_state`]).
-fn create_state(path: &Path) -> Result<Option<File>> {
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(sys::NOFOLLOW_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => Ok(Some(f)),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
-        Err(e) => Err(Error::io("create epoch file", path, e)),
-    }
-}
-
-/// Takes the state lock on `file`, which was opened from `path`, waiting
-/// at most until `deadline` (`None`: as long as it takes). If the file was
-/// deleted meanwhile (its link count is zero), the lock on the old inode
-/// means nothing: reopen and retry.
-///
-/// `flock` gives no notification of its release, so a busy lock is polled
-/// without blocking, with a short backoff (see `STATE_POLL_MIN`). On
-/// timeout the error names the processes holding the lock, as the kernel
-/// lists them.
-fn lock_state<'a>(
-    path: &Path,
-    file: &'a mut File,
-    kind: FlockKind,
-    deadline: Option<Instant>,
-) -> Result<StateLock<'a>> {
-    let started = Instant::now();
-    // Free, or held for microseconds by another sessionlock process: spin.
-    loop {
-        if try_lock_state(path, file, kind)? {
-            return Ok(StateLock { file });
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(state_busy(path, file, started.elapsed()));
-        }
-        if started.elapsed() >= STATE_SPIN {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    // Held longer: wait with backoff, off an async runtime's worker threads.
-    crate::blocking::offload(|| wait_state(path, file, kind, deadline, started))?;
-    Ok(StateLock { file })
-}
-
-/// One try at the state lock: whether we got it (on a state file that is
-/// still linked: a file removed meanwhile is reopened and tried again).
-fn try_lock_state(path: &Path, file: &mut File, kind: FlockKind) -> Result<bool> {
-    loop {
-        if !sys::try_flock(file, kind).map_err(|e| Error::io("lock epoch file", path, e))? {
-            return Ok(false);
-        }
-        let held = file
-            .metadata()
-            .map_err(|e| Error::io("stat epoch file", path, e))?;
-        if held.nlink() > 0 {
-            return Ok(true);
-        }
-        let _ = sys::funlock(file);
-        *file = open_state(path)?;
-    }
-}
-
-/// Polls for the state lock with backoff until `deadline`.
-fn wait_state(
-    path: &Path,
-    file: &mut File,
-    kind: FlockKind,
-    deadline: Option<Instant>,
-    started: Instant,
-) -> Result<()> {
-    let mut backoff = STATE_POLL_MIN;
-    loop {
-        if try_lock_state(path, file, kind)? {
-            return Ok(());
-        }
-        let now = Instant::now();
-        let Some(left) = deadline.map_or(Some(backoff), |d| d.checked_duration_since(now)) else {
-            return Err(state_busy(path, file, started.elapsed()));
-        };
-        if left.is_zero() {
-            return Err(state_busy(path, file, started.elapsed()));
-        }
-        std::thread::sleep(backoff.min(left));
-        backoff = (backoff * 2).min(STATE_POLL_MAX);
-    }
-}
-
-/// The deadline for an operation without a caller's budget.
-fn bounded() -> Option<Instant> {
-    Some(Instant::now() + STATE_LOCK_BOUND)
-}
-
-/// The timeout error for a state lock someone else kept: names the first
-/// process the kernel lists as holding it (`/proc/locks`), if any.
-fn state_busy(path: &Path, file: &File, waited: Duration) -> Error {
-    let holders = file
-        .metadata()
-        .map(|m| sys::flock_holders(m.dev(), m.ino()))
-        .unwrap_or_default();
-    let me = sys::pid();
-    let pid = holders
-        .iter()
-        .copied()
-        .find(|&p| p != me)
-        .or(holders.first().copied());
-    tracing::debug!(path = %path.display(), holders = ?holders, "session state file locked by another process");
-    Error::Timeout {
-        timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-        holder: Box::new(crate::error::Holder::state_lock(path, pid)),
-    }
-}
-
-/// Reads the session's last epoch as recorded: `Err(n)` with the number of
-/// bytes read (at most one more than a record) when the state file is empty
-/// (new, or deleted and recreated: `n` is 0) or holds anything but one
-/// record (corrupt, or longer than its record).
-fn read_record(path: &Path, file: &File) -> Result<Result<u64, usize>> {
-    // One byte more than a record: a longer file is not a record.
-    let mut buf = [0u8; epoch::RECORD_LEN + 1];
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read epoch file", path, e)),
-        }
-    }
-    Ok(epoch::parse(&buf[..n]).ok_or(n))
-}
-
-/// Reads the session's last epoch.
-///
-/// An empty file or an invalid one cannot say which epochs were used before;
-/// restarting low could hand a fenced-out holder's epoch to a new holder and
-/// let its stale write land. Such a file yields a floor above every
-/// counter-based epoch ever issued: the wall clock in microseconds. Epochs
-/// stay strictly increasing either way, and the next write replaces the
-/// invalid content.
-fn read_epoch(path: &Path, file: &File) -> Result<u64> {
-    Ok(read_record(path, file)?.unwrap_or_else(|n| {
-        if n > 0 {
-            tracing::warn!(path = %path.display(), "invalid epoch file; continuing above every earlier epoch");
-        }
-        epoch_floor()
-    }))
-}
-
-/// Microseconds since 1970: larger than any epoch a counter started at 1
-/// could have reached.
-fn epoch_floor() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
-}
-
-/// The epoch after `current`, or a refusal when there is none.
-fn next_epoch(path: &Path, current: u64) -> Result<u64> {
-    current.checked_add(1).ok_or_else(|| Error::EpochExhausted {
-        path: path.to_owned(),
-        epoch: current,
-    })
-}
-
-/// Replaces the state file's whole content with the record of `epoch`.
-///
-/// Crash analysis: the record is written first, at offset 0, then the file
-/// is cut to the record's length. A crash between the two leaves the new
-/// record followed by what was there before, which [`epoch::parse`]
-/// rejects: it reads as the wall-clock floor, above every epoch, never as a
-/// lower one. (Cutting first would leave a window in which a longer old
-/// file's first bytes, a possibly lower record, read as valid.) The record
-/// has a fixed width, so it always covers an earlier record completely, and
-/// a file no longer than a record needs no cut (an `fstat` tells, for a
-/// fraction of an `ftruncate`'s cost, which also touches the file's times).
-fn write_epoch(path: &Path, file: &File, epoch: u64) -> Result<()> {
-    file.write_all_at(&epoch::format(epoch), 0)
-        .map_err(|e| Error::io("write epoch file", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| Error::io("stat epoch file", path, e))?
-        .len();
-    if len > epoch::RECORD_LEN as u64 {
-        file.set_len(epoch::RECORD_LEN as u64)
-            .map_err(|e| Error::io("truncate epoch file", path, e))?;
-    }
-    Ok(())
 }
 
 fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
@@ -735,24 +281,6 @@ fn write_temp(
     Ok((tmp, f))
 }
 
-/// Duplicates a descriptor (same open file description, so the same `flock`).
-/// All operations on one lease are serialized by its guard, so a lease never
-/// takes the state lock twice at once through two duplicates.
-fn dup(path: &Path, f: &File) -> Result<File> {
-    f.try_clone()
-        .map_err(|e| Error::io("duplicate descriptor of", path, e))
-}
-
-/// Whether the lock name no longer denotes the lock `ino` we published, and
-/// how: removed, or replaced by another file.
-fn lost_lock(key: &FileKey, ino: (u64, u64)) -> Result<Option<LossCause>> {
-    Ok(match lstat(&key.lock_path)? {
-        Some(m) if (m.dev(), m.ino()) == ino => None,
-        Some(_) => Some(LossCause::Replaced),
-        None => Some(LossCause::Removed),
-    })
-}
-
 /// Puts the new payload `tmp` in place of our lock `ino` at `lock_path`,
 /// never overwriting a lock that is not ours. With `RENAME_EXCHANGE` the two
 /// names swap atomically and what comes out must be our old lock; if a
@@ -811,11 +339,6 @@ fn written_at(meta: &std::fs::Metadata) -> SystemTime {
         })
         .unwrap_or(mtime);
     mtime.min(ctime)
-}
-
-fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
-    let m = f.metadata().map_err(|e| Error::io("stat", path, e))?;
-    Ok((m.dev(), m.ino()))
 }
 
 impl FileBackend {
@@ -1047,24 +570,7 @@ impl FileBackend {
     /// The key of `session`, resolved as [`LockBackend::key`] does; with
     /// `create`, creating its directory, else `None` when that is missing.
     fn key_of(&self, session: &Path, create: bool) -> Result<Option<FileKey>> {
-        let given = session;
-        let Some(session) = canonical_session(session, self.root.as_deref(), create)? else {
-            return Ok(None);
-        };
-        if let Some(root) = &self.root {
-            confine::check_inside(root, &session, given)?;
-        }
-        let name_len = session.file_name().map_or(0, |n| n.len());
-        if name_len > MAX_SESSION_NAME {
-            return Err(Error::InvalidPath {
-                path: session,
-                reason: format!(
-                    "file name is {name_len} bytes, longer than the {MAX_SESSION_NAME} bytes sessionlock accepts (its lock's side files add up to {LONGEST_SIDE_SUFFIX} bytes and must fit the 255-byte file name limit)"
-                ),
-            });
-        }
-        let lock_path = with_suffix(&session, ".lock");
-        Ok(Some(FileKey { session, lock_path }))
+        key_of(session, self.root.as_deref(), create)
     }
 
     /// The key of `session` as [`LockBackend::key`] resolves it (through
@@ -1407,38 +913,6 @@ impl LockBackend for FileBackend {
     }
 }
 
-/// The fence of the file backend: runs `f` only while the lease's epoch is
-/// current and its lock file still the one it published, under a shared
-/// `flock` of the session's state file that reclaim and revocation take
-/// exclusively.
-pub(crate) fn fenced<T>(lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
-    let path = FileBackend::epoch_path(&lease.key);
-    let mut state = dup(&path, &lease.state)?;
-    let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
-    let current = read_epoch(&path, g.file)?;
-    let (epoch, ino) = lease.epoch_ino();
-    if current != epoch {
-        return Err(Error::Fenced {
-            path: lease.key.lock_path.clone(),
-            epoch,
-            current_epoch: current,
-        });
-    }
-    // Programs that do not take the state lock (OpenClaw, an operator's
-    // `rm`) can remove or replace the lock without bumping the epoch:
-    // the lock name must still denote the inode we published. One
-    // `statx`; the inode cannot be reused while we keep it open.
-    if let Some(cause) = lost_lock(&lease.key, ino)? {
-        return Err(Error::Revoked {
-            path: lease.key.lock_path.clone(),
-            epoch,
-            current_epoch: current,
-            cause,
-        });
-    }
-    Ok(f())
-}
-
 /// The process to watch for exit while waiting: an inspected holder the
 /// backend found alive on this machine.
 fn holder_pid(holder: Option<&FileInspection>) -> Option<u32> {
@@ -1513,6 +987,51 @@ impl FileWatch {
                 }
             }
         }
+    }
+}
+
+impl TranscriptStore<FileBackend> for Transcript {
+    type Snapshot = Fence;
+
+    async fn append(
+        &mut self,
+        held: &Held<FileLease>,
+        entries: &RawEntries,
+        durability: Durability,
+    ) -> Result<Appended> {
+        self.append_held(held, entries.as_bytes(), durability)
+    }
+
+    async fn rewrite(&mut self, held: &Held<FileLease>, entries: &RawEntries) -> Result<()> {
+        self.rewrite_held(held, entries.as_bytes())
+    }
+
+    async fn truncate(&mut self, held: &Held<FileLease>, keep: usize) -> Result<()> {
+        self.truncate_held(held, keep)
+    }
+
+    async fn repair(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
+        self.repair_held(held)
+    }
+
+    async fn read(&self) -> Result<crate::store::Read> {
+        let mut reader = self.reader()?;
+        let mut entries = Vec::new();
+        for entry in reader.by_ref() {
+            entries.push(entry?.value);
+        }
+        Ok(crate::store::Read {
+            entries,
+            torn: reader.torn_tail().cloned(),
+        })
+    }
+
+    async fn snapshot(&self, epoch: u64) -> Result<Fence> {
+        Transcript::snapshot(self, epoch)
+    }
+
+    async fn check(&self, fence: &Fence, classifier: &dyn ChangeClassifier) -> Result<Change> {
+        Transcript::check(self, fence, classifier)
     }
 }
 

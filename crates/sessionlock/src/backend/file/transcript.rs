@@ -3,7 +3,7 @@
 //!
 //! - [`Transcript::append`] writes a batch of entries, one complete line
 //!   each, with a single `write(2)` to an `O_APPEND` handle, inside
-//!   [`Guard::with_fence`]: once a newer epoch exists no write of an older
+//!   [`Guard::with_fence`](crate::Guard::with_fence): once a newer epoch exists no write of an older
 //!   one can land, because reclaim and revocation take the session's state
 //!   lock exclusively and the fenced write holds it shared.
 //!   [`Transcript::append_raw`] does the same with entries given as JSON
@@ -46,13 +46,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::fence::{forget_cached_digest, DigestCell, Fence};
-use super::fs::{Fs, RealFs};
-use super::{fenced, FileBackend, FileLease};
-use crate::attempt::classify::ChangeClassifier;
-use crate::backend::{Held, LockBackend, TranscriptStore};
-use crate::blocking::{block_on, offload};
+use super::fs::{read_exact_at, Fs, RealFs};
+use super::key::key_of;
+use super::lease::{fenced, FileLease};
+use crate::backend::Held;
+use crate::blocking::offload;
 use crate::error::{Error, Result};
-use crate::lock::guard::Guard;
+use crate::store::classify::ChangeClassifier;
 use crate::store::Valid;
 pub use crate::store::{
     Appended, Change, Durability, Entry, RawEntries, Read, Takeover, TornTail, MAX_ENTRY_BYTES,
@@ -125,7 +125,11 @@ impl Transcript {
     /// # Errors
     /// As [`Transcript::open`].
     pub fn open_with(session: impl AsRef<Path>, fs: Arc<dyn Fs>) -> Result<Transcript> {
-        let path = FileBackend::default().key(session.as_ref())?.session;
+        let session = session.as_ref();
+        let Some(key) = key_of(session, None, true)? else {
+            unreachable!("a key lookup that may create its directory always gives one")
+        };
+        let path = key.session;
         Self::open_canonical(path, fs)
     }
 
@@ -220,7 +224,7 @@ impl Transcript {
     ) -> Result<T> {
         let lease = held.lease();
         self.ready(lease)?;
-        let epoch = FileBackend::info(lease).epoch;
+        let (epoch, _) = lease.epoch_ino();
         if held.inside_fence() {
             op(self, epoch)
         } else {
@@ -256,43 +260,7 @@ impl Transcript {
         e
     }
 
-    /// Appends `entries`, one line each, with one write, under the fence.
-    ///
-    /// # Errors
-    /// `Revoked`/`Fenced` when `guard` no longer owns the session (nothing is
-    /// written); `Poisoned` after an earlier failure; `Io` when the write or
-    /// sync fails (the handle is then poisoned).
-    pub fn append(
-        &mut self,
-        guard: &Guard,
-        entries: &[Value],
-        durability: Durability,
-    ) -> Result<Appended> {
-        let buf = serialize(entries, &self.path)?;
-        let this = &mut *self;
-        block_on(
-            guard.with_lease(move |held| async move { this.append_held(&held, &buf, durability) }),
-        )
-    }
-
-    /// Appends entries given as JSON text, byte for byte, with one write,
-    /// under the fence, exactly like [`Transcript::append`].
-    ///
-    /// # Errors
-    /// As [`Transcript::append`].
-    pub fn append_raw(
-        &mut self,
-        guard: &Guard,
-        entries: &RawEntries,
-        durability: Durability,
-    ) -> Result<Appended> {
-        let this = &mut *self;
-        block_on(guard.with_lease(move |held| async move {
-            this.append_held(&held, entries.as_bytes(), durability)
-        }))
-    }
-
-    fn append_held(
+    pub(crate) fn append_held(
         &mut self,
         held: &Held<FileLease>,
         buf: &[u8],
@@ -356,19 +324,7 @@ impl Transcript {
         r.map_err(|e| self.poison(Error::io("sync transcript", &self.path, e)))
     }
 
-    /// Detects a torn final line and, if there is one, moves it to
-    /// `<session>.torn-<epoch>` and truncates the transcript to its last
-    /// complete line. Runs automatically before the first fenced write of a
-    /// handle.
-    ///
-    /// # Errors
-    /// `Revoked`/`Fenced`; `Io` (the handle is then poisoned).
-    pub fn repair(&mut self, guard: &Guard) -> Result<Option<TornTail>> {
-        let this = &mut *self;
-        block_on(guard.with_lease(move |held| async move { this.repair_held(&held) }))
-    }
-
-    fn repair_held(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
+    pub(crate) fn repair_held(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
         self.fenced_unit(held, |this, epoch| offload(|| this.repair_fenced(epoch)))
     }
 
@@ -447,36 +403,13 @@ impl Transcript {
         }))
     }
 
-    /// Replaces the transcript with `entries` (compaction): a new file is
-    /// written beside it, fsynced, renamed over it, and the directory fsynced.
-    ///
-    /// # Errors
-    /// `Revoked`/`Fenced`; `Poisoned`; `Io` (the handle is then poisoned; the
-    /// old transcript is left in place unless the failure came after the
-    /// rename, in the directory sync or the reopen).
-    pub fn rewrite(&mut self, guard: &Guard, entries: &[Value]) -> Result<()> {
-        let buf = serialize(entries, &self.path)?;
-        let this = &mut *self;
-        block_on(guard.with_lease(move |held| async move { this.rewrite_held(&held, &buf) }))
-    }
-
-    fn rewrite_held(&mut self, held: &Held<FileLease>, content: &[u8]) -> Result<()> {
+    pub(crate) fn rewrite_held(&mut self, held: &Held<FileLease>, content: &[u8]) -> Result<()> {
         self.fenced_unit(held, |this, epoch| {
             offload(|| this.replace_fenced(content, epoch))
         })
     }
 
-    /// Keeps the first `keep` complete entries (byte for byte) and drops the
-    /// rest, like [`Transcript::rewrite`].
-    ///
-    /// # Errors
-    /// As [`Transcript::rewrite`].
-    pub fn truncate(&mut self, guard: &Guard, keep: usize) -> Result<()> {
-        let this = &mut *self;
-        block_on(guard.with_lease(move |held| async move { this.truncate_held(&held, keep) }))
-    }
-
-    fn truncate_held(&mut self, held: &Held<FileLease>, keep: usize) -> Result<()> {
+    pub(crate) fn truncate_held(&mut self, held: &Held<FileLease>, keep: usize) -> Result<()> {
         self.fenced_unit(held, |this, epoch| {
             offload(|| {
                 let mut kept = Vec::new();
@@ -552,7 +485,7 @@ impl Transcript {
     }
 
     /// Snapshots the transcript for the session epoch `epoch` (a fence, see
-    /// [`crate::fence`]): the blocking twin of [`TranscriptStore::snapshot`].
+    /// [`crate::fence`]): the blocking twin of [`TranscriptStore::snapshot`](crate::backend::TranscriptStore::snapshot).
     ///
     /// # Errors
     /// `Io` when it cannot be examined.
@@ -561,7 +494,7 @@ impl Transcript {
     }
 
     /// What changed since `fence`, judged by `classifier`: the blocking twin
-    /// of [`TranscriptStore::check`].
+    /// of [`TranscriptStore::check`](crate::backend::TranscriptStore::check).
     ///
     /// # Errors
     /// `Io` when it cannot be examined.
@@ -578,53 +511,28 @@ impl Transcript {
     }
 }
 
-impl TranscriptStore<FileBackend> for Transcript {
-    type Snapshot = Fence;
-
-    async fn append(
-        &mut self,
-        held: &Held<FileLease>,
-        entries: &RawEntries,
-        durability: Durability,
-    ) -> Result<Appended> {
-        self.append_held(held, entries.as_bytes(), durability)
-    }
-
-    async fn rewrite(&mut self, held: &Held<FileLease>, entries: &RawEntries) -> Result<()> {
-        self.rewrite_held(held, entries.as_bytes())
-    }
-
-    async fn truncate(&mut self, held: &Held<FileLease>, keep: usize) -> Result<()> {
-        self.truncate_held(held, keep)
-    }
-
-    async fn repair(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
-        self.repair_held(held)
-    }
-
-    async fn read(&self) -> Result<Read> {
-        let mut reader = self.reader()?;
-        let mut entries = Vec::new();
-        for entry in reader.by_ref() {
-            entries.push(entry?.value);
-        }
-        Ok(Read {
-            entries,
-            torn: reader.torn_tail().cloned(),
-        })
-    }
-
-    async fn snapshot(&self, epoch: u64) -> Result<Fence> {
-        Transcript::snapshot(self, epoch)
-    }
-
-    async fn check(&self, fence: &Fence, classifier: &dyn ChangeClassifier) -> Result<Change> {
-        Transcript::check(self, fence, classifier)
+impl Fence {
+    /// Snapshots `transcript`: O(1) in its size plus what was appended since
+    /// the handle's previous snapshot, or, at the handle's first snapshot,
+    /// since the digest the process-wide cache has of the file; without one
+    /// usable, the whole file (up to [`DIGEST_SEED_CAP`](crate::fence::DIGEST_SEED_CAP)) is read to seed
+    /// the digest (see the module docs).
+    ///
+    /// # Errors
+    /// `Io` when the transcript cannot be examined.
+    pub fn take(transcript: &Transcript, epoch: u64) -> Result<Fence> {
+        Fence::take_at(
+            transcript.fs().as_ref(),
+            transcript.path(),
+            transcript.file(),
+            transcript.digest(),
+            epoch,
+        )
     }
 }
 
 /// Serializes entries as JSONL lines.
-fn serialize(entries: &[Value], path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn serialize(entries: &[Value], path: &Path) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(entries.len() * 128);
     for e in entries {
         serde_json::to_writer(&mut buf, e)
@@ -670,33 +578,6 @@ pub fn torn_tail(fs: &dyn Fs, file: &File, path: &Path) -> Result<Option<TornTai
         len,
         saved_to: None,
     }))
-}
-
-pub(crate) fn read_exact_at(
-    fs: &dyn Fs,
-    file: &File,
-    mut buf: &mut [u8],
-    mut offset: u64,
-    path: &Path,
-) -> Result<()> {
-    while !buf.is_empty() {
-        match fs.read_at(file, buf, offset) {
-            Ok(0) => {
-                return Err(Error::io(
-                    "read",
-                    path,
-                    io::Error::from(io::ErrorKind::UnexpectedEof),
-                ))
-            }
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("read", path, e)),
-        }
-    }
-    Ok(())
 }
 
 fn copy_range(

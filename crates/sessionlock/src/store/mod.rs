@@ -2,6 +2,8 @@
 //! every [`TranscriptStore`](crate::backend::TranscriptStore) takes and
 //! returns, whatever keeps the transcript.
 
+pub mod classify;
+
 use std::ffi::OsString;
 use std::ops::Range;
 
