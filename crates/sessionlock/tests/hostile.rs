@@ -641,6 +641,122 @@ fn a_foreign_flock_does_not_block_the_async_runtime() {
     });
 }
 
+/// Runs `op` on the one worker of a multi-thread runtime while a ticker task
+/// counts 10 ms ticks; `release` ends whatever `op` waits for once 30 ticks
+/// were counted (or after 10 s, when the ticker is stuck). Returns `op`'s
+/// output and whether the ticks came while `op` was blocked.
+fn ticks_while_blocked<T: Send + 'static>(
+    op: impl FnOnce() -> T + Send + 'static,
+    release: impl FnOnce() + Send + 'static,
+) -> (T, bool) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let releaser = {
+        let ticks = ticks.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let ticked = loop {
+                if ticks.load(Ordering::Relaxed) >= 30 {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            release();
+            ticked
+        })
+    };
+    let out = rt.block_on(async {
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        // On the runtime's one worker, as a gateway's task would run it.
+        let out = tokio::spawn(async move { op() }).await.unwrap();
+        ticker.abort();
+        out
+    });
+    (out, releaser.join().unwrap())
+}
+
+// The async API never blocks a runtime worker on a state lock held by
+// another program: a fenced write waits for it through `block_in_place`,
+// so the worker's other tasks move to another thread meanwhile.
+#[test]
+fn a_fenced_write_waiting_for_the_state_lock_leaves_the_runtime_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let guard = SessionLock::new().acquire(&session).unwrap();
+    let mut t = Transcript::open(&session).unwrap();
+    let blocker = hold_flock(&epoch_path(&session));
+    let (appended, ticked) = ticks_while_blocked(
+        move || t.append(&guard, &[json!({"n": 1})], Durability::None),
+        move || drop(blocker),
+    );
+    appended.expect("the write lands once the state lock is free");
+    assert!(
+        ticked,
+        "the runtime's worker was blocked while the write waited for the state lock"
+    );
+}
+
+/// A file system whose `fsync`s wait until the test opens the gate: a
+/// disk that takes its time.
+struct SlowSync {
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl sessionlock::fs::Fs for SlowSync {
+    fn sync_data(&self, file: &fs::File) -> std::io::Result<()> {
+        let (open, cv) = &*self.gate;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut g = open.lock().unwrap();
+        while !*g && Instant::now() < deadline {
+            g = cv.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+        }
+        file.sync_data()
+    }
+}
+
+// An fsync of the async API runs off the runtime's worker threads too.
+#[test]
+fn a_slow_fsync_of_a_fenced_write_leaves_the_runtime_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let guard = SessionLock::new().acquire(&session).unwrap();
+    let mut t = Transcript::open_with(
+        &session,
+        std::sync::Arc::new(SlowSync { gate: gate.clone() }),
+    )
+    .unwrap();
+    let (appended, ticked) = ticks_while_blocked(
+        move || t.append(&guard, &[json!({"n": 1})], Durability::Data),
+        move || {
+            *gate.0.lock().unwrap() = true;
+            gate.1.notify_all();
+        },
+    );
+    appended.expect("the write lands once the disk answers");
+    assert!(
+        ticked,
+        "the runtime's worker was blocked while the write waited for its fsync"
+    );
+}
+
 // Sibling of the state-lock defect: the watchdog thread revokes overdue
 // guards of every session of the process under the state lock. A foreign
 // flock on one session's state file blocked it in flock(2) forever: that
