@@ -91,13 +91,15 @@ pub mod identity;
 pub mod openclaw;
 // -- stale reasons,
 pub mod reason;
+// -- stale classification,
+pub mod reclaim;
 // -- the error type
 mod error;
 // -- backend-neutral store types
 pub mod store;
 // -- the backend seam and the file backend
 pub mod backend;
-// -- the lock core: acquire loop, guards, registry, watchdog, staleness
+// -- the lock core: acquire loop, guards, registry, watchdog
 mod lock;
 // -- the transcript API taking a guard
 pub mod transcript;
@@ -109,7 +111,6 @@ pub mod diag;
 pub use attempt::{runs, turns};
 pub use backend::file::{epoch, fence, fs, fscheck};
 pub use diag::{doctor, status};
-pub use lock::reclaim;
 pub use store::classify;
 
 pub use backend::file::{FileBackend, FileKey, Notify};
@@ -118,7 +119,7 @@ pub use config::{Config, HoldExceededPolicy, Settings};
 pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TryAcquireError};
 pub use lock::acquire::{LockOptions, SessionLock};
 pub use lock::guard::Guard;
-pub use lock::reclaim::{Reason, Reasons};
+pub use reason::{Reason, Reasons};
 
 // The README's Rust examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

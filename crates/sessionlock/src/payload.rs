@@ -200,7 +200,7 @@ impl Payload {
 
     /// When the holder's lease ends (`createdAt + maxHoldMs`) as the payload
     /// claims it, if both are known and the sum is representable. Readers
-    /// that act on a lock bound these claims (see [`crate::lock::reclaim::assess`]).
+    /// that act on a lock bound these claims (see [`crate::reclaim::classify`]).
     pub fn lease_end(&self) -> Option<SystemTime> {
         self.created_at?
             .checked_add(Duration::from_millis(self.max_hold_ms?))

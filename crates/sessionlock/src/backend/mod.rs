@@ -34,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::Result;
 use crate::identity::{Liveness, SelfIdentity};
 use crate::payload::{Malformed, Payload};
+use crate::reclaim::{self, Assessment, Policy};
 use crate::store::classify::ChangeClassifier;
 use crate::store::{Appended, Change, Durability, RawEntries, Read, TornTail};
 
@@ -168,7 +169,33 @@ pub trait LockBackend: Send + Sync + 'static {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Outcome<Self::Lease, Self::Version>>> + Send;
 
-    /// Reads the current lock, if any.
+    /// Judges an inspected lock (spec §5): how old it is and when its lease
+    /// ends on the backend's clock ([`Inspection::observed`]), whether its
+    /// holder lives ([`Inspection::liveness`]), and what a contender may do
+    /// under `policy`. `held_here` says whether this process holds the
+    /// session in memory (only then is a lock of ours not an orphan). The
+    /// provided rules ([`reclaim::classify`]) serve a backend whose
+    /// inspection gathers its evidence; one with rules of its own
+    /// overrides this.
+    fn assess(
+        &self,
+        seen: &Inspection<Self::Version>,
+        policy: &Policy,
+        held_here: bool,
+    ) -> Assessment {
+        reclaim::classify(
+            seen.payload.as_ref(),
+            seen.written,
+            seen.observed,
+            policy,
+            seen.liveness,
+            seen.ours,
+            held_here,
+        )
+    }
+
+    /// Reads the current lock, if any, with the backend's evidence about
+    /// its holder.
     ///
     /// # Errors
     /// As [`LockBackend::try_acquire`].

@@ -50,7 +50,7 @@ use crate::error::{Error, Holder, Result};
 use crate::identity::{Liveness, SelfIdentity};
 use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
-use crate::lock::reclaim::{Action as Contender, Reason};
+use crate::reclaim::{Action as Contender, Reason};
 
 /// How old a leftover temporary, tombstone or rewrite file must be before
 /// [`fix`] removes it: the operations that create them finish within

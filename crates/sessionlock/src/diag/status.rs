@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::backend::file::{FileBackend, FileInspection, FileKey};
-use crate::backend::SessionId;
+use crate::backend::{LockBackend, SessionId};
 use crate::config::Settings;
 use crate::error::{Error, Holder, Result};
 use crate::identity::Liveness;
 use crate::lock::acquire::{held_here, holder_from};
-use crate::lock::reclaim::{self, Action, Policy};
+use crate::reclaim::{Action, Policy};
 
 /// One lock, explained.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct LockStatus {
     /// Time left on the holder's lease (zero when past it), if known.
     pub lease_left: Option<Duration>,
     /// When the holder's lease ends, as a contender counts it (with
-    /// `createdAt` and `maxHoldMs` bounded, see [`reclaim::assess`]).
+    /// `createdAt` and `maxHoldMs` bounded, see [`crate::reclaim::classify`]).
     pub lease_end: Option<SystemTime>,
     /// What a contender would do now.
     pub action: Action,
@@ -67,7 +67,7 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
     };
     let now = insp.observed;
     // A lock of ours is an orphan only if this process does not hold it.
-    let a = reclaim::assess(&insp, &policy(settings), held_here(&key));
+    let a = backend.assess(&insp, &policy(settings), held_here(&key));
     Ok(Some(LockStatus {
         session: key.session.clone(),
         holder: holder_from(key.locator(), &insp, &a),

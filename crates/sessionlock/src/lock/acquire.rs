@@ -18,8 +18,8 @@ use crate::config::{Config, HoldExceededPolicy, Settings};
 use crate::error::{Error, Holder, Result, TryAcquireError};
 use crate::identity::me;
 use crate::lock::guard::{Guard, Hold};
-use crate::lock::reclaim::{self, Action, Assessment, Policy};
 use crate::lock::registry::{self, Entry, Turn};
+use crate::reclaim::{self, Action, Assessment, Policy};
 
 /// Options of one acquisition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,13 +249,6 @@ impl LockOptions {
     }
 }
 
-/// Classifies an inspected lock as a contender: from this process, which
-/// holds the turn, so nothing of this process holds the key and a lock of
-/// ours is an orphan.
-fn assess<V>(seen: &Inspection<V>, policy: &Policy) -> Assessment {
-    reclaim::assess(seen, policy, false)
-}
-
 /// Logs a reclaim of a live foreign holder past its lease: it cannot be
 /// fenced, so it may go on writing beside the new holder (spec §15; seed
 /// incident #89673 requires the reclaim anyway under policy `reclaim`).
@@ -415,7 +408,7 @@ impl<B: LockBackend> SessionLock<B> {
         }
         match self.backend.inspect(key).await {
             Ok(Some(seen)) => {
-                let a = assess(&seen, &opts.policy());
+                let a = self.assess(&seen, &opts.policy());
                 holder_from(key.locator(), &seen, &a)
             }
             _ => Holder {
@@ -432,6 +425,13 @@ impl<B: LockBackend> SessionLock<B> {
                 reasons: Default::default(),
             },
         }
+    }
+
+    /// Judges an inspected lock as a contender: from this process, which
+    /// holds the turn, so nothing of this process holds the key and a lock
+    /// of ours is an orphan.
+    fn assess(&self, seen: &Inspection<B::Version>, policy: &Policy) -> Assessment {
+        self.backend.assess(seen, policy, false)
     }
 
     fn request(&self, opts: &LockOptions) -> LeaseRequest {
@@ -576,7 +576,7 @@ impl<B: LockBackend> SessionLock<B> {
                 }
                 Outcome::Busy(seen) => seen,
             };
-            let a = assess(&seen, &policy);
+            let a = self.assess(&seen, &policy);
             match a.action {
                 Action::Reclaim => {
                     let reclaimed = self.backend.reclaim(&key, &seen, &req, slice).await;

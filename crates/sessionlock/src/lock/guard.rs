@@ -12,10 +12,10 @@ use crate::backend::file::FileBackend;
 use crate::backend::{Held, LeaseInfo, LeaseRequest, LockBackend, SessionId};
 use crate::blocking::block_on;
 use crate::error::{Error, Holder, LossCause, Result};
-use crate::lock::reclaim::Reasons;
 use crate::lock::registry::{Parked, Turn};
 use crate::lock::watchdog::{self, Revocable};
 use crate::payload::Payload;
+use crate::reclaim::Reasons;
 use crate::sync::lock;
 
 /// A held session write lock.

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::backend::Inspection;
 use crate::config::{HoldExceededPolicy, DEFAULT_MAX_HOLD, MAX_HOLD_CAP};
 use crate::identity::Liveness;
 use crate::payload::{Malformed, Payload};
@@ -80,25 +79,10 @@ pub struct Assessment {
     pub action: Action,
 }
 
-/// Classifies an inspected lock on the backend's evidence (its clock, its
-/// liveness verdict). `held_here` says whether this process holds the
-/// lock's key in memory (only then is a lock of ours not an orphan).
-pub fn assess<V>(seen: &Inspection<V>, policy: &Policy, held_here: bool) -> Assessment {
-    classify(
-        seen.payload.as_ref(),
-        seen.written,
-        seen.observed,
-        policy,
-        seen.liveness,
-        seen.ours,
-        held_here,
-    )
-}
-
 /// Classifies a lock. `payload` is the parsed payload or why it could not be
 /// parsed; `written` is when the lock was last written and `now` the
 /// backend's clock; `liveness` and `ours` are the backend's verdict on the
-/// holder (see [`Inspection`]).
+/// holder (see [`Inspection`](crate::backend::Inspection)).
 ///
 /// A payload's claims are bounded by what sessionlock itself would write, so
 /// that no lock pins a session longer than the longest lease there is: its
