@@ -389,7 +389,7 @@ mod tests {
 }
 
 /// Model checks of the hand-off over every interleaving loom can reach:
-/// `RUSTFLAGS="--cfg loom" cargo test -p sessionlock --release --lib registry::model`
+/// `RUSTFLAGS="--cfg loom" cargo test -p sessionlock --release --lib lock::registry::model`
 /// (see docs/design.md §"Model checking the registry"). A lost wake-up shows
 /// as a deadlock, which loom reports as a failure; the `queue`, `busy` and
 /// `parked` state is checked after every execution.
