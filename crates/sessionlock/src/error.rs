@@ -11,6 +11,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::reason::Reasons;
+use crate::store::Takeover;
 
 /// Result alias for sessionlock operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -307,15 +308,17 @@ pub enum Error {
         path: PathBuf,
     },
     /// The transcript changed while the attempt had released its lock, in a
-    /// way the attempt cannot accept (spec §8.4).
+    /// way the attempt cannot accept (spec §8.4), or the attempt can no
+    /// longer prove that it did not. The message keeps the shape of spec
+    /// §12; the typed [`reason`](TakeoverReason) says what was found.
     #[error("session file changed while prompt lock was released: {} (phase: {phase})", session.display())]
     Takeover {
         /// The session file.
         session: PathBuf,
         /// Where the takeover was detected.
         phase: TakeoverPhase,
-        /// What changed.
-        detail: String,
+        /// What was found.
+        reason: TakeoverReason,
     },
     /// The operation was cancelled before it finished: the attempt it
     /// served was aborted or disposed while it waited (for its turn, the
@@ -520,6 +523,126 @@ impl fmt::Display for TakeoverPhase {
     }
 }
 
+/// Why an attempt was taken over ([`Error::Takeover`],
+/// [`Attempt::takeover`](crate::attempt::Attempt::takeover)): what its check
+/// of the transcript found, or why the check could not vouch for it.
+///
+/// [`Display`](fmt::Display) gives the prose of log lines and the CLI.
+/// Serialized (serde) as an object whose `kind` is the reason's
+/// [name](TakeoverReason::as_str) in snake_case, beside the variant's
+/// fields: `{"kind": "changed", "change": {"kind": "foreign_entry",
+/// "offset": 120}}`, `{"kind": "lock_lost", "error": "..."}`. Names never
+/// change once released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum TakeoverReason {
+    /// The check against the fence found a change the attempt cannot
+    /// accept: the store's [`Takeover`] kind.
+    Changed {
+        /// What changed.
+        change: Takeover,
+    },
+    /// The transcript was changed under the attempt's held lock by a
+    /// program that ignores the lock, found when the attempt released it.
+    ChangedWhileHeld {
+        /// What changed.
+        change: Takeover,
+    },
+    /// No usable fence: it could not be taken or kept (the store's error),
+    /// so nothing can be proven about the transcript.
+    FenceUnavailable {
+        /// The store's error.
+        why: String,
+    },
+    /// The user's classifier panicked while judging the transcript: nothing
+    /// can be proven about it.
+    CheckPanicked,
+    /// The transcript could not be checked against the fence.
+    CheckFailed {
+        /// The store's error.
+        error: String,
+    },
+    /// A write was refused by the fence: the lock was lost while the
+    /// attempt held it (revoked, removed, or reclaimed by another holder).
+    LockLost {
+        /// The refusal ([`Error::Fenced`] or [`Error::Revoked`]).
+        error: String,
+    },
+    /// The lock could not be reacquired: the acquisition timed out or met a
+    /// stale report (spec §8.2).
+    LockUnavailable {
+        /// The acquisition's error ([`Error::Timeout`] or [`Error::Stale`]).
+        error: String,
+    },
+    /// An aborted attempt's cleanup did not get its session back from the
+    /// attempts of this process that took it meanwhile, within its owner
+    /// budget.
+    SessionNotReturned {
+        /// The wait's error ([`Error::Busy`]).
+        error: String,
+    },
+    /// The attempt had no view of the transcript to check against (a broken
+    /// invariant of the controller, never expected).
+    Unverifiable {
+        /// What was missing.
+        why: String,
+    },
+}
+
+impl TakeoverReason {
+    /// The stable name of the reason's kind, as serialized (`changed`,
+    /// `changed_while_held`, `fence_unavailable`, `check_panicked`,
+    /// `check_failed`, `lock_lost`, `lock_unavailable`,
+    /// `session_not_returned`, `unverifiable`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TakeoverReason::Changed { .. } => "changed",
+            TakeoverReason::ChangedWhileHeld { .. } => "changed_while_held",
+            TakeoverReason::FenceUnavailable { .. } => "fence_unavailable",
+            TakeoverReason::CheckPanicked => "check_panicked",
+            TakeoverReason::CheckFailed { .. } => "check_failed",
+            TakeoverReason::LockLost { .. } => "lock_lost",
+            TakeoverReason::LockUnavailable { .. } => "lock_unavailable",
+            TakeoverReason::SessionNotReturned { .. } => "session_not_returned",
+            TakeoverReason::Unverifiable { .. } => "unverifiable",
+        }
+    }
+
+    /// The store's kind of change, when the transcript was found changed.
+    pub fn change(&self) -> Option<&Takeover> {
+        match self {
+            TakeoverReason::Changed { change } | TakeoverReason::ChangedWhileHeld { change } => {
+                Some(change)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TakeoverReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TakeoverReason::Changed { change } => write!(f, "{change}"),
+            TakeoverReason::ChangedWhileHeld { change } => {
+                write!(
+                    f,
+                    "fence unavailable (changed while the lock was held: {change})"
+                )
+            }
+            TakeoverReason::FenceUnavailable { why } => write!(f, "fence unavailable ({why})"),
+            TakeoverReason::CheckPanicked => {
+                f.write_str("fence unavailable (the check of the transcript panicked)")
+            }
+            TakeoverReason::CheckFailed { error } => write!(f, "cannot check the fence: {error}"),
+            TakeoverReason::LockLost { error }
+            | TakeoverReason::LockUnavailable { error }
+            | TakeoverReason::SessionNotReturned { error } => f.write_str(error),
+            TakeoverReason::Unverifiable { why } => f.write_str(why),
+        }
+    }
+}
+
 /// The error of [`SessionLock::try_acquire`](crate::SessionLock::try_acquire):
 /// "held by someone else" is an answer, not a failure.
 #[derive(Debug, thiserror::Error)]
@@ -609,7 +732,7 @@ mod tests {
                 Error::Takeover {
                     session: path(),
                     phase: TakeoverPhase::Write,
-                    detail: String::new(),
+                    reason: TakeoverReason::CheckPanicked,
                 },
                 "takeover",
             ),

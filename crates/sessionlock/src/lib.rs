@@ -116,7 +116,7 @@ pub use store::classify;
 pub use backend::file::{FileBackend, FileKey, Notify};
 pub use backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
 pub use config::{Config, HoldExceededPolicy, Settings};
-pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TryAcquireError};
+pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TakeoverReason, TryAcquireError};
 pub use lock::acquire::{LockOptions, SessionLock};
 pub use lock::guard::Guard;
 pub use reason::{Reason, Reasons};

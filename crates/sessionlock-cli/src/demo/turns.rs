@@ -224,8 +224,8 @@ impl<'a> Turn<'a> {
     /// Records an error of the attempt: a takeover, or a failure.
     fn error(&mut self, e: &Error) {
         match e {
-            Error::Takeover { phase, detail, .. } => {
-                self.taken_over(&phase.to_string(), detail.clone())
+            Error::Takeover { phase, reason, .. } => {
+                self.taken_over(&phase.to_string(), reason.to_string())
             }
             e => {
                 self.window_close();

@@ -41,6 +41,7 @@
 //! fail at once with [`Error::Misuse`]. An abort is sticky: after it, only
 //! the attempt's cleanup and dispose go on.
 
+pub mod blocking;
 pub mod runs;
 pub mod turns;
 
@@ -57,14 +58,14 @@ use tokio::sync::Notify;
 
 use crate::attempt::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegistry};
 use crate::attempt::turns::{PromptTurn, PromptTurns, TurnHolder};
-use crate::backend::file::fence::Change;
 use crate::backend::file::FileBackend;
 use crate::backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
 use crate::blocking::block_on;
-use crate::error::{Error, Holder, Result, TakeoverPhase};
+use crate::error::{Error, Holder, Result, TakeoverPhase, TakeoverReason};
 use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
 use crate::store::classify::{AcceptNothing, ChangeClassifier};
+use crate::store::{Appended, Change, Durability, RawEntries, Read};
 use crate::sync::lock;
 
 /// Where an attempt is in its lifecycle.
@@ -247,6 +248,10 @@ enum AfterWrite {
 
 type Fence<B> = <<B as StoreBackend>::Store as TranscriptStore<B>>::Snapshot;
 
+/// The attempt's view of the transcript, or why it has none it can trust
+/// (the takeover a check against it reports).
+type View<B> = std::result::Result<Fence<B>, TakeoverReason>;
+
 struct St<B: StoreBackend> {
     state: State,
     guard: Option<Guard<B>>,
@@ -255,20 +260,21 @@ struct St<B: StoreBackend> {
     /// The transcript as this attempt last saw it (its own writes included):
     /// armed at every release, and refreshed after every check and write
     /// while the lock is held. `Err` says why it could not be taken.
-    fence: Option<std::result::Result<Fence<B>, String>>,
+    fence: Option<View<B>>,
     /// The prompt turn (§9.1), while in a prompt window.
     turn: Option<PromptTurn>,
     /// The attempt-owner turn, from begin to dispose or abort.
     owner: Option<PromptTurn>,
-    takeover: Option<(TakeoverPhase, String)>,
+    takeover: Option<(TakeoverPhase, TakeoverReason)>,
     /// Counts aborts, so that waits in flight during one give up.
     aborts: u64,
     /// The first abort's kind: from then on only cleanup and dispose work.
     aborted: Option<AbortKind>,
     /// Acquisitions in flight (reacquire, cleanup, a write's short lock).
     acquiring: usize,
-    /// The thread a write closure runs on, while one does.
-    writer: Option<ThreadId>,
+    /// A write or check in flight, which has the transcript (and, for a
+    /// write, the guard) lent.
+    writer: Option<Writer>,
     after_write: AfterWrite,
     run: Option<RunHandle>,
 }
@@ -286,12 +292,35 @@ struct Inner<B: StoreBackend> {
     events: Notify,
 }
 
-/// One agent turn's lock lifecycle. Dropping it disposes it.
+/// One agent turn's lock lifecycle.
 ///
 /// `Attempt` is `Send + Sync`; its methods may be called from several tasks.
-#[must_use = "dropping an attempt disposes it and releases its lock"]
+///
+/// # Clones
+/// `Attempt` is a cheap handle (an [`Arc`] inside): every clone is the same
+/// attempt, with one state, one lock and one fence, as a language binding's
+/// object needs. What one clone does, all see: [`Attempt::dispose`] (or an
+/// abort, a release, a takeover) on any clone applies to the attempt, and
+/// the other clones' later calls find it disposed (or aborted, released,
+/// taken over). Dropping a clone drops only that handle; dropping the last
+/// one disposes the attempt, as dropping the only one always did (its
+/// outcome is then logged, never lost silently: call
+/// [`Attempt::dispose`] to see a takeover found at dispose).
+///
+/// A [blocking twin](blocking::Attempt) shares the same attempt too
+/// ([`blocking::Attempt::from`], [`blocking::Attempt::to_async`]).
+#[must_use = "dropping the last handle of an attempt disposes it and releases its lock"]
 pub struct Attempt<B: StoreBackend = FileBackend> {
     inner: Arc<Inner<B>>,
+}
+
+impl<B: StoreBackend> Clone for Attempt<B> {
+    /// Another handle to the same attempt (see [Clones](Attempt#clones)).
+    fn clone(&self) -> Self {
+        Attempt {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 impl<B: StoreBackend> std::fmt::Debug for Attempt<B> {
@@ -316,6 +345,18 @@ fn release_quietly<B: LockBackend>(guard: Guard<B>, why: &str) {
         Err(e) => {
             tracing::warn!(lock = %path.display(), error = %e, "cannot release session lock ({why})");
         }
+    }
+}
+
+/// The reason a view could not be taken or kept.
+fn unavailable(e: &Error) -> TakeoverReason {
+    TakeoverReason::FenceUnavailable { why: e.to_string() }
+}
+
+/// The verdict of a check that found the transcript lent out.
+fn lent_elsewhere() -> TakeoverReason {
+    TakeoverReason::Unverifiable {
+        why: "the transcript is lent to another call".to_owned(),
     }
 }
 
@@ -381,7 +422,7 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
         st.transcript = Some(transcript);
         st.after_write = AfterWrite::Keep;
         if !self.checked {
-            st.fence = Some(Err(CHECK_PANICKED.to_owned()));
+            st.fence = Some(Err(TakeoverReason::CheckPanicked));
         }
         if st.state == State::Held || st.state == State::Cleanup {
             if self.checked {
@@ -401,6 +442,107 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
     }
 }
 
+/// A write in progress, between [`Attempt::start_write`] and
+/// [`Attempt::finish_write`]: the transcript was checked, and it and the
+/// guard are lent to the write.
+struct Writing<'a, B: StoreBackend> {
+    lent: Lent<'a, B>,
+    /// Whether the lock is a short one taken for this write while released:
+    /// it goes when the write ends.
+    short: bool,
+}
+
+/// One of the attempt's own store operations ([`Attempt::append`] and the
+/// others), written against the seam: a mutation goes through
+/// [`Guard::with_lease`], so the store runs its epoch check and the
+/// mutation as one unit, whatever the backend.
+trait StoreOp<B: StoreBackend>: Send {
+    type Out: Send;
+
+    fn run<'a>(
+        self,
+        store: &'a mut B::Store,
+        guard: &'a Guard<B>,
+    ) -> impl Future<Output = Result<Self::Out>> + Send + 'a
+    where
+        Self: 'a;
+}
+
+struct AppendOp<'e> {
+    entries: &'e RawEntries,
+    durability: Durability,
+}
+
+impl<B: StoreBackend> StoreOp<B> for AppendOp<'_> {
+    type Out = Appended;
+
+    fn run<'a>(
+        self,
+        store: &'a mut B::Store,
+        guard: &'a Guard<B>,
+    ) -> impl Future<Output = Result<Appended>> + Send + 'a
+    where
+        Self: 'a,
+    {
+        guard.with_lease(move |held| async move {
+            store.append(&held, self.entries, self.durability).await
+        })
+    }
+}
+
+struct RewriteOp<'e>(&'e RawEntries);
+
+impl<B: StoreBackend> StoreOp<B> for RewriteOp<'_> {
+    type Out = ();
+
+    fn run<'a>(
+        self,
+        store: &'a mut B::Store,
+        guard: &'a Guard<B>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a
+    where
+        Self: 'a,
+    {
+        guard.with_lease(move |held| async move { store.rewrite(&held, self.0).await })
+    }
+}
+
+struct TruncateOp(usize);
+
+impl<B: StoreBackend> StoreOp<B> for TruncateOp {
+    type Out = ();
+
+    fn run<'a>(
+        self,
+        store: &'a mut B::Store,
+        guard: &'a Guard<B>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a
+    where
+        Self: 'a,
+    {
+        guard.with_lease(move |held| async move { store.truncate(&held, self.0).await })
+    }
+}
+
+/// Reading needs no lease; it runs under the lock all the same, so that
+/// what it returns is what the attempt's fence vouches for.
+struct ReadOp;
+
+impl<B: StoreBackend> StoreOp<B> for ReadOp {
+    type Out = Read;
+
+    fn run<'a>(
+        self,
+        store: &'a mut B::Store,
+        _guard: &'a Guard<B>,
+    ) -> impl Future<Output = Result<Read>> + Send + 'a
+    where
+        Self: 'a,
+    {
+        store.read()
+    }
+}
+
 /// The transcript lent to a check; if the classifier panics, dropping this
 /// gives it back.
 struct Checking<'a, B: StoreBackend> {
@@ -416,7 +558,7 @@ impl<B: StoreBackend> Drop for Checking<'_, B> {
             let mut st = lock(&self.inner.st);
             st.writer = None;
             st.transcript = Some(t);
-            st.fence = Some(Err(CHECK_PANICKED.to_owned()));
+            st.fence = Some(Err(TakeoverReason::CheckPanicked));
             self.inner.after_lending(&mut st);
         }
     }
@@ -433,8 +575,18 @@ impl ChangeClassifier for AnyEntry {
     }
 }
 
-/// Why a view cannot be trusted after its check panicked.
-const CHECK_PANICKED: &str = "the check of the transcript panicked";
+/// Who has the transcript lent (see [`St::writer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// User code runs on this thread, synchronously, with it: a write
+    /// closure, or a classifier judging the transcript. A call of the
+    /// attempt made from this thread meanwhile comes from inside that code.
+    On(ThreadId),
+    /// One of the attempt's own store operations is in flight
+    /// ([`Attempt::append`] and the others): no user code runs inside it,
+    /// so no call is re-entrant, whatever thread it comes from.
+    Store,
+}
 
 /// Takes the prompt turn off the attempt if the future wrapping the model
 /// call is dropped before it ends: the prompt window is over.
@@ -450,17 +602,22 @@ impl<B: StoreBackend> Drop for VacateOnDrop<'_, B> {
 }
 
 impl<B: StoreBackend> Inner<B> {
-    fn takeover_error(&self, phase: TakeoverPhase, detail: String) -> Error {
+    fn takeover_error(&self, phase: TakeoverPhase, reason: TakeoverReason) -> Error {
         Error::Takeover {
             session: self.session.clone(),
             phase,
-            detail,
+            reason,
         }
     }
 
     fn sticky(&self, st: &St<B>, phase: TakeoverPhase) -> Error {
-        let (phase, detail) = st.takeover.clone().unwrap_or((phase, String::new()));
-        self.takeover_error(phase, detail)
+        let (phase, reason) = st.takeover.clone().unwrap_or((
+            phase,
+            TakeoverReason::Unverifiable {
+                why: "the takeover was not recorded".to_owned(),
+            },
+        ));
+        self.takeover_error(phase, reason)
     }
 
     fn misuse(&self, what: &str) -> Error {
@@ -490,7 +647,7 @@ impl<B: StoreBackend> Inner<B> {
     /// Whether a write closure runs on this very thread: a call made from
     /// inside it, which must not wait for it.
     fn reentrant(st: &St<B>) -> bool {
-        st.writer == Some(std::thread::current().id())
+        st.writer == Some(Writer::On(std::thread::current().id()))
     }
 
     /// Snapshots the transcript as it is now, as the attempt's own state.
@@ -498,7 +655,7 @@ impl<B: StoreBackend> Inner<B> {
         st.fence = st
             .transcript
             .as_ref()
-            .map(|t| block_on(t.snapshot(epoch)).map_err(|e| e.to_string()));
+            .map(|t| block_on(t.snapshot(epoch)).map_err(|e| unavailable(&e)));
     }
 
     /// Arms the fence and releases the held lock. The lock is released even
@@ -520,12 +677,12 @@ impl<B: StoreBackend> Inner<B> {
                     st.fence = Some(Ok(view));
                     None
                 }
-                Ok(Change::Takeover(t)) => {
-                    st.fence = Some(Err(format!("changed while the lock was held: {t}")));
+                Ok(Change::Takeover(change)) => {
+                    st.fence = Some(Err(TakeoverReason::ChangedWhileHeld { change }));
                     None
                 }
                 Err(e) => {
-                    st.fence = Some(Err(e.to_string()));
+                    st.fence = Some(Err(unavailable(&e)));
                     Some(e)
                 }
             },
@@ -541,7 +698,7 @@ impl<B: StoreBackend> Inner<B> {
                     None
                 }
                 Err(e) => {
-                    st.fence = Some(Err(e.to_string()));
+                    st.fence = Some(Err(unavailable(&e)));
                     Some(e)
                 }
             },
@@ -555,11 +712,11 @@ impl<B: StoreBackend> Inner<B> {
 
     /// Checks the transcript against the fence (consumed): what was
     /// accepted, or why it is a takeover.
-    fn verify(&self, st: &mut St<B>) -> std::result::Result<Resync, String> {
+    fn verify(&self, st: &mut St<B>) -> std::result::Result<Resync, TakeoverReason> {
         let fence = st.fence.take();
         match st.transcript.as_ref() {
             Some(transcript) => self.judge(transcript, fence.as_ref()),
-            None => Err("the transcript is lent to another call".to_owned()),
+            None => Err(lent_elsewhere()),
         }
     }
 
@@ -573,12 +730,15 @@ impl<B: StoreBackend> Inner<B> {
     fn verify_unlocked<'a>(
         &'a self,
         mut st: MutexGuard<'a, St<B>>,
-    ) -> (MutexGuard<'a, St<B>>, std::result::Result<Resync, String>) {
+    ) -> (
+        MutexGuard<'a, St<B>>,
+        std::result::Result<Resync, TakeoverReason>,
+    ) {
         let fence = st.fence.take();
         let Some(transcript) = st.transcript.take() else {
-            return (st, Err("the transcript is lent to another call".to_owned()));
+            return (st, Err(lent_elsewhere()));
         };
-        st.writer = Some(std::thread::current().id());
+        st.writer = Some(Writer::On(std::thread::current().id()));
         drop(st);
         let mut lent = Checking {
             inner: self,
@@ -606,9 +766,9 @@ impl<B: StoreBackend> Inner<B> {
         &'a self,
         mut st: MutexGuard<'a, St<B>>,
         guard: Option<Guard<B>>,
-    ) -> (Lent<'a, B>, Option<std::result::Result<Fence<B>, String>>) {
+    ) -> (Lent<'a, B>, Option<View<B>>) {
         let fence = st.fence.take();
-        st.writer = Some(std::thread::current().id());
+        st.writer = Some(Writer::On(std::thread::current().id()));
         st.after_write = AfterWrite::Keep;
         let lent = Lent {
             inner: self,
@@ -623,11 +783,11 @@ impl<B: StoreBackend> Inner<B> {
     fn judge_lent(
         &self,
         lent: &Lent<'_, B>,
-        fence: Option<&std::result::Result<Fence<B>, String>>,
-    ) -> std::result::Result<Resync, String> {
+        fence: Option<&View<B>>,
+    ) -> std::result::Result<Resync, TakeoverReason> {
         match &lent.transcript {
             Some(t) => self.judge(t, fence),
-            None => Err("the transcript is lent to another call".to_owned()),
+            None => Err(lent_elsewhere()),
         }
     }
 
@@ -637,7 +797,7 @@ impl<B: StoreBackend> Inner<B> {
         &self,
         st: &mut St<B>,
         lent: &mut Lent<'_, B>,
-        fence: Option<std::result::Result<Fence<B>, String>>,
+        fence: Option<View<B>>,
     ) -> Option<Guard<B>> {
         st.writer = None;
         st.transcript = lent.transcript.take();
@@ -670,35 +830,61 @@ impl<B: StoreBackend> Inner<B> {
     fn judge(
         &self,
         transcript: &B::Store,
-        fence: Option<&std::result::Result<Fence<B>, String>>,
-    ) -> std::result::Result<Resync, String> {
+        fence: Option<&View<B>>,
+    ) -> std::result::Result<Resync, TakeoverReason> {
         match fence {
             // Every state that checks keeps a view; a path that lost it must
             // not turn checking off.
-            None => Err("no view of the transcript to check against".to_owned()),
-            Some(Err(why)) => Err(format!("fence unavailable ({why})")),
+            None => Err(TakeoverReason::Unverifiable {
+                why: "no view of the transcript to check against".to_owned(),
+            }),
+            Some(Err(why)) => Err(why.clone()),
             Some(Ok(fence)) => {
                 match block_on(transcript.check(fence, self.opts.classifier.as_ref())) {
                     Ok(Change::Unchanged) => Ok(Resync::default()),
                     Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
-                    Ok(Change::Takeover(t)) => Err(t.to_string()),
-                    Err(e) => Err(format!("cannot check the fence: {e}")),
+                    Ok(Change::Takeover(change)) => Err(TakeoverReason::Changed { change }),
+                    Err(e) => Err(TakeoverReason::CheckFailed {
+                        error: e.to_string(),
+                    }),
                 }
             }
         }
     }
 
-    fn mark_taken_over(&self, st: &mut St<B>, phase: TakeoverPhase, detail: String) -> Error {
-        tracing::warn!(session = %self.session.display(), %phase, %detail, "takeover detected");
+    fn mark_taken_over(
+        &self,
+        st: &mut St<B>,
+        phase: TakeoverPhase,
+        reason: TakeoverReason,
+    ) -> Error {
+        tracing::warn!(session = %self.session.display(), %phase, detail = %reason, "takeover detected");
         st.state = State::TakenOver;
         st.fence = None;
         st.turn = None;
         if let Some(g) = st.guard.take() {
             release_quietly(g, "takeover");
         }
-        st.takeover = Some((phase, detail.clone()));
+        st.takeover = Some((phase, reason.clone()));
         self.events.notify_waiters();
-        self.takeover_error(phase, detail)
+        self.takeover_error(phase, reason)
+    }
+
+    /// `entries` as one batch of JSON lines.
+    fn raw_entries(&self, entries: &[Value]) -> Result<RawEntries> {
+        let invalid = |e: serde_json::Error| {
+            Error::io(
+                "serialize entry for",
+                &self.session,
+                std::io::Error::other(e),
+            )
+        };
+        let mut raw = RawEntries::new();
+        for e in entries {
+            raw.push(&serde_json::to_vec(e).map_err(invalid)?)
+                .map_err(invalid)?;
+        }
+        Ok(raw)
     }
 
     /// Tells the hook (outside the state lock) and the run registry.
@@ -755,8 +941,8 @@ impl<B: StoreBackend> Inner<B> {
         } else if st.guard.is_some() {
             // Foreign changes made while we held the lock, after our last
             // write (spec §8.4 applies while held too).
-            if let Err(detail) = self.verify(&mut st) {
-                result = Err(self.mark_taken_over(&mut st, TakeoverPhase::Dispose, detail));
+            if let Err(reason) = self.verify(&mut st) {
+                result = Err(self.mark_taken_over(&mut st, TakeoverPhase::Dispose, reason));
             }
             if let Some(g) = st.guard.take() {
                 release_quietly(g, "dispose");
@@ -911,7 +1097,10 @@ impl<B: StoreBackend> Inner<B> {
                 };
                 let mut st = lock(&self.st);
                 if st.state == State::Released {
-                    return Err(self.mark_taken_over(&mut st, phase, busy.to_string()));
+                    let reason = TakeoverReason::SessionNotReturned {
+                        error: busy.to_string(),
+                    };
+                    return Err(self.mark_taken_over(&mut st, phase, reason));
                 }
                 return Err(busy);
             }
@@ -1121,7 +1310,7 @@ impl<B: StoreBackend> Attempt<B> {
             transcript
                 .snapshot(guard.epoch())
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| unavailable(&e)),
         );
         let inner = Arc::new(Inner {
             locks: locks.clone(),
@@ -1180,6 +1369,12 @@ impl<B: StoreBackend> Attempt<B> {
     /// Whether a takeover was detected (sticky).
     pub fn is_taken_over(&self) -> bool {
         self.state() == State::TakenOver
+    }
+
+    /// The takeover, once one was detected (sticky): where, and why. The
+    /// same phase and reason every later call's [`Error::Takeover`] names.
+    pub fn takeover(&self) -> Option<(TakeoverPhase, TakeoverReason)> {
+        lock(&self.inner.st).takeover.clone()
     }
 
     /// A handle the active-run registry can abort this attempt through.
@@ -1273,6 +1468,24 @@ impl<B: StoreBackend> Attempt<B> {
     /// vacated and the attempt stays released (the next reacquire, cleanup
     /// or dispose deals with that).
     pub async fn around_prompt<F: Future>(&self, model_call: F) -> Result<Prompted<F::Output>> {
+        let aborts = self.open_prompt_window().await?;
+        let mut vacate = VacateOnDrop(Some(&*self.inner));
+        // An abort (a user stop, stuck recovery) ends the call: the future is
+        // dropped, so a model call hung forever cannot keep the run alive.
+        let aborted = self.inner.aborted(aborts, "model call");
+        let output = tokio::select! {
+            out = model_call => out,
+            e = aborted => return Err(e),
+        };
+        vacate.0 = None;
+        self.close_prompt_window(output).await
+    }
+
+    /// The start of [`Attempt::around_prompt`] (and of its blocking twin's):
+    /// refuses a prompt window after a takeover, in cleanup and after
+    /// dispose, then releases (or, on a retry after a failed reacquire,
+    /// takes the turn only). Returns the abort count the model call goes by.
+    async fn open_prompt_window(&self) -> Result<u64> {
         let aborts = {
             let st = lock(&self.inner.st);
             match st.state {
@@ -1287,17 +1500,13 @@ impl<B: StoreBackend> Attempt<B> {
                 State::Held | State::Released => st.aborts,
             }
         };
-        // Releases, or (a retry after a failed reacquire) takes the turn only.
         self.release_for_prompt().await?;
-        let mut vacate = VacateOnDrop(Some(&*self.inner));
-        // An abort (a user stop, stuck recovery) ends the call: the future is
-        // dropped, so a model call hung forever cannot keep the run alive.
-        let aborted = self.inner.aborted(aborts, "model call");
-        let output = tokio::select! {
-            out = model_call => out,
-            e = aborted => return Err(e),
-        };
-        vacate.0 = None;
+        Ok(aborts)
+    }
+
+    /// The end of [`Attempt::around_prompt`], once the model call returned:
+    /// records progress and reacquires.
+    async fn close_prompt_window<T>(&self, output: T) -> Result<Prompted<T>> {
         self.inner.progress();
         let reacquired = self.reacquire_after_prompt().await;
         Ok(Prompted { output, reacquired })
@@ -1412,7 +1621,10 @@ impl<B: StoreBackend> Attempt<B> {
         let guard = match acquired {
             Ok(g) => g,
             Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
-                let e = self.inner.mark_taken_over(&mut st, phase, e.to_string());
+                let reason = TakeoverReason::LockUnavailable {
+                    error: e.to_string(),
+                };
+                let e = self.inner.mark_taken_over(&mut st, phase, reason);
                 drop(st);
                 drop(in_flight);
                 return Err(e);
@@ -1449,7 +1661,7 @@ impl<B: StoreBackend> Attempt<B> {
                 self.inner.rearm(&mut st, epoch);
                 Ok(resync)
             }
-            Err(detail) => Err(self.inner.mark_taken_over(&mut st, phase, detail)),
+            Err(reason) => Err(self.inner.mark_taken_over(&mut st, phase, reason)),
         };
         drop(st);
         drop(in_flight);
@@ -1491,20 +1703,151 @@ impl<B: StoreBackend> Attempt<B> {
         &self,
         f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
     ) -> Result<T> {
+        let mut w = self.start_write("with_write").await?;
+        let result = match (&mut w.lent.transcript, &w.lent.guard) {
+            (Some(t), Some(g)) => f(t, g),
+            _ => return Err(self.inner.disposed("with_write")),
+        };
+        self.finish_write(w, result, "with_write")
+    }
+
+    /// Appends `entries`, one line each, as one write of the attempt: the
+    /// store's fenced append, run exactly as [`Attempt::with_write`] runs a
+    /// closure. The transcript is checked first (a change the attempt
+    /// cannot accept is a takeover, and nothing is written), with the held
+    /// lock or a short one taken while released; the file after the append
+    /// is recorded as the attempt's own; after a takeover, an abort (outside
+    /// cleanup) or dispose nothing is written and an error says why. Unlike
+    /// a closure's writes it runs against the backend seam
+    /// ([`TranscriptStore::append`]), so it works for every
+    /// [`StoreBackend`].
+    ///
+    /// # Errors
+    /// As [`Attempt::with_write`], with the store's errors in place of the
+    /// closure's: `Takeover { phase: write }` when the check fails or the
+    /// append is refused by the fence (the lock was lost); `Poisoned`, `Io`
+    /// from the store (also when an entry cannot be serialized); acquisition
+    /// errors of a short lock; `Cancelled` after dispose, after an abort
+    /// outside cleanup, or when aborted while acquiring the short lock;
+    /// `Misuse` from inside a write closure or a classifier.
+    ///
+    /// # Cancel safety
+    /// Dropped before the store's operation begins (while it waits for the
+    /// attempt's other calls, or for a short lock), nothing is written or
+    /// held. Dropped while the operation is in flight (the file store's
+    /// never suspends, but it may wait for another operation on the same
+    /// lease; a database's awaits its server), the write ends as a write
+    /// closure that panics does: the lock is released with the fence armed,
+    /// and whatever landed (the whole batch or nothing) is the attempt's own.
+    pub async fn append(&self, entries: &[Value], durability: Durability) -> Result<Appended> {
+        let raw = self.inner.raw_entries(entries)?;
+        self.append_raw(&raw, durability).await
+    }
+
+    /// Appends entries given as JSON text ([`RawEntries`]), byte for byte,
+    /// exactly as [`Attempt::append`] does.
+    ///
+    /// # Errors
+    /// As [`Attempt::append`].
+    ///
+    /// # Cancel safety
+    /// As [`Attempt::append`].
+    pub async fn append_raw(
+        &self,
+        entries: &RawEntries,
+        durability: Durability,
+    ) -> Result<Appended> {
+        self.store_op(
+            "append",
+            AppendOp {
+                entries,
+                durability,
+            },
+        )
+        .await
+    }
+
+    /// Replaces the transcript with `entries`, atomically and durably, as a
+    /// write of the attempt (see [`Attempt::append`]): the rewritten file
+    /// is the attempt's own.
+    ///
+    /// # Errors
+    /// As [`Attempt::append`].
+    ///
+    /// # Cancel safety
+    /// As [`Attempt::append`].
+    pub async fn rewrite(&self, entries: &[Value]) -> Result<()> {
+        let raw = self.inner.raw_entries(entries)?;
+        self.store_op("rewrite", RewriteOp(&raw)).await
+    }
+
+    /// Keeps the first `keep` entries of the transcript, as a write of the
+    /// attempt (see [`Attempt::append`]).
+    ///
+    /// # Errors
+    /// As [`Attempt::append`].
+    ///
+    /// # Cancel safety
+    /// As [`Attempt::append`].
+    pub async fn truncate(&self, keep: usize) -> Result<()> {
+        self.store_op("truncate", TruncateOp(keep)).await
+    }
+
+    /// Reads the whole transcript (every complete entry, and a torn tail if
+    /// there is one) through the same path as a write (see
+    /// [`Attempt::append`]): checked first, under the held lock or a short
+    /// one taken while released. What it returns is what the attempt's
+    /// fence vouches for: its own writes and the foreign entries it
+    /// accepted (handed to [`AttemptOptions::on_resync`] first), never an
+    /// unaccepted change. After a takeover, an abort (outside cleanup) or
+    /// dispose it reads nothing and returns the error a write would.
+    ///
+    /// # Errors
+    /// As [`Attempt::append`]; `InvalidEntry` for a line that is not JSON.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it changes nothing. Dropped while the read is in flight
+    /// (never, for the file store), the lock is released as after a write
+    /// (see [`Attempt::append`]).
+    pub async fn read(&self) -> Result<Read> {
+        self.store_op("read", ReadOp).await
+    }
+
+    /// Runs one of the attempt's own store operations as a write: through
+    /// [`Attempt::start_write`] and [`Attempt::finish_write`], exactly as a
+    /// write closure, with the store's operation in place of the closure.
+    async fn store_op<O: StoreOp<B>>(&self, what: &'static str, op: O) -> Result<O::Out> {
+        let mut w = self.start_write(what).await?;
+        // No user code runs inside the operation: a call from another task
+        // on this thread while it is suspended is not re-entrant.
+        lock(&self.inner.st).writer = Some(Writer::Store);
+        let result = match (&mut w.lent.transcript, &w.lent.guard) {
+            (Some(t), Some(g)) => op.run(t, g).await,
+            _ => return Err(self.inner.disposed(what)),
+        };
+        self.finish_write(w, result, what)
+    }
+
+    /// The first half of every write (`what` names it in errors): waits
+    /// for the attempt's other writes and acquisitions, refuses a write
+    /// after a takeover, dispose or an abort outside cleanup, takes a short
+    /// lock when released, checks the transcript and lends it and the guard
+    /// to the write. Hands the accepted foreign entries to the hook.
+    async fn start_write(&self, what: &'static str) -> Result<Writing<'_, B>> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
-        let aborts = self.inner.enter("with_write", |_| {})?;
+        let aborts = self.inner.enter(what, |_| {})?;
         // Wait for other writes and acquisitions of this attempt, then go by
         // the state they leave.
         let (lent, resync, short) = {
             let mut st = self.inner.settled(deadline, aborts, "write").await?;
             if st.state != State::TakenOver {
-                self.inner.refuse_after_abort(&st, "with_write")?;
+                self.inner.refuse_after_abort(&st, what)?;
             }
             match st.state {
                 State::TakenOver => return Err(self.inner.sticky(&st, TakeoverPhase::Write)),
-                State::Disposed => return Err(self.inner.disposed("with_write")),
+                State::Disposed => return Err(self.inner.disposed(what)),
                 State::Held | State::Cleanup if st.guard.is_none() => {
-                    return Err(self.inner.disposed("with_write"))
+                    return Err(self.inner.disposed(what))
                 }
                 State::Held | State::Cleanup => {
                     // The check runs outside the state lock, on the lent
@@ -1524,16 +1867,16 @@ impl<B: StoreBackend> Attempt<B> {
                     } else {
                         st.guard = self.inner.give_back(&mut st, &mut lent, fence);
                         let e = match verdict {
-                            Err(detail) if st.state != State::Disposed => {
+                            Err(reason) if st.state != State::Disposed => {
                                 st.after_write = AfterWrite::Keep;
                                 self.inner
-                                    .mark_taken_over(&mut st, TakeoverPhase::Write, detail)
+                                    .mark_taken_over(&mut st, TakeoverPhase::Write, reason)
                             }
                             _ => {
                                 let e = if st.state == State::Disposed {
-                                    self.inner.disposed("with_write")
+                                    self.inner.disposed(what)
                                 } else {
-                                    self.inner.cancelled("with_write")
+                                    self.inner.cancelled(what)
                                 };
                                 self.inner.after_lending(&mut st);
                                 e
@@ -1555,17 +1898,28 @@ impl<B: StoreBackend> Attempt<B> {
             Some(l) => (l, resync),
             None => {
                 debug_assert!(short);
-                self.short_lock(aborts, deadline).await?
+                self.short_lock(aborts, deadline, what).await?
             }
         };
         lent.checked = true;
         self.inner.accepted(&resync);
-        let result = match (&mut lent.transcript, &lent.guard) {
-            (Some(t), Some(g)) => f(t, g),
-            _ => return Err(self.inner.disposed("with_write")),
-        };
+        Ok(Writing { lent, short })
+    }
+
+    /// The second half of every write, with its result: gives the
+    /// transcript back, records the file after the write as the attempt's
+    /// own (whether the write succeeded or not), turns a write the fence
+    /// refused into a takeover, and releases the short lock, or the held
+    /// one when an abort or dispose came meanwhile.
+    fn finish_write<T>(
+        &self,
+        w: Writing<'_, B>,
+        result: Result<T>,
+        what: &'static str,
+    ) -> Result<T> {
+        let Writing { mut lent, short } = w;
         let (Some(guard), Some(transcript)) = (lent.guard.take(), lent.transcript.take()) else {
-            return Err(self.inner.disposed("with_write"));
+            return Err(self.inner.disposed(what));
         };
         drop(lent);
         let mut st = lock(&self.inner.st);
@@ -1580,10 +1934,12 @@ impl<B: StoreBackend> Attempt<B> {
             // A fenced write refused: the lock was lost (revoked, or
             // reclaimed by another holder). That is a takeover.
             st.guard = Some(guard);
-            let detail = result.err().map(|e| e.to_string()).unwrap_or_default();
+            let reason = TakeoverReason::LockLost {
+                error: result.err().map(|e| e.to_string()).unwrap_or_default(),
+            };
             Err(self
                 .inner
-                .mark_taken_over(&mut st, TakeoverPhase::Write, detail))
+                .mark_taken_over(&mut st, TakeoverPhase::Write, reason))
         } else {
             match (short, after, st.state) {
                 // The short lock goes; the fence stays armed.
@@ -1615,6 +1971,7 @@ impl<B: StoreBackend> Attempt<B> {
         &self,
         aborts: u64,
         deadline: Option<Instant>,
+        what: &'static str,
     ) -> Result<(Lent<'_, B>, Resync)> {
         let in_flight = InFlight(&self.inner);
         let acquire = self.inner.acquire_until(deadline);
@@ -1646,7 +2003,7 @@ impl<B: StoreBackend> Attempt<B> {
                 drop(st);
                 drop(in_flight);
                 release_quietly(acquired, "write after dispose");
-                return Err(self.inner.disposed("with_write"));
+                return Err(self.inner.disposed(what));
             }
         }
         // Lend the transcript first: the check runs outside the state lock.
@@ -1663,11 +2020,11 @@ impl<B: StoreBackend> Attempt<B> {
         st.after_write = AfterWrite::Keep;
         let guard = self.inner.give_back(&mut st, &mut lent, fence);
         let e = match verdict {
-            _ if st.state == State::Disposed => self.inner.disposed("with_write"),
-            _ if st.aborts != aborts => self.inner.cancelled("with_write"),
-            Err(detail) => self
+            _ if st.state == State::Disposed => self.inner.disposed(what),
+            _ if st.aborts != aborts => self.inner.cancelled(what),
+            Err(reason) => self
                 .inner
-                .mark_taken_over(&mut st, TakeoverPhase::Write, detail),
+                .mark_taken_over(&mut st, TakeoverPhase::Write, reason),
             Ok(_) => self.inner.sticky(&st, TakeoverPhase::Write),
         };
         drop(st);
@@ -1734,10 +2091,10 @@ impl<B: StoreBackend> Attempt<B> {
                             self.inner.accepted(&resync);
                             return Ok(CleanupLock::Held);
                         }
-                        Err(detail) => {
+                        Err(reason) => {
                             let _ =
                                 self.inner
-                                    .mark_taken_over(&mut st, TakeoverPhase::Cleanup, detail);
+                                    .mark_taken_over(&mut st, TakeoverPhase::Cleanup, reason);
                             return Ok(CleanupLock::NoOp);
                         }
                     }

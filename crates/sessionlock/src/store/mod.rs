@@ -200,7 +200,13 @@ pub enum Change {
 }
 
 /// Why a change is a takeover.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized (serde) as an object whose `kind` is the variant's name in
+/// snake_case (`truncated`, `edited`, `replaced`, `deleted`,
+/// `foreign_entry`, `incomplete_append`), beside its fields:
+/// `{"kind": "foreign_entry", "offset": 120}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Takeover {
     /// The transcript got shorter.
