@@ -935,6 +935,109 @@ mod tests {
         }
     }
 
+    /// Every reason once: its name, its JSON and its text. The texts are
+    /// those the attempt wrote into the flattened detail string before the
+    /// reason was typed; the names never change once released.
+    #[test]
+    fn takeover_reasons_serialize_by_name_and_keep_their_text() {
+        let s = |x: &str| x.to_owned();
+        let table = [
+            (
+                TakeoverReason::Changed {
+                    change: Takeover::ForeignEntry { offset: 120 },
+                },
+                json!({"kind": "changed", "change": {"kind": "foreign_entry", "offset": 120}}),
+                "foreign entry appended at byte 120",
+            ),
+            (
+                TakeoverReason::ChangedWhileHeld {
+                    change: Takeover::Truncated,
+                },
+                json!({"kind": "changed_while_held", "change": {"kind": "truncated"}}),
+                "fence unavailable (changed while the lock was held: truncated)",
+            ),
+            (
+                TakeoverReason::FenceUnavailable {
+                    why: s("disk gone"),
+                },
+                json!({"kind": "fence_unavailable", "why": "disk gone"}),
+                "fence unavailable (disk gone)",
+            ),
+            (
+                TakeoverReason::CheckPanicked,
+                json!({"kind": "check_panicked"}),
+                "fence unavailable (the check of the transcript panicked)",
+            ),
+            (
+                TakeoverReason::CheckFailed { error: s("eio") },
+                json!({"kind": "check_failed", "error": "eio"}),
+                "cannot check the fence: eio",
+            ),
+            (
+                TakeoverReason::LockLost {
+                    error: s("revoked"),
+                },
+                json!({"kind": "lock_lost", "error": "revoked"}),
+                "revoked",
+            ),
+            (
+                TakeoverReason::LockUnavailable {
+                    error: s("timeout"),
+                },
+                json!({"kind": "lock_unavailable", "error": "timeout"}),
+                "timeout",
+            ),
+            (
+                TakeoverReason::SessionNotReturned { error: s("busy") },
+                json!({"kind": "session_not_returned", "error": "busy"}),
+                "busy",
+            ),
+            (
+                TakeoverReason::Unverifiable { why: s("no view") },
+                json!({"kind": "unverifiable", "why": "no view"}),
+                "no view",
+            ),
+        ];
+        for (reason, value, text) in table {
+            assert_eq!(serde_json::to_value(&reason).expect("serialize"), value);
+            assert_eq!(value["kind"], reason.as_str());
+            assert_eq!(
+                serde_json::from_value::<TakeoverReason>(value).expect("deserialize"),
+                reason
+            );
+            assert_eq!(reason.to_string(), text);
+        }
+        // The store's kinds by their names too.
+        for (change, name) in [
+            (Takeover::Truncated, "truncated"),
+            (Takeover::Edited, "edited"),
+            (Takeover::Replaced, "replaced"),
+            (Takeover::Deleted, "deleted"),
+            (Takeover::ForeignEntry { offset: 1 }, "foreign_entry"),
+            (
+                Takeover::IncompleteAppend { offset: 1 },
+                "incomplete_append",
+            ),
+        ] {
+            let v = serde_json::to_value(&change).expect("serialize");
+            assert_eq!(v["kind"], name);
+            assert_eq!(
+                serde_json::from_value::<Takeover>(v).expect("deserialize"),
+                change
+            );
+        }
+        // The message of spec §12 does not change with the reason.
+        let e = Error::Takeover {
+            session: PathBuf::from("/s/a.jsonl"),
+            phase: TakeoverPhase::Write,
+            reason: TakeoverReason::CheckPanicked,
+        };
+        assert_eq!(
+            e.to_string(),
+            "session file changed while prompt lock was released: /s/a.jsonl (phase: write)"
+        );
+    }
+
     #[test]
     fn loss_causes_and_takeover_phases_serialize_as_their_names() {
         let causes = [

@@ -12,13 +12,18 @@
 use std::future::{self, Future};
 use std::path::PathBuf;
 
-use sessionlock::attempt::{Attempt, AttemptOptions, CleanupLock, Prompted, Resync};
-use sessionlock::transcript::Transcript;
-use sessionlock::{Error, Guard, Holder, LockOptions, SessionLock, TryAcquireError};
+use sessionlock::attempt::{blocking, Attempt, AttemptOptions, CleanupLock, Prompted, Resync};
+use sessionlock::store::{Appended, RawEntries, Read};
+use sessionlock::transcript::{Durability, Transcript};
+use sessionlock::{
+    Error, Guard, Holder, LockOptions, SessionLock, TakeoverPhase, TakeoverReason, TryAcquireError,
+};
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
 
 fn send<T: Send>(_: &T) {}
+
+fn clone<T: Clone>() {}
 
 fn spawnable<T: Future + Send + 'static>(_: &T)
 where
@@ -40,6 +45,15 @@ fn handles_are_send_sync_static() {
     send_sync_static::<CleanupLock>();
     send_sync_static::<Resync>();
     send_sync_static::<Prompted<()>>();
+    send_sync_static::<blocking::Attempt>();
+    send_sync_static::<TakeoverReason>();
+    send_sync_static::<TakeoverPhase>();
+    send_sync_static::<Appended>();
+    send_sync_static::<Read>();
+    send_sync_static::<RawEntries>();
+    // Cheap handles a binding's objects share: clones are one attempt.
+    clone::<Attempt>();
+    clone::<blocking::Attempt>();
     // The futures' checks are compiled, never run.
     let _ = futures_are_send as fn(_, _, _);
 }
@@ -70,6 +84,23 @@ fn futures_are_send(locks: SessionLock, guard: Guard, attempt: Attempt) {
     send(&attempt.reacquire_after_prompt());
     send(&attempt.with_write(|_store, _guard| Ok(())));
     send(&attempt.acquire_for_cleanup());
+    send(&attempt.append(&[], Durability::None));
+    send(&attempt.append_raw(&RawEntries::new(), Durability::None));
+    send(&attempt.rewrite(&[]));
+    send(&attempt.truncate(0));
+    send(&attempt.read());
+    {
+        // A binding's promise owns a clone of the attempt and its input.
+        let attempt = attempt.clone();
+        spawnable(&async move {
+            let raw = RawEntries::new();
+            attempt.append(&[], Durability::None).await?;
+            attempt.append_raw(&raw, Durability::Data).await?;
+            attempt.rewrite(&[]).await?;
+            attempt.truncate(0).await?;
+            attempt.read().await
+        });
+    }
     {
         let session = session.clone();
         spawnable(&async move { Attempt::begin(&locks, session, AttemptOptions::default()).await });

@@ -452,94 +452,13 @@ struct Writing<'a, B: StoreBackend> {
     short: bool,
 }
 
-/// One of the attempt's own store operations ([`Attempt::append`] and the
-/// others), written against the seam: a mutation goes through
-/// [`Guard::with_lease`], so the store runs its epoch check and the
-/// mutation as one unit, whatever the backend.
-trait StoreOp<B: StoreBackend>: Send {
-    type Out: Send;
-
-    fn run<'a>(
-        self,
-        store: &'a mut B::Store,
-        guard: &'a Guard<B>,
-    ) -> impl Future<Output = Result<Self::Out>> + Send + 'a
-    where
-        Self: 'a;
-}
-
-struct AppendOp<'e> {
-    entries: &'e RawEntries,
-    durability: Durability,
-}
-
-impl<B: StoreBackend> StoreOp<B> for AppendOp<'_> {
-    type Out = Appended;
-
-    fn run<'a>(
-        self,
-        store: &'a mut B::Store,
-        guard: &'a Guard<B>,
-    ) -> impl Future<Output = Result<Appended>> + Send + 'a
-    where
-        Self: 'a,
-    {
-        guard.with_lease(move |held| async move {
-            store.append(&held, self.entries, self.durability).await
-        })
-    }
-}
-
-struct RewriteOp<'e>(&'e RawEntries);
-
-impl<B: StoreBackend> StoreOp<B> for RewriteOp<'_> {
-    type Out = ();
-
-    fn run<'a>(
-        self,
-        store: &'a mut B::Store,
-        guard: &'a Guard<B>,
-    ) -> impl Future<Output = Result<()>> + Send + 'a
-    where
-        Self: 'a,
-    {
-        guard.with_lease(move |held| async move { store.rewrite(&held, self.0).await })
-    }
-}
-
-struct TruncateOp(usize);
-
-impl<B: StoreBackend> StoreOp<B> for TruncateOp {
-    type Out = ();
-
-    fn run<'a>(
-        self,
-        store: &'a mut B::Store,
-        guard: &'a Guard<B>,
-    ) -> impl Future<Output = Result<()>> + Send + 'a
-    where
-        Self: 'a,
-    {
-        guard.with_lease(move |held| async move { store.truncate(&held, self.0).await })
-    }
-}
-
-/// Reading needs no lease; it runs under the lock all the same, so that
-/// what it returns is what the attempt's fence vouches for.
-struct ReadOp;
-
-impl<B: StoreBackend> StoreOp<B> for ReadOp {
-    type Out = Read;
-
-    fn run<'a>(
-        self,
-        store: &'a mut B::Store,
-        _guard: &'a Guard<B>,
-    ) -> impl Future<Output = Result<Read>> + Send + 'a
-    where
-        Self: 'a,
-    {
-        store.read()
+impl<B: StoreBackend> Writing<'_, B> {
+    /// The lent transcript and guard (both there until the write ends).
+    fn parts(&mut self) -> Option<(&mut B::Store, &Guard<B>)> {
+        match (&mut self.lent.transcript, &self.lent.guard) {
+            (Some(t), Some(g)) => Some((t, g)),
+            _ => None,
+        }
     }
 }
 
@@ -1704,9 +1623,9 @@ impl<B: StoreBackend> Attempt<B> {
         f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
     ) -> Result<T> {
         let mut w = self.start_write("with_write").await?;
-        let result = match (&mut w.lent.transcript, &w.lent.guard) {
-            (Some(t), Some(g)) => f(t, g),
-            _ => return Err(self.inner.disposed("with_write")),
+        let result = match w.parts() {
+            Some((t, g)) => f(t, g),
+            None => Err(self.inner.disposed("with_write")),
         };
         self.finish_write(w, result, "with_write")
     }
@@ -1757,14 +1676,15 @@ impl<B: StoreBackend> Attempt<B> {
         entries: &RawEntries,
         durability: Durability,
     ) -> Result<Appended> {
-        self.store_op(
-            "append",
-            AppendOp {
-                entries,
-                durability,
-            },
-        )
-        .await
+        let mut w = self.start_store_op("append").await?;
+        let result = match w.parts() {
+            Some((t, g)) => {
+                g.with_lease(|held| async move { t.append(&held, entries, durability).await })
+                    .await
+            }
+            None => Err(self.inner.disposed("append")),
+        };
+        self.finish_write(w, result, "append")
     }
 
     /// Replaces the transcript with `entries`, atomically and durably, as a
@@ -1778,7 +1698,16 @@ impl<B: StoreBackend> Attempt<B> {
     /// As [`Attempt::append`].
     pub async fn rewrite(&self, entries: &[Value]) -> Result<()> {
         let raw = self.inner.raw_entries(entries)?;
-        self.store_op("rewrite", RewriteOp(&raw)).await
+        let mut w = self.start_store_op("rewrite").await?;
+        let result = match w.parts() {
+            Some((t, g)) => {
+                let raw = &raw;
+                g.with_lease(|held| async move { t.rewrite(&held, raw).await })
+                    .await
+            }
+            None => Err(self.inner.disposed("rewrite")),
+        };
+        self.finish_write(w, result, "rewrite")
     }
 
     /// Keeps the first `keep` entries of the transcript, as a write of the
@@ -1790,7 +1719,15 @@ impl<B: StoreBackend> Attempt<B> {
     /// # Cancel safety
     /// As [`Attempt::append`].
     pub async fn truncate(&self, keep: usize) -> Result<()> {
-        self.store_op("truncate", TruncateOp(keep)).await
+        let mut w = self.start_store_op("truncate").await?;
+        let result = match w.parts() {
+            Some((t, g)) => {
+                g.with_lease(|held| async move { t.truncate(&held, keep).await })
+                    .await
+            }
+            None => Err(self.inner.disposed("truncate")),
+        };
+        self.finish_write(w, result, "truncate")
     }
 
     /// Reads the whole transcript (every complete entry, and a torn tail if
@@ -1810,22 +1747,28 @@ impl<B: StoreBackend> Attempt<B> {
     /// (never, for the file store), the lock is released as after a write
     /// (see [`Attempt::append`]).
     pub async fn read(&self) -> Result<Read> {
-        self.store_op("read", ReadOp).await
+        // Reading needs no lease; it runs under the lock all the same, so
+        // that what it returns is what the fence vouches for.
+        let mut w = self.start_store_op("read").await?;
+        let result = match w.parts() {
+            Some((t, _)) => t.read().await,
+            None => Err(self.inner.disposed("read")),
+        };
+        self.finish_write(w, result, "read")
     }
 
-    /// Runs one of the attempt's own store operations as a write: through
-    /// [`Attempt::start_write`] and [`Attempt::finish_write`], exactly as a
-    /// write closure, with the store's operation in place of the closure.
-    async fn store_op<O: StoreOp<B>>(&self, what: &'static str, op: O) -> Result<O::Out> {
-        let mut w = self.start_write(what).await?;
+    /// [`Attempt::start_write`] for one of the attempt's own store
+    /// operations ([`Attempt::append`] and the others), which it then runs
+    /// in place of a closure, against the seam (a mutation through
+    /// [`Guard::with_lease`], so the store runs its epoch check and the
+    /// mutation as one unit, whatever the backend), before
+    /// [`Attempt::finish_write`].
+    async fn start_store_op(&self, what: &'static str) -> Result<Writing<'_, B>> {
+        let w = self.start_write(what).await?;
         // No user code runs inside the operation: a call from another task
         // on this thread while it is suspended is not re-entrant.
         lock(&self.inner.st).writer = Some(Writer::Store);
-        let result = match (&mut w.lent.transcript, &w.lent.guard) {
-            (Some(t), Some(g)) => op.run(t, g).await,
-            _ => return Err(self.inner.disposed(what)),
-        };
-        self.finish_write(w, result, what)
+        Ok(w)
     }
 
     /// The first half of every write (`what` names it in errors): waits
