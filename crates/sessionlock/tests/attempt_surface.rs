@@ -5,8 +5,6 @@
 //! Every wait is bounded, so a regression fails instead of hanging.
 
 use std::fs;
-use std::future::Future;
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,73 +19,22 @@ use sessionlock::{Error, TakeoverPhase, TakeoverReason};
 
 mod common;
 
-use common::sessions::{append, attempt_opts, custom, entries, is_free, lane_opts, locks, opts};
-
-/// The bound on every wait of these tests that is expected to end soon.
-const BOUND: Duration = Duration::from_secs(10);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-/// Awaits `f`, failing the test if it takes longer than [`BOUND`].
-async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(BOUND, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
-    }
-}
-
-/// Runs `f` on a thread of its own (no runtime there) and fails the test if
-/// it does not end within [`BOUND`]; a panic in `f` is the test's panic.
-fn on_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(BOUND) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: hung for {BOUND:?} (deadlock?)")
-        }
-    }
-}
+use common::sessions::{
+    self, append, append_ignoring_the_lock, attempt_opts, custom, entries, is_free, lane_opts,
+    locks, opts, user_message,
+};
+use common::waits::{bounded, on_thread, poll_now, rt};
 
 /// A real assistant reply: benign to no classifier.
 fn reply(i: u32) -> Value {
-    json!({
-        "type": "message", "id": format!("reply-{i}"), "parentId": null,
-        "timestamp": "2026-11-21T04:00:00.000Z",
-        "message": {"role": "assistant", "provider": "anthropic", "model": "claude", "content": [{"type": "text", "text": "a"}]}
-    })
+    sessions::reply("a", i)
 }
 
-/// A user message: benign to no classifier.
-fn user_message(id: &str) -> Value {
-    json!({
-        "type": "message", "id": id, "parentId": null, "timestamp": "2026-11-21T04:00:00.000Z",
-        "message": {"role": "user", "content": "hi"}
-    })
-}
-
-/// A program that ignores the lock appends a line with plain file I/O.
-fn append_ignoring_the_lock(session: &Path, entry: &Value) {
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(session)
-        .expect("open raw");
-    writeln!(f, "{entry}").expect("raw append");
+/// Begins an attempt with a 5 s budget, accepting no foreign entry.
+async fn begun(session: &Path) -> Attempt {
+    bounded("begin", Attempt::begin_file(session, attempt_opts()))
+        .await
+        .expect("begin")
 }
 
 /// The takeover of `e`, if it is one.
@@ -114,9 +61,7 @@ fn clones_share_one_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("clones.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         let b = a.clone();
         bounded("release", a.release_for_prompt())
             .await
@@ -144,9 +89,7 @@ fn dropping_a_clone_keeps_the_attempt_and_dropping_the_last_disposes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("drop-clone.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         let b = a.clone();
         drop(a);
         assert_eq!(b.state(), State::Held, "one clone dropped: still held");
@@ -168,9 +111,7 @@ fn dispose_on_any_clone_disposes_the_attempt_for_all() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("dispose-clone.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         let b = a.clone();
         b.dispose().expect("dispose through the clone");
         assert_eq!(a.state(), State::Disposed);
@@ -191,9 +132,7 @@ fn store_methods_write_under_the_held_lock_as_the_attempts_own() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("store-held.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         let at = bounded("append", a.append(&[reply(0), reply(1)], Durability::Data))
             .await
             .expect("append");
@@ -245,9 +184,7 @@ fn store_methods_while_released_take_a_short_lock_and_give_it_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("store-short.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         a.release_for_idle_wait().expect("release");
         assert!(is_free(&session));
         bounded("append", a.append(&[reply(0)], Durability::None))
@@ -281,9 +218,7 @@ fn store_methods_check_the_transcript_first_and_write_nothing_after_a_takeover()
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("store-check.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         bounded("append", a.append(&[reply(0)], Durability::None))
             .await
             .expect("own write");
@@ -377,9 +312,7 @@ fn after_an_abort_store_methods_work_only_in_cleanup() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("store-abort.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         a.abort(AbortKind::User);
         assert!(is_free(&session));
         let err = bounded("append", a.append(&[reply(0)], Durability::None))
@@ -436,18 +369,12 @@ fn store_methods_from_inside_a_write_closure_fail_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("store-reentrant.jsonl");
     rt().block_on(async {
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         let inner = bounded(
             "with_write",
             a.with_write(|_, _| {
                 let batch = [reply(0)];
-                let mut f = std::pin::pin!(a.append(&batch, Durability::None));
-                let polled = f
-                    .as_mut()
-                    .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-                Ok(polled)
+                Ok(poll_now(a.append(&batch, Durability::None)))
             }),
         )
         .await
@@ -469,9 +396,7 @@ fn takeover_reasons_are_typed_end_to_end() {
     rt().block_on(async {
         // Changed while released: the store's kind, at the reacquire.
         let session = dir.path().join("reason-foreign.jsonl");
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         bounded("release", a.release_for_prompt())
             .await
             .expect("release");
@@ -499,15 +424,13 @@ fn takeover_reasons_are_typed_end_to_end() {
         // Edited under the held lock, found at the release, reported at the
         // reacquire.
         let session = dir.path().join("reason-held.jsonl");
-        let a = bounded("begin", Attempt::begin_file(&session, attempt_opts()))
-            .await
-            .expect("begin");
+        let a = begun(&session).await;
         bounded("append", a.append(&[reply(0)], Durability::None))
             .await
             .expect("own write");
         let edited = fs::read_to_string(&session)
             .expect("read")
-            .replace("\"reply-0\"", "\"xeply-0\"");
+            .replace("\"a-reply-0\"", "\"x-reply-0\"");
         fs::write(&session, edited).expect("edit in place");
         a.release_for_idle_wait().expect("release");
         let err = bounded("reacquire", a.reacquire_after_prompt())

@@ -8,12 +8,11 @@
 //! `child_entry`).
 
 use std::fs;
-use std::future::Future;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -25,45 +24,12 @@ use sessionlock::{Error, TakeoverPhase};
 
 mod common;
 
-use common::sessions::{append, attempt_opts, custom, entries, is_free, lane_opts, locks, opts};
+use common::sessions::{
+    append, append_ignoring_the_lock, attempt_opts, custom, entries, is_free, lane_opts, locks,
+    opts, reply, user_message,
+};
+use common::waits::{bounded, on_thread, poll_now, rt, BOUND};
 use common::{role_args, Kid};
-
-/// The bound on every wait of these tests that is expected to end soon.
-const BOUND: Duration = Duration::from_secs(10);
-
-/// A program that ignores the lock appends a line with plain file I/O.
-fn append_ignoring_the_lock(session: &Path, entry: &Value) {
-    let mut f = fs::OpenOptions::new()
-        .append(true)
-        .open(session)
-        .expect("open raw");
-    writeln!(f, "{entry}").expect("raw append");
-}
-
-/// A user message: benign to no classifier.
-fn user_message(id: &str) -> Value {
-    json!({
-        "type": "message", "id": id, "parentId": null, "timestamp": "2026-11-21T04:00:00.000Z",
-        "message": {"role": "user", "content": "hi"}
-    })
-}
-
-/// A real assistant reply: benign to no classifier.
-fn reply(lane: &str, i: u32) -> Value {
-    json!({
-        "type": "message", "id": format!("{lane}-reply-{i}"), "parentId": null,
-        "timestamp": "2026-11-21T04:00:00.000Z",
-        "message": {"role": "assistant", "provider": "anthropic", "model": "claude", "content": [{"type": "text", "text": lane}]}
-    })
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Begins an attempt (OpenClaw classifier) that writes its first reply.
 async fn begun_with_a_reply(session: &Path) -> Attempt {
@@ -94,50 +60,12 @@ async fn begun_judged_by(
     )
 }
 
-/// Awaits `f`, failing the test if it takes longer than [`BOUND`].
-async fn bounded<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(BOUND, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not finish within {BOUND:?}"),
-    }
-}
-
 /// Waits (bounded) until `cond` holds.
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + BOUND;
     while !cond() {
         assert!(Instant::now() < deadline, "{what}: not within {BOUND:?}");
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Polls `f` once, with a waker that does nothing: what a call that must
-/// not wait returns.
-fn poll_now<F: Future>(f: F) -> Poll<F::Output> {
-    let mut f = std::pin::pin!(f);
-    f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-}
-
-/// Runs `f` on a thread of its own and fails the test if it does not end
-/// within [`BOUND`] (a deadlock fails instead of hanging the run); a panic
-/// in `f` is the test's panic.
-fn on_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(BOUND) {
-        Ok(v) => {
-            let _ = h.join();
-            v
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match h.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sends before it ends"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{what}: hung for {BOUND:?} (deadlock?)")
-        }
     }
 }
 

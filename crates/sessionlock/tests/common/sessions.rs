@@ -2,6 +2,8 @@
 //! a budget, another lane's fenced append, the transcript's entries, and the
 //! entry kinds the OpenClaw classifier accepts or refuses.
 
+use std::fs;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,5 +65,31 @@ pub fn custom(lane: &str, i: u32) -> Value {
     json!({
         "type": "custom", "id": format!("{lane}-{i}"), "parentId": null,
         "timestamp": "2026-11-21T04:00:00.000Z", "customType": lane, "data": {"i": i}
+    })
+}
+
+/// A program that ignores the lock appends a line with plain file I/O.
+pub fn append_ignoring_the_lock(session: &Path, entry: &Value) {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(session)
+        .expect("open raw");
+    writeln!(f, "{entry}").expect("raw append");
+}
+
+/// A user message: benign to no classifier.
+pub fn user_message(id: &str) -> Value {
+    json!({
+        "type": "message", "id": id, "parentId": null, "timestamp": "2026-11-21T04:00:00.000Z",
+        "message": {"role": "user", "content": "hi"}
+    })
+}
+
+/// A real assistant reply of `lane`: benign to no classifier.
+pub fn reply(lane: &str, i: u32) -> Value {
+    json!({
+        "type": "message", "id": format!("{lane}-reply-{i}"), "parentId": null,
+        "timestamp": "2026-11-21T04:00:00.000Z",
+        "message": {"role": "assistant", "provider": "anthropic", "model": "claude", "content": [{"type": "text", "text": lane}]}
     })
 }
