@@ -2072,7 +2072,9 @@ impl<B: StoreBackend> Attempt<B> {
     /// while the attempt held it, releases whatever is held, vacates its
     /// turns (the next attempt of this process on the session may begin)
     /// and unregisters it. Idempotent; a disposed attempt never reacquires,
-    /// even if a reacquire was in flight. Dropping the attempt disposes it.
+    /// even if a reacquire was in flight. It ends the attempt for every
+    /// handle: the other clones' later calls find it disposed. Dropping the
+    /// last handle disposes it too (see [Clones](Attempt#clones)).
     ///
     /// # Errors
     /// `Takeover { phase: dispose }` when the transcript was changed under
