@@ -1384,8 +1384,15 @@ impl LockBackend for AlwaysChanged {
     type Version = FileVersion;
     type Lease = <FileBackend as LockBackend>::Lease;
     type Watch = <FileBackend as LockBackend>::Watch;
+    type Scope = Path;
     fn key(&self, session: &Path) -> sessionlock::Result<FileKey> {
         self.0.key(session)
+    }
+    async fn list(
+        &self,
+        dir: &Path,
+    ) -> sessionlock::Result<Vec<sessionlock::backend::Listed<FileKey, FileVersion>>> {
+        self.0.list(dir).await
     }
     async fn try_acquire(
         &self,

@@ -24,14 +24,14 @@
 
 pub mod file;
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::identity::{Liveness, SelfIdentity};
 use crate::payload::{Malformed, Payload};
 use crate::reclaim::{self, Assessment, Policy};
@@ -114,6 +114,36 @@ pub struct LeaseInfo<K> {
     pub epoch: u64,
 }
 
+/// One lock of a backend's listing ([`LockBackend::list`]).
+#[derive(Debug)]
+pub enum Listed<K, V> {
+    /// A lock that could be read.
+    Lock {
+        /// Its session.
+        key: K,
+        /// What inspecting it found.
+        inspection: Box<Inspection<V>>,
+    },
+    /// A lock that could not be read (the file backend: a symlink or a
+    /// directory where a lock belongs, a file it cannot open).
+    Unreadable {
+        /// Where it is, as [`SessionId::locator`] names it.
+        locator: OsString,
+        /// Why it could not be read.
+        error: Error,
+    },
+}
+
+impl<K: SessionId, V> Listed<K, V> {
+    /// Where the lock is: what a listing is sorted by.
+    pub fn locator(&self) -> &OsStr {
+        match self {
+            Listed::Lock { key, .. } => key.locator(),
+            Listed::Unreadable { locator, .. } => locator,
+        }
+    }
+}
+
 /// A place where session locks live.
 ///
 /// Implementations must provide, per key:
@@ -145,6 +175,9 @@ pub trait LockBackend: Send + Sync + 'static {
     /// Per-acquire state for waiting on changes (a directory watch; a
     /// LISTEN).
     type Watch: Send + 'static;
+    /// Where [`LockBackend::list`] looks (files: a directory; a database: a
+    /// key prefix).
+    type Scope: ?Sized;
 
     /// Maps a session's name to its key.
     ///
@@ -231,6 +264,18 @@ pub trait LockBackend: Send + Sync + 'static {
         seen: &Inspection<Self::Version>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every lock in `scope`, sorted by locator: each one that can be read
+    /// with its key and inspection, each one that cannot with its locator and
+    /// why (the listing goes on past it). A lock gone while listed is left
+    /// out. What diagnostics (`status`, the doctor) build on.
+    ///
+    /// # Errors
+    /// `Io` when the scope itself cannot be listed.
+    fn list(
+        &self,
+        scope: &Self::Scope,
+    ) -> impl Future<Output = Result<Vec<Listed<Self::Key, Self::Version>>>> + Send;
 
     /// Removes the lease if it is still published; a no-op (returning
     /// `false`) when it was reclaimed, removed or replaced.

@@ -25,6 +25,7 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +53,8 @@ use state::*;
 pub use state::{REVOKE_BOUND, STATE_LOCK_BOUND};
 
 use crate::backend::{
-    Held, Inspection, LeaseInfo, LeaseRequest, LockBackend, Outcome, StoreBackend, TranscriptStore,
+    Held, Inspection, LeaseInfo, LeaseRequest, Listed, LockBackend, Outcome, StoreBackend,
+    TranscriptStore,
 };
 use crate::error::{Error, LossCause, Result};
 use crate::identity::{self, Liveness};
@@ -584,6 +586,51 @@ impl FileBackend {
         self.key_of(session, false)
     }
 
+    /// Every `*.jsonl.lock` directly in `dir` (not recursive), whatever bytes
+    /// its name holds, sorted by name. Each is keyed as the lock it is (the
+    /// directory canonical, the name as found, the session its name without
+    /// `.lock`), not through a session name that is a symlink: the listing
+    /// shows the lock files that are there, each once. Read-only, so not
+    /// confined to the sessions root.
+    fn list_dir(&self, dir: &Path) -> Result<Vec<Listed<FileKey, FileVersion>>> {
+        let canonical =
+            std::fs::canonicalize(dir).map_err(|e| Error::io("list directory", dir, e))?;
+        let entries =
+            std::fs::read_dir(&canonical).map_err(|e| Error::io("list directory", dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let name = entry
+                .map_err(|e| Error::io("list directory", dir, e))?
+                .file_name();
+            if name.as_bytes().ends_with(b".jsonl.lock") {
+                names.push(name);
+            }
+        }
+        names.sort();
+        let mut listed = Vec::with_capacity(names.len());
+        for name in names {
+            let bytes = name.as_bytes();
+            let stem = OsStr::from_bytes(&bytes[..bytes.len() - ".lock".len()]);
+            let key = FileKey {
+                session: canonical.join(stem),
+                lock_path: canonical.join(&name),
+            };
+            match self.inspect_now(&key) {
+                Ok(Some(inspection)) => listed.push(Listed::Lock {
+                    key,
+                    inspection: Box::new(inspection),
+                }),
+                // Gone since the directory was read.
+                Ok(None) => {}
+                Err(error) => listed.push(Listed::Unreadable {
+                    locator: key.lock_path.into_os_string(),
+                    error,
+                }),
+            }
+        }
+        Ok(listed)
+    }
+
     fn state_for(&self, key: &FileKey) -> Result<(PathBuf, File)> {
         let path = Self::epoch_path(key);
         let file = open_state(&path)?;
@@ -597,6 +644,7 @@ impl LockBackend for FileBackend {
     type Version = FileVersion;
     type Lease = FileLease;
     type Watch = FileWatch;
+    type Scope = Path;
 
     fn key(&self, session: &Path) -> Result<FileKey> {
         match self.key_of(session, true)? {
@@ -626,6 +674,10 @@ impl LockBackend for FileBackend {
 
     async fn inspect(&self, key: &FileKey) -> Result<Option<FileInspection>> {
         self.inspect_now(key)
+    }
+
+    async fn list(&self, dir: &Path) -> Result<Vec<Listed<FileKey, FileVersion>>> {
+        self.list_dir(dir)
     }
 
     async fn reclaim(
@@ -1076,5 +1128,80 @@ mod tests {
             Some(LossCause::Removed)
         );
         assert!(!lock.exists() && !tmp.exists());
+    }
+
+    fn lock_payload(pid: u32) -> String {
+        format!(r#"{{"pid":{pid},"createdAt":"2026-01-01T00:00:00.000Z","maxHoldMs":1000}}"#)
+    }
+
+    // The listing that status and the doctor build on (issue 11 item 3).
+    #[test]
+    fn list_gives_every_lock_file_of_the_directory_once_sorted_and_goes_on_past_an_unreadable_one()
+    {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = std::fs::canonicalize(tmp.path()).expect("canonical dir");
+        std::fs::write(dir.join("b.jsonl.lock"), lock_payload(7)).expect("b");
+        // A name that is not UTF-8 is still a lock.
+        let odd = dir.join(OsString::from_vec(b"\xff.jsonl.lock".to_vec()));
+        std::fs::write(&odd, lock_payload(8)).expect("odd");
+        // Not a lock: a symlink where one belongs.
+        std::os::unix::fs::symlink("elsewhere", dir.join("a.jsonl.lock")).expect("symlink");
+        // A session name that is a symlink to `b.jsonl`, with a lock file of
+        // its own: listed as the file it is, not as `b.jsonl.lock` again.
+        std::os::unix::fs::symlink("b.jsonl", dir.join("alias.jsonl")).expect("alias");
+        std::fs::write(dir.join("alias.jsonl.lock"), lock_payload(9)).expect("alias lock");
+        // Not locks.
+        std::fs::write(dir.join("b.jsonl"), b"{}\n").expect("transcript");
+        std::fs::write(dir.join("b.jsonl.lock.tmp-1"), lock_payload(10)).expect("temp");
+        std::fs::write(dir.join("b.jsonl.epoch"), b"").expect("epoch");
+
+        let listed = crate::blocking::block_on(FileBackend::default().list(tmp.path()))
+            .expect("list the directory");
+        let locators: Vec<&OsStr> = listed.iter().map(Listed::locator).collect();
+        let odd_name = odd.as_os_str();
+        let expect = [
+            dir.join("a.jsonl.lock"),
+            dir.join("alias.jsonl.lock"),
+            dir.join("b.jsonl.lock"),
+        ];
+        let mut expected: Vec<&OsStr> = expect.iter().map(|p| p.as_os_str()).collect();
+        expected.push(odd_name);
+        assert_eq!(locators, expected);
+        let Listed::Unreadable { error, .. } = &listed[0] else {
+            panic!("a symlink is no lock: {:?}", listed[0]);
+        };
+        assert!(matches!(error, Error::InvalidPath { .. }), "{error}");
+        let pids: Vec<(PathBuf, Option<u32>)> = listed[1..]
+            .iter()
+            .map(|l| match l {
+                Listed::Lock { key, inspection } => (
+                    key.session.clone(),
+                    inspection.payload.as_ref().ok().and_then(|p| p.pid),
+                ),
+                Listed::Unreadable { error, .. } => panic!("{error}"),
+            })
+            .collect();
+        let odd_session = dir.join(OsString::from_vec(b"\xff.jsonl".to_vec()));
+        assert_eq!(
+            pids,
+            [
+                (dir.join("alias.jsonl"), Some(9)),
+                (dir.join("b.jsonl"), Some(7)),
+                (odd_session, Some(8)),
+            ]
+        );
+    }
+
+    #[test]
+    fn list_of_a_missing_directory_is_an_io_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = crate::blocking::block_on(FileBackend::default().list(&tmp.path().join("gone")))
+            .expect_err("no such directory");
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err}"
+        );
     }
 }
