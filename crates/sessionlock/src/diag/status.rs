@@ -1,13 +1,20 @@
 //! Explaining locks (spec §10): what `sessionlock status` shows and the
-//! doctor builds on. Read-only.
+//! doctor builds on, for any backend, from its inspections and its listing
+//! ([`LockBackend::inspect`], [`LockBackend::list`]). Read-only.
+//!
+//! The file backend's entry points are [`inspect_session`] (a session
+//! file) and [`scan_dir`] (a directory); [`openclaw_exposure`] applies the
+//! file backend's check of which holders OpenClaw would delete.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::backend::file::{FileBackend, FileInspection, FileKey};
-use crate::backend::{LockBackend, SessionId};
+use crate::backend::file::diag as file;
+pub use crate::backend::file::diag::Exposure;
+use crate::backend::file::{FileBackend, FileKey, FileVersion};
+use crate::backend::{Inspection, Listed, LockBackend, SessionId};
+use crate::blocking::block_on;
 use crate::config::Settings;
 use crate::error::{Error, Holder, Result};
 use crate::identity::Liveness;
@@ -17,11 +24,12 @@ use crate::reclaim::{Action, Policy};
 /// One lock, explained.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct LockStatus {
-    /// The session file the lock guards.
+pub struct LockStatus<K = FileKey, V = FileVersion> {
+    /// The session the lock guards, by its canonical name
+    /// ([`SessionId::session`]: the session file, for files).
     pub session: PathBuf,
-    /// The session's key (with its lock path).
-    pub key: FileKey,
+    /// The session's key (for files, with its lock path).
+    pub key: K,
     /// The holder, its liveness and the stale reasons.
     pub holder: Holder,
     /// The liveness verdict.
@@ -34,7 +42,78 @@ pub struct LockStatus {
     /// What a contender would do now.
     pub action: Action,
     /// The raw inspection.
-    pub inspection: FileInspection,
+    pub inspection: Inspection<V>,
+}
+
+impl<K: SessionId, V> LockStatus<K, V> {
+    /// Explains the lock of `key` as `backend` inspected it, judged by
+    /// [`LockBackend::assess`] with [`policy`]`(settings)`, on the backend's
+    /// clock. A lock naming this process is an orphan only if this process
+    /// does not hold it.
+    pub fn explain<B>(
+        backend: &B,
+        key: K,
+        inspection: Inspection<V>,
+        settings: &Settings,
+    ) -> LockStatus<K, V>
+    where
+        B: LockBackend<Key = K, Version = V>,
+    {
+        let now = inspection.observed;
+        let a = backend.assess(&inspection, &policy(settings), held_here(&key));
+        LockStatus {
+            session: PathBuf::from(key.session()),
+            holder: holder_from(key.locator(), &inspection, &a),
+            liveness: a.liveness,
+            lease_left: a
+                .lease_end
+                .map(|end| end.duration_since(now).unwrap_or(Duration::ZERO)),
+            lease_end: a.lease_end,
+            action: a.action,
+            inspection,
+            key,
+        }
+    }
+}
+
+/// One entry of an explained listing: a lock, or one that could not be read.
+#[derive(Debug)]
+pub enum Explained<K = FileKey, V = FileVersion> {
+    /// A lock, explained.
+    Lock(Box<LockStatus<K, V>>),
+    /// A lock that could not be read.
+    Unreadable {
+        /// Where it is ([`SessionId::locator`]).
+        locator: OsString,
+        /// Why it could not be read.
+        error: Error,
+    },
+}
+
+impl<K: SessionId, V> Explained<K, V> {
+    /// Where the lock is.
+    pub fn locator(&self) -> &OsStr {
+        match self {
+            Explained::Lock(st) => st.key.locator(),
+            Explained::Unreadable { locator, .. } => locator,
+        }
+    }
+
+    /// Explains one entry of `backend`'s listing.
+    pub fn of<B>(backend: &B, listed: Listed<K, V>, settings: &Settings) -> Explained<K, V>
+    where
+        B: LockBackend<Key = K, Version = V>,
+    {
+        match listed {
+            Listed::Lock { key, inspection } => Explained::Lock(Box::new(LockStatus::explain(
+                backend,
+                key,
+                *inspection,
+                settings,
+            ))),
+            Listed::Unreadable { locator, error } => Explained::Unreadable { locator, error },
+        }
+    }
 }
 
 /// The policy used to explain locks: the given settings, with the long (30 s)
@@ -50,94 +129,89 @@ pub fn policy(settings: &Settings) -> Policy {
     }
 }
 
-/// Explains the lock of one session file, if it has one.
+/// Explains the lock of the session `key`, if it has one.
 ///
 /// # Errors
-/// `InvalidPath` for a symlink or non-regular lock; `Io`.
+/// As [`LockBackend::inspect`].
+///
+/// # Cancel safety
+/// Read-only: dropping the future changes nothing.
+pub async fn inspect<B: LockBackend>(
+    backend: &B,
+    key: &B::Key,
+    settings: &Settings,
+) -> Result<Option<LockStatus<B::Key, B::Version>>> {
+    let Some(inspection) = backend.inspect(key).await? else {
+        return Ok(None);
+    };
+    Ok(Some(LockStatus::explain(
+        backend,
+        key.clone(),
+        inspection,
+        settings,
+    )))
+}
+
+/// Explains every lock `backend` lists in `scope`, in the listing's order
+/// (by locator). A lock that cannot be read stays in the list as
+/// [`Explained::Unreadable`].
+///
+/// # Errors
+/// As [`LockBackend::list`].
+///
+/// # Cancel safety
+/// Read-only: dropping the future changes nothing.
+pub async fn list<B: LockBackend>(
+    backend: &B,
+    scope: &B::Scope,
+    settings: &Settings,
+) -> Result<Vec<Explained<B::Key, B::Version>>> {
+    Ok(backend
+        .list(scope)
+        .await?
+        .into_iter()
+        .map(|listed| Explained::of(backend, listed, settings))
+        .collect())
+}
+
+/// Explains the lock acquirers take for the session file `session`, if it
+/// has one: the session is resolved as [`LockBackend::key`] resolves it
+/// (through a symlinked directory or file name), without creating anything.
+///
+/// # Errors
+/// As [`FileBackend::resolve`]; `InvalidPath` for a symlink or non-regular
+/// lock; `Io`.
 pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<LockStatus>> {
     let backend = FileBackend::default();
-    // Resolved as acquirers resolve it (through a symlinked directory or
-    // file name), without creating anything: a session whose directory is
-    // gone has no lock.
+    // A session whose directory is gone has no lock.
     let Some(key) = backend.resolve(session)? else {
         return Ok(None);
     };
-    let Some(insp) = backend.inspect_now(&key)? else {
-        return Ok(None);
-    };
-    let now = insp.observed;
-    // A lock of ours is an orphan only if this process does not hold it.
-    let a = backend.assess(&insp, &policy(settings), held_here(&key));
-    Ok(Some(LockStatus {
-        session: key.session.clone(),
-        holder: holder_from(key.locator(), &insp, &a),
-        liveness: a.liveness,
-        lease_left: a
-            .lease_end
-            .map(|end| end.duration_since(now).unwrap_or(Duration::ZERO)),
-        lease_end: a.lease_end,
-        action: a.action,
-        inspection: insp,
-        key,
-    }))
+    block_on(inspect(&backend, &key, settings))
 }
 
 /// Explains every `*.jsonl.lock` in `dir` (not recursive), sorted by path,
-/// whatever bytes its name holds. A lock that cannot be read yields an error
-/// entry naming it; the scan goes on.
+/// whatever bytes its name holds: the file backend's listing, explained. A
+/// lock that cannot be read yields an error entry naming it; the scan goes
+/// on.
 ///
 /// # Errors
 /// `Io` when the directory cannot be listed.
 pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus>>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
-    let mut locks: Vec<PathBuf> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list directory", dir, e))?;
-        let name = entry.file_name();
-        if name.as_encoded_bytes().ends_with(b".jsonl.lock") {
-            locks.push(entry.path());
-        }
-    }
-    locks.sort();
-    Ok(locks
+    let listed = block_on(list(&FileBackend::default(), dir, settings))?;
+    Ok(listed
         .into_iter()
-        .filter_map(|lock| {
-            // Bytes, not text: a name that is not UTF-8 is still a lock.
-            let bytes = lock.as_os_str().as_bytes();
-            let stem = bytes.strip_suffix(b".lock").unwrap_or(bytes);
-            let session = PathBuf::from(OsStr::from_bytes(stem));
-            inspect_session(&session, settings).transpose()
+        .map(|entry| match entry {
+            Explained::Lock(st) => Ok(*st),
+            // The file backend's errors name the lock's path.
+            Explained::Unreadable { error, .. } => Err(error),
         })
         .collect())
 }
 
-/// Why OpenClaw would delete a sessionlock holder's lock (spec §15).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Exposure {
-    /// The holder's arguments carry no `openclaw` marker: OpenClaw takes it
-    /// for a `non-openclaw-owner` and deletes its lock (the holder runs
-    /// without OpenClaw-compatible mode, or is a library in another program).
-    UnmarkedArgv,
-    /// The lock file is not readable by the users that own the OpenClaw
-    /// locks beside it: OpenClaw takes it for a lock without a payload and
-    /// deletes it after its grace.
-    Unreadable,
-}
-
-impl Exposure {
-    /// The name used in JSON (`unmarked-argv`, `unreadable`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Exposure::UnmarkedArgv => "unmarked-argv",
-            Exposure::Unreadable => "unreadable",
-        }
-    }
-}
-
 /// Whether a lock is OpenClaw's (its payload names no `owner`).
 pub fn is_openclaw(st: &LockStatus) -> bool {
-    st.holder.owner.as_deref() == Some(crate::openclaw::OWNER)
+    file::is_openclaw_holder(&st.holder)
 }
 
 /// The sessionlock holders among `locks` (the locks of one directory) that
@@ -145,33 +219,11 @@ pub fn is_openclaw(st: &LockStatus) -> bool {
 /// holds an OpenClaw lock. Only live local holders are judged: a dead one
 /// is reclaimable anyway, and a remote one cannot be inspected.
 pub fn openclaw_exposure<'a>(locks: &[&'a LockStatus]) -> Vec<(&'a LockStatus, Exposure)> {
-    use std::os::unix::fs::MetadataExt;
-    let oc_uids: Vec<u32> = locks
-        .iter()
-        .filter(|st| is_openclaw(st))
-        .filter_map(|st| std::fs::symlink_metadata(&st.key.lock_path).ok())
-        .map(|m| m.uid())
-        .collect();
-    if !locks.iter().any(|st| is_openclaw(st)) {
-        return Vec::new();
-    }
-    locks
-        .iter()
-        .copied()
-        .filter(|st| {
-            st.holder.owner.as_deref() == Some(crate::payload::OWNER)
-                && st.liveness == Liveness::Alive
-        })
-        .filter_map(|st| {
-            let pid = st.holder.pid?;
-            if crate::openclaw::process_is_marked(pid) == Some(false) {
-                return Some((st, Exposure::UnmarkedArgv));
-            }
-            let m = std::fs::symlink_metadata(&st.key.lock_path).ok()?;
-            let world_readable = m.mode() & 0o004 != 0;
-            let other_uid = oc_uids.iter().any(|&u| u != m.uid() && u != 0);
-            (other_uid && !world_readable).then_some((st, Exposure::Unreadable))
-        })
+    let holders: Vec<(&Holder, Liveness)> =
+        locks.iter().map(|st| (&st.holder, st.liveness)).collect();
+    file::openclaw_exposure(&holders)
+        .into_iter()
+        .map(|(i, why)| (locks[i], why))
         .collect()
 }
 
@@ -192,8 +244,49 @@ pub fn human_duration(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
     use std::time::Duration;
+
+    use super::*;
+    use crate::lock::acquire::{LockOptions, SessionLock};
+
+    // docs/design.md §12 recorded it: `inspect_session` resolved the
+    // session's directory but not a session file name that is itself a
+    // symlink, which acquirers follow; given such a name it inspected
+    // `<link>.lock` and reported no lock while the session was held.
+    #[test]
+    fn a_session_name_that_is_a_symlink_shows_the_lock_acquirers_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.jsonl");
+        std::fs::write(&real, b"").unwrap();
+        let alias = dir.path().join("alias.jsonl");
+        std::os::unix::fs::symlink("real.jsonl", &alias).unwrap();
+        let guard = SessionLock::new()
+            .acquire_with(&alias, &LockOptions::default().lane("channel"))
+            .unwrap();
+        assert_eq!(
+            guard.lock_path(),
+            std::fs::canonicalize(dir.path())
+                .unwrap()
+                .join("real.jsonl.lock")
+        );
+
+        for name in [&alias, &real] {
+            let st = inspect_session(name, &Settings::default())
+                .unwrap()
+                .expect("the session is held");
+            assert_eq!(&st.key, guard.key());
+            assert_eq!(st.holder.pid, Some(std::process::id()));
+            assert_eq!(st.holder.lane.as_deref(), Some("channel"));
+            assert_eq!(st.liveness, Liveness::Alive);
+            // Held here, so not an orphan of this process.
+            assert!(st.holder.reasons.is_empty(), "{:?}", st.holder.reasons);
+            assert!(matches!(st.action, Action::Wait { .. }));
+        }
+        guard.release().unwrap();
+        assert!(inspect_session(&alias, &Settings::default())
+            .unwrap()
+            .is_none());
+    }
 
     #[test]
     fn human_durations() {

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::unix::AsyncFd;
 
 pub mod confine;
+pub mod diag;
 pub mod epoch;
 pub mod fence;
 pub mod fs;

@@ -1,0 +1,424 @@
+//! What only the file backend has to diagnose (spec §10), as facts for the
+//! doctor ([`crate::diag::doctor`]) to judge: the leftovers of interrupted
+//! operations and their removal if unchanged, a transcript's torn tail and
+//! lines that are not JSON, a state file that is not one epoch record, what
+//! stands at a lock path that is no lock, and which sessionlock holders
+//! OpenClaw would delete. The `verify-fs` checks are in
+//! [`fscheck`](crate::backend::file::fscheck); the locks themselves come
+//! from the backend's listing ([`LockBackend::list`](crate::LockBackend::list)).
+//!
+//! Everything here only reads, except [`remove_leftover`].
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use crate::backend::file::epoch;
+use crate::backend::file::fs::{Fs, RealFs};
+use crate::backend::file::transcript::{self, Reader};
+use crate::backend::file::FileVersion;
+use crate::error::{Error, Holder, Result};
+use crate::identity::Liveness;
+use crate::store::TornTail;
+
+/// How old a leftover temporary, tombstone or rewrite file must be before
+/// the doctor removes it: the operations that create them finish within
+/// milliseconds, so an older one belongs to a process that died.
+pub const LEFTOVER_AGE: Duration = Duration::from_secs(60);
+
+/// Which kind of leftover file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeftoverKind {
+    /// `s.jsonl.lock.tmp-<token>`: a payload an interrupted publish or
+    /// extend never moved into place.
+    Temp,
+    /// `s.jsonl.lock.tomb-<token>`: a lock an interrupted release or reclaim
+    /// moved aside.
+    Tombstone,
+    /// `s.jsonl.rewrite-<epoch>`: the new contents of an interrupted rewrite
+    /// or truncate.
+    Rewrite,
+    /// `s.jsonl.torn-<epoch>[-<n>]`: bytes a repair cut off the transcript's
+    /// end, kept for the operator.
+    TornSide,
+}
+
+impl LeftoverKind {
+    /// The reason name used in messages and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeftoverKind::Temp => "orphaned-temp",
+            LeftoverKind::Tombstone => "orphaned-tombstone",
+            LeftoverKind::Rewrite => "rewrite-leftover",
+            LeftoverKind::TornSide => "torn-side-file",
+        }
+    }
+
+    /// The name infix that marks this kind, after the session file's name.
+    fn marker(self) -> &'static [u8] {
+        match self {
+            LeftoverKind::Temp => b".jsonl.lock.tmp-",
+            LeftoverKind::Tombstone => b".jsonl.lock.tomb-",
+            LeftoverKind::Rewrite => b".jsonl.rewrite-",
+            LeftoverKind::TornSide => b".jsonl.torn-",
+        }
+    }
+
+    /// The leftover kind of a file name, and the session file name before
+    /// it; `None` for any other name.
+    pub fn of_name(name: &[u8]) -> Option<(LeftoverKind, &[u8])> {
+        [
+            LeftoverKind::Temp,
+            LeftoverKind::Tombstone,
+            LeftoverKind::Rewrite,
+            LeftoverKind::TornSide,
+        ]
+        .into_iter()
+        .find_map(|kind| {
+            let marker = kind.marker();
+            let at = name.windows(marker.len()).position(|w| w == marker)?;
+            // `marker` starts with `.jsonl`: keep it in the session name.
+            let stem = &name[..at + b".jsonl".len()];
+            (at > 0 && at + marker.len() < name.len()).then_some((kind, stem))
+        })
+    }
+}
+
+/// A leftover file, as examined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Which kind.
+    pub kind: LeftoverKind,
+    /// Its size in bytes.
+    pub len: u64,
+    /// Time since it was last modified.
+    pub age: Duration,
+    /// Which version of the file was examined: only this one is removed.
+    pub stamp: FileVersion,
+}
+
+/// Examines a leftover file of kind `kind` as of `now`: `None` unless it is
+/// a regular file (anything else with such a name is not sessionlock's).
+pub fn examine_leftover(path: &Path, kind: LeftoverKind, now: SystemTime) -> Option<Leftover> {
+    let m = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())?;
+    let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    Some(Leftover {
+        kind,
+        len: m.len(),
+        age: now.duration_since(modified).unwrap_or_default(),
+        stamp: FileVersion::of(&m),
+    })
+}
+
+/// What [`remove_leftover`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed.
+    Removed,
+    /// Gone already.
+    AlreadyGone,
+    /// Not the file examined any more: left alone.
+    Changed,
+}
+
+/// Removes a leftover if it is still the version examined.
+///
+/// # Errors
+/// `Io` when it cannot be examined or removed.
+pub fn remove_leftover(path: &Path, seen: &Leftover) -> Result<Removal> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::AlreadyGone),
+        Err(e) => return Err(Error::io("stat leftover", path, e)),
+        Ok(m) if FileVersion::of(&m) != seen.stamp => return Ok(Removal::Changed),
+        Ok(_) => {}
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(Removal::Removed),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Removal::AlreadyGone),
+        Err(e) => Err(Error::io("remove leftover", path, e)),
+    }
+}
+
+/// Complete transcript lines that are not JSON values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidLines {
+    /// How many such lines.
+    pub count: u64,
+    /// Offset of the first.
+    pub first_offset: u64,
+    /// What is wrong with the first.
+    pub first_reason: String,
+}
+
+/// A transcript, as examined.
+#[derive(Debug)]
+pub enum TranscriptCheck {
+    /// Something other than a regular file has a transcript's name
+    /// (`InvalidPath`).
+    NotRegular(Error),
+    /// It could not be read.
+    Unreadable(Error),
+    /// It was read: its problems, none when it is healthy.
+    Read {
+        /// A final line without `\n`.
+        torn: Option<TornTail>,
+        /// Complete lines that are not JSON.
+        invalid: Option<InvalidLines>,
+    },
+}
+
+/// Examines a transcript: `None` when it is a symlink (its target is
+/// examined in its own directory, beside the lock acquirers use for it) or
+/// gone since the directory was listed. Lines are checked, not parsed into
+/// values: memory stays at one line.
+pub fn check_transcript(path: &Path) -> Option<TranscriptCheck> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => return None,
+        Ok(m) if !m.is_file() => {
+            return Some(TranscriptCheck::NotRegular(Error::InvalidPath {
+                path: path.to_owned(),
+                reason: "is not a regular file".into(),
+            }))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            return Some(TranscriptCheck::Unreadable(Error::io(
+                "stat transcript",
+                path,
+                e,
+            )))
+        }
+    }
+    Some(read_transcript(path).unwrap_or_else(TranscriptCheck::Unreadable))
+}
+
+fn read_transcript(path: &Path) -> Result<TranscriptCheck> {
+    let fs = RealFs;
+    let file = fs
+        .open_read(path)
+        .map_err(|e| Error::io("open transcript", path, e))?;
+    let torn = transcript::torn_tail(&fs, &file, path)?;
+    let mut reader = Reader::open(path)?;
+    let mut invalid: Option<InvalidLines> = None;
+    while let Some(entry) = reader.next_raw() {
+        match entry {
+            Ok(_) => {}
+            Err(Error::InvalidEntry { offset, reason, .. }) => match &mut invalid {
+                Some(lines) => lines.count += 1,
+                None => {
+                    invalid = Some(InvalidLines {
+                        count: 1,
+                        first_offset: offset,
+                        first_reason: reason,
+                    })
+                }
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(TranscriptCheck::Read { torn, invalid })
+}
+
+/// A session's state file (`*.jsonl.epoch`) that is not healthy.
+#[derive(Debug)]
+pub enum StateCheck {
+    /// Something other than a regular file with one link stands there: a
+    /// symlink (`what` is `symlink`), a directory or FIFO
+    /// (`not-a-regular-file`), or a file with other hard links
+    /// (`hard-linked`). The error's reason says which, for people.
+    Unusable {
+        /// Which (the finding's reason).
+        what: &'static str,
+        /// `InvalidPath`, naming the file.
+        error: Error,
+    },
+    /// It could not be opened or read.
+    Unreadable(Error),
+    /// A regular file holding something other than one epoch record.
+    InvalidRecord {
+        /// Its size in bytes.
+        len: u64,
+        /// Its first bytes (at most one record and one byte).
+        head: Vec<u8>,
+    },
+}
+
+/// Examines a session's state file: `None` when it is healthy (an empty one
+/// is a new session's) or gone.
+pub fn check_state(path: &Path) -> Option<StateCheck> {
+    let unusable = |what, reason: &str| {
+        Some(StateCheck::Unusable {
+            what,
+            error: Error::InvalidPath {
+                path: path.to_owned(),
+                reason: reason.to_owned(),
+            },
+        })
+    };
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(crate::sys::NOFOLLOW_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) if crate::sys::is_symlink_error(&e) => {
+            return unusable(
+                "symlink",
+                "a symbolic link stands where the session's epoch file belongs",
+            )
+        }
+        Err(e) => {
+            return Some(StateCheck::Unreadable(Error::io(
+                "open epoch file",
+                path,
+                e,
+            )))
+        }
+    };
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            return Some(StateCheck::Unreadable(Error::io(
+                "stat epoch file",
+                path,
+                e,
+            )))
+        }
+    };
+    if !meta.is_file() {
+        return unusable(
+            "not-a-regular-file",
+            "something other than a regular file stands where the session's epoch file belongs",
+        );
+    }
+    if meta.nlink() > 1 {
+        return unusable(
+            "hard-linked",
+            "the session's epoch file has more than one hard link, so it may be another file linked here",
+        );
+    }
+    let mut head = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(
+        &mut std::io::Read::take(&file, epoch::RECORD_LEN as u64 + 1),
+        &mut head,
+    ) {
+        return Some(StateCheck::Unreadable(Error::io(
+            "read epoch file",
+            path,
+            e,
+        )));
+    }
+    if head.is_empty() || epoch::parse(&head).is_some() {
+        return None;
+    }
+    Some(StateCheck::InvalidRecord {
+        len: meta.len(),
+        head,
+    })
+}
+
+/// What stands at a lock path that holds no lock: `symlink`, `directory` or
+/// `not-a-regular-file`.
+pub fn not_a_lock(path: &Path) -> &'static str {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => "symlink",
+        Ok(m) if m.is_dir() => "directory",
+        _ => "not-a-regular-file",
+    }
+}
+
+/// Why OpenClaw would delete a sessionlock holder's lock (spec §15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exposure {
+    /// The holder's arguments carry no `openclaw` marker: OpenClaw takes it
+    /// for a `non-openclaw-owner` and deletes its lock (the holder runs
+    /// without OpenClaw-compatible mode, or is a library in another program).
+    UnmarkedArgv,
+    /// The lock file is not readable by the users that own the OpenClaw
+    /// locks beside it: OpenClaw takes it for a lock without a payload and
+    /// deletes it after its grace.
+    Unreadable,
+}
+
+impl Exposure {
+    /// The name used in JSON (`unmarked-argv`, `unreadable`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exposure::UnmarkedArgv => "unmarked-argv",
+            Exposure::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// Whether a holder is OpenClaw's (its payload names no `owner`).
+pub fn is_openclaw_holder(h: &Holder) -> bool {
+    h.owner.as_deref() == Some(crate::openclaw::OWNER)
+}
+
+/// The sessionlock holders among `locks` (the holders of one directory's
+/// locks, with their liveness) that OpenClaw would delete, each by its index
+/// in `locks` with why; empty unless the directory also holds an OpenClaw
+/// lock. Only live local holders are judged: a dead one is reclaimable
+/// anyway, and a remote one cannot be inspected.
+pub fn openclaw_exposure(locks: &[(&Holder, Liveness)]) -> Vec<(usize, Exposure)> {
+    if !locks.iter().any(|(h, _)| is_openclaw_holder(h)) {
+        return Vec::new();
+    }
+    let oc_uids: Vec<u32> = locks
+        .iter()
+        .filter(|(h, _)| is_openclaw_holder(h))
+        .filter_map(|(h, _)| std::fs::symlink_metadata(&h.lock_path).ok())
+        .map(|m| m.uid())
+        .collect();
+    locks
+        .iter()
+        .enumerate()
+        .filter(|(_, (h, liveness))| {
+            h.owner.as_deref() == Some(crate::payload::OWNER) && *liveness == Liveness::Alive
+        })
+        .filter_map(|(i, (h, _))| {
+            let pid = h.pid?;
+            if crate::openclaw::process_is_marked(pid) == Some(false) {
+                return Some((i, Exposure::UnmarkedArgv));
+            }
+            let m = std::fs::symlink_metadata(&h.lock_path).ok()?;
+            let world_readable = m.mode() & 0o004 != 0;
+            let other_uid = oc_uids.iter().any(|&u| u != m.uid() && u != 0);
+            (other_uid && !world_readable).then_some((i, Exposure::Unreadable))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeftoverKind;
+
+    #[test]
+    fn leftover_names_are_recognized() {
+        let kind = LeftoverKind::of_name;
+        assert_eq!(
+            kind(b"s.jsonl.lock.tmp-abc"),
+            Some((LeftoverKind::Temp, &b"s.jsonl"[..]))
+        );
+        assert_eq!(
+            kind(b"s.jsonl.lock.tomb-abc"),
+            Some((LeftoverKind::Tombstone, &b"s.jsonl"[..]))
+        );
+        assert_eq!(
+            kind(b"a.b.jsonl.rewrite-12"),
+            Some((LeftoverKind::Rewrite, &b"a.b.jsonl"[..]))
+        );
+        assert_eq!(
+            kind(b"s.jsonl.torn-12-3"),
+            Some((LeftoverKind::TornSide, &b"s.jsonl"[..]))
+        );
+        assert_eq!(kind(b"s.jsonl.torn-"), None);
+        assert_eq!(kind(b".jsonl.torn-1"), None);
+        assert_eq!(kind(b"s.jsonl.epoch"), None);
+    }
+}
