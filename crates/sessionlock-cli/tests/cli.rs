@@ -241,6 +241,47 @@ fn status_shows_a_held_lock() {
     guard.release().unwrap();
 }
 
+// Issue 11 item 3: `status` lists the lock files of a directory as they
+// are. Keyed through their session names, a stale lock beside a session
+// name that is a symlink was shown as the target's lock, twice, and never
+// as itself.
+#[test]
+fn status_shows_each_lock_file_once_beside_a_session_name_that_is_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let canonical = std::fs::canonicalize(dir.path()).unwrap();
+    std::fs::write(dir.path().join("real.jsonl"), b"").unwrap();
+    let alias = dir.path().join("alias.jsonl");
+    std::os::unix::fs::symlink("real.jsonl", &alias).unwrap();
+    // Acquired through the symlinked name: the lock is `real.jsonl.lock`.
+    let guard = hold(&alias);
+    assert_eq!(guard.lock_path(), canonical.join("real.jsonl.lock"));
+    // A stale lock file at the symlinked name's own lock path.
+    let stale = write_dead_openclaw_lock(&alias);
+
+    let (out, items) = status_json(dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let shown: Vec<(&str, u64, bool)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["lockPath"].as_str().unwrap(),
+                i["pid"].as_u64().unwrap(),
+                i["alive"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let alias_lock = canonical.join("alias.jsonl.lock").display().to_string();
+    let real_lock = canonical.join("real.jsonl.lock").display().to_string();
+    assert_eq!(
+        shown,
+        [
+            (alias_lock.as_str(), u64::from(stale), false),
+            (real_lock.as_str(), u64::from(std::process::id()), true),
+        ]
+    );
+    guard.release().unwrap();
+}
+
 #[test]
 fn status_json_has_stable_field_names() {
     let dir = tempfile::tempdir().unwrap();
