@@ -93,10 +93,10 @@ pub mod openclaw;
 pub mod reason;
 // -- stale classification,
 pub mod reclaim;
+// -- backend-neutral store types (a takeover's kind is part of errors)
+pub mod store;
 // -- the error type
 mod error;
-// -- backend-neutral store types
-pub mod store;
 // -- the backend seam and the file backend
 pub mod backend;
 // -- the lock core: acquire loop, guards, registry, watchdog
