@@ -1439,6 +1439,9 @@ impl LockBackend for AlwaysChanged {
     async fn current_epoch(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
         self.0.current_epoch(lease).await
     }
+    async fn check(&self, lease: &Self::Lease) -> sessionlock::Result<()> {
+        self.0.check(lease).await
+    }
     async fn fenced<T>(
         &self,
         lease: &Self::Lease,

@@ -320,6 +320,16 @@ pub trait LockBackend: Send + Sync + 'static {
     /// `Io`.
     fn current_epoch(&self, lease: &Self::Lease) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Whether the lease is still the session's: its epoch current and the
+    /// lease still the published lock. What [`Guard::check`](crate::Guard::check)
+    /// and [`Guard::lost`](crate::Guard::lost) ask.
+    ///
+    /// # Errors
+    /// `Fenced` when a newer epoch exists; `Revoked` when the lease is no
+    /// longer published; `Timeout` when the session's state stays busy
+    /// past the backend's bound; `Io`.
+    fn check(&self, lease: &Self::Lease) -> impl Future<Output = Result<()>> + Send;
+
     /// Runs `f` only if the lease's epoch is current and the lease is still
     /// the published lock, holding off reclaims and revocations until `f`
     /// returns (files: a shared `flock`; a database: the lease row locked in

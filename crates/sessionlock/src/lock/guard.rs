@@ -523,7 +523,7 @@ impl<B: LockBackend> Guard<B> {
             Err(e) => return e,
         };
         loop {
-            match self.check() {
+            match self.check_async().await {
                 Ok(()) => {}
                 // Another program keeps the state file locked: ownership
                 // is unknown, not lost. Look again at the next change.
@@ -587,6 +587,18 @@ impl<B: LockBackend> Guard<B> {
         if let Err(Error::Revoked { cause, .. }) = &result {
             // Someone else removed or replaced our lock: revoke, so that
             // every later check and write fails the same way.
+            self.hold.revoke(None, *cause);
+        }
+        result
+    }
+
+    /// [`Guard::check`] for async callers: waits for this acquisition's
+    /// operation in flight without blocking the thread.
+    async fn check_async(&self) -> Result<()> {
+        let _ops = self.hold.ops.lock().await;
+        let lease = self.hold.lease()?;
+        let result = self.hold.backend.check(&lease).await;
+        if let Err(Error::Revoked { cause, .. }) = &result {
             self.hold.revoke(None, *cause);
         }
         result

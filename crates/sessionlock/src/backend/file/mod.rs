@@ -837,6 +837,10 @@ impl LockBackend for FileBackend {
         read_epoch(&path, g.file)
     }
 
+    async fn check(&self, lease: &FileLease) -> Result<()> {
+        fenced(lease, || ())
+    }
+
     async fn fenced<T>(&self, lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
         fenced(lease, f)
     }
