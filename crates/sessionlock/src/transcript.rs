@@ -3,12 +3,15 @@
 //! backend-neutral types of [`crate::store`]. The store itself, whose
 //! mutations take a lease ([`crate::backend::TranscriptStore`]), is
 //! [`crate::backend::file::transcript`]; this module adds what needs the
-//! lock core (a guard), which sits above the backends.
+//! lock core (a guard), which sits above the backends: the file store's
+//! blocking methods, and the mutations of any backend's store under a
+//! guard's lease ([`Guard::store_append`] and its siblings).
 
 use serde_json::Value;
 
 use crate::backend::file::transcript::serialize;
 pub use crate::backend::file::transcript::*;
+use crate::backend::{StoreBackend, TranscriptStore};
 use crate::blocking::block_on;
 use crate::error::Result;
 use crate::lock::guard::Guard;
@@ -79,5 +82,77 @@ impl Transcript {
     pub fn truncate(&mut self, guard: &Guard, keep: usize) -> Result<()> {
         let this = &mut *self;
         block_on(guard.with_lease(move |held| async move { this.truncate_held(&held, keep) }))
+    }
+}
+
+/// The transcript mutations of any [`StoreBackend`], made under this
+/// guard's lease: what the file backend's
+/// [`Transcript`] offers as
+/// blocking methods, for a store known only by its backend (generic code,
+/// bindings, the backend conformance suite). Each runs only while the guard
+/// holds its lease, one operation of this acquisition at a time, and the
+/// store runs the epoch check and the mutation as one unit. A mutation
+/// refused because the lock was removed or replaced revokes the guard, as
+/// [`Guard::with_fence`] does.
+impl<B: StoreBackend> Guard<B> {
+    /// Appends `entries` to `store` under this guard's lease
+    /// ([`TranscriptStore::append`]).
+    ///
+    /// # Errors
+    /// `Revoked` when the guard lost its lock (released, revoked, or the
+    /// lock removed or replaced by someone else) and `Fenced` when a newer
+    /// epoch exists: nothing is written; otherwise as
+    /// [`TranscriptStore::append`].
+    ///
+    /// # Cancel safety
+    /// As [`TranscriptStore::append`]: the file store's future completes at
+    /// once.
+    pub async fn store_append(
+        &self,
+        store: &mut B::Store,
+        entries: &RawEntries,
+        durability: Durability,
+    ) -> Result<Appended> {
+        self.with_lease(|held| async move { store.append(&held, entries, durability).await })
+            .await
+    }
+
+    /// Replaces the transcript in `store` with `entries` under this guard's
+    /// lease ([`TranscriptStore::rewrite`]).
+    ///
+    /// # Errors
+    /// As [`Guard::store_append`].
+    ///
+    /// # Cancel safety
+    /// As [`Guard::store_append`].
+    pub async fn store_rewrite(&self, store: &mut B::Store, entries: &RawEntries) -> Result<()> {
+        self.with_lease(|held| async move { store.rewrite(&held, entries).await })
+            .await
+    }
+
+    /// Keeps the first `keep` entries of the transcript in `store`, under
+    /// this guard's lease ([`TranscriptStore::truncate`]).
+    ///
+    /// # Errors
+    /// As [`Guard::store_append`].
+    ///
+    /// # Cancel safety
+    /// As [`Guard::store_append`].
+    pub async fn store_truncate(&self, store: &mut B::Store, keep: usize) -> Result<()> {
+        self.with_lease(|held| async move { store.truncate(&held, keep).await })
+            .await
+    }
+
+    /// Sets a torn final line of the transcript in `store` aside, under this
+    /// guard's lease ([`TranscriptStore::repair`]).
+    ///
+    /// # Errors
+    /// As [`Guard::store_append`].
+    ///
+    /// # Cancel safety
+    /// As [`Guard::store_append`].
+    pub async fn store_repair(&self, store: &mut B::Store) -> Result<Option<TornTail>> {
+        self.with_lease(|held| async move { store.repair(&held).await })
+            .await
     }
 }
