@@ -4,9 +4,6 @@
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 a finding
 //! the user can act on (lock held, demo verdict FAIL), 2 error.
 
-mod bench;
-mod child;
-mod demo;
 mod doctor;
 mod exec;
 mod keeper;
@@ -17,12 +14,12 @@ mod status;
 mod text;
 mod transcript;
 mod verify_fs;
-mod worker;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sessionlock_lab::{bench, demo, worker};
 use tracing_subscriber::field::MakeExt as _;
 
 #[derive(Parser)]

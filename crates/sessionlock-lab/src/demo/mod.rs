@@ -1,17 +1,17 @@
 //! `sessionlock demo`: a gateway simulation on the embedded file backend.
 //!
-//! Several OS processes (`sessionlock worker gateway`, see [`lanes`]) each
+//! Several OS processes (`sessionlock worker gateway`, see `lanes`) each
 //! run four lanes (channel, heartbeat, cron, compaction) over a set of
 //! session transcripts; every turn goes through the attempt controller: a
 //! simulated model call of random length with the lock released, tool
 //! results and a reply appended, compaction rewrites. Faults from spec §13
-//! are injected on a schedule ([`sim`]): fence read errors at prompt
+//! are injected on a schedule (`sim`): fence read errors at prompt
 //! release, user aborts mid-prompt, SIGKILLed processes (restarted), a lane
 //! wedged on the CPU past its lease, two lanes of one session through a
 //! symlinked directory, foreign writes inside prompt windows.
 //!
-//! Everything the run did is read back into a [`record::Recording`] and
-//! judged by [`verdict::check`], a pure function, so `--record FILE` saves a
+//! Everything the run did is read back into a `record::Recording` and
+//! judged by `verdict::check`, a pure function, so `--record FILE` saves a
 //! run and `--check FILE` judges a saved (or doctored) one without running
 //! anything. Exit status: 0 PASS, 1 FAIL (an invariant was violated), 2 an
 //! error.
@@ -66,7 +66,7 @@ fn parse_faults(s: &str) -> Result<Faults, String> {
 }
 
 #[derive(clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// Number of session transcripts.
     #[arg(long, default_value_t = 8)]
     sessions: usize,
@@ -149,7 +149,7 @@ fn load(path: &Path) -> Result<Recording> {
         .with_context(|| format!("{} is not a demo recording", path.display()))
 }
 
-pub(crate) fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(path) = &args.check {
         let v = verdict::check(&load(path)?);
         print(&v, args.json)?;

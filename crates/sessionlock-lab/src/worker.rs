@@ -16,7 +16,7 @@ use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{monotonic_ns, Error, LockOptions, SessionLock};
 
 #[derive(clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     #[command(subcommand)]
     role: Role,
 }
@@ -175,7 +175,7 @@ pub(crate) fn entry(w: u32, seq: u32) -> (String, String) {
     )
 }
 
-pub(crate) fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
     // First, before anything else costs time: this stamp is the command's
     // start in the exec hand-off figure.
     if let Role::Stamp = args.role {

@@ -75,7 +75,7 @@ enum Only {
 }
 
 #[derive(clap::Args)]
-pub(crate) struct Args {
+pub struct Args {
     /// Uncontended acquire+release cycles.
     #[arg(long, default_value_t = 5000)]
     cycles: usize,
@@ -656,7 +656,7 @@ fn print_throughput(rows: &[Throughput]) {
     }
 }
 
-pub(crate) fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
     anyhow::ensure!(
         !args.writers.is_empty() && args.writers.iter().all(|&w| (1..=64).contains(&w)),
         "--writers: each count must be 1..=64"

@@ -1,0 +1,18 @@
+//! The sessionlock lab: what `sessionlock demo` and `sessionlock bench` run,
+//! kept apart from the command-line tool's own commands.
+//!
+//! - [`demo`]: a gateway simulation with injected faults, judged by a pure
+//!   verdict;
+//! - [`bench`](mod@bench): the figures behind sessionlock's speed goals;
+//! - [`worker`]: the roles of their child processes;
+//! - `child`: spawning and talking to those children.
+//!
+//! The lab runs inside the `sessionlock` binary: its workers are that
+//! binary re-executed ([`std::env::current_exe`]) with the `worker`
+//! subcommand, which must call [`worker::run`]; the `exec` hand-off of the
+//! bench runs the binary's `exec` subcommand.
+
+pub mod bench;
+mod child;
+pub mod demo;
+pub mod worker;
