@@ -58,8 +58,7 @@ use sessionlock::attempt::{Attempt, AttemptOptions};
 use sessionlock::transcript::Reader;
 use sessionlock::LockOptions;
 
-use crate::child::{field, ms_between, Worker};
-use crate::worker::DurabilityArg;
+use crate::worker::{self, field, ms_between, DurabilityArg};
 
 /// Which figures to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -227,8 +226,8 @@ fn uncontended(dir: &Path, cycles: usize) -> Result<Vec<f64>> {
 fn handoffs(dir: &Path, trials: usize) -> Result<Vec<f64>> {
     let session = dir.join("handoff.jsonl").display().to_string();
     let args = ["cycle".to_owned(), "--session".to_owned(), session];
-    let mut a = Worker::spawn("cycler-a", &args)?;
-    let mut b = Worker::spawn("cycler-b", &args)?;
+    let mut a = worker::spawn("cycler-a", &args)?;
+    let mut b = worker::spawn("cycler-b", &args)?;
     let mut ms = Vec::with_capacity(trials);
     for i in 0..trials {
         let (holder, waiter) = if i % 2 == 0 {
@@ -284,7 +283,7 @@ fn append_throughput(
             "--id".to_owned(),
             i.to_string(),
         ];
-        workers.push(Worker::spawn(format!("appender-{i}"), &args)?);
+        workers.push(worker::spawn(format!("appender-{i}"), &args)?);
     }
     for w in &workers {
         w.expect("READY", Duration::from_secs(30))?;
@@ -305,7 +304,7 @@ fn append_throughput(
         last_end = last_end.max(field(&done, 1)?);
     }
     for w in workers {
-        let name = w.name.clone();
+        let name = w.name().to_owned();
         let st = w.finish(Duration::from_secs(30))?;
         if !st.success() {
             bail!("{name} exited with {st}");
@@ -536,16 +535,16 @@ type Wrap<'a> = &'a dyn Fn(&str) -> std::process::Command;
 /// holder's command's last stamp until the waiter's command's first.
 fn wrapped_handoff(name: &str, wrap: Wrap<'_>, phase: Duration) -> Result<f64> {
     let within = Duration::from_secs(30);
-    let mut holder = Worker::start(format!("{name} holder"), wrap("gate"))?;
+    let mut holder = worker::start(format!("{name} holder"), wrap("gate"))?;
     holder.expect("READY", within)?;
-    let waiter = Worker::start(format!("{name} waiter"), wrap("stamp"))?;
+    let waiter = worker::start(format!("{name} waiter"), wrap("stamp"))?;
     // Let the waiter start and fall asleep on the lock.
     std::thread::sleep(phase);
     holder.say("exit")?;
     let exited = holder.expect("EXIT", within)?;
     let started = waiter.expect("START", within)?;
     for w in [holder, waiter] {
-        let who = w.name.clone();
+        let who = w.name().to_owned();
         let st = w.finish(within)?;
         if !st.success() {
             bail!("{who} exited with {st}");
@@ -764,9 +763,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
 /// the waiter holds it.
 fn kill_mid_hold(session: &Path) -> Result<f64> {
     let s = session.display().to_string();
-    let victim = Worker::spawn("victim", &["hold".into(), "--session".into(), s.clone()])?;
+    let victim = worker::spawn("victim", &["hold".into(), "--session".into(), s.clone()])?;
     victim.expect("HELD", Duration::from_secs(60))?;
-    let mut waiter = Worker::spawn("waiter", &["wait".into(), "--session".into(), s])?;
+    let mut waiter = worker::spawn("waiter", &["wait".into(), "--session".into(), s])?;
     waiter.expect("WAITING", Duration::from_secs(10))?;
     // Give the waiter time to go to sleep on the lock.
     std::thread::sleep(Duration::from_millis(100));
@@ -783,7 +782,7 @@ fn kill_mid_hold(session: &Path) -> Result<f64> {
 /// until a waiter holds the lock, and whether its late write was rejected.
 fn wedge_past_lease(session: &Path, lease_ms: u64) -> Result<(f64, String)> {
     let s = session.display().to_string();
-    let wedged = Worker::spawn(
+    let wedged = worker::spawn(
         "wedged",
         &[
             "wedge".into(),
@@ -797,7 +796,7 @@ fn wedge_past_lease(session: &Path, lease_ms: u64) -> Result<(f64, String)> {
     )?;
     let held = wedged.expect("HELD", Duration::from_secs(60))?;
     let lease_end = field::<u64>(&held, 1)? + lease_ms * 1_000_000;
-    let mut waiter = Worker::spawn("waiter", &["wait".into(), "--session".into(), s])?;
+    let mut waiter = worker::spawn("waiter", &["wait".into(), "--session".into(), s])?;
     let got = waiter.expect("ACQUIRED", Duration::from_secs(30))?;
     let delay = ms_between(lease_end, field(&got, 0)?);
     // Hold until the wedged lane wakes up and tries its late write.

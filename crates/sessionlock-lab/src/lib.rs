@@ -5,7 +5,8 @@
 //!   verdict;
 //! - [`bench`](mod@bench): the figures behind sessionlock's speed goals;
 //! - [`worker`]: the roles of their child processes;
-//! - `child`: spawning and talking to those children.
+//! - [`harness`]: spawning and talking to child processes, shared with
+//!   the workspace's tests.
 //!
 //! The lab runs inside the `sessionlock` binary: its workers are that
 //! binary re-executed ([`std::env::current_exe`]) with the `worker`
@@ -13,6 +14,6 @@
 //! bench runs the binary's `exec` subcommand.
 
 pub mod bench;
-mod child;
 pub mod demo;
+pub mod harness;
 pub mod worker;

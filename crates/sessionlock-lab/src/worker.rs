@@ -3,7 +3,8 @@
 //! Each role speaks a line protocol on stdout (`HELD <epoch> <mono_ns>`,
 //! `ACQUIRED <mono_ns>`, ...) so the parent can time and verify it, and reads
 //! commands (`release`) on stdin where it needs them. Times are
-//! `CLOCK_MONOTONIC` nanoseconds, comparable across processes.
+//! `CLOCK_MONOTONIC` nanoseconds, comparable across processes. The parent
+//! side (`spawn`, `start`) runs them through the [`harness`].
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
@@ -11,9 +12,47 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{monotonic_ns, Error, LockOptions, SessionLock};
+
+use crate::harness::{self, Child};
+
+/// A running worker, seen from its parent.
+pub(crate) type Worker = Child;
+
+/// Starts `sessionlock worker <args>`: this binary re-executed.
+pub(crate) fn spawn(name: impl Into<String>, args: &[String]) -> Result<Worker> {
+    let exe = std::env::current_exe().context("locate the sessionlock binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("worker").args(args);
+    start(name, cmd)
+}
+
+/// Starts `cmd` (which runs a worker somewhere below it, e.g. under
+/// `sessionlock exec` or `flock(1)`) with the workers' protocol pipes.
+pub(crate) fn start(name: impl Into<String>, mut cmd: std::process::Command) -> Result<Worker> {
+    // Workers' own warnings (an expected revocation, say) would interleave
+    // with the parent's report; the parent reports them.
+    cmd.env(
+        "SESSIONLOCK_LOG",
+        std::env::var("SESSIONLOCK_LOG").unwrap_or_else(|_| "error".into()),
+    );
+    Ok(harness::Child::start(name, cmd)?)
+}
+
+/// Milliseconds between two `CLOCK_MONOTONIC` nanosecond stamps.
+pub(crate) fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
+    (to_ns as f64 - from_ns as f64) / 1e6
+}
+
+/// Parses a field of a protocol line.
+pub(crate) fn field<T: std::str::FromStr>(fields: &[String], i: usize) -> Result<T> {
+    fields
+        .get(i)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| anyhow!("malformed worker line: {fields:?}"))
+}
 
 #[derive(clap::Args)]
 pub struct Args {

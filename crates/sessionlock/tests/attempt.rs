@@ -603,13 +603,13 @@ fn eight_processes_with_random_sigkills_lose_no_acknowledged_entry_and_duplicate
             let victim = (rand() % kids.len() as u64) as usize;
             std::thread::sleep(Duration::from_millis(20 + rand() % 80));
             let _ = Command::new("kill")
-                .args(["-KILL", &kids[victim].1.child.id().to_string()])
+                .args(["-KILL", &kids[victim].1.pid().to_string()])
                 .status();
             kills += 1;
         }
         for (w, kid) in kids {
             // Every line the child printed before it exited or was killed.
-            while let Ok(line) = kid.lines.recv_timeout(Duration::from_secs(120)) {
+            while let Ok(line) = kid.next_line(Duration::from_secs(120)) {
                 if line == "DONE" {
                     done[w] = true;
                 } else if let Some(seq) = line.strip_prefix("ACK ") {

@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::Poll;
@@ -32,7 +32,7 @@ use sessionlock::{
 
 mod common;
 
-use common::{dead_pid, role_args, starttime_of, Kid};
+use common::{dead_pid, role_args, starttime_of, Kid, Signal};
 
 // ---------------------------------------------------------------- harness
 
@@ -50,17 +50,9 @@ fn lock_path(session: &Path) -> PathBuf {
 
 /// A live process that is not us, killed on drop.
 fn live_stranger() -> Kid {
-    let child = Command::new("sleep")
-        .arg("60")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn sleep");
-    let (_tx, rx) = mpsc::channel();
-    Kid {
-        child,
-        stdin: None,
-        lines: rx,
-    }
+    let mut sleep = Command::new("sleep");
+    sleep.arg("60");
+    Kid::start("stranger", sleep)
 }
 
 /// Writes a lock the way OpenClaw does: pretty-printed, four fields.
@@ -993,7 +985,7 @@ fn polling_fallback_reclaims_a_sigkilled_holder_and_sees_releases() {
         let (l, p) = (polling.clone(), session.clone());
         std::thread::spawn(move || l.acquire(&p).map(|g| g.epoch()))
     };
-    kid.signal("KILL");
+    kid.signal(Signal::KILL);
     waiter
         .join()
         .expect("join")

@@ -19,7 +19,7 @@ use super::record::{
     Recording, RunConfig, SessionContents,
 };
 use super::rng::Rng;
-use crate::child::Worker;
+use crate::worker::{self, Worker};
 
 /// How long a starting worker may take to report `READY`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,7 +149,7 @@ impl<'a> Sim<'a> {
             "--lock-timeout-ms".into(),
             self.cfg.lock_timeout_ms.to_string(),
         ];
-        let worker = Worker::spawn(format!("gateway {}", incarnation_name(slot, inc)), &args)?;
+        let worker = worker::spawn(format!("gateway {}", incarnation_name(slot, inc)), &args)?;
         worker.expect("READY", START_TIMEOUT)?;
         self.incarnations.push(Incarnation {
             slot,
@@ -224,7 +224,7 @@ impl<'a> Sim<'a> {
         if let Some(w) = p.worker.as_mut() {
             match w.say(&format!("fault {}", f.kind)) {
                 Ok(()) => p.pending.push(f.kind),
-                Err(e) => self.errors.push(format!("{}: {e:#}", w.name)),
+                Err(e) => self.errors.push(format!("{}: {e:#}", w.name())),
             }
         }
         Ok(())
@@ -262,7 +262,7 @@ impl<'a> Sim<'a> {
         let mut worker = self.spawn(slot, inc + 1)?;
         for kind in &pending {
             if let Err(e) = worker.say(&format!("fault {kind}")) {
-                self.errors.push(format!("{}: {e:#}", worker.name));
+                self.errors.push(format!("{}: {e:#}", worker.name()));
             }
         }
         let p = &mut self.procs[i];
@@ -295,7 +295,7 @@ impl<'a> Sim<'a> {
         for p in &mut self.procs {
             if let Some(w) = p.worker.as_mut() {
                 if let Err(e) = w.say("stop") {
-                    self.errors.push(format!("{}: {e:#}", w.name));
+                    self.errors.push(format!("{}: {e:#}", w.name()));
                 }
             }
         }
@@ -316,7 +316,7 @@ impl<'a> Sim<'a> {
                 }
             }
             if let Some(w) = self.procs[i].worker.take() {
-                let name = w.name.clone();
+                let name = w.name().to_owned();
                 match w.finish(Duration::from_secs(10)) {
                     Ok(st) if st.success() => {}
                     Ok(st) => self.errors.push(format!("{name} exited with {st}")),

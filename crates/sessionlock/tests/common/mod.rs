@@ -8,10 +8,11 @@
 pub mod sessions;
 pub mod waits;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use sessionlock_lab::harness;
+pub use sessionlock_lab::harness::Signal;
 
 /// The variable naming a child's role and its arguments.
 pub const ROLE_VAR: &str = "SESSIONLOCK_TEST_ROLE";
@@ -24,122 +25,74 @@ pub fn role_args() -> Option<(String, Vec<String>)> {
     Some((role, parts.filter(|s| !s.is_empty()).collect()))
 }
 
-/// A child process running a role, with line-based I/O and deadlines.
-pub struct Kid {
-    pub child: Child,
-    pub stdin: Option<ChildStdin>,
-    pub lines: mpsc::Receiver<String>,
-}
+/// A child process running a role (or any command), with line-based I/O
+/// and deadlines ([`harness::Child`]); every failure panics.
+pub struct Kid(harness::Child);
 
 impl Kid {
     pub fn spawn(role: &str, args: &[&str]) -> Kid {
         let exe = std::env::current_exe().expect("test binary path");
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "child_entry",
-                "--nocapture",
-                "--test-threads=1",
-                "--quiet",
-            ])
-            .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
-            .env_remove("SESSIONLOCK_ACQUIRE_TIMEOUT_MS")
-            .env_remove("SESSIONLOCK_MAX_HOLD_MS")
-            .env_remove("SESSIONLOCK_STALE_MS")
-            .env_remove("SESSIONLOCK_HOLD_EXCEEDED")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Kid {
-            child,
-            stdin,
-            lines: rx,
-        }
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
+        .env_remove("SESSIONLOCK_ACQUIRE_TIMEOUT_MS")
+        .env_remove("SESSIONLOCK_MAX_HOLD_MS")
+        .env_remove("SESSIONLOCK_STALE_MS")
+        .env_remove("SESSIONLOCK_HOLD_EXCEEDED");
+        Kid::start(role, cmd)
+    }
+
+    /// Runs `cmd` (not a role), e.g. a live process that is not us.
+    pub fn start(name: &str, cmd: Command) -> Kid {
+        Kid(harness::Child::start(name, cmd).expect("spawn child"))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
+    }
+
+    /// The next line the child prints, or why there is none.
+    pub fn next_line(&self, within: Duration) -> Result<String, harness::Error> {
+        self.0.next_line(within)
     }
 
     /// The next protocol line starting with `prefix` (other output, such as
     /// the test harness's own, is skipped).
     pub fn expect(&self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(prefix) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!(
-                    "child {} did not say {prefix:?} within {within:?}: {e}",
-                    self.pid()
-                ),
-            }
-        }
+        self.0
+            .expect_line(prefix, within)
+            .unwrap_or_else(|e| panic!("child did not say {prefix:?}: {e}"))
     }
 
     /// The next line starting with any of `prefixes`.
     pub fn expect_any(&self, prefixes: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if prefixes.iter().any(|p| l.starts_with(p)) => return l,
-                Ok(_) => continue,
-                Err(e) => panic!("child {} did not answer {prefixes:?}: {e}", self.pid()),
-            }
-        }
+        self.0
+            .expect_any(prefixes, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("child did not answer: {e}"))
     }
 
     pub fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to child");
-        stdin.flush().expect("flush child stdin");
+        self.0.say(line).expect("write to child");
     }
 
-    pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} failed");
+    pub fn signal(&self, sig: Signal) {
+        self.0.signal(sig).expect("signal child");
     }
 
-    pub fn kill_and_reap(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill_and_reap(self) {
+        self.0.kill_and_reap();
     }
 
-    pub fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "child did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn finish(self) -> ExitStatus {
+        self.0
+            .finish(Duration::from_secs(20))
+            .expect("child did not exit")
     }
 }
 
