@@ -4,21 +4,15 @@
 //! Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 a finding
 //! the user can act on (lock held, demo verdict FAIL), 2 error.
 
-mod doctor;
-mod exec;
-mod keeper;
-mod lockcli;
-mod openclaw;
+mod commands;
+mod output;
 mod proctree;
-mod status;
-mod text;
-mod transcript;
-mod verify_fs;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::{doctor, exec, keeper, openclaw, status, transcript, verify_fs};
 use sessionlock_lab::{bench, demo, worker};
 use tracing_subscriber::field::MakeExt as _;
 
@@ -87,12 +81,12 @@ enum Command {
 
 /// A failure with an optional hint, printed as `error:` / `caused by:` /
 /// `hint:` (stderr). Messages quote paths and lock payload fields, so they
-/// are escaped ([`text::escape`]); hints are composed by this program, which
-/// escapes what it quotes in them ([`text::shell_word`], [`text::path`]).
+/// are escaped ([`output::escape`]); hints are composed by this program, which
+/// escapes what it quotes in them ([`output::shell_word`], [`output::path`]).
 pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
-    eprintln!("error: {}", text::escape(&err.to_string()));
+    eprintln!("error: {}", output::escape(&err.to_string()));
     for cause in err.chain().skip(1) {
-        eprintln!("caused by: {}", text::escape(&cause.to_string()));
+        eprintln!("caused by: {}", output::escape(&cause.to_string()));
     }
     if let Some(h) = hint {
         eprintln!();
@@ -106,7 +100,7 @@ fn main() -> ExitCode {
     // Log fields quote paths and payload fields: escaped like every other
     // human output (the colours, when on, are added around them).
     let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let value = text::escape(&format!("{value:?}")).into_owned();
+        let value = output::escape(&format!("{value:?}")).into_owned();
         if field.name() == "message" {
             write!(w, "{value}")
         } else {

@@ -18,9 +18,9 @@ use sessionlock::doctor::{
 };
 use sessionlock::{Config, Error};
 
+use super::status::{millis, HolderJson};
+use crate::output::{self, hex_if_not_utf8, shell_word};
 use crate::report;
-use crate::status::{millis, HolderJson};
-use crate::text::{self, hex_if_not_utf8, shell_word};
 
 const AFTER_HELP: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
@@ -251,7 +251,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     })
                 })
                 .collect();
-            crate::status::warn_openclaw_exposure(&r.dir, &exposed);
+            super::status::warn_openclaw_exposure(&r.dir, &exposed);
         }
         if let Some(h) = hint(&args, &tally) {
             eprintln!();
@@ -442,11 +442,11 @@ fn plan(row: &Row<'_>, fixing: bool, force: bool) -> String {
 /// The path as shown (escaped): the file name when one directory was given.
 fn shown_path(path: &Path, full: bool) -> String {
     if full {
-        return text::path(path).into_owned();
+        return output::path(path).into_owned();
     }
     path.file_name().map_or_else(
-        || text::path(path).into_owned(),
-        |n| text::escape_os(n).into_owned(),
+        || output::path(path).into_owned(),
+        |n| output::escape_os(n).into_owned(),
     )
 }
 
@@ -471,7 +471,7 @@ fn write_human(out: &mut impl Write, args: &Args, rows: &[Row<'_>], t: &Tally) -
                 r.finding.verdict.as_str().to_owned(),
                 reasons,
                 // Details quote payload fields and paths: escaped.
-                text::escape(&plan(r, args.fix, args.force)).into_owned(),
+                output::escape(&plan(r, args.fix, args.force)).into_owned(),
             ]
         })
         .collect();

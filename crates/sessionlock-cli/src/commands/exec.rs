@@ -3,7 +3,7 @@
 //!
 //! The lock names this process (not the command) as its holder, so the lock
 //! is released when the command exits, and is reclaimable at once if this
-//! process dies. The command runs under a keeper process ([`crate::keeper`])
+//! process dies. The command runs under a keeper process ([`super::keeper`])
 //! that kills it and everything it started when this process dies, however
 //! it dies. Termination signals sent to this process are forwarded to the
 //! command's process group. If the lock is lost while the command runs
@@ -28,11 +28,11 @@ use rustix::process::Signal;
 use sessionlock::config::parse_ms;
 use sessionlock::{Error, Guard, LockOptions, SessionLock};
 
-use crate::keeper::{Keeper, Signals};
-use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
+use super::keeper::{Keeper, Signals};
+use super::lock::{busy_hint, parse_timeout, release, Budget, RootArg};
+use crate::output::{escape_os, shell_word};
 use crate::proctree;
 use crate::report;
-use crate::text::{escape_os, shell_word};
 
 const AFTER_HELP: &str = "\
 The command runs with these variables set:

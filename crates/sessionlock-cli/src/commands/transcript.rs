@@ -15,9 +15,9 @@ use serde::Serialize;
 use sessionlock::transcript::{Durability, RawEntries, Reader, TornTail};
 use sessionlock::{Error, Guard, LockBackend, SessionLock};
 
-use crate::lockcli::{busy_hint, parse_timeout, release, Budget, RootArg};
+use super::lock::{busy_hint, parse_timeout, release, Budget, RootArg};
+use crate::output::{self, shell_word};
 use crate::report;
-use crate::text::{self, shell_word};
 
 /// The most input `append` reads: the batch is held in memory, as given
 /// (about one byte per input byte, never a parsed value tree), so that it
@@ -303,7 +303,7 @@ fn write_failure(e: Error, what: &str) -> Failure {
 fn moved(torn: &TornTail) -> String {
     let mut s = format!("moved {} torn bytes at offset {}", torn.len, torn.offset);
     if let Some(p) = &torn.saved_to {
-        s.push_str(&format!(" to {}", text::path(Path::new(p))));
+        s.push_str(&format!(" to {}", output::path(Path::new(p))));
     }
     s
 }

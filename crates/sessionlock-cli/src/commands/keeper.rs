@@ -53,9 +53,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 
+use crate::output::escape_os;
 use crate::proctree::{self, exit_code};
 use crate::report;
-use crate::text::escape_os;
 
 /// The termination signals exec forwards, and the keeper forwards on to the
 /// command's process group.

@@ -16,7 +16,7 @@
 //! refresh.
 //!
 //! Every lock is listed, whatever bytes its name holds. The table shows
-//! names and payload fields escaped ([`crate::text`]), so a hostile lane or
+//! names and payload fields escaped ([`crate::output`]), so a hostile lane or
 //! file name cannot move the cursor or fake a row; JSON output is exact,
 //! with a `…Hex` field holding the raw bytes of a path that is not UTF-8.
 
@@ -32,8 +32,8 @@ use sessionlock::reclaim::Action;
 use sessionlock::status::{human_duration, openclaw_exposure, Exposure, LockStatus};
 use sessionlock::{Config, Error, Settings};
 
+use crate::output::{self, hex_if_not_utf8};
 use crate::report;
-use crate::text::{self, hex_if_not_utf8};
 
 /// Moves the cursor home and clears the screen (ANSI; no colors).
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
@@ -122,7 +122,7 @@ fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>,
             }
         };
         if entries.is_empty() && note_empty {
-            eprintln!("no session locks in {}", text::path(dir));
+            eprintln!("no session locks in {}", output::path(dir));
         }
         if note_empty {
             let locks: Vec<&LockStatus> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
@@ -160,7 +160,7 @@ pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposu
             let name = st
                 .session
                 .file_name()
-                .map_or_else(|| text::path(&st.session), text::escape_os);
+                .map_or_else(|| output::path(&st.session), output::escape_os);
             match why {
                 Exposure::UnmarkedArgv => format!("{name} (pid {pid}: no `openclaw` argument)"),
                 _ => format!("{name} (pid {pid}: lock file unreadable by OpenClaw's user)"),
@@ -170,7 +170,7 @@ pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposu
     eprintln!(
         "warning: {} holds OpenClaw locks, and OpenClaw deletes the locks of these sessionlock \
          holders: {}",
-        text::path(dir),
+        output::path(dir),
         who.join(", ")
     );
     eprintln!(
@@ -519,11 +519,11 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 11] {
     let h = &s.holder;
     let dash = || "-".to_owned();
     let session = if full_paths {
-        text::path(&s.session).into_owned()
+        output::path(&s.session).into_owned()
     } else {
         s.session.file_name().map_or_else(
-            || text::path(&s.session).into_owned(),
-            |n| text::escape_os(n).into_owned(),
+            || output::path(&s.session).into_owned(),
+            |n| output::escape_os(n).into_owned(),
         )
     };
     let alive = match s.liveness {
@@ -536,8 +536,8 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 11] {
         (None, None) => dash(),
         (lane, run) => format!(
             "{}/{}",
-            text::escape(lane.as_deref().unwrap_or("-")),
-            text::escape(run.as_deref().unwrap_or("-"))
+            output::escape(lane.as_deref().unwrap_or("-")),
+            output::escape(run.as_deref().unwrap_or("-"))
         ),
     };
     let lease_left = match lease_left(s) {
@@ -555,7 +555,7 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 11] {
         h.pid.map_or_else(dash, |p| p.to_string()),
         h.hostname
             .as_deref()
-            .map_or_else(dash, |host| text::escape(host).into_owned()),
+            .map_or_else(dash, |host| output::escape(host).into_owned()),
         alive.to_owned(),
         lane_run,
         h.age_ms

@@ -105,7 +105,7 @@ fn write_lines(out: &mut impl Write, checks: &[Check], dir: &Path) -> io::Result
         count(Status::Fail),
     );
     writeln!(out)?;
-    let dir = crate::text::path(dir);
+    let dir = crate::output::path(dir);
     if failed > 0 {
         writeln!(
             out,
