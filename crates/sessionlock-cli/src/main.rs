@@ -8,13 +8,11 @@ mod commands;
 mod output;
 mod proctree;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{doctor, exec, keeper, openclaw, status, transcript, verify_fs};
 use sessionlock_lab::{bench, demo, worker};
-use tracing_subscriber::field::MakeExt as _;
 
 #[derive(Parser)]
 #[command(
@@ -79,48 +77,15 @@ enum Command {
     Keeper(keeper::Args),
 }
 
-/// A failure with an optional hint, printed as `error:` / `caused by:` /
-/// `hint:` (stderr). Messages quote paths and lock payload fields, so they
-/// are escaped ([`output::escape`]); hints are composed by this program, which
-/// escapes what it quotes in them ([`output::shell_word`], [`output::path`]).
-pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
-    eprintln!("error: {}", output::escape(&err.to_string()));
-    for cause in err.chain().skip(1) {
-        eprintln!("caused by: {}", output::escape(&cause.to_string()));
-    }
-    if let Some(h) = hint {
-        eprintln!();
-        eprintln!("hint: {h}");
-    }
-}
-
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Log fields quote paths and payload fields: escaped like every other
-    // human output (the colours, when on, are added around them).
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let value = output::escape(&format!("{value:?}")).into_owned();
-        if field.name() == "message" {
-            write!(w, "{value}")
-        } else {
-            write!(w, "{field}={value}")
-        }
-    })
-    .delimited(" ");
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .fmt_fields(fields)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
-        .init();
+    output::init_logging();
     let cli = Cli::parse();
     if openclaw::compat_on(cli.openclaw_compat) {
         // Before any thread starts: the library and the command's children
         // read the mode from the environment.
         std::env::set_var(sessionlock::config::ENV_OPENCLAW_COMPAT, "1");
         if cli.command.holds_locks() && cli.openclaw_marker.is_none() {
-            report(&openclaw::reexec_marked(), None);
+            output::report(&openclaw::reexec_marked(), None);
             return ExitCode::from(2);
         }
     }
@@ -140,7 +105,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            report(&e, None);
+            output::report(&e, None);
             ExitCode::from(2)
         }
     }

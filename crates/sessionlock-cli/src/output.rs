@@ -1,11 +1,16 @@
-//! Untrusted text on a terminal: file names, lock payload fields (`lane`,
-//! `runId`, `hostname`, ...) and the error messages that quote them.
+//! What the command prints besides its data: errors ([`report`]), the log
+//! format, untrusted text made safe for a terminal, and the holder fields
+//! and warnings that `status` and `doctor` both print.
 //!
-//! Anyone who can write a lock file or name a file in a sessions directory
-//! controls these bytes. Printed raw, an escape sequence could rewrite the
-//! screen and a newline could fake a table row. Every human-readable output
-//! passes such text through [`escape`] (or [`escape_os`] for names that may
-//! not be UTF-8); `--json` output is exact JSON and needs none of this.
+//! # Untrusted text
+//!
+//! File names, lock payload fields (`lane`, `runId`, `hostname`, ...) and
+//! the error messages that quote them are untrusted: anyone who can write a
+//! lock file or name a file in a sessions directory controls these bytes.
+//! Printed raw, an escape sequence could rewrite the screen and a newline
+//! could fake a table row. Every human-readable output passes such text
+//! through [`escape`] (or [`escape_os`] for names that may not be UTF-8);
+//! `--json` output is exact JSON and needs none of this.
 //!
 //! The escapes are those of a shell's `$'...'` strings: `\n`, `\r`, `\t`,
 //! `\\`, `\xNN` for other control characters and for bytes that are not
@@ -15,8 +20,53 @@
 use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+use sessionlock::identity::Liveness;
+use sessionlock::status::{Exposure, LockStatus};
+use tracing_subscriber::field::MakeExt as _;
+
+/// A failure with an optional hint, printed as `error:` / `caused by:` /
+/// `hint:` (stderr). Messages quote paths and lock payload fields, so they
+/// are escaped ([`escape`]); hints are composed by this program, which
+/// escapes what it quotes in them ([`shell_word`], [`path`]).
+pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
+    eprintln!("error: {}", escape(&err.to_string()));
+    for cause in err.chain().skip(1) {
+        eprintln!("caused by: {}", escape(&cause.to_string()));
+    }
+    if let Some(h) = hint {
+        eprintln!();
+        eprintln!("hint: {h}");
+    }
+}
+
+/// Logs to stderr, at the level of `SESSIONLOCK_LOG` (default `warn`), with
+/// field values escaped like every other human output (the colours, when
+/// on, are added around them).
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let value = escape(&format!("{value:?}")).into_owned();
+        if field.name() == "message" {
+            write!(w, "{value}")
+        } else {
+            write!(w, "{field}={value}")
+        }
+    })
+    .delimited(" ");
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .fmt_fields(fields)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
+        .init();
+}
 
 /// Whether `c` is shown escaped: control characters (C0, DEL, C1), the
 /// bidirectional formatting characters that reorder the text after them,
@@ -114,6 +164,108 @@ pub(crate) fn shell_word(w: &OsStr) -> String {
         }
         _ => format!("$'{}'", escape_os(w).replace('\'', r"\'")),
     }
+}
+
+// ------------------------------------------------ shared by status and doctor
+
+/// A lock's holder in `--json` output (status rows embed it, doctor
+/// findings nest it). Field names are a stable interface.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HolderJson {
+    pid: Option<u32>,
+    hostname: Option<String>,
+    /// Whether the holder must be presumed alive (a holder on another host
+    /// counts as alive until its lease ends).
+    alive: bool,
+    /// `alive`, `remote`, `dead`, `recycled` or `unknown`.
+    liveness: &'static str,
+    lane: Option<String>,
+    run_id: Option<String>,
+    age_ms: Option<u64>,
+    max_hold_ms: Option<u64>,
+    lease_left_ms: Option<u64>,
+    epoch: Option<u64>,
+    owner: Option<String>,
+}
+
+impl HolderJson {
+    pub(crate) fn of(s: &LockStatus) -> HolderJson {
+        let h = &s.holder;
+        HolderJson {
+            pid: h.pid,
+            hostname: h.hostname.clone(),
+            alive: h.alive,
+            liveness: liveness_name(s.liveness),
+            lane: h.lane.clone(),
+            run_id: h.run_id.clone(),
+            age_ms: h.age_ms,
+            max_hold_ms: h.max_hold_ms,
+            lease_left_ms: lease_left(s).map(millis),
+            epoch: h.epoch,
+            owner: h.owner.clone(),
+        }
+    }
+}
+
+pub(crate) fn liveness_name(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Alive => "alive",
+        Liveness::Remote => "remote",
+        Liveness::Dead => "dead",
+        Liveness::Recycled => "recycled",
+        Liveness::Unknown => "unknown",
+    }
+}
+
+/// Time left on the holder's lease: `None` when unknown, and for a holder
+/// that is gone (dead, or its pid recycled), whose lease means nothing.
+pub(crate) fn lease_left(s: &LockStatus) -> Option<Duration> {
+    match s.liveness {
+        Liveness::Dead | Liveness::Recycled => None,
+        _ => s.lease_left,
+    }
+}
+
+/// Whole milliseconds of `d`, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Warns (stderr) about sessionlock holders OpenClaw would delete, in a
+/// directory that also holds OpenClaw locks.
+pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposure)]) {
+    if exposed.is_empty() {
+        return;
+    }
+    let who: Vec<String> = exposed
+        .iter()
+        .map(|(st, why)| {
+            let pid = st
+                .holder
+                .pid
+                .map_or_else(|| "?".to_owned(), |p| p.to_string());
+            let name = st
+                .session
+                .file_name()
+                .map_or_else(|| path(&st.session), escape_os);
+            match why {
+                Exposure::UnmarkedArgv => format!("{name} (pid {pid}: no `openclaw` argument)"),
+                _ => format!("{name} (pid {pid}: lock file unreadable by OpenClaw's user)"),
+            }
+        })
+        .collect();
+    eprintln!(
+        "warning: {} holds OpenClaw locks, and OpenClaw deletes the locks of these sessionlock \
+         holders: {}",
+        path(dir),
+        who.join(", ")
+    );
+    eprintln!(
+        "hint: run sessionlock writers beside OpenClaw with SESSIONLOCK_OPENCLAW_COMPAT=1 \
+         (or `sessionlock --openclaw-compat`); their holders still learn of a deleted lock \
+         (Revoked) but no longer exclude OpenClaw"
+    );
 }
 
 #[cfg(test)]

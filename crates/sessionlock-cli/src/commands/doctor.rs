@@ -18,9 +18,9 @@ use sessionlock::doctor::{
 };
 use sessionlock::{Config, Error};
 
-use super::status::{millis, HolderJson};
+use crate::output::report;
 use crate::output::{self, hex_if_not_utf8, shell_word};
-use crate::report;
+use crate::output::{millis, HolderJson};
 
 const AFTER_HELP: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
@@ -251,7 +251,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
                     })
                 })
                 .collect();
-            super::status::warn_openclaw_exposure(&r.dir, &exposed);
+            output::warn_openclaw_exposure(&r.dir, &exposed);
         }
         if let Some(h) = hint(&args, &tally) {
             eprintln!();

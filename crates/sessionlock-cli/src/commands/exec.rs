@@ -30,9 +30,9 @@ use sessionlock::{Error, Guard, LockOptions, SessionLock};
 
 use super::keeper::{Keeper, Signals};
 use super::lock::{busy_hint, parse_timeout, release, Budget, RootArg};
+use crate::output::report;
 use crate::output::{escape_os, shell_word};
 use crate::proctree;
-use crate::report;
 
 const AFTER_HELP: &str = "\
 The command runs with these variables set:

@@ -54,8 +54,8 @@ use tokio::io::Interest;
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 
 use crate::output::escape_os;
+use crate::output::report;
 use crate::proctree::{self, exit_code};
-use crate::report;
 
 /// The termination signals exec forwards, and the keeper forwards on to the
 /// command's process group.

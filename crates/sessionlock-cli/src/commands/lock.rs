@@ -7,8 +7,8 @@ use std::time::Duration;
 use sessionlock::config::parse_ms;
 use sessionlock::{Error, Guard, SessionLock};
 
+use crate::output::report;
 use crate::output::shell_word;
-use crate::report;
 
 /// An acquire budget; `None` waits forever.
 #[derive(Debug, Clone, Copy)]

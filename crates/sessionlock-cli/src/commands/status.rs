@@ -32,8 +32,9 @@ use sessionlock::reclaim::Action;
 use sessionlock::status::{human_duration, openclaw_exposure, Exposure, LockStatus};
 use sessionlock::{Config, Error, Settings};
 
-use crate::output::{self, hex_if_not_utf8};
-use crate::report;
+use crate::output::{
+    self, hex_if_not_utf8, lease_left, report, warn_openclaw_exposure, HolderJson,
+};
 
 /// Moves the cursor home and clears the screen (ANSI; no colors).
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
@@ -142,42 +143,6 @@ fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>,
         }
     }
     (found, failed)
-}
-
-/// Warns (stderr) about sessionlock holders OpenClaw would delete, in a
-/// directory that also holds OpenClaw locks.
-pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposure)]) {
-    if exposed.is_empty() {
-        return;
-    }
-    let who: Vec<String> = exposed
-        .iter()
-        .map(|(st, why)| {
-            let pid = st
-                .holder
-                .pid
-                .map_or_else(|| "?".to_owned(), |p| p.to_string());
-            let name = st
-                .session
-                .file_name()
-                .map_or_else(|| output::path(&st.session), output::escape_os);
-            match why {
-                Exposure::UnmarkedArgv => format!("{name} (pid {pid}: no `openclaw` argument)"),
-                _ => format!("{name} (pid {pid}: lock file unreadable by OpenClaw's user)"),
-            }
-        })
-        .collect();
-    eprintln!(
-        "warning: {} holds OpenClaw locks, and OpenClaw deletes the locks of these sessionlock \
-         holders: {}",
-        output::path(dir),
-        who.join(", ")
-    );
-    eprintln!(
-        "hint: run sessionlock writers beside OpenClaw with SESSIONLOCK_OPENCLAW_COMPAT=1 \
-         (or `sessionlock --openclaw-compat`); their holders still learn of a deleted lock \
-         (Revoked) but no longer exclude OpenClaw"
-    );
 }
 
 /// The exposure of every exposed sessionlock lock, by lock path, judged
@@ -305,34 +270,11 @@ fn error_path(e: &Error) -> Option<&Path> {
     }
 }
 
-/// Time left on the holder's lease: `None` when unknown, and for a holder
-/// that is gone (dead, or its pid recycled), whose lease means nothing.
-pub(crate) fn lease_left(s: &LockStatus) -> Option<Duration> {
-    match s.liveness {
-        Liveness::Dead | Liveness::Recycled => None,
-        _ => s.lease_left,
-    }
-}
-
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn action_name(a: Action) -> &'static str {
     match a {
         Action::Reclaim => "reclaim",
         Action::Report => "report",
         Action::Wait { .. } => "wait",
-    }
-}
-
-pub(crate) fn liveness_name(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Remote => "remote",
-        Liveness::Dead => "dead",
-        Liveness::Recycled => "recycled",
-        Liveness::Unknown => "unknown",
     }
 }
 
@@ -371,46 +313,6 @@ impl LockJson {
             reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
             action: action_name(s.action),
             openclaw_exposure: exposure.map(Exposure::as_str),
-        }
-    }
-}
-
-/// A lock's holder in `--json` output (status rows embed it, doctor
-/// findings nest it). Field names are a stable interface.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct HolderJson {
-    pid: Option<u32>,
-    hostname: Option<String>,
-    /// Whether the holder must be presumed alive (a holder on another host
-    /// counts as alive until its lease ends).
-    alive: bool,
-    /// `alive`, `remote`, `dead`, `recycled` or `unknown`.
-    liveness: &'static str,
-    lane: Option<String>,
-    run_id: Option<String>,
-    age_ms: Option<u64>,
-    max_hold_ms: Option<u64>,
-    lease_left_ms: Option<u64>,
-    epoch: Option<u64>,
-    owner: Option<String>,
-}
-
-impl HolderJson {
-    pub(crate) fn of(s: &LockStatus) -> HolderJson {
-        let h = &s.holder;
-        HolderJson {
-            pid: h.pid,
-            hostname: h.hostname.clone(),
-            alive: h.alive,
-            liveness: liveness_name(s.liveness),
-            lane: h.lane.clone(),
-            run_id: h.run_id.clone(),
-            age_ms: h.age_ms,
-            max_hold_ms: h.max_hold_ms,
-            lease_left_ms: lease_left(s).map(millis),
-            epoch: h.epoch,
-            owner: h.owner.clone(),
         }
     }
 }

@@ -16,8 +16,8 @@ use sessionlock::transcript::{Durability, RawEntries, Reader, TornTail};
 use sessionlock::{Error, Guard, LockBackend, SessionLock};
 
 use super::lock::{busy_hint, parse_timeout, release, Budget, RootArg};
+use crate::output::report;
 use crate::output::{self, shell_word};
-use crate::report;
 
 /// The most input `append` reads: the batch is held in memory, as given
 /// (about one byte per input byte, never a parsed value tree), so that it

@@ -16,7 +16,7 @@ use serde::Serialize;
 use sessionlock::fscheck::{self, Check, Status};
 use sessionlock::Error;
 
-use crate::report;
+use crate::output::report;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
