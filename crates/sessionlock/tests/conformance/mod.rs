@@ -59,7 +59,7 @@ use sessionlock::identity::SelfIdentity;
 use sessionlock::store::{Change, Durability, RawEntries, Takeover};
 use sessionlock::{Error, Guard, LockOptions, LossCause, SessionLock, TryAcquireError};
 
-use crate::common::{block_on, role_args, Kid};
+use crate::common::{block_on, role_args, Kid, Signal};
 
 // ---------------------------------------------------------------- the harness
 
@@ -280,14 +280,6 @@ fn epoch_of(line: &str, prefix: &str) -> u64 {
         .unwrap_or_else(|e| panic!("no epoch in {line:?}: {e}"))
 }
 
-fn signal(kid: &Kid, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &kid.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(ok.success(), "kill -{sig} {} failed", kid.pid());
-}
-
 fn is_refusal(e: &Error) -> bool {
     matches!(e, Error::Revoked { .. } | Error::Fenced { .. })
 }
@@ -494,7 +486,7 @@ pub fn sigkilled_holder_is_reclaimed_promptly<H: Harness>(h: &H) {
             (Instant::now(), g.map(|g| g.epoch()))
         })
     };
-    signal(&kid, "KILL");
+    kid.signal(Signal::KILL);
     let killed = Instant::now();
     let (got, epoch) = waiter.join().expect("join");
     let epoch = epoch.expect("the waiter acquires after SIGKILL");
@@ -519,7 +511,7 @@ pub fn stopped_holder_past_its_lease_is_reclaimed_and_fenced<H: Harness>(h: &H) 
     let spawned = Instant::now();
     let mut kid = Kid::spawn("hold", &[&session, "1500"]);
     let held = epoch_of(&kid.expect("HELD", ANSWER), "HELD");
-    signal(&kid, "STOP");
+    kid.signal(Signal::STOP);
     let locks = locks(h);
     // Within its lease (it took the lock after `spawned`) a stopped holder
     // is alive: nobody may take its lock.
@@ -544,7 +536,7 @@ pub fn stopped_holder_past_its_lease_is_reclaimed_and_fenced<H: Harness>(h: &H) 
     let mut store = store::<H>(&b, &g);
     append::<H>(&g, &mut store, &[json!({"by": "new holder"})]).expect("the new holder writes");
 
-    signal(&kid, "CONT");
+    kid.signal(Signal::CONT);
     kid.say(r#"append {"by":"stopped holder"}"#);
     let verdict = kid.expect("APPEND", ANSWER);
     assert!(
