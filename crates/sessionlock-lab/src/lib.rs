@@ -14,6 +14,8 @@
 //! bench runs the binary's `exec` subcommand.
 
 pub mod bench;
+pub mod conformance;
 pub mod demo;
 pub mod harness;
+pub mod testkit;
 pub mod worker;

@@ -1,7 +1,6 @@
 //! The backend conformance suite (`conformance/`) for the file backend.
 
 mod common;
-mod conformance;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -15,9 +14,9 @@ use sessionlock::payload::format_time;
 use sessionlock::{FileBackend, LockBackend};
 
 use common::dead_pid;
-use conformance::{Harness, LockTamper, TranscriptTamper};
+use sessionlock_lab::conformance::{Harness, LockTamper, TranscriptTamper};
 
-conformance::conformance_suite!(file, FileHarness::default());
+sessionlock_lab::conformance_suite!(file, FileHarness::default());
 
 /// Sessions are files in a temporary directory of the harness's own,
 /// created when the first session is named (a child process that only

@@ -59,7 +59,7 @@ use sessionlock::identity::SelfIdentity;
 use sessionlock::store::{Change, Durability, RawEntries, Takeover};
 use sessionlock::{Error, Guard, LockOptions, LossCause, SessionLock, TryAcquireError};
 
-use crate::common::{block_on, role_args, Kid, Signal};
+use crate::testkit::{block_on, role_args, Kid, Signal};
 
 // ---------------------------------------------------------------- the harness
 
@@ -138,20 +138,21 @@ pub trait Harness: Send + Sync + 'static {
 
 /// Expands to the suite for one backend: `$name::<guarantee>` tests and the
 /// binary's `child_entry`. See the module docs.
+#[macro_export]
 macro_rules! conformance_suite {
     ($name:ident, $harness:expr) => {
         /// Entry point of the suite's child processes (a no-op in a normal
         /// test run).
         #[test]
         fn child_entry() {
-            crate::conformance::child_entry(&$harness);
+            $crate::conformance::child_entry(&$harness);
         }
 
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            crate::conformance::conformance_suite!(@tests $harness;
+            $crate::conformance_suite!(@tests $harness;
                 mutual_exclusion_across_processes,
                 sigkilled_holder_is_reclaimed_promptly,
                 stopped_holder_past_its_lease_is_reclaimed_and_fenced,
@@ -180,12 +181,11 @@ macro_rules! conformance_suite {
         $(
             #[test]
             fn $test() {
-                crate::conformance::$test(&$harness);
+                $crate::conformance::$test(&$harness);
             }
         )*
     };
 }
-pub(crate) use conformance_suite;
 
 // ---------------------------------------------------------------- helpers
 

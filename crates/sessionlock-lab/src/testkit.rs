@@ -1,0 +1,124 @@
+//! What test binaries share: child processes running a role of the test
+//! binary itself, with line-based I/O and deadlines, and a few process
+//! facts. Every failure panics (these are for tests).
+//!
+//! A test binary re-executes itself with `SESSIONLOCK_TEST_ROLE=<role>` and
+//! `--exact child_entry`; its `child_entry` test runs the role
+//! ([`role_args`] tells a child its role).
+
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use crate::harness;
+pub use crate::harness::Signal;
+
+/// The variable naming a child's role and its arguments.
+pub const ROLE_VAR: &str = "SESSIONLOCK_TEST_ROLE";
+
+/// The role and arguments of this process, if it is a child.
+pub fn role_args() -> Option<(String, Vec<String>)> {
+    let raw = std::env::var(ROLE_VAR).ok()?;
+    let mut parts = raw.split('\u{1f}').map(str::to_owned);
+    let role = parts.next()?;
+    Some((role, parts.filter(|s| !s.is_empty()).collect()))
+}
+
+/// A child process running a role (or any command), with line-based I/O
+/// and deadlines ([`harness::Child`]); every failure panics.
+pub struct Kid(harness::Child);
+
+impl Kid {
+    pub fn spawn(role: &str, args: &[&str]) -> Kid {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            "--exact",
+            "child_entry",
+            "--nocapture",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
+        .env_remove("SESSIONLOCK_ACQUIRE_TIMEOUT_MS")
+        .env_remove("SESSIONLOCK_MAX_HOLD_MS")
+        .env_remove("SESSIONLOCK_STALE_MS")
+        .env_remove("SESSIONLOCK_HOLD_EXCEEDED");
+        Kid::start(role, cmd)
+    }
+
+    /// Runs `cmd` (not a role), e.g. a live process that is not us.
+    pub fn start(name: &str, cmd: Command) -> Kid {
+        Kid(harness::Child::start(name, cmd).expect("spawn child"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.pid()
+    }
+
+    /// The next line the child prints, or why there is none.
+    pub fn next_line(&self, within: Duration) -> Result<String, harness::Error> {
+        self.0.next_line(within)
+    }
+
+    /// The next protocol line starting with `prefix` (other output, such as
+    /// the test harness's own, is skipped).
+    pub fn expect(&self, prefix: &str, within: Duration) -> String {
+        self.0
+            .expect_line(prefix, within)
+            .unwrap_or_else(|e| panic!("child did not say {prefix:?}: {e}"))
+    }
+
+    /// The next line starting with any of `prefixes`.
+    pub fn expect_any(&self, prefixes: &[&str]) -> String {
+        self.0
+            .expect_any(prefixes, Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("child did not answer: {e}"))
+    }
+
+    pub fn say(&mut self, line: &str) {
+        self.0.say(line).expect("write to child");
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        self.0.signal(sig).expect("signal child");
+    }
+
+    pub fn kill_and_reap(self) {
+        self.0.kill_and_reap();
+    }
+
+    pub fn finish(self) -> ExitStatus {
+        self.0
+            .finish(Duration::from_secs(20))
+            .expect("child did not exit")
+    }
+}
+
+/// Start time (field 22 of /proc/<pid>/stat) of a process.
+pub fn starttime_of(pid: u32) -> u64 {
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let rest = &raw[raw.rfind(')').expect("paren") + 1..];
+    rest.split_whitespace()
+        .nth(19)
+        .expect("field 22")
+        .parse()
+        .expect("number")
+}
+
+/// The pid of a process that has exited and been reaped.
+pub fn dead_pid() -> u32 {
+    let mut c = Command::new("true").spawn().expect("spawn true");
+    let pid = c.id();
+    c.wait().expect("reap");
+    pid
+}
+
+/// Drives a backend future to completion on this thread (the file backend's
+/// complete at once).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
