@@ -45,12 +45,13 @@ pub mod blocking;
 pub mod runs;
 pub mod turns;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::thread::ThreadId;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -60,7 +61,6 @@ use crate::attempt::runs::{AbortHandle, AbortKind, RunHandle, RunInfo, RunRegist
 use crate::attempt::turns::{PromptTurn, PromptTurns, TurnHolder};
 use crate::backend::file::FileBackend;
 use crate::backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
-use crate::blocking::block_on;
 use crate::error::{Error, Holder, Result, TakeoverPhase, TakeoverReason};
 use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
@@ -396,12 +396,16 @@ impl<B: StoreBackend> Drop for InFlight<'_, B> {
     }
 }
 
-/// The guard and transcript lent to a write closure; if the closure panics,
-/// dropping this gives the transcript back and releases the guard.
+/// The guard and transcript lent to a write (with the fence its check
+/// judges the file against). Dropped before it is given back (a panic in
+/// the check or the write, or the write's future dropped while the store
+/// is suspended), it gives the transcript back and sorts the guard out.
 struct Lent<'a, B: StoreBackend> {
     inner: &'a Inner<B>,
     guard: Option<Guard<B>>,
     transcript: Option<B::Store>,
+    /// The fence (or held view) the check judges against, until it passed.
+    fence: Option<View<B>>,
     /// Whether the check passed: before that, a panic comes from the check,
     /// and nothing in the file may become the attempt's own; after it, the
     /// file (and whatever the closure writes) is the attempt's.
@@ -413,18 +417,37 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
         let (Some(guard), Some(transcript)) = (self.guard.take(), self.transcript.take()) else {
             return;
         };
-        // Unwinding from a panic in the closure or in the check before it:
-        // the lock goes (spec §1.2), the fence is armed, and the attempt is
-        // released. What the closure wrote is ours; after a panic in the
-        // check, nothing can be proven about the file.
         let mut st = lock(&self.inner.st);
         st.writer = None;
         st.transcript = Some(transcript);
+        let held = st.state == State::Held || st.state == State::Cleanup;
+        if !self.checked && !std::thread::panicking() {
+            // Dropped during the check (the store suspended there): nothing
+            // was written, so everything goes back as it was, and an abort
+            // or dispose that came meanwhile happens now.
+            st.fence = self.fence.take();
+            if held {
+                st.guard = Some(guard);
+                self.inner.after_lending(&mut st);
+            } else {
+                // A short lock taken for this write.
+                st.after_write = AfterWrite::Keep;
+                drop(st);
+                release_quietly(guard, "write dropped during its check");
+                self.inner.events.notify_waiters();
+            }
+            return;
+        }
+        // Unwinding from a panic in the closure or in the check before it,
+        // or the write's future dropped while the store ran it: the lock
+        // goes (spec §1.2), the fence is armed, and the attempt is released.
+        // What the closure wrote is ours; after a panic in the check,
+        // nothing can be proven about the file.
         st.after_write = AfterWrite::Keep;
         if !self.checked {
             st.fence = Some(Err(TakeoverReason::CheckPanicked));
         }
-        if st.state == State::Held || st.state == State::Cleanup {
+        if held {
             if self.checked {
                 st.fence = None;
             }
@@ -433,7 +456,7 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
             st.state = State::Released;
         } else {
             if self.checked {
-                self.inner.rearm(&mut st, guard.epoch());
+                self.inner.rearm_now(&mut st, guard.epoch());
             }
             release_quietly(guard, "write closure panicked");
         }
@@ -462,30 +485,69 @@ impl<B: StoreBackend> Writing<'_, B> {
     }
 }
 
-/// The transcript lent to a check; if the classifier panics, dropping this
-/// gives it back.
+/// The transcript lent to a check before an acquisition is adopted (and to
+/// the snapshot after it), with the fence it judges against. Dropped before
+/// it is given back, it gives them back: after a panicking classifier the
+/// fence is marked unusable; after the call's future was dropped while the
+/// store was suspended, the fence stays as it was.
 struct Checking<'a, B: StoreBackend> {
     inner: &'a Inner<B>,
     transcript: Option<B::Store>,
+    fence: Option<View<B>>,
 }
 
 impl<B: StoreBackend> Drop for Checking<'_, B> {
     fn drop(&mut self) {
         if let Some(t) = self.transcript.take() {
-            // The classifier panicked: nothing can be proven about the file,
-            // and an abort or dispose that came meanwhile still happens.
+            // A panic: nothing can be proven about the file. A cancel: the
+            // check judged nothing, the fence is still good. Either way an
+            // abort or dispose that came meanwhile still happens.
             let mut st = lock(&self.inner.st);
             st.writer = None;
             st.transcript = Some(t);
-            st.fence = Some(Err(TakeoverReason::CheckPanicked));
+            st.fence = if std::thread::panicking() {
+                Some(Err(TakeoverReason::CheckPanicked))
+            } else {
+                self.fence.take()
+            };
             self.inner.after_lending(&mut st);
         }
     }
 }
 
-/// Accepts every complete entry: the check a release makes of the held view
-/// under the state lock, which must not run the user's classifier (it could
-/// call back into the attempt, or panic with the state half changed).
+/// The held guard, view and transcript of a release in progress, while it
+/// checks the view (or takes a snapshot) outside the state lock. Dropped
+/// before it ends (its future dropped while the store was suspended), the
+/// release goes on without waiting: the view becomes the fence unchecked,
+/// as at an abort (the next acquisition judges everything since it).
+struct Releasing<'a, B: StoreBackend> {
+    inner: &'a Inner<B>,
+    guard: Option<Guard<B>>,
+    transcript: Option<B::Store>,
+    /// The held view; `None` when there was none (a snapshot is taken).
+    view: Option<Fence<B>>,
+    why: &'static str,
+}
+
+impl<B: StoreBackend> Drop for Releasing<'_, B> {
+    fn drop(&mut self) {
+        let Some(guard) = self.guard.take() else {
+            return;
+        };
+        let fence = match self.view.take() {
+            Some(view) => Ok(view),
+            None => Err(TakeoverReason::FenceUnavailable {
+                why: "the release was cancelled before its snapshot was taken".to_owned(),
+            }),
+        };
+        self.inner
+            .end_release(guard, self.transcript.take(), (fence, None), self.why);
+    }
+}
+
+/// Accepts every complete entry: the check a release makes of the held
+/// view, which must not run the user's classifier (under the state lock it
+/// could call back into the attempt, or panic with the state half changed).
 struct AnyEntry;
 
 impl ChangeClassifier for AnyEntry {
@@ -494,17 +556,142 @@ impl ChangeClassifier for AnyEntry {
     }
 }
 
-/// Who has the transcript lent (see [`St::writer`]).
+/// What has the transcript lent (see [`St::writer`]). Calls from inside
+/// the user code that runs meanwhile are told by [`USER_CODE`], not by
+/// this: a lent transcript's call may suspend, and other tasks then run on
+/// the same thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Writer {
-    /// User code runs on this thread, synchronously, with it: a write
-    /// closure, or a classifier judging the transcript. A call of the
+    /// A check (with the snapshot after it) or a release's check.
+    Check,
+    /// A write: its check, the closure or store operation, the snapshot
+    /// after it.
+    Write,
+}
+
+thread_local! {
+    /// The attempt (its [`Inner`]'s address) whose user code (a write
+    /// closure, a classifier) runs on this thread right now: a call of that
     /// attempt made from this thread meanwhile comes from inside that code.
-    On(ThreadId),
-    /// One of the attempt's own store operations is in flight
-    /// ([`Attempt::append`] and the others): no user code runs inside it,
-    /// so no call is re-entrant, whatever thread it comes from.
-    Store,
+    static USER_CODE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks this thread as running the user code of an attempt, until dropped.
+struct InUserCode(usize);
+
+impl InUserCode {
+    fn enter(attempt: usize) -> InUserCode {
+        InUserCode(USER_CODE.replace(attempt))
+    }
+}
+
+impl Drop for InUserCode {
+    fn drop(&mut self) {
+        USER_CODE.set(self.0);
+    }
+}
+
+/// The attempt's classifier, as a check runs it: marked as the attempt's
+/// user code while it runs (see [`USER_CODE`]), on whatever thread the
+/// store polls the check.
+struct Judge {
+    classifier: Arc<dyn ChangeClassifier>,
+    attempt: usize,
+}
+
+impl ChangeClassifier for Judge {
+    fn is_benign(&self, entry: &Value) -> bool {
+        let _user = InUserCode::enter(self.attempt);
+        self.classifier.is_benign(entry)
+    }
+}
+
+/// Polls a store future once, for the paths that must never wait: `abort`,
+/// `dispose`, `release_for_idle_wait`, the releases an abort or dispose
+/// defers to the end of a call, and drops. The file store's futures are
+/// ready at the first poll, so for it this is the call itself; a store
+/// whose future suspends (a database client's, which needs the runtime to
+/// run its connection) yields `None`, and the caller takes a fallback that
+/// proves nothing it cannot (see [`Inner::release_held`]). Parking the
+/// thread instead would stall a runtime worker, and deadlock a
+/// current-thread runtime.
+fn at_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Why a view could not be taken without waiting.
+fn not_at_once() -> TakeoverReason {
+    TakeoverReason::FenceUnavailable {
+        why: "the snapshot could not be taken without waiting".to_owned(),
+    }
+}
+
+/// The fence a release arms after checking the held view, and the error it
+/// returns.
+fn checked_at_release<B: StoreBackend>(
+    view: Fence<B>,
+    change: Result<Change>,
+) -> (View<B>, Option<Error>) {
+    match change {
+        // Unchanged, or appended entries the next check judges.
+        Ok(Change::Unchanged | Change::Benign { .. }) => (Ok(view), None),
+        Ok(Change::Takeover(change)) => (Err(TakeoverReason::ChangedWhileHeld { change }), None),
+        Err(e) => (Err(unavailable(&e)), Some(e)),
+    }
+}
+
+/// The fence a release arms from a snapshot, and the error it returns.
+fn snapped_at_release<B: StoreBackend>(snapshot: Result<Fence<B>>) -> (View<B>, Option<Error>) {
+    match snapshot {
+        Ok(f) => (Ok(f), None),
+        Err(e) => (Err(unavailable(&e)), Some(e)),
+    }
+}
+
+/// The verdict of a store's check.
+fn verdict_of(change: Result<Change>) -> std::result::Result<Resync, TakeoverReason> {
+    match change {
+        Ok(Change::Unchanged) => Ok(Resync::default()),
+        Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
+        Ok(Change::Takeover(change)) => Err(TakeoverReason::Changed { change }),
+        Err(e) => Err(TakeoverReason::CheckFailed {
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// The snapshot a check judges the file against, or the verdict without a
+/// check.
+fn to_check<B: StoreBackend>(
+    fence: Option<&View<B>>,
+) -> std::result::Result<&Fence<B>, TakeoverReason> {
+    match fence {
+        // Every state that checks keeps a view; a path that lost it must
+        // not turn checking off.
+        None => Err(TakeoverReason::Unverifiable {
+            why: "no view of the transcript to check against".to_owned(),
+        }),
+        Some(Err(why)) => Err(why.clone()),
+        Some(Ok(fence)) => Ok(fence),
+    }
+}
+
+/// A snapshot of the lent transcript (`None`: lent elsewhere), as the
+/// attempt's view.
+async fn snapshot_of<B: StoreBackend>(
+    transcript: Option<&mut B::Store>,
+    epoch: u64,
+) -> Option<View<B>> {
+    Some(
+        transcript?
+            .snapshot(epoch)
+            .await
+            .map_err(|e| unavailable(&e)),
+    )
 }
 
 /// Takes the prompt turn off the attempt if the future wrapping the model
@@ -563,65 +750,83 @@ impl<B: StoreBackend> Inner<B> {
         }
     }
 
-    /// Whether a write closure runs on this very thread: a call made from
-    /// inside it, which must not wait for it.
-    fn reentrant(st: &St<B>) -> bool {
-        st.writer == Some(Writer::On(std::thread::current().id()))
+    /// This attempt's mark in [`USER_CODE`]: its address, stable while it
+    /// lives (it lives in an [`Arc`]).
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self).addr()
     }
 
-    /// Snapshots the transcript as it is now, as the attempt's own state.
-    fn rearm(&self, st: &mut St<B>, epoch: u64) {
+    /// Whether user code of this attempt (a write closure, a classifier)
+    /// runs on this very thread: a call made from inside it, which must not
+    /// wait for it.
+    fn reentrant(&self) -> bool {
+        USER_CODE.get() == self.id()
+    }
+
+    /// The attempt's classifier, as its checks run it.
+    fn judge_classifier(&self) -> Judge {
+        Judge {
+            classifier: self.opts.classifier.clone(),
+            attempt: self.id(),
+        }
+    }
+
+    /// Snapshots the transcript as it is now, as the attempt's own state,
+    /// without waiting (see [`at_once`]): after a write that ended in a
+    /// panic, or whose future was dropped. A snapshot that cannot be taken
+    /// at once leaves the fence unusable: nothing unproven is adopted.
+    fn rearm_now(&self, st: &mut St<B>, epoch: u64) {
         st.fence = st
             .transcript
             .as_ref()
-            .map(|t| block_on(t.snapshot(epoch)).map_err(|e| unavailable(&e)));
+            .map(|t| match at_once(t.snapshot(epoch)) {
+                Some(snapshot) => snapshot.map_err(|e| unavailable(&e)),
+                None => Err(not_at_once()),
+            });
     }
 
-    /// Arms the fence and releases the held lock. The lock is released even
-    /// if the snapshot fails; the snapshot error is returned afterwards.
-    fn release_held(&self, st: &mut St<B>, why: &str) -> Option<Error> {
+    /// Arms the fence and releases the held lock, without waiting (see
+    /// [`at_once`]): the release of `abort`, `release_for_idle_wait`, of an
+    /// abort that came during a call (carried out when the call ends), and
+    /// of a write that ended in a panic. The lock is released even if the
+    /// snapshot fails; the snapshot error is returned afterwards.
+    ///
+    /// The held view becomes the fence: a change made under the held lock
+    /// by a program that ignores it is judged at the next acquisition, like
+    /// one made while released, never adopted as the attempt's own.
+    /// Checking it is one `stat` when nothing changed; the read is what can
+    /// fail (incident 1), and then the lock is released all the same. A
+    /// store whose check suspends (a database's) is not waited for: the
+    /// held view becomes the fence unchecked, so the next acquisition's
+    /// check judges every change since it (one made under the held lock is
+    /// then reported as `Changed`, not `ChangedWhileHeld`), and nothing is
+    /// adopted either way.
+    fn release_held(&self, st: &mut St<B>, why: &'static str) -> Option<Error> {
         let guard = st.guard.take()?;
-        // The held view becomes the fence: a change made under the held lock
-        // by a program that ignores it is judged at the next acquisition,
-        // like one made while released, never adopted as the attempt's own.
-        // Checking it is one `stat` when nothing changed; the read is what
-        // can fail (incident 1), and then the lock is released all the same.
-        let err = match (st.fence.take(), st.transcript.as_ref()) {
-            (_, None) => None,
+        let (fence, err) = match (st.fence.take(), st.transcript.as_ref()) {
+            (_, None) => (None, None),
             // No user code under the state lock: every complete entry passes
             // here, and the next acquisition classifies them for real.
-            (Some(Ok(view)), Some(t)) => match block_on(t.check(&view, &AnyEntry)) {
-                // Unchanged, or appended entries the next check judges.
-                Ok(Change::Unchanged | Change::Benign { .. }) => {
-                    st.fence = Some(Ok(view));
-                    None
-                }
-                Ok(Change::Takeover(change)) => {
-                    st.fence = Some(Err(TakeoverReason::ChangedWhileHeld { change }));
-                    None
-                }
-                Err(e) => {
-                    st.fence = Some(Err(unavailable(&e)));
-                    Some(e)
-                }
-            },
+            (Some(Ok(view)), Some(t)) => {
+                let change = at_once(t.check(&view, &AnyEntry));
+                let (fence, err) = match change {
+                    Some(change) => checked_at_release::<B>(view, change),
+                    None => (Ok(view), None),
+                };
+                (Some(fence), err)
+            }
             // A view that could not be taken stays unusable: a fresh snapshot
             // now would adopt whatever changed since, unproven (§8.5).
-            (Some(Err(why)), Some(_)) => {
-                st.fence = Some(Err(why));
-                None
+            (Some(Err(why)), Some(_)) => (Some(Err(why)), None),
+            (None, Some(t)) => {
+                let (fence, err) = match at_once(t.snapshot(guard.epoch())) {
+                    Some(snapshot) => snapped_at_release::<B>(snapshot),
+                    None => (Err(not_at_once()), None),
+                };
+                (Some(fence), err)
             }
-            (None, Some(t)) => match block_on(t.snapshot(guard.epoch())) {
-                Ok(f) => {
-                    st.fence = Some(Ok(f));
-                    None
-                }
-                Err(e) => {
-                    st.fence = Some(Err(unavailable(&e)));
-                    Some(e)
-                }
-            },
         };
+        st.fence = fence;
         release_quietly(guard, why);
         if st.state == State::Held {
             st.state = State::Released;
@@ -629,104 +834,174 @@ impl<B: StoreBackend> Inner<B> {
         err
     }
 
-    /// Checks the transcript against the fence (consumed): what was
-    /// accepted, or why it is a takeover.
-    fn verify(&self, st: &mut St<B>) -> std::result::Result<Resync, TakeoverReason> {
+    /// Starts a release that awaits the store (`release_for_prompt`'s):
+    /// lends the guard, the held view and the transcript out of the state
+    /// (see [`Releasing`]), so that the check of the view (or the snapshot)
+    /// runs outside the state lock; other calls of the attempt wait for it,
+    /// `abort`, `dispose` and the getters do not. `None` when there is no
+    /// store call to make: [`Inner::release_held`] then does it all at once.
+    fn lend_release<'a>(&'a self, st: &mut St<B>, why: &'static str) -> Option<Releasing<'a, B>> {
+        if st.guard.is_none() || st.transcript.is_none() || matches!(st.fence, Some(Err(_))) {
+            return None;
+        }
+        let view = match st.fence.take() {
+            Some(Ok(view)) => Some(view),
+            _ => None,
+        };
+        st.writer = Some(Writer::Check);
+        Some(Releasing {
+            inner: self,
+            guard: st.guard.take(),
+            transcript: st.transcript.take(),
+            view,
+            why,
+        })
+    }
+
+    /// Ends a release started by [`Inner::lend_release`]: checks the held
+    /// view as [`Inner::release_held`] does (or snapshots the transcript,
+    /// when there was no view), awaiting the store, then arms the fence and
+    /// releases. Returns the snapshot's error, after the release.
+    async fn release_lent(&self, mut r: Releasing<'_, B>) -> Option<Error> {
+        let epoch = r.guard.as_ref().map_or(0, Guard::epoch);
+        // The view stays in the loan while it is checked: dropped meanwhile,
+        // the release arms it unchecked.
+        let change = match (r.transcript.as_mut(), r.view.as_ref()) {
+            (Some(t), Some(view)) => Some(t.check(view, &AnyEntry).await),
+            _ => None,
+        };
+        let done = match (change, r.view.take()) {
+            (Some(change), Some(view)) => checked_at_release::<B>(view, change),
+            (None, Some(view)) => (Ok(view), None),
+            (_, None) => match r.transcript.as_mut() {
+                Some(t) => snapped_at_release::<B>(t.snapshot(epoch).await),
+                None => (Err(not_at_once()), None),
+            },
+        };
+        let guard = r.guard.take()?;
+        self.end_release(guard, r.transcript.take(), done, r.why)
+    }
+
+    /// The end of a lent release, awaited or cut short: the transcript goes
+    /// back, the fence is armed (unless the attempt was disposed meanwhile)
+    /// and the lock released; an abort or dispose that came meanwhile has
+    /// nothing left to do.
+    fn end_release(
+        &self,
+        guard: Guard<B>,
+        transcript: Option<B::Store>,
+        (fence, err): (View<B>, Option<Error>),
+        why: &'static str,
+    ) -> Option<Error> {
+        let mut st = lock(&self.st);
+        st.writer = None;
+        if transcript.is_some() {
+            st.transcript = transcript;
+        }
+        if st.state != State::Disposed {
+            st.fence = Some(fence);
+        }
+        st.after_write = AfterWrite::Keep;
+        release_quietly(guard, why);
+        if st.state == State::Held || st.state == State::Cleanup {
+            st.state = State::Released;
+        }
+        drop(st);
+        self.events.notify_waiters();
+        err
+    }
+
+    /// Checks the transcript against the fence (consumed) under the state
+    /// lock, without waiting (see [`at_once`]): dispose's check. What was
+    /// accepted, or why it is a takeover. A store whose check suspends is
+    /// not waited for: dispose then reports nothing (it never acquires
+    /// again, and the lock goes all the same).
+    fn verify_now(&self, st: &mut St<B>) -> std::result::Result<Resync, TakeoverReason> {
         let fence = st.fence.take();
-        match st.transcript.as_ref() {
-            Some(transcript) => self.judge(transcript, fence.as_ref()),
-            None => Err(lent_elsewhere()),
+        let Some(transcript) = st.transcript.as_ref() else {
+            return Err(lent_elsewhere());
+        };
+        let fence = to_check::<B>(fence.as_ref())?;
+        let change = at_once(transcript.check(fence, &self.judge_classifier()));
+        match change {
+            Some(change) => verdict_of(change),
+            None => {
+                tracing::debug!(session = %self.session.display(), "the store's check does not complete without waiting; dispose does not wait for it");
+                Ok(Resync::default())
+            }
         }
     }
 
-    /// [`Inner::verify`] without the state lock held while the transcript
-    /// is read and classified: the transcript is lent out meanwhile, as to a
-    /// write closure, so `abort`, `dispose` and the getters do not wait for
-    /// the check (other calls of the attempt wait for it, an abort takes
-    /// effect when it ends, and a classifier calling into the attempt gets
-    /// `Misuse`). Returns the lock again, with the verdict; the fence is put
-    /// back as it was.
-    fn verify_unlocked<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, St<B>>,
-    ) -> (
-        MutexGuard<'a, St<B>>,
-        std::result::Result<Resync, TakeoverReason>,
-    ) {
-        let fence = st.fence.take();
-        let Some(transcript) = st.transcript.take() else {
-            return (st, Err(lent_elsewhere()));
-        };
-        st.writer = Some(Writer::On(std::thread::current().id()));
-        drop(st);
-        let mut lent = Checking {
+    /// Lends the transcript and the fence to a check outside the state lock
+    /// (see [`Checking`]): other calls of the attempt wait for it; `abort`,
+    /// `dispose` and the getters do not (an abort takes effect when it
+    /// ends); a classifier calling into the attempt gets `Misuse`.
+    fn lend_check<'a>(&'a self, st: &mut St<B>) -> Checking<'a, B> {
+        let transcript = st.transcript.take();
+        if transcript.is_some() {
+            st.writer = Some(Writer::Check);
+        }
+        Checking {
             inner: self,
-            transcript: Some(transcript),
-        };
-        let verdict = match lent.transcript.as_ref() {
-            Some(t) => self.judge(t, fence.as_ref()),
-            None => Ok(Resync::default()),
-        };
-        let transcript = lent.transcript.take();
-        let mut st = lock(&self.st);
-        st.writer = None;
-        st.transcript = transcript;
-        // The fence stays armed for whoever goes on from here (a success
-        // refreshes it, a takeover drops it).
-        st.fence = fence;
-        (st, verdict)
+            transcript,
+            fence: st.fence.take(),
+        }
     }
 
-    /// Lends the transcript, with `guard`, to the calling write: its check
-    /// and its closure run outside the state lock (other calls of the
-    /// attempt wait; a call from inside is `Misuse`). Returns the loan and
-    /// the fence the check is to judge the file against.
-    fn lend<'a>(
-        &'a self,
-        mut st: MutexGuard<'a, St<B>>,
-        guard: Option<Guard<B>>,
-    ) -> (Lent<'a, B>, Option<View<B>>) {
-        let fence = st.fence.take();
-        st.writer = Some(Writer::On(std::thread::current().id()));
+    /// Runs a [`Checking`] loan's check and, when it passes and `epoch` is
+    /// given, the snapshot that becomes the new held view: the verdict, and
+    /// that view. The fence stays in the loan, to go back as it was.
+    async fn check_lent(
+        &self,
+        c: &mut Checking<'_, B>,
+        epoch: Option<u64>,
+    ) -> (std::result::Result<Resync, TakeoverReason>, Option<View<B>>) {
+        let verdict = self.judge(c.transcript.as_mut(), c.fence.as_ref()).await;
+        let fresh = match (&verdict, epoch) {
+            (Ok(_), Some(epoch)) => snapshot_of::<B>(c.transcript.as_mut(), epoch).await,
+            _ => None,
+        };
+        (verdict, fresh)
+    }
+
+    /// Takes a [`Checking`] loan back: the transcript and the fence return
+    /// to the state (a success then replaces the fence, a takeover drops it).
+    fn give_back_check(st: &mut St<B>, c: &mut Checking<'_, B>) {
+        if let Some(t) = c.transcript.take() {
+            st.writer = None;
+            st.transcript = Some(t);
+        }
+        st.fence = c.fence.take();
+    }
+
+    /// Lends the transcript and the fence, with `guard`, to the calling
+    /// write: its check and its closure run outside the state lock (other
+    /// calls of the attempt wait; a call from inside is `Misuse`).
+    fn lend<'a>(&'a self, st: &mut St<B>, guard: Option<Guard<B>>) -> Lent<'a, B> {
+        st.writer = Some(Writer::Write);
         st.after_write = AfterWrite::Keep;
-        let lent = Lent {
+        Lent {
             inner: self,
             guard,
             transcript: st.transcript.take(),
+            fence: st.fence.take(),
             checked: false,
-        };
-        (lent, fence)
-    }
-
-    /// The verdict on a lent transcript (see [`Inner::lend`]).
-    fn judge_lent(
-        &self,
-        lent: &Lent<'_, B>,
-        fence: Option<&View<B>>,
-    ) -> std::result::Result<Resync, TakeoverReason> {
-        match &lent.transcript {
-            Some(t) => self.judge(t, fence),
-            None => Err(lent_elsewhere()),
         }
     }
 
     /// Takes a loan back before its closure ran: the transcript and the
     /// fence return to the state; the guard is handed to the caller.
-    fn give_back(
-        &self,
-        st: &mut St<B>,
-        lent: &mut Lent<'_, B>,
-        fence: Option<View<B>>,
-    ) -> Option<Guard<B>> {
+    fn give_back(&self, st: &mut St<B>, lent: &mut Lent<'_, B>) -> Option<Guard<B>> {
         st.writer = None;
         st.transcript = lent.transcript.take();
-        st.fence = fence;
+        st.fence = lent.fence.take();
         lent.guard.take()
     }
 
     /// After a call had the transcript lent (a check, a write) with the
     /// held guard in the state: carries out an abort or dispose that came
-    /// meanwhile, and wakes the calls that waited.
+    /// meanwhile (without waiting, as the abort or dispose itself would
+    /// have), and wakes the calls that waited.
     fn after_lending(&self, st: &mut St<B>) {
         match std::mem::replace(&mut st.after_write, AfterWrite::Keep) {
             AfterWrite::Keep => {}
@@ -745,30 +1020,18 @@ impl<B: StoreBackend> Inner<B> {
         self.events.notify_waiters();
     }
 
-    /// The verdict of `fence` on the transcript now.
-    fn judge(
+    /// The verdict of `fence` on the lent transcript (`None`: it is lent
+    /// elsewhere), awaiting the store's check.
+    async fn judge(
         &self,
-        transcript: &B::Store,
+        transcript: Option<&mut B::Store>,
         fence: Option<&View<B>>,
     ) -> std::result::Result<Resync, TakeoverReason> {
-        match fence {
-            // Every state that checks keeps a view; a path that lost it must
-            // not turn checking off.
-            None => Err(TakeoverReason::Unverifiable {
-                why: "no view of the transcript to check against".to_owned(),
-            }),
-            Some(Err(why)) => Err(why.clone()),
-            Some(Ok(fence)) => {
-                match block_on(transcript.check(fence, self.opts.classifier.as_ref())) {
-                    Ok(Change::Unchanged) => Ok(Resync::default()),
-                    Ok(Change::Benign { entries, range }) => Ok(Resync { entries, range }),
-                    Ok(Change::Takeover(change)) => Err(TakeoverReason::Changed { change }),
-                    Err(e) => Err(TakeoverReason::CheckFailed {
-                        error: e.to_string(),
-                    }),
-                }
-            }
-        }
+        let Some(transcript) = transcript else {
+            return Err(lent_elsewhere());
+        };
+        let fence = to_check::<B>(fence)?;
+        verdict_of(transcript.check(fence, &self.judge_classifier()).await)
     }
 
     fn mark_taken_over(
@@ -860,7 +1123,7 @@ impl<B: StoreBackend> Inner<B> {
         } else if st.guard.is_some() {
             // Foreign changes made while we held the lock, after our last
             // write (spec §8.4 applies while held too).
-            if let Err(reason) = self.verify(&mut st) {
+            if let Err(reason) = self.verify_now(&mut st) {
                 result = Err(self.mark_taken_over(&mut st, TakeoverPhase::Dispose, reason));
             }
             if let Some(g) = st.guard.take() {
@@ -919,7 +1182,7 @@ impl<B: StoreBackend> Inner<B> {
     /// state, and returns the abort count the call's waits go by.
     fn enter(&self, what: &str, first: impl FnOnce(&mut St<B>)) -> Result<u64> {
         let mut st = lock(&self.st);
-        if Self::reentrant(&st) {
+        if self.reentrant() {
             return Err(self.misuse(&format!("{what} inside a write closure")));
         }
         first(&mut st);
@@ -1326,25 +1589,37 @@ impl<B: StoreBackend> Attempt<B> {
     ///
     /// # Cancel safety
     /// Cancel safe: it first waits (without releasing anything) for a write
-    /// or acquisition of this attempt in flight, then releases the lock
-    /// synchronously, before any further await; a turn being waited for is
-    /// given up. Dropped during the first wait, it leaves the lock held.
+    /// or acquisition of this attempt in flight, then checks the held view
+    /// (awaiting the store) and releases the lock, and only then waits for
+    /// the turn; a turn being waited for is given up. Dropped during the
+    /// first wait, it leaves the lock held; dropped during the check, it
+    /// releases the lock all the same, with the held view as the fence
+    /// unchecked (the next acquisition judges everything since it).
     pub async fn release_for_prompt(&self) -> Result<()> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
         let aborts = self.inner.enter("release_for_prompt", |_| {})?;
-        let (aborts, err) = {
+        let (aborts, releasing, err) = {
             let mut st = self
                 .inner
                 .settled(deadline, aborts, "release for prompt")
                 .await?;
             self.inner.refuse_after_abort(&st, "release_for_prompt")?;
             match st.state {
-                State::Held => (st.aborts, self.inner.release_held(&mut st, "prompt")),
+                // The held view is checked outside the state lock, awaiting
+                // the store; the lock goes right after.
+                State::Held => match self.inner.lend_release(&mut st, "prompt") {
+                    Some(releasing) => (st.aborts, Some(releasing), None),
+                    None => (st.aborts, None, self.inner.release_held(&mut st, "prompt")),
+                },
                 // Released without a turn (an idle wait, a failed reacquire):
                 // nothing to release, but the prompt window needs its turn.
-                State::Released if st.turn.is_none() => (st.aborts, None),
+                State::Released if st.turn.is_none() => (st.aborts, None, None),
                 _ => return Ok(()),
             }
+        };
+        let err = match releasing {
+            Some(releasing) => self.inner.release_lent(releasing).await,
+            None => err,
         };
         if let Some(e) = err {
             // Released, but unverifiable: the attempt ends in a takeover, so
@@ -1440,7 +1715,7 @@ impl<B: StoreBackend> Attempt<B> {
     /// from inside a write closure.
     pub fn release_for_idle_wait(&self) -> Result<()> {
         let mut st = lock(&self.inner.st);
-        if Inner::reentrant(&st) {
+        if self.inner.reentrant() {
             return Err(self
                 .inner
                 .misuse("release_for_idle_wait inside a write closure"));
@@ -1518,44 +1793,54 @@ impl<B: StoreBackend> Attempt<B> {
             r = acquire => r,
             e = aborted => Err(e),
         };
-        let mut st = lock(&self.inner.st);
-        if st.aborts != aborts {
-            drop(st);
-            drop(in_flight);
-            if let Ok(g) = acquired {
-                release_quietly(g, "reacquire resolved after an abort");
-            }
-            return Err(self.inner.cancelled("reacquire"));
-        }
-        if st.state != State::Released {
-            // Disposed (or taken over) while we waited: hold nothing.
-            let sticky = (st.state == State::TakenOver).then(|| self.inner.sticky(&st, phase));
-            drop(st);
-            drop(in_flight);
-            if let Ok(g) = acquired {
-                release_quietly(g, "reacquire resolved after dispose");
-            }
-            return sticky.map_or(Ok(Resync::default()), Err);
-        }
-        let guard = match acquired {
-            Ok(g) => g,
-            Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
-                let reason = TakeoverReason::LockUnavailable {
-                    error: e.to_string(),
-                };
-                let e = self.inner.mark_taken_over(&mut st, phase, reason);
+        // The state lock's guard must not live across the await below.
+        let (guard, mut check) = {
+            let mut st = lock(&self.inner.st);
+            if st.aborts != aborts {
                 drop(st);
                 drop(in_flight);
-                return Err(e);
+                if let Ok(g) = acquired {
+                    release_quietly(g, "reacquire resolved after an abort");
+                }
+                return Err(self.inner.cancelled("reacquire"));
             }
-            Err(e) => {
+            if st.state != State::Released {
+                // Disposed (or taken over) while we waited: hold nothing.
+                let sticky = (st.state == State::TakenOver).then(|| self.inner.sticky(&st, phase));
                 drop(st);
                 drop(in_flight);
-                return Err(e);
+                if let Ok(g) = acquired {
+                    release_quietly(g, "reacquire resolved after dispose");
+                }
+                return sticky.map_or(Ok(Resync::default()), Err);
             }
+            let guard = match acquired {
+                Ok(g) => g,
+                Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
+                    let reason = TakeoverReason::LockUnavailable {
+                        error: e.to_string(),
+                    };
+                    let e = self.inner.mark_taken_over(&mut st, phase, reason);
+                    drop(st);
+                    drop(in_flight);
+                    return Err(e);
+                }
+                Err(e) => {
+                    drop(st);
+                    drop(in_flight);
+                    return Err(e);
+                }
+            };
+            // The check, and the snapshot that becomes the held view, run on the
+            // lent transcript outside the state lock, awaiting the store.
+            let check = self.inner.lend_check(&mut st);
+            (guard, check)
         };
         let epoch = guard.epoch();
-        let (mut st, verdict) = self.inner.verify_unlocked(st);
+        let (verdict, fresh) = self.inner.check_lent(&mut check, Some(epoch)).await;
+        let mut st = lock(&self.inner.st);
+        Inner::give_back_check(&mut st, &mut check);
+        drop(check);
         // The guard is ours alone: an abort or dispose during the check is
         // seen below, not through `after_write`.
         st.after_write = AfterWrite::Keep;
@@ -1577,7 +1862,7 @@ impl<B: StoreBackend> Attempt<B> {
         let result = match verdict {
             Ok(resync) => {
                 st.state = State::Held;
-                self.inner.rearm(&mut st, epoch);
+                st.fence = fresh;
                 Ok(resync)
             }
             Err(reason) => Err(self.inner.mark_taken_over(&mut st, phase, reason)),
@@ -1624,10 +1909,13 @@ impl<B: StoreBackend> Attempt<B> {
     ) -> Result<T> {
         let mut w = self.start_write("with_write").await?;
         let result = match w.parts() {
-            Some((t, g)) => f(t, g),
+            Some((t, g)) => {
+                let _user = InUserCode::enter(self.inner.id());
+                f(t, g)
+            }
             None => Err(self.inner.disposed("with_write")),
         };
-        self.finish_write(w, result, "with_write")
+        self.finish_write(w, result, "with_write").await
     }
 
     /// Appends `entries`, one line each, as one write of the attempt: the
@@ -1676,7 +1964,7 @@ impl<B: StoreBackend> Attempt<B> {
         entries: &RawEntries,
         durability: Durability,
     ) -> Result<Appended> {
-        let mut w = self.start_store_op("append").await?;
+        let mut w = self.start_write("append").await?;
         let result = match w.parts() {
             Some((t, g)) => {
                 g.with_lease(|held| async move { t.append(&held, entries, durability).await })
@@ -1684,7 +1972,7 @@ impl<B: StoreBackend> Attempt<B> {
             }
             None => Err(self.inner.disposed("append")),
         };
-        self.finish_write(w, result, "append")
+        self.finish_write(w, result, "append").await
     }
 
     /// Replaces the transcript with `entries`, atomically and durably, as a
@@ -1698,7 +1986,7 @@ impl<B: StoreBackend> Attempt<B> {
     /// As [`Attempt::append`].
     pub async fn rewrite(&self, entries: &[Value]) -> Result<()> {
         let raw = self.inner.raw_entries(entries)?;
-        let mut w = self.start_store_op("rewrite").await?;
+        let mut w = self.start_write("rewrite").await?;
         let result = match w.parts() {
             Some((t, g)) => {
                 let raw = &raw;
@@ -1707,7 +1995,7 @@ impl<B: StoreBackend> Attempt<B> {
             }
             None => Err(self.inner.disposed("rewrite")),
         };
-        self.finish_write(w, result, "rewrite")
+        self.finish_write(w, result, "rewrite").await
     }
 
     /// Keeps the first `keep` entries of the transcript, as a write of the
@@ -1719,7 +2007,7 @@ impl<B: StoreBackend> Attempt<B> {
     /// # Cancel safety
     /// As [`Attempt::append`].
     pub async fn truncate(&self, keep: usize) -> Result<()> {
-        let mut w = self.start_store_op("truncate").await?;
+        let mut w = self.start_write("truncate").await?;
         let result = match w.parts() {
             Some((t, g)) => {
                 g.with_lease(|held| async move { t.truncate(&held, keep).await })
@@ -1727,7 +2015,7 @@ impl<B: StoreBackend> Attempt<B> {
             }
             None => Err(self.inner.disposed("truncate")),
         };
-        self.finish_write(w, result, "truncate")
+        self.finish_write(w, result, "truncate").await
     }
 
     /// Reads the whole transcript (every complete entry, and a torn tail if
@@ -1749,26 +2037,12 @@ impl<B: StoreBackend> Attempt<B> {
     pub async fn read(&self) -> Result<Read> {
         // Reading needs no lease; it runs under the lock all the same, so
         // that what it returns is what the fence vouches for.
-        let mut w = self.start_store_op("read").await?;
+        let mut w = self.start_write("read").await?;
         let result = match w.parts() {
             Some((t, _)) => t.read().await,
             None => Err(self.inner.disposed("read")),
         };
-        self.finish_write(w, result, "read")
-    }
-
-    /// [`Attempt::start_write`] for one of the attempt's own store
-    /// operations ([`Attempt::append`] and the others), which it then runs
-    /// in place of a closure, against the seam (a mutation through
-    /// [`Guard::with_lease`], so the store runs its epoch check and the
-    /// mutation as one unit, whatever the backend), before
-    /// [`Attempt::finish_write`].
-    async fn start_store_op(&self, what: &'static str) -> Result<Writing<'_, B>> {
-        let w = self.start_write(what).await?;
-        // No user code runs inside the operation: a call from another task
-        // on this thread while it is suspended is not re-entrant.
-        lock(&self.inner.st).writer = Some(Writer::Store);
-        Ok(w)
+        self.finish_write(w, result, "read").await
     }
 
     /// The first half of every write (`what` names it in errors): waits
@@ -1781,7 +2055,7 @@ impl<B: StoreBackend> Attempt<B> {
         let aborts = self.inner.enter(what, |_| {})?;
         // Wait for other writes and acquisitions of this attempt, then go by
         // the state they leave.
-        let (lent, resync, short) = {
+        let held = {
             let mut st = self.inner.settled(deadline, aborts, "write").await?;
             if st.state != State::TakenOver {
                 self.inner.refuse_after_abort(&st, what)?;
@@ -1793,55 +2067,30 @@ impl<B: StoreBackend> Attempt<B> {
                     return Err(self.inner.disposed(what))
                 }
                 State::Held | State::Cleanup => {
-                    // The check runs outside the state lock, on the lent
-                    // transcript; the snapshot after `f` becomes the held
-                    // view.
                     let guard = st.guard.take();
-                    let (mut lent, fence) = self.inner.lend(st, guard);
-                    let verdict = self.inner.judge_lent(&lent, fence.as_ref());
-                    // Look again before `f`: a takeover, or an abort or
-                    // dispose during the check, ends the write here.
-                    let mut st = lock(&self.inner.st);
-                    // (A pending release that is not an abort, an idle wait
-                    // from another task, happens after the write.)
-                    if verdict.is_ok() && st.aborts == aborts && st.state != State::Disposed {
-                        drop(st);
-                        (Some(lent), verdict.unwrap_or_default(), false)
-                    } else {
-                        st.guard = self.inner.give_back(&mut st, &mut lent, fence);
-                        let e = match verdict {
-                            Err(reason) if st.state != State::Disposed => {
-                                st.after_write = AfterWrite::Keep;
-                                self.inner
-                                    .mark_taken_over(&mut st, TakeoverPhase::Write, reason)
-                            }
-                            _ => {
-                                let e = if st.state == State::Disposed {
-                                    self.inner.disposed(what)
-                                } else {
-                                    self.inner.cancelled(what)
-                                };
-                                self.inner.after_lending(&mut st);
-                                e
-                            }
-                        };
-                        drop(st);
-                        drop(lent);
-                        self.inner.events.notify_waiters();
-                        return Err(e);
-                    }
+                    Some(self.inner.lend(&mut st, guard))
                 }
                 State::Released => {
                     st.acquiring += 1;
-                    (None, Resync::default(), true)
+                    None
                 }
             }
         };
-        let (mut lent, resync) = match lent {
-            Some(l) => (l, resync),
+        let (mut lent, resync, short) = match held {
+            Some(mut lent) => {
+                // The check runs outside the state lock, on the lent
+                // transcript, awaiting the store; the snapshot after `f`
+                // becomes the held view.
+                let verdict = self
+                    .inner
+                    .judge(lent.transcript.as_mut(), lent.fence.as_ref())
+                    .await;
+                let (lent, resync) = self.held_checked(lent, verdict, aborts, what)?;
+                (lent, resync, false)
+            }
             None => {
-                debug_assert!(short);
-                self.short_lock(aborts, deadline, what).await?
+                let (lent, resync) = self.short_lock(aborts, deadline, what).await?;
+                (lent, resync, true)
             }
         };
         lent.checked = true;
@@ -1849,18 +2098,67 @@ impl<B: StoreBackend> Attempt<B> {
         Ok(Writing { lent, short })
     }
 
+    /// After the check of a write under the held lock: looks again before
+    /// `f`. A takeover, or an abort or dispose during the check, ends the
+    /// write here (the loan goes back, the error says why); otherwise the
+    /// write goes on with the loan and the accepted entries.
+    fn held_checked<'a>(
+        &'a self,
+        mut lent: Lent<'a, B>,
+        verdict: std::result::Result<Resync, TakeoverReason>,
+        aborts: u64,
+        what: &'static str,
+    ) -> Result<(Lent<'a, B>, Resync)> {
+        let mut st = lock(&self.inner.st);
+        // (A pending release that is not an abort, an idle wait from
+        // another task, happens after the write.)
+        if verdict.is_ok() && st.aborts == aborts && st.state != State::Disposed {
+            drop(st);
+            return Ok((lent, verdict.unwrap_or_default()));
+        }
+        st.guard = self.inner.give_back(&mut st, &mut lent);
+        let e = match verdict {
+            Err(reason) if st.state != State::Disposed => {
+                st.after_write = AfterWrite::Keep;
+                self.inner
+                    .mark_taken_over(&mut st, TakeoverPhase::Write, reason)
+            }
+            _ => {
+                let e = if st.state == State::Disposed {
+                    self.inner.disposed(what)
+                } else {
+                    self.inner.cancelled(what)
+                };
+                self.inner.after_lending(&mut st);
+                e
+            }
+        };
+        drop(st);
+        drop(lent);
+        self.inner.events.notify_waiters();
+        Err(e)
+    }
+
     /// The second half of every write, with its result: gives the
     /// transcript back, records the file after the write as the attempt's
     /// own (whether the write succeeded or not), turns a write the fence
     /// refused into a takeover, and releases the short lock, or the held
     /// one when an abort or dispose came meanwhile.
-    fn finish_write<T>(
+    async fn finish_write<T>(
         &self,
         w: Writing<'_, B>,
         result: Result<T>,
         what: &'static str,
     ) -> Result<T> {
         let Writing { mut lent, short } = w;
+        // Whatever `f` wrote is ours: the fence now describes the file after
+        // it, whether `f` succeeded or not. The snapshot runs on the lent
+        // transcript, outside the state lock (dropped meanwhile, the write
+        // ends as one whose closure panicked).
+        let fresh = match lent.guard.as_ref().map(Guard::epoch) {
+            Some(epoch) => snapshot_of::<B>(lent.transcript.as_mut(), epoch).await,
+            None => None,
+        };
         let (Some(guard), Some(transcript)) = (lent.guard.take(), lent.transcript.take()) else {
             return Err(self.inner.disposed(what));
         };
@@ -1869,9 +2167,7 @@ impl<B: StoreBackend> Attempt<B> {
         st.writer = None;
         st.transcript = Some(transcript);
         let after = std::mem::replace(&mut st.after_write, AfterWrite::Keep);
-        // Whatever `f` wrote is ours: the fence now describes the file after
-        // it, whether `f` succeeded or not.
-        self.inner.rearm(&mut st, guard.epoch());
+        st.fence = fresh;
         let refused = matches!(&result, Err(Error::Fenced { .. } | Error::Revoked { .. }));
         let out = if refused && st.state != State::Disposed {
             // A fenced write refused: the lock was lost (revoked, or
@@ -1923,36 +2219,44 @@ impl<B: StoreBackend> Attempt<B> {
             r = acquire => r,
             e = aborted => Err(e),
         };
-        let st = lock(&self.inner.st);
-        if st.aborts != aborts {
+        // The state lock's guard must not live across the await below.
+        let mut lent = {
+            let mut st = lock(&self.inner.st);
+            if st.aborts != aborts {
+                drop(st);
+                drop(in_flight);
+                if let Ok(g) = acquired {
+                    release_quietly(g, "write after an abort");
+                }
+                return Err(self.inner.cancelled("write"));
+            }
+            let acquired = acquired?;
+            match st.state {
+                State::Released => {}
+                State::TakenOver => {
+                    let e = self.inner.sticky(&st, TakeoverPhase::Write);
+                    drop(st);
+                    drop(in_flight);
+                    release_quietly(acquired, "write after a takeover");
+                    return Err(e);
+                }
+                _ => {
+                    drop(st);
+                    drop(in_flight);
+                    release_quietly(acquired, "write after dispose");
+                    return Err(self.inner.disposed(what));
+                }
+            }
+            // Lend the transcript first: the check runs outside the state lock.
+            let lent = self.inner.lend(&mut st, Some(acquired));
             drop(st);
             drop(in_flight);
-            if let Ok(g) = acquired {
-                release_quietly(g, "write after an abort");
-            }
-            return Err(self.inner.cancelled("write"));
-        }
-        let acquired = acquired?;
-        match st.state {
-            State::Released => {}
-            State::TakenOver => {
-                let e = self.inner.sticky(&st, TakeoverPhase::Write);
-                drop(st);
-                drop(in_flight);
-                release_quietly(acquired, "write after a takeover");
-                return Err(e);
-            }
-            _ => {
-                drop(st);
-                drop(in_flight);
-                release_quietly(acquired, "write after dispose");
-                return Err(self.inner.disposed(what));
-            }
-        }
-        // Lend the transcript first: the check runs outside the state lock.
-        let (mut lent, fence) = self.inner.lend(st, Some(acquired));
-        drop(in_flight);
-        let verdict = self.inner.judge_lent(&lent, fence.as_ref());
+            lent
+        };
+        let verdict = self
+            .inner
+            .judge(lent.transcript.as_mut(), lent.fence.as_ref())
+            .await;
         // Look again before `f`: a takeover, or an abort or dispose during
         // the check, ends the write here, and the short lock goes.
         let mut st = lock(&self.inner.st);
@@ -1961,7 +2265,7 @@ impl<B: StoreBackend> Attempt<B> {
             return Ok((lent, verdict.unwrap_or_default()));
         }
         st.after_write = AfterWrite::Keep;
-        let guard = self.inner.give_back(&mut st, &mut lent, fence);
+        let guard = self.inner.give_back(&mut st, &mut lent);
         let e = match verdict {
             _ if st.state == State::Disposed => self.inner.disposed(what),
             _ if st.aborts != aborts => self.inner.cancelled(what),
@@ -2012,35 +2316,14 @@ impl<B: StoreBackend> Attempt<B> {
         let aborts = self
             .inner
             .enter("acquire_for_cleanup", |st| st.turn = None)?;
-        {
-            let st = self.inner.settled(deadline, aborts, "cleanup").await?;
+        let held = {
+            let mut st = self.inner.settled(deadline, aborts, "cleanup").await?;
             match st.state {
                 State::Held => {
-                    let (mut st, verdict) = self.inner.verify_unlocked(st);
-                    self.inner.after_lending(&mut st);
-                    if st.aborts != aborts {
-                        return Err(self.inner.cancelled("cleanup"));
-                    }
-                    if st.state != State::Held {
-                        return Ok(CleanupLock::NoOp);
-                    }
-                    match verdict {
-                        Ok(resync) => {
-                            if let Some(epoch) = st.guard.as_ref().map(Guard::epoch) {
-                                self.inner.rearm(&mut st, epoch);
-                            }
-                            st.state = State::Cleanup;
-                            drop(st);
-                            self.inner.accepted(&resync);
-                            return Ok(CleanupLock::Held);
-                        }
-                        Err(reason) => {
-                            let _ =
-                                self.inner
-                                    .mark_taken_over(&mut st, TakeoverPhase::Cleanup, reason);
-                            return Ok(CleanupLock::NoOp);
-                        }
-                    }
+                    // The check, and the snapshot that becomes the held view,
+                    // run on the lent transcript outside the state lock.
+                    let epoch = st.guard.as_ref().map(Guard::epoch);
+                    Some((self.inner.lend_check(&mut st), epoch))
                 }
                 State::Cleanup => {
                     return Ok(if st.guard.is_some() {
@@ -2050,8 +2333,12 @@ impl<B: StoreBackend> Attempt<B> {
                     });
                 }
                 State::TakenOver | State::Disposed => return Ok(CleanupLock::NoOp),
-                State::Released => {}
+                State::Released => None,
             }
+        };
+        if let Some((mut check, epoch)) = held {
+            let (verdict, fresh) = self.inner.check_lent(&mut check, epoch).await;
+            return self.adopt_for_cleanup(check, verdict, fresh, aborts);
         }
         match self.reacquire(TakeoverPhase::Cleanup, deadline).await {
             Ok(_) => {
@@ -2065,6 +2352,45 @@ impl<B: StoreBackend> Attempt<B> {
             }
             Err(Error::Takeover { .. }) => Ok(CleanupLock::NoOp),
             Err(e) => Err(e),
+        }
+    }
+
+    /// After the check of the held lock at cleanup: the loan goes back, an
+    /// abort or dispose that came meanwhile happens, and the lock is
+    /// adopted for cleanup (with the fresh view) or the takeover recorded.
+    fn adopt_for_cleanup(
+        &self,
+        mut check: Checking<'_, B>,
+        verdict: std::result::Result<Resync, TakeoverReason>,
+        fresh: Option<View<B>>,
+        aborts: u64,
+    ) -> Result<CleanupLock> {
+        let mut st = lock(&self.inner.st);
+        Inner::give_back_check(&mut st, &mut check);
+        drop(check);
+        self.inner.after_lending(&mut st);
+        if st.aborts != aborts {
+            return Err(self.inner.cancelled("cleanup"));
+        }
+        if st.state != State::Held {
+            return Ok(CleanupLock::NoOp);
+        }
+        match verdict {
+            Ok(resync) => {
+                if fresh.is_some() {
+                    st.fence = fresh;
+                }
+                st.state = State::Cleanup;
+                drop(st);
+                self.inner.accepted(&resync);
+                Ok(CleanupLock::Held)
+            }
+            Err(reason) => {
+                let _ = self
+                    .inner
+                    .mark_taken_over(&mut st, TakeoverPhase::Cleanup, reason);
+                Ok(CleanupLock::NoOp)
+            }
         }
     }
 
