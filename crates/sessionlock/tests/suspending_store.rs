@@ -23,9 +23,11 @@ use sessionlock::backend::{
 };
 use sessionlock::classify::ChangeClassifier;
 use sessionlock::runs::AbortKind;
-use sessionlock::store::{Appended, Change, Durability, RawEntries, Read, TornTail};
+use sessionlock::store::{Appended, Change, Durability, RawEntries, Read, Takeover, TornTail};
 use sessionlock::transcript::Transcript;
-use sessionlock::{Error, FileBackend, SessionLock, TakeoverPhase, TranscriptStore};
+use sessionlock::{
+    Error, FileBackend, SessionLock, TakeoverPhase, TakeoverReason, TranscriptStore,
+};
 use tokio::sync::{mpsc, oneshot};
 
 mod common;
@@ -417,6 +419,34 @@ fn takeovers_are_found_on_a_suspending_store() {
         );
         assert!(is_free(&session));
         let _ = a.dispose();
+
+        // Edited under the held lock, then released by a method that never
+        // waits: the held view becomes the fence unchecked, and the next
+        // acquisition (which awaits its check) finds the edit.
+        let session = session.with_file_name("suspending-held-edit.jsonl");
+        let a = begin(&locks, &session).await;
+        a.append(&[reply("a", 0)], Durability::None)
+            .await
+            .expect("own write");
+        let edited = std::fs::read_to_string(&session)
+            .expect("read")
+            .replace("\"a-reply-0\"", "\"x-reply-0\"");
+        std::fs::write(&session, edited).expect("edit in place");
+        a.release_for_idle_wait().expect("released without waiting");
+        assert!(is_free(&session));
+        let err = a
+            .reacquire_after_prompt()
+            .await
+            .expect_err("edited under the held lock");
+        match &err {
+            Error::Takeover {
+                phase: TakeoverPhase::PromptReacquire,
+                reason: TakeoverReason::Changed { change },
+                ..
+            } => assert_eq!(*change, Takeover::Edited),
+            _ => panic!("{err}"),
+        }
+        let _ = a.dispose();
     });
 }
 
@@ -503,4 +533,18 @@ fn a_classifier_calling_into_its_attempt_on_a_suspending_store_gets_misuse() {
         assert_eq!(a.state(), State::Held, "and changed nothing");
         a.dispose().expect("dispose");
     });
+}
+
+/// The controller's futures stay `Send` on a backend whose store futures
+/// really suspend (compiled, never run).
+#[allow(dead_code)]
+fn futures_on_a_suspending_store_are_send(a: Attempt<Suspending>) {
+    fn send<T: Send>(_: &T) {}
+    send(&a.release_for_prompt());
+    send(&a.reacquire_after_prompt());
+    send(&a.around_prompt(std::future::ready(())));
+    send(&a.with_write(|_, _| Ok(())));
+    send(&a.append(&[], Durability::None));
+    send(&a.read());
+    send(&a.acquire_for_cleanup());
 }

@@ -35,11 +35,32 @@
 //! same attempt has in flight the lock options' acquire timeout. A wait for
 //! another attempt of this process that runs out fails with
 //! [`Error::Busy`] naming it. No method holds the state mutex while it
-//! awaits, while a write closure runs or while it checks the transcript, so
-//! [`Attempt::abort`] waits for none of them (only for a snapshot), and
-//! calls made from inside a write closure or a classifier either work or
-//! fail at once with [`Error::Misuse`]. An abort is sticky: after it, only
-//! the attempt's cleanup and dispose go on.
+//! awaits, while a write closure runs or while the store checks or
+//! snapshots the transcript, so [`Attempt::abort`] waits for none of them,
+//! and calls made from inside a write closure or a classifier either work
+//! or fail at once with [`Error::Misuse`]. An abort is sticky: after it,
+//! only the attempt's cleanup and dispose go on.
+//!
+//! # Store calls
+//!
+//! The async methods await every call of the backend's
+//! store ([`TranscriptStore::check`], [`TranscriptStore::snapshot`] and the
+//! mutations) on the transcript lent out of the attempt's state: never with
+//! the state mutex held, never by parking the thread. So a store whose
+//! futures suspend (a database client, whose connection task runs on the
+//! same runtime) works on any tokio runtime, a current-thread one included.
+//! The methods that must not wait, [`Attempt::abort`], [`Attempt::dispose`]
+//! (and dropping the last handle) and [`Attempt::release_for_idle_wait`],
+//! and the releases an abort or dispose leaves to the call in flight, poll
+//! the store's future once instead. The file store's futures are ready at
+//! the first poll, so for it they do what the async methods do. For a store
+//! that suspends they take a fallback that adopts nothing unproven: a
+//! release arms the held view unchecked (the next acquisition checks
+//! everything since it, and reports a change made under the held lock as
+//! `Changed` rather than `ChangedWhileHeld`); a release with no view (after
+//! a write that panicked or was dropped) arms an unusable fence, so the next
+//! acquisition reports a takeover; dispose skips its last check. They
+//! cannot deadlock: they never park the thread nor wait for a task.
 
 pub mod blocking;
 pub mod runs;
@@ -425,7 +446,10 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
             // Dropped during the check (the store suspended there): nothing
             // was written, so everything goes back as it was, and an abort
             // or dispose that came meanwhile happens now.
-            st.fence = self.fence.take();
+            let fence = self.fence.take();
+            if st.state != State::Disposed {
+                st.fence = fence;
+            }
             if held {
                 st.guard = Some(guard);
                 self.inner.after_lending(&mut st);
@@ -800,7 +824,9 @@ impl<B: StoreBackend> Inner<B> {
     /// held view becomes the fence unchecked, so the next acquisition's
     /// check judges every change since it (one made under the held lock is
     /// then reported as `Changed`, not `ChangedWhileHeld`), and nothing is
-    /// adopted either way.
+    /// adopted either way. With no view (after a write that panicked or was
+    /// dropped), a snapshot that cannot be taken at once arms an unusable
+    /// fence: the next acquisition reports a takeover.
     fn release_held(&self, st: &mut St<B>, why: &'static str) -> Option<Error> {
         let guard = st.guard.take()?;
         let (fence, err) = match (st.fence.take(), st.transcript.as_ref()) {
@@ -1708,7 +1734,9 @@ impl<B: StoreBackend> Attempt<B> {
 
     /// Releases the lock while waiting for background work (e.g. compaction
     /// after the prompt) without taking a prompt turn, so it never blocks
-    /// prompt-turn waiters.
+    /// prompt-turn waiters. It never waits for the store (see
+    /// [store calls](crate::attempt#store-calls)): for a store whose check suspends,
+    /// the held view becomes the fence unchecked.
     ///
     /// # Errors
     /// The fence snapshot's error, after the lock was released; `Misuse`
@@ -1901,8 +1929,14 @@ impl<B: StoreBackend> Attempt<B> {
     /// dispose, after an abort outside cleanup, or when aborted while
     /// acquiring the short lock; `Misuse` when called from inside `f`.
     ///
+    /// The future is `Send` when `T` is: `f`'s result waits for the
+    /// snapshot after it.
+    ///
     /// # Cancel safety
-    /// Cancel safe: `f` runs only after the last await.
+    /// Cancel safe: `f` runs only after its check. Dropped during the
+    /// snapshot after `f` (a store that suspends there), the write ends as
+    /// one whose closure panicked: the lock is released with the fence
+    /// armed.
     pub async fn with_write<T>(
         &self,
         f: impl FnOnce(&mut B::Store, &Guard<B>) -> Result<T>,
@@ -2292,7 +2326,9 @@ impl<B: StoreBackend> Attempt<B> {
     /// run after it, checked by the fence, once the attempts of this process
     /// that took the session meanwhile are done (it queues for the session
     /// again, within [`AttemptOptions::owner_timeout`]). Failures are
-    /// logged, never returned.
+    /// logged, never returned. The release never waits for the store (see
+    /// [store calls](crate::attempt#store-calls)): for a store whose check suspends,
+    /// the held view becomes the fence unchecked.
     pub fn abort(&self, kind: AbortKind) {
         self.inner.abort(kind);
     }
@@ -2401,6 +2437,10 @@ impl<B: StoreBackend> Attempt<B> {
     /// even if a reacquire was in flight. It ends the attempt for every
     /// handle: the other clones' later calls find it disposed. Dropping the
     /// last handle disposes it too (see [Clones](Attempt#clones)).
+    ///
+    /// The check never waits for the store (see
+    /// [store calls](crate::attempt#store-calls)): a store whose check suspends is not
+    /// checked at dispose (the lock goes all the same).
     ///
     /// # Errors
     /// `Takeover { phase: dispose }` when the transcript was changed under
