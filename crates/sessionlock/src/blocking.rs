@@ -33,13 +33,35 @@ pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
 /// stalling an async runtime: on a worker thread of tokio's multi-thread
 /// runtime, through `block_in_place`, which hands the worker's other tasks
 /// to another thread first; elsewhere (a plain thread, the blocking pool, a
-/// current-thread runtime, which has no other worker to hand them to)
-/// inline.
+/// current-thread runtime, which has no other worker to hand them to, the
+/// thread in a runtime's `block_on`) inline.
+///
+/// `block_in_place` panics off a worker where the thread is in a runtime
+/// that forbids it: a `LocalSet` driven by a multi-thread runtime's
+/// `block_on` (the flavor is `MultiThread` there too), or a multi-thread
+/// handle entered inside a current-thread runtime. tokio offers no way to
+/// ask whether a thread is one of its workers, so a worker is recognised by
+/// the name tokio gives it; a runtime whose threads are named otherwise
+/// runs `f` inline, as every thread did before the async API offloaded.
 pub(crate) fn offload<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+        Ok(h)
+            if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && on_tokio_worker() =>
+        {
             tokio::task::block_in_place(f)
         }
         _ => f(),
     }
+}
+
+/// Whether this thread bears a name tokio gives the threads of a runtime
+/// by default: `tokio-rt-worker` (the tokio this crate builds with),
+/// `tokio-runtime-worker` (earlier releases). Its workers, and its blocking
+/// pool's threads, where `block_in_place` runs `f` inline.
+fn on_tokio_worker() -> bool {
+    matches!(
+        std::thread::current().name(),
+        Some("tokio-rt-worker" | "tokio-runtime-worker")
+    )
 }

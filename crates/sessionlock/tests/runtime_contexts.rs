@@ -1,0 +1,134 @@
+//! The lock and the transcript in the tokio contexts callers put them in:
+//! a `LocalSet` on a multi-thread runtime (where in-place blocking is not
+//! allowed). Each test runs its scenario on a thread of its own and waits
+//! for it with a deadline, so that a hang fails the test instead of
+//! wedging the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sessionlock::transcript::Durability;
+use sessionlock::{FileBackend, LockOptions, SessionLock};
+
+fn opts() -> LockOptions {
+    LockOptions::default().timeout(Some(Duration::from_secs(10)))
+}
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `f` on a thread of its own: its result, or `None` if it did not
+/// finish by the deadline (a hang) or panicked (the panic is printed).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// An `flock(1)` process holding the exclusive `flock` of `path` until its
+/// standard input closes, as another program holding a session's state file
+/// would. Returns once the lock is held.
+fn foreign_flock(path: &Path) -> Child {
+    let child = Command::new("flock")
+        .arg("-x")
+        .arg(path)
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn flock(1)");
+    let probe = std::fs::File::open(path).expect("open state file");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rustix::fs::flock(&probe, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Err(_) => break,
+            Ok(()) => {
+                let _ = rustix::fs::flock(&probe, rustix::fs::FlockOperation::Unlock);
+            }
+        }
+        assert!(Instant::now() < deadline, "flock(1) never took the lock");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+fn session_in(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("s.jsonl")
+}
+
+#[test]
+fn a_transcript_append_in_a_local_set_on_a_multi_thread_runtime_does_not_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = session_in(&dir);
+    let done = within(Duration::from_secs(30), move || {
+        let rt = multi_thread();
+        let local = tokio::task::LocalSet::new();
+        let locks = SessionLock::with_backend(FileBackend::default(), opts());
+        local.block_on(&rt, async {
+            let guard = locks.acquire_async(&session).await.expect("acquire");
+            let mut t = FileBackend::default()
+                .open_transcript(&session)
+                .expect("open transcript");
+            // A `!Send` task, as a LocalSet exists for.
+            tokio::task::spawn_local(async move {
+                t.append(&guard, &[json!({"type": "message"})], Durability::Data)
+                    .map(|a| a.len)
+            })
+            .await
+            .expect("the task did not panic")
+        })
+    });
+    let appended = done.expect("the append finished without panicking");
+    assert!(appended.expect("append") > 0);
+}
+
+#[test]
+fn an_async_acquire_in_a_local_set_waits_out_a_foreign_state_lock_without_panicking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = session_in(&dir);
+    let backend = FileBackend::default();
+    // A first acquisition creates the state file; then another program
+    // holds its lock for longer than a sessionlock process ever does.
+    let locks = SessionLock::with_backend(backend.clone(), opts());
+    locks
+        .acquire(&session)
+        .expect("first acquire")
+        .release()
+        .expect("release");
+    let key = backend.resolve(&session).expect("resolve").expect("key");
+    let mut holder = foreign_flock(&FileBackend::epoch_path(&key));
+    let stdin = holder.stdin.take().expect("flock stdin");
+    let (tx, rx) = mpsc::channel::<()>();
+    // Lets the other program go once the acquirer has had to wait for it.
+    std::thread::spawn(move || {
+        let _ = rx.recv_timeout(Duration::from_millis(300));
+        drop(stdin);
+    });
+    let done = within(Duration::from_secs(30), move || {
+        let rt = multi_thread();
+        let local = tokio::task::LocalSet::new();
+        let locks = SessionLock::with_backend(FileBackend::default(), opts());
+        let out = local.block_on(&rt, async {
+            tokio::task::spawn_local(async move {
+                locks.acquire_async(&session).await.map(|g| g.epoch())
+            })
+            .await
+            .expect("the task did not panic")
+        });
+        drop(tx);
+        out
+    });
+    let _ = holder.wait();
+    let epoch = done.expect("the acquire finished without panicking");
+    assert!(epoch.expect("acquire") >= 2);
+}
