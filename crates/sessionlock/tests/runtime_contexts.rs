@@ -1,12 +1,14 @@
 //! The lock and the transcript in the tokio contexts callers put them in:
 //! a `LocalSet` on a multi-thread runtime (where in-place blocking is not
-//! allowed). Each test runs its scenario on a thread of its own and waits
-//! for it with a deadline, so that a hang fails the test instead of
-//! wedging the binary.
+//! allowed), and an async waiter of an acquisition's operations next to a
+//! blocking one in the same task. Each test runs its scenario on a thread
+//! of its own and waits for it with a deadline, so that a hang fails the
+//! test instead of wedging the binary.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -20,6 +22,13 @@ fn opts() -> LockOptions {
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
@@ -131,4 +140,107 @@ fn an_async_acquire_in_a_local_set_waits_out_a_foreign_state_lock_without_panick
     let _ = holder.wait();
     let epoch = done.expect("the acquire finished without panicking");
     assert!(epoch.expect("acquire") >= 2);
+}
+
+#[test]
+fn a_blocking_check_beside_a_queued_lost_in_the_same_task_does_not_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = session_in(&dir);
+    let locks = SessionLock::with_backend(FileBackend::default(), opts());
+    let guard = Arc::new(locks.acquire(&session).expect("acquire"));
+    let done = within(Duration::from_secs(20), move || {
+        // Another thread is in a fenced write of this acquisition.
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let writer = {
+            let guard = guard.clone();
+            std::thread::spawn(move || {
+                guard.with_fence(|| {
+                    entered_tx.send(()).expect("signal");
+                    let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                })
+            })
+        };
+        entered_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the fenced write started");
+        let rt = current_thread();
+        let checked = rt.block_on(async {
+            // A supervisor watches the lock while the task's own work makes
+            // a fenced call (what `Guard::with_fence` is for).
+            let supervise = async {
+                tokio::select! {
+                    e = guard.lost() => Some(e),
+                    () = tokio::time::sleep(Duration::from_millis(200)) => None,
+                }
+            };
+            let work = async {
+                // `lost` has now looked once and waits for the writer.
+                tokio::task::yield_now().await;
+                go_tx.send(()).expect("release the writer");
+                guard.check()
+            };
+            tokio::join!(supervise, work).1
+        });
+        writer.join().expect("writer").expect("fenced write");
+        checked
+    });
+    let checked = done.expect("the blocking check returned (no hang)");
+    checked.expect("the guard still owns its lock");
+}
+
+#[test]
+fn the_watchdog_revokes_on_time_while_a_queued_lost_waits_in_a_busy_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = session_in(&dir);
+    let max_hold = Duration::from_millis(400);
+    let locks = SessionLock::with_backend(FileBackend::default(), opts().max_hold(max_hold));
+    let guard = Arc::new(locks.acquire(&session).expect("acquire"));
+    let acquired = Instant::now();
+    let done = within(Duration::from_secs(30), move || {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let writer = {
+            let guard = guard.clone();
+            std::thread::spawn(move || {
+                guard.with_fence(|| {
+                    entered_tx.send(()).expect("signal");
+                    let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                })
+            })
+        };
+        entered_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the fenced write started");
+        let rt = current_thread();
+        let revoked_after = rt.block_on(async {
+            let supervise = async {
+                tokio::select! {
+                    e = guard.lost() => Some(e),
+                    () = tokio::time::sleep(Duration::from_secs(10)) => None,
+                }
+            };
+            // A task busy with CPU-bound work, which the watchdog exists for:
+            // it is a thread of its own so that such a holder still loses
+            // its lock on time.
+            let busy = async {
+                tokio::task::yield_now().await;
+                go_tx.send(()).expect("release the writer");
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !guard.is_revoked() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                guard.is_revoked().then(|| acquired.elapsed())
+            };
+            tokio::join!(supervise, busy).1
+        });
+        let _ = writer.join();
+        revoked_after
+    });
+    let revoked_after = done.expect("the scenario finished");
+    let after = revoked_after.expect("the watchdog revoked the guard while the task was busy");
+    assert!(
+        after < max_hold + Duration::from_secs(2),
+        "revoked {after:?} after acquisition, lease {max_hold:?}"
+    );
 }

@@ -78,6 +78,9 @@ pub(crate) struct Hold<B: LockBackend> {
     /// whole operation, also across its awaits: never lock it from inside
     /// one (see [`FENCED`]).
     ops: tokio::sync::Mutex<()>,
+    /// Signalled each time `ops` is unlocked: what async callers wait for
+    /// instead of queueing on `ops` (see [`Hold::ops_async`]).
+    ops_freed: tokio::sync::Notify,
     /// The phase and the lease; taken briefly, never across an operation.
     state: Mutex<HoldState<B::Lease>>,
     /// The payload published most recently (after an extension, the
@@ -151,6 +154,20 @@ impl<B: LockBackend> Parked for ParkedLease<B> {
     }
 }
 
+/// This acquisition's `ops`, held: unlocking it wakes the async callers
+/// waiting for it.
+struct Ops<'a> {
+    held: Option<tokio::sync::MutexGuard<'a, ()>>,
+    freed: &'a tokio::sync::Notify,
+}
+
+impl Drop for Ops<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        self.freed.notify_waiters();
+    }
+}
+
 /// The [`Holder`] a payload describes, as seen by its own process.
 pub(crate) fn holder_of(payload: &Payload, lock_path: &Path, age: Duration) -> Holder {
     Holder {
@@ -217,6 +234,7 @@ impl<B: LockBackend> Hold<B> {
             acquired_at: now,
             published,
             ops: tokio::sync::Mutex::new(()),
+            ops_freed: tokio::sync::Notify::new(),
             state: Mutex::new(HoldState {
                 phase: Phase::Held,
                 lease: Some(Arc::new(lease)),
@@ -242,6 +260,34 @@ impl<B: LockBackend> Hold<B> {
         Path::new(self.info.key.locator())
     }
 
+    /// Takes `ops`, blocking the thread until it is free.
+    fn ops_blocking(&self) -> Ops<'_> {
+        Ops {
+            held: Some(block_on(self.ops.lock())),
+            freed: &self.ops_freed,
+        }
+    }
+
+    /// Takes `ops` without blocking the thread. Never queues on the mutex:
+    /// a queued waiter is granted the mutex when it is unlocked, and keeps
+    /// it until its task is polled again; a blocking caller in the same
+    /// task (or on the same current-thread runtime) would then wait for
+    /// ever, and the watchdog's revocation for as long as the task is busy.
+    /// It tries, and waits for the next unlock if the mutex is taken.
+    async fn ops_async(&self) -> Ops<'_> {
+        loop {
+            // Registered before the try: an unlock in between wakes it.
+            let freed = self.ops_freed.notified();
+            if let Ok(held) = self.ops.try_lock() {
+                return Ops {
+                    held: Some(held),
+                    freed: &self.ops_freed,
+                };
+            }
+            freed.await;
+        }
+    }
+
     /// The lease, while this acquisition holds it.
     fn lease(&self) -> Result<Arc<B::Lease>> {
         let st = lock(&self.state);
@@ -255,7 +301,7 @@ impl<B: LockBackend> Hold<B> {
     /// Reports a lock that was no longer ours (revoked, removed or replaced)
     /// as `Revoked`, after releasing whatever is left.
     fn finish(&self) -> Result<()> {
-        let _ops = block_on(self.ops.lock());
+        let _ops = self.ops_blocking();
         let mut st = lock(&self.state);
         match st.phase {
             Phase::Held => {}
@@ -398,7 +444,7 @@ impl<B: LockBackend> Revocable for Hold<B> {
     fn revoke_overdue(&self, ticket: watchdog::Ticket) {
         // Waits for an operation in flight (a fenced write) to end, as the
         // revocation must not land in its middle.
-        let _ops = block_on(self.ops.lock());
+        let _ops = self.ops_blocking();
         self.revoke(Some(ticket), LossCause::Overdue);
     }
 }
@@ -578,7 +624,7 @@ impl<B: LockBackend> Guard<B> {
         if InsideFence::contains(id) {
             return Ok(f());
         }
-        let _ops = block_on(self.hold.ops.lock());
+        let _ops = self.hold.ops_blocking();
         let lease = self.hold.lease()?;
         let result = block_on(self.hold.backend.fenced(&lease, || {
             let _inside = InsideFence::enter(id);
@@ -595,7 +641,7 @@ impl<B: LockBackend> Guard<B> {
     /// [`Guard::check`] for async callers: waits for this acquisition's
     /// operation in flight without blocking the thread.
     async fn check_async(&self) -> Result<()> {
-        let _ops = self.hold.ops.lock().await;
+        let _ops = self.hold.ops_async().await;
         let lease = self.hold.lease()?;
         let result = self.hold.backend.check(&lease).await;
         if let Err(Error::Revoked { cause, .. }) = &result {
@@ -618,7 +664,7 @@ impl<B: LockBackend> Guard<B> {
             let lease = self.hold.lease()?;
             return op(Held::new(lease, true)).await;
         }
-        let _ops = self.hold.ops.lock().await;
+        let _ops = self.hold.ops_async().await;
         let lease = self.hold.lease()?;
         let result = op(Held::new(lease, false)).await;
         if let Err(Error::Revoked { cause, .. }) = &result {
@@ -640,7 +686,7 @@ impl<B: LockBackend> Guard<B> {
         if self.hold.fenced_here() {
             return Err(self.hold.inside_fence_error("extend the session lock"));
         }
-        let _ops = block_on(self.hold.ops.lock());
+        let _ops = self.hold.ops_blocking();
         let lease = self.hold.lease()?;
         if let Err(e) = block_on(self.hold.backend.republish(&lease, &self.hold.req, false)) {
             if let Error::Revoked { cause, .. } = &e {
