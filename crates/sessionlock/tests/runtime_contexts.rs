@@ -244,3 +244,71 @@ fn the_watchdog_revokes_on_time_while_a_queued_lost_waits_in_a_busy_task() {
         "revoked {after:?} after acquisition, lease {max_hold:?}"
     );
 }
+
+/// One fenced append with an `fsync` (what goes through the offload) of a
+/// fresh session in `dir`, named `name`.
+fn append_once(dir: &Path, name: &str) -> sessionlock::Result<u64> {
+    let session = dir.join(format!("{name}.jsonl"));
+    let locks = SessionLock::with_backend(FileBackend::default(), opts());
+    let guard = locks.acquire(&session)?;
+    let mut t = FileBackend::default().open_transcript(&session)?;
+    let a = t.append(&guard, &[json!({"type": "message"})], Durability::Data)?;
+    guard.release()?;
+    Ok(a.len)
+}
+
+#[test]
+fn a_blocking_append_works_in_every_runtime_context() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_owned();
+    let done = within(Duration::from_secs(60), move || {
+        let mut out = Vec::new();
+        out.push(("plain thread", append_once(&root, "plain")));
+        let multi = multi_thread();
+        out.push((
+            "multi-thread block_on",
+            multi.block_on(async { append_once(&root, "mt-block-on") }),
+        ));
+        let r = root.clone();
+        out.push((
+            "multi-thread task",
+            multi
+                .block_on(multi.spawn(async move { append_once(&r, "mt-task") }))
+                .expect("task"),
+        ));
+        let r = root.clone();
+        out.push((
+            "multi-thread spawn_blocking",
+            multi
+                .block_on(multi.spawn_blocking(move || append_once(&r, "mt-blocking")))
+                .expect("blocking task"),
+        ));
+        let current = current_thread();
+        out.push((
+            "current-thread block_on",
+            current.block_on(async { append_once(&root, "ct-block-on") }),
+        ));
+        let r = root.clone();
+        out.push((
+            "current-thread spawn_blocking",
+            current
+                .block_on(current.spawn_blocking(move || append_once(&r, "ct-blocking")))
+                .expect("blocking task"),
+        ));
+        let local = tokio::task::LocalSet::new();
+        let r = root.clone();
+        out.push((
+            "LocalSet on a current-thread runtime",
+            local
+                .block_on(&current, async move {
+                    tokio::task::spawn_local(async move { append_once(&r, "ct-local") }).await
+                })
+                .expect("local task"),
+        ));
+        out
+    });
+    for (context, appended) in done.expect("every context finished without panicking") {
+        let n = appended.unwrap_or_else(|e| panic!("{context}: {e}"));
+        assert!(n > 0, "{context}");
+    }
+}
