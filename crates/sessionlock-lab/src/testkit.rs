@@ -94,7 +94,7 @@ impl Kid {
     }
 }
 
-/// Start time (field 22 of /proc/<pid>/stat) of a process.
+/// Start time (field 22 of `/proc/<pid>/stat`) of a process.
 pub fn starttime_of(pid: u32) -> u64 {
     let raw = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
     let rest = &raw[raw.rfind(')').expect("paren") + 1..];

@@ -251,7 +251,13 @@ impl<B: LockBackend> Hold<B> {
             any,
         );
         let rev: Weak<dyn Revocable> = Arc::downgrade(&hold) as Weak<dyn Revocable>;
-        lock(&hold.state).revocation = watchdog::register(deadline, rev);
+        // Registered under the state lock: a revocation due at once waits
+        // for it and then finds its own ticket (with the ticket stored after
+        // the lock is released, it would find none and skip). The watchdog
+        // takes the schedule's lock without the state's, so the order holds.
+        let mut st = lock(&hold.state);
+        st.revocation = watchdog::register(deadline, rev);
+        drop(st);
         hold
     }
 

@@ -269,7 +269,7 @@ impl RunningDigest {
     }
 }
 
-/// The running content digest a [`Transcript`] handle keeps for its fences
+/// The running content digest a [`Transcript`](super::transcript::Transcript) handle keeps for its fences
 /// (see the module docs).
 #[derive(Default)]
 pub(crate) struct DigestCell(Mutex<Option<RunningDigest>>);

@@ -134,7 +134,7 @@ impl Transcript {
     }
 
     /// Opens the transcript at `path`, a canonical session path (a backend's
-    /// [`SessionKey`](crate::SessionKey)`::session`).
+    /// [`FileKey`](super::FileKey)`::session`).
     ///
     /// # Errors
     /// As [`Transcript::open`].
