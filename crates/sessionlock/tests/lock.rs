@@ -1132,3 +1132,63 @@ fn a_lock_that_keeps_changing_under_reclaim_cannot_hold_an_acquirer_past_its_bud
         "{err}"
     );
 }
+
+// Moved from 63f504d's `remove_stale_removes_only_the_inspected_lock_and_keeps_its_epoch`:
+// the conformance suite's foreign hand plants a lock by renaming a new file
+// over it (a new inode), so the case of that test where the lock is
+// rewritten in place (same device and inode, other size and mtime) is kept
+// here: a version compared by inode alone would remove or reclaim it.
+#[test]
+fn a_lock_rewritten_in_place_after_inspection_is_neither_removed_nor_reclaimed() {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("inplace.jsonl");
+    let backend = FileBackend::default();
+    let key = backend.key(&session).expect("key");
+    let dead = |epoch: u64| {
+        format!(
+            "{{\"pid\":{},\"createdAt\":\"{}\",\"maxHoldMs\":1000,\"epoch\":{epoch}}}",
+            dead_pid(),
+            format_time(SystemTime::now())
+        )
+    };
+    fs::write(&key.lock_path, b"{}").expect("write");
+    let seen = common::block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
+    let ino = fs::metadata(&key.lock_path).expect("stat").ino();
+    // The same file rewritten in place (`O_TRUNC`): same inode.
+    let replaced = dead(9_000_000_000_000_000);
+    fs::write(&key.lock_path, &replaced).expect("rewrite in place");
+    assert_eq!(
+        fs::metadata(&key.lock_path).expect("stat").ino(),
+        ino,
+        "rewritten in place"
+    );
+    assert!(
+        !common::block_on(backend.remove_if_unchanged(&key, &seen, None)).expect("remove"),
+        "a lock rewritten in place is not the inspected one"
+    );
+    assert_eq!(fs::read(&key.lock_path).expect("kept"), replaced.as_bytes());
+    let req = LeaseRequest {
+        max_hold: Duration::from_secs(60),
+        lane: None,
+        run_id: None,
+        me: SelfIdentity::current(),
+        openclaw_compat: false,
+    };
+    assert!(matches!(
+        common::block_on(backend.reclaim(&key, &seen, &req, None)).expect("reclaim"),
+        Outcome::Changed
+    ));
+    assert_eq!(fs::read(&key.lock_path).expect("kept"), replaced.as_bytes());
+    // Its own inspection removes it, and its epoch is never issued again.
+    let seen = common::block_on(backend.inspect(&key))
+        .expect("inspect")
+        .expect("present");
+    assert!(common::block_on(backend.remove_if_unchanged(&key, &seen, None)).expect("remove"));
+    assert!(!key.lock_path.exists());
+    let g = locks().acquire(&session).expect("acquire");
+    assert!(g.epoch() > 9_000_000_000_000_000, "epoch {}", g.epoch());
+}
