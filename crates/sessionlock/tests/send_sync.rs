@@ -16,7 +16,8 @@ use sessionlock::attempt::{blocking, Attempt, AttemptOptions, CleanupLock, Promp
 use sessionlock::store::{Appended, RawEntries, Read};
 use sessionlock::transcript::{Durability, Transcript};
 use sessionlock::{
-    Error, Guard, Holder, LockOptions, SessionLock, TakeoverPhase, TakeoverReason, TryAcquireError,
+    Error, FileBackend, FileKey, Guard, Holder, LockOptions, SessionLock, Settings, TakeoverPhase,
+    TakeoverReason, TryAcquireError,
 };
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
@@ -75,6 +76,38 @@ fn futures_are_send(locks: SessionLock, guard: Guard, attempt: Attempt) {
     // Guard
     send(&guard.revoked());
     send(&guard.lost());
+    // The guard's store mutations, for any store a binding holds.
+    {
+        let mut store: Transcript = FileBackend::default()
+            .open_transcript(&session)
+            .expect("never called");
+        let raw = RawEntries::new();
+        send(&guard.store_append(&mut store, &raw, Durability::None));
+        send(&guard.store_rewrite(&mut store, &raw));
+        send(&guard.store_truncate(&mut store, 0));
+        send(&guard.store_repair(&mut store));
+    }
+
+    // Diagnostics on any backend's listing
+    {
+        let backend = FileBackend::default();
+        let settings = Settings::default();
+        let key = FileKey {
+            session: session.clone(),
+            lock_path: PathBuf::from("/s/a.jsonl.lock"),
+        };
+        send(&sessionlock::status::inspect(&backend, &key, &settings));
+        send(&sessionlock::status::list(
+            &backend,
+            std::path::Path::new("/s"),
+            &settings,
+        ));
+        send(&sessionlock::doctor::examine_locks(
+            &backend,
+            std::path::Path::new("/s"),
+            &settings,
+        ));
+    }
 
     // Attempt
     send(&Attempt::begin(&locks, &session, AttemptOptions::default()));
