@@ -541,3 +541,45 @@ fn bench_prints_every_figure() {
         assert!(f["median_ms"].as_f64().is_some_and(f64::is_finite), "{f}");
     }
 }
+
+// Issue 11 item 4: a binding serializes the library's `Holder`; it must
+// read as the CLI's `status --json` rows do, field for field (the CLI
+// builds its rows itself).
+#[test]
+fn the_librarys_holder_serializes_as_the_status_json_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = hold(&dir.path().join("held.jsonl"));
+    write_dead_openclaw_lock(&dir.path().join("dead.jsonl"));
+
+    let (out, items) = status_json(dir.path());
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let holders: Vec<Value> = sessionlock::status::scan_dir(
+        &std::fs::canonicalize(dir.path()).unwrap(),
+        &sessionlock::Settings::default(),
+    )
+    .unwrap()
+    .into_iter()
+    .map(|st| serde_json::to_value(&st.unwrap().holder).unwrap())
+    .collect();
+    assert_eq!(holders.len(), 2);
+    assert_eq!(items.len(), 2);
+    for (holder, row) in holders.iter().zip(&items) {
+        let Value::Object(fields) = holder else {
+            panic!("a holder serializes as an object: {holder}");
+        };
+        for (name, value) in fields {
+            let shown = row
+                .get(name)
+                .unwrap_or_else(|| panic!("status --json has no {name}: {row}"));
+            if name == "ageMs" {
+                assert!(
+                    shown.is_u64() && value.is_u64(),
+                    "{name}: {shown} vs {value}"
+                );
+            } else {
+                assert_eq!(shown, value, "{name} in {row}");
+            }
+        }
+    }
+    guard.release().unwrap();
+}
