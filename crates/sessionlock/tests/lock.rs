@@ -1192,3 +1192,56 @@ fn a_lock_rewritten_in_place_after_inspection_is_neither_removed_nor_reclaimed()
     let g = locks().acquire(&session).expect("acquire");
     assert!(g.epoch() > 9_000_000_000_000_000, "epoch {}", g.epoch());
 }
+
+// Moved from 63f504d's `eight_concurrent_reclaimers_exactly_one_wins`, which
+// raced on an OpenClaw lock: the conformance suite's planted locks carry an
+// epoch, so the race on a lock without one (OpenClaw's, the floor coming
+// from the state file alone) is kept here.
+#[test]
+fn eight_threads_reclaiming_an_openclaw_lock_exactly_one_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("race.jsonl");
+    write_openclaw_lock(&session, dead_pid(), SystemTime::now(), 300_000, None);
+    let backend = Arc::new(FileBackend::default());
+    let key = backend.key(&session).expect("key");
+    let seen = Arc::new(
+        common::block_on(backend.inspect(&key))
+            .expect("inspect")
+            .expect("present"),
+    );
+    assert_eq!(seen.payload.as_ref().expect("payload").epoch, None);
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (backend, key, seen, barrier) =
+                (backend.clone(), key.clone(), seen.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let req = LeaseRequest {
+                    max_hold: Duration::from_secs(60),
+                    lane: None,
+                    run_id: None,
+                    me: SelfIdentity::current(),
+                    openclaw_compat: false,
+                };
+                barrier.wait();
+                common::block_on(backend.reclaim(&key, &seen, &req, None)).expect("reclaim")
+            })
+        })
+        .collect();
+    let winners: Vec<_> = threads
+        .into_iter()
+        .filter_map(|t| match t.join().expect("join") {
+            Outcome::Acquired(l) => Some(l),
+            Outcome::Changed | Outcome::Busy(_) => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one reclaimer wins");
+    let published = sessionlock::payload::Payload::parse(&fs::read(&key.lock_path).expect("lock"))
+        .expect("payload");
+    assert_eq!(
+        published.token,
+        FileBackend::info(&winners[0]).payload.token,
+        "the lock is the winner's"
+    );
+    assert!(common::block_on(backend.release(&winners[0])).expect("release"));
+}
