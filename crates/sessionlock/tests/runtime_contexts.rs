@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sessionlock::transcript::Durability;
-use sessionlock::{FileBackend, LockOptions, SessionLock};
+use sessionlock::{FileBackend, Guard, LockOptions, SessionLock};
 
 fn opts() -> LockOptions {
     LockOptions::default().timeout(Some(Duration::from_secs(10)))
@@ -142,6 +142,31 @@ fn an_async_acquire_in_a_local_set_waits_out_a_foreign_state_lock_without_panick
     assert!(epoch.expect("acquire") >= 2);
 }
 
+/// Another thread in a fenced write of `guard`'s acquisition, started and
+/// inside the fence when this returns; it leaves once `go` is sent.
+fn fenced_writer(
+    guard: &Arc<Guard>,
+) -> (
+    std::thread::JoinHandle<sessionlock::Result<()>>,
+    mpsc::Sender<()>,
+) {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let writer = {
+        let guard = guard.clone();
+        std::thread::spawn(move || {
+            guard.with_fence(|| {
+                entered_tx.send(()).expect("signal");
+                let _ = go_rx.recv_timeout(Duration::from_secs(10));
+            })
+        })
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the fenced write started");
+    (writer, go_tx)
+}
+
 #[test]
 fn a_blocking_check_beside_a_queued_lost_in_the_same_task_does_not_hang() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -150,20 +175,7 @@ fn a_blocking_check_beside_a_queued_lost_in_the_same_task_does_not_hang() {
     let guard = Arc::new(locks.acquire(&session).expect("acquire"));
     let done = within(Duration::from_secs(20), move || {
         // Another thread is in a fenced write of this acquisition.
-        let (entered_tx, entered_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
-        let writer = {
-            let guard = guard.clone();
-            std::thread::spawn(move || {
-                guard.with_fence(|| {
-                    entered_tx.send(()).expect("signal");
-                    let _ = go_rx.recv_timeout(Duration::from_secs(10));
-                })
-            })
-        };
-        entered_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the fenced write started");
+        let (writer, go_tx) = fenced_writer(&guard);
         let rt = current_thread();
         let checked = rt.block_on(async {
             // A supervisor watches the lock while the task's own work makes
@@ -198,20 +210,7 @@ fn the_watchdog_revokes_on_time_while_a_queued_lost_waits_in_a_busy_task() {
     let guard = Arc::new(locks.acquire(&session).expect("acquire"));
     let acquired = Instant::now();
     let done = within(Duration::from_secs(30), move || {
-        let (entered_tx, entered_rx) = mpsc::channel();
-        let (go_tx, go_rx) = mpsc::channel::<()>();
-        let writer = {
-            let guard = guard.clone();
-            std::thread::spawn(move || {
-                guard.with_fence(|| {
-                    entered_tx.send(()).expect("signal");
-                    let _ = go_rx.recv_timeout(Duration::from_secs(10));
-                })
-            })
-        };
-        entered_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the fenced write started");
+        let (writer, go_tx) = fenced_writer(&guard);
         let rt = current_thread();
         let revoked_after = rt.block_on(async {
             let supervise = async {
