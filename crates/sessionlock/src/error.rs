@@ -562,18 +562,24 @@ pub enum TakeoverReason {
     CheckFailed {
         /// The store's error.
         error: String,
+        /// That error's [`Error::code`], for callers that branch on it.
+        code: String,
     },
     /// A write was refused by the fence: the lock was lost while the
     /// attempt held it (revoked, removed, or reclaimed by another holder).
     LockLost {
         /// The refusal ([`Error::Fenced`] or [`Error::Revoked`]).
         error: String,
+        /// That error's [`Error::code`], for callers that branch on it.
+        code: String,
     },
     /// The lock could not be reacquired: the acquisition timed out or met a
     /// stale report (spec §8.2).
     LockUnavailable {
         /// The acquisition's error ([`Error::Timeout`] or [`Error::Stale`]).
         error: String,
+        /// That error's [`Error::code`], for callers that branch on it.
+        code: String,
     },
     /// An aborted attempt's cleanup did not get its session back from the
     /// attempts of this process that took it meanwhile, within its owner
@@ -581,6 +587,8 @@ pub enum TakeoverReason {
     SessionNotReturned {
         /// The wait's error ([`Error::Busy`]).
         error: String,
+        /// That error's [`Error::code`], for callers that branch on it.
+        code: String,
     },
     /// The attempt had no view of the transcript to check against (a broken
     /// invariant of the controller, never expected).
@@ -634,10 +642,12 @@ impl fmt::Display for TakeoverReason {
             TakeoverReason::CheckPanicked => {
                 f.write_str("fence unavailable (the check of the transcript panicked)")
             }
-            TakeoverReason::CheckFailed { error } => write!(f, "cannot check the fence: {error}"),
-            TakeoverReason::LockLost { error }
-            | TakeoverReason::LockUnavailable { error }
-            | TakeoverReason::SessionNotReturned { error } => f.write_str(error),
+            TakeoverReason::CheckFailed { error, .. } => {
+                write!(f, "cannot check the fence: {error}")
+            }
+            TakeoverReason::LockLost { error, .. }
+            | TakeoverReason::LockUnavailable { error, .. }
+            | TakeoverReason::SessionNotReturned { error, .. } => f.write_str(error),
             TakeoverReason::Unverifiable { why } => f.write_str(why),
         }
     }
@@ -969,27 +979,35 @@ mod tests {
                 "fence unavailable (the check of the transcript panicked)",
             ),
             (
-                TakeoverReason::CheckFailed { error: s("eio") },
-                json!({"kind": "check_failed", "error": "eio"}),
+                TakeoverReason::CheckFailed {
+                    error: s("eio"),
+                    code: s("io"),
+                },
+                json!({"kind": "check_failed", "error": "eio", "code": "io"}),
                 "cannot check the fence: eio",
             ),
             (
                 TakeoverReason::LockLost {
                     error: s("revoked"),
+                    code: s("revoked"),
                 },
-                json!({"kind": "lock_lost", "error": "revoked"}),
+                json!({"kind": "lock_lost", "error": "revoked", "code": "revoked"}),
                 "revoked",
             ),
             (
                 TakeoverReason::LockUnavailable {
                     error: s("timeout"),
+                    code: s("timeout"),
                 },
-                json!({"kind": "lock_unavailable", "error": "timeout"}),
+                json!({"kind": "lock_unavailable", "error": "timeout", "code": "timeout"}),
                 "timeout",
             ),
             (
-                TakeoverReason::SessionNotReturned { error: s("busy") },
-                json!({"kind": "session_not_returned", "error": "busy"}),
+                TakeoverReason::SessionNotReturned {
+                    error: s("busy"),
+                    code: s("busy"),
+                },
+                json!({"kind": "session_not_returned", "error": "busy", "code": "busy"}),
                 "busy",
             ),
             (

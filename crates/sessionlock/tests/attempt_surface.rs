@@ -353,8 +353,9 @@ fn a_store_method_refused_by_the_fence_is_a_lock_lost_takeover() {
             .await
             .expect_err("the lock is gone");
         match takeover(&err) {
-            Some((TakeoverPhase::Write, TakeoverReason::LockLost { error })) => {
+            Some((TakeoverPhase::Write, TakeoverReason::LockLost { error, code })) => {
                 assert!(error.starts_with("session file lock revoked"), "{error}");
+                assert_eq!(code, "revoked", "the refusal's code, for bindings");
             }
             _ => panic!("not a lock-lost takeover: {err:?}"),
         }
@@ -466,11 +467,15 @@ fn takeover_reasons_are_typed_end_to_end() {
             .await
             .expect_err("timed out");
         match takeover(&err) {
-            Some((TakeoverPhase::PromptReacquire, TakeoverReason::LockUnavailable { error })) => {
+            Some((
+                TakeoverPhase::PromptReacquire,
+                TakeoverReason::LockUnavailable { error, code },
+            )) => {
                 assert!(
                     error.starts_with("session file locked (timeout 200ms)"),
                     "{error}"
                 );
+                assert_eq!(code, "timeout", "the acquisition's code, for bindings");
             }
             _ => panic!("not a lock-unavailable takeover: {err:?}"),
         }

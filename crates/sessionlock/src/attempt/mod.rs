@@ -684,6 +684,7 @@ fn verdict_of(change: Result<Change>) -> std::result::Result<Resync, TakeoverRea
         Ok(Change::Takeover(change)) => Err(TakeoverReason::Changed { change }),
         Err(e) => Err(TakeoverReason::CheckFailed {
             error: e.to_string(),
+            code: e.code().to_owned(),
         }),
     }
 }
@@ -1307,6 +1308,7 @@ impl<B: StoreBackend> Inner<B> {
                 if st.state == State::Released {
                     let reason = TakeoverReason::SessionNotReturned {
                         error: busy.to_string(),
+                        code: busy.code().to_owned(),
                     };
                     return Err(self.mark_taken_over(&mut st, phase, reason));
                 }
@@ -1847,6 +1849,7 @@ impl<B: StoreBackend> Attempt<B> {
                 Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
                     let reason = TakeoverReason::LockUnavailable {
                         error: e.to_string(),
+                        code: e.code().to_owned(),
                     };
                     let e = self.inner.mark_taken_over(&mut st, phase, reason);
                     drop(st);
@@ -2207,9 +2210,11 @@ impl<B: StoreBackend> Attempt<B> {
             // A fenced write refused: the lock was lost (revoked, or
             // reclaimed by another holder). That is a takeover.
             st.guard = Some(guard);
-            let reason = TakeoverReason::LockLost {
-                error: result.err().map(|e| e.to_string()).unwrap_or_default(),
-            };
+            let (error, code) = result
+                .err()
+                .map(|e| (e.to_string(), e.code().to_owned()))
+                .unwrap_or_default();
+            let reason = TakeoverReason::LockLost { error, code };
             Err(self
                 .inner
                 .mark_taken_over(&mut st, TakeoverPhase::Write, reason))
