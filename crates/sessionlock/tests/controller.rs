@@ -1835,3 +1835,39 @@ fn an_idle_release_during_a_writes_check_lets_the_write_run_first() {
         a.dispose().expect("dispose");
     });
 }
+
+#[test]
+fn dispose_runs_no_classifier_under_the_attempts_lock() {
+    // Dispose's last check classifies what a program that ignores the lock
+    // appended under it. A classifier that calls a getter of its attempt
+    // (allowed from a classifier) must not deadlock on the state lock.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("dispose-classifier.jsonl");
+    let cell: Arc<std::sync::OnceLock<Arc<Attempt>>> = Arc::default();
+    rt().block_on(async {
+        let opts = attempt_opts().classifier(Arc::new(Meddling(cell.clone())));
+        let a = Arc::new(
+            bounded("begin", Attempt::begin_file(&session, opts))
+                .await
+                .expect("begin"),
+        );
+        let _ = cell.set(a.clone());
+        append_ignoring_the_lock(&session, &custom("bg", 0));
+        let disposed = on_thread("dispose", {
+            let a = a.clone();
+            move || a.dispose()
+        });
+        disposed.expect("a benign entry is no takeover");
+        assert_eq!(a.state(), State::Disposed);
+        assert!(is_free(&session), "disposed");
+
+        // A foreign reply under the held lock is still caught at dispose.
+        let b = bounded("begin b", Attempt::begin_file(&session, lane_opts()))
+            .await
+            .expect("begin b");
+        append_ignoring_the_lock(&session, &rogue_reply());
+        let err = b.dispose().expect_err("a foreign reply");
+        assert!(is_takeover(&err, TakeoverPhase::Dispose), "{err}");
+        assert!(is_free(&session));
+    });
+}

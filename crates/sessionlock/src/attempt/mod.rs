@@ -938,25 +938,43 @@ impl<B: StoreBackend> Inner<B> {
         err
     }
 
-    /// Checks the transcript against the fence (consumed) under the state
-    /// lock, without waiting (see [`at_once`]): dispose's check. What was
-    /// accepted, or why it is a takeover. A store whose check suspends is
-    /// not waited for: dispose then reports nothing (it never acquires
-    /// again, and the lock goes all the same).
-    fn verify_now(&self, st: &mut St<B>) -> std::result::Result<Resync, TakeoverReason> {
-        let fence = st.fence.take();
-        let Some(transcript) = st.transcript.as_ref() else {
-            return Err(lent_elsewhere());
-        };
-        let fence = to_check::<B>(fence.as_ref())?;
-        let change = at_once(transcript.check(fence, &self.judge_classifier()));
-        match change {
-            Some(change) => verdict_of(change),
-            None => {
-                tracing::debug!(session = %self.session.display(), "the store's check does not complete without waiting; dispose does not wait for it");
-                Ok(Resync::default())
+    /// Checks the transcript against the fence without waiting (see
+    /// [`at_once`]): dispose's check. The transcript and the fence are lent
+    /// out of the state (see [`Checking`]) while the classifier runs, so a
+    /// classifier calling into the attempt never meets the state lock held
+    /// by its own thread. Returns the lock again, with what was accepted or
+    /// why it is a takeover. A store whose check suspends is not waited
+    /// for: dispose then reports nothing (it never acquires again, and the
+    /// lock goes all the same).
+    fn verify_now<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, St<B>>,
+    ) -> (
+        MutexGuard<'a, St<B>>,
+        std::result::Result<Resync, TakeoverReason>,
+    ) {
+        let mut check = self.lend_check(&mut st);
+        drop(st);
+        let verdict = match (
+            check.transcript.as_ref(),
+            to_check::<B>(check.fence.as_ref()),
+        ) {
+            (None, _) => Err(lent_elsewhere()),
+            (_, Err(why)) => Err(why),
+            (Some(transcript), Ok(fence)) => {
+                match at_once(transcript.check(fence, &self.judge_classifier())) {
+                    Some(change) => verdict_of(change),
+                    None => {
+                        tracing::debug!(session = %self.session.display(), "the store's check does not complete without waiting; dispose does not wait for it");
+                        Ok(Resync::default())
+                    }
+                }
             }
-        }
+        };
+        let mut st = lock(&self.st);
+        Inner::give_back_check(&mut st, &mut check);
+        drop(check);
+        (st, verdict)
     }
 
     /// Lends the transcript and the fence to a check outside the state lock
@@ -1150,7 +1168,11 @@ impl<B: StoreBackend> Inner<B> {
         } else if st.guard.is_some() {
             // Foreign changes made while we held the lock, after our last
             // write (spec §8.4 applies while held too).
-            if let Err(reason) = self.verify_now(&mut st) {
+            let (relocked, verdict) = self.verify_now(st);
+            st = relocked;
+            // An abort or dispose during the check: this dispose goes on.
+            st.after_write = AfterWrite::Keep;
+            if let Err(reason) = verdict {
                 result = Err(self.mark_taken_over(&mut st, TakeoverPhase::Dispose, reason));
             }
             if let Some(g) = st.guard.take() {
