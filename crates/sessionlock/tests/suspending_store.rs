@@ -548,3 +548,36 @@ fn futures_on_a_suspending_store_are_send(a: Attempt<Suspending>) {
     send(&a.read());
     send(&a.acquire_for_cleanup());
 }
+
+#[test]
+fn a_write_cancelled_during_an_unrelated_panic_is_no_panic_of_its_check() {
+    // A task with a write suspended in its check panics for a reason of its
+    // own: unwinding drops the write, which is a cancel of the check (the
+    // classifier never panicked), so nothing may become unusable.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("suspending-unrelated-panic.jsonl");
+    on_current_thread_runtime("unrelated panic", move || async move {
+        let (locks, _) = suspending();
+        let a = begin(&locks, &session).await;
+        let task = tokio::spawn({
+            let a = a.clone();
+            async move {
+                let entry = [reply("a", 0)];
+                let mut write = std::pin::pin!(a.append(&entry, Durability::None));
+                assert!(
+                    poll_now(write.as_mut()).is_pending(),
+                    "suspended in its check"
+                );
+                panic!("a bug of the caller, not of the classifier");
+            }
+        });
+        assert!(task.await.is_err(), "the task panicked");
+        assert_eq!(a.state(), State::Held, "a cancelled check keeps the lock");
+        assert!(!is_free(&session), "still held");
+        a.append(&[reply("a", 1)], Durability::None)
+            .await
+            .expect("the held view is still trusted: no takeover");
+        a.dispose().expect("dispose");
+        assert_eq!(entries(&session), vec![reply("a", 1)]);
+    });
+}

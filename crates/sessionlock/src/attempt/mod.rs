@@ -71,6 +71,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -431,6 +432,8 @@ struct Lent<'a, B: StoreBackend> {
     /// and nothing in the file may become the attempt's own; after it, the
     /// file (and whatever the closure writes) is the attempt's.
     checked: bool,
+    /// Whether the check panicked (see [`watched`]).
+    panicked: AtomicBool,
 }
 
 impl<B: StoreBackend> Drop for Lent<'_, B> {
@@ -442,7 +445,7 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
         st.writer = None;
         st.transcript = Some(transcript);
         let held = st.state == State::Held || st.state == State::Cleanup;
-        if !self.checked && !std::thread::panicking() {
+        if !self.checked && !self.panicked.load(Ordering::Relaxed) {
             // Dropped during the check (the store suspended there): nothing
             // was written, so everything goes back as it was, and an abort
             // or dispose that came meanwhile happens now.
@@ -518,6 +521,8 @@ struct Checking<'a, B: StoreBackend> {
     inner: &'a Inner<B>,
     transcript: Option<B::Store>,
     fence: Option<View<B>>,
+    /// Whether the check (or the snapshot) panicked (see [`watched`]).
+    panicked: AtomicBool,
 }
 
 impl<B: StoreBackend> Drop for Checking<'_, B> {
@@ -529,7 +534,7 @@ impl<B: StoreBackend> Drop for Checking<'_, B> {
             let mut st = lock(&self.inner.st);
             st.writer = None;
             st.transcript = Some(t);
-            st.fence = if std::thread::panicking() {
+            st.fence = if self.panicked.load(Ordering::Relaxed) {
                 Some(Err(TakeoverReason::CheckPanicked))
             } else {
                 self.fence.take()
@@ -628,6 +633,31 @@ impl ChangeClassifier for Judge {
         let _user = InUserCode::enter(self.attempt);
         self.classifier.is_benign(entry)
     }
+}
+
+/// Marks `panicked` when the poll it guards unwinds (and was not already
+/// unwinding when it began).
+struct PanicMark<'a>(&'a AtomicBool, bool);
+
+impl Drop for PanicMark<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.1 {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Awaits `f`, marking `panicked` if one of its polls panics: a loan
+/// dropped while unwinding tells by it a panic of its own check (a
+/// classifier's) from a cancel during an unrelated unwind (a caller's
+/// panic dropping the call), which `thread::panicking` cannot tell apart.
+async fn watched<F: Future>(f: F, panicked: &AtomicBool) -> F::Output {
+    let mut f = pin!(f);
+    std::future::poll_fn(|cx| {
+        let _mark = PanicMark(panicked, std::thread::panicking());
+        f.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Polls a store future once, for the paths that must never wait: `abort`,
@@ -962,7 +992,8 @@ impl<B: StoreBackend> Inner<B> {
             (None, _) => Err(lent_elsewhere()),
             (_, Err(why)) => Err(why),
             (Some(transcript), Ok(fence)) => {
-                match at_once(transcript.check(fence, &self.judge_classifier())) {
+                let judge = self.judge_classifier();
+                match at_once(watched(transcript.check(fence, &judge), &check.panicked)) {
                     Some(change) => verdict_of(change),
                     None => {
                         tracing::debug!(session = %self.session.display(), "the store's check does not complete without waiting; dispose does not wait for it");
@@ -990,6 +1021,7 @@ impl<B: StoreBackend> Inner<B> {
             inner: self,
             transcript,
             fence: st.fence.take(),
+            panicked: AtomicBool::new(false),
         }
     }
 
@@ -1001,9 +1033,15 @@ impl<B: StoreBackend> Inner<B> {
         c: &mut Checking<'_, B>,
         epoch: Option<u64>,
     ) -> (std::result::Result<Resync, TakeoverReason>, Option<View<B>>) {
-        let verdict = self.judge(c.transcript.as_mut(), c.fence.as_ref()).await;
+        let verdict = watched(
+            self.judge(c.transcript.as_mut(), c.fence.as_ref()),
+            &c.panicked,
+        )
+        .await;
         let fresh = match (&verdict, epoch) {
-            (Ok(_), Some(epoch)) => snapshot_of::<B>(c.transcript.as_mut(), epoch).await,
+            (Ok(_), Some(epoch)) => {
+                watched(snapshot_of::<B>(c.transcript.as_mut(), epoch), &c.panicked).await
+            }
             _ => None,
         };
         (verdict, fresh)
@@ -1031,6 +1069,7 @@ impl<B: StoreBackend> Inner<B> {
             transcript: st.transcript.take(),
             fence: st.fence.take(),
             checked: false,
+            panicked: AtomicBool::new(false),
         }
     }
 
@@ -2140,10 +2179,12 @@ impl<B: StoreBackend> Attempt<B> {
                 // The check runs outside the state lock, on the lent
                 // transcript, awaiting the store; the snapshot after `f`
                 // becomes the held view.
-                let verdict = self
-                    .inner
-                    .judge(lent.transcript.as_mut(), lent.fence.as_ref())
-                    .await;
+                let verdict = watched(
+                    self.inner
+                        .judge(lent.transcript.as_mut(), lent.fence.as_ref()),
+                    &lent.panicked,
+                )
+                .await;
                 let (lent, resync) = self.held_checked(lent, verdict, aborts, what)?;
                 (lent, resync, false)
             }
@@ -2314,10 +2355,12 @@ impl<B: StoreBackend> Attempt<B> {
             drop(in_flight);
             lent
         };
-        let verdict = self
-            .inner
-            .judge(lent.transcript.as_mut(), lent.fence.as_ref())
-            .await;
+        let verdict = watched(
+            self.inner
+                .judge(lent.transcript.as_mut(), lent.fence.as_ref()),
+            &lent.panicked,
+        )
+        .await;
         // Look again before `f`: a takeover, or an abort or dispose during
         // the check, ends the write here, and the short lock goes.
         let mut st = lock(&self.inner.st);
