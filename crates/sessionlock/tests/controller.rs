@@ -1871,3 +1871,65 @@ fn dispose_runs_no_classifier_under_the_attempts_lock() {
         assert!(is_free(&session));
     });
 }
+
+#[test]
+fn a_write_whose_resync_hook_ends_the_attempt_writes_nothing() {
+    // The hook told about the entries a write's check accepted may call the
+    // attempt's non-blocking methods. If it disposes or aborts the attempt,
+    // the write must not land after that call returned.
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt().block_on(async {
+        for (name, dispose, held) in [
+            ("hook-dispose-short.jsonl", true, false),
+            ("hook-dispose-held.jsonl", true, true),
+            ("hook-abort-short.jsonl", false, false),
+            ("hook-abort-held.jsonl", false, true),
+        ] {
+            let session = dir.path().join(name);
+            let cell: Arc<std::sync::OnceLock<Attempt>> = Arc::default();
+            let hook = {
+                let cell = cell.clone();
+                move |_: &sessionlock::attempt::Resync| {
+                    if let Some(a) = cell.get() {
+                        if dispose {
+                            let _ = a.dispose();
+                        } else {
+                            a.abort(AbortKind::User);
+                        }
+                    }
+                }
+            };
+            let a = bounded(
+                "begin",
+                Attempt::begin_file(&session, lane_opts().on_resync(hook)),
+            )
+            .await
+            .expect("begin");
+            let _ = cell.set(a.clone());
+            if held {
+                append_ignoring_the_lock(&session, &custom("bg", 0));
+            } else {
+                bounded("release", a.release_for_prompt())
+                    .await
+                    .expect("release");
+                append(&session, custom("bg", 0));
+            }
+            let err = bounded(
+                "write",
+                a.with_write(|t, g| t.append(g, &[reply("a", 0)], Durability::None)),
+            )
+            .await
+            .expect_err("the hook ended the attempt before the write");
+            assert!(matches!(err, Error::Cancelled { .. }), "{name}: {err}");
+            assert_eq!(entries(&session), vec![custom("bg", 0)], "{name}");
+            assert!(is_free(&session), "{name}: the lock went");
+            let want = if dispose {
+                State::Disposed
+            } else {
+                State::Released
+            };
+            assert_eq!(a.state(), want, "{name}");
+            let _ = a.dispose();
+        }
+    });
+}

@@ -2195,6 +2195,22 @@ impl<B: StoreBackend> Attempt<B> {
         };
         lent.checked = true;
         self.inner.accepted(&resync);
+        if !resync.is_empty() {
+            // The hook may have disposed or aborted the attempt: then the
+            // write does not happen, and the loan goes back as after a
+            // cancelled check (the accepted entries stay to be judged).
+            let st = lock(&self.inner.st);
+            let ended = if st.state == State::Disposed {
+                Some(self.inner.disposed(what))
+            } else {
+                (st.aborts != aborts).then(|| self.inner.cancelled(what))
+            };
+            if let Some(e) = ended {
+                drop(st);
+                lent.checked = false;
+                return Err(e);
+            }
+        }
         Ok(Writing { lent, short })
     }
 
