@@ -126,7 +126,8 @@ impl Resync {
 
 /// Called with every non-empty [`Resync`] an attempt accepts, whichever
 /// method found it. It runs outside the attempt's state lock, so it may call
-/// the attempt's non-blocking methods; it should be quick.
+/// the attempt's non-blocking methods (a dispose or abort from it stops the
+/// write whose check found the entries); it should be quick.
 pub type ResyncHook = Arc<dyn Fn(&Resync) + Send + Sync>;
 
 /// Registers an attempt in a [`RunRegistry`] (spec §9.2): as queued while it
