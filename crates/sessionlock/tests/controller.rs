@@ -1749,6 +1749,20 @@ impl sessionlock::classify::ChangeClassifier for Meddling {
     }
 }
 
+/// An attempt on `session` judged by a [`Meddling`] classifier that calls
+/// back into this very attempt.
+async fn begun_meddling(session: &Path) -> Arc<Attempt> {
+    let cell: Arc<std::sync::OnceLock<Arc<Attempt>>> = Arc::default();
+    let opts = attempt_opts().classifier(Arc::new(Meddling(cell.clone())));
+    let a = Arc::new(
+        bounded("begin", Attempt::begin_file(session, opts))
+            .await
+            .expect("begin"),
+    );
+    let _ = cell.set(a.clone());
+    a
+}
+
 #[test]
 fn a_release_runs_no_classifier_under_the_attempts_lock() {
     // A release checks the held view under the attempt's state lock; the
@@ -1756,15 +1770,8 @@ fn a_release_runs_no_classifier_under_the_attempts_lock() {
     // deadlock, one that panics would leave the state half changed.
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("release-no-classifier.jsonl");
-    let cell: Arc<std::sync::OnceLock<Arc<Attempt>>> = Arc::default();
     rt().block_on(async {
-        let opts = attempt_opts().classifier(Arc::new(Meddling(cell.clone())));
-        let a = Arc::new(
-            bounded("begin", Attempt::begin_file(&session, opts))
-                .await
-                .expect("begin"),
-        );
-        let _ = cell.set(a.clone());
+        let a = begun_meddling(&session).await;
         // Entries a program that ignores the lock appends under it.
         append_ignoring_the_lock(&session, &custom("bg", 0));
         let idle = on_thread("release for an idle wait", {
@@ -1843,15 +1850,8 @@ fn dispose_runs_no_classifier_under_the_attempts_lock() {
     // (allowed from a classifier) must not deadlock on the state lock.
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("dispose-classifier.jsonl");
-    let cell: Arc<std::sync::OnceLock<Arc<Attempt>>> = Arc::default();
     rt().block_on(async {
-        let opts = attempt_opts().classifier(Arc::new(Meddling(cell.clone())));
-        let a = Arc::new(
-            bounded("begin", Attempt::begin_file(&session, opts))
-                .await
-                .expect("begin"),
-        );
-        let _ = cell.set(a.clone());
+        let a = begun_meddling(&session).await;
         append_ignoring_the_lock(&session, &custom("bg", 0));
         let disposed = on_thread("dispose", {
             let a = a.clone();
