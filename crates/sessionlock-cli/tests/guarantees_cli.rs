@@ -9,7 +9,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
@@ -18,6 +18,7 @@ use sessionlock::{LockOptions, SessionLock};
 
 mod common;
 use common::{lock_path, run, sessionlock, stderr, stdout, Sleeper};
+use sessionlock_lab::testkit::as_nobody;
 
 /// A sessionlock lock of a live `sleep`, taken `age` ago with lease `lease`.
 fn live_lock(session: &Path, sleeper: &Sleeper, age: Duration, lease: Duration) {
@@ -154,31 +155,6 @@ fn doctor_and_status_follow_stale_after_from_the_environment() {
         );
     }
     assert!(lock_path(&session).exists());
-}
-
-/// `program` run as `nobody` through `setpriv` or `runuser` (util-linux);
-/// `None` when neither exists.
-fn as_nobody(program: &Path) -> Option<Command> {
-    let has = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has("setpriv") {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(program);
-        Some(c)
-    } else if has("runuser") {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "nobody", "--"]).arg(program);
-        Some(c)
-    } else {
-        None
-    }
 }
 
 // Spec §3: EPERM from `kill(pid, 0)` means alive. A lock held by this (root)

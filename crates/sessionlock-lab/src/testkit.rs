@@ -6,7 +6,8 @@
 //! `--exact child_entry`; its `child_entry` test runs the role
 //! ([`role_args`] tells a child its role).
 
-use std::process::{Command, ExitStatus};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::harness;
@@ -121,4 +122,29 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// A command running `program` as `nobody`: `setpriv` or `runuser`
+/// (util-linux). `None` when neither exists.
+pub fn as_nobody(program: &Path) -> Option<Command> {
+    let has = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has("setpriv") {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program);
+        Some(c)
+    } else if has("runuser") {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).arg(program);
+        Some(c)
+    } else {
+        None
+    }
 }

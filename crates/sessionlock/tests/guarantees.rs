@@ -23,7 +23,7 @@ use sessionlock::{Error, Guard, LockOptions, SessionLock, Settings, TryAcquireEr
 
 mod common;
 
-use common::{role_args, Kid, ROLE_VAR};
+use common::{as_nobody, role_args, Kid, ROLE_VAR};
 
 // ---------------------------------------------------------------- harness
 
@@ -380,31 +380,6 @@ fn a_caught_panic_inside_with_fence_leaves_the_guard_usable() {
 }
 
 // ------------------------------------------- §3 EPERM from kill(pid, 0) is alive
-
-/// A command running `program` as `nobody`: `setpriv` or `runuser`
-/// (util-linux). `None` when neither exists.
-fn as_nobody(program: &Path) -> Option<Command> {
-    let has = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has("setpriv") {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(program);
-        Some(c)
-    } else if has("runuser") {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "nobody", "--"]).arg(program);
-        Some(c)
-    } else {
-        None
-    }
-}
 
 /// Runs `cmd` to completion within 30 s, retrying a spawn that finds the
 /// freshly copied executable still open for writing in a forked sibling.
