@@ -6,7 +6,12 @@
 //! - [`bench`](mod@bench): the figures behind sessionlock's speed goals;
 //! - [`worker`]: the roles of their child processes;
 //! - [`harness`]: spawning and talking to child processes, shared with
-//!   the workspace's tests.
+//!   the workspace's tests;
+//! - [`conformance`]: the backend conformance suite every backend passes;
+//! - [`testkit`]: what test binaries share (children running a role of
+//!   the test binary);
+//! - [`pgserver`]: a throwaway PostgreSQL server for the tests that need
+//!   one.
 //!
 //! The lab runs inside the `sessionlock` binary: its workers are that
 //! binary re-executed ([`std::env::current_exe`]) with the `worker`
@@ -17,5 +22,6 @@ pub mod bench;
 pub mod conformance;
 pub mod demo;
 pub mod harness;
+pub mod pgserver;
 pub mod testkit;
 pub mod worker;
