@@ -198,6 +198,25 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 impl Holder {
+    /// A holder known only by where its lock is: what a backend reports
+    /// when the session's state stayed busy and it could not tell who kept
+    /// it (a database's row lock, say).
+    pub fn unknown(lock_path: impl Into<PathBuf>) -> Holder {
+        Holder {
+            lock_path: lock_path.into(),
+            pid: None,
+            hostname: None,
+            alive: true,
+            age_ms: None,
+            max_hold_ms: None,
+            epoch: None,
+            lane: None,
+            run_id: None,
+            owner: None,
+            reasons: Reasons::default(),
+        }
+    }
+
     /// An attempt of this process, as the holder of an in-process turn of
     /// `session`: this pid, the turn's lane and run id, how long it has had
     /// it.
@@ -383,6 +402,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A backend's server could not do what was asked (a database backend:
+    /// the server is down or unreachable, refused the credentials, timed out
+    /// a statement, holds a schema of a newer version, sits behind a proxy
+    /// that drops session state). `target` names the server (host, port,
+    /// database; never a password); the cause is the source.
+    #[error("cannot {op} {target}")]
+    Backend {
+        /// What was being done (`connect to`, `acquire a lease on`, ...).
+        op: &'static str,
+        /// The server and what on it (`postgres 127.0.0.1:5432/app`, ...).
+        target: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
@@ -413,6 +447,7 @@ impl Error {
     /// | [`Io`](Error::Io) | `io` |
     /// | [`EpochExhausted`](Error::EpochExhausted) | `epoch_exhausted` |
     /// | [`InvalidPath`](Error::InvalidPath) | `invalid_path` |
+    /// | [`Backend`](Error::Backend) | `backend` |
     ///
     /// A code never changes once released: a new kind of error gets a new
     /// code, and a kind that goes away takes its code with it, never handing
@@ -432,6 +467,7 @@ impl Error {
             Error::Io { .. } => "io",
             Error::EpochExhausted { .. } => "epoch_exhausted",
             Error::InvalidPath { .. } => "invalid_path",
+            Error::Backend { .. } => "backend",
         }
     }
 
@@ -461,6 +497,10 @@ pub enum LossCause {
     Removed,
     /// Its lock file was replaced by a lock that is not this guard's.
     Replaced,
+    /// A database backend lost the connection that proved this holder
+    /// alive: others may take the lock over at once, so the guard stops
+    /// writing.
+    ConnectionLost,
 }
 
 impl LossCause {
@@ -471,6 +511,7 @@ impl LossCause {
             LossCause::Overdue => "overdue",
             LossCause::Removed => "removed",
             LossCause::Replaced => "replaced",
+            LossCause::ConnectionLost => "connection_lost",
         }
     }
 }
@@ -481,6 +522,7 @@ impl fmt::Display for LossCause {
             LossCause::Overdue => "held past its max hold",
             LossCause::Removed => "lock file removed by someone else",
             LossCause::Replaced => "lock file replaced by another lock",
+            LossCause::ConnectionLost => "the holder's connection to the server was lost",
         })
     }
 }
@@ -784,6 +826,14 @@ mod tests {
                 },
                 "invalid_path",
             ),
+            (
+                Error::Backend {
+                    op: "connect to",
+                    target: "postgres 127.0.0.1:5432/app".to_owned(),
+                    source: "refused".into(),
+                },
+                "backend",
+            ),
         ]
     }
 
@@ -804,6 +854,7 @@ mod tests {
             Error::Io { .. } => 10,
             Error::EpochExhausted { .. } => 11,
             Error::InvalidPath { .. } => 12,
+            Error::Backend { .. } => 13,
         }
     }
 
@@ -819,7 +870,7 @@ mod tests {
             );
         }
         // One row per arm of `row`.
-        assert_eq!(table.len(), 13);
+        assert_eq!(table.len(), 14);
         let codes: std::collections::HashSet<_> = table.iter().map(|(_, c)| c).collect();
         assert_eq!(codes.len(), table.len(), "two kinds share a code");
     }

@@ -201,9 +201,10 @@ const STATE_PAUSE: Duration = Duration::from_millis(5);
 /// Converts a wall-clock instant into a monotonic one (for timers); `None`
 /// for one too far ahead to represent (no timer needed: the budget or the
 /// safety net ends the wait first).
-fn instant_at(t: SystemTime) -> Option<Instant> {
-    let now = SystemTime::now();
-    match t.duration_since(now) {
+/// The local instant at which the backend's clock, which read `observed`
+/// just now, will read `t` (a database's clock may differ from ours).
+fn instant_at(t: SystemTime, observed: SystemTime) -> Option<Instant> {
+    match t.duration_since(observed) {
         Ok(ahead) => Instant::now().checked_add(ahead),
         Err(_) => Some(Instant::now()),
     }
@@ -616,7 +617,7 @@ impl<B: LockBackend> SessionLock<B> {
                         watch = Some(self.backend.watch(&key).await?);
                         continue;
                     };
-                    let wake = [deadline, until.and_then(instant_at)]
+                    let wake = [deadline, until.and_then(|u| instant_at(u, seen.observed))]
                         .into_iter()
                         .flatten()
                         .min();
