@@ -1,0 +1,393 @@
+//! Transcripts on the server: [`TranscriptStore`] for PostgreSQL.
+//!
+//! Entries are rows of `<schema>.entries` in a gapless per-session
+//! sequence. Every mutation locks the session's lease row and checks the
+//! lease's epoch, holder and expiry in the same statement or transaction
+//! as the change, so a reclaim (which updates that row) either waits for
+//! the write to commit or makes it insert nothing. Offsets and ranges the
+//! store reports ([`Appended`], [`Change::Benign`]) are sequence numbers.
+//!
+//! Appends are idempotent: each carries a random batch id, and a retry
+//! after a connection lost during COMMIT first asks whether the batch
+//! landed. Durability is the server's (`synchronous_commit`): every
+//! acknowledged append is as durable as the server makes a commit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+use sessionlock::backend::{Held, TranscriptStore};
+use sessionlock::classify::ChangeClassifier;
+use sessionlock::store::{Appended, Change, Durability, RawEntries, Read, Takeover, TornTail};
+use sessionlock::Error;
+
+use crate::conn::{pg_error, random_hex, Shared};
+use crate::lease::{lease_of, LeaseInner, PgLease};
+use crate::rt::run;
+use crate::{PgBackend, PgKey};
+
+/// A session's transcript on the server.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    shared: Arc<Shared>,
+    key: PgKey,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("server", &self.cfg.target())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a fence snapshot of a PostgreSQL transcript records: one read of
+/// the lease row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgSnapshot {
+    /// The session epoch it was taken for.
+    pub epoch: u64,
+    /// The next sequence number (the number of entries, gapless).
+    pub next_seq: i64,
+    /// How many in-place edits, deletions and rewrites there have been.
+    pub edits: i64,
+    /// The sum of the entries' hashes (with their sequence), mod 2^64.
+    pub digest: String,
+}
+
+impl PgStore {
+    pub(crate) fn new(shared: Arc<Shared>, key: PgKey) -> PgStore {
+        PgStore { shared, key }
+    }
+
+    /// The session.
+    pub fn key(&self) -> &PgKey {
+        &self.key
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from(self.key.locator.clone())
+    }
+
+    /// The lease of a loan, if it is this session's and usable here.
+    fn lease(&self, held: &Held<PgLease>) -> Result<Arc<LeaseInner>, Error> {
+        if held.inside_fence() {
+            return Err(Error::Misuse {
+                what: "a PostgreSQL transcript cannot be written from inside Guard::with_fence: \
+                       the store fences each write itself; write outside the closure"
+                    .to_owned(),
+            });
+        }
+        let lease = lease_of(held);
+        if lease.key() != &self.key {
+            return Err(Error::InvalidPath {
+                path: self.path(),
+                reason: format!("the lease is of another session ({})", lease.key().as_str()),
+            });
+        }
+        lease.local_check()?;
+        Ok(lease)
+    }
+}
+
+/// The lines of a batch, as text.
+fn lines(entries: &RawEntries, path: &std::path::Path) -> Result<Vec<String>, Error> {
+    entries
+        .as_bytes()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            String::from_utf8(l.to_vec()).map_err(|e| Error::InvalidEntry {
+                path: path.to_owned(),
+                offset: 0,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Whether an error means the connection went away, so a COMMIT may or may
+/// not have happened.
+fn ambiguous(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none()
+}
+
+async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, Error> {
+    let s = lease.shared().clone();
+    let key = lease.key().clone();
+    let (epoch, token) = lease.epoch_token();
+    let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+    let batch = random_hex();
+    let n = lines.len() as u64;
+    let mut retried = false;
+    loop {
+        let client = s.client("append to a transcript on").await?;
+        if retried {
+            // Did the attempt whose COMMIT we lost land?
+            let row = client
+                .query_one(&s.sql.batch_landed, &[&key.as_str(), &batch])
+                .await
+                .map_err(|e| pg_error("append to a transcript on", s.target(), e))?;
+            let count: i64 = row.get(1);
+            if count > 0 {
+                let first: i64 = row.get(0);
+                return Ok(Appended {
+                    offset: u64::try_from(first).unwrap_or(0),
+                    len: n,
+                });
+            }
+        }
+        if lines.is_empty() {
+            lease.state(&client).await?;
+            let c = counters(&s, &key).await?;
+            return Ok(Appended {
+                offset: u64::try_from(c.next_seq).unwrap_or(0),
+                len: 0,
+            });
+        }
+        match client
+            .query(
+                &s.sql.append,
+                &[&key.as_str(), &epoch, &token, &lines, &batch],
+            )
+            .await
+        {
+            Ok(rows) if rows.is_empty() => return Err(lease.refusal(&client).await),
+            Ok(rows) => {
+                let first: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).min().unwrap_or(0);
+                return Ok(Appended {
+                    offset: u64::try_from(first).unwrap_or(0),
+                    len: n,
+                });
+            }
+            Err(e) if ambiguous(&e) && !retried => {
+                tracing::warn!(error = %e, "connection lost during an append; asking whether it landed");
+                retried = true;
+            }
+            Err(e) => return Err(pg_error("append to a transcript on", s.target(), e)),
+        }
+    }
+}
+
+/// Replaces entries from `from` on with `lines` (all of them for a
+/// rewrite), under the lease, in one transaction.
+async fn replace(
+    lease: Arc<LeaseInner>,
+    from: i64,
+    lines: Option<Vec<String>>,
+) -> Result<(), Error> {
+    let s = lease.shared().clone();
+    let key = lease.key().clone();
+    let (epoch, token) = lease.epoch_token();
+    let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+    let fail = |e| pg_error("rewrite a transcript on", s.target(), e);
+    let mut client = s.client("rewrite a transcript on").await?;
+    let tx = client.transaction().await.map_err(fail)?;
+    let Some(row) = tx
+        .query_opt(&s.sql.lock_for_write, &[&key.as_str(), &epoch, &token])
+        .await
+        .map_err(fail)?
+    else {
+        let why = lease.refusal(&tx).await;
+        return Err(why);
+    };
+    let id: i64 = row.get(0);
+    match lines {
+        Some(lines) => {
+            tx.execute(&s.sql.delete_all, &[&id]).await.map_err(fail)?;
+            if !lines.is_empty() {
+                tx.execute(&s.sql.insert_at, &[&id, &0i64, &lines, &random_hex()])
+                    .await
+                    .map_err(fail)?;
+            }
+        }
+        None => {
+            tx.execute(&s.sql.delete_from, &[&id, &from])
+                .await
+                .map_err(fail)?;
+        }
+    }
+    tx.commit().await.map_err(fail)
+}
+
+async fn counters(s: &Shared, key: &PgKey) -> Result<PgSnapshot, Error> {
+    let client = s.client("read a transcript's state on").await?;
+    let row = client
+        .query_opt(&s.sql.counters, &[&key.as_str()])
+        .await
+        .map_err(|e| pg_error("read a transcript's state on", s.target(), e))?;
+    Ok(match row {
+        Some(r) => PgSnapshot {
+            next_seq: r.get(0),
+            edits: r.get(1),
+            digest: r.get(2),
+            epoch: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+        },
+        None => PgSnapshot {
+            epoch: 0,
+            next_seq: 0,
+            edits: 0,
+            digest: "0".to_owned(),
+        },
+    })
+}
+
+impl TranscriptStore<PgBackend> for PgStore {
+    type Snapshot = PgSnapshot;
+
+    fn append(
+        &mut self,
+        held: &Held<PgLease>,
+        entries: &RawEntries,
+        _durability: Durability,
+    ) -> impl std::future::Future<Output = Result<Appended, Error>> + Send {
+        let prepared = self
+            .lease(held)
+            .and_then(|lease| Ok((lease, lines(entries, &self.path())?)));
+        async move {
+            let (lease, lines) = prepared?;
+            run(append(lease, lines)).await
+        }
+    }
+
+    fn rewrite(
+        &mut self,
+        held: &Held<PgLease>,
+        entries: &RawEntries,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        let prepared = self
+            .lease(held)
+            .and_then(|lease| Ok((lease, lines(entries, &self.path())?)));
+        async move {
+            let (lease, lines) = prepared?;
+            run(replace(lease, 0, Some(lines))).await
+        }
+    }
+
+    fn truncate(
+        &mut self,
+        held: &Held<PgLease>,
+        keep: usize,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        let prepared = self.lease(held);
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        async move { run(replace(prepared?, keep, None)).await }
+    }
+
+    fn repair(
+        &mut self,
+        held: &Held<PgLease>,
+    ) -> impl std::future::Future<Output = Result<Option<TornTail>, Error>> + Send {
+        // Rows are whole or absent: there is never a torn tail to set aside.
+        let prepared = self.lease(held);
+        async move {
+            let lease = prepared?;
+            run(async move {
+                let client = lease.shared().client("check a lease on").await?;
+                lease.state(&client).await?;
+                Ok(None)
+            })
+            .await
+        }
+    }
+
+    fn read(&self) -> impl std::future::Future<Output = Result<Read, Error>> + Send {
+        let (s, key, path) = (self.shared.clone(), self.key.clone(), self.path());
+        run(async move {
+            let client = s.client("read a transcript on").await?;
+            let rows = client
+                .query(&s.sql.all_entries, &[&key.as_str()])
+                .await
+                .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for row in rows {
+                let seq: i64 = row.get(0);
+                let line: &str = row.get(1);
+                let value: Value = serde_json::from_str(line).map_err(|e| Error::InvalidEntry {
+                    path: path.clone(),
+                    offset: u64::try_from(seq).unwrap_or(0),
+                    reason: e.to_string(),
+                })?;
+                entries.push(value);
+            }
+            Ok(Read {
+                entries,
+                torn: None,
+            })
+        })
+    }
+
+    fn snapshot(
+        &self,
+        epoch: u64,
+    ) -> impl std::future::Future<Output = Result<PgSnapshot, Error>> + Send {
+        let (s, key) = (self.shared.clone(), self.key.clone());
+        run(async move {
+            let mut snap = counters(&s, &key).await?;
+            snap.epoch = epoch;
+            Ok(snap)
+        })
+    }
+
+    fn check(
+        &self,
+        snapshot: &PgSnapshot,
+        classifier: &dyn ChangeClassifier,
+    ) -> impl std::future::Future<Output = Result<Change, Error>> + Send {
+        let (s, key, snap) = (self.shared.clone(), self.key.clone(), snapshot.clone());
+        let appended = run(async move {
+            let now = counters(&s, &key).await?;
+            let same = now.next_seq == snap.next_seq && now.digest == snap.digest;
+            if now.edits != snap.edits {
+                // Something was edited, deleted or rewritten in place: only a
+                // byte-identical result is harmless.
+                let kind = if same {
+                    return Ok(Err(Change::Unchanged));
+                } else if now.next_seq == 0 && snap.next_seq > 0 {
+                    Takeover::Deleted
+                } else if now.next_seq < snap.next_seq {
+                    Takeover::Truncated
+                } else if now.next_seq == snap.next_seq {
+                    Takeover::Edited
+                } else {
+                    Takeover::Replaced
+                };
+                return Ok(Err(Change::Takeover(kind)));
+            }
+            if same {
+                return Ok(Err(Change::Unchanged));
+            }
+            if now.next_seq < snap.next_seq {
+                return Ok(Err(Change::Takeover(Takeover::Truncated)));
+            }
+            let client = s.client("read a transcript on").await?;
+            let rows = client
+                .query(&s.sql.entries_from, &[&key.as_str(), &snap.next_seq])
+                .await
+                .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
+            let lines: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            Ok(Ok((lines, snap.next_seq, now.next_seq)))
+        });
+        async move {
+            let (lines, from, to) = match appended.await? {
+                Err(change) => return Ok(change),
+                Ok(found) => found,
+            };
+            let mut entries = Vec::with_capacity(lines.len());
+            for (seq, line) in lines {
+                let offset = u64::try_from(seq).unwrap_or(0);
+                let Ok(value) = serde_json::from_str::<Value>(&line) else {
+                    return Ok(Change::Takeover(Takeover::IncompleteAppend { offset }));
+                };
+                if !classifier.is_benign(&value) {
+                    return Ok(Change::Takeover(Takeover::ForeignEntry { offset }));
+                }
+                entries.push(value);
+            }
+            Ok(Change::Benign {
+                entries,
+                range: u64::try_from(from).unwrap_or(0)..u64::try_from(to).unwrap_or(0),
+            })
+        }
+    }
+}
