@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use commands::{doctor, exec, keeper, openclaw, status, transcript, verify_fs};
+use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::{bench, demo, worker};
 
 #[derive(Parser)]
@@ -31,6 +32,12 @@ struct Cli {
     /// of OpenClaw-compatible mode.
     #[arg(long, global = true, hide = true, value_name = "MARKER", value_parser = openclaw::parse_marker)]
     openclaw_marker: Option<String>,
+    /// Where locks and transcripts live: `file` (the default: lock files
+    /// beside the transcripts) or a `postgres://` URL (a PostgreSQL server,
+    /// for gateways on several machines). Default: SESSIONLOCK_BACKEND, else
+    /// `file`.
+    #[arg(long, global = true, value_name = "BACKEND")]
+    backend: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +96,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let backend = match BackendChoice::resolve(cli.backend.as_deref()) {
+        Ok(b) => b,
+        Err(e) => {
+            output::report(&e, None);
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Status(a) => status::run(a),
         Command::Exec(a) => exec::run(a),
@@ -97,8 +111,8 @@ fn main() -> ExitCode {
         Command::Append(a) => transcript::append(a),
         Command::Read(a) => transcript::read(a),
         Command::Repair(a) => transcript::repair(a),
-        Command::Demo(a) => demo::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a, &backend),
+        Command::Bench(a) => bench::run(a, &backend),
         Command::Worker(a) => worker::run(a),
         Command::Keeper(a) => keeper::run(a),
     };

@@ -655,7 +655,10 @@ fn print_throughput(rows: &[Throughput]) {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result<ExitCode> {
+    if !backend.is_file() {
+        anyhow::bail!("the bench does not run on {backend} yet");
+    }
     anyhow::ensure!(
         !args.writers.is_empty() && args.writers.iter().all(|&w| (1..=64).contains(&w)),
         "--writers: each count must be 1..=64"

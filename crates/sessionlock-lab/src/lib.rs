@@ -11,13 +11,16 @@
 //! - [`testkit`]: what test binaries share (children running a role of
 //!   the test binary);
 //! - [`pgserver`]: a throwaway PostgreSQL server for the tests that need
-//!   one.
+//!   one;
+//! - [`backend_choice`]: the `--backend` choice (files or a PostgreSQL
+//!   URL) that the tool, the demo and the bench share.
 //!
 //! The lab runs inside the `sessionlock` binary: its workers are that
 //! binary re-executed ([`std::env::current_exe`]) with the `worker`
 //! subcommand, which must call [`worker::run`]; the `exec` hand-off of the
 //! bench runs the binary's `exec` subcommand.
 
+pub mod backend_choice;
 pub mod bench;
 pub mod conformance;
 pub mod demo;

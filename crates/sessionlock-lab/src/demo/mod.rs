@@ -149,7 +149,10 @@ fn load(path: &Path) -> Result<Recording> {
         .with_context(|| format!("{} is not a demo recording", path.display()))
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result<ExitCode> {
+    if !backend.is_file() {
+        anyhow::bail!("the demo does not run on {backend} yet");
+    }
     if let Some(path) = &args.check {
         let v = verdict::check(&load(path)?);
         print(&v, args.json)?;
