@@ -56,7 +56,8 @@ impl Shared {
     /// first use in this process.
     pub(crate) async fn get(url: &str, cfg: PgConfig) -> Result<Arc<Shared>, Error> {
         static ALL: OnceLock<Mutex<HashMap<String, Weak<Shared>>>> = OnceLock::new();
-        let id = format!("{url}\u{0}{}", cfg.schema);
+        // Backends of one URL but other settings do not share.
+        let id = format!("{url}\u{0}{cfg:?}");
         let all = ALL.get_or_init(Default::default);
         if let Some(s) = sessionlock_sync(all).get(&id).and_then(Weak::upgrade) {
             return Ok(s);
@@ -299,6 +300,9 @@ pub(crate) fn pg_error(op: &'static str, target: &str, e: tokio_postgres::Error)
                     || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
                 {
                     " (check the user and password of the URL)"
+                }
+                _ if db.message().contains("unsupported startup parameter") => {
+                    " (a pooling proxy such as PgBouncer? sessionlock needs a direct or session-pooled connection)"
                 }
                 _ => "",
             };
