@@ -600,6 +600,7 @@ impl LockBackend for PgBackend {
         lease.0.local_check()?;
         let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<bool>();
         let lease_ref = self.lease_ref(lease);
         let started = crate::rt::runtime().map(|rt| {
             rt.spawn(async move {
@@ -636,7 +637,7 @@ impl LockBackend for PgBackend {
                     // until the caller's closure returns.
                     let _ = done_rx.await;
                 }
-                let _ = tx.commit().await;
+                let _ = ended_tx.send(tx.commit().await.is_ok());
             })
         });
         started?;
@@ -647,6 +648,16 @@ impl LockBackend for PgBackend {
         })??;
         let out = f();
         let _ = done_tx.send(());
+        // The row lock held only if the transaction lasted until now: the
+        // server ends one left idle past idle_in_transaction_session_timeout
+        // (10 s by default), and then a reclaim may have run beside `f`.
+        if ended_rx.await != Ok(true) {
+            return Err(Error::Backend {
+                op: "fence a write on",
+                target: self.target().to_owned(),
+                source: "the fence did not hold until the closure returned (it ran longer than the server keeps an idle transaction, or the connection was lost): treat its work as unfenced".into(),
+            });
+        }
         Ok(out)
     }
 

@@ -230,32 +230,29 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Arc<Death> {
     let weak = Arc::downgrade(&d);
     let shared = shared.clone();
     tokio::spawn(async move {
-        let watched = async {
-            let (mut client, conn) =
-                match connect_raw(&shared.cfg, &shared.tls, "watch a holder on").await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no death watch; waits fall back to re-checks");
-                        return std::future::pending().await;
-                    }
-                };
-            let driver = tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let waited = async {
-                let tx = client.transaction().await?;
-                tx.batch_execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
-                    .await?;
-                tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&id])
-                    .await?;
-                tx.rollback().await
+        let (mut client, conn) =
+            match connect_raw(&shared.cfg, &shared.tls, "watch a holder on").await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no death watch; waits fall back to re-checks");
+                    let _ = stop.await;
+                    return;
+                }
             };
-            let out = waited.await;
-            driver.abort();
-            out
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let cancel = client.cancel_token();
+        let waited = async {
+            let tx = client.transaction().await?;
+            tx.batch_execute("SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0")
+                .await?;
+            tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&id])
+                .await?;
+            tx.rollback().await
         };
         tokio::select! {
-            r = watched => {
+            r = waited => {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "death watch ended");
                 }
@@ -264,10 +261,16 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Arc<Death> {
                 }
             }
             _ = stop => {
-                // Dropping the connection: its backend notices the closed
-                // socket within client_connection_check_interval.
+                // Nobody waits any more: end the server's wait for the
+                // lock, so that the connection closes now rather than when
+                // the holder's does.
+                if let Err(e) = cancel.cancel_query(shared.tls.clone()).await {
+                    tracing::debug!(error = %e, "cannot cancel a death watch; it ends with its holder");
+                }
             }
         }
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     });
     d
 }

@@ -65,3 +65,87 @@ fn store_appends_reads_and_refuses_a_fenced_write() {
     assert!(matches!(e.code(), "fenced" | "revoked"), "{e}");
     assert_eq!(block_on(store.read()).unwrap().entries.len(), 2);
 }
+
+/// A waiter's death watch (a connection waiting for the holder's liveness
+/// lock) ends with the wait: timed-out acquires against a live holder do
+/// not leave connections behind.
+#[test]
+fn death_watches_end_with_their_waits() {
+    use sessionlock_lab::pgserver::{fresh_database, psql};
+    let url = fresh_database(&shared_url());
+    let waiter = PgBackend::connect(&url).expect("connect");
+    let s = fresh("deathwatch");
+    // A live holder in another process: a psql session holding the
+    // liveness lock its lease row names.
+    let live_lock: i64 = 7_000_000_000 + i64::from(std::process::id());
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", &url, "-c"])
+        .arg(format!(
+            "SELECT pg_advisory_lock({live_lock}); SELECT pg_sleep(60)"
+        ))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let held = || {
+        psql(&url, &format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = {}", live_lock & 0xffff_ffff))
+            .trim()
+            .to_owned()
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while held() != "1" {
+        assert!(
+            std::time::Instant::now() < until,
+            "the holder never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    psql(
+        &url,
+        &format!(
+            "INSERT INTO sessionlock.leases (key, epoch, held, version, token, pid, hostname, client_id, \
+                 live_lock, granted_at, written_at, expires_at, max_hold_ms) \
+             VALUES ('{s}', 1, true, 1, 'feedface', 1, 'elsewhere', 'other', {live_lock}, \
+                 clock_timestamp(), clock_timestamp(), clock_timestamp() + interval '60 s', 60000)"
+        ),
+    );
+    let waits = SessionLock::with_backend(
+        waiter,
+        LockOptions::default().timeout(Some(Duration::from_millis(400))),
+    );
+    let watching = || {
+        psql(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_advisory_xact_lock_shared($1)%' \
+             AND pid <> pg_backend_pid()",
+        )
+        .trim()
+        .parse::<u32>()
+        .expect("a count")
+    };
+    let mut seen_watching = 0;
+    for _ in 0..5 {
+        let waits = waits.clone();
+        let s = s.clone();
+        let t = std::thread::spawn(move || waits.acquire(s.as_str()).map(drop));
+        std::thread::sleep(Duration::from_millis(250));
+        seen_watching = seen_watching.max(watching());
+        let e = t.join().unwrap().unwrap_err();
+        assert_eq!(e.code(), "timeout", "{e}");
+    }
+    // The waits did watch the holder (else this test shows nothing).
+    assert!(
+        seen_watching > 0,
+        "no death watch was seen during the waits"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while watching() > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} death-watch connections outlived their waits",
+            watching()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
