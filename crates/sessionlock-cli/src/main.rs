@@ -21,7 +21,7 @@ use sessionlock_lab::{bench, demo, worker};
     version,
     about = "Crash-safe, fenced session write locks for agent transcripts"
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// OpenClaw-compatible mode (same as SESSIONLOCK_OPENCLAW_COMPAT=1): lock
     /// files readable by OpenClaw, and commands that hold a lock re-execute
     /// themselves with an `openclaw` argument so that OpenClaw honours their
@@ -104,13 +104,13 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Status(a) => status::run(a),
-        Command::Exec(a) => exec::run(a),
-        Command::Doctor(a) => doctor::run(a),
-        Command::VerifyFs(a) => verify_fs::run(a),
-        Command::Append(a) => transcript::append(a),
-        Command::Read(a) => transcript::read(a),
-        Command::Repair(a) => transcript::repair(a),
+        Command::Status(a) => status::run(a, &backend),
+        Command::Exec(a) => exec::run(a, &backend),
+        Command::Doctor(a) => doctor::run(a, &backend),
+        Command::VerifyFs(a) => verify_fs::run(a, &backend),
+        Command::Append(a) => transcript::append(a, &backend),
+        Command::Read(a) => transcript::read(a, &backend),
+        Command::Repair(a) => transcript::repair(a, &backend),
         Command::Demo(a) => demo::run(a, &backend),
         Command::Bench(a) => bench::run(a, &backend),
         Command::Worker(a) => worker::run(a),

@@ -190,7 +190,7 @@ pub(crate) struct HolderJson {
 }
 
 impl HolderJson {
-    pub(crate) fn of(s: &LockStatus) -> HolderJson {
+    pub(crate) fn of<K, V>(s: &LockStatus<K, V>) -> HolderJson {
         let h = &s.holder;
         HolderJson {
             pid: h.pid,
@@ -220,7 +220,7 @@ pub(crate) fn liveness_name(l: Liveness) -> &'static str {
 
 /// Time left on the holder's lease: `None` when unknown, and for a holder
 /// that is gone (dead, or its pid recycled), whose lease means nothing.
-pub(crate) fn lease_left(s: &LockStatus) -> Option<Duration> {
+pub(crate) fn lease_left<K, V>(s: &LockStatus<K, V>) -> Option<Duration> {
     match s.liveness {
         Liveness::Dead | Liveness::Recycled => None,
         _ => s.lease_left,

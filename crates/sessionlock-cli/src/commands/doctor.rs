@@ -16,7 +16,13 @@ use serde::Serialize;
 use sessionlock::doctor::{
     self, Action, FixOptions, FixReport, Kind, Outcome, Report, Subject, Verdict,
 };
-use sessionlock::{Config, Error};
+use sessionlock::status::Explained;
+use sessionlock::{Config, Error, Settings};
+use sessionlock_lab::backend_choice::BackendChoice;
+use sessionlock_lab::testkit::block_on;
+use sessionlock_postgres::{PgBackend, PgKey, PgVersion};
+
+use super::lock::pg_backend;
 
 use crate::output::report;
 use crate::output::{self, hex_if_not_utf8, shell_word};
@@ -45,8 +51,9 @@ Exit status:
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
     /// Directories holding session transcripts (`*.jsonl`) and their locks
-    /// (`*.jsonl.lock`); not searched recursively.
-    #[arg(value_name = "DIR", required = true)]
+    /// (`*.jsonl.lock`); not searched recursively. With a postgres
+    /// `--backend`: key prefixes instead (default: every lease).
+    #[arg(value_name = "DIR|PREFIX")]
     dirs: Vec<PathBuf>,
     /// Remove what is safe to remove and repair torn transcript tails.
     #[arg(long)]
@@ -135,31 +142,37 @@ impl Tally {
         }
         for row in rows {
             let f = row.finding;
-            t.verdicts[verdict_index(f.verdict)] += 1;
-            match f.verdict {
-                Verdict::Invalid => t.invalid += 1,
-                Verdict::Error => t.unreadable += 1,
-                _ => {}
-            }
-            match (row.outcome, f.kind()) {
-                (None, Kind::Lock) if f.action == Action::RemoveWithForce => t.would_force += 1,
-                (None, Kind::Lock) if f.verdict.is_fixable() => t.would_remove_locks += 1,
-                (None, Kind::Leftover) if f.verdict.is_fixable() => t.would_remove_leftovers += 1,
-                (None, Kind::Transcript) if f.verdict.is_fixable() => t.would_repair += 1,
-                (None, Kind::State) if f.verdict.is_fixable() => t.would_rewrite_states += 1,
-                (None, _) => {}
-                (Some(Outcome::Removed), Kind::Lock) => t.removed_locks += 1,
-                (Some(Outcome::Removed), _) => t.removed_leftovers += 1,
-                (Some(Outcome::Repaired(_)), _) => t.repaired += 1,
-                (Some(Outcome::Rewritten(_)), _) => t.rewritten_states += 1,
-                (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
-                (Some(Outcome::Changed), _) => t.changed += 1,
-                (Some(Outcome::Held(_)), _) => t.held += 1,
-                (Some(Outcome::NeedsForce), _) => t.needs_force += 1,
-                (Some(_), _) => t.failed += 1,
-            }
+            t.add(f.verdict, f.action, f.kind(), row.outcome);
         }
         t
+    }
+
+    /// Counts one finding and what `--fix` did about it.
+    fn add(&mut self, verdict: Verdict, action: Action, kind: Kind, outcome: Option<&Outcome>) {
+        let t = self;
+        t.verdicts[verdict_index(verdict)] += 1;
+        match verdict {
+            Verdict::Invalid => t.invalid += 1,
+            Verdict::Error => t.unreadable += 1,
+            _ => {}
+        }
+        match (outcome, kind) {
+            (None, Kind::Lock) if action == Action::RemoveWithForce => t.would_force += 1,
+            (None, Kind::Lock) if verdict.is_fixable() => t.would_remove_locks += 1,
+            (None, Kind::Leftover) if verdict.is_fixable() => t.would_remove_leftovers += 1,
+            (None, Kind::Transcript) if verdict.is_fixable() => t.would_repair += 1,
+            (None, Kind::State) if verdict.is_fixable() => t.would_rewrite_states += 1,
+            (None, _) => {}
+            (Some(Outcome::Removed), Kind::Lock) => t.removed_locks += 1,
+            (Some(Outcome::Removed), _) => t.removed_leftovers += 1,
+            (Some(Outcome::Repaired(_)), _) => t.repaired += 1,
+            (Some(Outcome::Rewritten(_)), _) => t.rewritten_states += 1,
+            (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
+            (Some(Outcome::Changed), _) => t.changed += 1,
+            (Some(Outcome::Held(_)), _) => t.held += 1,
+            (Some(Outcome::NeedsForce), _) => t.needs_force += 1,
+            (Some(_), _) => t.failed += 1,
+        }
     }
 
     /// Findings someone has to act on (errors aside).
@@ -186,8 +199,14 @@ impl Tally {
     }
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
     let settings = Config::default().resolve();
+    if let BackendChoice::Postgres(url) = backend {
+        return run_pg(&args, url, backend, &settings);
+    }
+    if args.dirs.is_empty() {
+        super::status::missing_dirs("doctor");
+    }
     let mut reports = Vec::new();
     let mut dir_errors = Vec::new();
     for dir in &args.dirs {
@@ -416,8 +435,19 @@ fn hint(args: &Args, t: &Tally) -> Option<String> {
 /// The text of a row's last column: what `--fix` would do, or did.
 fn plan(row: &Row<'_>, fixing: bool, force: bool) -> String {
     let f = row.finding;
-    let detail = &f.detail;
-    if let Some(o) = row.outcome {
+    plan_text(f.verdict, f.action, &f.detail, row.outcome, fixing, force)
+}
+
+/// [`plan`] of a finding's parts.
+fn plan_text(
+    verdict: Verdict,
+    action: Action,
+    detail: &str,
+    outcome: Option<&Outcome>,
+    fixing: bool,
+    force: bool,
+) -> String {
+    if let Some(o) = outcome {
         return match o {
             Outcome::Removed => format!("removed: {detail}"),
             Outcome::Repaired(_) | Outcome::Rewritten(_) => format!("repaired: {o}"),
@@ -427,7 +457,7 @@ fn plan(row: &Row<'_>, fixing: bool, force: bool) -> String {
             _ => format!("failed: {o}"),
         };
     }
-    let (would, did) = match (f.verdict, f.action) {
+    let (would, did) = match (verdict, action) {
         (Verdict::Error, _) => ("error", "error"),
         (_, Action::None) => ("needs you", "needs you"),
         (_, Action::Remove) => ("would remove", "not removed"),
@@ -503,6 +533,11 @@ fn summary(t: &Tally, fixing: bool) -> String {
         count(t.transcripts, "transcript", "transcripts"),
         count(t.leftovers, "leftover file", "leftover files"),
     );
+    summary_of(examined, t, fixing)
+}
+
+/// The summary line after its `examined ...` part.
+fn summary_of(examined: String, t: &Tally, fixing: bool) -> String {
     let verdicts: Vec<String> = VERDICTS
         .iter()
         .zip(t.verdicts)
@@ -668,6 +703,31 @@ struct SummaryJson {
     exit_code: u8,
 }
 
+fn summary_json(t: &Tally) -> SummaryJson {
+    let v = |verdict| t.verdicts[verdict_index(verdict)];
+    SummaryJson {
+        locks: t.locks,
+        transcripts: t.transcripts,
+        leftovers: t.leftovers,
+        ok: v(Verdict::Ok),
+        removable: v(Verdict::Removable),
+        repairable: v(Verdict::Repairable),
+        wait: v(Verdict::Wait),
+        report_only: v(Verdict::ReportOnly),
+        invalid: v(Verdict::Invalid),
+        error: v(Verdict::Error),
+        removed: t.removed_locks + t.removed_leftovers,
+        repaired: t.repaired + t.rewritten_states,
+        already_gone: t.already_gone,
+        changed: t.changed,
+        held: t.held,
+        needs_force: t.needs_force,
+        failed: t.failed,
+        need_attention: t.need_attention(),
+        exit_code: t.exit_code(),
+    }
+}
+
 fn finding_json(row: &Row<'_>) -> FindingJson {
     let f = row.finding;
     let holder = match &f.subject {
@@ -724,7 +784,6 @@ fn write_json(
             })
         })
         .collect();
-    let v = |verdict| t.verdicts[verdict_index(verdict)];
     let doc = DoctorJson {
         dirs: args
             .dirs
@@ -748,27 +807,281 @@ fn write_json(
                 reason: why.as_str(),
             })
             .collect(),
-        summary: SummaryJson {
-            locks: t.locks,
-            transcripts: t.transcripts,
-            leftovers: t.leftovers,
-            ok: v(Verdict::Ok),
-            removable: v(Verdict::Removable),
-            repairable: v(Verdict::Repairable),
-            wait: v(Verdict::Wait),
-            report_only: v(Verdict::ReportOnly),
-            invalid: v(Verdict::Invalid),
-            error: v(Verdict::Error),
-            removed: t.removed_locks + t.removed_leftovers,
-            repaired: t.repaired + t.rewritten_states,
-            already_gone: t.already_gone,
-            changed: t.changed,
-            held: t.held,
-            needs_force: t.needs_force,
-            failed: t.failed,
-            need_attention: t.need_attention(),
-            exit_code: t.exit_code(),
-        },
+        summary: summary_json(t),
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+// ------------------------------------------------------------ on PostgreSQL
+
+/// One lease's finding on a PostgreSQL server, and what `--fix` did.
+struct PgRow {
+    finding: doctor::LockFinding<PgKey, PgVersion>,
+    outcome: Option<Outcome>,
+}
+
+impl PgRow {
+    /// The session key and the lease's locator.
+    fn names(&self) -> (String, String) {
+        let locator = self.finding.lock.locator().to_string_lossy().into_owned();
+        match &self.finding.lock {
+            Explained::Lock(st) => (st.key.as_str().to_owned(), locator),
+            Explained::Unreadable { .. } => (locator.clone(), locator),
+        }
+    }
+}
+
+/// `doctor` on a PostgreSQL server: judges every held lease under the
+/// prefixes (all without one) and, with `--fix`, removes the reclaimable
+/// ones (dead holders; live holders past their lease only with `--force`)
+/// through the backend's compare-and-remove, never a live holder within its
+/// lease. Transcripts need no checks there: entries are rows, written whole
+/// or not at all, so there are no torn tails or leftover files.
+fn run_pg(
+    args: &Args,
+    url: &str,
+    choice: &BackendChoice,
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
+    let backend = pg_backend(url)?;
+    let prefixes: Vec<String> = if args.dirs.is_empty() {
+        vec![String::new()]
+    } else {
+        args.dirs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for prefix in &prefixes {
+        let found = block_on(doctor::examine_locks(&backend, prefix.as_str(), settings))?;
+        rows.extend(found.into_iter().map(|finding| PgRow {
+            finding,
+            outcome: None,
+        }));
+    }
+    if args.fix {
+        let opts = FixOptions::default().force(args.force);
+        for row in &mut rows {
+            if let Some(o) = pg_fix(&backend, &row.finding, &opts) {
+                row.outcome = Some(o);
+            }
+        }
+    }
+    let mut t = Tally {
+        locks: rows.len(),
+        ..Tally::default()
+    };
+    for r in &rows {
+        let f = &r.finding;
+        t.add(f.verdict, f.action, Kind::Lock, r.outcome.as_ref());
+    }
+    let examined = format!(
+        "examined {} on {}",
+        count(t.locks, "lease", "leases"),
+        backend.target()
+    );
+
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        write_pg_json(&mut out, &prefixes, &rows, &t)
+    } else {
+        write_pg_human(&mut out, args, &rows)
+            .and_then(|()| writeln!(out, "{}", summary_of(examined, &t, args.fix)))
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e).context("cannot write to stdout"),
+    }
+    drop(out);
+    if !args.json {
+        if let Some(h) = pg_hint(args, choice, &t) {
+            eprintln!();
+            eprintln!("hint: {h}");
+        }
+    }
+    Ok(ExitCode::from(t.exit_code()))
+}
+
+/// What `--fix` does with one lease: `None` when it leaves it alone
+/// without trying (nothing to fix).
+fn pg_fix(
+    backend: &PgBackend,
+    f: &doctor::LockFinding<PgKey, PgVersion>,
+    opts: &FixOptions,
+) -> Option<Outcome> {
+    let Explained::Lock(st) = &f.lock else {
+        return None;
+    };
+    if !f.verdict.is_fixable() {
+        return None;
+    }
+    Some(block_on(doctor::remove_lock(backend, st, opts)))
+}
+
+/// The doctor command line for these prefixes, for hints.
+fn pg_command(args: &Args, choice: &BackendChoice, fix: bool) -> String {
+    let mut s = format!(
+        "sessionlock --backend {} doctor",
+        shell_word(std::ffi::OsStr::new(&choice.to_string()))
+    );
+    for d in &args.dirs {
+        s.push(' ');
+        s.push_str(&shell_word(d.as_os_str()));
+    }
+    if fix {
+        s.push_str(" --fix");
+    }
+    s
+}
+
+/// The next step on a PostgreSQL server, if there is one.
+fn pg_hint(args: &Args, choice: &BackendChoice, t: &Tally) -> Option<String> {
+    let mut steps = Vec::new();
+    if t.would_remove_locks > 0 {
+        steps.push(format!(
+            "run `{}` to remove {}",
+            pg_command(args, choice, true),
+            count(t.would_remove_locks, "stale lease", "stale leases")
+        ));
+    }
+    if t.would_force + t.needs_force > 0 {
+        steps.push(format!(
+            "{} alive, only past the lease: `{} --force` removes them too (their later writes \
+             are fenced)",
+            count(t.would_force + t.needs_force, "holder is", "holders are"),
+            pg_command(args, choice, true),
+        ));
+    }
+    if t.held + t.changed > 0 {
+        steps.push(format!(
+            "{} changed or became held while the doctor worked: run `{}` again",
+            count(t.held + t.changed, "lease", "leases"),
+            pg_command(args, choice, false)
+        ));
+    }
+    (!steps.is_empty()).then(|| steps.join("; "))
+}
+
+fn write_pg_human(out: &mut impl Write, args: &Args, rows: &[PgRow]) -> io::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let header = [
+        "SESSION".to_owned(),
+        "EPOCH".to_owned(),
+        "VERDICT".to_owned(),
+        "REASONS".to_owned(),
+        if args.fix { "DONE" } else { "PLAN" }.to_owned(),
+    ];
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            let f = &r.finding;
+            let epoch = match &f.lock {
+                Explained::Lock(st) => st
+                    .holder
+                    .epoch
+                    .map_or_else(|| "-".to_owned(), |e| e.to_string()),
+                Explained::Unreadable { .. } => "-".to_owned(),
+            };
+            let reasons = if f.reasons.is_empty() {
+                "-".to_owned()
+            } else {
+                f.reasons.join(",")
+            };
+            [
+                output::escape(&r.names().0).into_owned(),
+                epoch,
+                f.verdict.as_str().to_owned(),
+                reasons,
+                output::escape(&plan_text(
+                    f.verdict,
+                    f.action,
+                    &f.detail,
+                    r.outcome.as_ref(),
+                    args.fix,
+                    args.force,
+                ))
+                .into_owned(),
+            ]
+        })
+        .collect();
+    let mut widths = [0usize; 4];
+    for r in std::iter::once(&header).chain(&table) {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&table) {
+        let mut line = String::new();
+        for (cell, w) in r.iter().zip(widths) {
+            line.push_str(cell);
+            line.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
+        }
+        line.push_str(&r[4]);
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `--json` on PostgreSQL: the file doctor's object, with key prefixes as
+/// `dirs`, each lease a `lock` finding (`path` its locator, `session` its
+/// key), and no transcripts or leftovers.
+fn write_pg_json(
+    out: &mut impl Write,
+    prefixes: &[String],
+    rows: &[PgRow],
+    t: &Tally,
+) -> io::Result<()> {
+    let findings = rows
+        .iter()
+        .map(|r| {
+            let f = &r.finding;
+            let (session, path) = r.names();
+            FindingJson {
+                kind: Kind::Lock.as_str(),
+                path,
+                path_hex: None,
+                session,
+                session_hex: None,
+                verdict: f.verdict.as_str(),
+                reasons: f.reasons.clone(),
+                holder: match &f.lock {
+                    Explained::Lock(st) => Some(HolderJson::of(st)),
+                    Explained::Unreadable { .. } => None,
+                },
+                action: f.action.as_str(),
+                detail: f.detail.clone(),
+                bytes: None,
+                age_ms: None,
+            }
+        })
+        .collect();
+    let fixed = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let o = r.outcome.as_ref()?;
+            Some(FixedJson {
+                finding: i,
+                kind: Kind::Lock.as_str(),
+                path: r.names().1,
+                outcome: o.as_str(),
+                detail: o.to_string(),
+                saved_to: None,
+            })
+        })
+        .collect();
+    let doc = DoctorJson {
+        dirs: prefixes.to_vec(),
+        findings,
+        fixed,
+        errors: Vec::new(),
+        openclaw_exposure: Vec::new(),
+        summary: summary_json(t),
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)

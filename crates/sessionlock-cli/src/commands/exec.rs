@@ -19,17 +19,20 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rustix::process::Signal;
 use sessionlock::config::parse_ms;
-use sessionlock::{Error, Guard, LockOptions, SessionLock};
+use sessionlock::{Error, Guard, LockBackend, LockOptions, SessionId, SessionLock};
+use sessionlock_lab::backend_choice::BackendChoice;
 
 use super::keeper::{Keeper, Signals};
-use super::lock::{busy_hint, parse_timeout, release, Budget, RootArg};
+use super::lock::{
+    busy_hint, parse_timeout, pg_key, pg_locks, pg_status_command, release, Budget, RootArg,
+};
 use crate::output::report;
 use crate::output::{escape_os, shell_word};
 use crate::proctree;
@@ -121,11 +124,71 @@ fn grace(max_hold: Duration) -> Duration {
     MAX_GRACE.min(max_hold / 2)
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let locks = args
-        .root
-        .session_lock()
-        .with_context(|| format!("cannot lock session {}", args.session.display()))?;
+pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
+    match backend {
+        BackendChoice::File => {
+            let locks = args
+                .root
+                .session_lock()
+                .with_context(|| format!("cannot lock session {}", args.session.display()))?;
+            let session = args.session.clone();
+            let dir = session
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_owned();
+            let shown = Shown {
+                session: session.display().to_string(),
+                busy_hint: Box::new(busy_hint),
+                lost_hint: format!(
+                    "another process took the lock over, or deleted or replaced its file \
+                     (OpenClaw, `doctor --fix`, rm); what {{name}} wrote after that was not \
+                     protected by the lock; run `sessionlock status {}` to see the holder",
+                    shell_word(dir.as_os_str())
+                ),
+            };
+            run_on(locks, session.as_path(), args, shown)
+        }
+        BackendChoice::Postgres(url) => {
+            let key = pg_key(&args.session, &args.root)?;
+            let locks = pg_locks(url)?;
+            let status = pg_status_command(backend, &key);
+            let busy = status.clone();
+            let shown = Shown {
+                session: key.clone(),
+                busy_hint: Box::new(move |_| format!("run `{busy}` to see the holder")),
+                lost_hint: format!(
+                    "its lease ended, this process lost its connection to the server, or \
+                     `doctor --fix` removed it, and another client may hold it now; what {{name}} \
+                     wrote after that was not protected by the lock; run `{status}` to see the holder"
+                ),
+            };
+            run_on(locks, key.as_str(), args, shown)
+        }
+    }
+}
+
+/// How a session and its lock's troubles are shown, per backend.
+struct Shown {
+    /// The session as the user named it.
+    session: String,
+    /// The hint for a lock someone else holds.
+    busy_hint: Box<dyn Fn(&Error) -> String>,
+    /// The hint for a lock lost while the command ran (`{name}` stands for
+    /// the command).
+    lost_hint: String,
+}
+
+/// Takes the lock of `session` from `locks` and runs the command under it.
+fn run_on<B: LockBackend>(
+    locks: SessionLock<B>,
+    session: &B::Name,
+    args: Args,
+    shown: Shown,
+) -> anyhow::Result<ExitCode>
+where
+    B::Name: AsRef<B::Name>,
+{
     let mut opts = locks.options().clone().lane(args.lane);
     if let Some(Budget(t)) = args.timeout_ms {
         opts = opts.timeout(t);
@@ -149,7 +212,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let keeper = Keeper::spawn(&args.command)?;
     let code = rt.block_on(hold_and_run(
         locks,
-        &args.session,
+        session,
+        &shown,
         opts,
         keeper,
         &mut sigs,
@@ -160,14 +224,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Takes the lock, runs the command under it and releases it; returns the
 /// exit code.
-async fn hold_and_run(
-    locks: SessionLock,
-    session: &std::path::Path,
+async fn hold_and_run<B: LockBackend>(
+    locks: SessionLock<B>,
+    session: &B::Name,
+    shown: &Shown,
     opts: LockOptions,
     mut keeper: Keeper,
     sigs: &mut Signals,
     command: &[OsString],
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<u8>
+where
+    B::Name: AsRef<B::Name>,
+{
     let acquired = tokio::select! {
         r = locks.acquire_async_with(session, &opts) => r,
         sig = sigs.term.next() => {
@@ -182,12 +250,12 @@ async fn hold_and_run(
                 .stop()
                 .context("cannot wait for the keeper process")?;
             if let e @ (Error::Timeout { .. } | Error::Stale { .. }) = e {
-                let hint = busy_hint(&e);
+                let hint = (shown.busy_hint)(&e);
                 report(&anyhow::Error::new(e), Some(&hint));
                 return Ok(1);
             }
             return Err(
-                anyhow::Error::new(e).context(format!("cannot lock session {}", session.display()))
+                anyhow::Error::new(e).context(format!("cannot lock session {}", shown.session))
             );
         }
     };
@@ -198,7 +266,7 @@ async fn hold_and_run(
     if let Err(e) = keeper.go(
         guard.epoch(),
         guard.lock_path().as_os_str(),
-        guard.session_path().as_os_str(),
+        guard.key().session(),
     ) {
         // The keeper died before it could run anything.
         let status = keeper
@@ -248,7 +316,8 @@ async fn hold_and_run(
         (None, Ok(())) => None,
     };
     if let Some((e, terminated)) = lost {
-        report_lost(e, terminated, &name, held, max_hold_ms, &lock_path);
+        let hint = shown.lost_hint.replace("{name}", &name);
+        report_lost(e, terminated, &name, held, max_hold_ms, &hint);
         return Ok(1);
     }
     if let Some(sig) = ended.forwarded {
@@ -305,9 +374,9 @@ impl Ended {
 /// Waits for the keeper (the command) to exit, forwarding termination
 /// signals, sending SIGTERM [`grace`] before the lease ends, and killing
 /// the command's whole tree at once if the lock is lost meanwhile.
-async fn supervise(
+async fn supervise<B: LockBackend>(
     keeper: &mut Keeper,
-    guard: &Guard,
+    guard: &Guard<B>,
     max_hold: Duration,
     sigs: &mut Signals,
 ) -> anyhow::Result<Ended> {
@@ -387,7 +456,11 @@ fn kill_tree(keeper: &Keeper) -> std::io::Result<()> {
 /// parent-death signal makes it kill the tree). Releasing it instead would
 /// let the next holder in while processes that ran under it may still run,
 /// for as long as they like.
-fn keep_lock(guard: Guard, killed: std::io::Result<()>, e: anyhow::Error) -> anyhow::Error {
+fn keep_lock<B: LockBackend>(
+    guard: Guard<B>,
+    killed: std::io::Result<()>,
+    e: anyhow::Error,
+) -> anyhow::Error {
     match killed {
         Ok(()) => {
             release(guard);
@@ -411,12 +484,8 @@ fn report_lost(
     name: &str,
     held_ms: u64,
     max_hold_ms: u128,
-    lock_path: &std::path::Path,
+    lost_hint: &str,
 ) {
-    let dir = lock_path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
     let overdue = u128::from(held_ms) >= max_hold_ms;
     let (what, hint) = if overdue && matches!(e, Error::Revoked { .. }) {
         (
@@ -437,12 +506,7 @@ fn report_lost(
             } else {
                 format!("lost the session lock before {name} exited")
             },
-            format!(
-                "another process took the lock over, or deleted or replaced its file \
-                 (OpenClaw, `doctor --fix`, rm); what {name} wrote after that was not \
-                 protected by the lock; run `sessionlock status {}` to see the holder",
-                shell_word(dir.as_os_str())
-            ),
+            lost_hint.to_owned(),
         )
     };
     report(&anyhow::Error::new(e).context(what), Some(&hint));

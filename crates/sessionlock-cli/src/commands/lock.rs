@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sessionlock::config::parse_ms;
-use sessionlock::{Error, Guard, SessionLock};
+use sessionlock::{Error, Guard, LockBackend, LockOptions, SessionLock};
+use sessionlock_lab::backend_choice::BackendChoice;
+use sessionlock_postgres::PgBackend;
 
 use crate::output::report;
 use crate::output::shell_word;
@@ -73,7 +75,7 @@ pub(crate) fn busy_hint(e: &Error) -> String {
 
 /// Releases the lock, reporting a failure, or a lock that was no longer ours
 /// by then. Returns whether all was well.
-pub(crate) fn release(guard: Guard) -> bool {
+pub(crate) fn release<B: LockBackend>(guard: Guard<B>) -> bool {
     let lock_path = guard.lock_path().to_owned();
     match guard.release() {
         Ok(()) => true,
@@ -100,5 +102,51 @@ pub(crate) fn release(guard: Guard) -> bool {
             );
             false
         }
+    }
+}
+
+/// Connects to the PostgreSQL server of `url` (blocking). The error names
+/// host and port, never the password.
+///
+/// # Errors
+/// `Backend` when the server cannot be reached or refuses us.
+pub(crate) fn pg_backend(url: &str) -> Result<PgBackend, Error> {
+    PgBackend::connect(url)
+}
+
+/// The lock manager on the PostgreSQL server of `url`, with the options of
+/// the environment.
+///
+/// # Errors
+/// As [`pg_backend`].
+pub(crate) fn pg_locks(url: &str) -> Result<SessionLock<PgBackend>, Error> {
+    Ok(SessionLock::with_backend(
+        pg_backend(url)?,
+        LockOptions::from_env(),
+    ))
+}
+
+/// The command that shows a PostgreSQL session's holder, for hints:
+/// `sessionlock --backend URL status KEY` (the URL without its password).
+pub(crate) fn pg_status_command(backend: &BackendChoice, key: &str) -> String {
+    format!(
+        "sessionlock --backend {} status {}",
+        shell_word(std::ffi::OsStr::new(&backend.to_string())),
+        shell_word(std::ffi::OsStr::new(key))
+    )
+}
+
+/// The session key a PostgreSQL command got as its session argument, and
+/// the refusal of `--root` (a file-system confinement) there.
+pub(crate) fn pg_key(session: &Path, root: &RootArg) -> anyhow::Result<String> {
+    if root.root.is_some() {
+        anyhow::bail!("--root confines session files to a directory; it has no meaning with a postgres backend");
+    }
+    match session.to_str() {
+        Some(k) => Ok(k.to_owned()),
+        None => anyhow::bail!(
+            "the session key {} is not UTF-8: keys on a postgres backend are strings",
+            crate::output::path(session)
+        ),
     }
 }

@@ -29,8 +29,14 @@ use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
 use sessionlock::reclaim::Action;
+use sessionlock::status::Explained;
 use sessionlock::status::{human_duration, openclaw_exposure, Exposure, LockStatus};
-use sessionlock::{Config, Error, Settings};
+use sessionlock::{Config, Error, SessionId as _, Settings};
+use sessionlock_lab::backend_choice::BackendChoice;
+use sessionlock_lab::testkit::block_on;
+use sessionlock_postgres::{PgKey, PgVersion};
+
+use super::lock::pg_backend;
 
 use crate::output::{
     self, hex_if_not_utf8, lease_left, report, warn_openclaw_exposure, HolderJson,
@@ -42,8 +48,9 @@ const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 #[derive(clap::Args)]
 pub(crate) struct Args {
     /// Directories holding session transcripts (`*.jsonl`) and their locks
-    /// (`*.jsonl.lock`); not searched recursively.
-    #[arg(value_name = "DIR", required = true)]
+    /// (`*.jsonl.lock`); not searched recursively. With a postgres
+    /// `--backend`: key prefixes instead (default: every lease).
+    #[arg(value_name = "DIR|PREFIX")]
     dirs: Vec<PathBuf>,
     /// Print a JSON array of objects instead of a table (with --watch, one
     /// array per line per refresh).
@@ -81,8 +88,14 @@ enum Found {
     Unreadable(Option<PathBuf>, anyhow::Error),
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
     let settings = Config::default().resolve();
+    if let BackendChoice::Postgres(url) = backend {
+        return run_pg(&args, url, &settings);
+    }
+    if args.dirs.is_empty() {
+        missing_dirs("status");
+    }
     if args.watch {
         return watch(&args, &settings);
     }
@@ -394,14 +407,23 @@ fn write_table(
     if rows.is_empty() && !header_always {
         return Ok(());
     }
-    let mut widths = HEADER.map(|h| h.chars().count());
-    for r in &rows {
+    write_rows(out, &HEADER, &rows)
+}
+
+/// Writes a header and rows, in aligned columns (the last one unpadded).
+fn write_rows<const N: usize>(
+    out: &mut impl Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for r in rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let header = HEADER.map(str::to_owned);
-    for r in std::iter::once(&header).chain(&rows) {
+    let header = header.map(str::to_owned);
+    for r in std::iter::once(&header).chain(rows) {
         let mut line = String::new();
         for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
             if i + 1 == r.len() {
@@ -417,7 +439,7 @@ fn write_table(
     Ok(())
 }
 
-fn row(s: &LockStatus, full_paths: bool) -> [String; 11] {
+fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
     let h = &s.holder;
     let dash = || "-".to_owned();
     let session = if full_paths {
@@ -468,4 +490,146 @@ fn row(s: &LockStatus, full_paths: bool) -> [String; 11] {
         action_name(s.action).to_owned(),
         reasons,
     ]
+}
+
+/// Exits as clap does when a required argument is missing: the file
+/// backend's `status` and `doctor` need directories.
+pub(crate) fn missing_dirs(command: &str) -> ! {
+    use clap::CommandFactory as _;
+    let _ = command;
+    crate::Cli::command()
+        .error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "the following required arguments were not provided:\n  <DIR|PREFIX>...\n\n\
+             (directories of session transcripts; with a postgres --backend, key prefixes, \
+             optional)",
+        )
+        .exit()
+}
+
+// ------------------------------------------------------------ on PostgreSQL
+
+/// A PostgreSQL lease, explained.
+type PgStatus = LockStatus<PgKey, PgVersion>;
+
+const PG_HEADER: [&str; 11] = [
+    "SESSION",
+    "PID",
+    "HOST",
+    "ALIVE",
+    "LANE/RUN",
+    "AGE",
+    "LEASE LEFT",
+    "EPOCH",
+    "EXPIRES (SERVER)",
+    "ACTION",
+    "REASONS",
+];
+
+/// One PostgreSQL lease in `--json` output. Field names are a stable
+/// interface (those of the file backend's rows where they mean the same).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PgLockJson {
+    /// The session key.
+    session: String,
+    /// `postgres://HOST:PORT/DATABASE/SCHEMA/KEY`.
+    lock_path: String,
+    #[serde(flatten)]
+    holder: HolderJson,
+    /// When the lease ends, on the server's clock.
+    expires_at: Option<String>,
+    /// The server's clock when the lease was read.
+    observed_at: String,
+    reasons: Vec<&'static str>,
+    action: &'static str,
+}
+
+impl PgLockJson {
+    fn new(s: &PgStatus) -> Self {
+        PgLockJson {
+            session: s.key.as_str().to_owned(),
+            lock_path: s.key.locator().to_string_lossy().into_owned(),
+            holder: HolderJson::of(s),
+            expires_at: s.lease_end.map(sessionlock::payload::format_time),
+            observed_at: sessionlock::payload::format_time(s.inspection.observed),
+            reasons: s.holder.reasons.iter().map(|r| r.as_str()).collect(),
+            action: action_name(s.action),
+        }
+    }
+}
+
+/// `status` on a PostgreSQL server: every lease whose key starts with one
+/// of the prefixes (all of them without one).
+fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCode> {
+    if args.watch {
+        anyhow::bail!("--watch is not supported with a postgres backend yet; run status again");
+    }
+    let backend = pg_backend(url)?;
+    let prefixes: Vec<String> = if args.dirs.is_empty() {
+        vec![String::new()]
+    } else {
+        args.dirs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    };
+    let mut found: Vec<PgStatus> = Vec::new();
+    let mut failed = false;
+    for prefix in &prefixes {
+        let listed = block_on(sessionlock::status::list(
+            &backend,
+            prefix.as_str(),
+            settings,
+        ))?;
+        for entry in listed {
+            match entry {
+                Explained::Lock(st) => found.push(*st),
+                Explained::Unreadable { error, .. } => {
+                    failed = true;
+                    report(&anyhow::Error::new(error), None);
+                }
+            }
+        }
+    }
+    if found.is_empty() && !args.json {
+        eprintln!(
+            "no session leases held on {}{}",
+            backend.target(),
+            if prefixes.iter().any(|p| !p.is_empty()) {
+                " under the given prefixes"
+            } else {
+                ""
+            }
+        );
+    }
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        let rows: Vec<PgLockJson> = found.iter().map(PgLockJson::new).collect();
+        serde_json::to_writer_pretty(&mut out, &rows)
+            .map_err(io::Error::other)
+            .and_then(|()| writeln!(out))
+    } else if found.is_empty() {
+        Ok(())
+    } else {
+        let rows: Vec<[String; 11]> = found.iter().map(pg_row).collect();
+        write_rows(&mut out, &PG_HEADER, &rows)
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(e).context("cannot write to stdout"),
+    }
+    Ok(exit_code(failed))
+}
+
+/// A lease's table row: the file table's, with the key as the session and
+/// the lease's end on the server's clock instead of the owner.
+pub(crate) fn pg_row(s: &PgStatus) -> [String; 11] {
+    let mut r = row(s, true);
+    r[0] = output::escape(s.key.as_str()).into_owned();
+    r[8] = s
+        .lease_end
+        .map_or_else(|| "-".to_owned(), sessionlock::payload::format_time);
+    r
 }

@@ -13,9 +13,15 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use sessionlock::transcript::{Durability, RawEntries, Reader, TornTail};
-use sessionlock::{Error, Guard, LockBackend, SessionLock};
+use sessionlock::{Error, Guard, LockBackend, SessionLock, StoreBackend, TranscriptStore};
 
-use super::lock::{busy_hint, parse_timeout, release, Budget, RootArg};
+use sessionlock_lab::backend_choice::BackendChoice;
+use sessionlock_lab::testkit::block_on;
+use sessionlock_postgres::{PgBackend, PgStore};
+
+use super::lock::{
+    busy_hint, parse_timeout, pg_key, pg_locks, pg_status_command, release, Budget, RootArg,
+};
 use crate::output::report;
 use crate::output::{self, shell_word};
 
@@ -175,16 +181,25 @@ where
     move |e| Failure::error(anyhow::Error::new(e).context(what))
 }
 
-pub(crate) fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
-    finish(run_append(args))
+pub(crate) fn append(args: AppendArgs, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
+    match backend {
+        BackendChoice::File => finish(run_append(args)),
+        BackendChoice::Postgres(url) => finish(pg_append(args, url, backend)),
+    }
 }
 
-pub(crate) fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
-    finish(run_read(args))
+pub(crate) fn read(args: ReadArgs, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
+    match backend {
+        BackendChoice::File => finish(run_read(args)),
+        BackendChoice::Postgres(url) => finish(pg_read(args, url, backend)),
+    }
 }
 
-pub(crate) fn repair(args: RepairArgs) -> anyhow::Result<ExitCode> {
-    finish(run_repair(args))
+pub(crate) fn repair(args: RepairArgs, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
+    match backend {
+        BackendChoice::File => finish(run_repair(args)),
+        BackendChoice::Postgres(url) => finish(pg_repair(args, url)),
+    }
 }
 
 /// `append`'s summary with `--json`. Field names are a stable interface.
@@ -602,6 +617,150 @@ fn lock(
             e,
         )),
     }
+}
+
+// ------------------------------------------------------------ on PostgreSQL
+
+/// The lock manager on the server, or why not (exit 2).
+fn pg_manager(url: &str) -> Result<SessionLock<PgBackend>, Failure> {
+    pg_locks(url).map_err(Failure::error)
+}
+
+/// The session key from the session argument, or why not (exit 2).
+fn pg_session(session: &Path, root: &RootArg) -> Result<String, Failure> {
+    pg_key(session, root).map_err(Failure::error)
+}
+
+/// Opens the transcript of `key` on the server.
+fn pg_store(locks: &SessionLock<PgBackend>, key: &str) -> Result<PgStore, Failure> {
+    let what = || format!("cannot open transcript {key}");
+    let k = locks.backend().key_of(key).map_err(context(what()))?;
+    block_on(locks.backend().open_store(&k)).map_err(context(what()))
+}
+
+/// Takes the lock of `key` on the server; someone else holding it is a
+/// finding (exit 1).
+fn pg_lock(
+    locks: &SessionLock<PgBackend>,
+    key: &str,
+    args: &LockArgs,
+    backend: &BackendChoice,
+) -> Result<Guard<PgBackend>, Failure> {
+    let mut opts = locks.options().clone().lane(args.lane.clone());
+    if let Some(Budget(t)) = args.timeout_ms {
+        opts = opts.timeout(t);
+    }
+    match locks.acquire_with(key, &opts) {
+        Ok(g) => Ok(g),
+        Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => Err(Failure {
+            err: anyhow::Error::new(e),
+            hint: Some(format!(
+                "run `{}` to see the holder",
+                pg_status_command(backend, key)
+            )),
+            code: 1,
+        }),
+        Err(e) => Err(context(format!("cannot lock session {key}"))(e)),
+    }
+}
+
+fn pg_append(args: AppendArgs, url: &str, backend: &BackendChoice) -> Result<ExitCode, Failure> {
+    let key = pg_session(&args.session, &args.lock.root)?;
+    let entries = if args.entries.is_empty() {
+        if io::stdin().is_terminal() {
+            eprintln!("reading entries from stdin, one JSON value per line (end with Ctrl-D)");
+        }
+        entries_from_lines(io::stdin().lock(), MAX_INPUT_BYTES)?
+    } else {
+        entries_from_args(&args.entries)?
+    };
+    if entries.is_empty() {
+        return Err(
+            Failure::error(anyhow::anyhow!("no entries to append")).hint(
+                "pass entries with --entry JSON (repeatable), or one JSON value per line on stdin",
+            ),
+        );
+    }
+    let locks = pg_manager(url)?;
+    let mut store = pg_store(&locks, &key)?;
+    let guard = pg_lock(&locks, &key, &args.lock, backend)?;
+    let epoch = guard.epoch();
+    let written = block_on(guard.store_append(&mut store, &entries, args.durability.into()))
+        .map_err(|e| write_failure(e, "cannot append to the transcript"));
+    let released = release(guard);
+    let a = written?;
+    let (offset, bytes) = (a.offset, a.len);
+    let line = if args.json {
+        serde_json::to_string(&AppendedJson {
+            entries: entries.len(),
+            bytes,
+            offset,
+            epoch,
+        })
+        .map_err(context("cannot format the summary".to_owned()))?
+    } else {
+        let noun = if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        };
+        format!(
+            "appended {} {noun} ({bytes} bytes) at offset {offset}, epoch {epoch}",
+            entries.len()
+        )
+    };
+    print_line(&line)?;
+    Ok(ExitCode::from(if released { 0 } else { 2 }))
+}
+
+fn pg_read(args: ReadArgs, url: &str, backend: &BackendChoice) -> Result<ExitCode, Failure> {
+    let key = pg_session(&args.session, &args.root)?;
+    let locks = pg_manager(url)?;
+    let store = pg_store(&locks, &key)?;
+    let read = block_on(store.read()).map_err(context(format!("cannot read transcript {key}")))?;
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    for value in read.entries.iter().skip(args.from) {
+        let line =
+            serde_json::to_string(value).map_err(context("cannot format an entry".to_owned()))?;
+        if let Err(e) = out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+        {
+            return stdout_error(e);
+        }
+    }
+    if !flush(&mut out)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match read.torn {
+        None => Ok(ExitCode::SUCCESS),
+        Some(torn) => {
+            eprintln!(
+                "warning: torn final entry at {} ({} bytes) — run `{}`",
+                torn.offset,
+                torn.len,
+                pg_status_command(backend, &key).replacen(" status ", " repair ", 1)
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn pg_repair(args: RepairArgs, url: &str) -> Result<ExitCode, Failure> {
+    let key = pg_session(&args.session, &args.lock.root)?;
+    let backend = BackendChoice::Postgres(url.to_owned());
+    let locks = pg_manager(url)?;
+    let mut store = pg_store(&locks, &key)?;
+    let guard = pg_lock(&locks, &key, &args.lock, &backend)?;
+    let repaired = block_on(guard.store_repair(&mut store))
+        .map_err(|e| write_failure(e, "cannot repair the transcript"));
+    let released = release(guard);
+    let line = match repaired? {
+        Some(torn) => format!("repaired: {}", moved(&torn)),
+        None => "nothing to repair: the transcript ends with a complete entry".to_owned(),
+    };
+    print_line(&line)?;
+    Ok(ExitCode::from(if released { 0 } else { 2 }))
 }
 
 #[cfg(test)]

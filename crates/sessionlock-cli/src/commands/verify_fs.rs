@@ -7,6 +7,7 @@
 //! Exit codes: 0 when no check failed (fallbacks are fine), 1 when one did,
 //! 2 when the directory could not be checked at all.
 
+use sessionlock_lab::backend_choice::BackendChoice;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +32,17 @@ pub(crate) struct Args {
     json: bool,
 }
 
-pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
+    if !backend.is_file() {
+        report(
+            &anyhow::anyhow!(
+                "verify-fs checks a directory's file system, so it runs on the file backend only \
+                 (the backend is {backend})"
+            ),
+            Some("run it without --backend (and with SESSIONLOCK_BACKEND unset or `file`)"),
+        );
+        return Ok(ExitCode::from(2));
+    }
     let checks = match fscheck::verify(&args.dir) {
         Ok(checks) => checks,
         Err(e) => {
