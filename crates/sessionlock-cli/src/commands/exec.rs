@@ -40,8 +40,15 @@ use crate::proctree;
 const AFTER_HELP: &str = "\
 The command runs with these variables set:
   SESSIONLOCK_EPOCH      the fencing epoch of this acquisition
-  SESSIONLOCK_LOCK_PATH  the lock file
-  SESSIONLOCK_SESSION    the canonical session file
+  SESSIONLOCK_LOCK_PATH  the lock file (postgres: the lease's locator,
+                         postgres://HOST:PORT/DB/SCHEMA/KEY)
+  SESSIONLOCK_SESSION    the canonical session file (postgres: the key)
+
+With a postgres --backend, exec itself holds the lease on the server
+(through its liveness connection) and everything below holds the same way:
+if exec dies or loses its connection, the lease is reclaimable at once and
+the keeper kills the command; a lease revoked (max hold, connection lost,
+removed by `doctor --fix`) kills the command at once.
 
 The command does not run on without the lock:
   - It runs in its own process group, under a keeper process. If exec dies
@@ -81,7 +88,8 @@ Exit status:
 #[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
     /// The session transcript (e.g. `sessions/abc.jsonl`); its lock is
-    /// `<file>.lock`. Neither needs to exist.
+    /// `<file>.lock`. Neither needs to exist. With a postgres --backend:
+    /// the session key (e.g. `agent:main:42`).
     #[arg(value_name = "SESSION_FILE")]
     session: PathBuf,
     /// How long to wait for the lock, in milliseconds, or `Infinity`

@@ -83,7 +83,8 @@ pub(crate) struct LockArgs {
 #[command(after_help = APPEND_AFTER_HELP)]
 pub(crate) struct AppendArgs {
     /// The session transcript (e.g. `sessions/abc.jsonl`); created if
-    /// missing. Its lock is `<file>.lock`.
+    /// missing. Its lock is `<file>.lock`. With a postgres --backend: the
+    /// session key (e.g. `agent:main:42`).
     #[arg(value_name = "SESSION_FILE")]
     session: PathBuf,
     /// An entry to append: one JSON value (repeatable, appended in order).
@@ -96,7 +97,8 @@ pub(crate) struct AppendArgs {
     durability: DurabilityArg,
     #[command(flatten)]
     lock: LockArgs,
-    /// Print the summary as a JSON object (entries, bytes, offset, epoch).
+    /// Print the summary as a JSON object (entries, bytes, offset, epoch;
+    /// with a postgres --backend, offset is the first entry's number).
     #[arg(long)]
     json: bool,
 }
@@ -104,7 +106,8 @@ pub(crate) struct AppendArgs {
 #[derive(clap::Args)]
 #[command(after_help = READ_AFTER_HELP)]
 pub(crate) struct ReadArgs {
-    /// The session transcript.
+    /// The session transcript (with a postgres --backend: the session key;
+    /// entries are printed as compact JSON).
     #[arg(value_name = "SESSION_FILE")]
     session: PathBuf,
     /// Skip the first N entries.
@@ -117,7 +120,7 @@ pub(crate) struct ReadArgs {
 #[derive(clap::Args)]
 #[command(after_help = REPAIR_AFTER_HELP)]
 pub(crate) struct RepairArgs {
-    /// The session transcript.
+    /// The session transcript (with a postgres --backend: the session key).
     #[arg(value_name = "SESSION_FILE")]
     session: PathBuf,
     #[command(flatten)]
@@ -688,8 +691,10 @@ fn pg_append(args: AppendArgs, url: &str, backend: &BackendChoice) -> Result<Exi
     let written = block_on(guard.store_append(&mut store, &entries, args.durability.into()))
         .map_err(|e| write_failure(e, "cannot append to the transcript"));
     let released = release(guard);
-    let a = written?;
-    let (offset, bytes) = (a.offset, a.len);
+    // The store counts in entries: `offset` is the first entry's sequence
+    // number; the bytes are those of the batch.
+    let offset = written?.offset;
+    let bytes = entries.as_bytes().len() as u64;
     let line = if args.json {
         serde_json::to_string(&AppendedJson {
             entries: entries.len(),
@@ -705,7 +710,7 @@ fn pg_append(args: AppendArgs, url: &str, backend: &BackendChoice) -> Result<Exi
             "entries"
         };
         format!(
-            "appended {} {noun} ({bytes} bytes) at offset {offset}, epoch {epoch}",
+            "appended {} {noun} ({bytes} bytes) at entry {offset}, epoch {epoch}",
             entries.len()
         )
     };
