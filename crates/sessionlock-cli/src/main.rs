@@ -56,12 +56,15 @@ impl Command {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show every session lock in the given directories.
+    /// Show every session lock in the given directories (with a postgres
+    /// --backend: every lease, or those whose key starts with PREFIX).
     Status(status::Args),
     /// Explain every lock and transcript in the given directories, and with
-    /// --fix remove what is safe to remove and repair torn tails.
+    /// --fix remove what is safe to remove and repair torn tails (with a
+    /// postgres --backend: the leases, --fix removing only reclaimable ones).
     Doctor(doctor::Args),
-    /// Check that a directory's file system gives what sessionlock relies on.
+    /// Check that a directory's file system gives what sessionlock relies on
+    /// (file backend only).
     VerifyFs(verify_fs::Args),
     /// Run a command while holding a session's lock (like flock(1)).
     Exec(exec::Args),
