@@ -496,15 +496,18 @@ fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
 /// backend's `status` and `doctor` need directories.
 pub(crate) fn missing_dirs(command: &str) -> ! {
     use clap::CommandFactory as _;
-    let _ = command;
-    crate::Cli::command()
-        .error(
-            clap::error::ErrorKind::MissingRequiredArgument,
-            "the following required arguments were not provided:\n  <DIR|PREFIX>...\n\n\
+    let mut cli = crate::Cli::command();
+    cli.build();
+    let mut cmd = cli
+        .find_subcommand_mut(command)
+        .map_or_else(crate::Cli::command, |c| c.clone());
+    cmd.error(
+        clap::error::ErrorKind::MissingRequiredArgument,
+        "the following required arguments were not provided:\n  <DIR|PREFIX>...\n\n\
              (directories of session transcripts; with a postgres --backend, key prefixes, \
              optional)",
-        )
-        .exit()
+    )
+    .exit()
 }
 
 // ------------------------------------------------------------ on PostgreSQL
