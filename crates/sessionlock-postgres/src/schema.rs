@@ -4,12 +4,13 @@
 //! - `meta`: one row, the schema's version.
 //! - `leases`: one row per session key, never deleted: the last epoch
 //!   issued, whether a lease is published and by whom, its expiry on the
-//!   server's clock, and the transcript's sequence, edit count and digest.
+//!   server's clock, and the transcript's sequence, size in bytes (as
+//!   JSONL: each line and its newline), edit count and digest.
 //! - `entries`: the transcripts, one row per entry, keyed by session and a
 //!   gapless sequence.
 //!
-//! Triggers on `entries` keep the lease row's `next_seq`, `edits` and
-//! `digest` true whoever writes the table (sessionlock or a foreign hand),
+//! Triggers on `entries` keep the lease row's `next_seq`, `bytes`, `edits`
+//! and `digest` true whoever writes the table (sessionlock or a foreign hand),
 //! so that a fence snapshot is one row read and its check O(appended).
 //!
 //! Migration runs in one transaction under a transaction-level advisory
@@ -57,6 +58,7 @@ CREATE TABLE {s}.leases (
     expires_at timestamptz,
     max_hold_ms bigint,
     next_seq bigint NOT NULL DEFAULT 0,
+    bytes bigint NOT NULL DEFAULT 0,
     edits bigint NOT NULL DEFAULT 0,
     digest numeric NOT NULL DEFAULT 0
 );
@@ -74,8 +76,10 @@ CREATE FUNCTION {s}.entries_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE {s}.leases l
        SET next_seq = greatest(l.next_seq, x.top + 1),
+           bytes = l.bytes + x.b,
            digest = mod(l.digest + x.h, {m})
-      FROM (SELECT n.session, max(n.seq) AS top, sum({h_new}) AS h
+      FROM (SELECT n.session, max(n.seq) AS top, sum({h_new}) AS h,
+                   sum(octet_length(n.line) + 1) AS b
               FROM new_rows n GROUP BY n.session) x
      WHERE l.id = x.session;
     RETURN NULL;
@@ -84,9 +88,11 @@ CREATE FUNCTION {s}.entries_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE {s}.leases l
        SET next_seq = coalesce((SELECT max(e.seq) + 1 FROM {s}.entries e WHERE e.session = l.id), 0),
+           bytes = l.bytes - x.b,
            digest = mod(mod(l.digest - x.h, {m}) + {m}, {m}),
            edits = l.edits + 1
-      FROM (SELECT o.session, sum({h_old}) AS h FROM old_rows o GROUP BY o.session) x
+      FROM (SELECT o.session, sum({h_old}) AS h, sum(octet_length(o.line) + 1) AS b
+              FROM old_rows o GROUP BY o.session) x
      WHERE l.id = x.session;
     RETURN NULL;
 END $$;
@@ -94,19 +100,20 @@ CREATE FUNCTION {s}.entries_updated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE {s}.leases l
        SET digest = mod(mod(l.digest + x.h, {m}) + {m}, {m}),
+           bytes = l.bytes + x.b,
            next_seq = coalesce((SELECT max(e.seq) + 1 FROM {s}.entries e WHERE e.session = l.id), 0),
            edits = l.edits + 1
-      FROM (SELECT d.session, sum(d.h) AS h FROM (
-                SELECT n.session, {h_new} AS h FROM new_rows n
+      FROM (SELECT d.session, sum(d.h) AS h, sum(d.b) AS b FROM (
+                SELECT n.session, {h_new} AS h, octet_length(n.line) + 1 AS b FROM new_rows n
                 UNION ALL
-                SELECT o.session, -{h_old} AS h FROM old_rows o) d
+                SELECT o.session, -{h_old} AS h, -(octet_length(o.line) + 1) AS b FROM old_rows o) d
              GROUP BY d.session) x
      WHERE l.id = x.session;
     RETURN NULL;
 END $$;
 CREATE FUNCTION {s}.entries_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE {s}.leases SET next_seq = 0, digest = 0, edits = edits + 1;
+    UPDATE {s}.leases SET next_seq = 0, bytes = 0, digest = 0, edits = edits + 1;
     RETURN NULL;
 END $$;
 CREATE TRIGGER entries_inserted AFTER INSERT ON {s}.entries

@@ -117,17 +117,20 @@ impl Sql {
                      AND l.held AND l.expires_at > clock_timestamp() FOR SHARE"
             ),
             append: format!(
-                "WITH l AS (SELECT id, next_seq FROM {s}.leases \
+                "WITH l AS (SELECT id, next_seq, bytes FROM {s}.leases \
                      WHERE key = $1 AND epoch = $2 AND token = $3 AND held \
                          AND expires_at > clock_timestamp() FOR UPDATE) \
                  INSERT INTO {s}.entries (session, seq, line, batch) \
                  SELECT l.id, l.next_seq + t.ord - 1, t.line, $5 \
                  FROM l, unnest($4::text[]) WITH ORDINALITY AS t(line, ord) \
-                 RETURNING seq"
+                 RETURNING seq, (SELECT bytes FROM l)"
             ),
             batch_landed: format!(
-                "SELECT min(e.seq), count(*) FROM {s}.entries e JOIN {s}.leases l ON l.id = e.session \
-                 WHERE l.key = $1 AND e.batch = $2"
+                "SELECT b.first, (SELECT coalesce(sum(octet_length(x.line) + 1), 0)::bigint \
+                     FROM {s}.entries x WHERE x.session = b.session AND x.seq < b.first) \
+                 FROM (SELECT l.id AS session, min(e.seq) AS first \
+                     FROM {s}.entries e JOIN {s}.leases l ON l.id = e.session \
+                     WHERE l.key = $1 AND e.batch = $2 GROUP BY l.id) b"
             ),
             lock_for_write: format!(
                 "SELECT l.id, l.next_seq FROM {s}.leases l WHERE l.key = $1 AND l.epoch = $2 \
@@ -140,7 +143,7 @@ impl Sql {
                  SELECT $1, $2 + t.ord - 1, t.line, $4 FROM unnest($3::text[]) WITH ORDINALITY AS t(line, ord)"
             ),
             counters: format!(
-                "SELECT l.next_seq, l.edits, l.digest::text, l.epoch FROM {s}.leases l WHERE l.key = $1"
+                "SELECT l.next_seq, l.edits, l.digest::text, l.epoch, l.bytes FROM {s}.leases l WHERE l.key = $1"
             ),
             entries_from: format!(
                 "SELECT e.seq, e.line FROM {s}.entries e JOIN {s}.leases l ON l.id = e.session \

@@ -5,7 +5,9 @@
 //! lease's epoch, holder and expiry in the same statement or transaction
 //! as the change, so a reclaim (which updates that row) either waits for
 //! the write to commit or makes it insert nothing. Offsets and ranges the
-//! store reports ([`Appended`], [`Change::Benign`]) are sequence numbers.
+//! store reports ([`Appended`], [`Change::Benign`], takeover offsets) are
+//! in bytes of the transcript as JSONL (each entry's line and its newline),
+//! as for every store; the lease row keeps the size.
 //!
 //! Appends are idempotent: each carries a random batch id, and a retry
 //! after a connection lost during COMMIT first asks whether the batch
@@ -49,6 +51,8 @@ pub struct PgSnapshot {
     pub epoch: u64,
     /// The next sequence number (the number of entries, gapless).
     pub next_seq: i64,
+    /// The transcript's size in bytes, as JSONL.
+    pub bytes: i64,
     /// How many in-place edits, deletions and rewrites there have been.
     pub edits: i64,
     /// The sum of the entries' hashes (with their sequence), mod 2^64.
@@ -118,21 +122,20 @@ async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, 
     let (epoch, token) = lease.epoch_token();
     let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
     let batch = random_hex();
-    let n = lines.len() as u64;
+    let n: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
     let mut retried = false;
     loop {
         let client = s.client("append to a transcript on").await?;
         if retried {
             // Did the attempt whose COMMIT we lost land?
-            let row = client
-                .query_one(&s.sql.batch_landed, &[&key.as_str(), &batch])
+            let landed = client
+                .query_opt(&s.sql.batch_landed, &[&key.as_str(), &batch])
                 .await
                 .map_err(|e| pg_error("append to a transcript on", s.target(), e))?;
-            let count: i64 = row.get(1);
-            if count > 0 {
-                let first: i64 = row.get(0);
+            if let Some(row) = landed {
+                let before: i64 = row.get(1);
                 return Ok(Appended {
-                    offset: u64::try_from(first).unwrap_or(0),
+                    offset: u64::try_from(before).unwrap_or(0),
                     len: n,
                 });
             }
@@ -141,7 +144,7 @@ async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, 
             lease.state(&client).await?;
             let c = counters(&s, &key).await?;
             return Ok(Appended {
-                offset: u64::try_from(c.next_seq).unwrap_or(0),
+                offset: u64::try_from(c.bytes).unwrap_or(0),
                 len: 0,
             });
         }
@@ -154,9 +157,10 @@ async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, 
         {
             Ok(rows) if rows.is_empty() => return Err(lease.refusal(&client).await),
             Ok(rows) => {
-                let first: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).min().unwrap_or(0);
+                // The size before the batch, the same on every row.
+                let before: i64 = rows[0].get(1);
                 return Ok(Appended {
-                    offset: u64::try_from(first).unwrap_or(0),
+                    offset: u64::try_from(before).unwrap_or(0),
                     len: n,
                 });
             }
@@ -222,10 +226,12 @@ async fn counters(s: &Shared, key: &PgKey) -> Result<PgSnapshot, Error> {
             edits: r.get(1),
             digest: r.get(2),
             epoch: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+            bytes: r.get(4),
         },
         None => PgSnapshot {
             epoch: 0,
             next_seq: 0,
+            bytes: 0,
             edits: 0,
             digest: "0".to_owned(),
         },
@@ -300,15 +306,16 @@ impl TranscriptStore<PgBackend> for PgStore {
                 .await
                 .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
             let mut entries = Vec::with_capacity(rows.len());
+            let mut offset = 0;
             for row in rows {
-                let seq: i64 = row.get(0);
                 let line: &str = row.get(1);
                 let value: Value = serde_json::from_str(line).map_err(|e| Error::InvalidEntry {
                     path: path.clone(),
-                    offset: u64::try_from(seq).unwrap_or(0),
+                    offset,
                     reason: e.to_string(),
                 })?;
                 entries.push(value);
+                offset += line.len() as u64 + 1;
             }
             Ok(Read {
                 entries,
@@ -342,7 +349,11 @@ impl TranscriptStore<PgBackend> for PgStore {
                 // Something was edited, deleted or rewritten in place: only a
                 // byte-identical result is harmless.
                 let kind = if same {
-                    return Ok(Err(Change::Unchanged));
+                    let size = u64::try_from(now.bytes).unwrap_or(0);
+                    return Ok(Err(Change::Benign {
+                        entries: Vec::new(),
+                        range: size..size,
+                    }));
                 } else if now.next_seq == 0 && snap.next_seq > 0 {
                     Takeover::Deleted
                 } else if now.next_seq < snap.next_seq {
@@ -365,17 +376,18 @@ impl TranscriptStore<PgBackend> for PgStore {
                 .query(&s.sql.entries_from, &[&key.as_str(), &snap.next_seq])
                 .await
                 .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
-            let lines: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            Ok(Ok((lines, snap.next_seq, now.next_seq)))
+            let lines: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+            Ok(Ok((lines, snap.bytes)))
         });
         async move {
-            let (lines, from, to) = match appended.await? {
+            let (lines, from) = match appended.await? {
                 Err(change) => return Ok(change),
                 Ok(found) => found,
             };
+            let from = u64::try_from(from).unwrap_or(0);
+            let mut offset = from;
             let mut entries = Vec::with_capacity(lines.len());
-            for (seq, line) in lines {
-                let offset = u64::try_from(seq).unwrap_or(0);
+            for line in lines {
                 let Ok(value) = serde_json::from_str::<Value>(&line) else {
                     return Ok(Change::Takeover(Takeover::IncompleteAppend { offset }));
                 };
@@ -383,10 +395,11 @@ impl TranscriptStore<PgBackend> for PgStore {
                     return Ok(Change::Takeover(Takeover::ForeignEntry { offset }));
                 }
                 entries.push(value);
+                offset += line.len() as u64 + 1;
             }
             Ok(Change::Benign {
                 entries,
-                range: u64::try_from(from).unwrap_or(0)..u64::try_from(to).unwrap_or(0),
+                range: from..offset,
             })
         }
     }
