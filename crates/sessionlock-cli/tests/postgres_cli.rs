@@ -111,7 +111,8 @@ fn append_then_read_round_trips_entries() {
     assert_eq!(o.status.code(), Some(0), "append: {}", stderr(&o));
     let summary: Value = serde_json::from_str(&stdout(&o)).expect("append --json");
     assert_eq!(summary["entries"], 1);
-    assert_eq!(summary["offset"], 2, "the third entry: {summary}");
+    // After the two entries' lines (31 + 6 bytes with their newlines).
+    assert_eq!(summary["offset"], 37, "the third entry: {summary}");
     assert!(
         summary["epoch"].as_u64().is_some_and(|e| e > 0),
         "{summary}"

@@ -97,8 +97,7 @@ pub(crate) struct AppendArgs {
     durability: DurabilityArg,
     #[command(flatten)]
     lock: LockArgs,
-    /// Print the summary as a JSON object (entries, bytes, offset, epoch;
-    /// with a postgres --backend, offset is the first entry's number).
+    /// Print the summary as a JSON object (entries, bytes, offset, epoch).
     #[arg(long)]
     json: bool,
 }
@@ -691,8 +690,8 @@ fn pg_append(args: AppendArgs, url: &str, backend: &BackendChoice) -> Result<Exi
     let written = block_on(guard.store_append(&mut store, &entries, args.durability.into()))
         .map_err(|e| write_failure(e, "cannot append to the transcript"));
     let released = release(guard);
-    // The store counts in entries: `offset` is the first entry's sequence
-    // number; the bytes are those of the batch.
+    // As for files: `offset` is where the batch starts in the transcript
+    // as JSONL, in bytes; the bytes are those of the batch.
     let offset = written?.offset;
     let bytes = entries.as_bytes().len() as u64;
     let line = if args.json {
@@ -710,7 +709,7 @@ fn pg_append(args: AppendArgs, url: &str, backend: &BackendChoice) -> Result<Exi
             "entries"
         };
         format!(
-            "appended {} {noun} ({bytes} bytes) at entry {offset}, epoch {epoch}",
+            "appended {} {noun} ({bytes} bytes) at offset {offset}, epoch {epoch}",
             entries.len()
         )
     };
