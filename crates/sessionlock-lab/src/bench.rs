@@ -60,6 +60,8 @@ use sessionlock::LockOptions;
 
 use crate::worker::{self, field, ms_between, DurabilityArg};
 
+mod pg;
+
 /// Which figures to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Only {
@@ -131,6 +133,29 @@ pub struct Args {
     /// Print the figures as JSON (see the module docs for the shape).
     #[arg(long)]
     json: bool,
+    /// PostgreSQL (`--backend URL`): durable commits and `SELECT 1` round
+    /// trips measured for the server's floor.
+    #[arg(long, default_value_t = 200)]
+    pg_floor: usize,
+    /// PostgreSQL: uncontended acquire+release cycles.
+    #[arg(long, default_value_t = 300)]
+    pg_cycles: usize,
+    /// PostgreSQL: cross-process hand-off trials.
+    #[arg(long, default_value_t = 30)]
+    pg_handoffs: usize,
+    /// PostgreSQL: SIGKILL trials.
+    #[arg(long, default_value_t = 5)]
+    pg_kills: usize,
+    /// PostgreSQL: trials of a holder SIGSTOPped past its lease.
+    #[arg(long, default_value_t = 3)]
+    pg_stops: usize,
+    /// PostgreSQL: lease of the stopped holder, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pg_lease_ms: u64,
+    /// PostgreSQL: entries appended per throughput configuration (split
+    /// across the writers, in whole turns).
+    #[arg(long, default_value_t = 2000)]
+    pg_append_entries: u32,
 }
 
 /// Summary of one measured quantity, in milliseconds.
@@ -656,8 +681,20 @@ fn print_throughput(rows: &[Throughput]) {
 }
 
 pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result<ExitCode> {
-    if !backend.is_file() {
-        anyhow::bail!("the bench does not run on {backend} yet");
+    let pg_url = match backend {
+        crate::backend_choice::BackendChoice::File => None,
+        crate::backend_choice::BackendChoice::Postgres(url) => Some(url.as_str()),
+    };
+    if pg_url.is_some() {
+        anyhow::ensure!(
+            args.pg_floor > 0
+                && args.pg_cycles > 0
+                && args.pg_handoffs > 0
+                && args.pg_kills > 0
+                && args.pg_stops > 0
+                && args.pg_append_entries >= 80,
+            "--pg-floor, --pg-cycles, --pg-handoffs, --pg-kills and --pg-stops must be at least 1, --pg-append-entries at least 80"
+        );
     }
     anyhow::ensure!(
         !args.writers.is_empty() && args.writers.iter().all(|&w| (1..=64).contains(&w)),
@@ -698,7 +735,15 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
     } else {
         Vec::new()
     };
-    let failed = throughput.iter().any(|t| t.failure.is_some());
+    let pg_figs = match pg_url {
+        Some(url) if lock || transcript => Some(pg::measure(&args, url, lock, transcript)?),
+        _ => None,
+    };
+    let failed = throughput.iter().any(|t| t.failure.is_some())
+        || pg_figs
+            .iter()
+            .flat_map(|p| &p.throughput)
+            .any(|(t, _)| t.failure.is_some());
     let code = if failed {
         ExitCode::from(1)
     } else {
@@ -715,6 +760,13 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             .chain(throughput.iter().map(Item::Throughput))
             .chain(figures[n_lock..].iter().map(Item::Latency))
             .chain(exec_figs.iter().map(Item::Latency))
+            .chain(pg_figs.iter().flat_map(|p| {
+                p.floor
+                    .iter()
+                    .chain(&p.lock)
+                    .map(Item::Latency)
+                    .chain(p.throughput.iter().map(|(t, _)| Item::Throughput(t)))
+            }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(code);
@@ -755,6 +807,10 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             e.max_ms / f.max_ms,
             if e.met == Some(true) { "met" } else { "MISSED" }
         );
+    }
+    if let Some(p) = &pg_figs {
+        println!();
+        pg::print(&backend.to_string(), p);
     }
     if failed {
         eprintln!("bench: FAILED: a transcript did not hold exactly the expected entries");

@@ -28,3 +28,4 @@ pub mod harness;
 pub mod pgserver;
 pub mod testkit;
 pub mod worker;
+pub mod worker_pg;

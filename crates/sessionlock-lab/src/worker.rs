@@ -129,6 +129,9 @@ enum Role {
     /// Bench: the command of a lock waiter: report `START <mono_ns>` and
     /// exit.
     Stamp,
+    // --- PostgreSQL bench roles (see `crate::worker_pg`) ---
+    /// Bench: a role on a PostgreSQL backend (`pg --url URL <role>`).
+    Pg(crate::worker_pg::PgArgs),
 }
 
 /// `--durability` of the `appendbench` role.
@@ -179,19 +182,19 @@ pub(crate) fn bench_entry(w: u32, seq: u32, pad: &str) -> serde_json::Value {
 }
 
 /// The padding that brings a [`bench_entry`] to [`BENCH_ENTRY_BYTES`].
-fn bench_pad() -> String {
+pub(crate) fn bench_pad() -> String {
     let bare = bench_entry(0, 0, "").to_string().len() + 1;
     "x".repeat(BENCH_ENTRY_BYTES.saturating_sub(bare))
 }
 
-fn say(line: &str) -> Result<()> {
+pub(crate) fn say(line: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
 }
 
-fn wait_for(cmd: &str) -> Result<bool> {
+pub(crate) fn wait_for(cmd: &str) -> Result<bool> {
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
@@ -221,6 +224,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         say(&format!("START {}", monotonic_ns()))?;
         return Ok(ExitCode::SUCCESS);
     }
+    // --- PostgreSQL bench roles ---
+    let args = match args.role {
+        Role::Pg(pg) => return crate::worker_pg::run(pg),
+        role => Args { role },
+    };
+    // --- end of PostgreSQL bench roles ---
     let locks = SessionLock::new();
     let opts = LockOptions::from_env().timeout(Some(Duration::from_secs(60)));
     match args.role {
@@ -360,7 +369,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             wait_for("exit")?;
             say(&format!("EXIT {}", monotonic_ns()))?;
         }
-        Role::Stamp => {}
+        Role::Stamp | Role::Pg(_) => {}
     }
     Ok(ExitCode::SUCCESS)
 }
