@@ -542,6 +542,72 @@ fn bench_prints_every_figure() {
     }
 }
 
+/// `bench --backend URL` measures the PostgreSQL figures beside the file
+/// ones in the same run: the server's floor and the four lock figures.
+#[test]
+fn bench_with_a_postgres_backend_prints_the_pg_figures_too() {
+    let url = sessionlock_lab::pgserver::fresh_database(&sessionlock_lab::pgserver::shared_url());
+    let out = Command::new(env!("CARGO_BIN_EXE_sessionlock"))
+        .args(["--backend", &url])
+        .args([
+            "bench",
+            "--json",
+            "--only",
+            "lock",
+            "--cycles",
+            "20",
+            "--handoffs",
+            "2",
+            "--kills",
+            "1",
+            "--wedges",
+            "1",
+            "--lease-ms",
+            "100",
+            "--pg-floor",
+            "5",
+            "--pg-cycles",
+            "5",
+            "--pg-handoffs",
+            "2",
+            "--pg-kills",
+            "1",
+            "--pg-stops",
+            "1",
+            "--pg-lease-ms",
+            "200",
+        ])
+        .output()
+        .expect("run bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json figures");
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|f| f["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    for want in [
+        "pg floor: durable commit (INSERT)",
+        "pg floor: SELECT 1 round trip",
+        "pg uncontended acquire+release",
+        "pg hand-off: release → waiter holds",
+        "pg SIGKILL of holder → waiter holds",
+        "pg lease end (200 ms) → waiter holds",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for f in v.as_array().expect("array") {
+        assert!(f["samples"].as_u64().is_some_and(|n| n > 0), "{f}");
+        assert!(f["median_ms"].as_f64().is_some_and(f64::is_finite), "{f}");
+    }
+}
+
 // Issue 11 item 4: a binding serializes the library's `Holder`; it must
 // read as the CLI's `status --json` rows do, field for field (the CLI
 // builds its rows itself).
