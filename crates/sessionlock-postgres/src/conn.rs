@@ -29,6 +29,12 @@ use crate::schema;
 pub(crate) struct Shared {
     pub(crate) cfg: PgConfig,
     pub(crate) pool: Pool,
+    /// Connections whose commits do not wait for the disk
+    /// (`synchronous_commit = off`): for statements whose loss in a crash
+    /// is harmless (a release: after a restart the holder's liveness lock
+    /// is gone and its lease is reclaimed at once; a fence's row lock), so
+    /// that a hand-off costs one durable commit, the grant's.
+    pub(crate) lazy_pool: Pool,
     pub(crate) tls: MakeRustlsConnect,
     /// This process's id on the server (random, per process and server).
     pub(crate) client_id: String,
@@ -74,25 +80,13 @@ impl Shared {
 
     async fn connect(cfg: PgConfig) -> Result<Shared, Error> {
         let tls = tls()?;
-        let mgr = Manager::from_config(
-            cfg.pg.clone(),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(cfg.pool_size)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(cfg.pg.get_connect_timeout().copied())
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| Error::Backend {
-                op: "set up a connection pool for",
-                target: cfg.target.clone(),
-                source: Box::new(e),
-            })?;
+        let pool = make_pool(&cfg, cfg.pg.clone(), &tls, cfg.pool_size)?;
+        let mut lazy = cfg.pg.clone();
+        lazy.options(format!(
+            "{} -c synchronous_commit=off",
+            cfg.pg.get_options().unwrap_or("")
+        ));
+        let lazy_pool = make_pool(&cfg, lazy, &tls, cfg.pool_size.div_ceil(2))?;
         // Connect once now: a server that is down, or refuses us, or holds
         // a newer schema, is reported by `connect`, not by a later acquire.
         let mut client = open(&cfg, &tls, "connect to").await?;
@@ -104,6 +98,7 @@ impl Shared {
             listener: Listener::new(&sql.channel),
             cfg,
             pool,
+            lazy_pool,
             tls,
             client_id: random_hex(),
             live: tokio::sync::Mutex::new(None),
@@ -121,7 +116,24 @@ impl Shared {
         &self,
         op: &'static str,
     ) -> Result<deadpool_postgres::Object, Error> {
-        self.pool.get().await.map_err(|e| {
+        self.checkout(&self.pool, op).await
+    }
+
+    /// A pooled connection whose commits do not wait for the disk (see
+    /// [`Shared::lazy_pool`]).
+    pub(crate) async fn lazy_client(
+        &self,
+        op: &'static str,
+    ) -> Result<deadpool_postgres::Object, Error> {
+        self.checkout(&self.lazy_pool, op).await
+    }
+
+    async fn checkout(
+        &self,
+        pool: &Pool,
+        op: &'static str,
+    ) -> Result<deadpool_postgres::Object, Error> {
+        pool.get().await.map_err(|e| {
             let source: Box<dyn std::error::Error + Send + Sync> = match e {
                 deadpool_postgres::PoolError::Backend(e) => {
                     return pg_error(op, &self.cfg.target, e)
@@ -181,6 +193,33 @@ impl Shared {
     pub(crate) fn live_since(&self, gen: u64) -> bool {
         self.live_gen.load(Ordering::SeqCst) == gen
     }
+}
+
+fn make_pool(
+    cfg: &PgConfig,
+    pg: tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
+    size: usize,
+) -> Result<Pool, Error> {
+    let mgr = Manager::from_config(
+        pg,
+        tls.clone(),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(cfg.pg.get_connect_timeout().copied())
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| Error::Backend {
+            op: "set up a connection pool for",
+            target: cfg.target.clone(),
+            source: Box::new(e),
+        })
 }
 
 impl Drop for Shared {

@@ -138,7 +138,13 @@ impl LeaseInner {
     pub(crate) async fn state(&self, client: &impl GenericClient) -> Result<(), Error> {
         let (epoch, token) = self.epoch_token();
         let row = client
-            .query_opt(&self.shared.sql.state, &[&self.key.key])
+            .query_opt(
+                &client
+                    .prepare_cached(&self.shared.sql.state)
+                    .await
+                    .map_err(|e| pg_error("prepare a statement on", self.shared.target(), e))?,
+                &[&self.key.key],
+            )
             .await
             .map_err(|e| pg_error("check a lease on", self.shared.target(), e))?;
         let path = self.path();
@@ -238,7 +244,13 @@ fn inspection(shared: &Shared, row: &Row) -> Option<Inspection<PgVersion>> {
 async fn inspect(shared: &Shared, key: &PgKey) -> Result<Option<Inspection<PgVersion>>, Error> {
     let client = shared.client("inspect a lease on").await?;
     let row = client
-        .query_opt(&shared.sql.inspect, &[&key.key])
+        .query_opt(
+            &client
+                .prepare_cached(&shared.sql.inspect)
+                .await
+                .map_err(|e| pg_error("prepare a statement on", shared.target(), e))?,
+            &[&key.key],
+        )
         .await
         .map_err(|e| pg_error("inspect a lease on", shared.target(), e))?;
     Ok(row.as_ref().and_then(|r| inspection(shared, r)))
@@ -301,8 +313,12 @@ async fn grant(
     } else {
         "acquire a lease on"
     };
+    let statement = client
+        .prepare_cached(sql)
+        .await
+        .map_err(|e| pg_error("prepare a statement on", shared.target(), e))?;
     let row = client
-        .query_opt(sql.as_str(), &params)
+        .query_opt(&statement, &params)
         .await
         .map_err(|e| busy(&shared, &key, e, op))?;
     let Some(row) = row else {
@@ -353,10 +369,13 @@ async fn give_back(outcome: Outcome<PgLease, PgVersion>) {
 async fn release(lease: &LeaseInner) -> Result<bool, Error> {
     let shared = &lease.shared;
     let (epoch, token) = lease.epoch_token();
-    let client = shared.client("release a lease on").await?;
+    let client = shared.lazy_client("release a lease on").await?;
     let row = client
         .query_opt(
-            &shared.sql.release,
+            &client
+                .prepare_cached(&shared.sql.release)
+                .await
+                .map_err(|e| pg_error("prepare a statement on", shared.target(), e))?,
             &[&lease.key.key, &to_i64(epoch), &token],
         )
         .await
@@ -427,7 +446,13 @@ impl LockBackend for PgBackend {
         run(async move {
             let client = s.client("remove a lease on").await?;
             let row = client
-                .query_opt(&s.sql.remove, &[&k.key, &v])
+                .query_opt(
+                    &client
+                        .prepare_cached(&s.sql.remove)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&k.key, &v],
+                )
                 .await
                 .map_err(|e| busy(&s, &k, e, "remove a lease on"))?;
             if row.is_some() {
@@ -446,7 +471,13 @@ impl LockBackend for PgBackend {
         run(async move {
             let client = s.client("list leases on").await?;
             let rows = client
-                .query(&s.sql.list, &[&prefix])
+                .query(
+                    &client
+                        .prepare_cached(&s.sql.list)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&prefix],
+                )
                 .await
                 .map_err(|e| pg_error("list leases on", s.target(), e))?;
             let mut out = Vec::with_capacity(rows.len());
@@ -499,7 +530,10 @@ impl LockBackend for PgBackend {
             let (live_lock, _) = s.live().await?;
             let row = client
                 .query_opt(
-                    &s.sql.republish,
+                    &client
+                        .prepare_cached(&s.sql.republish)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
                     &[
                         &lease.key.key,
                         &token,
@@ -552,7 +586,13 @@ impl LockBackend for PgBackend {
             let work = async {
                 let client = s.client("revoke a lease on").await?;
                 let row = client
-                    .query_opt(&s.sql.revoke, &[&lease.key.key, &to_i64(epoch), &token])
+                    .query_opt(
+                        &client
+                            .prepare_cached(&s.sql.revoke)
+                            .await
+                            .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                        &[&lease.key.key, &to_i64(epoch), &token],
+                    )
                     .await
                     .map_err(|e| busy(&s, &lease.key, e, "revoke a lease on"))?;
                 Ok(row.map_or(epoch, |r| to_u64(r.get(0))))
@@ -577,7 +617,13 @@ impl LockBackend for PgBackend {
             let s = &lease.shared;
             let client = s.client("read the epoch on").await?;
             let row = client
-                .query_opt(&s.sql.state, &[&lease.key.key])
+                .query_opt(
+                    &client
+                        .prepare_cached(&s.sql.state)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&lease.key.key],
+                )
                 .await
                 .map_err(|e| pg_error("read the epoch on", s.target(), e))?;
             Ok(row.map_or(0, |r| to_u64(r.get(0))))
@@ -605,7 +651,7 @@ impl LockBackend for PgBackend {
         let started = crate::rt::runtime().map(|rt| {
             rt.spawn(async move {
                 let s = lease_ref.shared.clone();
-                let mut client = match s.client("fence a write on").await {
+                let mut client = match s.lazy_client("fence a write on").await {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = locked_tx.send(Err(e));
@@ -620,12 +666,13 @@ impl LockBackend for PgBackend {
                     }
                 };
                 let (epoch, token) = lease_ref.epoch_token();
-                let row = tx
-                    .query_opt(
-                        &s.sql.fence_share,
-                        &[&lease_ref.key.key, &to_i64(epoch), &token],
-                    )
-                    .await;
+                let row = match tx.prepare_cached(&s.sql.fence_share).await {
+                    Ok(st) => {
+                        tx.query_opt(&st, &[&lease_ref.key.key, &to_i64(epoch), &token])
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 let locked = match row {
                     Ok(Some(_)) => Ok(()),
                     Ok(None) => Err(lease_ref.refusal(&tx).await),

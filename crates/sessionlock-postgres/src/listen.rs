@@ -19,6 +19,14 @@ use tokio_postgres::AsyncMessage;
 
 use crate::conn::{connect_raw, Shared};
 
+/// How long a death watch outlives its last wait.
+const DEATH_KEEP: Duration = Duration::from_secs(2);
+
+struct Kept {
+    death: Arc<Death>,
+    used: std::time::Instant,
+}
+
 /// The longest a waiter sleeps without looking again.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
@@ -28,7 +36,10 @@ pub(crate) struct Listener {
     /// Whether the LISTEN is in place (waiters of `watch` wait for it).
     ready: watch::Sender<bool>,
     keys: Mutex<HashMap<String, Weak<Signal>>>,
-    deaths: Mutex<HashMap<i64, Weak<Death>>>,
+    /// Death watches by liveness lock, kept a while after their last wait
+    /// ([`DEATH_KEEP`]) so that the holders this process keeps meeting do
+    /// not cost a new connection at every hand-off.
+    deaths: Mutex<HashMap<i64, Kept>>,
     channel: String,
     /// Told when the shared state goes away: the listener then ends.
     pub(crate) stop: Arc<Notify>,
@@ -140,6 +151,7 @@ pub(crate) async fn watch(shared: &Arc<Shared>, key: &str) -> PgWatch {
     let l = &shared.listener;
     if !l.started.swap(true, Ordering::SeqCst) {
         tokio::spawn(listen_loop(Arc::downgrade(shared)));
+        tokio::spawn(sweep_loop(Arc::downgrade(shared)));
     }
     let signal = l.signal(key);
     let seen = signal.gen.load(Ordering::SeqCst);
@@ -217,16 +229,26 @@ pub(crate) async fn wait(
 /// server grants when the holder's connection ends.
 fn death_watch(shared: &Arc<Shared>, id: i64) -> Arc<Death> {
     let mut deaths = lock(&shared.listener.deaths);
-    if let Some(d) = deaths.get(&id).and_then(Weak::upgrade) {
-        return d;
+    let now = std::time::Instant::now();
+    if let Some(k) = deaths.get_mut(&id) {
+        if k.death.signal.gen.load(Ordering::SeqCst) == 0 {
+            k.used = now;
+            return k.death.clone();
+        }
     }
-    deaths.retain(|_, w| w.strong_count() > 0);
+    sweep(&mut deaths, now);
     let (tx, stop) = tokio::sync::oneshot::channel();
     let d = Arc::new(Death {
         signal: Signal::default(),
         stop: Mutex::new(Some(tx)),
     });
-    deaths.insert(id, Arc::downgrade(&d));
+    deaths.insert(
+        id,
+        Kept {
+            death: d.clone(),
+            used: now,
+        },
+    );
     let weak = Arc::downgrade(&d);
     let shared = shared.clone();
     tokio::spawn(async move {
@@ -273,6 +295,26 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Arc<Death> {
         let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     });
     d
+}
+
+/// Drops the death watches nobody waits on that have fired, or that no
+/// wait used for [`DEATH_KEEP`] (their connections close).
+fn sweep(deaths: &mut HashMap<i64, Kept>, now: std::time::Instant) {
+    deaths.retain(|_, k| {
+        let unused = Arc::strong_count(&k.death) == 1;
+        let fired = k.death.signal.gen.load(Ordering::SeqCst) != 0;
+        !(unused && (fired || now.duration_since(k.used) >= DEATH_KEEP))
+    });
+}
+
+/// Sweeps the death watches every second, for as long as the shared
+/// state lives.
+async fn sweep_loop(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(s) = shared.upgrade() else { return };
+        sweep(&mut lock(&s.listener.deaths), std::time::Instant::now());
+    }
 }
 
 async fn listen_loop(shared: Weak<Shared>) {

@@ -8,6 +8,11 @@
 //! as the new server's clock is not behind the old one's.
 
 /// The statements, with the schema and channel filled in.
+///
+/// `grant` first looks (without a lock) whether the session is held: a
+/// contender that finds it held writes nothing, so it neither waits for
+/// the row nor costs the server a commit to disk; only a session that
+/// looked free is upserted, and the upsert checks again under the row lock.
 pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) grant: String,
@@ -63,8 +68,10 @@ impl Sql {
             grant: format!(
                 "INSERT INTO {s}.leases AS l (key, epoch, held, version, token, pid, starttime, hostname, \
                      boot_id, client_id, lane, run_id, live_lock, max_hold_ms, granted_at, written_at, expires_at) \
-                 VALUES ($1, {first}, true, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, clock_timestamp(), \
-                     clock_timestamp(), clock_timestamp() + $11::bigint * interval '1 millisecond') \
+                 SELECT $1::text, {first}, true, 1, $2::text, $3::integer, $4::bigint, $5::text, $6::text, \
+                     $7::text, $8::text, $9::text, $10::bigint, $11::bigint, clock_timestamp(), \
+                     clock_timestamp(), clock_timestamp() + $11::bigint * interval '1 millisecond' \
+                 WHERE NOT EXISTS (SELECT 1 FROM {s}.leases h WHERE h.key = $1 AND h.held) \
                  ON CONFLICT (key) DO UPDATE SET epoch = {next}, held = true, version = l.version + 1, {HOLDER_SET} \
                  WHERE NOT l.held \
                  RETURNING l.epoch, l.version, l.granted_at"

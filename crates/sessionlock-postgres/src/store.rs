@@ -129,7 +129,13 @@ async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, 
         if retried {
             // Did the attempt whose COMMIT we lost land?
             let landed = client
-                .query_opt(&s.sql.batch_landed, &[&key.as_str(), &batch])
+                .query_opt(
+                    &client
+                        .prepare_cached(&s.sql.batch_landed)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&key.as_str(), &batch],
+                )
                 .await
                 .map_err(|e| pg_error("append to a transcript on", s.target(), e))?;
             if let Some(row) = landed {
@@ -150,7 +156,10 @@ async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, 
         }
         match client
             .query(
-                &s.sql.append,
+                &client
+                    .prepare_cached(&s.sql.append)
+                    .await
+                    .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
                 &[&key.as_str(), &epoch, &token, &lines, &batch],
             )
             .await
@@ -188,7 +197,12 @@ async fn replace(
     let mut client = s.client("rewrite a transcript on").await?;
     let tx = client.transaction().await.map_err(fail)?;
     let Some(row) = tx
-        .query_opt(&s.sql.lock_for_write, &[&key.as_str(), &epoch, &token])
+        .query_opt(
+            &tx.prepare_cached(&s.sql.lock_for_write)
+                .await
+                .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+            &[&key.as_str(), &epoch, &token],
+        )
         .await
         .map_err(fail)?
     else {
@@ -198,17 +212,34 @@ async fn replace(
     let id: i64 = row.get(0);
     match lines {
         Some(lines) => {
-            tx.execute(&s.sql.delete_all, &[&id]).await.map_err(fail)?;
-            if !lines.is_empty() {
-                tx.execute(&s.sql.insert_at, &[&id, &0i64, &lines, &random_hex()])
+            tx.execute(
+                &tx.prepare_cached(&s.sql.delete_all)
                     .await
-                    .map_err(fail)?;
+                    .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                &[&id],
+            )
+            .await
+            .map_err(fail)?;
+            if !lines.is_empty() {
+                tx.execute(
+                    &tx.prepare_cached(&s.sql.insert_at)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&id, &0i64, &lines, &random_hex()],
+                )
+                .await
+                .map_err(fail)?;
             }
         }
         None => {
-            tx.execute(&s.sql.delete_from, &[&id, &from])
-                .await
-                .map_err(fail)?;
+            tx.execute(
+                &tx.prepare_cached(&s.sql.delete_from)
+                    .await
+                    .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                &[&id, &from],
+            )
+            .await
+            .map_err(fail)?;
         }
     }
     tx.commit().await.map_err(fail)
@@ -217,7 +248,13 @@ async fn replace(
 async fn counters(s: &Shared, key: &PgKey) -> Result<PgSnapshot, Error> {
     let client = s.client("read a transcript's state on").await?;
     let row = client
-        .query_opt(&s.sql.counters, &[&key.as_str()])
+        .query_opt(
+            &client
+                .prepare_cached(&s.sql.counters)
+                .await
+                .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+            &[&key.as_str()],
+        )
         .await
         .map_err(|e| pg_error("read a transcript's state on", s.target(), e))?;
     Ok(match row {
@@ -302,7 +339,13 @@ impl TranscriptStore<PgBackend> for PgStore {
         run(async move {
             let client = s.client("read a transcript on").await?;
             let rows = client
-                .query(&s.sql.all_entries, &[&key.as_str()])
+                .query(
+                    &client
+                        .prepare_cached(&s.sql.all_entries)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&key.as_str()],
+                )
                 .await
                 .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
             let mut entries = Vec::with_capacity(rows.len());
@@ -373,7 +416,13 @@ impl TranscriptStore<PgBackend> for PgStore {
             }
             let client = s.client("read a transcript on").await?;
             let rows = client
-                .query(&s.sql.entries_from, &[&key.as_str(), &snap.next_seq])
+                .query(
+                    &client
+                        .prepare_cached(&s.sql.entries_from)
+                        .await
+                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
+                    &[&key.as_str(), &snap.next_seq],
+                )
                 .await
                 .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
             let lines: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
