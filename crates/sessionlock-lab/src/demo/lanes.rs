@@ -32,8 +32,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sessionlock::attempt::AttemptOptions;
 use sessionlock::classify::OpenClawClassifier;
-use sessionlock::{monotonic_ns, LockOptions};
+use sessionlock::{monotonic_ns, FileBackend, LockOptions};
+use sessionlock_postgres::PgBackend;
 
+use super::backends::DemoBackend;
 use super::entries::Reply;
 use super::record::{incarnation_name, Ack, Fact, FaultKind, FaultRecord, Layout, Wait, WaitKind};
 use super::rng::Rng;
@@ -71,6 +73,18 @@ pub(crate) struct GatewayArgs {
     /// Acquire budget of every lane, in milliseconds.
     #[arg(long)]
     lock_timeout_ms: u64,
+    /// On PostgreSQL (`SESSIONLOCK_BACKEND`): the prefix of the run's
+    /// session keys.
+    #[arg(long, default_value = "")]
+    keys: String,
+    /// Run no lanes: play out this one fault (`conn-cut` or
+    /// `stop-past-lease`) on session `--victim-session`, with the demo's
+    /// help (see `victim`).
+    #[arg(long, requires = "victim_session")]
+    victim: Option<String>,
+    /// The session of `--victim`.
+    #[arg(long)]
+    victim_session: Option<usize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,10 +113,14 @@ pub(super) struct Shared {
     pub(super) seq: AtomicU64,
     pub(super) facts: Mutex<File>,
     pub(super) acks: Mutex<File>,
+    /// On PostgreSQL: the prefix of the run's session keys.
+    pub(super) keys: String,
+    /// On PostgreSQL: the server's URL.
+    pub(super) pg_url: Option<String>,
 }
 
 impl Shared {
-    pub(super) fn open(args: &GatewayArgs) -> Result<Shared> {
+    pub(super) fn open(args: &GatewayArgs, pg_url: Option<String>) -> Result<Shared> {
         let layout = Layout::new(&args.dir);
         let open = |path: PathBuf| {
             OpenOptions::new()
@@ -126,6 +144,8 @@ impl Shared {
             in_flight: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             seq: AtomicU64::new(0),
+            keys: args.keys.clone(),
+            pg_url,
         })
     }
 
@@ -329,8 +349,9 @@ fn fault_plan(lane: LaneKind, fault: FaultKind, session: usize, rng: &mut Rng) -
 }
 
 /// Plays out one fault taken by a lane.
-async fn fault_turn(
+async fn fault_turn<B: DemoBackend>(
     sh: &Shared,
+    be: &B,
     lane: LaneKind,
     fault: FaultKind,
     session: usize,
@@ -346,18 +367,18 @@ async fn fault_turn(
             let mut note = None;
             for _ in 0..FAULT_TRIES {
                 let plan = fault_plan(lane, fault, session, rng);
-                note = prompt_turn(sh, plan).await?.note;
+                note = prompt_turn(sh, be, plan).await?.note;
                 if note.is_some() {
                     break;
                 }
             }
             note
         }
-        FaultKind::Wedge => Some(wedge_turn(sh, session).await?),
-        FaultKind::Alias => Some(alias_turns(sh, lane, session, rng).await?),
-        FaultKind::Sigkill => Some(FaultNote::new(
+        FaultKind::Wedge => Some(wedge_turn(sh, be, session).await?),
+        FaultKind::Alias => Some(alias_turns(sh, be, lane, session, rng).await?),
+        FaultKind::Sigkill | FaultKind::ConnCut | FaultKind::StopPastLease => Some(FaultNote::new(
             false,
-            "sigkill is injected by the demo, not by a worker",
+            format!("{fault} is injected by the demo, not by a gateway's lane"),
         )),
     }
     .unwrap_or_else(|| {
@@ -380,7 +401,12 @@ async fn fault_turn(
     Ok(())
 }
 
-async fn lane_loop(sh: &Shared, kind: LaneKind, mut rng: Rng) -> Result<()> {
+async fn lane_loop<B: DemoBackend>(
+    sh: &Shared,
+    be: &B,
+    kind: LaneKind,
+    mut rng: Rng,
+) -> Result<()> {
     loop {
         let idle = kind.idle_ms(&mut rng);
         if !sh.pause(idle).await {
@@ -389,44 +415,74 @@ async fn lane_loop(sh: &Shared, kind: LaneKind, mut rng: Rng) -> Result<()> {
             if kind != LaneKind::Compaction {
                 while let Some(fault) = sh.take_fault() {
                     let session = rng.index(sh.sessions);
-                    fault_turn(sh, kind, fault, session, &mut rng).await?;
+                    fault_turn(sh, be, kind, fault, session, &mut rng).await?;
                 }
             }
             return Ok(());
         }
         let session = rng.index(sh.sessions);
         if kind == LaneKind::Compaction {
-            compaction_turn(sh, session, &mut rng).await?;
+            compaction_turn(sh, be, session, &mut rng).await?;
             continue;
         }
         match sh.take_fault() {
-            Some(fault) => fault_turn(sh, kind, fault, session, &mut rng).await?,
+            Some(fault) => fault_turn(sh, be, kind, fault, session, &mut rng).await?,
             None => {
-                prompt_turn(sh, kind.plan(session, &mut rng)).await?;
+                prompt_turn(sh, be, kind.plan(session, &mut rng)).await?;
             }
         }
     }
 }
 
-fn run_lane(sh: &Shared, kind: LaneKind, rng: Rng) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the lane's runtime")?;
-    rt.block_on(lane_loop(sh, kind, rng))
+/// The backend a gateway runs on.
+#[derive(Clone)]
+enum On {
+    File,
+    Pg(PgBackend),
 }
 
-/// `sessionlock worker gateway`: runs the lanes until told to stop.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the lane's runtime")
+}
+
+fn run_lane(sh: &Shared, on: &On, kind: LaneKind, rng: Rng) -> Result<()> {
+    let rt = runtime()?;
+    match on {
+        On::File => rt.block_on(lane_loop(sh, &FileBackend::default(), kind, rng)),
+        On::Pg(be) => rt.block_on(lane_loop(sh, be, kind, rng)),
+    }
+}
+
+/// `sessionlock worker gateway`: runs the lanes until told to stop (or,
+/// with `--victim`, plays out one fault).
 pub(crate) fn run(args: GatewayArgs) -> Result<ExitCode> {
-    let sh = Arc::new(Shared::open(&args)?);
+    let (on, pg_url) = match crate::backend_choice::BackendChoice::resolve(None)? {
+        crate::backend_choice::BackendChoice::File => (On::File, None),
+        crate::backend_choice::BackendChoice::Postgres(url) => {
+            let be = PgBackend::connect(&url).context("connect to the server")?;
+            (On::Pg(be), Some(url))
+        }
+    };
+    let sh = Arc::new(Shared::open(&args, pg_url)?);
+    if let (Some(fault), Some(session)) = (&args.victim, args.victim_session) {
+        let On::Pg(be) = &on else {
+            anyhow::bail!("--victim runs on PostgreSQL only");
+        };
+        let fault = FaultKind::parse(fault).with_context(|| format!("unknown fault {fault:?}"))?;
+        return super::victim::run(&sh, be, fault, session);
+    }
     let mut lanes = Vec::new();
     for (i, kind) in LaneKind::ALL.into_iter().enumerate() {
         let stream = (u64::from(args.slot) << 40) | (u64::from(args.incarnation) << 8) | i as u64;
         let rng = Rng::new(args.seed, stream);
         let lane_sh = sh.clone();
+        let lane_on = on.clone();
         let handle = std::thread::Builder::new()
             .name(format!("lane-{}", kind.label()))
-            .spawn(move || run_lane(&lane_sh, kind, rng))
+            .spawn(move || run_lane(&lane_sh, &lane_on, kind, rng))
             .context("start a lane thread")?;
         lanes.push((kind, handle));
     }

@@ -1,4 +1,5 @@
-//! `sessionlock demo`: a gateway simulation on the embedded file backend.
+//! `sessionlock demo`: a gateway simulation on the embedded file backend,
+//! or on PostgreSQL (`--backend URL`).
 //!
 //! Several OS processes (`sessionlock worker gateway`, see `lanes`) each
 //! run four lanes (channel, heartbeat, cron, compaction) over a set of
@@ -10,12 +11,19 @@
 //! wedged on the CPU past its lease, two lanes of one session through a
 //! symlinked directory, foreign writes inside prompt windows.
 //!
+//! On PostgreSQL the sessions are keys of the run (`backends`), the
+//! transcripts are read back through the store, and the faults are those
+//! that mean something there: fence-error and alias (a file system's EIO,
+//! two paths of one file) are left out with a note; `conn-cut` and
+//! `stop-past-lease` (`victim`) are added.
+//!
 //! Everything the run did is read back into a `record::Recording` and
 //! judged by `verdict::check`, a pure function, so `--record FILE` saves a
 //! run and `--check FILE` judges a saved (or doctored) one without running
 //! anything. Exit status: 0 PASS, 1 FAIL (an invariant was violated), 2 an
 //! error.
 
+mod backends;
 mod entries;
 mod lanes;
 mod record;
@@ -23,6 +31,7 @@ mod rng;
 mod sim;
 mod turns;
 mod verdict;
+mod victim;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,14 +48,46 @@ const LOCK_TIMEOUT_MS: u64 = 10_000;
 /// [`RunConfig::slack_ms`]).
 const SLACK_MS: u64 = 1500;
 
-/// The faults to inject (`--faults`).
+/// The faults to inject (`--faults`); `None`: all of the backend's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Faults(Vec<FaultKind>);
+pub(crate) struct Faults(Option<Vec<FaultKind>>);
+
+impl Faults {
+    /// The faults to inject on the backend (`pg`: PostgreSQL), and a note
+    /// for each asked for that means nothing there.
+    fn on(&self, pg: bool) -> (Vec<FaultKind>, Vec<String>) {
+        let Some(asked) = &self.0 else {
+            let kinds = if pg { FaultKind::PG } else { FaultKind::ALL };
+            let notes = if pg {
+                vec!["fence-error (an EIO from the file system at the fence snapshot) and alias (two paths of one file) have no meaning for PostgreSQL's string keys: skipped".to_owned()]
+            } else {
+                Vec::new()
+            };
+            return (kinds.to_vec(), notes);
+        };
+        let mut notes = Vec::new();
+        let kinds = asked
+            .iter()
+            .copied()
+            .filter(|k| {
+                let fits = if pg { k.on_pg() } else { k.on_files() };
+                if !fits {
+                    notes.push(format!(
+                        "{k} has no meaning on {}: skipped",
+                        if pg { "PostgreSQL" } else { "files" }
+                    ));
+                }
+                fits
+            })
+            .collect();
+        (kinds, notes)
+    }
+}
 
 fn parse_faults(s: &str) -> Result<Faults, String> {
     match s.trim() {
-        "all" => return Ok(Faults(FaultKind::ALL.to_vec())),
-        "none" | "" => return Ok(Faults(Vec::new())),
+        "all" => return Ok(Faults(None)),
+        "none" | "" => return Ok(Faults(Some(Vec::new()))),
         _ => {}
     }
     let mut kinds = Vec::new();
@@ -54,7 +95,12 @@ fn parse_faults(s: &str) -> Result<Faults, String> {
         let kind = FaultKind::parse(name).ok_or_else(|| {
             format!(
                 "unknown fault {name:?} (expected all, none, or a comma list of {})",
-                FaultKind::ALL.map(FaultKind::name).join(", ")
+                FaultKind::ALL
+                    .into_iter()
+                    .chain([FaultKind::ConnCut, FaultKind::StopPastLease])
+                    .map(FaultKind::name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })?;
         if !kinds.contains(&kind) {
@@ -62,7 +108,7 @@ fn parse_faults(s: &str) -> Result<Faults, String> {
         }
     }
     kinds.sort();
-    Ok(Faults(kinds))
+    Ok(Faults(Some(kinds)))
 }
 
 #[derive(clap::Args)]
@@ -77,7 +123,9 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     duration: u64,
     /// Faults to inject: all, none, or a comma list of fence-error,
-    /// user-abort, sigkill, wedge, alias, foreign-write.
+    /// user-abort, sigkill, wedge, alias, foreign-write (files), and
+    /// conn-cut, stop-past-lease (PostgreSQL only; fence-error and alias
+    /// mean nothing there).
     #[arg(long, default_value = "all", value_parser = parse_faults, value_name = "LIST")]
     faults: Faults,
     /// Seed of the fault schedule and of every random choice (default: from
@@ -150,9 +198,6 @@ fn load(path: &Path) -> Result<Recording> {
 }
 
 pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result<ExitCode> {
-    if !backend.is_file() {
-        anyhow::bail!("the demo does not run on {backend} yet");
-    }
     if let Some(path) = &args.check {
         let v = verdict::check(&load(path)?);
         print(&v, args.json)?;
@@ -162,11 +207,15 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
     anyhow::ensure!(args.processes >= 1, "--processes must be at least 1");
     anyhow::ensure!(args.duration >= 1, "--duration must be at least 1 second");
     anyhow::ensure!(args.lease_ms >= 50, "--lease-ms must be at least 50");
+    let (faults, notes) = args.faults.on(!backend.is_file());
+    for note in notes {
+        eprintln!("demo: {note}");
+    }
     let cfg = RunConfig {
         sessions: args.sessions,
         processes: args.processes,
         duration_s: args.duration,
-        faults: args.faults.0.clone(),
+        faults,
         seed: args.seed.unwrap_or_else(default_seed),
         wedge_lease_ms: args.lease_ms,
         lock_timeout_ms: LOCK_TIMEOUT_MS,
@@ -186,16 +235,18 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             tmp.path().to_owned()
         }
     };
+    let on = sim::Backend::open(backend, cfg.seed)?;
     eprintln!(
-        "demo: {} gateway processes × 4 lanes over {} sessions for {} s in {}; faults: {}; seed {}",
+        "demo: {} gateway processes × 4 lanes over {} sessions for {} s in {}{}; faults: {}; seed {}",
         cfg.processes,
         cfg.sessions,
         cfg.duration_s,
         root.display(),
+        on.describe(),
         cfg.faults_label(),
         cfg.seed
     );
-    let rec = sim::simulate(&cfg, &root)?;
+    let rec = sim::simulate(&cfg, &root, &on)?;
     if let Some(path) = &args.record {
         let json = serde_json::to_vec(&rec)?;
         std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;

@@ -34,10 +34,18 @@ pub(crate) enum FaultKind {
     /// A non-benign entry is appended by another lane while an attempt is in
     /// its prompt window: the attempt must report a takeover.
     ForeignWrite,
+    /// PostgreSQL only: the server ends a holder's liveness connection
+    /// (`pg_terminate_backend`): its guard is revoked, its write refused,
+    /// the next holder takes over at once.
+    ConnCut,
+    /// PostgreSQL only: a holder is SIGSTOPped past its lease, then
+    /// continued: its late write is refused and absent.
+    StopPastLease,
 }
 
 impl FaultKind {
-    /// Every fault, in the order they are listed.
+    /// Every fault of the file backend (`--faults all`), in the order
+    /// they are listed.
     pub(crate) const ALL: [FaultKind; 6] = [
         FaultKind::FenceError,
         FaultKind::UserAbort,
@@ -46,6 +54,28 @@ impl FaultKind {
         FaultKind::Alias,
         FaultKind::ForeignWrite,
     ];
+
+    /// Every fault of PostgreSQL (`--faults all` there): fence-error (an
+    /// EIO from the file system at the fence snapshot) and alias (two paths
+    /// of one file) have no meaning for a server's string keys.
+    pub(crate) const PG: [FaultKind; 6] = [
+        FaultKind::UserAbort,
+        FaultKind::Sigkill,
+        FaultKind::Wedge,
+        FaultKind::ForeignWrite,
+        FaultKind::ConnCut,
+        FaultKind::StopPastLease,
+    ];
+
+    /// Whether the fault means anything on PostgreSQL.
+    pub(crate) fn on_pg(self) -> bool {
+        FaultKind::PG.contains(&self)
+    }
+
+    /// Whether the fault means anything on files.
+    pub(crate) fn on_files(self) -> bool {
+        FaultKind::ALL.contains(&self)
+    }
 
     /// The name used by `--faults` and in reports.
     pub(crate) fn name(self) -> &'static str {
@@ -56,12 +86,17 @@ impl FaultKind {
             FaultKind::Wedge => "wedge",
             FaultKind::Alias => "alias",
             FaultKind::ForeignWrite => "foreign-write",
+            FaultKind::ConnCut => "conn-cut",
+            FaultKind::StopPastLease => "stop-past-lease",
         }
     }
 
     /// The fault named `name`.
     pub(crate) fn parse(name: &str) -> Option<FaultKind> {
-        FaultKind::ALL.into_iter().find(|k| k.name() == name)
+        FaultKind::ALL
+            .into_iter()
+            .chain(FaultKind::PG)
+            .find(|k| k.name() == name)
     }
 }
 
@@ -110,8 +145,14 @@ impl RunConfig {
 impl RunConfig {
     /// The longest a session may be unavailable to a lane that wants it: the
     /// lease of a wedged lane (when that fault is on) plus the slack.
+    /// Whether a holder outlives its lease (wedged, or stopped): waits
+    /// then include that lease.
+    fn leased_fault(&self) -> bool {
+        self.faults.contains(&FaultKind::Wedge) || self.faults.contains(&FaultKind::StopPastLease)
+    }
+
     pub(crate) fn bound_ms(&self) -> u64 {
-        let lease = if self.faults.contains(&FaultKind::Wedge) {
+        let lease = if self.leased_fault() {
             self.wedge_lease_ms
         } else {
             0
@@ -121,10 +162,15 @@ impl RunConfig {
 
     /// How the bound is made up, for the report.
     pub(crate) fn bound_text(&self) -> String {
-        if self.faults.contains(&FaultKind::Wedge) {
+        if self.leased_fault() {
             format!(
-                "{} ms = wedged lane's lease {} ms + {} ms slack",
+                "{} ms = {} lease {} ms + {} ms slack",
                 self.bound_ms(),
+                if self.faults.contains(&FaultKind::Wedge) {
+                    "wedged lane's"
+                } else {
+                    "stopped holder's"
+                },
                 self.wedge_lease_ms,
                 self.slack_ms
             )

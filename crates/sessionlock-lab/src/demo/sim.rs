@@ -11,14 +11,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rustix::process::Signal;
 use serde_json::Value;
+use sessionlock::backend::Listed;
 use sessionlock::monotonic_ns;
 use sessionlock::transcript::Reader;
+use sessionlock::{LockBackend, LockOptions, SessionLock, StoreBackend, TranscriptStore};
+use sessionlock_postgres::PgBackend;
 
+use super::backends::{pg_session, quote_ident, sql_client};
 use super::record::{
     incarnation_name, Ack, Fact, FaultKind, FaultRecord, Incarnation, Layout, LockLeft, Mutation,
-    Recording, RunConfig, SessionContents,
+    Recording, RunConfig, SessionContents, Wait, WaitKind,
 };
 use super::rng::Rng;
+use crate::backend_choice::{BackendChoice, ENV_BACKEND};
 use crate::worker::{self, Worker};
 
 /// How long a starting worker may take to report `READY`.
@@ -27,6 +32,63 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the loop looks at the workers and the schedule.
 const TICK: Duration = Duration::from_millis(20);
+
+/// What the demo runs on.
+pub(crate) enum Backend {
+    File,
+    Pg {
+        be: PgBackend,
+        url: String,
+        /// The prefix of the run's session keys.
+        keys: String,
+        rt: tokio::runtime::Runtime,
+    },
+}
+
+impl Backend {
+    /// Connects to the server of `choice`, if any; the run's keys carry
+    /// `seed` and this process's id, so no two runs share a session.
+    pub(crate) fn open(choice: &BackendChoice, seed: u64) -> Result<Backend> {
+        Ok(match choice {
+            BackendChoice::File => Backend::File,
+            BackendChoice::Postgres(url) => Backend::Pg {
+                be: PgBackend::connect(url).with_context(|| format!("connect to {choice}"))?,
+                url: url.clone(),
+                keys: format!("demo-{seed}-{}", std::process::id()),
+                rt: tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("start a runtime")?,
+            },
+        })
+    }
+
+    /// Where the sessions are, for the banner.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Backend::File => String::new(),
+            Backend::Pg { be, keys, .. } => {
+                format!(
+                    ", sessions {keys}/s* on {} (schema {})",
+                    be.target(),
+                    be.schema()
+                )
+            }
+        }
+    }
+
+    /// How the workers learn it: `SESSIONLOCK_BACKEND`, and the keys.
+    fn configure(&self, cmd: &mut std::process::Command) {
+        match self {
+            Backend::File => {
+                cmd.env(ENV_BACKEND, "file");
+            }
+            Backend::Pg { url, keys, .. } => {
+                cmd.env(ENV_BACKEND, url).args(["--keys", keys]);
+            }
+        }
+    }
+}
 
 /// One fault, due `at` after the start.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +157,10 @@ struct Totals {
 
 struct Sim<'a> {
     cfg: &'a RunConfig,
+    on: &'a Backend,
+    /// Victim processes started so far (see `victim`).
+    victims: u32,
+    rng: Rng,
     layout: Layout,
     procs: Vec<Proc>,
     incarnations: Vec<Incarnation>,
@@ -102,19 +168,25 @@ struct Sim<'a> {
     retired: Stat,
     injected: u64,
     kills: Vec<FaultRecord>,
+    /// The waits of the demo's own contenders.
+    waits: Vec<Wait>,
     errors: Vec<String>,
 }
 
 impl<'a> Sim<'a> {
-    fn start(cfg: &'a RunConfig, layout: Layout) -> Result<Sim<'a>> {
+    fn start(cfg: &'a RunConfig, layout: Layout, on: &'a Backend) -> Result<Sim<'a>> {
         let mut sim = Sim {
             cfg,
+            on,
+            victims: 0,
+            rng: Rng::new(cfg.seed, u64::MAX - 1),
             layout,
             procs: Vec::new(),
             incarnations: Vec::new(),
             retired: Stat::default(),
             injected: 0,
             kills: Vec::new(),
+            waits: Vec::new(),
             errors: Vec::new(),
         };
         for slot in 0..cfg.processes {
@@ -132,6 +204,14 @@ impl<'a> Sim<'a> {
     }
 
     fn spawn(&mut self, slot: u32, inc: u32) -> Result<Worker> {
+        let worker = self.start_worker(slot, inc, &[])?;
+        worker.expect("READY", START_TIMEOUT)?;
+        Ok(worker)
+    }
+
+    /// Starts `sessionlock worker gateway` for incarnation `inc` of `slot`,
+    /// with `extra` arguments.
+    fn start_worker(&mut self, slot: u32, inc: u32, extra: &[String]) -> Result<Worker> {
         let args: Vec<String> = vec![
             "gateway".into(),
             "--dir".into(),
@@ -149,8 +229,11 @@ impl<'a> Sim<'a> {
             "--lock-timeout-ms".into(),
             self.cfg.lock_timeout_ms.to_string(),
         ];
-        let worker = worker::spawn(format!("gateway {}", incarnation_name(slot, inc)), &args)?;
-        worker.expect("READY", START_TIMEOUT)?;
+        let exe = std::env::current_exe().context("locate the sessionlock binary")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("worker").args(&args).args(extra);
+        self.on.configure(&mut cmd);
+        let worker = worker::start(format!("gateway {}", incarnation_name(slot, inc)), cmd)?;
         self.incarnations.push(Incarnation {
             slot,
             inc,
@@ -217,8 +300,15 @@ impl<'a> Sim<'a> {
         if i >= self.procs.len() {
             return Ok(());
         }
-        if f.kind == FaultKind::Sigkill {
-            return self.kill_and_restart(i);
+        match f.kind {
+            FaultKind::Sigkill => return self.kill_and_restart(i),
+            FaultKind::ConnCut | FaultKind::StopPastLease => {
+                if let Err(e) = self.victim(f.kind) {
+                    self.errors.push(format!("{}: {e:#}", f.kind));
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         let p = &mut self.procs[i];
         if let Some(w) = p.worker.as_mut() {
@@ -228,6 +318,109 @@ impl<'a> Sim<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Plays out a fault on a holder of its own (PostgreSQL): starts a
+    /// victim process on a random session, and once it holds, cuts its
+    /// liveness connection or stops it past its lease, then lets it go on.
+    fn victim(&mut self, kind: FaultKind) -> Result<()> {
+        let slot = self.cfg.processes + self.victims;
+        self.victims += 1;
+        self.injected += 1;
+        let session = self.rng.index(self.cfg.sessions);
+        let extra = [
+            "--victim".to_owned(),
+            kind.name().to_owned(),
+            "--victim-session".to_owned(),
+            session.to_string(),
+        ];
+        let mut w = self.start_worker(slot, 0, &extra)?;
+        let wait = START_TIMEOUT + Duration::from_millis(self.cfg.lock_timeout_ms);
+        let outcome = (|| -> Result<()> {
+            w.expect("HELD", wait)?;
+            let key = pg_key(self.on, session);
+            let found = match kind {
+                FaultKind::ConnCut => {
+                    let n = self.cut(&key)?;
+                    anyhow::ensure!(n == 1, "pg_terminate_backend ended {n} connections, not 1");
+                    self.contend(session, &key)
+                }
+                _ => {
+                    let until = Instant::now() + Duration::from_millis(self.cfg.wedge_lease_ms * 3);
+                    w.signal(Signal::STOP)?;
+                    let found = self.contend(session, &key);
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                    w.signal(Signal::CONT)?;
+                    found
+                }
+            };
+            w.say(&format!("go {found}"))?;
+            w.expect("DONE", wait)?;
+            Ok(())
+        })();
+        let name = w.name().to_owned();
+        match w.finish(Duration::from_secs(10)) {
+            Ok(st) if st.success() => {}
+            Ok(st) => self.errors.push(format!("{name} exited with {st}")),
+            Err(e) => self.errors.push(format!("{e:#}")),
+        }
+        outcome
+    }
+
+    /// Takes and releases the lock of session `k` (`key`) from this
+    /// process, as the next holder after a victim; says how it went.
+    fn contend(&mut self, k: usize, key: &str) -> String {
+        let Backend::Pg { be, .. } = self.on else {
+            return "no contender on files".to_owned();
+        };
+        let locks = SessionLock::with_backend(be.clone(), LockOptions::default());
+        let opts = LockOptions::default()
+            .timeout(Some(Duration::from_millis(self.cfg.lock_timeout_ms)))
+            .max_hold(Duration::from_secs(60))
+            .lane("contender");
+        let since = Instant::now();
+        match locks.acquire_with(key, &opts) {
+            Ok(g) => {
+                let ms = since.elapsed().as_secs_f64() * 1e3;
+                let released = g.release();
+                self.waits.push(Wait {
+                    session: k,
+                    lane: "contender".to_owned(),
+                    what: WaitKind::Contender,
+                    ms,
+                });
+                match released {
+                    Ok(()) => {
+                        format!("a contender in another process held the lock after {ms:.1} ms")
+                    }
+                    Err(e) => format!("the contender could not release: {e}"),
+                }
+            }
+            Err(e) => format!("the contender failed: {e}"),
+        }
+    }
+
+    /// Ends the liveness connection of the holder of `key` with
+    /// `pg_terminate_backend`: the backend that holds the advisory lock
+    /// the lease names. Returns how many connections it ended.
+    fn cut(&self, key: &str) -> Result<u64> {
+        let Backend::Pg { be, url, rt, .. } = self.on else {
+            anyhow::bail!("conn-cut needs PostgreSQL");
+        };
+        let sql = format!(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN {}.leases s ON s.key = $1 \
+             WHERE s.held AND l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.granted \
+             AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = s.live_lock",
+            quote_ident(be.schema())
+        );
+        rt.block_on(async {
+            let client = sql_client(url).await?;
+            let rows = client
+                .query(&sql, &[&key])
+                .await
+                .context("pg_terminate_backend")?;
+            Ok(rows.len() as u64)
+        })
     }
 
     /// SIGKILLs a gateway process and starts its next incarnation, which
@@ -387,13 +580,21 @@ fn prepare(layout: &Layout) -> Result<()> {
         .with_context(|| format!("create the symlink {}", layout.alias_dir().display()))
 }
 
+/// Session `k`'s key on PostgreSQL (empty on files).
+fn pg_key(on: &Backend, k: usize) -> String {
+    match on {
+        Backend::File => String::new(),
+        Backend::Pg { keys, .. } => pg_session(keys, k),
+    }
+}
+
 /// Runs the simulation in `root` (an empty directory) and records it.
-pub(crate) fn simulate(cfg: &RunConfig, root: &Path) -> Result<Recording> {
+pub(crate) fn simulate(cfg: &RunConfig, root: &Path, on: &Backend) -> Result<Recording> {
     let started = Instant::now();
     let layout = Layout::new(root);
     prepare(&layout)?;
     let faults = schedule(cfg, &mut Rng::new(cfg.seed, u64::MAX));
-    let mut sim = Sim::start(cfg, layout.clone())?;
+    let mut sim = Sim::start(cfg, layout.clone(), on)?;
     let mut view = Progress::new();
     let total = Duration::from_secs(cfg.duration_s);
     let t0 = Instant::now();
@@ -404,6 +605,11 @@ pub(crate) fn simulate(cfg: &RunConfig, root: &Path) -> Result<Recording> {
         }
         let elapsed = t0.elapsed();
         if elapsed >= total {
+            // A victim's episode can hold the loop up: faults due before
+            // the end still go out.
+            for f in faults.get(next..).unwrap_or_default() {
+                sim.inject(*f)?;
+            }
             break;
         }
         while let Some(f) = faults.get(next).filter(|f| f.at <= elapsed) {
@@ -417,6 +623,9 @@ pub(crate) fn simulate(cfg: &RunConfig, root: &Path) -> Result<Recording> {
     eprintln!("demo: stopping the gateways");
     sim.stop();
     let mut rec = collect(cfg, &layout, &sim)?;
+    if let Backend::Pg { .. } = on {
+        collect_pg(cfg, on, &mut rec)?;
+    }
     rec.elapsed_s = started.elapsed().as_secs_f64();
     Ok(rec)
 }
@@ -441,7 +650,7 @@ fn collect(cfg: &RunConfig, layout: &Layout, sim: &Sim<'_>) -> Result<Recording>
         locks: Vec::new(),
         turns: Vec::new(),
         mutations: Vec::new(),
-        waits: Vec::new(),
+        waits: sim.waits.clone(),
         faults: sim.kills.clone(),
         late_writes: Vec::new(),
         errors: sim.errors.clone(),
@@ -514,6 +723,9 @@ fn collect(cfg: &RunConfig, layout: &Layout, sim: &Sim<'_>) -> Result<Recording>
     rec.faults.sort_by_key(|f| f.at_ns);
     rec.turns.sort_by_key(|t| t.start_ns);
 
+    if let Backend::Pg { .. } = sim.on {
+        return Ok(rec);
+    }
     for k in 0..cfg.sessions {
         let path = layout.session(k, false);
         let mut reader = Reader::open(&path)?;
@@ -559,6 +771,57 @@ fn collect(cfg: &RunConfig, layout: &Layout, sim: &Sim<'_>) -> Result<Recording>
         }
     }
     Ok(rec)
+}
+
+/// Reads the transcripts and the leases left behind on PostgreSQL, through
+/// the store and the backend's listing.
+fn collect_pg(cfg: &RunConfig, on: &Backend, rec: &mut Recording) -> Result<()> {
+    let Backend::Pg { be, keys, rt, .. } = on else {
+        return Ok(());
+    };
+    for k in 0..cfg.sessions {
+        let name = pg_session(keys, k);
+        let key = be.key_of(&name)?;
+        let read = rt
+            .block_on(async { be.open_store(&key).await?.read().await })
+            .with_context(|| format!("read the transcript {name}"))?;
+        let mut contents = SessionContents {
+            session: k,
+            ids: Vec::new(),
+            corrupt: Vec::new(),
+        };
+        for (i, e) in read.entries.iter().enumerate() {
+            match e.get("id").and_then(Value::as_str) {
+                Some(id) => contents.ids.push(id.to_owned()),
+                None => contents.corrupt.push(format!("s{k}: entry {i} has no id")),
+            }
+        }
+        if let Some(t) = read.torn {
+            contents
+                .corrupt
+                .push(format!("s{k}: torn final entry of {} bytes", t.len));
+        }
+        rec.transcripts.push(contents);
+    }
+    let prefix = format!("{keys}/");
+    for l in rt.block_on(be.list(&prefix))? {
+        match l {
+            Listed::Lock { key, inspection } => {
+                let payload = inspection.payload.as_ref().ok();
+                rec.locks.push(LockLeft {
+                    lock: key.as_str().to_owned(),
+                    pid: payload.and_then(|p| p.pid),
+                    alive: inspection.liveness.presumed_alive(),
+                    lane: payload.and_then(|p| p.lane.clone()),
+                    reasons: format!("holder {:?}", inspection.liveness),
+                })
+            }
+            Listed::Unreadable { locator, error } => rec
+                .errors
+                .push(format!("status: {}: {error}", locator.to_string_lossy())),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use serde_json::Value;
 use sessionlock::attempt::{Attempt, CleanupLock, State};
 use sessionlock::fs::{Fs, RealFs};
 use sessionlock::runs::AbortKind;
-use sessionlock::transcript::{Durability, Transcript};
-use sessionlock::{monotonic_ns, Error, FileBackend, LockOptions, SessionLock};
+use sessionlock::transcript::Durability;
+use sessionlock::{monotonic_ns, Error};
 
+use super::backends::DemoBackend;
 use super::entries::{
     aborted_note, compaction_marker, foreign_message, late_entry, reply, tool_result, Reply,
 };
@@ -266,12 +267,15 @@ enum Wrote {
 
 /// Appends one entry through the attempt (its held lock, or a short one
 /// when released) and acknowledges it once the append returned `Ok`.
-async fn write_entry(t: &mut Turn<'_>, a: &Attempt, entry: Value, id: &str) -> Result<Wrote> {
+async fn write_entry<B: DemoBackend>(
+    t: &mut Turn<'_>,
+    a: &Attempt<B>,
+    entry: Value,
+    id: &str,
+) -> Result<Wrote> {
     let released = a.state() == State::Released;
     let since = Instant::now();
-    let r = a
-        .with_write(move |store, guard| store.append(guard, &[entry], Durability::None))
-        .await;
+    let r = a.append(&[entry], Durability::None).await;
     if released {
         t.sh.wait(t.session(), t.lane(), WaitKind::Write, since)?;
     }
@@ -299,13 +303,14 @@ pub(super) struct TurnEnd {
 
 /// Runs one prompt turn: begin, prepare, release for the model call (tool
 /// results written meanwhile under short locks), reacquire, reply, cleanup.
-pub(super) fn prompt_turn<'a>(
+pub(super) fn prompt_turn<'a, B: DemoBackend>(
     sh: &'a Shared,
+    be: &'a B,
     plan: Plan,
 ) -> Pin<Box<dyn Future<Output = Result<TurnEnd>> + 'a>> {
     Box::pin(async move {
         let mut t = Turn::new(sh, &plan.lane, plan.session, plan.alias);
-        let note = drive(&mut t, &plan).await?;
+        let note = drive(&mut t, be, &plan).await?;
         let (begin_ms, turn_ms) = (t.begin_ms, t.turn_ms);
         let rec = t.finish()?;
         Ok(TurnEnd {
@@ -317,14 +322,11 @@ pub(super) fn prompt_turn<'a>(
     })
 }
 
-async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
+async fn drive<B: DemoBackend>(t: &mut Turn<'_>, be: &B, plan: &Plan) -> Result<Option<FaultNote>> {
     let sh = t.sh;
     let fs = Arc::new(FaultFs::default());
-    let locks = SessionLock::with_backend(
-        FileBackend::default().with_fs(fs.clone()),
-        LockOptions::default(),
-    );
-    let path = sh.layout.session(plan.session, plan.alias);
+    let locks = be.locks(Some(fs.clone()));
+    let path = be.session(sh, plan.session, plan.alias);
     let opts = sh.attempt_options(&plan.lane, &t.rec.id, NORMAL_LEASE);
     let since = Instant::now();
     let a = match Attempt::begin(&locks, &path, opts).await {
@@ -361,7 +363,7 @@ async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
                 ));
             }
         }
-        Err(e) if fence_fault => note = Some(probe_after_fence_error(t, &a, &e).await?),
+        Err(e) if fence_fault => note = Some(probe_after_fence_error(t, be, &a, &e).await?),
         Err(e) => t.rec.error = Some(format!("release_for_prompt: {e}")),
     }
 
@@ -400,7 +402,7 @@ async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
                     t.window_open();
                 }
             }
-            Event::Foreign => match intrude(sh, t.session(), &t.rec.id).await? {
+            Event::Foreign => match intrude(sh, be, t.session(), &t.rec.id).await? {
                 Ok(()) => t.rec.targeted = true,
                 Err(why) => note = Some(FaultNote::new(false, why)),
             },
@@ -423,7 +425,7 @@ async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
         // The user's next message arrives before this attempt's cleanup
         // runs: it must find the lock and the prompt turn free.
         let state = a.state();
-        note = Some(follow_up(sh, plan, state).await?);
+        note = Some(follow_up(sh, be, plan, state).await?);
     }
 
     if live {
@@ -490,13 +492,18 @@ async fn drive(t: &mut Turn<'_>, plan: &Plan) -> Result<Option<FaultNote>> {
 
 /// After a fence error at prompt release: the lock must be free, so the
 /// next acquisition does not wait for this attempt (incident 1).
-async fn probe_after_fence_error(t: &Turn<'_>, a: &Attempt, err: &Error) -> Result<FaultNote> {
+async fn probe_after_fence_error<B: DemoBackend>(
+    t: &Turn<'_>,
+    be: &B,
+    a: &Attempt<B>,
+    err: &Error,
+) -> Result<FaultNote> {
     let sh = t.sh;
     let eio = rustix::io::Errno::IO.raw_os_error();
     let is_eio = matches!(err, Error::Io { source, .. } if source.raw_os_error() == Some(eio));
     let state = a.state();
-    let locks = SessionLock::with_backend(FileBackend::default(), LockOptions::default());
-    let path = sh.layout.session(t.session(), false);
+    let locks = be.locks(None);
+    let path = be.session(sh, t.session(), false);
     let since = Instant::now();
     let got = locks
         .acquire_async_with(&path, &sh.lock_options("probe", &t.rec.id, NORMAL_LEASE))
@@ -523,7 +530,12 @@ async fn probe_after_fence_error(t: &Turn<'_>, a: &Attempt, err: &Error) -> Resu
 
 /// The user's next turn on the session of an aborted attempt, run before
 /// that attempt's cleanup (incident 3).
-async fn follow_up(sh: &Shared, plan: &Plan, state: State) -> Result<FaultNote> {
+async fn follow_up<B: DemoBackend>(
+    sh: &Shared,
+    be: &B,
+    plan: &Plan,
+    state: State,
+) -> Result<FaultNote> {
     let next = Plan {
         tools: Vec::new(),
         model_ms: 50,
@@ -533,7 +545,7 @@ async fn follow_up(sh: &Shared, plan: &Plan, state: State) -> Result<FaultNote> 
     };
     let since = Instant::now();
     Ok(
-        match tokio::time::timeout(sh.lock_timeout, prompt_turn(sh, next)).await {
+        match tokio::time::timeout(sh.lock_timeout, prompt_turn(sh, be, next)).await {
             Ok(end) => {
                 let end = end?;
                 FaultNote::new(
@@ -561,10 +573,15 @@ async fn follow_up(sh: &Shared, plan: &Plan, state: State) -> Result<FaultNote> 
 
 /// Another lane appends a user message (not benign) under its own lock.
 /// `Err` explains why it could not.
-async fn intrude(sh: &Shared, session: usize, target: &str) -> Result<Result<(), String>> {
+async fn intrude<B: DemoBackend>(
+    sh: &Shared,
+    be: &B,
+    session: usize,
+    target: &str,
+) -> Result<Result<(), String>> {
     let lane = "intruder";
-    let locks = SessionLock::with_backend(FileBackend::default(), LockOptions::default());
-    let path = sh.layout.session(session, false);
+    let locks = be.locks(None);
+    let path = be.session(sh, session, false);
     let since = Instant::now();
     let g = match locks
         .acquire_async_with(&path, &sh.lock_options(lane, target, NORMAL_LEASE))
@@ -574,10 +591,6 @@ async fn intrude(sh: &Shared, session: usize, target: &str) -> Result<Result<(),
         Err(e) => return Ok(Err(format!("the foreign writer could not lock: {e}"))),
     };
     sh.wait(session, lane, WaitKind::Intruder, since)?;
-    let mut transcript = match Transcript::open(&path) {
-        Ok(tr) => tr,
-        Err(e) => return Ok(Err(format!("the foreign writer could not open: {e}"))),
-    };
     let id = sh.entry_id(lane, session);
     let mutation = sh.mutation_id();
     sh.fact(&Fact::MutationBegin {
@@ -587,7 +600,9 @@ async fn intrude(sh: &Shared, session: usize, target: &str) -> Result<Result<(),
         owner_turn: None,
         at_ns: monotonic_ns(),
     })?;
-    let r = transcript.append(&g, &[foreign_message(&id, target)], Durability::None);
+    let r = be
+        .foreign_append(sh, session, &g, &foreign_message(&id, target))
+        .await;
     sh.fact(&Fact::MutationEnd {
         id: mutation,
         at_ns: monotonic_ns(),
@@ -599,21 +614,24 @@ async fn intrude(sh: &Shared, session: usize, target: &str) -> Result<Result<(),
     if let Err(e) = g.release() {
         return Ok(Err(format!("the foreign writer could not unlock: {e}")));
     }
-    Ok(r.map(drop)
-        .map_err(|e| format!("the foreign append failed: {e}")))
+    Ok(r)
 }
 
 /// A lane that wedges on the CPU while holding, past its lease (incident 2):
 /// it must lose the lock at the lease end, and its late write must be
 /// refused.
-pub(super) async fn wedge_turn(sh: &Shared, session: usize) -> Result<FaultNote> {
+pub(super) async fn wedge_turn<B: DemoBackend>(
+    sh: &Shared,
+    be: &B,
+    session: usize,
+) -> Result<FaultNote> {
     let lane = "wedged";
     let mut t = Turn::new(sh, lane, session, false);
     t.rec.expect_takeover = Some(FaultKind::Wedge);
-    let locks = SessionLock::with_backend(FileBackend::default(), LockOptions::default());
+    let locks = be.locks(None);
     let opts = sh.attempt_options(lane, &t.rec.id, sh.wedge_lease);
     let since = Instant::now();
-    let a = match Attempt::begin(&locks, sh.layout.session(session, false), opts).await {
+    let a = match Attempt::begin(&locks, be.session(sh, session, false), opts).await {
         Ok(a) => a,
         Err(e) => {
             t.error(&e);
@@ -625,13 +643,13 @@ pub(super) async fn wedge_turn(sh: &Shared, session: usize) -> Result<FaultNote>
     // Another lane wants the session meanwhile: it must hold it within the
     // lease plus a short delay, although this lane's thread never yields.
     let contender = {
-        let path = sh.layout.session(session, false);
+        let path = be.session(sh, session, false);
         let opts = sh.lock_options("contender", &t.rec.id, NORMAL_LEASE);
+        let be = be.clone();
         std::thread::Builder::new()
             .name("contender".into())
             .spawn(move || {
-                let locks =
-                    SessionLock::with_backend(FileBackend::default(), LockOptions::default());
+                let locks = be.locks(None);
                 let since = Instant::now();
                 locks.acquire_with(&path, &opts).map(|g| {
                     let ms = ms_since(since);
@@ -682,15 +700,93 @@ pub(super) async fn wedge_turn(sh: &Shared, session: usize) -> Result<FaultNote>
     ))
 }
 
+/// A holder that the demo puts out of play mid-hold (`fault`: its
+/// liveness connection cut, or the process stopped past its lease): it
+/// holds `session`, writes one entry, and hands over to `hold`, which
+/// returns what the demo's contender (another process) found; then this
+/// holder's late write must be refused.
+pub(super) async fn victim_turn<B: DemoBackend>(
+    sh: &Shared,
+    be: &B,
+    fault: FaultKind,
+    session: usize,
+    hold: impl FnOnce() -> Result<String>,
+) -> Result<FaultNote> {
+    let lane = "victim";
+    let mut t = Turn::new(sh, lane, session, false);
+    t.rec.expect_takeover = Some(fault);
+    let lease = if fault == FaultKind::StopPastLease {
+        sh.wedge_lease
+    } else {
+        NORMAL_LEASE
+    };
+    let locks = be.locks(None);
+    let opts = sh.attempt_options(lane, &t.rec.id, lease);
+    let since = Instant::now();
+    let a = match Attempt::begin(&locks, be.session(sh, session, false), opts).await {
+        Ok(a) => a,
+        Err(e) => {
+            t.error(&e);
+            t.finish()?;
+            return Ok(FaultNote::new(false, format!("could not begin: {e}")));
+        }
+    };
+    sh.wait(session, lane, WaitKind::Begin, since)?;
+    let id = sh.entry_id(lane, session);
+    let entry = reply(Reply::Label, &id, &t.rec.id);
+    let first = write_entry(&mut t, &a, entry, &id).await?;
+    // The demo cuts the connection or stops this process here, and takes
+    // the session from another process.
+    let contended = hold()?;
+    let id = sh.entry_id(lane, session);
+    let wrote = write_entry(&mut t, &a, late_entry(&id), &id).await?;
+    let rejected = wrote == Wrote::Refused && !t.failed();
+    sh.fact(&Fact::LateWrite(LateWrite {
+        id: id.clone(),
+        session,
+        rejected,
+    }))?;
+    if let Err(e) = a.acquire_for_cleanup().await {
+        t.error(&e);
+    }
+    if let Err(e) = a.dispose() {
+        t.error(&e);
+    }
+    let rec = t.finish()?;
+    Ok(FaultNote::new(
+        first == Wrote::Landed
+            && rejected
+            && contended.starts_with("a contender in another process held"),
+        format!(
+            "{} held s{session} ({}); {contended}; its late write was {}",
+            rec.id,
+            match fault {
+                FaultKind::ConnCut => "its liveness connection was terminated".to_owned(),
+                _ => format!("stopped past its {lease:?} lease, then continued"),
+            },
+            match (&rec.takeover, rec.error.as_deref()) {
+                (Some(tk), _) if rejected => format!("refused ({}: {})", tk.phase, tk.detail),
+                (_, Some(e)) => format!("not refused as a takeover: {e}"),
+                _ => "LANDED".to_owned(),
+            }
+        ),
+    ))
+}
+
 /// A compaction: a summary model call, then a rewrite of the transcript
 /// with every entry kept and a marker added, under the fence.
-pub(super) async fn compaction_turn(sh: &Shared, session: usize, rng: &mut Rng) -> Result<()> {
+pub(super) async fn compaction_turn<B: DemoBackend>(
+    sh: &Shared,
+    be: &B,
+    session: usize,
+    rng: &mut Rng,
+) -> Result<()> {
     let lane = LaneKind::Compaction.label();
     let mut t = Turn::new(sh, lane, session, false);
-    let locks = SessionLock::with_backend(FileBackend::default(), LockOptions::default());
+    let locks = be.locks(None);
     let opts = sh.attempt_options(lane, &t.rec.id, NORMAL_LEASE);
     let since = Instant::now();
-    let a = match Attempt::begin(&locks, sh.layout.session(session, false), opts).await {
+    let a = match Attempt::begin(&locks, be.session(sh, session, false), opts).await {
         Ok(a) => a,
         Err(e) => {
             t.error(&e);
@@ -728,17 +824,13 @@ pub(super) async fn compaction_turn(sh: &Shared, session: usize, rng: &mut Rng) 
             owner_turn: Some(t.rec.id.clone()),
             at_ns: monotonic_ns(),
         })?;
-        let r = a
-            .with_write(move |store, guard| {
-                // Read under the lock: nobody can append before the rewrite.
-                let mut entries = Vec::new();
-                for e in store.reader()? {
-                    entries.push(e?.value);
-                }
-                entries.push(marker);
-                store.rewrite(guard, &entries)
-            })
-            .await;
+        // Read and rewrite under the held lock: nobody appends between.
+        let r = async {
+            let mut entries = a.read().await?.entries;
+            entries.push(marker);
+            a.rewrite(&entries).await
+        }
+        .await;
         sh.fact(&Fact::MutationEnd {
             id: mutation,
             at_ns: monotonic_ns(),
@@ -763,8 +855,9 @@ pub(super) async fn compaction_turn(sh: &Shared, session: usize, rng: &mut Rng) 
 /// Two lanes of one session at once, one through the symlinked directory
 /// (incident 5): their prompt windows must not overlap (the verdict checks
 /// every window of a process), and neither may lose a write.
-pub(super) async fn alias_turns(
+pub(super) async fn alias_turns<B: DemoBackend>(
     sh: &Shared,
+    be: &B,
     lane: LaneKind,
     session: usize,
     rng: &mut Rng,
@@ -778,7 +871,7 @@ pub(super) async fn alias_turns(
         alias: true,
         ..LaneKind::Channel.plan(session, rng)
     };
-    let (d, x) = tokio::join!(prompt_turn(sh, direct), prompt_turn(sh, aliased));
+    let (d, x) = tokio::join!(prompt_turn(sh, be, direct), prompt_turn(sh, be, aliased));
     let (d, x) = (d?, x?);
     Ok(FaultNote::new(
         d.rec.outcome != Outcome::Failed && x.rec.outcome != Outcome::Failed,
