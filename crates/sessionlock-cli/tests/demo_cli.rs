@@ -267,3 +267,36 @@ fn bad_options_are_errors_not_verdicts() {
         stderr(&out)
     );
 }
+
+// Issue 12: the whole simulation on PostgreSQL, with every fault that means
+// something there (SIGKILL, wedge, user abort, foreign SQL insert, a
+// liveness connection cut by the server, a holder stopped past its lease),
+// and the same verdict; fence-error and alias are skipped with a note.
+#[test]
+fn a_short_postgres_run_passes_with_its_faults() {
+    let url = sessionlock_lab::pgserver::fresh_database(&sessionlock_lab::pgserver::shared_url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = demo(&["--backend", &url, "--duration", "4"], dir.path());
+    assert_passed(&out, "demo --backend URL --duration 4");
+    let table = stdout(&out);
+    assert!(
+        row(&table, "run")
+            .contains("faults user-abort,sigkill,wedge,foreign-write,conn-cut,stop-past-lease,"),
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "faults handled"),
+        "all 6 as required",
+        "{table}"
+    );
+    let takeovers = row(&table, "takeovers detected");
+    for cause in ["conn-cut", "stop-past-lease", "wedge", "foreign-write"] {
+        assert!(takeovers.contains(cause), "no {cause} takeover: {table}");
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains("fence-error") && err.contains("alias") && err.contains("skipped"),
+        "{err}"
+    );
+    assert!(!dir.path().join("sessions/s0.jsonl").exists());
+}
