@@ -595,7 +595,22 @@ impl LockBackend for PgBackend {
                     )
                     .await
                     .map_err(|e| busy(&s, &lease.key, e, "revoke a lease on"))?;
-                Ok(row.map_or(epoch, |r| to_u64(r.get(0))))
+                match row {
+                    Some(r) => Ok(to_u64(r.get(0))),
+                    // Already fenced out by a newer epoch: nothing to
+                    // change (a newer holder's row is left alone).
+                    None => {
+                        let st = client
+                            .prepare_cached(&s.sql.state)
+                            .await
+                            .map_err(|e| pg_error("prepare a statement on", s.target(), e))?;
+                        let now = client
+                            .query_opt(&st, &[&lease.key.key])
+                            .await
+                            .map_err(|e| pg_error("revoke a lease on", s.target(), e))?;
+                        Ok(now.map_or(epoch, |r| to_u64(r.get(0))))
+                    }
+                }
             };
             match tokio::time::timeout(REVOKE_BOUND, work).await {
                 Ok(r) => r,

@@ -54,7 +54,7 @@ pub use listen::{PgWatch, RECHECK};
 pub use schema::SCHEMA_VERSION;
 use sessionlock::backend::SessionId;
 use sessionlock::Error;
-pub use store::{PgSnapshot, PgStore};
+pub use store::{PgSnapshot, PgStore, RESOLVE_BOUND};
 
 use conn::Shared;
 

@@ -112,7 +112,7 @@ impl Sql {
                      epoch = CASE WHEN l.epoch = $2 THEN {next} ELSE l.epoch END, \
                      held = CASE WHEN l.epoch = $2 AND l.token = $3 THEN false ELSE l.held END, \
                      version = l.version + 1, written_at = clock_timestamp() \
-                 WHERE l.key = $1 RETURNING l.epoch) \
+                 WHERE l.key = $1 AND l.epoch = $2 RETURNING l.epoch) \
                  SELECT u.epoch, {notify} FROM u"
             ),
             state: format!(
@@ -154,7 +154,7 @@ impl Sql {
             ),
             entries_from: format!(
                 "SELECT e.seq, e.line FROM {s}.entries e JOIN {s}.leases l ON l.id = e.session \
-                 WHERE l.key = $1 AND e.seq >= $2 ORDER BY e.seq"
+                 WHERE l.key = $1 AND e.seq >= $2 AND e.seq < $3 ORDER BY e.seq"
             ),
             all_entries: format!(
                 "SELECT e.seq, e.line FROM {s}.entries e JOIN {s}.leases l ON l.id = e.session \

@@ -16,6 +16,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sessionlock::backend::{Held, TranscriptStore};
@@ -111,74 +112,134 @@ fn lines(entries: &RawEntries, path: &std::path::Path) -> Result<Vec<String>, Er
 }
 
 /// Whether an error means the connection went away, so a COMMIT may or may
-/// not have happened.
+/// not have happened: no answer from the server, or a fatal one (the
+/// server ended the session: an administrator, a shutdown, a crash).
 fn ambiguous(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error().is_none()
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            matches!(db.severity(), "FATAL" | "PANIC")
+                || db.code().code().starts_with("57P")
+                || db.code().code().starts_with("08")
+        }
+    }
+}
+
+/// How long an append whose outcome a lost connection left unknown keeps
+/// asking the server (a restart, say) before it gives up.
+pub const RESOLVE_BOUND: Duration = Duration::from_secs(15);
+
+/// One try of an append: its outcome, or "unknown" (the connection went
+/// away after the statement may have been sent).
+enum Try {
+    Done(Result<Appended, Error>),
+    Unknown(String),
 }
 
 async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, Error> {
     let s = lease.shared().clone();
-    let key = lease.key().clone();
+    let deadline = Instant::now() + RESOLVE_BOUND;
+    let batch = random_hex();
+    let mut pause = Duration::from_millis(50);
+    let mut unsure = false;
+    loop {
+        match append_once(&lease, &lines, &batch, unsure).await {
+            Try::Done(r) => return r,
+            Try::Unknown(why) => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Backend {
+                        op: "append to a transcript on",
+                        target: s.target().to_owned(),
+                        source: format!(
+                            "the connection was lost and for {RESOLVE_BOUND:?} the server could not be asked whether the entries landed (last: {why}); read the transcript before writing them again"
+                        )
+                        .into(),
+                    });
+                }
+                if !unsure {
+                    tracing::warn!(error = %why, "connection lost during an append; asking whether it landed");
+                }
+                unsure = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One try. When `unsure`, an earlier try may have landed: ask first
+/// (by its batch id), and insert only if it did not and the lease still
+/// stands.
+async fn append_once(lease: &LeaseInner, lines: &[String], batch: &str, unsure: bool) -> Try {
+    let s = lease.shared();
+    let key = lease.key().as_str();
     let (epoch, token) = lease.epoch_token();
     let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
-    let batch = random_hex();
     let n: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
-    let mut retried = false;
-    loop {
-        let client = s.client("append to a transcript on").await?;
-        if retried {
-            // Did the attempt whose COMMIT we lost land?
-            let landed = client
-                .query_opt(
-                    &client
-                        .prepare_cached(&s.sql.batch_landed)
-                        .await
-                        .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
-                    &[&key.as_str(), &batch],
-                )
-                .await
-                .map_err(|e| pg_error("append to a transcript on", s.target(), e))?;
-            if let Some(row) = landed {
+    let unknown = |e: &dyn std::fmt::Display| Try::Unknown(e.to_string());
+    let client = match s.client("append to a transcript on").await {
+        Ok(c) => c,
+        // Nothing was sent by this try: only an earlier one leaves doubt.
+        Err(e) if unsure => return unknown(&e),
+        Err(e) => return Try::Done(Err(e)),
+    };
+    let failed = |e: tokio_postgres::Error| {
+        if ambiguous(&e) {
+            unknown(&e)
+        } else {
+            Try::Done(Err(pg_error("append to a transcript on", s.target(), e)))
+        }
+    };
+    if unsure {
+        let landed = match client.prepare_cached(&s.sql.batch_landed).await {
+            Ok(st) => client.query_opt(&st, &[&key, &batch]).await,
+            Err(e) => Err(e),
+        };
+        match landed {
+            Ok(Some(row)) => {
                 let before: i64 = row.get(1);
-                return Ok(Appended {
+                return Try::Done(Ok(Appended {
                     offset: u64::try_from(before).unwrap_or(0),
                     len: n,
-                });
+                }));
             }
+            Ok(None) => {
+                // It did not land; write it only while the lease stands.
+                if let Err(e) = lease.local_check() {
+                    return Try::Done(Err(e));
+                }
+            }
+            Err(e) => return failed(e),
         }
-        if lines.is_empty() {
-            lease.state(&client).await?;
-            let c = counters(&s, &key).await?;
-            return Ok(Appended {
+    }
+    if lines.is_empty() {
+        return Try::Done(match lease.state(&client).await {
+            Ok(()) => counters(s, lease.key()).await.map(|c| Appended {
                 offset: u64::try_from(c.bytes).unwrap_or(0),
                 len: 0,
-            });
+            }),
+            Err(e) => Err(e),
+        });
+    }
+    let rows = match client.prepare_cached(&s.sql.append).await {
+        Ok(st) => {
+            client
+                .query(&st, &[&key, &epoch, &token, &lines, &batch])
+                .await
         }
-        match client
-            .query(
-                &client
-                    .prepare_cached(&s.sql.append)
-                    .await
-                    .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
-                &[&key.as_str(), &epoch, &token, &lines, &batch],
-            )
-            .await
-        {
-            Ok(rows) if rows.is_empty() => return Err(lease.refusal(&client).await),
-            Ok(rows) => {
-                // The size before the batch, the same on every row.
-                let before: i64 = rows[0].get(1);
-                return Ok(Appended {
-                    offset: u64::try_from(before).unwrap_or(0),
-                    len: n,
-                });
-            }
-            Err(e) if ambiguous(&e) && !retried => {
-                tracing::warn!(error = %e, "connection lost during an append; asking whether it landed");
-                retried = true;
-            }
-            Err(e) => return Err(pg_error("append to a transcript on", s.target(), e)),
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) if rows.is_empty() => Try::Done(Err(lease.refusal(&client).await)),
+        Ok(rows) => {
+            // The size before the batch, the same on every row.
+            let before: i64 = rows[0].get(1);
+            Try::Done(Ok(Appended {
+                offset: u64::try_from(before).unwrap_or(0),
+                len: n,
+            }))
         }
+        Err(e) => failed(e),
     }
 }
 
@@ -421,7 +482,7 @@ impl TranscriptStore<PgBackend> for PgStore {
                         .prepare_cached(&s.sql.entries_from)
                         .await
                         .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
-                    &[&key.as_str(), &snap.next_seq],
+                    &[&key.as_str(), &snap.next_seq, &now.next_seq],
                 )
                 .await
                 .map_err(|e| pg_error("read a transcript on", s.target(), e))?;

@@ -150,3 +150,64 @@ fn death_watches_end_with_their_waits() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+/// An append whose connection is cut while its statement runs (so it
+/// cannot know whether it committed) asks the server by its batch id and
+/// finishes: the entry lands exactly once.
+#[test]
+fn an_append_cut_off_mid_statement_lands_exactly_once() {
+    use sessionlock::backend::{StoreBackend, TranscriptStore};
+    use sessionlock::store::RawEntries;
+    use sessionlock_lab::pgserver::{fresh_database, psql};
+    use sessionlock_lab::testkit::block_on;
+    let url = fresh_database(&shared_url());
+    let b = PgBackend::connect(&url).expect("connect");
+    let locks = SessionLock::with_backend(b.clone(), LockOptions::default());
+    let s = fresh("cut");
+    let key = sessionlock::LockBackend::key(&b, s.as_str()).unwrap();
+    let mut store = block_on(b.open_store(&key)).unwrap();
+    let g = locks.acquire(s.as_str()).expect("acquire");
+    // Someone holds the lease row for a while, so the append waits inside
+    // its statement...
+    let mut blocker = std::process::Command::new("psql")
+        .args(["-X", "-q", &url, "-c"])
+        .arg(format!(
+            "BEGIN; SELECT 1 FROM sessionlock.leases WHERE key = '{s}' FOR SHARE; SELECT pg_sleep(1.5); COMMIT;"
+        ))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    std::thread::sleep(Duration::from_millis(300));
+    let cutter = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            // ... and its connection is cut there.
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let cut = psql(
+                    &url,
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE query LIKE 'WITH l AS (SELECT id, next_seq%' AND pid <> pg_backend_pid()",
+                );
+                if cut.trim() == "1" {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < until,
+                    "the append never showed up"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut batch = RawEntries::new();
+    batch.push(br#"{"n":"once"}"#).unwrap();
+    let a = block_on(g.store_append(&mut store, &batch, Default::default()))
+        .expect("the append finishes after its connection was cut");
+    cutter.join().unwrap();
+    let _ = blocker.wait();
+    assert_eq!((a.offset, a.len), (0, 13));
+    let read = block_on(store.read()).unwrap();
+    assert_eq!(read.entries, vec![serde_json::json!({"n": "once"})]);
+    g.release().expect("release");
+}
