@@ -28,6 +28,7 @@ pub(crate) struct Sql {
     pub(crate) append: String,
     pub(crate) batch_landed: String,
     pub(crate) lock_for_write: String,
+    pub(crate) lock_for_retry: String,
     pub(crate) delete_all: String,
     pub(crate) delete_from: String,
     pub(crate) insert_at: String,
@@ -142,6 +143,11 @@ impl Sql {
             lock_for_write: format!(
                 "SELECT l.id, l.next_seq FROM {s}.leases l WHERE l.key = $1 AND l.epoch = $2 \
                      AND l.token = $3 AND l.held AND l.expires_at > clock_timestamp() FOR UPDATE"
+            ),
+            lock_for_retry: format!(
+                "SELECT l.id, l.next_seq, l.bytes, l.epoch = $2 AND l.token = $3 AND l.held \
+                     AND l.expires_at > clock_timestamp() \
+                 FROM {s}.leases l WHERE l.key = $1 FOR UPDATE"
             ),
             delete_all: format!("DELETE FROM {s}.entries WHERE session = $1"),
             delete_from: format!("DELETE FROM {s}.entries WHERE session = $1 AND seq >= $2"),

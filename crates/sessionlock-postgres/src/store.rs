@@ -111,6 +111,55 @@ fn lines(entries: &RawEntries, path: &std::path::Path) -> Result<Vec<String>, Er
         .collect()
 }
 
+/// A try after one whose outcome is unknown, in one transaction: the
+/// lease row is locked first, which waits for the earlier try if the
+/// server still runs it; only then (a new statement, so a new snapshot)
+/// is its batch looked for, and the entries are inserted only if it is
+/// absent and the lease still stands. So the batch lands once at most.
+async fn retry(
+    lease: &LeaseInner,
+    client: &mut deadpool_postgres::Object,
+    lines: &[String],
+    batch: &str,
+    n: u64,
+) -> Result<Result<Appended, Error>, tokio_postgres::Error> {
+    let s = lease.shared();
+    let key = lease.key().as_str();
+    let (epoch, token) = lease.epoch_token();
+    let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
+    let tx = client.transaction().await?;
+    let st = tx.prepare_cached(&s.sql.lock_for_retry).await?;
+    let row = tx.query_opt(&st, &[&key, &epoch, &token]).await?;
+    let st = tx.prepare_cached(&s.sql.batch_landed).await?;
+    if let Some(landed) = tx.query_opt(&st, &[&key, &batch]).await? {
+        let before: i64 = landed.get(1);
+        tx.commit().await?;
+        return Ok(Ok(Appended {
+            offset: u64::try_from(before).unwrap_or(0),
+            len: n,
+        }));
+    }
+    let Some(row) = row else {
+        return Ok(Err(lease.refusal(&tx).await));
+    };
+    if !row.get::<_, bool>(3) {
+        return Ok(Err(lease.refusal(&tx).await));
+    }
+    if let Err(e) = lease.local_check() {
+        return Ok(Err(e));
+    }
+    let (id, next, before): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    if !lines.is_empty() {
+        let st = tx.prepare_cached(&s.sql.insert_at).await?;
+        tx.execute(&st, &[&id, &next, &lines, &batch]).await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(Appended {
+        offset: u64::try_from(before).unwrap_or(0),
+        len: n,
+    }))
+}
+
 /// Whether an error means the connection went away, so a COMMIT may or may
 /// not have happened: no answer from the server, or a fatal one (the
 /// server ended the session: an administrator, a shutdown, a crash).
@@ -177,7 +226,7 @@ async fn append_once(lease: &LeaseInner, lines: &[String], batch: &str, unsure: 
     let epoch = i64::try_from(epoch).unwrap_or(i64::MAX);
     let n: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
     let unknown = |e: &dyn std::fmt::Display| Try::Unknown(e.to_string());
-    let client = match s.client("append to a transcript on").await {
+    let mut client = match s.client("append to a transcript on").await {
         Ok(c) => c,
         // Nothing was sent by this try: only an earlier one leaves doubt.
         Err(e) if unsure => return unknown(&e),
@@ -191,26 +240,10 @@ async fn append_once(lease: &LeaseInner, lines: &[String], batch: &str, unsure: 
         }
     };
     if unsure {
-        let landed = match client.prepare_cached(&s.sql.batch_landed).await {
-            Ok(st) => client.query_opt(&st, &[&key, &batch]).await,
-            Err(e) => Err(e),
+        return match retry(lease, &mut client, lines, batch, n).await {
+            Ok(done) => Try::Done(done),
+            Err(e) => failed(e),
         };
-        match landed {
-            Ok(Some(row)) => {
-                let before: i64 = row.get(1);
-                return Try::Done(Ok(Appended {
-                    offset: u64::try_from(before).unwrap_or(0),
-                    len: n,
-                }));
-            }
-            Ok(None) => {
-                // It did not land; write it only while the lease stands.
-                if let Err(e) = lease.local_check() {
-                    return Try::Done(Err(e));
-                }
-            }
-            Err(e) => return failed(e),
-        }
     }
     if lines.is_empty() {
         return Try::Done(match lease.state(&client).await {
