@@ -177,7 +177,11 @@ pub(crate) async fn wait(
 ) {
     let death = match holder_lock {
         Some(id) => match &w.death {
-            Some((old, d)) if *old == id => Some(d.clone()),
+            // Only one that has not fired: a fired watch never fires again,
+            // so a holder that died after our last look would go unseen.
+            Some((old, d)) if *old == id && d.signal.gen.load(Ordering::SeqCst) == 0 => {
+                Some(d.clone())
+            }
             _ => {
                 let d = death_watch(shared, id);
                 w.death = Some((id, d.clone()));
