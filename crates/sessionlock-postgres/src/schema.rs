@@ -21,7 +21,7 @@ use sessionlock::Error;
 use tokio_postgres::Client;
 
 /// The version of the schema this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// 2^64, the modulus of the transcript digest.
 pub(crate) const DIGEST_MOD: &str = "18446744073709551616";
@@ -129,6 +129,55 @@ CREATE TRIGGER entries_truncated AFTER TRUNCATE ON {s}.entries
     )
 }
 
+/// Version 2: the delete and update triggers lock the sessions' lease rows
+/// before they recount `next_seq`. In version 1 the recount's snapshot
+/// could predate an append that held the row while the trigger waited for
+/// it, so `next_seq` went back below the appended entries and every later
+/// append collided with them.
+fn version_2(s: &str) -> String {
+    let h_new = entry_hash("n");
+    let h_old = entry_hash("o");
+    format!(
+        r#"
+CREATE OR REPLACE FUNCTION {s}.entries_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Lock first: the recount below then runs with a snapshot taken after
+    -- every writer that held these rows committed.
+    PERFORM 1 FROM {s}.leases l WHERE l.id IN (SELECT o.session FROM old_rows o)
+      ORDER BY l.id FOR NO KEY UPDATE;
+    UPDATE {s}.leases l
+       SET next_seq = coalesce((SELECT max(e.seq) + 1 FROM {s}.entries e WHERE e.session = l.id), 0),
+           bytes = l.bytes - x.b,
+           digest = mod(mod(l.digest - x.h, {m}) + {m}, {m}),
+           edits = l.edits + 1
+      FROM (SELECT o.session, sum({h_old}) AS h, sum(octet_length(o.line) + 1) AS b
+              FROM old_rows o GROUP BY o.session) x
+     WHERE l.id = x.session;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION {s}.entries_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM {s}.leases l
+     WHERE l.id IN (SELECT n.session FROM new_rows n UNION SELECT o.session FROM old_rows o)
+      ORDER BY l.id FOR NO KEY UPDATE;
+    UPDATE {s}.leases l
+       SET digest = mod(mod(l.digest + x.h, {m}) + {m}, {m}),
+           bytes = l.bytes + x.b,
+           next_seq = coalesce((SELECT max(e.seq) + 1 FROM {s}.entries e WHERE e.session = l.id), 0),
+           edits = l.edits + 1
+      FROM (SELECT d.session, sum(d.h) AS h, sum(d.b) AS b FROM (
+                SELECT n.session, {h_new} AS h, octet_length(n.line) + 1 AS b FROM new_rows n
+                UNION ALL
+                SELECT o.session, -{h_old} AS h, -(octet_length(o.line) + 1) AS b FROM old_rows o) d
+             GROUP BY d.session) x
+     WHERE l.id = x.session;
+    RETURN NULL;
+END $$;
+"#,
+        m = DIGEST_MOD,
+    )
+}
+
 /// The advisory lock (transaction-level) that serializes migrations of one
 /// schema across every client.
 fn migrate_lock(schema: &str) -> String {
@@ -181,6 +230,11 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, target: &str) -> 
         tx.batch_execute(&version_1(schema))
             .await
             .map_err(fail("create sessionlock's tables on"))?;
+    }
+    if have < 2 {
+        tx.batch_execute(&version_2(schema))
+            .await
+            .map_err(fail("migrate sessionlock's tables on"))?;
     }
     // Later versions add their steps here, each guarded by `have < N`.
     tx.execute(

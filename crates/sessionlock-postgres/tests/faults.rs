@@ -662,7 +662,7 @@ fn acknowledged_entries_survive_kills_a_termination_storm_and_a_restart() {
 // ---------------------------------------------------------------- schema
 
 /// Eight processes connect to a fresh schema at once: all succeed, and
-/// the schema is at version 1 with one meta row.
+/// the schema is at the current version with one meta row.
 #[test]
 fn eight_clients_create_one_schema_at_once() {
     let schema = format!("t_{}_{}", std::process::id(), sessionlock::monotonic_ns());
@@ -688,7 +688,7 @@ fn eight_clients_create_one_schema_at_once() {
             &format!("SELECT version, count(*) OVER () FROM {schema}.meta")
         )
         .trim(),
-        "1|1"
+        format!("{}|1", sessionlock_postgres::SCHEMA_VERSION)
     );
 }
 
