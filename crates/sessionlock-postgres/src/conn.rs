@@ -156,13 +156,15 @@ impl Shared {
             if !l.client.is_closed() {
                 return Ok((l.lock, l.gen));
             }
-            self.live_gen.fetch_add(1, Ordering::SeqCst);
             *live = None;
         }
         let lock = random_i64();
         let (client, conn) =
             connect_raw(&self.cfg, &self.tls, "open the liveness connection to").await?;
-        let gen = self.live_gen.load(Ordering::SeqCst);
+        // Each connection claims a generation of its own: leases of any
+        // earlier one are lost from now on, and the end of a connection
+        // whose setup failed cannot touch a later one's leases.
+        let gen = self.live_gen.fetch_add(1, Ordering::SeqCst) + 1;
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -582,7 +582,7 @@ impl LockBackend for PgBackend {
         let lease = self.lease_ref(lease);
         run(async move {
             let s = lease.shared.clone();
-            let (epoch, token) = lease.epoch_token();
+            let (epoch, _) = lease.epoch_token();
             let work = async {
                 let client = s.client("revoke a lease on").await?;
                 let row = client
@@ -591,7 +591,7 @@ impl LockBackend for PgBackend {
                             .prepare_cached(&s.sql.revoke)
                             .await
                             .map_err(|e| pg_error("prepare a statement on", s.target(), e))?,
-                        &[&lease.key.key, &to_i64(epoch), &token],
+                        &[&lease.key.key, &to_i64(epoch)],
                     )
                     .await
                     .map_err(|e| busy(&s, &lease.key, e, "revoke a lease on"))?;

@@ -19,6 +19,9 @@ use tokio_postgres::AsyncMessage;
 
 use crate::conn::{connect_raw, Shared};
 
+/// The most death watches (server connections) a process keeps at once.
+pub const MAX_DEATH_WATCHES: usize = 32;
+
 /// How long a death watch outlives its last wait.
 const DEATH_KEEP: Duration = Duration::from_secs(2);
 
@@ -184,8 +187,8 @@ pub(crate) async fn wait(
             }
             _ => {
                 let d = death_watch(shared, id);
-                w.death = Some((id, d.clone()));
-                Some(d)
+                w.death = d.clone().map(|d| (id, d));
+                d
             }
         },
         None => {
@@ -231,16 +234,21 @@ pub(crate) async fn wait(
 /// The death watch of liveness lock `id`, shared by this process's waiters:
 /// a connection of its own waits for the lock in shared mode, which the
 /// server grants when the holder's connection ends.
-fn death_watch(shared: &Arc<Shared>, id: i64) -> Arc<Death> {
+fn death_watch(shared: &Arc<Shared>, id: i64) -> Option<Arc<Death>> {
     let mut deaths = lock(&shared.listener.deaths);
     let now = std::time::Instant::now();
     if let Some(k) = deaths.get_mut(&id) {
         if k.death.signal.gen.load(Ordering::SeqCst) == 0 {
             k.used = now;
-            return k.death.clone();
+            return Some(k.death.clone());
         }
     }
     sweep(&mut deaths, now);
+    if deaths.len() >= MAX_DEATH_WATCHES {
+        // Each is a server connection: past the cap, waits fall back to
+        // the re-check (a dead holder is then seen within RECHECK).
+        return None;
+    }
     let (tx, stop) = tokio::sync::oneshot::channel();
     let d = Arc::new(Death {
         signal: Signal::default(),
@@ -298,7 +306,7 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Arc<Death> {
         drop(client);
         let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
     });
-    d
+    Some(d)
 }
 
 /// Drops the death watches nobody waits on that have fired, or that no

@@ -111,7 +111,7 @@ impl Sql {
             revoke: format!(
                 "WITH u AS (UPDATE {s}.leases AS l SET \
                      epoch = CASE WHEN l.epoch = $2 THEN {next} ELSE l.epoch END, \
-                     held = CASE WHEN l.epoch = $2 AND l.token = $3 THEN false ELSE l.held END, \
+                     held = false, \
                      version = l.version + 1, written_at = clock_timestamp() \
                  WHERE l.key = $1 AND l.epoch = $2 RETURNING l.epoch) \
                  SELECT u.epoch, {notify} FROM u"

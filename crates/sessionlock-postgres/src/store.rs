@@ -520,6 +520,14 @@ impl TranscriptStore<PgBackend> for PgStore {
                 .await
                 .map_err(|e| pg_error("read a transcript on", s.target(), e))?;
             let lines: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+            // A pure append accounts for every entry and byte the counters
+            // gained; anything else (rows slipped in below the snapshot's
+            // end, say) is not an append.
+            let grown: i64 = lines.iter().map(|l| l.len() as i64 + 1).sum();
+            let count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+            if count != now.next_seq - snap.next_seq || grown != now.bytes - snap.bytes {
+                return Ok(Err(Change::Takeover(Takeover::Edited)));
+            }
             Ok(Ok((lines, snap.bytes)))
         });
         async move {

@@ -110,3 +110,31 @@ fn a_benign_foreign_entry_is_accepted_and_returned() {
         a.dispose().expect("dispose");
     });
 }
+
+/// A foreign row slipped in below the transcript's end (here at a
+/// negative sequence number) moves neither the next sequence nor the edit
+/// count, only the size and digest: still a takeover, never "nothing new".
+#[test]
+fn a_row_slipped_in_below_the_end_is_a_takeover() {
+    let locks = locks();
+    let s = fresh("slipped");
+    block_on(async {
+        let a = Attempt::begin(&locks, s.as_str(), AttemptOptions::default())
+            .await
+            .expect("begin");
+        a.append(&[json!({"type": "message"})], Default::default())
+            .await
+            .expect("own append");
+        a.release_for_prompt().await.expect("release for prompt");
+        psql(
+            &shared_url(),
+            &format!(
+                "INSERT INTO sessionlock.entries (session, seq, line) \
+                 SELECT id, -1, '{{\"type\":\"message\",\"n\":\"slipped\"}}' FROM sessionlock.leases WHERE key = '{s}'"
+            ),
+        );
+        let e = a.reacquire_after_prompt().await.unwrap_err();
+        assert_eq!(e.code(), "takeover", "{e}");
+        a.dispose().expect("dispose");
+    });
+}
