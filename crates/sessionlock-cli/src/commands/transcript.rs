@@ -214,6 +214,26 @@ struct AppendedJson {
 }
 
 fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
+    let entries = input_entries(&args)?;
+
+    let (locks, session) = resolve(&args.session, &args.lock.root, "append to", true)?;
+    let guard = lock(
+        &locks,
+        &session,
+        args.session.display(),
+        &args.lock,
+        busy_hint,
+    )?;
+    let epoch = guard.epoch();
+    write_locked(
+        guard,
+        |g| append_locked(&locks, g, &entries, args.durability.into()),
+        |(offset, bytes)| appended(&args, &entries, offset, bytes, epoch),
+    )
+}
+
+/// Entries from each `--entry`, else from stdin; none is an error.
+fn input_entries(args: &AppendArgs) -> Result<RawEntries, Failure> {
     let entries = if args.entries.is_empty() {
         if io::stdin().is_terminal() {
             eprintln!("reading entries from stdin, one JSON value per line (end with Ctrl-D)");
@@ -229,35 +249,58 @@ fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
             ),
         );
     }
+    Ok(entries)
+}
 
-    let (locks, session) = resolve(&args.session, &args.lock.root, "append to", true)?;
-    let guard = lock(&locks, &session, &args.session, &args.lock)?;
-    let epoch = guard.epoch();
-    let written = append_locked(&locks, &guard, &entries, args.durability.into());
-    let released = release(guard);
-    let (offset, bytes) = written?;
-
-    let line = if args.json {
+/// `append`'s summary line: `bytes` written at `offset` under `epoch`.
+fn appended(
+    args: &AppendArgs,
+    entries: &RawEntries,
+    offset: u64,
+    bytes: u64,
+    epoch: u64,
+) -> Result<String, Failure> {
+    if args.json {
         serde_json::to_string(&AppendedJson {
             entries: entries.len(),
             bytes,
             offset,
             epoch,
         })
-        .map_err(context("cannot format the summary".to_owned()))?
+        .map_err(context("cannot format the summary".to_owned()))
     } else {
         let noun = if entries.len() == 1 {
             "entry"
         } else {
             "entries"
         };
-        format!(
+        Ok(format!(
             "appended {} {noun} ({bytes} bytes) at offset {offset}, epoch {epoch}",
             entries.len()
-        )
-    };
-    print_line(&line)?;
+        ))
+    }
+}
+
+/// Runs `write` under `guard`, releases the lock, and prints the line
+/// `summary` makes of what was written. Exit 0, or 2 when the release
+/// failed (reported).
+fn write_locked<B: LockBackend, T>(
+    guard: Guard<B>,
+    write: impl FnOnce(&Guard<B>) -> Result<T, Failure>,
+    summary: impl FnOnce(T) -> Result<String, Failure>,
+) -> Result<ExitCode, Failure> {
+    let written = write(&guard);
+    let released = release(guard);
+    print_line(&summary(written?)?)?;
     Ok(ExitCode::from(if released { 0 } else { 2 }))
+}
+
+/// `repair`'s summary line; `unit` is what the transcript is made of.
+fn repaired(torn: Option<TornTail>, unit: &str) -> String {
+    match torn {
+        Some(torn) => format!("repaired: {}", moved(&torn)),
+        None => format!("nothing to repair: the transcript ends with a complete {unit}"),
+    }
 }
 
 /// Opens the locked session's transcript through the lock's backend (so a
@@ -516,15 +559,18 @@ fn print_line(line: &str) -> Result<(), Failure> {
 
 fn run_repair(args: RepairArgs) -> Result<ExitCode, Failure> {
     let (locks, session) = resolve(&args.session, &args.lock.root, "repair", false)?;
-    let guard = lock(&locks, &session, &args.session, &args.lock)?;
-    let repaired = repair_locked(&locks, &guard);
-    let released = release(guard);
-    let line = match repaired? {
-        Some(torn) => format!("repaired: {}", moved(&torn)),
-        None => "nothing to repair: the transcript ends with a complete line".to_owned(),
-    };
-    print_line(&line)?;
-    Ok(ExitCode::from(if released { 0 } else { 2 }))
+    let guard = lock(
+        &locks,
+        &session,
+        args.session.display(),
+        &args.lock,
+        busy_hint,
+    )?;
+    write_locked(
+        guard,
+        |g| repair_locked(&locks, g),
+        |torn| Ok(repaired(torn, "line")),
+    )
 }
 
 fn repair_locked(locks: &SessionLock, guard: &Guard) -> Result<Option<TornTail>, Failure> {
@@ -592,15 +638,16 @@ fn not_a_transcript(path: &Path, verb: &str, m: &std::fs::Metadata) -> Failure {
     }
 }
 
-/// Takes the lock of `session` (canonical; `given` is the path as given).
-/// Someone else holding it is a finding (exit 1), with a hint where to see
-/// the holder.
-fn lock(
-    locks: &SessionLock,
-    session: &Path,
-    given: &Path,
+/// Takes the lock of `session` (`shown` as the user named it), waiting as
+/// `args` say. Someone else holding it is a finding (exit 1), with the hint
+/// `busy` gives (where to see the holder).
+fn lock<B: LockBackend>(
+    locks: &SessionLock<B>,
+    session: impl AsRef<B::Name>,
+    shown: impl std::fmt::Display,
     args: &LockArgs,
-) -> Result<Guard, Failure> {
+    busy: impl FnOnce(&Error) -> String,
+) -> Result<Guard<B>, Failure> {
     let mut opts = locks.options().clone().lane(args.lane.clone());
     if let Some(Budget(t)) = args.timeout_ms {
         opts = opts.timeout(t);
@@ -608,16 +655,14 @@ fn lock(
     match locks.acquire_with(session, &opts) {
         Ok(g) => Ok(g),
         Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => {
-            let hint = busy_hint(&e);
+            let hint = busy(&e);
             Err(Failure {
                 err: anyhow::Error::new(e),
                 hint: Some(hint),
                 code: 1,
             })
         }
-        Err(e) => Err(context(format!("cannot lock session {}", given.display()))(
-            e,
-        )),
+        Err(e) => Err(context(format!("cannot lock session {shown}"))(e)),
     }
 }
 
@@ -648,73 +693,39 @@ fn pg_lock(
     args: &LockArgs,
     backend: &BackendChoice,
 ) -> Result<Guard<PgBackend>, Failure> {
-    let mut opts = locks.options().clone().lane(args.lane.clone());
-    if let Some(Budget(t)) = args.timeout_ms {
-        opts = opts.timeout(t);
-    }
-    match locks.acquire_with(key, &opts) {
-        Ok(g) => Ok(g),
-        Err(e @ (Error::Timeout { .. } | Error::Stale { .. })) => Err(Failure {
-            err: anyhow::Error::new(e),
-            hint: Some(format!(
-                "run `{}` to see the holder",
-                pg_status_command(backend, key)
-            )),
-            code: 1,
-        }),
-        Err(e) => Err(context(format!("cannot lock session {key}"))(e)),
-    }
+    lock(locks, key, key, args, |_| {
+        format!(
+            "run `{}` to see the holder",
+            pg_status_command(backend, key)
+        )
+    })
 }
 
 fn pg_append(args: AppendArgs, url: &str, backend: &BackendChoice) -> Result<ExitCode, Failure> {
     let key = pg_session(&args.session, &args.lock.root)?;
-    let entries = if args.entries.is_empty() {
-        if io::stdin().is_terminal() {
-            eprintln!("reading entries from stdin, one JSON value per line (end with Ctrl-D)");
-        }
-        entries_from_lines(io::stdin().lock(), MAX_INPUT_BYTES)?
-    } else {
-        entries_from_args(&args.entries)?
-    };
-    if entries.is_empty() {
-        return Err(
-            Failure::error(anyhow::anyhow!("no entries to append")).hint(
-                "pass entries with --entry JSON (repeatable), or one JSON value per line on stdin",
-            ),
-        );
-    }
+    let entries = input_entries(&args)?;
     let locks = pg_manager(url)?;
     let mut store = pg_store(&locks, &key)?;
     let guard = pg_lock(&locks, &key, &args.lock, backend)?;
     let epoch = guard.epoch();
-    let written = block_on(guard.store_append(&mut store, &entries, args.durability.into()))
-        .map_err(|e| write_failure(e, "cannot append to the transcript"));
-    let released = release(guard);
-    // As for files: `offset` is where the batch starts in the transcript
-    // as JSONL, in bytes; the bytes are those of the batch.
-    let offset = written?.offset;
-    let bytes = entries.as_bytes().len() as u64;
-    let line = if args.json {
-        serde_json::to_string(&AppendedJson {
-            entries: entries.len(),
-            bytes,
-            offset,
-            epoch,
-        })
-        .map_err(context("cannot format the summary".to_owned()))?
-    } else {
-        let noun = if entries.len() == 1 {
-            "entry"
-        } else {
-            "entries"
-        };
-        format!(
-            "appended {} {noun} ({bytes} bytes) at offset {offset}, epoch {epoch}",
-            entries.len()
-        )
-    };
-    print_line(&line)?;
-    Ok(ExitCode::from(if released { 0 } else { 2 }))
+    write_locked(
+        guard,
+        |g| {
+            block_on(g.store_append(&mut store, &entries, args.durability.into()))
+                .map_err(|e| write_failure(e, "cannot append to the transcript"))
+        },
+        // As for files: `offset` is where the batch starts in the
+        // transcript as JSONL, in bytes; the bytes are those of the batch.
+        |a| {
+            appended(
+                &args,
+                &entries,
+                a.offset,
+                entries.as_bytes().len() as u64,
+                epoch,
+            )
+        },
+    )
 }
 
 fn pg_read(args: ReadArgs, url: &str, backend: &BackendChoice) -> Result<ExitCode, Failure> {
@@ -756,15 +767,14 @@ fn pg_repair(args: RepairArgs, url: &str) -> Result<ExitCode, Failure> {
     let locks = pg_manager(url)?;
     let mut store = pg_store(&locks, &key)?;
     let guard = pg_lock(&locks, &key, &args.lock, &backend)?;
-    let repaired = block_on(guard.store_repair(&mut store))
-        .map_err(|e| write_failure(e, "cannot repair the transcript"));
-    let released = release(guard);
-    let line = match repaired? {
-        Some(torn) => format!("repaired: {}", moved(&torn)),
-        None => "nothing to repair: the transcript ends with a complete entry".to_owned(),
-    };
-    print_line(&line)?;
-    Ok(ExitCode::from(if released { 0 } else { 2 }))
+    write_locked(
+        guard,
+        |g| {
+            block_on(g.store_repair(&mut store))
+                .map_err(|e| write_failure(e, "cannot repair the transcript"))
+        },
+        |torn| Ok(repaired(torn, "entry")),
+    )
 }
 
 #[cfg(test)]
