@@ -268,6 +268,35 @@ pub(crate) fn warn_openclaw_exposure(dir: &Path, exposed: &[(&LockStatus, Exposu
     );
 }
 
+/// Writes a header and rows, in aligned columns (the last one unpadded).
+pub(crate) fn write_rows<const N: usize>(
+    out: &mut impl std::io::Write,
+    header: &[&str; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let mut widths = header.map(|h| h.chars().count());
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header = header.map(str::to_owned);
+    for r in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let pad = w - cell.chars().count();
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad + 2));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::testkit::block_on;
 use sessionlock_postgres::{PgBackend, PgKey, PgVersion};
 
-use super::lock::pg_backend;
+use super::lock::{pg_backend, pg_prefixes};
 
 use crate::output::report;
 use crate::output::{self, hex_if_not_utf8, shell_word};
@@ -483,10 +483,10 @@ fn shown_path(path: &Path, full: bool) -> String {
 fn write_human(out: &mut impl Write, args: &Args, rows: &[Row<'_>], t: &Tally) -> io::Result<()> {
     let full = args.dirs.len() > 1;
     let header = [
-        "PATH".to_owned(),
-        "VERDICT".to_owned(),
-        "REASONS".to_owned(),
-        if args.fix { "DONE" } else { "PLAN" }.to_owned(),
+        "PATH",
+        "VERDICT",
+        "REASONS",
+        if args.fix { "DONE" } else { "PLAN" },
     ];
     let table: Vec<[String; 4]> = rows
         .iter()
@@ -506,21 +506,7 @@ fn write_human(out: &mut impl Write, args: &Args, rows: &[Row<'_>], t: &Tally) -
         })
         .collect();
     if !table.is_empty() {
-        let mut widths = [0usize; 3];
-        for r in std::iter::once(&header).chain(&table) {
-            for (w, cell) in widths.iter_mut().zip(r) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for r in std::iter::once(&header).chain(&table) {
-            let mut line = String::new();
-            for (cell, w) in r.iter().zip(widths) {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
-            }
-            line.push_str(&r[3]);
-            writeln!(out, "{}", line.trim_end())?;
-        }
+        output::write_rows(out, &header, &table)?;
     }
     writeln!(out, "{}", summary(t, args.fix))
 }
@@ -845,14 +831,7 @@ fn run_pg(
     settings: &Settings,
 ) -> anyhow::Result<ExitCode> {
     let backend = pg_backend(url)?;
-    let prefixes: Vec<String> = if args.dirs.is_empty() {
-        vec![String::new()]
-    } else {
-        args.dirs
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect()
-    };
+    let prefixes = pg_prefixes(&args.dirs);
     let mut rows = Vec::new();
     for prefix in &prefixes {
         let found = block_on(doctor::examine_locks(&backend, prefix.as_str(), settings))?;
@@ -970,11 +949,11 @@ fn write_pg_human(out: &mut impl Write, args: &Args, rows: &[PgRow]) -> io::Resu
         return Ok(());
     }
     let header = [
-        "SESSION".to_owned(),
-        "EPOCH".to_owned(),
-        "VERDICT".to_owned(),
-        "REASONS".to_owned(),
-        if args.fix { "DONE" } else { "PLAN" }.to_owned(),
+        "SESSION",
+        "EPOCH",
+        "VERDICT",
+        "REASONS",
+        if args.fix { "DONE" } else { "PLAN" },
     ];
     let table: Vec<[String; 5]> = rows
         .iter()
@@ -1009,22 +988,7 @@ fn write_pg_human(out: &mut impl Write, args: &Args, rows: &[PgRow]) -> io::Resu
             ]
         })
         .collect();
-    let mut widths = [0usize; 4];
-    for r in std::iter::once(&header).chain(&table) {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for r in std::iter::once(&header).chain(&table) {
-        let mut line = String::new();
-        for (cell, w) in r.iter().zip(widths) {
-            line.push_str(cell);
-            line.extend(std::iter::repeat_n(' ', w - cell.chars().count() + 2));
-        }
-        line.push_str(&r[4]);
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+    output::write_rows(out, &header, &table)
 }
 
 /// `--json` on PostgreSQL: the file doctor's object, with key prefixes as

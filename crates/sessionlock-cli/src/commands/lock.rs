@@ -114,6 +114,19 @@ pub(crate) fn pg_backend(url: &str) -> Result<PgBackend, Error> {
     PgBackend::connect(url)
 }
 
+/// The key prefixes that `status` and `doctor` look under on a PostgreSQL
+/// server: the arguments as given, or all keys (the empty prefix) without
+/// any.
+pub(crate) fn pg_prefixes(dirs: &[PathBuf]) -> Vec<String> {
+    if dirs.is_empty() {
+        vec![String::new()]
+    } else {
+        dirs.iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 /// The lock manager on the PostgreSQL server of `url`, with the options of
 /// the environment.
 ///

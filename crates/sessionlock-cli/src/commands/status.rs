@@ -36,7 +36,7 @@ use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::testkit::block_on;
 use sessionlock_postgres::{PgKey, PgVersion};
 
-use super::lock::pg_backend;
+use super::lock::{pg_backend, pg_prefixes};
 
 use crate::output::{
     self, hex_if_not_utf8, lease_left, report, warn_openclaw_exposure, HolderJson,
@@ -407,36 +407,7 @@ fn write_table(
     if rows.is_empty() && !header_always {
         return Ok(());
     }
-    write_rows(out, &HEADER, &rows)
-}
-
-/// Writes a header and rows, in aligned columns (the last one unpadded).
-fn write_rows<const N: usize>(
-    out: &mut impl Write,
-    header: &[&str; N],
-    rows: &[[String; N]],
-) -> io::Result<()> {
-    let mut widths = header.map(|h| h.chars().count());
-    for r in rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header = header.map(str::to_owned);
-    for r in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                let pad = w - cell.chars().count();
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
+    output::write_rows(out, &HEADER, &rows)
 }
 
 fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
@@ -569,14 +540,7 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
         anyhow::bail!("--watch is not supported with a postgres backend yet; run status again");
     }
     let backend = pg_backend(url)?;
-    let prefixes: Vec<String> = if args.dirs.is_empty() {
-        vec![String::new()]
-    } else {
-        args.dirs
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect()
-    };
+    let prefixes = pg_prefixes(&args.dirs);
     let mut found: Vec<PgStatus> = Vec::new();
     let mut failed = false;
     for prefix in &prefixes {
@@ -616,7 +580,7 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
         Ok(())
     } else {
         let rows: Vec<[String; 11]> = found.iter().map(pg_row).collect();
-        write_rows(&mut out, &PG_HEADER, &rows)
+        output::write_rows(&mut out, &PG_HEADER, &rows)
     };
     match written.and_then(|()| out.flush()) {
         Ok(()) => {}
