@@ -669,33 +669,13 @@ pub(super) async fn wedge_turn<B: DemoBackend>(
         Ok(Err(e)) => format!("the contender failed: {e}"),
         Err(_) => "the contender panicked".to_owned(),
     };
-    let id = sh.entry_id(lane, session);
-    let wrote = write_entry(&mut t, &a, late_entry(&id), &id).await?;
-    let rejected = wrote == Wrote::Refused && !t.failed();
-    sh.fact(&Fact::LateWrite(LateWrite {
-        id: id.clone(),
-        session,
-        rejected,
-    }))?;
-    // Cleanup after a takeover gets a no-op lock.
-    if let Err(e) = a.acquire_for_cleanup().await {
-        t.error(&e);
-    }
-    if let Err(e) = a.dispose() {
-        t.error(&e);
-    }
-    let rec = t.finish()?;
+    let (rejected, rec, late) = late_write(t, &a).await?;
     Ok(FaultNote::new(
         rejected && contended.starts_with("a contender held"),
         format!(
-            "{} held s{session} with a {:?} lease and spun {spun:?} on the CPU; {contended}; its late write was {}",
+            "{} held s{session} with a {:?} lease and spun {spun:?} on the CPU; {contended}; its late write was {late}",
             rec.id,
             sh.wedge_lease,
-            match (&rec.takeover, rec.error.as_deref()) {
-                (Some(tk), _) if rejected => format!("refused ({}: {})", tk.phase, tk.detail),
-                (_, Some(e)) => format!("not refused as a takeover: {e}"),
-                _ => "LANDED".to_owned(),
-            }
         ),
     ))
 }
@@ -738,14 +718,40 @@ pub(super) async fn victim_turn<B: DemoBackend>(
     // The demo cuts the connection or stops this process here, and takes
     // the session from another process.
     let contended = hold()?;
-    let id = sh.entry_id(lane, session);
-    let wrote = write_entry(&mut t, &a, late_entry(&id), &id).await?;
+    let (rejected, rec, late) = late_write(t, &a).await?;
+    Ok(FaultNote::new(
+        first == Wrote::Landed
+            && rejected
+            && contended.starts_with("a contender in another process held"),
+        format!(
+            "{} held s{session} ({}); {contended}; its late write was {late}",
+            rec.id,
+            match fault {
+                FaultKind::ConnCut => "its liveness connection was terminated".to_owned(),
+                _ => format!("stopped past its {lease:?} lease, then continued"),
+            },
+        ),
+    ))
+}
+
+/// The late write of a fault lane that lost its lock: it must be refused.
+/// Records whether it was, cleans up and logs the turn. Returns whether it
+/// was refused, the turn's record and how the late write went (`refused
+/// (PHASE: DETAIL)`, or why not).
+async fn late_write<B: DemoBackend>(
+    mut t: Turn<'_>,
+    a: &Attempt<B>,
+) -> Result<(bool, TurnRecord, String)> {
+    let (sh, session) = (t.sh, t.session());
+    let id = sh.entry_id(t.lane(), session);
+    let wrote = write_entry(&mut t, a, late_entry(&id), &id).await?;
     let rejected = wrote == Wrote::Refused && !t.failed();
     sh.fact(&Fact::LateWrite(LateWrite {
         id: id.clone(),
         session,
         rejected,
     }))?;
+    // Cleanup after a takeover gets a no-op lock.
     if let Err(e) = a.acquire_for_cleanup().await {
         t.error(&e);
     }
@@ -753,24 +759,12 @@ pub(super) async fn victim_turn<B: DemoBackend>(
         t.error(&e);
     }
     let rec = t.finish()?;
-    Ok(FaultNote::new(
-        first == Wrote::Landed
-            && rejected
-            && contended.starts_with("a contender in another process held"),
-        format!(
-            "{} held s{session} ({}); {contended}; its late write was {}",
-            rec.id,
-            match fault {
-                FaultKind::ConnCut => "its liveness connection was terminated".to_owned(),
-                _ => format!("stopped past its {lease:?} lease, then continued"),
-            },
-            match (&rec.takeover, rec.error.as_deref()) {
-                (Some(tk), _) if rejected => format!("refused ({}: {})", tk.phase, tk.detail),
-                (_, Some(e)) => format!("not refused as a takeover: {e}"),
-                _ => "LANDED".to_owned(),
-            }
-        ),
-    ))
+    let late = match (&rec.takeover, rec.error.as_deref()) {
+        (Some(tk), _) if rejected => format!("refused ({}: {})", tk.phase, tk.detail),
+        (_, Some(e)) => format!("not refused as a takeover: {e}"),
+        _ => "LANDED".to_owned(),
+    };
+    Ok((rejected, rec, late))
 }
 
 /// A compaction: a summary model call, then a rewrite of the transcript
