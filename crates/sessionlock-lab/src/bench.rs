@@ -251,8 +251,16 @@ fn uncontended(dir: &Path, cycles: usize) -> Result<Vec<f64>> {
 fn handoffs(dir: &Path, trials: usize) -> Result<Vec<f64>> {
     let session = dir.join("handoff.jsonl").display().to_string();
     let args = ["cycle".to_owned(), "--session".to_owned(), session];
-    let mut a = worker::spawn("cycler-a", &args)?;
-    let mut b = worker::spawn("cycler-b", &args)?;
+    let a = worker::spawn("cycler-a", &args)?;
+    let b = worker::spawn("cycler-b", &args)?;
+    handoff_trials(a, b, trials)
+}
+
+/// `trials` hand-offs between two `cycle` workers of one session, taking
+/// turns as the holder. Returns milliseconds from the holder's release
+/// returning to the waiter's acquire returning.
+fn handoff_trials(mut a: worker::Worker, mut b: worker::Worker, trials: usize) -> Result<Vec<f64>> {
+    let within = Duration::from_secs(10);
     let mut ms = Vec::with_capacity(trials);
     for i in 0..trials {
         let (holder, waiter) = if i % 2 == 0 {
@@ -261,20 +269,20 @@ fn handoffs(dir: &Path, trials: usize) -> Result<Vec<f64>> {
             (&mut b, &mut a)
         };
         holder.say("go")?;
-        holder.expect("ACQUIRED", Duration::from_secs(10))?;
+        holder.expect("ACQUIRED", within)?;
         waiter.say("go")?;
-        waiter.expect("WAITING", Duration::from_secs(10))?;
+        waiter.expect("WAITING", within)?;
         // Let the waiter fall asleep on the lock; vary the phase.
         std::thread::sleep(Duration::from_millis(20 + (i as u64 * 7) % 30));
         holder.say("release")?;
-        let released = holder.expect("RELEASED", Duration::from_secs(10))?;
-        let acquired = waiter.expect("ACQUIRED", Duration::from_secs(10))?;
+        let released = holder.expect("RELEASED", within)?;
+        let acquired = waiter.expect("ACQUIRED", within)?;
         ms.push(ms_between(field(&released, 0)?, field(&acquired, 0)?));
         waiter.say("release")?;
-        waiter.expect("RELEASED", Duration::from_secs(10))?;
+        waiter.expect("RELEASED", within)?;
     }
-    a.finish(Duration::from_secs(10))?;
-    b.finish(Duration::from_secs(10))?;
+    a.finish(within)?;
+    b.finish(within)?;
     Ok(ms)
 }
 
@@ -310,6 +318,27 @@ fn append_throughput(
         ];
         workers.push(worker::spawn(format!("appender-{i}"), &args)?);
     }
+    let (entries, seconds) = run_writers(workers)?;
+    Ok(Throughput {
+        name: format!(
+            "fenced append, {writers} writer{}, durability {}",
+            if writers == 1 { "" } else { "s" },
+            durability.name()
+        ),
+        writers,
+        durability: durability.name(),
+        entries,
+        seconds,
+        entries_per_sec: entries as f64 / seconds,
+        failure: verify_appends(&session, &counts).err(),
+    })
+}
+
+/// Starts the append-bench `workers` together once each is `READY`, and
+/// waits for them to end. Returns how many entries they appended and the
+/// seconds from the first one's start to the last one's end (as they
+/// stamped them).
+fn run_writers(mut workers: Vec<worker::Worker>) -> Result<(u64, f64)> {
     for w in &workers {
         w.expect("READY", Duration::from_secs(30))?;
     }
@@ -335,20 +364,28 @@ fn append_throughput(
             bail!("{name} exited with {st}");
         }
     }
-    let seconds = last_end.saturating_sub(first_start) as f64 / 1e9;
-    Ok(Throughput {
-        name: format!(
-            "fenced append, {writers} writer{}, durability {}",
-            if writers == 1 { "" } else { "s" },
-            durability.name()
-        ),
-        writers,
-        durability: durability.name(),
-        entries,
-        seconds,
-        entries_per_sec: entries as f64 / seconds,
-        failure: verify_appends(&session, &counts).err(),
-    })
+    Ok((entries, last_end.saturating_sub(first_start) as f64 / 1e9))
+}
+
+/// Checks that an append-bench entry of writer `w` with sequence number
+/// `seq` is one `counts` expects and was not `seen` before.
+fn check_entry(
+    counts: &[u32],
+    seen: &mut HashSet<(u64, u64)>,
+    w: u64,
+    seq: u64,
+) -> std::result::Result<(), String> {
+    let known = usize::try_from(w)
+        .ok()
+        .and_then(|w| counts.get(w))
+        .is_some_and(|&c| seq < u64::from(c));
+    if !known {
+        return Err(format!("unexpected entry w={w} seq={seq}"));
+    }
+    if !seen.insert((w, seq)) {
+        return Err(format!("duplicate entry w={w} seq={seq}"));
+    }
+    Ok(())
 }
 
 /// Checks that `session` holds exactly `counts[w]` entries of each writer
@@ -367,16 +404,7 @@ fn verify_appends(session: &Path, counts: &[u32]) -> std::result::Result<(), Str
         let (Some(w), Some(seq)) = (w, seq) else {
             return Err(format!("foreign entry at byte {}", entry.offset));
         };
-        let known = usize::try_from(w)
-            .ok()
-            .and_then(|w| counts.get(w))
-            .is_some_and(|&c| seq < u64::from(c));
-        if !known {
-            return Err(format!("unexpected entry w={w} seq={seq}"));
-        }
-        if !seen.insert((w, seq)) {
-            return Err(format!("duplicate entry w={w} seq={seq}"));
-        }
+        check_entry(counts, &mut seen, w, seq)?;
     }
     if let Some(t) = reader.torn_tail() {
         return Err(format!("torn tail of {} bytes at byte {}", t.len, t.offset));

@@ -6,13 +6,15 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rustix::process::Signal;
 use serde_json::Value;
 use sessionlock::{LockOptions, SessionLock, StoreBackend, TranscriptStore};
 use sessionlock_postgres::PgBackend;
 
-use super::{figure, progress, share, Args, Figure, Throughput};
+use super::{
+    check_entry, figure, handoff_trials, progress, run_writers, share, Args, Figure, Throughput,
+};
 use crate::worker::{self, field, ms_between};
 
 /// Target of the SIGKILL → held figure, in milliseconds.
@@ -116,31 +118,9 @@ fn uncontended(url: &str, key: &str, cycles: usize) -> Result<Vec<f64>> {
 /// times the waiter's acquire returning after the holder's release returned.
 fn handoffs(url: &str, key: &str, trials: usize) -> Result<Vec<f64>> {
     let role = ["cycle".to_owned(), "--key".to_owned(), key.to_owned()];
-    let mut a = pg_worker("pg cycler-a", url, &role)?;
-    let mut b = pg_worker("pg cycler-b", url, &role)?;
-    let within = Duration::from_secs(10);
-    let mut ms = Vec::with_capacity(trials);
-    for i in 0..trials {
-        let (holder, waiter) = if i % 2 == 0 {
-            (&mut a, &mut b)
-        } else {
-            (&mut b, &mut a)
-        };
-        holder.say("go")?;
-        holder.expect("ACQUIRED", within)?;
-        waiter.say("go")?;
-        waiter.expect("WAITING", within)?;
-        std::thread::sleep(Duration::from_millis(20 + (i as u64 * 7) % 30));
-        holder.say("release")?;
-        let released = holder.expect("RELEASED", within)?;
-        let acquired = waiter.expect("ACQUIRED", within)?;
-        ms.push(ms_between(field(&released, 0)?, field(&acquired, 0)?));
-        waiter.say("release")?;
-        waiter.expect("RELEASED", within)?;
-    }
-    a.finish(within)?;
-    b.finish(within)?;
-    Ok(ms)
+    let a = pg_worker("pg cycler-a", url, &role)?;
+    let b = pg_worker("pg cycler-b", url, &role)?;
+    handoff_trials(a, b, trials)
 }
 
 /// A holder is SIGKILLed while a waiter sleeps on the key: how long until
@@ -234,29 +214,7 @@ fn append_throughput(
         }
         workers.push(pg_worker(&format!("pg appender-{i}"), url, &role)?);
     }
-    for w in &workers {
-        w.expect("READY", Duration::from_secs(30))?;
-    }
-    for w in &mut workers {
-        w.say("go")?;
-    }
-    let (mut first_start, mut last_end, mut entries) = (u64::MAX, 0u64, 0u64);
-    for w in &workers {
-        first_start = first_start.min(field(&w.expect("START", Duration::from_secs(30))?, 0)?);
-    }
-    for w in &workers {
-        let done = w.expect("DONE", Duration::from_secs(600))?;
-        entries += field::<u64>(&done, 0)?;
-        last_end = last_end.max(field(&done, 1)?);
-    }
-    for w in workers {
-        let name = w.name().to_owned();
-        let st = w.finish(Duration::from_secs(30))?;
-        if !st.success() {
-            bail!("{name} exited with {st}");
-        }
-    }
-    let seconds = last_end.saturating_sub(first_start) as f64 / 1e9;
+    let (entries, seconds) = run_writers(workers)?;
     let how = match (batch, separate) {
         (1, _) => "1 entry per acquisition".to_owned(),
         (b, false) => format!("turns of {b}, one batch"),
@@ -295,16 +253,7 @@ fn verify(url: &str, key: &str, counts: &[u32]) -> std::result::Result<(), Strin
         let (Some(w), Some(seq)) = (entry["w"].as_u64(), entry["seq"].as_u64()) else {
             return Err("foreign entry".to_owned());
         };
-        let known = usize::try_from(w)
-            .ok()
-            .and_then(|w| counts.get(w))
-            .is_some_and(|&c| seq < u64::from(c));
-        if !known {
-            return Err(format!("unexpected entry w={w} seq={seq}"));
-        }
-        if !seen.insert((w, seq)) {
-            return Err(format!("duplicate entry w={w} seq={seq}"));
-        }
+        check_entry(counts, &mut seen, w, seq)?;
     }
     if read.len() as u64 != expected {
         return Err(format!("{} entries, expected {expected}", read.len()));
