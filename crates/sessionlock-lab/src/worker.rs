@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use sessionlock::transcript::{Durability, Transcript};
-use sessionlock::{monotonic_ns, Error, LockOptions, SessionLock};
+use sessionlock::{monotonic_ns, Error, LockBackend, LockOptions, SessionLock};
 
 use crate::harness::{self, Child};
 
@@ -187,6 +187,26 @@ pub(crate) fn bench_pad() -> String {
     "x".repeat(BENCH_ENTRY_BYTES.saturating_sub(bare))
 }
 
+/// The `cycle` role on any backend: on each `go`, takes the lock of
+/// `session` and holds it until `release`, stamping each step.
+pub(crate) fn cycle<B: LockBackend, S: AsRef<B::Name> + ?Sized>(
+    locks: &SessionLock<B>,
+    session: &S,
+    opts: &LockOptions,
+) -> Result<()> {
+    while wait_for("go")? {
+        say(&format!("WAITING {}", monotonic_ns()))?;
+        let g = locks.acquire_with(session, opts)?;
+        say(&format!("ACQUIRED {}", monotonic_ns()))?;
+        if !wait_for("release")? {
+            break;
+        }
+        g.release()?;
+        say(&format!("RELEASED {}", monotonic_ns()))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn say(line: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
@@ -321,18 +341,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             g.release()?;
         }
-        Role::Cycle { session } => {
-            while wait_for("go")? {
-                say(&format!("WAITING {}", monotonic_ns()))?;
-                let g = locks.acquire_with(&session, &opts)?;
-                say(&format!("ACQUIRED {}", monotonic_ns()))?;
-                if !wait_for("release")? {
-                    break;
-                }
-                g.release()?;
-                say(&format!("RELEASED {}", monotonic_ns()))?;
-            }
-        }
+        Role::Cycle { session } => cycle(&locks, &session, &opts)?,
         Role::Appendbench {
             session,
             count,

@@ -11,7 +11,7 @@ use sessionlock::store::{Durability, RawEntries};
 use sessionlock::{monotonic_ns, LockOptions, SessionLock};
 use sessionlock_postgres::PgBackend;
 
-use crate::worker::{bench_entry, bench_pad, say, wait_for};
+use crate::worker::{bench_entry, bench_pad, cycle, say, wait_for};
 
 #[derive(clap::Args)]
 pub struct PgArgs {
@@ -89,18 +89,7 @@ pub fn run(args: PgArgs) -> Result<ExitCode> {
             wait_for("release")?;
             g.release()?;
         }
-        PgRole::Cycle { key } => {
-            while wait_for("go")? {
-                say(&format!("WAITING {}", monotonic_ns()))?;
-                let g = locks.acquire_with(key.as_str(), &opts)?;
-                say(&format!("ACQUIRED {}", monotonic_ns()))?;
-                if !wait_for("release")? {
-                    break;
-                }
-                g.release()?;
-                say(&format!("RELEASED {}", monotonic_ns()))?;
-            }
-        }
+        PgRole::Cycle { key } => cycle(&locks, key.as_str(), &opts)?,
         PgRole::Appendbench {
             key,
             turns,
