@@ -232,6 +232,11 @@ fn status_lists_a_held_lease_with_its_epoch() {
     );
     assert!(l["leaseLeftMs"].as_u64().is_some_and(|ms| ms > 0), "{l}");
     assert!(l["expiresAt"].is_string(), "{l}");
+    // Server and client share a clock here: the lag is small.
+    assert!(
+        l["clockLagMs"].as_i64().is_some_and(|ms| ms.abs() < 5_000),
+        "{l}"
+    );
     assert!(
         l["lockPath"]
             .as_str()

@@ -515,6 +515,11 @@ struct PgLockJson {
     expires_at: Option<String>,
     /// The server's clock when the lease was read.
     observed_at: String,
+    /// How far the server's clock was ahead of this machine's when the
+    /// lease was read, in milliseconds (negative: behind). Leases are
+    /// measured on the server's clock; a large lag explains ages and lease
+    /// ends that look off from here.
+    clock_lag_ms: i64,
     reasons: Vec<&'static str>,
     action: &'static str,
 }
@@ -527,9 +532,20 @@ impl PgLockJson {
             holder: HolderJson::of(s),
             expires_at: s.lease_end.map(sessionlock::payload::format_time),
             observed_at: sessionlock::payload::format_time(s.inspection.observed),
+            clock_lag_ms: clock_lag_ms(s),
             reasons: s.holder.reasons.iter().map(|r| r.as_str()).collect(),
             action: action_name(s.action),
         }
+    }
+}
+
+/// The server's clock minus ours when `s` was read, in milliseconds
+/// (measured just after the listing, so it errs by the listing's time).
+pub(crate) fn clock_lag_ms(s: &PgStatus) -> i64 {
+    let now = std::time::SystemTime::now();
+    match s.inspection.observed.duration_since(now) {
+        Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
+        Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 
@@ -582,6 +598,13 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
         let rows: Vec<[String; 11]> = found.iter().map(pg_row).collect();
         output::write_rows(&mut out, &PG_HEADER, &rows)
     };
+    if let (Some(first), false) = (found.first(), args.json) {
+        eprintln!(
+            "clock lag: the server's clock is {} ms {} this machine's (ages and lease ends are the server's)",
+            clock_lag_ms(first).abs(),
+            if clock_lag_ms(first) >= 0 { "ahead of" } else { "behind" }
+        );
+    }
     match written.and_then(|()| out.flush()) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
