@@ -196,33 +196,38 @@ fn ms(d: Duration) -> i64 {
 /// A row of [`Sql::inspect`](crate::sql::Sql) as an inspection; `None` for
 /// a session nobody holds.
 fn inspection(shared: &Shared, row: &Row) -> Option<Inspection<PgVersion>> {
-    let held: bool = row.get(1);
-    if !held {
+    inspection_at(shared, row, 0)
+}
+
+/// [`inspection`] of the columns from `base` on (after a grant's own).
+fn inspection_at(shared: &Shared, row: &Row, base: usize) -> Option<Inspection<PgVersion>> {
+    let held: Option<bool> = row.get(base + 1);
+    if held != Some(true) {
         return None;
     }
-    let granted: Option<SystemTime> = row.get(13);
-    let written: SystemTime = row.get(14);
-    let observed: SystemTime = row.get(16);
-    let gone: Option<bool> = row.get(17);
-    let client: Option<String> = row.get(9);
+    let granted: Option<SystemTime> = row.get(base + 13);
+    let written: SystemTime = row.get(base + 14);
+    let observed: SystemTime = row.get(base + 16);
+    let gone: Option<bool> = row.get(base + 17);
+    let client: Option<String> = row.get(base + 9);
     let mut payload = Payload::default();
     payload.pid = row
-        .get::<_, Option<i32>>(5)
+        .get::<_, Option<i32>>(base + 5)
         .and_then(|p| u32::try_from(p).ok());
     payload.created_at = granted;
     payload.max_hold_ms = row
-        .get::<_, Option<i64>>(15)
+        .get::<_, Option<i64>>(base + 15)
         .and_then(|m| u64::try_from(m).ok());
     payload.starttime = row
-        .get::<_, Option<i64>>(6)
+        .get::<_, Option<i64>>(base + 6)
         .and_then(|s| u64::try_from(s).ok());
     payload.owner = Some("sessionlock".to_owned());
-    payload.token = row.get(4);
-    payload.epoch = Some(to_u64(row.get(3)));
-    payload.hostname = row.get(7);
-    payload.boot_id = row.get(8);
-    payload.lane = row.get(10);
-    payload.run_id = row.get(11);
+    payload.token = row.get(base + 4);
+    payload.epoch = Some(to_u64(row.get(base + 3)));
+    payload.hostname = row.get(base + 7);
+    payload.boot_id = row.get(base + 8);
+    payload.lane = row.get(base + 10);
+    payload.run_id = row.get(base + 11);
     let liveness = match gone {
         Some(true) => Liveness::Dead,
         Some(false) => Liveness::Alive,
@@ -235,8 +240,8 @@ fn inspection(shared: &Shared, row: &Row) -> Option<Inspection<PgVersion>> {
         liveness,
         ours: gone == Some(false) && client.as_deref() == Some(shared.client_id.as_str()),
         version: PgVersion {
-            version: row.get(2),
-            live_lock: row.get(12),
+            version: row.get(base + 2),
+            live_lock: row.get(base + 12),
         },
     })
 }
@@ -322,16 +327,23 @@ async fn grant(
         .await
         .map_err(|e| busy(&shared, &key, e, op))?;
     let Some(row) = row else {
-        if reclaim.is_some() {
-            return Ok(Outcome::Changed);
-        }
-        return Ok(match inspect(&shared, &key).await? {
-            Some(seen) => Outcome::Busy(Box::new(seen)),
-            None => Outcome::Changed,
-        });
+        return Ok(Outcome::Changed);
     };
-    let epoch = to_u64(row.get(0));
-    let granted: SystemTime = row.get(2);
+    // A reclaim returns (epoch, version, grant time); a grant returns
+    // whether it granted, those three, then the lock's inspection.
+    let first = if reclaim.is_some() {
+        0
+    } else {
+        if !row.get::<_, bool>(0) {
+            return Ok(match inspection_at(&shared, &row, 4) {
+                Some(seen) => Outcome::Busy(Box::new(seen)),
+                None => Outcome::Changed,
+            });
+        }
+        1
+    };
+    let epoch = to_u64(row.get(first));
+    let granted: SystemTime = row.get(first + 2);
     let mut payload = Payload::default();
     payload.pid = Some(req.me.pid);
     payload.created_at = Some(granted);

@@ -13,6 +13,8 @@
 /// contender that finds it held writes nothing, so it neither waits for
 /// the row nor costs the server a commit to disk; only a session that
 /// looked free is upserted, and the upsert checks again under the row lock.
+/// When nothing was granted, the same statement returns the inspection
+/// of the lock (as of its snapshot), so a contender pays one round trip.
 pub(crate) struct Sql {
     pub(crate) channel: String,
     pub(crate) grant: String,
@@ -67,7 +69,7 @@ impl Sql {
         let notify = format!("pg_notify('{channel}', $1)");
         Sql {
             grant: format!(
-                "INSERT INTO {s}.leases AS l (key, epoch, held, version, token, pid, starttime, hostname, \
+                "WITH g AS (INSERT INTO {s}.leases AS l (key, epoch, held, version, token, pid, starttime, hostname, \
                      boot_id, client_id, lane, run_id, live_lock, max_hold_ms, granted_at, written_at, expires_at) \
                  SELECT $1::text, {first}, true, 1, $2::text, $3::integer, $4::bigint, $5::text, $6::text, \
                      $7::text, $8::text, $9::text, $10::bigint, $11::bigint, clock_timestamp(), \
@@ -75,7 +77,11 @@ impl Sql {
                  WHERE NOT EXISTS (SELECT 1 FROM {s}.leases h WHERE h.key = $1 AND h.held) \
                  ON CONFLICT (key) DO UPDATE SET epoch = {next}, held = true, version = l.version + 1, {HOLDER_SET} \
                  WHERE NOT l.held \
-                 RETURNING l.epoch, l.version, l.granted_at"
+                 RETURNING l.epoch, l.version, l.granted_at) \
+                 SELECT g.epoch IS NOT NULL, g.epoch, g.version, g.granted_at, i.* \
+                 FROM (SELECT 1) AS one LEFT JOIN g ON true \
+                 LEFT JOIN LATERAL (SELECT {INSPECT_COLS} FROM {s}.leases l \
+                     WHERE l.key = $1 AND NOT EXISTS (SELECT 1 FROM g)) AS i ON true"
             ),
             reclaim: format!(
                 "WITH u AS (UPDATE {s}.leases AS l SET epoch = {next}, held = true, version = l.version + 1, {HOLDER_SET} \
