@@ -35,7 +35,6 @@ fn entry_hash(row: &str) -> String {
 /// The statements that create version 1 in schema `s`.
 fn version_1(s: &str) -> String {
     let h_new = entry_hash("n");
-    let h_old = entry_hash("o");
     format!(
         r#"
 CREATE TABLE {s}.leases (
@@ -84,33 +83,7 @@ BEGIN
      WHERE l.id = x.session;
     RETURN NULL;
 END $$;
-CREATE FUNCTION {s}.entries_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE {s}.leases l
-       SET next_seq = coalesce((SELECT max(e.seq) + 1 FROM {s}.entries e WHERE e.session = l.id), 0),
-           bytes = l.bytes - x.b,
-           digest = mod(mod(l.digest - x.h, {m}) + {m}, {m}),
-           edits = l.edits + 1
-      FROM (SELECT o.session, sum({h_old}) AS h, sum(octet_length(o.line) + 1) AS b
-              FROM old_rows o GROUP BY o.session) x
-     WHERE l.id = x.session;
-    RETURN NULL;
-END $$;
-CREATE FUNCTION {s}.entries_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE {s}.leases l
-       SET digest = mod(mod(l.digest + x.h, {m}) + {m}, {m}),
-           bytes = l.bytes + x.b,
-           next_seq = coalesce((SELECT max(e.seq) + 1 FROM {s}.entries e WHERE e.session = l.id), 0),
-           edits = l.edits + 1
-      FROM (SELECT d.session, sum(d.h) AS h, sum(d.b) AS b FROM (
-                SELECT n.session, {h_new} AS h, octet_length(n.line) + 1 AS b FROM new_rows n
-                UNION ALL
-                SELECT o.session, -{h_old} AS h, -(octet_length(o.line) + 1) AS b FROM old_rows o) d
-             GROUP BY d.session) x
-     WHERE l.id = x.session;
-    RETURN NULL;
-END $$;
+{edits}
 CREATE FUNCTION {s}.entries_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE {s}.leases SET next_seq = 0, bytes = 0, digest = 0, edits = edits + 1;
@@ -126,6 +99,7 @@ CREATE TRIGGER entries_truncated AFTER TRUNCATE ON {s}.entries
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.entries_truncated();
 "#,
         m = DIGEST_MOD,
+        edits = edit_functions(s),
     )
 }
 
@@ -133,8 +107,14 @@ CREATE TRIGGER entries_truncated AFTER TRUNCATE ON {s}.entries
 /// before they recount `next_seq`. In version 1 the recount's snapshot
 /// could predate an append that held the row while the trigger waited for
 /// it, so `next_seq` went back below the appended entries and every later
-/// append collided with them.
+/// append collided with them. (A schema created now gets these functions
+/// with version 1 already; this replaces them in older ones.)
 fn version_2(s: &str) -> String {
+    edit_functions(s)
+}
+
+/// The functions of the delete and update triggers, as of version 2.
+fn edit_functions(s: &str) -> String {
     let h_new = entry_hash("n");
     let h_old = entry_hash("o");
     format!(
