@@ -39,8 +39,9 @@ pub(crate) struct Shared {
     /// This process's id on the server (random, per process and server).
     pub(crate) client_id: String,
     pub(crate) live: tokio::sync::Mutex<Option<Live>>,
-    /// Bumped whenever the liveness connection is lost: leases granted
-    /// under an older generation are lost.
+    /// The liveness connection's generation: each new connection claims
+    /// the next one, and the end of the current one bumps it. Leases
+    /// granted under an older generation are lost.
     pub(crate) live_gen: AtomicU64,
     pub(crate) listener: Listener,
     pub(crate) sql: crate::sql::Sql,
@@ -51,9 +52,8 @@ pub(crate) struct Shared {
 pub(crate) struct Live {
     pub(crate) lock: i64,
     pub(crate) gen: u64,
-    /// Kept so the connection stays open; statements never run on it after
-    /// the lock is taken.
-    #[allow(dead_code)]
+    /// Kept so the connection stays open (and to see whether it closed);
+    /// statements never run on it after the lock is taken.
     client: Client,
 }
 
@@ -65,11 +65,11 @@ impl Shared {
         // Backends of one URL but other settings do not share.
         let id = format!("{url}\u{0}{cfg:?}");
         let all = ALL.get_or_init(Default::default);
-        if let Some(s) = sessionlock_sync(all).get(&id).and_then(Weak::upgrade) {
+        if let Some(s) = locked(all).get(&id).and_then(Weak::upgrade) {
             return Ok(s);
         }
         let made = Arc::new(Shared::connect(cfg).await?);
-        let mut map = sessionlock_sync(all);
+        let mut map = locked(all);
         if let Some(s) = map.get(&id).and_then(Weak::upgrade) {
             return Ok(s); // another task made one meanwhile
         }
@@ -230,7 +230,9 @@ impl Drop for Shared {
     }
 }
 
-fn sessionlock_sync<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// A lock of `m`, even after a panic elsewhere poisoned it (the map stays
+/// valid: entries are inserted or dropped whole).
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

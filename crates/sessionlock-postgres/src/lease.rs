@@ -15,7 +15,7 @@ use sessionlock::{Error, Holder, LossCause};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
-use crate::conn::{pg_error, random_hex, Shared};
+use crate::conn::{locked, pg_error, random_hex, Shared};
 use crate::listen::{self, PgWatch};
 use crate::rt::{block, run, run_undo};
 use crate::store::PgStore;
@@ -76,10 +76,7 @@ impl PgLease {
 
 impl LeaseInner {
     fn cur(&self) -> Cur {
-        self.cur
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        locked(&self.cur).clone()
     }
 
     pub(crate) fn key(&self) -> &PgKey {
@@ -570,10 +567,7 @@ impl LockBackend for PgBackend {
             };
             let epoch = to_u64(row.get(0));
             let granted: SystemTime = row.get(2);
-            let mut cur = lease
-                .cur
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut cur = locked(&lease.cur);
             cur.epoch = epoch;
             cur.token = token.clone();
             cur.deadline = sent + req.max_hold;

@@ -17,7 +17,7 @@ use futures_util::future::poll_fn;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::AsyncMessage;
 
-use crate::conn::{connect_raw, Shared};
+use crate::conn::{connect_raw, locked, Shared};
 
 /// The most death watches (server connections) a process keeps at once.
 pub const MAX_DEATH_WATCHES: usize = 32;
@@ -71,7 +71,7 @@ pub(crate) struct Death {
 
 impl Drop for Death {
     fn drop(&mut self) {
-        if let Some(tx) = lock(&self.stop).take() {
+        if let Some(tx) = locked(&self.stop).take() {
             let _ = tx.send(());
         }
     }
@@ -104,10 +104,6 @@ impl PgWatch {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Listener {
     pub(crate) fn new(channel: &str) -> Listener {
         Listener {
@@ -121,7 +117,7 @@ impl Listener {
     }
 
     fn signal(&self, key: &str) -> Arc<Signal> {
-        let mut keys = lock(&self.keys);
+        let mut keys = locked(&self.keys);
         if let Some(s) = keys.get(key).and_then(Weak::upgrade) {
             return s;
         }
@@ -132,13 +128,13 @@ impl Listener {
     }
 
     fn wake(&self, key: &str) {
-        if let Some(s) = lock(&self.keys).get(key).and_then(Weak::upgrade) {
+        if let Some(s) = locked(&self.keys).get(key).and_then(Weak::upgrade) {
             s.fire();
         }
     }
 
     fn wake_all(&self) {
-        let all: Vec<_> = lock(&self.keys)
+        let all: Vec<_> = locked(&self.keys)
             .values()
             .filter_map(Weak::upgrade)
             .collect();
@@ -235,7 +231,7 @@ pub(crate) async fn wait(
 /// a connection of its own waits for the lock in shared mode, which the
 /// server grants when the holder's connection ends.
 fn death_watch(shared: &Arc<Shared>, id: i64) -> Option<Arc<Death>> {
-    let mut deaths = lock(&shared.listener.deaths);
+    let mut deaths = locked(&shared.listener.deaths);
     let now = std::time::Instant::now();
     if let Some(k) = deaths.get_mut(&id) {
         if k.death.signal.gen.load(Ordering::SeqCst) == 0 {
@@ -325,7 +321,7 @@ async fn sweep_loop(shared: Weak<Shared>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(s) = shared.upgrade() else { return };
-        sweep(&mut lock(&s.listener.deaths), std::time::Instant::now());
+        sweep(&mut locked(&s.listener.deaths), std::time::Instant::now());
     }
 }
 
