@@ -9,15 +9,10 @@ use sessionlock::{LockOptions, SessionLock};
 use sessionlock_lab::pgserver::{psql, shared_url};
 use sessionlock_lab::testkit::block_on;
 use sessionlock_postgres::PgBackend;
-use std::sync::Arc;
 
-fn fresh(tag: &str) -> String {
-    format!(
-        "attempt/{tag}/{}/{}",
-        std::process::id(),
-        sessionlock::monotonic_ns()
-    )
-}
+mod common;
+use common::fresh;
+use std::sync::Arc;
 
 /// A foreign hand: one entry row written by SQL, not through sessionlock.
 fn foreign_append(key: &str, line: &str) {
@@ -45,7 +40,7 @@ fn locks() -> SessionLock<PgBackend> {
 #[test]
 fn own_writes_are_never_a_takeover_and_a_foreign_entry_is() {
     let locks = locks();
-    let s = fresh("foreign");
+    let s = fresh("attempt/foreign");
     block_on(async {
         let a = Attempt::begin(&locks, s.as_str(), AttemptOptions::default())
             .await
@@ -87,7 +82,7 @@ fn own_writes_are_never_a_takeover_and_a_foreign_entry_is() {
 #[test]
 fn a_benign_foreign_entry_is_accepted_and_returned() {
     let locks = locks();
-    let s = fresh("benign");
+    let s = fresh("attempt/benign");
     block_on(async {
         let opts = AttemptOptions::default().classifier(Arc::new(AcceptLabels));
         let a = Attempt::begin(&locks, s.as_str(), opts)
@@ -117,7 +112,7 @@ fn a_benign_foreign_entry_is_accepted_and_returned() {
 #[test]
 fn a_row_slipped_in_below_the_end_is_a_takeover() {
     let locks = locks();
-    let s = fresh("slipped");
+    let s = fresh("attempt/slipped");
     block_on(async {
         let a = Attempt::begin(&locks, s.as_str(), AttemptOptions::default())
             .await

@@ -7,48 +7,17 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sessionlock::backend::{StoreBackend, TranscriptStore};
-use sessionlock::store::RawEntries;
 use sessionlock::{LockBackend, LockOptions, SessionLock};
 use sessionlock_lab::pgserver::{fresh_database, psql, shared_url};
 use sessionlock_lab::testkit::block_on;
 use sessionlock_postgres::PgBackend;
 
-fn fresh(tag: &str) -> String {
-    format!(
-        "races/{tag}/{}/{}",
-        std::process::id(),
-        sessionlock::monotonic_ns()
-    )
-}
-
-/// `sql` in a psql process of its own, running in the background.
-fn psql_bg(url: &str, sql: &str) -> Child {
-    Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("psql")
-}
-
-fn one(batch: &str) -> RawEntries {
-    let mut b = RawEntries::new();
-    b.push(batch.as_bytes()).expect("an entry");
-    b
-}
-
-/// Waits until `sql` (a count) says `want`.
-fn until_count(url: &str, sql: &str, want: &str, what: &str) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while psql(url, sql).trim() != want {
-        assert!(Instant::now() < until, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+mod common;
+use common::{fresh, hold_row, one, plant_live_holder, psql_bg, until_count};
 
 /// A foreign statement on `entries` whose trigger waits for the lease row
 /// behind an append: when it runs after the append committed, the
@@ -58,7 +27,7 @@ fn foreign_change_behind_an_append(foreign: &str) {
     let url = fresh_database(&shared_url());
     let b = PgBackend::connect(&url).expect("connect");
     let locks = SessionLock::with_backend(b.clone(), LockOptions::default());
-    let s = fresh("seq");
+    let s = fresh("races/seq");
     let key = b.key_of(&s).unwrap();
     let mut store = block_on(b.open_store(&key)).unwrap();
     let g = locks.acquire(s.as_str()).expect("acquire");
@@ -66,20 +35,7 @@ fn foreign_change_behind_an_append(foreign: &str) {
     block_on(g.store_append(&mut store, &one(r#"{"n":1}"#), Default::default())).unwrap();
     // Someone holds the lease row a while: the append queues for it first,
     // the foreign statement's trigger after it.
-    let mut blocker = psql_bg(
-        &url,
-        &format!(
-            "BEGIN; SELECT 1 FROM sessionlock.leases WHERE key = '{s}' FOR SHARE; \
-             SELECT pg_sleep(1.5); COMMIT;"
-        ),
-    );
-    until_count(
-        &url,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'BEGIN; SELECT 1 FROM sessionlock.leases%' \
-         AND wait_event = 'PgSleep'",
-        "1",
-        "the blocker's lock",
-    );
+    let mut blocker = hold_row(&url, &s, "FOR SHARE", 1.5);
     std::thread::scope(|scope| {
         let appending = {
             let (g, mut store) = (&g, store.clone());
@@ -244,24 +200,11 @@ fn an_append_still_running_on_the_server_after_a_cut_lands_once() {
     };
     let b = PgBackend::connect(&relayed).expect("connect through the relay");
     let locks = SessionLock::with_backend(b.clone(), LockOptions::default());
-    let s = fresh("cut");
+    let s = fresh("races/cut");
     let key = b.key_of(&s).unwrap();
     let mut store = block_on(b.open_store(&key)).unwrap();
     let g = locks.acquire(s.as_str()).expect("acquire");
-    let mut blocker = psql_bg(
-        &url,
-        &format!(
-            "BEGIN; SELECT 1 FROM sessionlock.leases WHERE key = '{s}' FOR SHARE; \
-             SELECT pg_sleep(2); COMMIT;"
-        ),
-    );
-    until_count(
-        &url,
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'BEGIN; SELECT 1 FROM sessionlock.leases%' \
-         AND wait_event = 'PgSleep'",
-        "1",
-        "the blocker's lock",
-    );
+    let mut blocker = hold_row(&url, &s, "FOR SHARE", 2.0);
     let cutter = {
         let url = url.clone();
         std::thread::spawn(move || {
@@ -302,30 +245,9 @@ fn an_append_still_running_on_the_server_after_a_cut_lands_once() {
 fn a_wait_after_the_holder_died_wakes_at_once() {
     let url = fresh_database(&shared_url());
     let b = PgBackend::connect(&url).expect("connect");
-    let s = fresh("death");
+    let s = fresh("races/death");
     let live_lock: i64 = 8_000_000_000 + i64::from(std::process::id());
-    let mut holder = psql_bg(
-        &url,
-        &format!("SELECT pg_advisory_lock({live_lock}); SELECT pg_sleep(60)"),
-    );
-    until_count(
-        &url,
-        &format!(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = {}",
-            live_lock & 0xffff_ffff
-        ),
-        "1",
-        "the holder's liveness lock",
-    );
-    psql(
-        &url,
-        &format!(
-            "INSERT INTO sessionlock.leases (key, epoch, held, version, token, pid, hostname, client_id, \
-                 live_lock, granted_at, written_at, expires_at, max_hold_ms) \
-             VALUES ('{s}', 1, true, 1, 'feedface', 1, 'elsewhere', 'other', {live_lock}, \
-                 clock_timestamp(), clock_timestamp(), clock_timestamp() + interval '60 s', 60000)"
-        ),
-    );
+    let mut holder = plant_live_holder(&url, &s, live_lock);
     let key = b.key_of(&s).unwrap();
     let mut w = block_on(b.watch(&key)).expect("watch");
     let seen = block_on(b.inspect(&key)).unwrap().expect("a holder");

@@ -7,22 +7,17 @@ use sessionlock::{LockOptions, SessionLock};
 use sessionlock_lab::pgserver::shared_url;
 use sessionlock_postgres::PgBackend;
 
+mod common;
+use common::fresh;
+
 fn backend() -> PgBackend {
     PgBackend::connect(&shared_url()).expect("connect")
-}
-
-fn fresh(tag: &str) -> String {
-    format!(
-        "smoke/{tag}/{}/{}",
-        std::process::id(),
-        sessionlock::monotonic_ns()
-    )
 }
 
 #[test]
 fn acquire_append_read_release() {
     let locks = SessionLock::with_backend(backend(), LockOptions::default());
-    let s = fresh("basic");
+    let s = fresh("smoke/basic");
     let g = locks.acquire(s.as_str()).expect("acquire");
     let e1 = g.epoch();
     g.release().expect("release");
@@ -41,7 +36,7 @@ fn store_appends_reads_and_refuses_a_fenced_write() {
         b.clone(),
         LockOptions::default().max_hold(Duration::from_millis(300)),
     );
-    let s = fresh("store");
+    let s = fresh("smoke/store");
     let key = sessionlock::LockBackend::key(&b, s.as_str()).unwrap();
     let mut store = block_on(b.open_store(&key)).unwrap();
     let g = locks.acquire(s.as_str()).expect("acquire");
@@ -75,40 +70,11 @@ fn death_watches_end_with_their_waits() {
     use sessionlock_lab::pgserver::{fresh_database, psql};
     let url = fresh_database(&shared_url());
     let waiter = PgBackend::connect(&url).expect("connect");
-    let s = fresh("deathwatch");
+    let s = fresh("smoke/deathwatch");
     // A live holder in another process: a psql session holding the
     // liveness lock its lease row names.
     let live_lock: i64 = 7_000_000_000 + i64::from(std::process::id());
-    let mut holder = std::process::Command::new("psql")
-        .args(["-X", "-q", &url, "-c"])
-        .arg(format!(
-            "SELECT pg_advisory_lock({live_lock}); SELECT pg_sleep(60)"
-        ))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    let held = || {
-        psql(&url, &format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = {}", live_lock & 0xffff_ffff))
-            .trim()
-            .to_owned()
-    };
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while held() != "1" {
-        assert!(
-            std::time::Instant::now() < until,
-            "the holder never took its lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    psql(
-        &url,
-        &format!(
-            "INSERT INTO sessionlock.leases (key, epoch, held, version, token, pid, hostname, client_id, \
-                 live_lock, granted_at, written_at, expires_at, max_hold_ms) \
-             VALUES ('{s}', 1, true, 1, 'feedface', 1, 'elsewhere', 'other', {live_lock}, \
-                 clock_timestamp(), clock_timestamp(), clock_timestamp() + interval '60 s', 60000)"
-        ),
-    );
+    let mut holder = common::plant_live_holder(&url, &s, live_lock);
     let waits = SessionLock::with_backend(
         waiter,
         LockOptions::default().timeout(Some(Duration::from_millis(400))),
@@ -163,21 +129,13 @@ fn an_append_cut_off_mid_statement_lands_exactly_once() {
     let url = fresh_database(&shared_url());
     let b = PgBackend::connect(&url).expect("connect");
     let locks = SessionLock::with_backend(b.clone(), LockOptions::default());
-    let s = fresh("cut");
+    let s = fresh("smoke/cut");
     let key = sessionlock::LockBackend::key(&b, s.as_str()).unwrap();
     let mut store = block_on(b.open_store(&key)).unwrap();
     let g = locks.acquire(s.as_str()).expect("acquire");
     // Someone holds the lease row for a while, so the append waits inside
     // its statement...
-    let mut blocker = std::process::Command::new("psql")
-        .args(["-X", "-q", &url, "-c"])
-        .arg(format!(
-            "BEGIN; SELECT 1 FROM sessionlock.leases WHERE key = '{s}' FOR SHARE; SELECT pg_sleep(1.5); COMMIT;"
-        ))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    std::thread::sleep(Duration::from_millis(300));
+    let mut blocker = common::hold_row(&url, &s, "FOR SHARE", 1.5);
     let cutter = {
         let url = url.clone();
         std::thread::spawn(move || {

@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use sessionlock::{LockOptions, SessionLock};
-use sessionlock_lab::pgserver::{fresh_database, psql, shared_url};
+use sessionlock_lab::pgserver::{fresh_database, shared_url};
 use sessionlock_postgres::{PgBackend, PgConfig};
+
+mod common;
 
 #[test]
 fn a_row_locked_by_a_wedged_writer_ends_the_wait_at_lock_timeout_with_a_typed_error() {
@@ -24,25 +26,7 @@ fn a_row_locked_by_a_wedged_writer_ends_the_wait_at_lock_timeout_with_a_typed_er
         .release()
         .expect("release");
     // A writer that ignores sessionlock locks the row and sits there.
-    let mut wedged = std::process::Command::new("psql")
-        .args(["-X", "-q", &url, "-c"])
-        .arg(format!(
-            "BEGIN; SELECT 1 FROM sessionlock.leases WHERE key = '{s}' FOR UPDATE; SELECT pg_sleep(5); COMMIT;"
-        ))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    let until = Instant::now() + Duration::from_secs(5);
-    while psql(
-        &url,
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; SELECT 1 FROM sessionlock.leases%' AND state = 'active'",
-    )
-    .trim()
-        != "1"
-    {
-        assert!(Instant::now() < until, "the wedged writer never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut wedged = common::hold_row(&url, s, "FOR UPDATE", 5.0);
     let started = Instant::now();
     let e = locks.acquire(s).map(drop).unwrap_err();
     let took = started.elapsed();
