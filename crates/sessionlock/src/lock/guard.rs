@@ -689,12 +689,30 @@ impl<B: LockBackend> Guard<B> {
     /// (republishing needs the state lock exclusively, which the fence holds
     /// shared; extend before or after the fenced call).
     pub fn extend(&self) -> Result<()> {
+        self.extend_for(self.hold.req.max_hold)
+    }
+
+    /// [`Guard::extend`] by `hold` instead of the acquisition's `max_hold`:
+    /// republishes the payload with `maxHoldMs` = `hold` and a new
+    /// `createdAt`, and moves the watchdog deadline to `hold` from now. A
+    /// later [`Guard::extend`] goes back to the acquisition's `max_hold`.
+    ///
+    /// # Errors
+    /// As [`Guard::extend`]; `Misuse` for a zero `hold`.
+    pub fn extend_for(&self, hold: Duration) -> Result<()> {
+        if hold.is_zero() {
+            return Err(Error::Misuse {
+                what: "extend a session lock by zero milliseconds".into(),
+            });
+        }
         if self.hold.fenced_here() {
             return Err(self.hold.inside_fence_error("extend the session lock"));
         }
         let _ops = self.hold.ops_blocking();
         let lease = self.hold.lease()?;
-        if let Err(e) = block_on(self.hold.backend.republish(&lease, &self.hold.req, false)) {
+        let mut req = self.hold.req.clone();
+        req.max_hold = hold;
+        if let Err(e) = block_on(self.hold.backend.republish(&lease, &req, false)) {
             if let Error::Revoked { cause, .. } = &e {
                 self.hold.revoke(None, *cause);
             }
@@ -711,7 +729,7 @@ impl<B: LockBackend> Guard<B> {
             watchdog::cancel(old);
         }
         let rev: Weak<dyn Revocable> = self.hold.me.clone() as Weak<dyn Revocable>;
-        st.revocation = watchdog::register(Instant::now() + self.hold.req.max_hold, rev);
+        st.revocation = watchdog::register(Instant::now() + hold, rev);
         Ok(())
     }
 

@@ -1,0 +1,230 @@
+//! Which backend a call runs on, and the options of an acquisition.
+//!
+//! `backend` is `"file"` (lock files beside the transcripts, the default)
+//! or a `postgres://` / `postgresql://` URL; unset, `SESSIONLOCK_BACKEND`
+//! decides, as for the command-line tool. On PostgreSQL the session name is
+//! the key, as given. One [`PgBackend`] is kept per URL for the life of the
+//! process, so its connections are shared by every call that names it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use napi_derive::napi;
+use sessionlock::{
+    Config, Error, FileBackend, HoldExceededPolicy, LockOptions, SessionLock, StoreBackend,
+};
+use sessionlock_postgres::PgBackend;
+
+use crate::errors::misuse;
+
+/// The variable that picks the backend when an option does not.
+const ENV_BACKEND: &str = "SESSIONLOCK_BACKEND";
+
+/// Lock options as JavaScript passes them (`index.js` has checked their
+/// types; the numbers' ranges are checked here).
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct LockOpts {
+    /// Acquire budget in ms; `Infinity` waits forever.
+    pub timeout_ms: Option<f64>,
+    /// The lease in ms.
+    pub max_hold_ms: Option<f64>,
+    /// Age in ms after which a live lock is reported `too-old`.
+    pub stale_ms: Option<f64>,
+    /// Diagnostic lane.
+    pub lane: Option<String>,
+    /// Diagnostic run id.
+    pub run_id: Option<String>,
+    /// Share an acquisition this process holds.
+    pub reentrant: Option<bool>,
+    /// `reclaim` or `report`.
+    pub hold_exceeded: Option<String>,
+    /// OpenClaw-compatible lock files.
+    pub openclaw_compat: Option<bool>,
+    /// `file` or a PostgreSQL URL.
+    pub backend: Option<String>,
+}
+
+/// Milliseconds from JavaScript: a non-negative safe integer, or `Infinity`
+/// where `infinite` allows it (`None` then).
+pub(crate) fn millis(name: &str, v: f64, infinite: bool) -> Result<Option<Duration>, Error> {
+    if v == f64::INFINITY && infinite {
+        return Ok(None);
+    }
+    if !(v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= 9_007_199_254_740_991.0) {
+        return Err(misuse(format!(
+            "{name} must be a non-negative integer number of milliseconds{}, not {v}",
+            if infinite { " or Infinity" } else { "" }
+        )));
+    }
+    Ok(Some(Duration::from_millis(v as u64)))
+}
+
+impl LockOpts {
+    /// The library's options: explicit values here, overridden by the
+    /// environment (spec §11), then the defaults.
+    pub(crate) fn resolve(&self) -> Result<LockOptions, Error> {
+        let mut c = Config::default();
+        if let Some(t) = self.timeout_ms {
+            c.acquire_timeout = Some(millis("timeoutMs", t, true)?);
+        }
+        if let Some(m) = self.max_hold_ms {
+            let d = millis("maxHoldMs", m, false)?.unwrap_or_default();
+            if d.is_zero() {
+                return Err(misuse("maxHoldMs must be greater than zero"));
+            }
+            c.max_hold = Some(d);
+        }
+        if let Some(s) = self.stale_ms {
+            c.stale_after = millis("staleMs", s, false)?;
+        }
+        if let Some(p) = &self.hold_exceeded {
+            c.hold_exceeded = Some(match p.as_str() {
+                "reclaim" => HoldExceededPolicy::Reclaim,
+                "report" => HoldExceededPolicy::Report,
+                other => {
+                    return Err(misuse(format!(
+                        "holdExceeded must be \"reclaim\" or \"report\", not {other:?}"
+                    )))
+                }
+            });
+        }
+        c.openclaw_compat = self.openclaw_compat;
+        let mut o = LockOptions::from_settings(&c.resolve());
+        o.lane = self.lane.clone();
+        o.run_id = self.run_id.clone();
+        o.reentrant = self.reentrant.unwrap_or(false);
+        Ok(o)
+    }
+}
+
+/// A backend a call runs on.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    File(SessionLock<FileBackend>),
+    Pg(SessionLock<PgBackend>),
+}
+
+impl Backend {
+    /// The backend `spec` names, else `SESSIONLOCK_BACKEND`'s, else files;
+    /// a PostgreSQL backend is connected (once per URL).
+    pub(crate) async fn open(spec: Option<&str>) -> Result<Backend, Error> {
+        let chosen = match spec {
+            Some(s) => s.trim().to_owned(),
+            None => std::env::var(ENV_BACKEND).unwrap_or_default(),
+        };
+        let chosen = chosen.trim();
+        if chosen.is_empty() || chosen == "file" {
+            return Ok(Backend::File(SessionLock::new()));
+        }
+        if chosen.starts_with("postgres://") || chosen.starts_with("postgresql://") {
+            return Ok(Backend::Pg(pg(chosen).await?));
+        }
+        let from = if spec.is_some() {
+            "backend"
+        } else {
+            ENV_BACKEND
+        };
+        Err(misuse(format!(
+            "{from}: unknown backend {:?}: use \"file\" or a postgres:// URL",
+            chosen.split("://").next().unwrap_or(chosen)
+        )))
+    }
+}
+
+/// The PostgreSQL backend of `url`, connected on first use.
+async fn pg(url: &str) -> Result<SessionLock<PgBackend>, Error> {
+    static CONNECTED: OnceLock<Mutex<HashMap<String, PgBackend>>> = OnceLock::new();
+    let map = CONNECTED.get_or_init(Default::default);
+    let known = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(url)
+        .cloned();
+    let backend = match known {
+        Some(b) => b,
+        None => {
+            let b = PgBackend::connect_async(url).await?;
+            map.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(url.to_owned())
+                .or_insert(b)
+                .clone()
+        }
+    };
+    Ok(SessionLock::with_backend(backend, LockOptions::default()))
+}
+
+/// What differs between the backends in how the binding drives them.
+pub(crate) trait Kind: StoreBackend {
+    /// Whether the library's synchronous calls (release, check, extend)
+    /// wait on the network, and so must run on a blocking thread rather
+    /// than inline on the runtime (the file backend's are a few system
+    /// calls, which the async API runs inline too).
+    const NETWORK: bool;
+}
+
+impl Kind for FileBackend {
+    const NETWORK: bool = false;
+}
+
+impl Kind for PgBackend {
+    const NETWORK: bool = true;
+}
+
+/// Runs `f`, one of the library's synchronous calls, the way backend `B`
+/// needs (see [`Kind::NETWORK`]).
+pub(crate) async fn blocking<B: Kind, T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    if !B::NETWORK {
+        return f();
+    }
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        // Handed on to `promise`, which reports it.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Awaits `fut` unless `cancel` fires first; then `Cancelled`, and the
+/// future is dropped (the library's futures leave nothing queued or held
+/// when dropped).
+pub(crate) async fn cancellable<T>(
+    fut: impl Future<Output = Result<T, Error>>,
+    cancel: &tokio::sync::Notify,
+    cancelled: &std::sync::atomic::AtomicBool,
+    what: &str,
+) -> Result<T, Error> {
+    use std::sync::atomic::Ordering;
+    let notified = cancel.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    if cancelled.load(Ordering::SeqCst) {
+        return Err(Error::Cancelled {
+            what: what.to_owned(),
+        });
+    }
+    tokio::select! {
+        r = fut => r,
+        () = notified => Err(Error::Cancelled { what: what.to_owned() }),
+    }
+}
+
+/// Runs a store operation of backend `B`: the file store's futures do their
+/// file I/O (an `fdatasync`, say) when polled, so they run on a blocking
+/// thread; PostgreSQL's only wait for the server.
+pub(crate) async fn store_op<B: Kind, T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> T {
+    if B::NETWORK {
+        return fut.await;
+    }
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(fut)).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

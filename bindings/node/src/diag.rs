@@ -1,0 +1,1 @@
+//! `status` and `doctor`: the command-line tool's JSON reports.

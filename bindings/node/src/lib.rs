@@ -1,0 +1,65 @@
+//! The native half of the `sessionlock` Node.js package (`bindings/node`).
+//!
+//! JavaScript never calls this module directly: `index.js` wraps it, turns
+//! its tagged errors into `SessionLockError` subclasses, and adds what is
+//! JavaScript's business (`AbortSignal`, `AsyncLocalStorage` for fences,
+//! `Symbol.asyncDispose`, the OpenClaw drop-in). Every operation that can
+//! wait or touch the disk or network returns a promise and runs on a tokio
+//! runtime, off the JavaScript thread; the only synchronous calls are
+//! getters, `abort`, and the release of everything at process exit.
+//!
+//! Modules, one concept each:
+//! - [`backend`]: which backend a call runs on, and the lock options;
+//! - [`errors`]: library errors and panics as tagged JavaScript errors;
+//! - [`lock`]: `acquire` and the `Lock` a JavaScript caller holds;
+//! - [`fence`]: a fence held across an async JavaScript callback;
+//! - [`attempt`]: the attempt controller;
+//! - [`transcript`]: the fenced transcript store;
+//! - [`diag`]: `status` and `doctor`;
+//! - [`instance`]: one native instance per process, whatever copies of the
+//!   package are loaded.
+
+// napi-derive registers the exports only outside `cfg(test)`; in a test
+// build (clippy --all-targets) they would all look unused.
+#![cfg_attr(test, allow(dead_code))]
+
+mod attempt;
+mod backend;
+mod diag;
+mod errors;
+mod fence;
+mod instance;
+mod lock;
+mod transcript;
+
+use std::future::Future;
+
+use napi::bindgen_prelude::{PromiseRaw, ToNapiValue};
+use napi::Env;
+
+/// Runs `fut` on the runtime and hands its outcome to a promise: a library
+/// error rejects it as a tagged error, a panic as a `SESSIONLOCK_PANIC`
+/// one; nothing unwinds into JavaScript.
+pub(crate) fn promise<'env, T, F>(env: &'env Env, fut: F) -> napi::Result<PromiseRaw<'env, T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = Result<T, sessionlock::Error>> + Send + 'static,
+{
+    env.spawn_future(async move {
+        match errors::CatchUnwind::new(fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(errors::to_js(&e)),
+            Err(panic) => Err(errors::panicked(&*panic)),
+        }
+    })
+}
+
+/// Runs a synchronous call, turning a library error or a panic into a
+/// tagged JavaScript error.
+pub(crate) fn sync<T>(f: impl FnOnce() -> Result<T, sessionlock::Error>) -> napi::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(errors::to_js(&e)),
+        Err(panic) => Err(errors::panicked(&*panic)),
+    }
+}

@@ -1,0 +1,413 @@
+//! `acquire` and the `Lock` a JavaScript caller holds.
+//!
+//! A JavaScript `Lock` owns one [`Guard`]. Its asynchronous operations
+//! borrow the guard for as long as they run; `release` first stops new
+//! operations, ends the waits that only observe (`lost`), waits for the
+//! others to finish, and then releases the guard with the library's
+//! fallible `release`. A `Lock` that JavaScript forgets releases its guard
+//! when it is garbage-collected (the guard's `Drop`), and `index.js`
+//! releases every live `Lock` of its thread when the thread or process
+//! exits normally.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use napi::bindgen_prelude::PromiseRaw;
+use napi::Env;
+use napi_derive::napi;
+use sessionlock::{Error, FileBackend, Guard, SessionId};
+use sessionlock_postgres::PgBackend;
+
+use crate::backend::{blocking, cancellable, Backend, Kind, LockOpts};
+use crate::errors::misuse;
+use crate::fence::NativeFence;
+use crate::{promise, sync};
+
+/// One pending `acquire`: `run()` waits for the lock, `cancel()` (from an
+/// `AbortSignal`) ends the wait, leaving nothing queued.
+#[napi]
+pub struct AcquireRequest {
+    session: String,
+    opts: LockOpts,
+    cancel: Arc<Cancel>,
+}
+
+/// A cancellation flag that wakes whoever waits on it.
+#[derive(Default)]
+pub(crate) struct Cancel {
+    pub(crate) fired: AtomicBool,
+    pub(crate) notify: tokio::sync::Notify,
+}
+
+impl Cancel {
+    pub(crate) fn fire(&self) {
+        self.fired.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+}
+
+#[napi]
+impl AcquireRequest {
+    /// A request for `session` with `opts`.
+    #[napi(constructor)]
+    pub fn new(session: String, opts: Option<LockOpts>) -> Self {
+        AcquireRequest {
+            session,
+            opts: opts.unwrap_or_default(),
+            cancel: Arc::default(),
+        }
+    }
+
+    /// Acquires the lock.
+    #[napi(ts_return_type = "Promise<NativeLock>")]
+    pub fn run<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, NativeLock>> {
+        let session = self.session.clone();
+        let opts = self.opts.clone();
+        let cancel = self.cancel.clone();
+        promise(env, async move {
+            let lock_opts = opts.resolve()?;
+            let backend = Backend::open(opts.backend.as_deref()).await?;
+            let what = format!("acquire of {session}");
+            let cell = match backend {
+                Backend::File(locks) => {
+                    let fut = locks.acquire_async_with(std::path::Path::new(&session), &lock_opts);
+                    let g = cancellable(fut, &cancel.notify, &cancel.fired, &what).await?;
+                    AnyCell::File(Cell::new(g))
+                }
+                Backend::Pg(locks) => {
+                    let fut = locks.acquire_async_with(session.as_str(), &lock_opts);
+                    let g = cancellable(fut, &cancel.notify, &cancel.fired, &what).await?;
+                    AnyCell::Pg(Cell::new(g))
+                }
+            };
+            Ok(NativeLock { cell })
+        })
+    }
+
+    /// Ends the wait: `run()` rejects with `SESSIONLOCK_CANCELLED`.
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.fire();
+    }
+}
+
+/// How many of this process's acquisitions wait for `session` (on
+/// `backend`): what shows that an aborted acquire left nothing queued.
+#[napi(ts_return_type = "Promise<number>")]
+pub fn queued<'env>(
+    env: &'env Env,
+    session: String,
+    backend: Option<String>,
+) -> napi::Result<PromiseRaw<'env, u32>> {
+    promise(env, async move {
+        let n = match Backend::open(backend.as_deref()).await? {
+            Backend::File(locks) => locks.queued(std::path::Path::new(&session))?,
+            Backend::Pg(locks) => locks.queued(session.as_str())?,
+        };
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    })
+}
+
+/// The guard of one acquisition, shared by the operations in flight.
+pub(crate) struct Cell<B: Kind> {
+    /// `None` once released.
+    guard: Mutex<Option<Arc<Guard<B>>>>,
+    /// Signalled when an operation ends (it dropped its share).
+    ended: tokio::sync::Notify,
+    /// Set when `release` starts: the observing waits give up.
+    closing: Cancel,
+    epoch: u64,
+    session: String,
+    lock_path: String,
+}
+
+/// An operation's share of the guard.
+struct Op<B: Kind> {
+    guard: Arc<Guard<B>>,
+    cell: Arc<Cell<B>>,
+}
+
+impl<B: Kind> Drop for Op<B> {
+    fn drop(&mut self) {
+        self.cell.ended.notify_waiters();
+    }
+}
+
+impl<B: Kind> Cell<B> {
+    fn new(g: Guard<B>) -> Arc<Cell<B>> {
+        Arc::new(Cell {
+            epoch: g.epoch(),
+            session: g.key().session().to_string_lossy().into_owned(),
+            lock_path: g.lock_path().to_string_lossy().into_owned(),
+            guard: Mutex::new(Some(Arc::new(g))),
+            ended: tokio::sync::Notify::new(),
+            closing: Cancel::default(),
+        })
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Guard<B>>>> {
+        self.guard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A share of the guard for one operation, or `Misuse` once released.
+    fn op(self: &Arc<Self>, what: &str) -> Result<Op<B>, Error> {
+        match &*self.slot() {
+            Some(g) => Ok(Op {
+                guard: g.clone(),
+                cell: self.clone(),
+            }),
+            None => Err(misuse(format!("{what}: the lock was released"))),
+        }
+    }
+
+    /// The session: canonical path, or key on PostgreSQL.
+    pub(crate) fn session(&self) -> &str {
+        &self.session
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.slot().as_ref().is_some_and(|g| g.is_revoked())
+    }
+
+    fn holder(&self) -> Option<String> {
+        let g = self.slot().as_ref()?.clone();
+        serde_json::to_string(&g.holder()).ok()
+    }
+
+    async fn check(self: Arc<Self>) -> Result<(), Error> {
+        let op = self.op("check")?;
+        blocking::<B, _>(move || op.guard.check()).await
+    }
+
+    async fn extend(self: Arc<Self>, by: Option<Duration>) -> Result<(), Error> {
+        let op = self.op("extend")?;
+        blocking::<B, _>(move || match by {
+            Some(d) => op.guard.extend_for(d),
+            None => op.guard.extend(),
+        })
+        .await
+    }
+
+    /// Resolves with the error a write would now get once the lock is lost,
+    /// or `None` when it is released first.
+    async fn lost(self: Arc<Self>) -> Option<Error> {
+        let op = self.op("lost").ok()?;
+        let closing = self.closing.notify.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if self.closing.fired.load(Ordering::SeqCst) {
+            return None;
+        }
+        tokio::select! {
+            e = op.guard.lost() => Some(e),
+            () = closing => None,
+        }
+    }
+
+    /// Takes the guard out, waits for the operations in flight, releases.
+    async fn release(self: Arc<Self>) -> Result<(), Error> {
+        let Some(mut guard) = self.slot().take() else {
+            return Ok(());
+        };
+        self.closing.fire();
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            match Arc::try_unwrap(guard) {
+                Ok(g) => return blocking::<B, _>(move || g.release()).await,
+                Err(shared) => guard = shared,
+            }
+            ended.await;
+        }
+    }
+
+    /// Releases at once, from the JavaScript thread (process or thread
+    /// exit): operations still in flight keep their share and the last one
+    /// to end drops the guard, which releases it.
+    fn release_now(&self) -> Result<(), Error> {
+        let Some(guard) = self.slot().take() else {
+            return Ok(());
+        };
+        self.closing.fire();
+        match Arc::try_unwrap(guard) {
+            Ok(g) => g.release(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    async fn enter_fence(self: Arc<Self>) -> Result<NativeFence, Error> {
+        let op = self.op("withFence")?;
+        NativeFence::enter(move |f| {
+            let r = op.guard.with_fence(f);
+            drop(op);
+            r
+        })
+        .await
+    }
+}
+
+/// The guard of either backend.
+pub(crate) enum AnyCell {
+    File(Arc<Cell<FileBackend>>),
+    Pg(Arc<Cell<PgBackend>>),
+}
+
+/// Runs `$body` with `$c` bound to the cell, whichever backend it is on.
+macro_rules! on_cell {
+    ($any:expr, $c:ident => $body:expr) => {
+        match $any {
+            AnyCell::File($c) => $body,
+            AnyCell::Pg($c) => $body,
+        }
+    };
+}
+
+/// A held session lock, as JavaScript sees it.
+#[napi]
+pub struct NativeLock {
+    cell: AnyCell,
+}
+
+#[napi]
+impl NativeLock {
+    /// This acquisition's fencing epoch.
+    #[napi(getter)]
+    pub fn epoch(&self) -> f64 {
+        on_cell!(&self.cell, c => c.epoch as f64)
+    }
+
+    /// The epoch as a decimal string (exact beyond 2^53).
+    #[napi(getter)]
+    pub fn epoch_string(&self) -> String {
+        on_cell!(&self.cell, c => c.epoch.to_string())
+    }
+
+    /// The session: the canonical transcript path, or the key on PostgreSQL.
+    #[napi(getter)]
+    pub fn session(&self) -> String {
+        on_cell!(&self.cell, c => c.session.clone())
+    }
+
+    /// Where the lock lives: the lock file, or the key's locator.
+    #[napi(getter)]
+    pub fn lock_path(&self) -> String {
+        on_cell!(&self.cell, c => c.lock_path.clone())
+    }
+
+    /// Whether the lock was revoked (watchdog, or removed or replaced).
+    #[napi(getter)]
+    pub fn is_revoked(&self) -> bool {
+        on_cell!(&self.cell, c => c.is_revoked())
+    }
+
+    /// Whether `release` was called.
+    #[napi(getter)]
+    pub fn is_released(&self) -> bool {
+        on_cell!(&self.cell, c => c.slot().is_none())
+    }
+
+    /// The holder (this process) as JSON, `null` once released.
+    #[napi]
+    pub fn holder_json(&self) -> Option<String> {
+        on_cell!(&self.cell, c => c.holder())
+    }
+
+    /// Checks that the lock still owns the session.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn check<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        on_cell!(&self.cell, c => promise(env, c.clone().check()))
+    }
+
+    /// Extends the lease by `ms` (or the acquisition's `maxHoldMs`) from now.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn extend<'env>(
+        &self,
+        env: &'env Env,
+        ms: Option<f64>,
+    ) -> napi::Result<PromiseRaw<'env, ()>> {
+        let by = match ms {
+            None => None,
+            Some(v) => {
+                let d = sync(|| crate::backend::millis("ms", v, false))?.unwrap_or_default();
+                if d.is_zero() {
+                    return Err(crate::errors::to_js(&misuse(
+                        "extend(ms): ms must be greater than zero",
+                    )));
+                }
+                Some(d)
+            }
+        };
+        on_cell!(&self.cell, c => promise(env, c.clone().extend(by)))
+    }
+
+    /// Resolves with `true` and the error a write would get once the lock is
+    /// lost, or with `false` when it is released first.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        on_cell!(&self.cell, c => {
+            let c = c.clone();
+            promise(env, async move {
+                match c.lost().await {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            })
+        })
+    }
+
+    /// Holds the fence (epoch checked, reclaim and revocation held off)
+    /// until the returned fence is exited.
+    #[napi(ts_return_type = "Promise<NativeFence>")]
+    pub fn enter_fence<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, NativeFence>> {
+        on_cell!(&self.cell, c => promise(env, c.clone().enter_fence()))
+    }
+
+    /// Releases the lock (once the operations in flight end).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn release<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        on_cell!(&self.cell, c => promise(env, c.clone().release()))
+    }
+
+    /// Releases the lock now, on this thread (for process exit).
+    #[napi]
+    pub fn release_sync(&self) -> napi::Result<()> {
+        on_cell!(&self.cell, c => sync(|| c.release_now()))
+    }
+}
+
+impl NativeLock {
+    /// The guard of a file-backend lock, for the transcript store.
+    pub(crate) fn file(&self) -> Option<Arc<Cell<FileBackend>>> {
+        match &self.cell {
+            AnyCell::File(c) => Some(c.clone()),
+            AnyCell::Pg(_) => None,
+        }
+    }
+
+    /// The guard of a PostgreSQL lock, for the transcript store.
+    pub(crate) fn pg(&self) -> Option<Arc<Cell<PgBackend>>> {
+        match &self.cell {
+            AnyCell::Pg(c) => Some(c.clone()),
+            AnyCell::File(_) => None,
+        }
+    }
+}
+
+impl<B: Kind> Cell<B> {
+    /// Runs `write` with the guard, as one operation of this lock.
+    pub(crate) async fn with_guard<T, F>(
+        self: Arc<Self>,
+        what: &str,
+        write: impl FnOnce(Arc<Guard<B>>) -> F,
+    ) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        let op = self.op(what)?;
+        let out = write(op.guard.clone()).await;
+        drop(op);
+        out
+    }
+}
