@@ -106,6 +106,8 @@ export declare class Lock {
    * ({@link SessionLockRevokedError} or {@link SessionLockFencedError}), as
    * soon as this lock no longer owns the session; never, if it is released
    * first. Woken by the backend's change notifications, not by polling.
+   * Watching does not keep the process alive by itself: await it beside the
+   * work it guards (`Promise.race([work, lock.revoked])`).
    */
   readonly revoked: Promise<SessionLockError>;
   /**

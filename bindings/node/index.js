@@ -259,10 +259,13 @@ class Lock {
 
   get revoked() {
     if (!this.#revoked) {
-      this.#revoked = this.#n.lost().then(
-        () => new Promise(() => {}),
-        (e) => convert(e),
-      );
+      // Resolves once lost; stays pending if released first. The native
+      // watch does not keep the process alive.
+      this.#revoked = new Promise((resolve) => {
+        this.#n.onLost((message) => {
+          if (message) resolve(convert(new Error(message)));
+        });
+      });
     }
     return this.#revoked;
   }

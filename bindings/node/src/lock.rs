@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use napi::bindgen_prelude::PromiseRaw;
+use napi::bindgen_prelude::{Function, PromiseRaw};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
 use sessionlock::{Error, FileBackend, Guard, SessionId};
@@ -109,6 +110,9 @@ pub fn queued<'env>(
     })
 }
 
+/// How long an exit waits for the operations of a lock still in flight.
+const EXIT_GRACE: Duration = Duration::from_millis(200);
+
 /// The guard of one acquisition, shared by the operations in flight.
 pub(crate) struct Cell<B: Kind> {
     /// `None` once released.
@@ -120,6 +124,20 @@ pub(crate) struct Cell<B: Kind> {
     epoch: u64,
     session: String,
     lock_path: String,
+}
+
+impl<B: Kind> Drop for Cell<B> {
+    /// The last share of a lock nobody released (garbage collection, often
+    /// on the JavaScript thread): the guard's `Drop` releases it, which on
+    /// a network backend waits for the server, so it drops elsewhere.
+    fn drop(&mut self) {
+        let guard = self.slot().take();
+        if let (true, Some(g)) = (B::NETWORK, guard) {
+            let _ = std::thread::Builder::new()
+                .name("sessionlock-drop".into())
+                .spawn(move || drop(g));
+        }
+    }
 }
 
 /// An operation's share of the guard.
@@ -223,17 +241,25 @@ impl<B: Kind> Cell<B> {
         }
     }
 
-    /// Releases at once, from the JavaScript thread (process or thread
-    /// exit): operations still in flight keep their share and the last one
-    /// to end drops the guard, which releases it.
+    /// Releases now, from the JavaScript thread (process or thread exit).
+    /// The waits that only observe (`revoked`) give their share back within
+    /// microseconds of `closing`; an operation still in flight after
+    /// [`EXIT_GRACE`] keeps its share, and the guard is released when the
+    /// last share drops (or, if the process ends first, it is left to the
+    /// next acquirer, who reclaims the lock of a dead process at once).
     fn release_now(&self) -> Result<(), Error> {
-        let Some(guard) = self.slot().take() else {
+        let Some(mut guard) = self.slot().take() else {
             return Ok(());
         };
         self.closing.fire();
-        match Arc::try_unwrap(guard) {
-            Ok(g) => g.release(),
-            Err(_) => Ok(()),
+        let until = std::time::Instant::now() + EXIT_GRACE;
+        loop {
+            match Arc::try_unwrap(guard) {
+                Ok(g) => return g.release(),
+                Err(shared) if std::time::Instant::now() < until => guard = shared,
+                Err(_) => return Ok(()),
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -342,19 +368,28 @@ impl NativeLock {
         on_cell!(&self.cell, c => promise(env, c.clone().extend(by)))
     }
 
-    /// Resolves with `true` and the error a write would get once the lock is
-    /// lost, or with `false` when it is released first.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+    /// Calls `callback` once the lock is lost, with the tagged error a write
+    /// would now get, or with `""` when it is released first. The callback
+    /// does not keep the process alive (a weak threadsafe function): a
+    /// program that only watches a lock still exits when its work is done.
+    #[napi]
+    pub fn on_lost(&self, callback: Function<'_, String, ()>) -> napi::Result<()> {
+        let tsfn = callback
+            .build_threadsafe_function::<String>()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?;
         on_cell!(&self.cell, c => {
             let c = c.clone();
-            promise(env, async move {
-                match c.lost().await {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                }
-            })
-        })
+            napi::bindgen_prelude::spawn(async move {
+                let message = match c.lost().await {
+                    Some(e) => crate::errors::to_js(&e).reason,
+                    None => String::new(),
+                };
+                tsfn.call(message, ThreadsafeFunctionCallMode::NonBlocking);
+            });
+        });
+        Ok(())
     }
 
     /// Holds the fence (epoch checked, reclaim and revocation held off)
@@ -374,6 +409,14 @@ impl NativeLock {
     #[napi]
     pub fn release_sync(&self) -> napi::Result<()> {
         on_cell!(&self.cell, c => sync(|| c.release_now()))
+    }
+}
+
+impl Drop for NativeLock {
+    /// Garbage collection of a lock JavaScript forgot: the observing waits
+    /// end, and the last share of the guard to drop releases it.
+    fn drop(&mut self) {
+        on_cell!(&self.cell, c => c.closing.fire());
     }
 }
 
