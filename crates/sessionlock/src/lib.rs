@@ -110,7 +110,7 @@ pub mod diag;
 
 pub use attempt::{runs, turns};
 pub use backend::file::{epoch, fence, fs, fscheck};
-pub use diag::{doctor, status};
+pub use diag::{doctor, report, status};
 pub use store::classify;
 
 pub use backend::file::{FileBackend, FileKey, Notify};

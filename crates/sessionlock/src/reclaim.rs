@@ -36,6 +36,17 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The name used in messages and JSON (`reclaim`, `report`, `wait`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Reclaim => "reclaim",
+            Action::Report => "report",
+            Action::Wait { .. } => "wait",
+        }
+    }
+}
+
 /// The rules a contender applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {

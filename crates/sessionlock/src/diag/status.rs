@@ -76,6 +76,19 @@ impl<K: SessionId, V> LockStatus<K, V> {
     }
 }
 
+impl<K, V> LockStatus<K, V> {
+    /// Time left on the lease of a holder that may still be there:
+    /// [`lease_left`](LockStatus::lease_left), but `None` for a holder that
+    /// is gone (dead, or its pid recycled), whose lease means nothing. What
+    /// `sessionlock status` shows.
+    pub fn live_lease_left(&self) -> Option<Duration> {
+        match self.liveness {
+            Liveness::Dead | Liveness::Recycled => None,
+            _ => self.lease_left,
+        }
+    }
+}
+
 /// One entry of an explained listing: a lock, or one that could not be read.
 #[derive(Debug)]
 pub enum Explained<K = FileKey, V = FileVersion> {
@@ -207,6 +220,29 @@ pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus
             Explained::Unreadable { error, .. } => Err(error),
         })
         .collect())
+}
+
+/// The locks of one directory, as [`scan_dirs`] found them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DirLocks {
+    /// The directory, as given.
+    pub dir: PathBuf,
+    /// Its locks as [`scan_dir`] explains them, or why it could not be
+    /// listed.
+    pub locks: Result<Vec<Result<LockStatus>>>,
+}
+
+/// [`scan_dir`] of each directory, in the order given: what
+/// `sessionlock status` lists. A directory that cannot be listed stays in
+/// the list with its error; the scan goes on.
+pub fn scan_dirs(dirs: &[PathBuf], settings: &Settings) -> Vec<DirLocks> {
+    dirs.iter()
+        .map(|dir| DirLocks {
+            dir: dir.clone(),
+            locks: scan_dir(dir, settings),
+        })
+        .collect()
 }
 
 /// Whether a lock is OpenClaw's (its payload names no `owner`).

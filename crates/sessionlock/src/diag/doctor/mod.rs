@@ -39,7 +39,11 @@
 //! non-regular file at a lock path, transcript lines that are not JSON, and
 //! the `.torn-*` side files (they hold bytes a repair set aside for the
 //! operator).
+//!
+//! A [`Checkup`] runs both over several directories, as `sessionlock
+//! doctor` does, and adds up what they found and did ([`Tally`]).
 
+mod checkup;
 mod locks;
 
 use std::ffi::OsStr;
@@ -59,7 +63,8 @@ use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
 use crate::reclaim::Action as Contender;
 use crate::store::TornTail;
-use locks::chain;
+pub use checkup::{Checkup, Tally};
+pub(crate) use locks::chain;
 pub use locks::{
     examine_locks, remove_lock, Action, FixOptions, FixReport, Fixed, Kind, LockFinding, Outcome,
     Verdict, FIX_LOCK_TIMEOUT, LANE,
