@@ -1,6 +1,6 @@
 //! What the command prints besides its data: errors ([`report`]), the log
-//! format, untrusted text made safe for a terminal, and the holder fields
-//! and warnings that `status` and `doctor` both print.
+//! format, untrusted text made safe for a terminal, and the warnings that
+//! `status` and `doctor` both print.
 //!
 //! # Untrusted text
 //!
@@ -23,10 +23,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::Duration;
 
-use serde::Serialize;
-use sessionlock::identity::Liveness;
 use sessionlock::status::{Exposure, LockStatus};
 use tracing_subscriber::field::MakeExt as _;
 
@@ -35,8 +32,24 @@ use tracing_subscriber::field::MakeExt as _;
 /// are escaped ([`escape`]); hints are composed by this program, which
 /// escapes what it quotes in them ([`shell_word`], [`path`]).
 pub(crate) fn report(err: &anyhow::Error, hint: Option<&str>) {
-    eprintln!("error: {}", escape(&err.to_string()));
-    for cause in err.chain().skip(1) {
+    report_chain(err.chain(), hint);
+}
+
+/// [`report`] of an error that is not an [`anyhow::Error`] (the library's,
+/// kept in the data a command prints).
+pub(crate) fn report_error(err: &(dyn std::error::Error + 'static), hint: Option<&str>) {
+    report_chain(std::iter::successors(Some(err), |e| e.source()), hint);
+}
+
+/// Prints an error (the chain's first) and its causes, and the hint.
+fn report_chain<'a>(
+    mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+    hint: Option<&str>,
+) {
+    if let Some(err) = chain.next() {
+        eprintln!("error: {}", escape(&err.to_string()));
+    }
+    for cause in chain {
         eprintln!("caused by: {}", escape(&cause.to_string()));
     }
     if let Some(h) = hint {
@@ -132,19 +145,6 @@ pub(crate) fn path(p: &Path) -> Cow<'_, str> {
     escape_os(p.as_os_str())
 }
 
-/// The hexadecimal bytes of a name that is not UTF-8 (`None` when it is):
-/// what `--json` output adds so that such a name survives exactly.
-pub(crate) fn hex_if_not_utf8(s: &OsStr) -> Option<String> {
-    if s.to_str().is_some() {
-        return None;
-    }
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.as_bytes() {
-        let _ = write!(out, "{b:02x}");
-    }
-    Some(out)
-}
-
 /// A word a POSIX shell reads back as `w`: as is when it is plain,
 /// single-quoted when it only has printable characters, else a `$'...'`
 /// string with the escapes of [`escape_os`] (so a hint never puts a raw
@@ -167,70 +167,6 @@ pub(crate) fn shell_word(w: &OsStr) -> String {
 }
 
 // ------------------------------------------------ shared by status and doctor
-
-/// A lock's holder in `--json` output (status rows embed it, doctor
-/// findings nest it). Field names are a stable interface.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct HolderJson {
-    pid: Option<u32>,
-    hostname: Option<String>,
-    /// Whether the holder must be presumed alive (a holder on another host
-    /// counts as alive until its lease ends).
-    alive: bool,
-    /// `alive`, `remote`, `dead`, `recycled` or `unknown`.
-    liveness: &'static str,
-    lane: Option<String>,
-    run_id: Option<String>,
-    age_ms: Option<u64>,
-    max_hold_ms: Option<u64>,
-    lease_left_ms: Option<u64>,
-    epoch: Option<u64>,
-    owner: Option<String>,
-}
-
-impl HolderJson {
-    pub(crate) fn of<K, V>(s: &LockStatus<K, V>) -> HolderJson {
-        let h = &s.holder;
-        HolderJson {
-            pid: h.pid,
-            hostname: h.hostname.clone(),
-            alive: h.alive,
-            liveness: liveness_name(s.liveness),
-            lane: h.lane.clone(),
-            run_id: h.run_id.clone(),
-            age_ms: h.age_ms,
-            max_hold_ms: h.max_hold_ms,
-            lease_left_ms: lease_left(s).map(millis),
-            epoch: h.epoch,
-            owner: h.owner.clone(),
-        }
-    }
-}
-
-pub(crate) fn liveness_name(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Remote => "remote",
-        Liveness::Dead => "dead",
-        Liveness::Recycled => "recycled",
-        Liveness::Unknown => "unknown",
-    }
-}
-
-/// Time left on the holder's lease: `None` when unknown, and for a holder
-/// that is gone (dead, or its pid recycled), whose lease means nothing.
-pub(crate) fn lease_left<K, V>(s: &LockStatus<K, V>) -> Option<Duration> {
-    match s.liveness {
-        Liveness::Dead | Liveness::Recycled => None,
-        _ => s.lease_left,
-    }
-}
-
-/// Whole milliseconds of `d`, saturating.
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// Warns (stderr) about sessionlock holders OpenClaw would delete, in a
 /// directory that also holds OpenClaw locks.
@@ -316,8 +252,6 @@ mod tests {
     fn bytes_that_are_not_utf8_are_shown_as_hex_escapes() {
         let name = OsStr::from_bytes(b"s\xff\xfe.jsonl");
         assert_eq!(escape_os(name), r"s\xff\xfe.jsonl");
-        assert_eq!(hex_if_not_utf8(name).as_deref(), Some("73fffe2e6a736f6e6c"));
-        assert_eq!(hex_if_not_utf8(OsStr::new("s.jsonl")), None);
     }
 
     #[test]

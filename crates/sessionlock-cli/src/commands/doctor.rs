@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use serde::Serialize;
 use sessionlock::doctor::{
-    self, Action, FixOptions, FixReport, Kind, Outcome, Report, Subject, Verdict,
+    self, Action, Checkup, FixOptions, Kind, Outcome, Subject, Tally, Verdict,
 };
+use sessionlock::report::DoctorReport;
 use sessionlock::status::Explained;
 use sessionlock::{Config, Error, Settings};
 use sessionlock_lab::backend_choice::BackendChoice;
@@ -24,9 +24,7 @@ use sessionlock_postgres::{PgBackend, PgKey, PgVersion};
 
 use super::lock::{pg_backend, pg_prefixes};
 
-use crate::output::report;
-use crate::output::{self, hex_if_not_utf8, shell_word};
-use crate::output::{millis, HolderJson};
+use crate::output::{self, report_error, shell_word};
 
 const AFTER_HELP: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
@@ -81,124 +79,6 @@ struct Row<'a> {
     outcome: Option<&'a Outcome>,
 }
 
-/// What the run adds up to.
-#[derive(Default)]
-struct Tally {
-    locks: usize,
-    transcripts: usize,
-    leftovers: usize,
-    verdicts: [usize; 7],
-    removed_locks: usize,
-    removed_leftovers: usize,
-    repaired: usize,
-    /// Invalid epoch files rewritten (also counted in `repaired`).
-    rewritten_states: usize,
-    already_gone: usize,
-    changed: usize,
-    held: usize,
-    /// Live holders past their lease left alone without `--force`.
-    needs_force: usize,
-    failed: usize,
-    /// Fixable findings left as they were (no `--fix`).
-    would_remove_locks: usize,
-    /// Live holders past their lease (no `--fix`): `--fix --force` removes them.
-    would_force: usize,
-    would_remove_leftovers: usize,
-    would_repair: usize,
-    would_rewrite_states: usize,
-    /// Findings only a person can handle.
-    invalid: usize,
-    /// Directories and files that could not be read.
-    unreadable: usize,
-}
-
-const VERDICTS: [Verdict; 7] = [
-    Verdict::Ok,
-    Verdict::Removable,
-    Verdict::Repairable,
-    Verdict::Wait,
-    Verdict::ReportOnly,
-    Verdict::Invalid,
-    Verdict::Error,
-];
-
-fn verdict_index(v: Verdict) -> usize {
-    VERDICTS
-        .iter()
-        .position(|x| *x == v)
-        .unwrap_or(VERDICTS.len() - 1)
-}
-
-impl Tally {
-    fn new(reports: &[Report], rows: &[Row<'_>], dir_errors: usize) -> Tally {
-        let mut t = Tally {
-            unreadable: dir_errors,
-            ..Tally::default()
-        };
-        for r in reports {
-            t.locks += r.locks;
-            t.transcripts += r.transcripts;
-            t.leftovers += r.leftovers;
-        }
-        for row in rows {
-            let f = row.finding;
-            t.add(f.verdict, f.action, f.kind(), row.outcome);
-        }
-        t
-    }
-
-    /// Counts one finding and what `--fix` did about it.
-    fn add(&mut self, verdict: Verdict, action: Action, kind: Kind, outcome: Option<&Outcome>) {
-        let t = self;
-        t.verdicts[verdict_index(verdict)] += 1;
-        match verdict {
-            Verdict::Invalid => t.invalid += 1,
-            Verdict::Error => t.unreadable += 1,
-            _ => {}
-        }
-        match (outcome, kind) {
-            (None, Kind::Lock) if action == Action::RemoveWithForce => t.would_force += 1,
-            (None, Kind::Lock) if verdict.is_fixable() => t.would_remove_locks += 1,
-            (None, Kind::Leftover) if verdict.is_fixable() => t.would_remove_leftovers += 1,
-            (None, Kind::Transcript) if verdict.is_fixable() => t.would_repair += 1,
-            (None, Kind::State) if verdict.is_fixable() => t.would_rewrite_states += 1,
-            (None, _) => {}
-            (Some(Outcome::Removed), Kind::Lock) => t.removed_locks += 1,
-            (Some(Outcome::Removed), _) => t.removed_leftovers += 1,
-            (Some(Outcome::Repaired(_)), _) => t.repaired += 1,
-            (Some(Outcome::Rewritten(_)), _) => t.rewritten_states += 1,
-            (Some(Outcome::AlreadyGone), _) => t.already_gone += 1,
-            (Some(Outcome::Changed), _) => t.changed += 1,
-            (Some(Outcome::Held(_)), _) => t.held += 1,
-            (Some(Outcome::NeedsForce), _) => t.needs_force += 1,
-            (Some(_), _) => t.failed += 1,
-        }
-    }
-
-    /// Findings someone has to act on (errors aside).
-    fn need_attention(&self) -> usize {
-        self.would_remove_locks
-            + self.would_force
-            + self.would_remove_leftovers
-            + self.would_repair
-            + self.would_rewrite_states
-            + self.invalid
-            + self.changed
-            + self.held
-            + self.needs_force
-    }
-
-    fn exit_code(&self) -> u8 {
-        if self.unreadable + self.failed > 0 {
-            2
-        } else if self.need_attention() > 0 {
-            1
-        } else {
-            0
-        }
-    }
-}
-
 pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
     let settings = Config::default().resolve();
     if let BackendChoice::Postgres(url) = backend {
@@ -207,47 +87,22 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
     if args.dirs.is_empty() {
         super::status::missing_dirs("doctor");
     }
-    let mut reports = Vec::new();
-    let mut dir_errors = Vec::new();
-    for dir in &args.dirs {
-        match doctor::examine(dir, &settings) {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                let err = anyhow::Error::new(e);
-                report_dir_error(&err);
-                dir_errors.push((dir.clone(), err));
-            }
-        }
+    let mut checkup = Checkup::examine(&args.dirs, &settings);
+    for (_, e) in &checkup.errors {
+        report_dir_error(e);
     }
-    let fixes: Vec<FixReport> = if args.fix {
-        reports
-            .iter()
-            .map(|r| doctor::fix(r, &FixOptions::default().force(args.force)))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let rows: Vec<Row<'_>> = reports
-        .iter()
-        .enumerate()
-        .flat_map(|(ri, report)| {
-            let fixed = fixes.get(ri);
-            report
-                .findings
-                .iter()
-                .enumerate()
-                .map(move |(fi, finding)| Row {
-                    finding,
-                    outcome: fixed
-                        .and_then(|x| x.fixed.iter().find(|f| f.finding == fi).map(|f| &f.outcome)),
-                })
-        })
+    if args.fix {
+        checkup = checkup.fix(FixOptions::default().force(args.force));
+    }
+    let rows: Vec<Row<'_>> = checkup
+        .rows()
+        .map(|(finding, outcome)| Row { finding, outcome })
         .collect();
-    let tally = Tally::new(&reports, &rows, dir_errors.len());
+    let tally = checkup.tally();
 
     let mut out = io::stdout().lock();
     let written = if args.json {
-        write_json(&mut out, &args, &reports, &rows, &dir_errors, &tally)
+        write_json(&mut out, &checkup)
     } else {
         write_human(&mut out, &args, &rows, &tally)
     };
@@ -259,7 +114,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
     }
     drop(out);
     if !args.json {
-        for r in &reports {
+        for r in &checkup.reports {
             let exposed: Vec<_> = r
                 .openclaw_exposure
                 .iter()
@@ -277,7 +132,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
             eprintln!("hint: {h}");
         }
     }
-    let trouble = tally.unreadable - dir_errors.len() + tally.failed;
+    let trouble = tally.unreadable - checkup.errors.len() + tally.failed;
     if trouble > 0 {
         eprintln!(
             "error: {} could not be examined or fixed (see the rows marked `error` or `failed`)",
@@ -288,11 +143,11 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
 }
 
 /// Reports a directory that could not be listed, with a hint where one helps.
-fn report_dir_error(err: &anyhow::Error) {
-    let kind = err.downcast_ref::<Error>().and_then(|e| match e {
+fn report_dir_error(err: &Error) {
+    let kind = match err {
         Error::Io { source, .. } => Some(source.kind()),
         _ => None,
-    });
+    };
     let hint = match kind {
         Some(io::ErrorKind::NotFound) => Some(
             "pass the directory that holds the session transcripts (`*.jsonl`) and their `.lock` files",
@@ -302,7 +157,7 @@ fn report_dir_error(err: &anyhow::Error) {
         }
         _ => None,
     };
-    report(err, hint);
+    report_error(err, hint);
 }
 
 /// `1 lock`, `2 locks`.
@@ -524,9 +379,8 @@ fn summary(t: &Tally, fixing: bool) -> String {
 
 /// The summary line after its `examined ...` part.
 fn summary_of(examined: String, t: &Tally, fixing: bool) -> String {
-    let verdicts: Vec<String> = VERDICTS
-        .iter()
-        .zip(t.verdicts)
+    let verdicts: Vec<String> = t
+        .verdicts()
         .filter(|(_, n)| *n > 0)
         .map(|(v, n)| format!("{n} {v}"))
         .collect();
@@ -581,221 +435,9 @@ fn summary_of(examined: String, t: &Tally, fixing: bool) -> String {
     s
 }
 
-/// `--json` output. Field names are a stable interface.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DoctorJson {
-    /// The directories examined, as given.
-    dirs: Vec<String>,
-    findings: Vec<FindingJson>,
-    /// What `--fix` did, one entry per finding it acted on (empty without
-    /// `--fix`).
-    fixed: Vec<FixedJson>,
-    /// Directories that could not be listed.
-    errors: Vec<DirErrorJson>,
-    /// sessionlock holders that OpenClaw, whose locks share their
-    /// directory, would delete (spec §15); empty when there are none.
-    openclaw_exposure: Vec<ExposureJson>,
-    summary: SummaryJson,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExposureJson {
-    lock_path: String,
-    /// `unmarked-argv` (no `openclaw` argument) or `unreadable` (a lock
-    /// file OpenClaw's user cannot read).
-    reason: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FindingJson {
-    /// `lock`, `transcript` or `leftover`.
-    kind: &'static str,
-    /// The file, absolute and canonical (lossy UTF-8).
-    path: String,
-    /// The bytes of `path` in hexadecimal, when they are not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path_hex: Option<String>,
-    /// The session transcript the file belongs to.
-    session: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_hex: Option<String>,
-    /// `ok`, `removable`, `repairable`, `wait`, `report-only`, `invalid`,
-    /// `error`.
-    verdict: &'static str,
-    reasons: Vec<&'static str>,
-    /// The lock's holder (locks that could be read; `null` otherwise).
-    holder: Option<HolderJson>,
-    /// What `--fix` does with it: `none`, `remove`, `repair`, `keep`.
-    action: &'static str,
-    detail: String,
-    /// Leftovers and side files: size and age.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    age_ms: Option<u64>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct FixedJson {
-    /// Index into `findings`.
-    finding: usize,
-    kind: &'static str,
-    path: String,
-    /// `removed`, `repaired`, `already-gone`, `changed`, `held`, `failed`.
-    outcome: &'static str,
-    detail: String,
-    /// Where a repair saved the torn bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    saved_to: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DirErrorJson {
-    path: String,
-    /// The error and its causes, joined with `: `.
-    error: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SummaryJson {
-    locks: usize,
-    transcripts: usize,
-    leftovers: usize,
-    ok: usize,
-    removable: usize,
-    repairable: usize,
-    wait: usize,
-    report_only: usize,
-    invalid: usize,
-    error: usize,
-    removed: usize,
-    repaired: usize,
-    already_gone: usize,
-    changed: usize,
-    held: usize,
-    /// Live holders past their lease left alone for want of `--force`.
-    needs_force: usize,
-    failed: usize,
-    /// Findings someone has to act on: exit status 1 when non-zero (and no
-    /// error).
-    need_attention: usize,
-    /// The exit status.
-    exit_code: u8,
-}
-
-fn summary_json(t: &Tally) -> SummaryJson {
-    let v = |verdict| t.verdicts[verdict_index(verdict)];
-    SummaryJson {
-        locks: t.locks,
-        transcripts: t.transcripts,
-        leftovers: t.leftovers,
-        ok: v(Verdict::Ok),
-        removable: v(Verdict::Removable),
-        repairable: v(Verdict::Repairable),
-        wait: v(Verdict::Wait),
-        report_only: v(Verdict::ReportOnly),
-        invalid: v(Verdict::Invalid),
-        error: v(Verdict::Error),
-        removed: t.removed_locks + t.removed_leftovers,
-        repaired: t.repaired + t.rewritten_states,
-        already_gone: t.already_gone,
-        changed: t.changed,
-        held: t.held,
-        needs_force: t.needs_force,
-        failed: t.failed,
-        need_attention: t.need_attention(),
-        exit_code: t.exit_code(),
-    }
-}
-
-fn finding_json(row: &Row<'_>) -> FindingJson {
-    let f = row.finding;
-    let holder = match &f.subject {
-        Subject::Lock(st) => Some(HolderJson::of(st)),
-        _ => None,
-    };
-    let (bytes, age_ms) = match &f.subject {
-        Subject::Leftover(l) => (Some(l.len), Some(millis(l.age))),
-        _ => (None, None),
-    };
-    FindingJson {
-        kind: f.kind().as_str(),
-        path: f.path.to_string_lossy().into_owned(),
-        path_hex: hex_if_not_utf8(f.path.as_os_str()),
-        session: f.session.to_string_lossy().into_owned(),
-        session_hex: hex_if_not_utf8(f.session.as_os_str()),
-        verdict: f.verdict.as_str(),
-        reasons: f.reasons.clone(),
-        holder,
-        action: f.action.as_str(),
-        detail: f.detail.clone(),
-        bytes,
-        age_ms,
-    }
-}
-
-fn write_json(
-    out: &mut impl Write,
-    args: &Args,
-    reports: &[Report],
-    rows: &[Row<'_>],
-    dir_errors: &[(PathBuf, anyhow::Error)],
-    t: &Tally,
-) -> io::Result<()> {
-    let findings = rows.iter().map(finding_json).collect();
-    let fixed = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let o = r.outcome?;
-            Some(FixedJson {
-                finding: i,
-                kind: r.finding.kind().as_str(),
-                path: r.finding.path.to_string_lossy().into_owned(),
-                outcome: o.as_str(),
-                detail: o.to_string(),
-                saved_to: match o {
-                    Outcome::Repaired(torn) => torn
-                        .saved_to
-                        .as_ref()
-                        .map(|p| p.to_string_lossy().into_owned()),
-                    _ => None,
-                },
-            })
-        })
-        .collect();
-    let doc = DoctorJson {
-        dirs: args
-            .dirs
-            .iter()
-            .map(|d| d.to_string_lossy().into_owned())
-            .collect(),
-        findings,
-        fixed,
-        errors: dir_errors
-            .iter()
-            .map(|(d, e)| DirErrorJson {
-                path: d.to_string_lossy().into_owned(),
-                error: format!("{e:#}"),
-            })
-            .collect(),
-        openclaw_exposure: reports
-            .iter()
-            .flat_map(|r| &r.openclaw_exposure)
-            .map(|(p, why)| ExposureJson {
-                lock_path: p.to_string_lossy().into_owned(),
-                reason: why.as_str(),
-            })
-            .collect(),
-        summary: summary_json(t),
-    };
-    serde_json::to_writer_pretty(&mut *out, &doc)?;
+/// `--json` output: the library's report of the run.
+fn write_json(out: &mut impl Write, checkup: &Checkup) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, &DoctorReport::of(checkup))?;
     writeln!(out)
 }
 
@@ -848,10 +490,8 @@ fn run_pg(
             }
         }
     }
-    let mut t = Tally {
-        locks: rows.len(),
-        ..Tally::default()
-    };
+    let mut t = Tally::default();
+    t.locks = rows.len();
     for r in &rows {
         let f = &r.finding;
         t.add(f.verdict, f.action, Kind::Lock, r.outcome.as_ref());
@@ -1000,53 +640,11 @@ fn write_pg_json(
     rows: &[PgRow],
     t: &Tally,
 ) -> io::Result<()> {
-    let findings = rows
-        .iter()
-        .map(|r| {
-            let f = &r.finding;
-            let (session, path) = r.names();
-            FindingJson {
-                kind: Kind::Lock.as_str(),
-                path,
-                path_hex: None,
-                session,
-                session_hex: None,
-                verdict: f.verdict.as_str(),
-                reasons: f.reasons.clone(),
-                holder: match &f.lock {
-                    Explained::Lock(st) => Some(HolderJson::of(st)),
-                    Explained::Unreadable { .. } => None,
-                },
-                action: f.action.as_str(),
-                detail: f.detail.clone(),
-                bytes: None,
-                age_ms: None,
-            }
-        })
-        .collect();
-    let fixed = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let o = r.outcome.as_ref()?;
-            Some(FixedJson {
-                finding: i,
-                kind: Kind::Lock.as_str(),
-                path: r.names().1,
-                outcome: o.as_str(),
-                detail: o.to_string(),
-                saved_to: None,
-            })
-        })
-        .collect();
-    let doc = DoctorJson {
-        dirs: prefixes.to_vec(),
-        findings,
-        fixed,
-        errors: Vec::new(),
-        openclaw_exposure: Vec::new(),
-        summary: summary_json(t),
-    };
+    let doc = DoctorReport::of_locks(
+        prefixes,
+        rows.iter().map(|r| (&r.finding, r.outcome.as_ref())),
+        t,
+    );
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)
 }

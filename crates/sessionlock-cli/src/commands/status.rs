@@ -21,16 +21,15 @@
 //! with a `…Hex` field holding the raw bytes of a path that is not UTF-8.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
-use sessionlock::reclaim::Action;
-use sessionlock::status::Explained;
-use sessionlock::status::{human_duration, openclaw_exposure, Exposure, LockStatus};
+use sessionlock::report::{HolderJson, StatusReport};
+use sessionlock::status::{human_duration, openclaw_exposure, DirLocks, Explained, LockStatus};
 use sessionlock::{Config, Error, SessionId as _, Settings};
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::testkit::block_on;
@@ -38,9 +37,7 @@ use sessionlock_postgres::{PgKey, PgVersion};
 
 use super::lock::{pg_backend, pg_prefixes};
 
-use crate::output::{
-    self, hex_if_not_utf8, lease_left, report, warn_openclaw_exposure, HolderJson,
-};
+use crate::output::{self, report, report_error, warn_openclaw_exposure};
 
 /// Moves the cursor home and clears the screen (ANSI; no colors).
 const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
@@ -79,15 +76,6 @@ pub(crate) struct Args {
     count: Option<u64>,
 }
 
-/// What `status` found in one directory.
-enum Found {
-    /// A lock, explained.
-    Lock(Box<LockStatus>),
-    /// A lock that could not be read: the lock path (when the error names
-    /// it) and the error.
-    Unreadable(Option<PathBuf>, anyhow::Error),
-}
-
 pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCode> {
     let settings = Config::default().resolve();
     if let BackendChoice::Postgres(url) = backend {
@@ -123,11 +111,11 @@ fn exit_code(failed: bool) -> ExitCode {
 /// with `note_empty`, directories without locks and sessionlock holders
 /// OpenClaw would delete). Returns what was found and whether anything
 /// could not be read.
-fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>, bool) {
-    let mut found = Vec::new();
+fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<DirLocks>, bool) {
+    let found = sessionlock::status::scan_dirs(dirs, settings);
     let mut failed = false;
-    for dir in dirs {
-        let entries = match sessionlock::status::scan_dir(dir, settings) {
+    for DirLocks { dir, locks, .. } in &found {
+        let entries = match locks {
             Ok(entries) => entries,
             Err(e) => {
                 failed = true;
@@ -142,37 +130,21 @@ fn scan(dirs: &[PathBuf], settings: &Settings, note_empty: bool) -> (Vec<Found>,
             let locks: Vec<&LockStatus> = entries.iter().filter_map(|e| e.as_ref().ok()).collect();
             warn_openclaw_exposure(dir, &openclaw_exposure(&locks));
         }
-        for entry in entries {
-            match entry {
-                Ok(lock) => found.push(Found::Lock(Box::new(lock))),
-                Err(e) => {
-                    failed = true;
-                    let path = error_path(&e).map(Path::to_path_buf);
-                    let err = anyhow::Error::new(e);
-                    report(&err, None);
-                    found.push(Found::Unreadable(path, err));
-                }
-            }
+        for e in entries.iter().filter_map(|e| e.as_ref().err()) {
+            failed = true;
+            report_error(e, None);
         }
     }
     (found, failed)
 }
 
-/// The exposure of every exposed sessionlock lock, by lock path, judged
-/// per directory.
-fn exposures(found: &[Found]) -> std::collections::HashMap<PathBuf, Exposure> {
-    let mut by_dir: std::collections::BTreeMap<Option<&Path>, Vec<&LockStatus>> =
-        std::collections::BTreeMap::new();
-    for f in found {
-        if let Found::Lock(l) = f {
-            by_dir.entry(l.key.lock_path.parent()).or_default().push(l);
-        }
-    }
-    by_dir
-        .values()
-        .flat_map(|locks| openclaw_exposure(locks))
-        .map(|(l, why)| (l.key.lock_path.clone(), why))
-        .collect()
+/// The readable locks found, in order.
+fn locks(found: &[DirLocks]) -> impl Iterator<Item = &LockStatus> {
+    found
+        .iter()
+        .filter_map(|d| d.locks.as_ref().ok())
+        .flatten()
+        .filter_map(|l| l.as_ref().ok())
 }
 
 /// How a watch shows each refresh.
@@ -256,13 +228,11 @@ fn stop_on_write_error(written: io::Result<()>) -> Option<anyhow::Result<ExitCod
 }
 
 /// Reports a directory that could not be listed, with a hint where one helps.
-fn report_dir_error(e: Error) {
-    let missing =
-        matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+fn report_dir_error(e: &Error) {
+    let missing = matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
     let not_a_dir =
-        matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotADirectory);
+        matches!(e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotADirectory);
     // The library's message already names the directory.
-    let err = anyhow::Error::new(e);
     let hint = if missing {
         Some("pass the directory that holds the session transcripts (`*.jsonl`) and their `.lock` files")
     } else if not_a_dir {
@@ -270,105 +240,17 @@ fn report_dir_error(e: Error) {
     } else {
         None
     };
-    report(&err, hint);
+    report_error(e, hint);
 }
 
-/// The path a per-lock error names, if any.
-fn error_path(e: &Error) -> Option<&Path> {
-    match e {
-        Error::InvalidPath { path, .. } | Error::Io { path, .. } | Error::Poisoned { path } => {
-            Some(path)
-        }
-        _ => None,
-    }
-}
-
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Reclaim => "reclaim",
-        Action::Report => "report",
-        Action::Wait { .. } => "wait",
-    }
-}
-
-/// One lock in `--json` output. Field names are a stable interface.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LockJson {
-    /// The session file, absolute and canonical (lossy UTF-8).
-    session: String,
-    /// The bytes of `session` in hexadecimal, when they are not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_hex: Option<String>,
-    lock_path: String,
-    /// The bytes of `lockPath` in hexadecimal, when they are not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lock_path_hex: Option<String>,
-    #[serde(flatten)]
-    holder: HolderJson,
-    reasons: Vec<&'static str>,
-    /// What a contender would do now: `wait`, `reclaim` or `report`.
-    action: &'static str,
-    /// Why OpenClaw, whose locks share this directory, would delete this
-    /// sessionlock holder's lock (`unmarked-argv`, `unreadable`), or `null`.
-    openclaw_exposure: Option<&'static str>,
-}
-
-impl LockJson {
-    fn new(s: &LockStatus, exposure: Option<Exposure>) -> Self {
-        let h = &s.holder;
-        LockJson {
-            session: s.session.to_string_lossy().into_owned(),
-            session_hex: hex_if_not_utf8(s.session.as_os_str()),
-            lock_path: h.lock_path.to_string_lossy().into_owned(),
-            lock_path_hex: hex_if_not_utf8(h.lock_path.as_os_str()),
-            holder: HolderJson::of(s),
-            reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
-            action: action_name(s.action),
-            openclaw_exposure: exposure.map(Exposure::as_str),
-        }
-    }
-}
-
-/// A lock that could not be read, in `--json` output.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ErrorJson {
-    lock_path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lock_path_hex: Option<String>,
-    /// The error and its causes, joined with `: `.
-    error: String,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum EntryJson {
-    Lock(Box<LockJson>),
-    Error(ErrorJson),
-}
-
-/// Writes the JSON array: pretty, or compact on one line.
-fn write_json(out: &mut impl Write, found: &[Found], pretty: bool) -> io::Result<()> {
-    let exposed = exposures(found);
-    let entries: Vec<EntryJson> = found
-        .iter()
-        .map(|f| match f {
-            Found::Lock(s) => EntryJson::Lock(Box::new(LockJson::new(
-                s,
-                exposed.get(&s.key.lock_path).copied(),
-            ))),
-            Found::Unreadable(path, err) => EntryJson::Error(ErrorJson {
-                lock_path: path.as_ref().map(|p| p.to_string_lossy().into_owned()),
-                lock_path_hex: path.as_ref().and_then(|p| hex_if_not_utf8(p.as_os_str())),
-                error: format!("{err:#}"),
-            }),
-        })
-        .collect();
+/// Writes the JSON array (the library's report of the scan): pretty, or
+/// compact on one line.
+fn write_json(out: &mut impl Write, found: &[DirLocks], pretty: bool) -> io::Result<()> {
+    let report = StatusReport::of(found);
     if pretty {
-        serde_json::to_writer_pretty(&mut *out, &entries)?;
+        serde_json::to_writer_pretty(&mut *out, &report)?;
     } else {
-        serde_json::to_writer(&mut *out, &entries)?;
+        serde_json::to_writer(&mut *out, &report)?;
     }
     writeln!(out)
 }
@@ -393,17 +275,11 @@ const HEADER: [&str; 11] = [
 /// Without locks it writes nothing, or only the header with `header_always`.
 fn write_table(
     out: &mut impl Write,
-    found: &[Found],
+    found: &[DirLocks],
     full_paths: bool,
     header_always: bool,
 ) -> io::Result<()> {
-    let rows: Vec<[String; 11]> = found
-        .iter()
-        .filter_map(|f| match f {
-            Found::Lock(s) => Some(row(s, full_paths)),
-            Found::Unreadable(..) => None,
-        })
-        .collect();
+    let rows: Vec<[String; 11]> = locks(found).map(|s| row(s, full_paths)).collect();
     if rows.is_empty() && !header_always {
         return Ok(());
     }
@@ -435,7 +311,7 @@ fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
             output::escape(run.as_deref().unwrap_or("-"))
         ),
     };
-    let lease_left = match lease_left(s) {
+    let lease_left = match s.live_lease_left() {
         Some(d) if d.is_zero() => "expired".to_owned(),
         Some(d) => human_duration(d),
         None => dash(),
@@ -458,7 +334,7 @@ fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
         lease_left,
         h.epoch.map_or_else(dash, |e| e.to_string()),
         h.owner.clone().unwrap_or_else(dash),
-        action_name(s.action).to_owned(),
+        s.action.as_str().to_owned(),
         reasons,
     ]
 }
@@ -534,7 +410,7 @@ impl PgLockJson {
             observed_at: sessionlock::payload::format_time(s.inspection.observed),
             clock_lag_ms: clock_lag_ms(s),
             reasons: s.holder.reasons.iter().map(|r| r.as_str()).collect(),
-            action: action_name(s.action),
+            action: s.action.as_str(),
         }
     }
 }
