@@ -285,6 +285,10 @@ export declare class Attempt {
 export interface LockStatus extends Holder {
   session: string;
   sessionHex?: string;
+  /** `alive`, `remote`, `dead`, `recycled` or `unknown`. */
+  liveness: string;
+  /** Time left on the lease in ms: 0 when past it, `null` when unknown or the holder is gone. */
+  leaseLeftMs: number | null;
   /** What a contender would do now. */
   action: 'wait' | 'reclaim' | 'report';
   /** Why OpenClaw would delete this holder's lock, or `null`. */
@@ -299,7 +303,10 @@ export interface LockStatusError {
   error: string;
 }
 
-/** Every lock under `dirs`, as `sessionlock status --json` prints it. */
+/**
+ * Every lock under `dirs`, as `sessionlock status --json` prints it.
+ * @throws {SessionLockIoError} naming a directory that cannot be listed.
+ */
 export declare function status(dirs: string | string[]): Promise<Array<LockStatus | LockStatusError>>;
 
 /** `sessionlock doctor --json`'s report (see the CLI's documentation for every field). */

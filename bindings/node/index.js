@@ -530,6 +530,7 @@ async function status(dirs) {
 async function doctor(dirs, options = {}) {
   const fix = checkBool('fix', options?.fix) ?? false;
   const force = checkBool('force', options?.force) ?? false;
+  if (force && !fix) throw new TypeError('sessionlock: doctor: force applies to fix; pass { fix: true, force: true }');
   return JSON.parse(await call(native.doctor(dirsArg(dirs), fix, force)));
 }
 
