@@ -134,7 +134,7 @@ export async function waitForForeignWait(session, backend, pidfdsBefore) {
     }
   } finally {
     ac.abort();
-    await probe.then((lock) => lock.release(), () => {});
+    await within(5_000, 'the aborted probe acquire to settle', probe.then((lock) => lock.release(), () => {}));
   }
   await waitFor('the probe to leave the queue', async () => (await queued(session, { backend })) === 0);
 }
