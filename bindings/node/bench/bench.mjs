@@ -62,6 +62,8 @@ function parseArgs(argv) {
   return o;
 }
 
+/** Uncontended cycles on PostgreSQL at most (each is a few durable commits). */
+const PG_CYCLES = 1000;
 const progress = (msg) => process.stderr.write(`bench: ${msg}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -159,21 +161,8 @@ process.on('exit', () => {
 
 async function nodeUncontended(sl, dir, o) {
   const session = path.join(dir, 'uncontended.jsonl');
-  for (let i = 0; i < o.warmup; i++) await (await sl.acquire(session)).release();
-  const cycle = [];
-  const acq = [];
-  const rel = [];
+  const { cycle, acq, rel } = await cycles(sl, session, o.cycles, o.warmup, {});
   const now = () => process.hrtime.bigint();
-  for (let i = 0; i < o.cycles; i++) {
-    const t0 = now();
-    const lock = await sl.acquire(session);
-    const t1 = now();
-    await lock.release();
-    const t2 = now();
-    cycle.push(Number(t2 - t0) / 1e6);
-    acq.push(Number(t1 - t0) / 1e6);
-    rel.push(Number(t2 - t1) / 1e6);
-  }
   // The floor of any call: a native promise that only looks the registry up.
   const rt = [];
   for (let i = 0; i < o.warmup; i++) await sl.queued(session);
@@ -188,6 +177,26 @@ async function nodeUncontended(sl, dir, o) {
     release: figure('Node: of which release()', rel),
     roundTrip: figure('Node: native async round trip (queued())', rt),
   };
+}
+
+/** `n` uncontended acquire+release cycles of `session` after `warmup`: per cycle, acquire and release (ms). */
+async function cycles(sl, session, n, warmup, opts) {
+  for (let i = 0; i < warmup; i++) await (await sl.acquire(session, opts)).release();
+  const cycle = [];
+  const acq = [];
+  const rel = [];
+  const now = () => process.hrtime.bigint();
+  for (let i = 0; i < n; i++) {
+    const t0 = now();
+    const lock = await sl.acquire(session, opts);
+    const t1 = now();
+    await lock.release();
+    const t2 = now();
+    cycle.push(Number(t2 - t0) / 1e6);
+    acq.push(Number(t1 - t0) / 1e6);
+    rel.push(Number(t2 - t1) / 1e6);
+  }
+  return { cycle, acq, rel };
 }
 
 /** Two cycler processes pass `session` back and forth: release resolved → waiter's acquire resolved. */
@@ -243,7 +252,7 @@ function rustBench(o, pgUrl) {
     // The bench's kill and wedge figures are not compared here: one quick trial each.
     '--kills', '1', '--wedges', '1', '--lease-ms', '100',
   ];
-  if (pgUrl) args.push('--pg-cycles', String(Math.min(o.cycles, 1000)), '--pg-handoffs', String(o.handoffs), '--pg-kills', '1', '--pg-stops', '1', '--pg-floor', '50');
+  if (pgUrl) args.push('--pg-cycles', String(Math.min(o.cycles, PG_CYCLES)), '--pg-handoffs', String(o.handoffs), '--pg-kills', '1', '--pg-stops', '1', '--pg-floor', '50');
   progress(`${path.basename(bin)} ${args.map((a) => (a === pgUrl ? '<url>' : a)).join(' ')}`);
   const out = execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
   const items = JSON.parse(out);
@@ -368,7 +377,12 @@ async function main() {
     progress(`Node → Node hand-off (file): ${o.handoffs} trials`);
     const nodeHo = figure('Node → Node hand-off (file)', await nodeHandoffs('node', path.join(dir, 'handoff.jsonl'), o.handoffs));
     let nodePgHo = null;
+    let nodePgCycle = null;
     if (pgUrl) {
+      const n = Math.min(o.cycles, PG_CYCLES);
+      progress(`Node uncontended (pg): ${n} cycles after ${o.warmup} warm-up`);
+      const { cycle } = await cycles(sl, `node-bench-cycle-${process.pid}-${Date.now()}`, n, o.warmup, { backend: pgUrl });
+      nodePgCycle = figure('Node: uncontended acquire+release (pg)', cycle);
       progress(`Node → Node hand-off (pg): ${o.handoffs} trials`);
       const key = `node-bench-${process.pid}-${Date.now()}`;
       nodePgHo = figure('Node → Node hand-off (pg)', await nodeHandoffs('node pg', key, o.handoffs, pgUrl));
@@ -417,10 +431,24 @@ async function main() {
     if (oc) rows.push(ms(oc.handoff));
     else rows.push({ name: 'OpenClaw S6 (anchors RESULTS.md, not this run)', unit: 'ms', medianMs: ANCHOR_RESULTS.s6.medianMs, p90Ms: ANCHOR_RESULTS.s6.p90Ms });
     if (nodePgHo) {
+      const pgRatio = rust?.pgCycle ? nodePgCycle.medianMs / rust.pgCycle.medianMs : NaN;
+      rows.push({ section: 'PostgreSQL' });
+      rows.push({
+        ...us(nodePgCycle),
+        target: rust?.pgCycle ? `≤ 2 × Rust = ${fmt(2 * rust.pgCycle.medianMs, 'µs')}` : '≤ 2 × Rust',
+        verdict: rust?.pgCycle ? `${pgRatio <= 2 ? 'met' : 'MISSED'} (×${pgRatio.toFixed(2)})` : 'n/a',
+      });
+      if (rust?.pgCycle) rows.push(us(rust.pgCycle));
       rows.push({ ...ms(nodePgHo), ...handoffTarget(nodePgHo) });
       if (rust?.pgHandoff) rows.push({ ...ms(rust.pgHandoff), ...handoffTarget(rust.pgHandoff) });
-      if (rust?.pgCycle) rows.push(us(rust.pgCycle));
-      if (rust?.pgCommit) rows.push(ms(rust.pgCommit));
+      if (rust?.pgCommit) {
+        rows.push(ms(rust.pgCommit));
+        const bound = rust.pgCommit.medianMs + 1;
+        const v = (f) => (f ? (f.medianMs <= bound ? 'met' : 'MISSED') : 'n/a');
+        notes.push(
+          `sessionlock bench holds a pg hand-off to durable commit + 1 ms = ${bound.toFixed(3)} ms: Node ${v(nodePgHo)}, Rust ${v(rust.pgHandoff)}`,
+        );
+      }
     }
     const context = [
       `node ${process.version} (this package), ${os.cpus().length} CPUs, scratch ${dir}`,
