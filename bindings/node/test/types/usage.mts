@@ -165,7 +165,9 @@ for (const entry of report) {
     const action: 'wait' | 'reclaim' | 'report' = entry.action;
     const exposure: 'unmarked-argv' | 'unreadable' | null = entry.openclawExposure;
     const key: string = entry.session;
-    void [action, exposure, key];
+    const liveness: string = entry.liveness;
+    const leaseLeftMs: number | null = entry.leaseLeftMs;
+    void [action, exposure, key, liveness, leaseLeftMs];
   } else {
     const e: LockStatusError = entry;
     const where: [string | null, string] = [e.lockPath, e.error];
