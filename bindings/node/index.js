@@ -304,15 +304,14 @@ class Lock {
     }
   }
 
-  async release() {
+  release() {
     if (insideFence(this.#n)) {
-      throw misuse('release() inside this lock\'s own withFence: release after the fenced call');
+      return Promise.reject(misuse('release() inside this lock\'s own withFence: release after the fenced call'));
     }
-    try {
-      await call(this.#n.release());
-    } finally {
-      live.delete(this.#id);
-    }
+    live.delete(this.#id);
+    return this.#n.release().then(undefined, (e) => {
+      throw convert(e);
+    });
   }
 
   async [Symbol.asyncDispose]() {
@@ -332,6 +331,10 @@ async function acquire(sessionFile, options = {}) {
   const signal = checkSignal(options?.signal);
   if (signal?.aborted) throw abortError(signal, `acquire of ${sessionFile}`);
   const req = new native.AcquireRequest(sessionFile, opts);
+  // A lock that is free is taken at once (file backend: a zero-budget try,
+  // which never waits); otherwise the wait runs off this thread.
+  const now = req.tryNow();
+  if (now) return new Lock(internal, now);
   const onAbort = () => req.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {

@@ -117,7 +117,7 @@ impl Backend {
         };
         let chosen = chosen.trim();
         if chosen.is_empty() || chosen == "file" {
-            return Ok(Backend::File(SessionLock::new()));
+            return Ok(Backend::File(file()));
         }
         if chosen.starts_with("postgres://") || chosen.starts_with("postgresql://") {
             return Ok(Backend::Pg(pg(chosen).await?));
@@ -132,6 +132,21 @@ impl Backend {
             chosen.split("://").next().unwrap_or(chosen)
         )))
     }
+}
+
+/// The file backend (one for the process: the options come with each call).
+fn file() -> SessionLock<FileBackend> {
+    static FILE: OnceLock<SessionLock<FileBackend>> = OnceLock::new();
+    FILE.get_or_init(SessionLock::new).clone()
+}
+
+/// The file backend, if `spec` (or, unset, `SESSIONLOCK_BACKEND`) names it.
+pub(crate) fn file_if_chosen(spec: Option<&str>) -> Option<SessionLock<FileBackend>> {
+    let chosen = match spec {
+        Some(s) => s.trim().to_owned(),
+        None => std::env::var(ENV_BACKEND).unwrap_or_default(),
+    };
+    matches!(chosen.trim(), "" | "file").then(file)
 }
 
 /// The PostgreSQL backend of `url`, connected on first use.

@@ -37,6 +37,30 @@ use std::future::Future;
 use napi::bindgen_prelude::{PromiseRaw, ToNapiValue};
 use napi::Env;
 
+/// The runtime every call runs on: one worker thread. Calls are polled in
+/// the order JavaScript made them, so acquisitions of one session from one
+/// thread join this process's FIFO queue in call order; and each call wakes
+/// one thread, not whichever of several is idle. The backends' waits are
+/// event-driven and their work is short (the file store's writes and the
+/// directory scans run on blocking threads; PostgreSQL has its own
+/// runtime), so one worker is not a bottleneck.
+#[napi_derive::module_init]
+fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            // Keeps tokio's thread name: the library recognises its
+            // workers by it, to wait in `block_in_place` rather than stall
+            // the worker (`sessionlock::blocking::offload`).
+            .enable_all()
+            .build()
+        {
+            napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+        }
+    });
+}
+
 /// Runs `fut` on the runtime and hands its outcome to a promise: a library
 /// error rejects it as a tagged error, a panic as a `SESSIONLOCK_PANIC`
 /// one; nothing unwinds into JavaScript.

@@ -60,6 +60,29 @@ impl AcquireRequest {
         }
     }
 
+    /// Takes the lock now if that needs no wait (file backend): the
+    /// library's zero-budget try, a few system calls that never wait for
+    /// the lock, its holder or the session's state file. `null` otherwise
+    /// (held, queued for, on another backend, or any error): `run()` then
+    /// waits, and reports errors.
+    #[napi]
+    pub fn try_now(&self) -> Option<NativeLock> {
+        if self.cancel.fired.load(Ordering::SeqCst) {
+            return None;
+        }
+        let locks = crate::backend::file_if_chosen(self.opts.backend.as_deref())?;
+        let mut opts = self.opts.resolve().ok()?;
+        opts.timeout = Some(Duration::ZERO);
+        let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            locks.acquire_with(std::path::Path::new(&self.session), &opts)
+        }))
+        .ok()?
+        .ok()?;
+        Some(NativeLock {
+            cell: AnyCell::File(Cell::new(g)),
+        })
+    }
+
     /// Acquires the lock.
     #[napi(ts_return_type = "Promise<NativeLock>")]
     pub fn run<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, NativeLock>> {

@@ -50,13 +50,11 @@ test('a 1 ms interval keeps firing while 8 acquires wait on a session another pr
     await lock.release();
   });
   // Every acquire waits for real: the first has this process's turn and
-  // waits on the child's lock, the others queue behind it. (queued() should
-  // count all of them, but counts only those behind the turn: see the todo
-  // test below; `>=` keeps this test right once that is fixed.)
-  await waitFor(`${WAITERS} waiting acquires`, async () => (await sl.queued(session)) >= WAITERS - 1);
+  // waits on the child's lock, the others queue behind it.
+  await waitFor(`${WAITERS} waiting acquires`, async () => (await sl.queued(session)) === WAITERS);
 
   const busy = await ticksOver(WINDOW_MS);
-  assert.ok((await sl.queued(session)) >= WAITERS - 1, 'every acquire still waits after the window');
+  assert.equal(await sl.queued(session), WAITERS, 'every acquire still waits after the window');
   assert.equal(acquired.length, 0, 'nobody acquired while the child held the session');
 
   const expected = busy.elapsedMs; // one tick a millisecond
@@ -83,10 +81,9 @@ test('a 1 ms interval keeps firing while 8 acquires wait on a session another pr
 });
 
 // index.d.ts: "How many acquisitions of this process wait for `sessionFile`
-// now." The library's SessionLock::queued counts only the waiters queued
-// behind this process's turn, not the one that has the turn and waits on
-// another process's lock, so one waiter reads 0 and eight read 7.
-test('queued() counts every acquire of this process that waits on another process\'s lock', { todo: 'SessionLock::queued does not count the waiter that has the turn' }, async (t) => {
+// now": the one that has this process's turn and waits on another
+// process's lock counts too.
+test('queued() counts every acquire of this process that waits on another process\'s lock', async (t) => {
   const dir = scratch(t);
   const session = path.join(dir, 'counted.jsonl');
   const holder = new NodeChild(t);

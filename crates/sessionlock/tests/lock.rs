@@ -393,6 +393,40 @@ async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> bool {
     false
 }
 
+/// `queued` counts the acquisition that has this process's turn while it
+/// waits for another process's holder, not only those queued behind it.
+#[test]
+fn queued_counts_the_waiter_for_another_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("queued-remote.jsonl");
+    let stranger = live_stranger();
+    write_openclaw_lock(
+        &session,
+        stranger.pid(),
+        SystemTime::now(),
+        300_000,
+        Some(starttime_of(stranger.pid())),
+    );
+    let locks = Arc::new(locks());
+    assert_eq!(locks.queued(&session).expect("queued"), 0);
+    let waiter = {
+        let (locks, session) = (locks.clone(), session.clone());
+        std::thread::spawn(move || locks.acquire_with(&session, &opts(30_000)).map(drop))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while locks.queued(&session).expect("queued") == 0 {
+        assert!(Instant::now() < deadline, "the waiter never counted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(locks.queued(&session).expect("queued"), 1);
+    stranger.kill_and_reap();
+    waiter
+        .join()
+        .expect("waiter")
+        .expect("acquired once the stranger died");
+    assert_eq!(locks.queued(&session).expect("queued"), 0);
+}
+
 #[test]
 fn async_acquire_dropped_at_each_await_point_leaves_nothing_queued_or_held() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -117,26 +117,16 @@ export function pidfdCount(pid) {
 
 /**
  * Waits until an `acquire` of this process for `session` waits for another
- * process's holder. `queued()` counts only this process's in-process line,
- * not the acquire at its head waiting across processes, so a probe acquire
- * is queued behind it (`queued() === 1` then says the first has the turn),
- * then aborted. On the file backend, it also waits for one more pidfd in this
- * process than `pidfdsBefore` (the waiter's on the holder).
+ * process's holder: `queued()` counts it (it has this process's turn and
+ * waits across processes). On the file backend, it also waits for one more
+ * pidfd in this process than `pidfdsBefore` (the waiter's on the holder).
  */
 export async function waitForForeignWait(session, backend, pidfdsBefore) {
-  const ac = new AbortController();
-  const probe = acquire(session, { backend, timeoutMs: 30_000, signal: ac.signal });
-  try {
-    await waitFor('an acquire of this process to take the turn and wait across processes',
-      async () => (await queued(session, { backend })) === 1);
-    if (backend === 'file') {
-      await waitFor('the waiter to wait on the holder\'s pidfd', () => pidfdCount(process.pid) > pidfdsBefore);
-    }
-  } finally {
-    ac.abort();
-    await within(5_000, 'the aborted probe acquire to settle', probe.then((lock) => lock.release(), () => {}));
+  await waitFor('an acquire of this process to take the turn and wait across processes',
+    async () => (await queued(session, { backend })) === 1);
+  if (backend === 'file') {
+    await waitFor('the waiter to wait on the holder\'s pidfd', () => pidfdCount(process.pid) > pidfdsBefore);
   }
-  await waitFor('the probe to leave the queue', async () => (await queued(session, { backend })) === 0);
 }
 
 // ---------------------------------------------------------------------------

@@ -387,13 +387,15 @@ impl<B: LockBackend> SessionLock<B> {
     }
 
     /// How many tasks and threads of this process wait for `session`'s lock
-    /// right now (diagnostics; the value may change at once).
+    /// right now (diagnostics; the value may change at once): those queued
+    /// behind this process's turn, and the one whose turn it is while it
+    /// waits for (or is taking) the lock across processes.
     ///
     /// # Errors
     /// As [`LockBackend::key`].
     pub fn queued(&self, session: impl AsRef<B::Name>) -> Result<usize> {
         let key = self.backend.key(session.as_ref())?;
-        Ok(slot_of(&key).queue_len())
+        Ok(slot_of(&key).waiting())
     }
 
     /// Who blocks an in-process waiter: this process's holder, or, while this

@@ -118,9 +118,14 @@ impl Slot {
         st.holder.is_some() || st.parked.is_some()
     }
 
-    /// How many waiters queue for the turn.
-    pub(crate) fn queue_len(&self) -> usize {
-        lock(&self.state).queue.len()
+    /// How many of this process's acquisitions wait for the lock: those
+    /// queued for the turn, plus the one whose turn it is while it is still
+    /// acquiring across processes (it has the turn, but neither holds nor
+    /// has a parked lock to take over).
+    pub(crate) fn waiting(&self) -> usize {
+        let st = lock(&self.state);
+        let acquiring = st.busy && st.holder.is_none() && st.parked.is_none();
+        st.queue.len() + usize::from(acquiring)
     }
 
     /// Whether waiters queue for the turn.
