@@ -309,6 +309,14 @@ class Lock {
       return Promise.reject(misuse('release() inside this lock\'s own withFence: release after the fenced call'));
     }
     live.delete(this.#id);
+    // A release that needs no wait (file backend: no operation in flight, no
+    // waiter to hand over to, the state lock free) is done at once; any
+    // other finishes off this thread.
+    try {
+      if (this.#n.releaseNow()) return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(convert(e));
+    }
     return this.#n.release().then(undefined, (e) => {
       throw convert(e);
     });

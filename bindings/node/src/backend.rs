@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use napi_derive::napi;
 use sessionlock::{
-    Config, Error, FileBackend, HoldExceededPolicy, LockOptions, SessionLock, StoreBackend,
+    Config, Error, FileBackend, Guard, HoldExceededPolicy, LockOptions, SessionLock, StoreBackend,
 };
 use sessionlock_postgres::PgBackend;
 
@@ -173,20 +173,36 @@ async fn pg(url: &str) -> Result<SessionLock<PgBackend>, Error> {
 }
 
 /// What differs between the backends in how the binding drives them.
-pub(crate) trait Kind: StoreBackend {
+pub(crate) trait Kind: StoreBackend + Sized {
     /// Whether the library's synchronous calls (release, check, extend)
     /// wait on the network, and so must run on a blocking thread rather
     /// than inline on the runtime (the file backend's are a few system
     /// calls, which the async API runs inline too).
     const NETWORK: bool;
+
+    /// Releases `g` now if that needs no wait; otherwise what finishes the
+    /// release where waiting is acceptable.
+    fn try_release(g: Guard<Self>) -> Result<Result<(), Error>, Finish>;
 }
+
+/// The rest of a release that would have waited.
+pub(crate) type Finish = Box<dyn FnOnce() -> Result<(), Error> + Send>;
 
 impl Kind for FileBackend {
     const NETWORK: bool = false;
+
+    fn try_release(g: Guard<Self>) -> Result<Result<(), Error>, Finish> {
+        g.try_release()
+            .map_err(|pending| Box::new(move || pending.finish()) as Finish)
+    }
 }
 
 impl Kind for PgBackend {
     const NETWORK: bool = true;
+
+    fn try_release(g: Guard<Self>) -> Result<Result<(), Error>, Finish> {
+        Err(Box::new(move || g.release()))
+    }
 }
 
 /// Runs `f`, one of the library's synchronous calls, the way backend `B`

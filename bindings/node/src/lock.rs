@@ -17,10 +17,10 @@ use napi::bindgen_prelude::{Function, PromiseRaw};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
-use sessionlock::{Error, FileBackend, Guard, SessionId};
+use sessionlock::{Error, FileBackend, Guard, LockOptions, SessionId};
 use sessionlock_postgres::PgBackend;
 
-use crate::backend::{blocking, cancellable, Backend, Kind, LockOpts};
+use crate::backend::{blocking, cancellable, Backend, Finish, Kind, LockOpts};
 use crate::errors::misuse;
 use crate::fence::NativeFence;
 use crate::{promise, sync};
@@ -30,7 +30,10 @@ use crate::{promise, sync};
 #[napi]
 pub struct AcquireRequest {
     session: String,
-    opts: LockOpts,
+    /// `None` for the file backend (or `SESSIONLOCK_BACKEND`'s choice).
+    backend: Option<String>,
+    /// The options, resolved against the environment once, at the call.
+    opts: Result<LockOptions, Error>,
     cancel: Arc<Cancel>,
 }
 
@@ -53,9 +56,11 @@ impl AcquireRequest {
     /// A request for `session` with `opts`.
     #[napi(constructor)]
     pub fn new(session: String, opts: Option<LockOpts>) -> Self {
+        let opts = opts.unwrap_or_default();
         AcquireRequest {
             session,
-            opts: opts.unwrap_or_default(),
+            opts: opts.resolve(),
+            backend: opts.backend,
             cancel: Arc::default(),
         }
     }
@@ -70,8 +75,8 @@ impl AcquireRequest {
         if self.cancel.fired.load(Ordering::SeqCst) {
             return None;
         }
-        let locks = crate::backend::file_if_chosen(self.opts.backend.as_deref())?;
-        let mut opts = self.opts.resolve().ok()?;
+        let locks = crate::backend::file_if_chosen(self.backend.as_deref())?;
+        let mut opts = self.opts.as_ref().ok()?.clone();
         opts.timeout = Some(Duration::ZERO);
         let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             locks.acquire_with(std::path::Path::new(&self.session), &opts)
@@ -87,11 +92,12 @@ impl AcquireRequest {
     #[napi(ts_return_type = "Promise<NativeLock>")]
     pub fn run<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, NativeLock>> {
         let session = self.session.clone();
-        let opts = self.opts.clone();
+        let opts = self.opts.as_ref().map(Clone::clone).map_err(clone_error);
+        let backend = self.backend.clone();
         let cancel = self.cancel.clone();
         promise(env, async move {
-            let lock_opts = opts.resolve()?;
-            let backend = Backend::open(opts.backend.as_deref()).await?;
+            let lock_opts = opts?;
+            let backend = Backend::open(backend.as_deref()).await?;
             let what = format!("acquire of {session}");
             let cell = match backend {
                 Backend::File(locks) => {
@@ -114,6 +120,14 @@ impl AcquireRequest {
     pub fn cancel(&self) {
         self.cancel.fire();
     }
+}
+
+/// The option errors `resolve` gives are all `Misuse`: a copy for each use.
+fn clone_error(e: &Error) -> Error {
+    misuse(match e {
+        Error::Misuse { what } => what.clone(),
+        other => other.to_string(),
+    })
 }
 
 /// How many of this process's acquisitions wait for `session` (on
@@ -144,6 +158,8 @@ pub(crate) struct Cell<B: Kind> {
     ended: tokio::sync::Notify,
     /// Set when `release` starts: the observing waits give up.
     closing: Cancel,
+    /// A release `release_now` began that has to wait: `release` finishes it.
+    finishing: Mutex<Option<Finish>>,
     epoch: u64,
     session: String,
     lock_path: String,
@@ -184,6 +200,7 @@ impl<B: Kind> Cell<B> {
             guard: Mutex::new(Some(Arc::new(g))),
             ended: tokio::sync::Notify::new(),
             closing: Cancel::default(),
+            finishing: Mutex::new(None),
         })
     }
 
@@ -246,10 +263,54 @@ impl<B: Kind> Cell<B> {
         }
     }
 
-    /// Takes the guard out, waits for the operations in flight, releases.
+    /// Releases now, on the calling (JavaScript) thread, if that needs no
+    /// wait: no operation of this lock in flight, and the library's
+    /// no-wait release ([`Kind::try_release`]). `false` when it could not,
+    /// and `release` must finish the job.
+    fn release_now(&self) -> Result<bool, Error> {
+        let guard = {
+            let mut slot = self.slot();
+            match slot.as_ref() {
+                None => return Ok(self.finishing_slot().is_none()),
+                // Operations take their share under this lock: none can
+                // start between the count and the take.
+                Some(g) if Arc::strong_count(g) == 1 => slot.take(),
+                Some(_) => return Ok(false),
+            }
+        };
+        let g = match guard.map(Arc::try_unwrap) {
+            Some(Ok(g)) => g,
+            Some(Err(shared)) => {
+                *self.slot() = Some(shared);
+                return Ok(false);
+            }
+            None => return Ok(false),
+        };
+        self.closing.fire();
+        match B::try_release(g) {
+            Ok(r) => r.map(|()| true),
+            Err(finish) => {
+                *self.finishing_slot() = Some(finish);
+                Ok(false)
+            }
+        }
+    }
+
+    fn finishing_slot(&self) -> std::sync::MutexGuard<'_, Option<Finish>> {
+        self.finishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the guard out, waits for the operations in flight, releases
+    /// (or finishes a release `release_now` began).
     async fn release(self: Arc<Self>) -> Result<(), Error> {
         let Some(mut guard) = self.slot().take() else {
-            return Ok(());
+            let finish = self.finishing_slot().take();
+            return match finish {
+                Some(f) => blocking::<B, _>(f).await,
+                None => Ok(()),
+            };
         };
         self.closing.fire();
         loop {
@@ -270,7 +331,10 @@ impl<B: Kind> Cell<B> {
     /// [`EXIT_GRACE`] keeps its share, and the guard is released when the
     /// last share drops (or, if the process ends first, it is left to the
     /// next acquirer, who reclaims the lock of a dead process at once).
-    fn release_now(&self) -> Result<(), Error> {
+    fn release_at_exit(&self) -> Result<(), Error> {
+        if let Some(finish) = self.finishing_slot().take() {
+            return finish();
+        }
         let Some(mut guard) = self.slot().take() else {
             return Ok(());
         };
@@ -428,9 +492,17 @@ impl NativeLock {
         on_cell!(&self.cell, c => promise(env, c.clone().release()))
     }
 
-    /// Releases the lock now, on this thread (for process exit).
+    /// Releases the lock now, on this thread, waiting if it must (for
+    /// process exit).
     #[napi]
     pub fn release_sync(&self) -> napi::Result<()> {
+        on_cell!(&self.cell, c => sync(|| c.release_at_exit()))
+    }
+
+    /// Releases the lock now if that needs no wait (see `Cell::release_now`):
+    /// `true` when released, `false` when `release()` must finish it.
+    #[napi]
+    pub fn release_now(&self) -> napi::Result<bool> {
         on_cell!(&self.cell, c => sync(|| c.release_now()))
     }
 }

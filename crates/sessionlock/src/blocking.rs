@@ -6,6 +6,52 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
+thread_local! {
+    /// Whether this thread refuses waits ([`without_waiting`]), and whether
+    /// one was refused.
+    static NO_WAIT: std::cell::Cell<NoWait> = const { std::cell::Cell::new(NoWait::Off) };
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NoWait {
+    Off,
+    On,
+    Refused,
+}
+
+/// Runs `f` refusing waits on this thread: where the backend would wait
+/// for another process (the session's state lock, held by someone else),
+/// it fails at once instead ([`refuse_wait`]), before it changes anything.
+/// Returns `f`'s result and whether a wait was refused.
+pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> (T, bool) {
+    struct Reset(NoWait);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = NO_WAIT.try_with(|c| c.set(self.0));
+        }
+    }
+    let outer = NO_WAIT.with(|c| c.replace(NoWait::On));
+    let reset = Reset(outer);
+    let out = f();
+    let refused = NO_WAIT.with(|c| c.get()) == NoWait::Refused;
+    drop(reset);
+    (out, refused)
+}
+
+/// Whether a wait must be refused here (inside [`without_waiting`]); if
+/// so, it is recorded as refused, and the caller fails at once.
+pub(crate) fn refuse_wait() -> bool {
+    NO_WAIT
+        .try_with(|c| {
+            if c.get() == NoWait::Off {
+                return false;
+            }
+            c.set(NoWait::Refused);
+            true
+        })
+        .unwrap_or(false)
+}
+
 struct ThreadWaker(std::thread::Thread);
 
 impl Wake for ThreadWaker {

@@ -118,7 +118,7 @@ pub use backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
 pub use config::{Config, HoldExceededPolicy, Settings};
 pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TakeoverReason, TryAcquireError};
 pub use lock::acquire::{LockOptions, SessionLock};
-pub use lock::guard::Guard;
+pub use lock::guard::{Guard, Releasing};
 pub use reason::{Reason, Reasons};
 
 // The README's Rust examples, compiled as doctests so that they stay true.

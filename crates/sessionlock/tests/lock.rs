@@ -393,6 +393,92 @@ async fn poll_then_drop<F: std::future::Future>(fut: F, polls: usize) -> bool {
     false
 }
 
+// ---------------------------------------------------------------- try_release
+
+#[test]
+fn try_release_of_an_uncontended_lock_releases_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("try-release.jsonl");
+    let locks = locks();
+    let g = locks.acquire(&session).expect("acquire");
+    match g.try_release() {
+        Ok(r) => r.expect("released"),
+        Err(pending) => panic!("nothing to wait for, yet it would wait: {pending:?}"),
+    }
+    assert!(!lock_path(&session).exists(), "the lock file is gone");
+    drop(
+        locks
+            .acquire_with(&session, &opts(0))
+            .expect("free again at once"),
+    );
+}
+
+/// The session's state lock held by someone else: `try_release` changes
+/// nothing and gives the release back, which `finish` completes once the
+/// state lock is free.
+#[test]
+fn try_release_refuses_to_wait_for_a_busy_state_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("try-release-busy.jsonl");
+    let locks = Arc::new(locks());
+    let g = locks.acquire(&session).expect("acquire");
+    let epoch = g.epoch();
+    // Another open file description: its flock conflicts with ours.
+    let state = File::open(format!("{}.epoch", session.display())).expect("state file");
+    rustix::fs::flock(&state, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let pending = match g.try_release() {
+        Ok(r) => panic!("released although the state lock is busy: {r:?}"),
+        Err(pending) => pending,
+    };
+    assert!(lock_path(&session).exists(), "nothing was released");
+    let finisher = std::thread::spawn(move || pending.finish());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        lock_path(&session).exists(),
+        "finish waits for the state lock"
+    );
+    rustix::fs::flock(&state, rustix::fs::FlockOperation::Unlock).expect("unlock");
+    finisher.join().expect("finisher").expect("released");
+    assert!(
+        !lock_path(&session).exists(),
+        "released once the state lock was free"
+    );
+    let next = locks.acquire_with(&session, &opts(0)).expect("free again");
+    assert!(next.epoch() > epoch);
+}
+
+/// A waiter of this process: the release hands the lock over, after the
+/// fence check a no-wait release does not make; `finish` does it.
+#[test]
+fn try_release_leaves_the_hand_off_to_an_in_process_waiter_to_finish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("try-release-waiter.jsonl");
+    let locks = Arc::new(locks());
+    let g = locks.acquire(&session).expect("acquire");
+    let waiter = {
+        let (locks, session) = (locks.clone(), session.clone());
+        std::thread::spawn(move || {
+            locks
+                .acquire_with(&session, &opts(10_000))
+                .map(|g| g.epoch())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while locks.queued(&session).expect("queued") == 0 {
+        assert!(Instant::now() < deadline, "the waiter never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pending = match g.try_release() {
+        Ok(r) => panic!("a hand-off needs the fence check, yet it released: {r:?}"),
+        Err(pending) => pending,
+    };
+    pending.finish().expect("handed over");
+    waiter
+        .join()
+        .expect("waiter")
+        .expect("the waiter holds the lock");
+}
+
 /// `queued` counts the acquisition that has this process's turn while it
 /// waits for another process's holder, not only those queued behind it.
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::file::FileBackend;
 use crate::backend::{Held, LeaseInfo, LeaseRequest, LockBackend, SessionId};
-use crate::blocking::block_on;
+use crate::blocking::{block_on, without_waiting};
 use crate::error::{Error, Holder, LossCause, Result};
 use crate::lock::registry::{Parked, Turn};
 use crate::lock::watchdog::{self, Revocable};
@@ -303,6 +303,52 @@ impl<B: LockBackend> Hold<B> {
         }
     }
 
+    /// [`Hold::finish`] if that needs no wait: no operation of this
+    /// acquisition in flight, no in-process waiter to hand the lock to (the
+    /// hand-off checks the fence first), and the backend's release refusing
+    /// every wait ([`without_waiting`]). `None`, with nothing changed,
+    /// where it would wait.
+    fn try_finish(&self) -> Option<Result<()>> {
+        let held = self.ops.try_lock().ok()?;
+        let _ops = Ops {
+            held: Some(held),
+            freed: &self.ops_freed,
+        };
+        let lease = {
+            let st = lock(&self.state);
+            match (&st.phase, &st.lease, &st.turn) {
+                (Phase::Released, ..) => return Some(Ok(())),
+                (Phase::Held, Some(lease), Some(turn)) if !turn.slot().has_waiters() => {
+                    lease.clone()
+                }
+                // Revoked (`finish` reports it), or waiters to hand off to.
+                _ => return None,
+            }
+        };
+        let (released, refused) = without_waiting(|| block_on(self.backend.release(&lease)));
+        if refused {
+            return None;
+        }
+        // Released (or found lost): end the hold as `finish` does. The
+        // watchdog's revocation needs `ops`, which we hold.
+        let mut st = lock(&self.state);
+        st.phase = Phase::Released;
+        st.lease = None;
+        let turn = st.turn.take();
+        if let Some(t) = st.revocation.take() {
+            watchdog::cancel(t);
+        }
+        drop(st);
+        if let Some(turn) = turn {
+            turn.end(None);
+        }
+        Some(match released {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost_at_release()),
+            Err(e) => Err(e),
+        })
+    }
+
     /// Releases, handing the lock to the next in-process waiter if any.
     /// Reports a lock that was no longer ours (revoked, removed or replaced)
     /// as `Revoked`, after releasing whatever is left.
@@ -475,6 +521,57 @@ impl Guard<FileBackend> {
     /// The canonical session file.
     pub fn session_path(&self) -> &Path {
         &self.hold.info.key.session
+    }
+
+    /// [`Guard::release`] if it can be done without waiting for anything:
+    /// no other operation of this acquisition in flight, no waiter of this
+    /// process to hand the lock to, and the session's state lock free at
+    /// once. Otherwise nothing is released yet, and the returned
+    /// [`Releasing`] finishes the release (waiting as [`Guard::release`]
+    /// does) where waiting is acceptable: what a caller on an event loop
+    /// (the Node.js binding) uses to release on its own thread when that
+    /// costs a few system calls, and elsewhere when it may cost a wait.
+    ///
+    /// # Errors
+    /// `Ok(Err(_))` as [`Guard::release`]; `Err(Releasing)` when it would
+    /// have waited.
+    pub fn try_release(self) -> std::result::Result<Result<()>, Releasing> {
+        let Some(hold) = Arc::into_inner(self.hold) else {
+            // Other guards share the acquisition: the last one releases.
+            return Ok(Ok(()));
+        };
+        match hold.try_finish() {
+            Some(r) => Ok(r),
+            None => Err(Releasing {
+                hold: Box::new(hold),
+            }),
+        }
+    }
+}
+
+/// A file-backend release [`Guard::try_release`] did not finish without
+/// waiting: [`Releasing::finish`] it (or drop it, which releases as a
+/// dropped guard does).
+#[must_use = "dropping it releases the lock, reporting failure only in the log"]
+pub struct Releasing {
+    hold: Box<Hold<FileBackend>>,
+}
+
+impl std::fmt::Debug for Releasing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Releasing")
+            .field("lock", &self.hold.lock_path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Releasing {
+    /// Finishes the release, waiting as [`Guard::release`] does.
+    ///
+    /// # Errors
+    /// As [`Guard::release`].
+    pub fn finish(self) -> Result<()> {
+        self.hold.finish()
     }
 }
 

@@ -127,6 +127,10 @@ pub(super) fn lock_state<'a>(
         if try_lock_state(path, file, kind)? {
             return Ok(StateLock { file });
         }
+        // A caller that must not wait at all (`Guard::try_release`).
+        if crate::blocking::refuse_wait() {
+            return Err(state_busy(path, file, started.elapsed()));
+        }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(state_busy(path, file, started.elapsed()));
         }
