@@ -133,7 +133,9 @@ export declare class Lock {
   extend(ms?: number): Promise<void>;
   /**
    * Releases the lock, after the operations of this lock still in flight.
-   * Calling it again does nothing.
+   * Calling it again does nothing. A lock file with nothing in flight and
+   * no waiter of this process is removed at once (a few system calls that
+   * never wait); anything else finishes off the JavaScript thread.
    * @throws {SessionLockRevokedError} when the lock was no longer ours (what was left of it is released).
    * @throws {SessionLockIoError} when the lock file cannot be removed (it stays reclaimable).
    */
@@ -144,7 +146,9 @@ export declare class Lock {
 /**
  * Acquires the session write lock of `sessionFile` (a transcript path; on
  * PostgreSQL, the session key). Waits are event-driven: a release, the
- * holder's death and its lease end wake the waiter.
+ * holder's death and its lease end wake the waiter, and run off the
+ * JavaScript thread; a free lock file is taken at once (a few system calls
+ * that never wait).
  *
  * @throws {SessionLockTimeoutError} naming the holder when `timeoutMs` runs out.
  * @throws {SessionLockStaleError} when a live holder is past its lease and `holdExceeded` is `report`.
