@@ -4,10 +4,19 @@
 // already-aborted signal rejects without waiting or taking anything.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { SessionLockCancelledError, SessionLockError, acquire, queued } from '../index.mjs';
-import { Procs, backends, pidfdCount, removeDir, startHolder, tempDir, waitFor, waitForForeignWait, within } from './support/procs.mjs';
+import {
+  Procs,
+  backends,
+  pidfdCount,
+  scratchSuite,
+  startHolder,
+  waitFor,
+  waitForForeignWait,
+  within,
+} from './support/procs.mjs';
 
 /** The rejection of `p`, failing if it fulfils or takes longer than `ms`. */
 async function rejection(p, what, ms = 5_000) {
@@ -28,13 +37,9 @@ function assertAbortError(err, reason) {
 describe('acquire with an AbortSignal', () => {
   const procs = new Procs();
   let dir;
-  before(() => {
-    dir = tempDir();
-  });
-  after(async () => {
-    await procs.killAll();
-    removeDir(dir);
-  });
+  scratchSuite(procs, (d) => {
+    dir = d;
+  }, { cli: false });
 
   for (const b of backends()) {
     for (const where of ['this process', 'another process']) {

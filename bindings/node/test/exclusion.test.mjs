@@ -10,9 +10,15 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { Procs, backends, cliBin, removeDir, supportDir, tempDir, within } from './support/procs.mjs';
+import {
+  Procs,
+  backends,
+  scratchSuite,
+  supportDir,
+  within,
+} from './support/procs.mjs';
 
 const NODE_WRITERS = 4;
 const NODE_SECTIONS = 6;
@@ -86,13 +92,8 @@ test('the checker catches overlapping, lost and torn sections', () => {
 describe('mutual exclusion between Node processes and the sessionlock CLI', () => {
   const procs = new Procs();
   let dir;
-  before(() => {
-    cliBin();
-    dir = tempDir();
-  });
-  after(async () => {
-    await procs.killAll();
-    removeDir(dir);
+  scratchSuite(procs, (d) => {
+    dir = d;
   });
 
   for (const b of backends()) {

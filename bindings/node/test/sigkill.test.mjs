@@ -7,10 +7,20 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { acquire } from '../index.mjs';
-import { Procs, backends, cliBin, monoNs, pidfdCount, removeDir, startHolder, tempDir, waitFor, waitForForeignWait, within } from './support/procs.mjs';
+import {
+  Procs,
+  backends,
+  monoNs,
+  pidfdCount,
+  scratchSuite,
+  startHolder,
+  waitFor,
+  waitForForeignWait,
+  within,
+} from './support/procs.mjs';
 
 const LEASE_MS = 60_000;
 // "At once": far below the lease, with room for a loaded 2-vCPU machine.
@@ -29,13 +39,8 @@ function isDead(pid) {
 describe('a SIGKILLed holder is reclaimed at once across Node and Rust', () => {
   const procs = new Procs();
   let dir;
-  before(() => {
-    cliBin();
-    dir = tempDir();
-  });
-  after(async () => {
-    await procs.killAll();
-    removeDir(dir);
+  scratchSuite(procs, (d) => {
+    dir = d;
   });
 
   for (const b of backends()) {

@@ -7,21 +7,21 @@
 // and the next append lands.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { Attempt, SessionLockTakeoverError, Transcript } from '../index.mjs';
-import { Procs, backends, cliBin, removeDir, startHolder, tempDir } from './support/procs.mjs';
+import {
+  Procs,
+  backends,
+  scratchSuite,
+  startHolder,
+} from './support/procs.mjs';
 
 describe('Attempt takeover across processes', () => {
   const procs = new Procs();
   let dir;
-  before(() => {
-    cliBin();
-    dir = tempDir();
-  });
-  after(async () => {
-    await procs.killAll();
-    removeDir(dir);
+  scratchSuite(procs, (d) => {
+    dir = d;
   });
 
   /** Another process appends `entry` to `session`, under the lock. */

@@ -17,20 +17,27 @@ import {
   isSessionWriteLockTimeoutError,
   queued,
 } from '../index.mjs';
-import { Procs, backends, cliBin, delay, monoNs, pidfdCount, removeDir, startHolder, tempDir, waitFor, within } from './support/procs.mjs';
+import {
+  Procs,
+  backends,
+  delay,
+  monoNs,
+  pidfdCount,
+  removeDir,
+  scratchSuite,
+  startHolder,
+  tempDir,
+  waitFor,
+  within,
+} from './support/procs.mjs';
 
 const TIMEOUT_MS = 200;
 
 describe('timeouts name the holder', () => {
   const procs = new Procs();
   let dir;
-  before(() => {
-    cliBin();
-    dir = tempDir();
-  });
-  after(async () => {
-    await procs.killAll();
-    removeDir(dir);
+  scratchSuite(procs, (d) => {
+    dir = d;
   });
 
   /** Holders in another process: `{ pid, lockPath?, stop() }`. */

@@ -4,23 +4,25 @@
 // Another process may take the session then.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import { SessionLockRevokedError, acquire } from '../index.mjs';
-import { Procs, backends, cliBin, delay, removeDir, settledState, tempDir, within } from './support/procs.mjs';
+import {
+  Procs,
+  backends,
+  delay,
+  scratchSuite,
+  settledState,
+  within,
+} from './support/procs.mjs';
 
 const LEASE_MS = 300;
 
 describe('watchdog revocation', () => {
   const procs = new Procs();
   let dir;
-  before(() => {
-    cliBin();
-    dir = tempDir();
-  });
-  after(async () => {
-    await procs.killAll();
-    removeDir(dir);
+  scratchSuite(procs, (d) => {
+    dir = d;
   });
 
   for (const b of backends()) {

@@ -3,6 +3,7 @@
 // the backends a test body runs on. Every spawned process is tracked by a
 // `Procs` and killed by its `killAll()` (call it from an `after` hook).
 
+import { after, before } from 'node:test';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -365,4 +366,23 @@ export async function startHolder(procs, session, opts = {}) {
   if (!held.text.startsWith('HELD ')) throw new Error(`${h.describe()} could not acquire ${session}: ${held.text}`);
   const info = JSON.parse(held.text.slice('HELD '.length));
   return { child: h, ...info, heldAt: held.at };
+}
+
+/**
+ * The fixture of a suite of process tests, inside `describe`: before the
+ * suite, builds the CLI (when `cli`) and makes a scratch directory, handed
+ * to `setDir`; after it, kills what `procs` started and removes the
+ * directory.
+ */
+export function scratchSuite(procs, setDir, { cli = true } = {}) {
+  let dir;
+  before(() => {
+    if (cli) cliBin();
+    dir = tempDir();
+    setDir(dir);
+  });
+  after(async () => {
+    await procs.killAll();
+    removeDir(dir);
+  });
 }
