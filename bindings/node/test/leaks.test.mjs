@@ -4,11 +4,12 @@
 // starts from a clean process.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { runNode } from './support/nodechild.mjs';
 
 const WARMUP = 1_000;
 const CYCLES = 10_000;
@@ -99,19 +100,10 @@ if (process.env.SESSIONLOCK_LEAK_CHILD) {
   await child();
 } else {
   test(`${CYCLES} acquire/release cycles (and ${CYCLES} more) leak no descriptors and no memory`, async (t) => {
-    const proc = spawn(process.execPath, [...CHILD_ARGV, fileURLToPath(import.meta.url)], {
-      env: { ...process.env, ...CHILD_ENV, SESSIONLOCK_LEAK_CHILD: '1' },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, out, err } = await runNode([...CHILD_ARGV, fileURLToPath(import.meta.url)], {
+      ...CHILD_ENV,
+      SESSIONLOCK_LEAK_CHILD: '1',
     });
-    let out = '';
-    let err = '';
-    proc.stdout.on('data', (d) => {
-      out += d;
-    });
-    proc.stderr.on('data', (d) => {
-      err += d;
-    });
-    const code = await new Promise((resolve) => proc.on('exit', (c, s) => resolve(c ?? s)));
     assert.equal(code, 0, `the measuring child failed: ${err}`);
     const { before, after, later, seconds } = JSON.parse(out.trim().split('\n').pop());
     const kib = (n) => `${n >= 0 ? '+' : ''}${(n / 1024).toFixed(0)} KiB`;

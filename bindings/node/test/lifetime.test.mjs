@@ -4,13 +4,12 @@
 // orphan of the process.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 
 import sl from '../index.js';
-import { NodeChild, PKG, PKG_DIR, scratch, waitFor } from './support/nodechild.mjs';
+import { NodeChild, PKG, PKG_DIR, runNode, scratch, waitFor } from './support/nodechild.mjs';
 
 const exists = (p) => fs.existsSync(p);
 
@@ -192,19 +191,9 @@ test('two copies of the package in one process share one registry: the second wa
     return d;
   });
   const session = path.join(dir, 'copies.jsonl');
-  const proc = spawn(process.execPath, [path.join(PKG_DIR, 'test', 'support', 'twocopies.cjs'), ...copies, session], {
-    env: { ...process.env, SESSIONLOCK_TEST_CHILD: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const { code, out, err } = await runNode([path.join(PKG_DIR, 'test', 'support', 'twocopies.cjs'), ...copies, session], {
+    SESSIONLOCK_TEST_CHILD: '1',
   });
-  let out = '';
-  let err = '';
-  proc.stdout.on('data', (d) => {
-    out += d;
-  });
-  proc.stderr.on('data', (d) => {
-    err += d;
-  });
-  const code = await new Promise((resolve) => proc.on('exit', (c, s) => resolve(c ?? s)));
   assert.equal(code, 0, `the child failed: ${out}${err}`);
   const r = JSON.parse(out.trim());
   t.diagnostic(JSON.stringify(r));

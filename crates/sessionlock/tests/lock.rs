@@ -55,6 +55,15 @@ fn live_stranger() -> Kid {
     Kid::start("stranger", sleep)
 }
 
+/// Waits until at least `n` acquisitions of this process wait for `session`.
+fn wait_queued(locks: &SessionLock, session: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while locks.queued(session).expect("queued") < n {
+        assert!(Instant::now() < deadline, "{n} waiters never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Writes a lock the way OpenClaw does: pretty-printed, four fields.
 fn write_openclaw_lock(
     session: &Path,
@@ -463,11 +472,7 @@ fn try_release_leaves_the_hand_off_to_an_in_process_waiter_to_finish() {
                 .map(|g| g.epoch())
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while locks.queued(&session).expect("queued") == 0 {
-        assert!(Instant::now() < deadline, "the waiter never queued");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_queued(&locks, &session, 1);
     let pending = match g.try_release() {
         Ok(r) => panic!("a hand-off needs the fence check, yet it released: {r:?}"),
         Err(pending) => pending,
@@ -499,11 +504,7 @@ fn queued_counts_the_waiter_for_another_process() {
         let (locks, session) = (locks.clone(), session.clone());
         std::thread::spawn(move || locks.acquire_with(&session, &opts(30_000)).map(drop))
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while locks.queued(&session).expect("queued") == 0 {
-        assert!(Instant::now() < deadline, "the waiter never counted");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_queued(&locks, &session, 1);
     assert_eq!(locks.queued(&session).expect("queued"), 1);
     stranger.kill_and_reap();
     waiter
@@ -925,12 +926,7 @@ fn a_lost_lock_is_not_handed_to_the_next_in_process_waiter() {
             b.release().expect("b releases its own lock");
         })
     };
-    // Wait until b is queued behind a.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while locks.queued(&session).expect("queued") == 0 {
-        assert!(Instant::now() < deadline, "b never queued");
-        std::thread::yield_now();
-    }
+    wait_queued(&locks, &session, 1);
     fs::remove_file(lock_path(&session)).expect("remove a's lock");
     assert!(matches!(a.release(), Err(Error::Revoked { .. })));
     waiter.join().expect("b");

@@ -130,3 +130,24 @@ export class NodeChild {
     }
   }
 }
+
+/**
+ * Runs `node ARGS` to its end with `env` added to this process's: its exit
+ * code (or the signal that ended it) and what it printed.
+ */
+export async function runNode(args, env = {}) {
+  const proc = spawn(process.execPath, args, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  proc.stdout.on('data', (d) => {
+    out += d;
+  });
+  proc.stderr.on('data', (d) => {
+    err += d;
+  });
+  const code = await new Promise((resolve) => proc.on('exit', (c, sig) => resolve(c ?? sig)));
+  return { code, out, err };
+}
