@@ -7,6 +7,7 @@
 //! takeover) or `openclaw` (OpenClaw's transcript-only messages are
 //! benign).
 
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::PromiseRaw;
@@ -104,7 +105,9 @@ pub fn begin_attempt<'env>(
                 AnyAttempt::Pg(Attempt::begin(&locks, session.as_str(), o).await?)
             }
         };
-        Ok(NativeAttempt { inner })
+        Ok(NativeAttempt {
+            inner: ManuallyDrop::new(inner),
+        })
     })
 }
 
@@ -168,7 +171,23 @@ async fn dispose<B: Kind>(a: Attempt<B>) -> Result<(), Error> {
 /// An attempt, as JavaScript sees it.
 #[napi]
 pub struct NativeAttempt {
-    inner: AnyAttempt,
+    /// Taken only by `Drop`.
+    inner: ManuallyDrop<AnyAttempt>,
+}
+
+impl Drop for NativeAttempt {
+    /// Garbage collection of an attempt JavaScript forgot: dropping the last
+    /// handle disposes it, which on PostgreSQL waits for the server, so that
+    /// drop happens on a thread of its own rather than the JavaScript one.
+    fn drop(&mut self) {
+        // SAFETY: `inner` is not used again: this is the object's drop.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        if let AnyAttempt::Pg(a) = inner {
+            let _ = std::thread::Builder::new()
+                .name("sessionlock-drop".into())
+                .spawn(move || drop(a));
+        }
+    }
 }
 
 #[napi]
@@ -176,25 +195,25 @@ impl NativeAttempt {
     /// The canonical session file (the key on PostgreSQL).
     #[napi(getter)]
     pub fn session(&self) -> String {
-        on_attempt!(&self.inner, a => a.session().to_string_lossy().into_owned())
+        on_attempt!(&*self.inner, a => a.session().to_string_lossy().into_owned())
     }
 
     /// `held`, `released`, `cleanup`, `taken-over` or `disposed`.
     #[napi(getter)]
     pub fn state(&self) -> &'static str {
-        on_attempt!(&self.inner, a => state_name(a.state()))
+        on_attempt!(&*self.inner, a => state_name(a.state()))
     }
 
     /// The kind of the first abort, or `null`.
     #[napi(getter)]
     pub fn aborted(&self) -> Option<&'static str> {
-        on_attempt!(&self.inner, a => a.aborted().map(abort_name))
+        on_attempt!(&*self.inner, a => a.aborted().map(abort_name))
     }
 
     /// The takeover as JSON `{"phase", "reason"}`, or `null`.
     #[napi]
     pub fn takeover_json(&self) -> Option<String> {
-        on_attempt!(&self.inner, a => a.takeover().map(|(p, r)| {
+        on_attempt!(&*self.inner, a => a.takeover().map(|(p, r)| {
             json!({"phase": p.as_str(), "reason": r.as_str()}).to_string()
         }))
     }
@@ -202,13 +221,13 @@ impl NativeAttempt {
     /// Records model output for the stuck detector.
     #[napi]
     pub fn progress(&self) {
-        on_attempt!(&self.inner, a => a.progress())
+        on_attempt!(&*self.inner, a => a.progress())
     }
 
     /// Releases the lock for the model call.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn release_for_prompt<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move { a.release_for_prompt().await })
         })
@@ -221,7 +240,7 @@ impl NativeAttempt {
         &self,
         env: &'env Env,
     ) -> napi::Result<PromiseRaw<'env, String>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move {
                 let r = a.reacquire_after_prompt().await?;
@@ -238,7 +257,7 @@ impl NativeAttempt {
         lines: Vec<String>,
         durability: Option<String>,
     ) -> napi::Result<PromiseRaw<'env, String>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move {
                 let e = raw(&lines)?;
@@ -256,7 +275,7 @@ impl NativeAttempt {
         env: &'env Env,
         lines: Vec<String>,
     ) -> napi::Result<PromiseRaw<'env, ()>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move { a.rewrite(&values(&lines)?).await })
         })
@@ -265,7 +284,7 @@ impl NativeAttempt {
     /// Keeps the first `keep` entries.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn truncate<'env>(&self, env: &'env Env, keep: u32) -> napi::Result<PromiseRaw<'env, ()>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move { a.truncate(keep as usize).await })
         })
@@ -274,7 +293,7 @@ impl NativeAttempt {
     /// The transcript: `{"entries", "torn"}` JSON.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn read<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, String>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move {
                 let r = a.read().await?;
@@ -287,7 +306,7 @@ impl NativeAttempt {
     #[napi]
     pub fn abort(&self, kind: String) -> napi::Result<()> {
         let k = sync(|| abort_kind(&kind))?;
-        on_attempt!(&self.inner, a => a.abort(k));
+        on_attempt!(&*self.inner, a => a.abort(k));
         Ok(())
     }
 
@@ -297,7 +316,7 @@ impl NativeAttempt {
         &self,
         env: &'env Env,
     ) -> napi::Result<PromiseRaw<'env, &'static str>> {
-        on_attempt!(&self.inner, a => {
+        on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move {
                 Ok(match a.acquire_for_cleanup().await? {
@@ -311,12 +330,12 @@ impl NativeAttempt {
     /// Disposes the attempt: releases whatever it holds.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn dispose<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        on_attempt!(&self.inner, a => promise(env, dispose(a.clone())))
+        on_attempt!(&*self.inner, a => promise(env, dispose(a.clone())))
     }
 
     /// Disposes now, on this thread (for process exit).
     #[napi]
     pub fn dispose_sync(&self) -> napi::Result<()> {
-        on_attempt!(&self.inner, a => sync(|| a.dispose()))
+        on_attempt!(&*self.inner, a => sync(|| a.dispose()))
     }
 }
