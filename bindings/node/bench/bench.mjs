@@ -16,7 +16,7 @@
 // Options: --cycles N (5000), --warmup N (200), --handoffs N (50),
 // --oc-handoffs N (= --handoffs), --json, --no-rust, --no-openclaw.
 // Environment: SESSIONLOCK_BIN (the `sessionlock` binary; default
-// <cargo target>/release/sessionlock, built if missing),
+// <cargo target>/release/sessionlock, built if stale),
 // SESSIONLOCK_OPENCLAW_DIR and SESSIONLOCK_NODE (from `. .ci/openclaw-setup`),
 // SESSIONLOCK_ANCHORS_DIR (default <repo>/../shared/anchors-bench).
 // Progress goes to stderr, the table (or JSON) to stdout.
@@ -236,10 +236,10 @@ function sessionlockBin() {
     execFileSync(process.env.CARGO || 'cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: REPO, encoding: 'utf8' }),
   );
   const bin = path.join(meta.target_directory, 'release', 'sessionlock');
-  if (!fs.existsSync(bin)) {
-    progress(`building ${bin} (cargo build --release -p sessionlock-cli)`);
-    execFileSync(process.env.CARGO || 'cargo', ['build', '--release', '-p', 'sessionlock-cli'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
-  }
+  // Built every time (a no-op when fresh), so that the figures beside this
+  // package's are those of the same sources.
+  progress(`building ${bin} if needed (cargo build --release -p sessionlock-cli)`);
+  execFileSync(process.env.CARGO || 'cargo', ['build', '--release', '-p', 'sessionlock-cli'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
   return bin;
 }
 

@@ -195,11 +195,11 @@ export function cliBin() {
     ? path.resolve(repoDir, process.env.CARGO_TARGET_DIR)
     : path.join(repoDir, 'target');
   const bin = path.join(target, 'debug', 'sessionlock');
-  if (!fs.existsSync(bin)) {
-    const r = spawnSync('cargo', ['build', '-p', 'sessionlock-cli'], { cwd: repoDir, stdio: 'inherit' });
-    if (r.status !== 0 || !fs.existsSync(bin)) {
-      throw new Error(`cannot build the sessionlock CLI (cargo build -p sessionlock-cli in ${repoDir}): ${r.error ?? `exit ${r.status}`}`);
-    }
+  // Built every time (a no-op when fresh): a binary left from older sources
+  // would test something else.
+  const r = spawnSync('cargo', ['build', '--quiet', '-p', 'sessionlock-cli'], { cwd: repoDir, stdio: 'inherit' });
+  if (r.status !== 0 || !fs.existsSync(bin)) {
+    throw new Error(`cannot build the sessionlock CLI (cargo build -p sessionlock-cli in ${repoDir}): ${r.error ?? `exit ${r.status}`}`);
   }
   cliChecked = bin;
   return bin;
