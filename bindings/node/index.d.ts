@@ -273,8 +273,12 @@ export declare class Attempt {
   rewrite(entries: unknown[]): Promise<void>;
   truncate(keep: number): Promise<void>;
   read(): Promise<TranscriptContents>;
-  /** Aborts the attempt (default `user`): its lock is released at once. */
-  abort(kind?: 'user' | 'timeout' | 'stuck' | 'yield'): void;
+  /**
+   * Aborts the attempt (default `user`): it stops, and its lock is released
+   * at once, before its cleanup runs. Resolves once that is done (the
+   * release may wait, so it runs off the JavaScript thread).
+   */
+  abort(kind?: 'user' | 'timeout' | 'stuck' | 'yield'): Promise<void>;
   /** Takes the lock for cleanup: `held`, or `noop` after a takeover (writes are then skipped). */
   acquireForCleanup(): Promise<'held' | 'noop'>;
   /**
@@ -343,7 +347,7 @@ export declare class SessionLockError extends Error {
   readonly holder: Holder | null;
   /** The file concerned, where there is one. */
   readonly path?: string;
-  /** Further fields of the error kind (`timeoutMs`, `epoch`, `currentEpoch`, `cause`, `phase`, `reason`, `errno`, …). */
+  /** Further fields of the error kind (`timeoutMs`, `epoch`, `currentEpoch`, `lossCause`, `phase`, `reason`, `errno`, …). */
   readonly [field: string]: unknown;
 }
 /** `SESSIONLOCK_TIMEOUT`: the acquire budget ran out; `holder` names the holder. */
@@ -353,7 +357,12 @@ export declare class SessionLockBusyError extends SessionLockError {}
 /** `SESSIONLOCK_STALE`: a live holder is past its lease and the policy is `report`. */
 export declare class SessionLockStaleError extends SessionLockError { readonly staleReasons: string[]; }
 /** `SESSIONLOCK_REVOKED`: the lock was revoked, or removed or replaced by someone else. */
-export declare class SessionLockRevokedError extends SessionLockError { readonly epoch: number; readonly currentEpoch: number; }
+export declare class SessionLockRevokedError extends SessionLockError {
+  readonly epoch: number;
+  readonly currentEpoch: number;
+  /** How the lock was lost: `overdue` (held past its lease), `removed`, `replaced`, `connection_lost`. */
+  readonly lossCause: string;
+}
 /** `SESSIONLOCK_FENCED`: a newer epoch exists; nothing was written. */
 export declare class SessionLockFencedError extends SessionLockError { readonly epoch: number; readonly currentEpoch: number; }
 /** `SESSIONLOCK_POISONED`: an earlier write error left the handle unusable. */

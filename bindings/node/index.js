@@ -45,7 +45,9 @@ class SessionLockError extends Error {
     this.kind = info.kind;
     this.holder = info.holder ?? null;
     for (const [k, v] of Object.entries(info)) {
-      if (!['code', 'kind', 'message', 'holder'].includes(k)) this[k] = v;
+      if (['code', 'kind', 'message', 'holder'].includes(k)) continue;
+      // How a lock was lost: not Error's `cause` (another error).
+      this[k === 'cause' ? 'lossCause' : k] = v;
     }
   }
 }
@@ -106,15 +108,6 @@ function misuse(message) {
 async function call(p) {
   try {
     return await p;
-  } catch (e) {
-    throw convert(e);
-  }
-}
-
-/** Runs a synchronous native call, converting what it throws. */
-function callSync(f) {
-  try {
-    return f();
   } catch (e) {
     throw convert(e);
   }
@@ -234,6 +227,7 @@ class Lock {
   #n;
   #id;
   #revoked;
+  #releasing;
 
   constructor(token, n) {
     if (token !== internal) throw new TypeError('sessionlock: use acquire() to get a Lock');
@@ -308,6 +302,12 @@ class Lock {
     if (insideFence(this.#n)) {
       return Promise.reject(misuse('release() inside this lock\'s own withFence: release after the fenced call'));
     }
+    // A second call while the first is under way gets the same outcome.
+    this.#releasing ??= this.#release();
+    return this.#releasing;
+  }
+
+  #release() {
     live.delete(this.#id);
     // A release that needs no wait (file backend: no operation in flight, no
     // waiter to hand over to, the state lock free) is done at once; any
@@ -339,10 +339,13 @@ async function acquire(sessionFile, options = {}) {
   const signal = checkSignal(options?.signal);
   if (signal?.aborted) throw abortError(signal, `acquire of ${sessionFile}`);
   const req = new native.AcquireRequest(sessionFile, opts);
-  // A lock that is free is taken at once (file backend: a zero-budget try,
-  // which never waits); otherwise the wait runs off this thread.
-  const now = req.tryNow();
-  if (now) return new Lock(internal, now);
+  // A free lock file is taken at once (a no-wait try), unless an earlier
+  // acquire of this thread still waits for the session: it comes first.
+  if (!waiting.has(sessionFile)) {
+    const now = req.tryNow();
+    if (now) return new Lock(internal, now);
+  }
+  waiting.set(sessionFile, (waiting.get(sessionFile) ?? 0) + 1);
   const onAbort = () => req.cancel();
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -355,8 +358,14 @@ async function acquire(sessionFile, options = {}) {
     throw e;
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    const n = waiting.get(sessionFile) - 1;
+    if (n === 0) waiting.delete(sessionFile);
+    else waiting.set(sessionFile, n);
   }
 }
+
+/** Acquires of this thread under way in the background, by session. */
+const waiting = new Map();
 
 async function queued(sessionFile, options = {}) {
   sessionArg(sessionFile);
@@ -505,7 +514,13 @@ class Attempt {
   async read() { return JSON.parse(await call(this.#n.read())); }
 
   abort(kind = 'user') {
-    callSync(() => this.#n.abort(checkString('kind', kind)));
+    let p;
+    try {
+      p = this.#n.abort(checkString('kind', kind));
+    } catch (e) {
+      return Promise.reject(convert(e));
+    }
+    return call(p);
   }
 
   async acquireForCleanup() { return await call(this.#n.acquireForCleanup()); }
@@ -599,6 +614,17 @@ function isSessionWriteLockAcquireError(err) {
   return isSessionWriteLockTimeoutError(err) || isSessionWriteLockStaleError(err);
 }
 
+/**
+ * A duration parameter as OpenClaw reads it: a positive number, else
+ * undefined (the default applies); `Infinity` only where allowed.
+ */
+function openclawMs(v, allowInfinity) {
+  if (typeof v !== 'number' || Number.isNaN(v) || v <= 0) return undefined;
+  if (!Number.isFinite(v)) return allowInfinity ? v : undefined;
+  // sessionlock counts whole milliseconds (OpenClaw compares fractions).
+  return Math.max(1, Math.floor(v));
+}
+
 async function acquireSessionWriteLock(params) {
   if (params === null || typeof params !== 'object') {
     throw new TypeError('acquireSessionWriteLock: pass { sessionFile, timeoutMs?, staleMs?, maxHoldMs?, allowReentrant? }');
@@ -612,10 +638,10 @@ async function acquireSessionWriteLock(params) {
   let lock;
   try {
     lock = await acquire(onFiles ? path.resolve(sessionFile) : sessionFile, {
-      timeoutMs: params.timeoutMs,
-      staleMs: params.staleMs,
-      maxHoldMs: params.maxHoldMs,
-      reentrant: params.allowReentrant ?? false,
+      timeoutMs: openclawMs(params.timeoutMs, true),
+      staleMs: openclawMs(params.staleMs, false),
+      maxHoldMs: openclawMs(params.maxHoldMs, false),
+      reentrant: Boolean(params.allowReentrant),
       holdExceeded: params.holdExceeded,
       openclawCompat: params.openclawCompat,
       lane: params.lane,

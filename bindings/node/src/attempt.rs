@@ -165,7 +165,7 @@ fn abort_name(k: AbortKind) -> &'static str {
 }
 
 async fn dispose<B: Kind>(a: Attempt<B>) -> Result<(), Error> {
-    blocking::<B, _>(move || a.dispose()).await
+    blocking(move || a.dispose()).await
 }
 
 /// An attempt, as JavaScript sees it.
@@ -177,16 +177,15 @@ pub struct NativeAttempt {
 
 impl Drop for NativeAttempt {
     /// Garbage collection of an attempt JavaScript forgot: dropping the last
-    /// handle disposes it, which on PostgreSQL waits for the server, so that
-    /// drop happens on a thread of its own rather than the JavaScript one.
+    /// handle disposes it, which may wait (for the session's state lock, or
+    /// the server), so that drop happens on a thread of its own rather than
+    /// the JavaScript one.
     fn drop(&mut self) {
         // SAFETY: `inner` is not used again: this is the object's drop.
         let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
-        if let AnyAttempt::Pg(a) = inner {
-            let _ = std::thread::Builder::new()
-                .name("sessionlock-drop".into())
-                .spawn(move || drop(a));
-        }
+        let _ = std::thread::Builder::new()
+            .name("sessionlock-drop".into())
+            .spawn(move || drop(inner));
     }
 }
 
@@ -302,12 +301,19 @@ impl NativeAttempt {
         })
     }
 
-    /// Aborts the attempt (`user`, `timeout`, `stuck` or `yield`).
-    #[napi]
-    pub fn abort(&self, kind: String) -> napi::Result<()> {
+    /// Aborts the attempt (`user`, `timeout`, `stuck` or `yield`); resolves
+    /// once it has stopped and released its lock (which may wait, so it
+    /// runs on a blocking thread).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn abort<'env>(&self, env: &'env Env, kind: String) -> napi::Result<PromiseRaw<'env, ()>> {
         let k = sync(|| abort_kind(&kind))?;
-        on_attempt!(&*self.inner, a => a.abort(k));
-        Ok(())
+        on_attempt!(&*self.inner, a => {
+            let a = a.clone();
+            promise(env, blocking(move || {
+                a.abort(k);
+                Ok(())
+            }))
+        })
     }
 
     /// Takes the lock for cleanup: `held`, or `noop` after a takeover.

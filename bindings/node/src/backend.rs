@@ -205,14 +205,12 @@ impl Kind for PgBackend {
     }
 }
 
-/// Runs `f`, one of the library's synchronous calls, the way backend `B`
-/// needs (see [`Kind::NETWORK`]).
-pub(crate) async fn blocking<B: Kind, T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if !B::NETWORK {
-        return f();
-    }
+/// Runs `f`, one of the library's synchronous calls (check, extend,
+/// release, dispose), on a blocking thread: each may wait, for another
+/// operation of its lock (a fence held across a JavaScript callback), the
+/// session's state lock or the server, and the runtime's one worker must
+/// not.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         // Handed on to `promise`, which reports it.

@@ -44,10 +44,22 @@ use napi::Env;
 /// event-driven and their work is short (the file store's writes and the
 /// directory scans run on blocking threads; PostgreSQL has its own
 /// runtime), so one worker is not a bottleneck.
+///
+/// The library's warnings (a lock that cannot be released, an ignored
+/// environment value) go to stderr at the level of `SESSIONLOCK_LOG`
+/// (default `warn`), as the command line's do, unless the process already
+/// has a `tracing` subscriber.
 #[napi_derive::module_init]
 fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .try_init();
         if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             // Keeps tokio's thread name: the library recognises its

@@ -9,6 +9,7 @@
 //! releases every live `Lock` of its thread when the thread or process
 //! exits normally.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use napi::bindgen_prelude::{Function, PromiseRaw};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
-use sessionlock::{Error, FileBackend, Guard, LockOptions, SessionId};
+use sessionlock::{Error, FileBackend, Guard, LockBackend, LockOptions, SessionId};
 use sessionlock_postgres::PgBackend;
 
 use crate::backend::{blocking, cancellable, Backend, Finish, Kind, LockOpts};
@@ -65,24 +66,37 @@ impl AcquireRequest {
         }
     }
 
-    /// Takes the lock now if that needs no wait (file backend): the
-    /// library's zero-budget try, a few system calls that never wait for
-    /// the lock, its holder or the session's state file. `null` otherwise
-    /// (held, queued for, on another backend, or any error): `run()` then
-    /// waits, and reports errors.
+    /// Takes the lock now if that needs no wait (file backend): when no
+    /// lock file exists, the library's no-wait try
+    /// ([`SessionLock::try_acquire_now`]), a few system calls that never
+    /// wait for the lock, its holder or the session's state lock. A lock
+    /// file that exists (held, or stale) is left to `run()`, whose reclaim
+    /// rules depend on the caller's budget. `null` otherwise (held, on
+    /// another backend, or any error): `run()` then waits, and reports
+    /// errors.
+    ///
+    /// [`SessionLock::try_acquire_now`]: sessionlock::SessionLock::try_acquire_now
     #[napi]
     pub fn try_now(&self) -> Option<NativeLock> {
         if self.cancel.fired.load(Ordering::SeqCst) {
             return None;
         }
         let locks = crate::backend::file_if_chosen(self.backend.as_deref())?;
-        let mut opts = self.opts.as_ref().ok()?.clone();
-        opts.timeout = Some(Duration::ZERO);
+        let opts = self.opts.as_ref().ok()?;
         let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            locks.acquire_with(std::path::Path::new(&self.session), &opts)
+            let key = locks
+                .backend()
+                .key(std::path::Path::new(&self.session))
+                .ok()?;
+            match std::fs::symlink_metadata(&key.lock_path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                _ => return None,
+            }
+            locks
+                .try_acquire_now(std::path::Path::new(&self.session), opts)
+                .ok()
         }))
-        .ok()?
-        .ok()?;
+        .ok()??;
         Some(NativeLock {
             cell: AnyCell::File(Cell::new(g)),
         })
@@ -167,27 +181,54 @@ pub(crate) struct Cell<B: Kind> {
 
 impl<B: Kind> Drop for Cell<B> {
     /// The last share of a lock nobody released (garbage collection, often
-    /// on the JavaScript thread): the guard's `Drop` releases it, which on
-    /// a network backend waits for the server, so it drops elsewhere.
+    /// on the JavaScript thread): released here if that needs no wait,
+    /// otherwise on a thread of its own (a release may wait for the
+    /// session's state lock, or for the server).
     fn drop(&mut self) {
-        let guard = self.slot().take();
-        if let (true, Some(g)) = (B::NETWORK, guard) {
-            let _ = std::thread::Builder::new()
-                .name("sessionlock-drop".into())
-                .spawn(move || drop(g));
-        }
+        let finish = match self.slot().take().map(Arc::try_unwrap) {
+            Some(Ok(g)) => match B::try_release(g) {
+                Ok(released) => {
+                    if let Err(e) = released {
+                        tracing::warn!(error = %e, "cannot release a session lock nobody released");
+                    }
+                    return;
+                }
+                Err(finish) => finish,
+            },
+            // Never reached (a cell's last share holds the last guard).
+            _ => return,
+        };
+        let _ = std::thread::Builder::new()
+            .name("sessionlock-drop".into())
+            .spawn(move || {
+                if let Err(e) = finish() {
+                    tracing::warn!(error = %e, "cannot release a session lock nobody released");
+                }
+            });
     }
 }
 
-/// An operation's share of the guard.
-struct Op<B: Kind> {
-    guard: Arc<Guard<B>>,
+/// An operation's share of the guard, taken on the JavaScript thread when
+/// the operation is called (so that a `release()` called after it waits for
+/// it), given back when it ends.
+pub(crate) struct Op<B: Kind> {
+    guard: ManuallyDrop<Arc<Guard<B>>>,
     cell: Arc<Cell<B>>,
 }
 
 impl<B: Kind> Drop for Op<B> {
     fn drop(&mut self) {
+        // The share goes first, then the wake-up: `release` looks for the
+        // last share when woken, and must find it.
+        // SAFETY: `guard` is not used after this.
+        unsafe { ManuallyDrop::drop(&mut self.guard) };
         self.cell.ended.notify_waiters();
+    }
+}
+
+impl<B: Kind> Op<B> {
+    pub(crate) fn guard(&self) -> &Guard<B> {
+        &self.guard
     }
 }
 
@@ -209,10 +250,10 @@ impl<B: Kind> Cell<B> {
     }
 
     /// A share of the guard for one operation, or `Misuse` once released.
-    fn op(self: &Arc<Self>, what: &str) -> Result<Op<B>, Error> {
+    pub(crate) fn op(self: &Arc<Self>, what: &str) -> Result<Op<B>, Error> {
         match &*self.slot() {
             Some(g) => Ok(Op {
-                guard: g.clone(),
+                guard: ManuallyDrop::new(g.clone()),
                 cell: self.clone(),
             }),
             None => Err(misuse(format!("{what}: the lock was released"))),
@@ -233,16 +274,16 @@ impl<B: Kind> Cell<B> {
         serde_json::to_string(&g.holder()).ok()
     }
 
-    async fn check(self: Arc<Self>) -> Result<(), Error> {
-        let op = self.op("check")?;
-        blocking::<B, _>(move || op.guard.check()).await
+    async fn check(op: Result<Op<B>, Error>) -> Result<(), Error> {
+        let op = op?;
+        blocking(move || op.guard().check()).await
     }
 
-    async fn extend(self: Arc<Self>, by: Option<Duration>) -> Result<(), Error> {
-        let op = self.op("extend")?;
-        blocking::<B, _>(move || match by {
-            Some(d) => op.guard.extend_for(d),
-            None => op.guard.extend(),
+    async fn extend(op: Result<Op<B>, Error>, by: Option<Duration>) -> Result<(), Error> {
+        let op = op?;
+        blocking(move || match by {
+            Some(d) => op.guard().extend_for(d),
+            None => op.guard().extend(),
         })
         .await
     }
@@ -258,7 +299,7 @@ impl<B: Kind> Cell<B> {
             return None;
         }
         tokio::select! {
-            e = op.guard.lost() => Some(e),
+            e = op.guard().lost() => Some(e),
             () = closing => None,
         }
     }
@@ -308,7 +349,7 @@ impl<B: Kind> Cell<B> {
         let Some(mut guard) = self.slot().take() else {
             let finish = self.finishing_slot().take();
             return match finish {
-                Some(f) => blocking::<B, _>(f).await,
+                Some(f) => blocking(f).await,
                 None => Ok(()),
             };
         };
@@ -318,7 +359,7 @@ impl<B: Kind> Cell<B> {
             tokio::pin!(ended);
             ended.as_mut().enable();
             match Arc::try_unwrap(guard) {
-                Ok(g) => return blocking::<B, _>(move || g.release()).await,
+                Ok(g) => return blocking(move || g.release()).await,
                 Err(shared) => guard = shared,
             }
             ended.await;
@@ -350,10 +391,10 @@ impl<B: Kind> Cell<B> {
         }
     }
 
-    async fn enter_fence(self: Arc<Self>) -> Result<NativeFence, Error> {
-        let op = self.op("withFence")?;
+    async fn enter_fence(op: Result<Op<B>, Error>) -> Result<NativeFence, Error> {
+        let op = op?;
         NativeFence::enter(move |f| {
-            let r = op.guard.with_fence(f);
+            let r = op.guard().with_fence(f);
             drop(op);
             r
         })
@@ -430,7 +471,7 @@ impl NativeLock {
     /// Checks that the lock still owns the session.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn check<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        on_cell!(&self.cell, c => promise(env, c.clone().check()))
+        on_cell!(&self.cell, c => promise(env, Cell::check(c.op("check"))))
     }
 
     /// Extends the lease by `ms` (or the acquisition's `maxHoldMs`) from now.
@@ -452,7 +493,7 @@ impl NativeLock {
                 Some(d)
             }
         };
-        on_cell!(&self.cell, c => promise(env, c.clone().extend(by)))
+        on_cell!(&self.cell, c => promise(env, Cell::extend(c.op("extend"), by)))
     }
 
     /// Calls `callback` once the lock is lost, with the tagged error a write
@@ -483,7 +524,7 @@ impl NativeLock {
     /// until the returned fence is exited.
     #[napi(ts_return_type = "Promise<NativeFence>")]
     pub fn enter_fence<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, NativeFence>> {
-        on_cell!(&self.cell, c => promise(env, c.clone().enter_fence()))
+        on_cell!(&self.cell, c => promise(env, Cell::enter_fence(c.op("withFence"))))
     }
 
     /// Releases the lock (once the operations in flight end).
@@ -530,22 +571,5 @@ impl NativeLock {
             AnyCell::Pg(c) => Some(c.clone()),
             AnyCell::File(_) => None,
         }
-    }
-}
-
-impl<B: Kind> Cell<B> {
-    /// Runs `write` with the guard, as one operation of this lock.
-    pub(crate) async fn with_guard<T, F>(
-        self: Arc<Self>,
-        what: &str,
-        write: impl FnOnce(Arc<Guard<B>>) -> F,
-    ) -> Result<T, Error>
-    where
-        F: std::future::Future<Output = Result<T, Error>>,
-    {
-        let op = self.op(what)?;
-        let out = write(op.guard.clone()).await;
-        drop(op);
-        out
     }
 }

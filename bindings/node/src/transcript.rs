@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 use crate::backend::{store_op, Backend, Kind};
 use crate::errors::misuse;
-use crate::lock::{Cell, NativeLock};
+use crate::lock::{Cell, NativeLock, Op};
 use crate::promise;
 
 /// The store of either backend.
@@ -126,14 +126,11 @@ enum Write {
     Repair,
 }
 
-async fn write<B: Kind>(
-    cell: Arc<Cell<B>>,
-    store: Arc<Mutex<B::Store>>,
-    w: Write,
-) -> Result<Value, Error> {
+async fn write<B: Kind>(op: Op<B>, store: Arc<Mutex<B::Store>>, w: Write) -> Result<Value, Error> {
     store_op::<B, _>(async move {
         let mut st = store.lock().await;
-        cell.with_guard("write to the transcript", |g| async move {
+        let g = op.guard();
+        let out = async {
             Ok(match w {
                 Write::Append(e, d) => {
                     let Appended { offset, len } = g.store_append(&mut st, &e, d).await?;
@@ -152,8 +149,10 @@ async fn write<B: Kind>(
                     None => Value::Null,
                 },
             })
-        })
-        .await
+        }
+        .await;
+        drop(op);
+        out
     })
     .await
 }
@@ -189,19 +188,27 @@ impl NativeTranscript {
     ) -> napi::Result<PromiseRaw<'env, String>> {
         let session = self.session.clone();
         match &self.store {
+            // The lock's share is taken now, at the call, so that a
+            // `release()` called after it waits for the write.
             AnyStore::File(s) => {
-                let (s, cell) = (s.clone(), lock.file());
-                promise(env, async move {
-                    let cell = same(cell, &session, what)?;
-                    Ok(write(cell, s, w()?).await?.to_string())
-                })
+                let (s, op) = (
+                    s.clone(),
+                    same(lock.file(), &session, what).and_then(|c| c.op(what)),
+                );
+                promise(
+                    env,
+                    async move { Ok(write(op?, s, w()?).await?.to_string()) },
+                )
             }
             AnyStore::Pg(s) => {
-                let (s, cell) = (s.clone(), lock.pg());
-                promise(env, async move {
-                    let cell = same(cell, &session, what)?;
-                    Ok(write(cell, s, w()?).await?.to_string())
-                })
+                let (s, op) = (
+                    s.clone(),
+                    same(lock.pg(), &session, what).and_then(|c| c.op(what)),
+                );
+                promise(
+                    env,
+                    async move { Ok(write(op?, s, w()?).await?.to_string()) },
+                )
             }
         }
     }

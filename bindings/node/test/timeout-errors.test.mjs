@@ -171,7 +171,8 @@ describe('bad arguments', () => {
     }
     await assert.rejects(acquireSessionWriteLock(null), TypeError);
     await assert.rejects(acquireSessionWriteLock({ sessionFile: '' }), TypeError);
-    await assert.rejects(acquireSessionWriteLock({ sessionFile: s, timeoutMs: -1 }), RangeError);
+    // The drop-in reads a non-positive duration as OpenClaw does: the default.
+    await (await acquireSessionWriteLock({ sessionFile: s, timeoutMs: -1 })).release();
     await assert.rejects(queued(''), TypeError);
 
     // None of them took or queued anything.

@@ -27,7 +27,15 @@ pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> (T, bool) {
     struct Reset(NoWait);
     impl Drop for Reset {
         fn drop(&mut self) {
-            let _ = NO_WAIT.try_with(|c| c.set(self.0));
+            // An enclosing scope keeps a refusal made inside this one.
+            let _ = NO_WAIT.try_with(|c| {
+                let inner = c.get();
+                c.set(match self.0 {
+                    NoWait::Off => NoWait::Off,
+                    _ if inner == NoWait::Refused => NoWait::Refused,
+                    outer => outer,
+                });
+            });
         }
     }
     let outer = NO_WAIT.with(|c| c.replace(NoWait::On));

@@ -484,6 +484,42 @@ fn try_release_leaves_the_hand_off_to_an_in_process_waiter_to_finish() {
         .expect("the waiter holds the lock");
 }
 
+/// `try_acquire_now` never waits: with the session's state lock held by
+/// someone else it gives up at once (a zero-budget `try_acquire` waits up
+/// to 50 ms for it), leaving nothing published, and takes the lock once the
+/// state lock is free.
+#[test]
+fn try_acquire_now_does_not_wait_for_a_busy_state_lock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("try-now.jsonl");
+    let locks = locks();
+    drop(locks.acquire(&session).expect("create the state file"));
+    let state = File::open(format!("{}.epoch", session.display())).expect("state file");
+    rustix::fs::flock(&state, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    let started = Instant::now();
+    let refused = locks.try_acquire_now(&session, &opts(60_000));
+    let took = started.elapsed();
+    assert!(
+        matches!(refused, Err(TryAcquireError::WouldBlock(_))),
+        "{refused:?}"
+    );
+    assert!(took < Duration::from_millis(20), "waited {took:?}");
+    assert!(!lock_path(&session).exists(), "nothing was published");
+    let started = Instant::now();
+    let budgeted = locks.try_acquire(&session);
+    assert!(budgeted.is_err(), "the state lock is still held");
+    assert!(
+        started.elapsed() >= Duration::from_millis(40),
+        "try_acquire waits a little for the state lock, which is what try_acquire_now must not do"
+    );
+    rustix::fs::flock(&state, rustix::fs::FlockOperation::Unlock).expect("unlock");
+    let g = locks
+        .try_acquire_now(&session, &opts(60_000))
+        .expect("free now");
+    assert!(lock_path(&session).exists());
+    g.release().expect("release");
+}
+
 /// `queued` counts the acquisition that has this process's turn while it
 /// waits for another process's holder, not only those queued behind it.
 #[test]

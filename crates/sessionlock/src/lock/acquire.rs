@@ -386,6 +386,30 @@ impl<B: LockBackend> SessionLock<B> {
         }
     }
 
+    /// Takes the lock at once if that needs no wait at all, for a caller
+    /// that must not block (an event loop): a free lock is taken, a stale
+    /// one reclaimed, as a zero-budget [`SessionLock::try_acquire`] does,
+    /// except that the session's state lock is tried once instead of waited
+    /// for (up to 50 ms) when another process holds it. Lease and labels
+    /// come from `opts`; its budget is not used.
+    ///
+    /// # Errors
+    /// `WouldBlock` naming the holder (the session's state lock, when that
+    /// was busy); `Failed` as [`SessionLock::acquire`].
+    pub fn try_acquire_now(
+        &self,
+        session: impl AsRef<B::Name>,
+        opts: &LockOptions,
+    ) -> Result<Guard<B>, TryAcquireError> {
+        let opts = opts.clone().timeout(Some(Duration::ZERO));
+        let (got, _) = crate::blocking::without_waiting(|| self.acquire_with(session, &opts));
+        match got {
+            Ok(g) => Ok(g),
+            Err(Error::Timeout { holder, .. }) => Err(TryAcquireError::WouldBlock(holder)),
+            Err(e) => Err(TryAcquireError::Failed(e)),
+        }
+    }
+
     /// How many tasks and threads of this process wait for `session`'s lock
     /// right now (diagnostics; the value may change at once): those queued
     /// behind this process's turn, and the one whose turn it is while it

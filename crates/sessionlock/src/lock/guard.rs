@@ -789,7 +789,8 @@ impl<B: LockBackend> Guard<B> {
         self.extend_for(self.hold.req.max_hold)
     }
 
-    /// [`Guard::extend`] by `hold` instead of the acquisition's `max_hold`:
+    /// [`Guard::extend`] by `hold` instead of the acquisition's `max_hold`
+    /// (capped, as at acquisition, at [`MAX_HOLD_CAP`](crate::config::MAX_HOLD_CAP)):
     /// republishes the payload with `maxHoldMs` = `hold` and a new
     /// `createdAt`, and moves the watchdog deadline to `hold` from now. A
     /// later [`Guard::extend`] goes back to the acquisition's `max_hold`.
@@ -797,6 +798,9 @@ impl<B: LockBackend> Guard<B> {
     /// # Errors
     /// As [`Guard::extend`]; `Misuse` for a zero `hold`.
     pub fn extend_for(&self, hold: Duration) -> Result<()> {
+        // As at acquisition: no lease past the longest timer (and no
+        // deadline past what an `Instant` holds).
+        let hold = hold.min(crate::config::MAX_HOLD_CAP);
         if hold.is_zero() {
             return Err(Error::Misuse {
                 what: "extend a session lock by zero milliseconds".into(),

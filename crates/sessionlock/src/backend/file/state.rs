@@ -127,9 +127,14 @@ pub(super) fn lock_state<'a>(
         if try_lock_state(path, file, kind)? {
             return Ok(StateLock { file });
         }
-        // A caller that must not wait at all (`Guard::try_release`).
+        // A caller that must not wait at all (`Guard::try_release`,
+        // `SessionLock::try_acquire_now`): busy, without naming the holder
+        // (`/proc/locks` can take milliseconds to read).
         if crate::blocking::refuse_wait() {
-            return Err(state_busy(path, file, started.elapsed()));
+            return Err(Error::Timeout {
+                timeout_ms: 0,
+                holder: Box::new(crate::error::Holder::state_lock(path, None)),
+            });
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(state_busy(path, file, started.elapsed()));
