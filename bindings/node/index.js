@@ -118,7 +118,10 @@ async function call(p) {
 
 function checkMs(name, v, infinite) {
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || Number.isNaN(v) || v < 0 || (!Number.isFinite(v) && !infinite) ||
+  if (typeof v !== 'number') {
+    throw new TypeError(`sessionlock: ${name} must be a number of milliseconds, got ${typeof v} ${JSON.stringify(v)}`);
+  }
+  if (Number.isNaN(v) || v < 0 || (!Number.isFinite(v) && !infinite) ||
       (Number.isFinite(v) && !Number.isSafeInteger(v))) {
     throw new RangeError(
       `sessionlock: ${name} must be a non-negative integer number of milliseconds${infinite ? ' or Infinity' : ''}, got ${String(v)}`,
@@ -130,6 +133,14 @@ function checkMs(name, v, infinite) {
 function checkString(name, v) {
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'string') throw new TypeError(`sessionlock: ${name} must be a string, got ${typeof v}`);
+  return v;
+}
+
+function checkOneOf(name, v, allowed) {
+  if (v === undefined || v === null) return undefined;
+  if (!allowed.includes(v)) {
+    throw new RangeError(`sessionlock: ${name} must be ${allowed.map((a) => JSON.stringify(a)).join(' or ')}, got ${JSON.stringify(v)}`);
+  }
   return v;
 }
 
@@ -149,10 +160,11 @@ function lockOpts(o = {}) {
     lane: checkString('lane', o.lane),
     runId: checkString('runId', o.runId),
     reentrant: checkBool('reentrant', o.reentrant),
-    holdExceeded: checkString('holdExceeded', o.holdExceeded),
+    holdExceeded: checkOneOf('holdExceeded', o.holdExceeded, ['reclaim', 'report']),
     openclawCompat: checkBool('openclawCompat', o.openclawCompat),
     backend: checkString('backend', o.backend),
   };
+  if (out.maxHoldMs === 0) throw new RangeError('sessionlock: maxHoldMs must be greater than zero');
   for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
   return out;
 }
@@ -325,6 +337,20 @@ class Lock {
   async [Symbol.asyncDispose]() {
     await this.release();
   }
+
+  toJSON() {
+    return {
+      session: this.session,
+      lockPath: this.lockPath,
+      epoch: this.epoch,
+      released: this.isReleased,
+      revoked: this.isRevoked,
+    };
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](depth, options, inspect) {
+    return `Lock ${inspect(this.toJSON(), options)}`;
+  }
 }
 
 // Symbol.asyncDispose exists from Node 20.4 on; older 20.x get it here so
@@ -378,14 +404,19 @@ async function queued(sessionFile, options = {}) {
 function entryTexts(entries) {
   if (!Array.isArray(entries)) throw new TypeError('sessionlock: entries must be an array');
   return entries.map((e, i) => {
-    const s = JSON.stringify(e);
+    let s;
+    try {
+      s = JSON.stringify(e);
+    } catch (err) {
+      throw new TypeError(`sessionlock: entry ${i} cannot be written as JSON: ${err.message}`, { cause: err });
+    }
     if (typeof s !== 'string') throw new TypeError(`sessionlock: entry ${i} cannot be written as JSON (${typeof e})`);
     return s;
   });
 }
 
 function durabilityArg(o) {
-  return checkString('durability', o?.durability);
+  return checkOneOf('durability', o?.durability, ['none', 'data', 'full']);
 }
 
 function lockArg(lock, what) {
@@ -471,7 +502,7 @@ class Attempt {
     if (options === null || typeof options !== 'object') throw new TypeError('sessionlock: options must be an object');
     const opts = {
       lock: lockOpts(options),
-      classifier: checkString('classifier', options.classifier),
+      classifier: checkOneOf('classifier', options.classifier, Object.values(classifiers)),
       overlap: checkBool('overlap', options.overlap),
       ownerTimeoutMs: checkMs('ownerTimeoutMs', options.ownerTimeoutMs, true),
     };
@@ -516,7 +547,7 @@ class Attempt {
   abort(kind = 'user') {
     let p;
     try {
-      p = this.#n.abort(checkString('kind', kind));
+      p = this.#n.abort(checkOneOf('kind', kind, ['user', 'timeout', 'stuck', 'yield']));
     } catch (e) {
       return Promise.reject(convert(e));
     }
@@ -545,6 +576,9 @@ function dirsArg(dirs) {
   const list = typeof dirs === 'string' ? [dirs] : dirs;
   if (!Array.isArray(list) || list.length === 0 || !list.every((d) => typeof d === 'string' && d !== '')) {
     throw new TypeError('sessionlock: give a directory, or an array of directories');
+  }
+  if (list.some((d) => /^postgres(ql)?:\/\//.test(d))) {
+    throw new TypeError('sessionlock: status and doctor read lock files (the file backend); for PostgreSQL use `sessionlock status --backend URL`');
   }
   return list;
 }
@@ -665,7 +699,15 @@ async function acquireSessionWriteLock(params) {
     throw e;
   }
   return {
-    release: () => lock.release(),
+    // OpenClaw's release resolves once the lock is gone whatever happened
+    // to it; a lock this holder had already lost (revoked at its lease
+    // end, or removed by someone else) is gone too: a warning, not an
+    // error, so that `finally { await release() }` keeps working.
+    release: () =>
+      lock.release().catch((e) => {
+        if (!(e instanceof SessionLockRevokedError)) throw e;
+        process.emitWarning(e.message, { type: 'SessionLockWarning', code: e.code });
+      }),
     lock,
   };
 }

@@ -35,10 +35,14 @@ pub fn status<'env>(env: &'env Env, dirs: Vec<String>) -> napi::Result<PromiseRa
             let dirs: Vec<PathBuf> = dirs.into_iter().map(PathBuf::from).collect();
             let report = status_report(&dirs, &Config::default().resolve());
             if let Some(e) = report.errors.first() {
+                // The report says `cannot list directory DIR: CAUSE`; the
+                // error names the directory itself.
+                let prefix = format!("cannot list directory {}: ", e.path);
+                let cause = e.error.strip_prefix(&prefix).unwrap_or(&e.error);
                 return Err(Error::Io {
                     op: "list the directory",
                     path: PathBuf::from(&e.path),
-                    source: std::io::Error::other(e.error.clone()),
+                    source: std::io::Error::other(cause.to_owned()),
                 });
             }
             serde_json::to_string(&report).map_err(|e| Error::Misuse {

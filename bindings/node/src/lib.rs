@@ -55,9 +55,11 @@ fn init() {
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        use std::io::IsTerminal;
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
             .with_target(false)
             .try_init();
         if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()

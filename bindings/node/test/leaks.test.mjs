@@ -76,10 +76,21 @@ async function child() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-node-leak-'));
   try {
     const session = path.join(dir, 'leak.jsonl');
+    // `uncontended`: the calls' fast paths on the JavaScript thread.
+    // `hand-off`: a second acquire queues behind the first (the native
+    // runtime's path), and the first's release hands the lock over (a
+    // release finished off the JavaScript thread).
+    const handOff = process.env.SESSIONLOCK_LEAK_CHILD === 'hand-off';
     const cycles = async (n) => {
       for (let i = 0; i < n; i++) {
         const lock = await sl.acquire(session);
-        await lock.release();
+        if (handOff) {
+          const next = sl.acquire(session);
+          await lock.release();
+          await (await next).release();
+        } else {
+          await lock.release();
+        }
       }
     };
     await cycles(WARMUP);
@@ -99,10 +110,11 @@ async function child() {
 if (process.env.SESSIONLOCK_LEAK_CHILD) {
   await child();
 } else {
-  test(`${CYCLES} acquire/release cycles (and ${CYCLES} more) leak no descriptors and no memory`, async (t) => {
+  for (const mode of ['uncontended', 'hand-off']) {
+  test(`${CYCLES} ${mode} acquire/release cycles (and ${CYCLES} more) leak no descriptors and no memory`, async (t) => {
     const { code, out, err } = await runNode([...CHILD_ARGV, fileURLToPath(import.meta.url)], {
       ...CHILD_ENV,
-      SESSIONLOCK_LEAK_CHILD: '1',
+      SESSIONLOCK_LEAK_CHILD: mode,
     });
     assert.equal(code, 0, `the measuring child failed: ${err}`);
     const { before, after, later, seconds } = JSON.parse(out.trim().split('\n').pop());
@@ -132,4 +144,5 @@ if (process.env.SESSIONLOCK_LEAK_CHILD) {
     assert.ok(rss <= BOUNDS.rss, `RSS grew by ${kib(rss)} over the first ${CYCLES} cycles (bound ${size(BOUNDS.rss)})`);
     assert.ok(rssLater <= BOUNDS.rssLater, `RSS grew by ${kib(rssLater)} over the next ${CYCLES} cycles (bound ${size(BOUNDS.rssLater)})`);
   });
+  }
 }

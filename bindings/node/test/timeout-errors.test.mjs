@@ -163,10 +163,10 @@ describe('bad arguments', () => {
     for (const bad of ['', 42, undefined, 'a\0b']) {
       await assert.rejects(acquire(bad), TypeError, `session ${JSON.stringify(bad)}`);
     }
-    for (const opts of [{ timeoutMs: -1 }, { timeoutMs: Number.NaN }, { timeoutMs: 1.5 }, { maxHoldMs: Infinity }, { staleMs: -5 }, { timeoutMs: '100' }]) {
+    for (const opts of [{ timeoutMs: -1 }, { timeoutMs: Number.NaN }, { timeoutMs: 1.5 }, { maxHoldMs: Infinity }, { maxHoldMs: 0 }, { staleMs: -5 }, { holdExceeded: 'never' }]) {
       await assert.rejects(acquire(s, opts), RangeError, JSON.stringify(opts));
     }
-    for (const opts of [null, 'fast', { reentrant: 'yes' }, { lane: 5 }, { backend: 1 }, { signal: {} }, { openclawCompat: 1 }]) {
+    for (const opts of [null, 'fast', { timeoutMs: '100' }, { reentrant: 'yes' }, { lane: 5 }, { backend: 1 }, { signal: {} }, { openclawCompat: 1 }]) {
       await assert.rejects(acquire(s, opts), TypeError, String(JSON.stringify(opts)));
     }
     await assert.rejects(acquireSessionWriteLock(null), TypeError);
