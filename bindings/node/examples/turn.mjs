@@ -10,6 +10,7 @@
 // during its model call reports the takeover instead of writing over it.
 import os from 'node:os';
 import path from 'node:path';
+// In a gateway: `from 'sessionlock'`.
 import { Attempt, SessionLockTakeoverError, Transcript, classifiers } from '../index.mjs';
 
 const session = process.argv[2] ?? path.join(os.tmpdir(), 'sessionlock-example.jsonl');
