@@ -9,14 +9,14 @@
 //! getters, `abort`, and the release of everything at process exit.
 //!
 //! Modules, one concept each:
-//! - [`backend`]: which backend a call runs on, and the lock options;
-//! - [`errors`]: library errors and panics as tagged JavaScript errors;
-//! - [`lock`]: `acquire` and the `Lock` a JavaScript caller holds;
-//! - [`fence`]: a fence held across an async JavaScript callback;
-//! - [`attempt`]: the attempt controller;
-//! - [`transcript`]: the fenced transcript store;
-//! - [`diag`]: `status` and `doctor`;
-//! - [`instance`]: one native instance per process, whatever copies of the
+//! - `backend`: which backend a call runs on, and the lock options;
+//! - `errors`: library errors and panics as tagged JavaScript errors;
+//! - `lock`: `acquire` and the `Lock` a JavaScript caller holds;
+//! - `fence`: a fence held across an async JavaScript callback;
+//! - `attempt`: the attempt controller;
+//! - `transcript`: the fenced transcript store;
+//! - `diag`: `status` and `doctor`;
+//! - `instance`: one native instance per process, whatever copies of the
 //!   package are loaded.
 
 // napi-derive registers the exports only outside `cfg(test)`; in a test
