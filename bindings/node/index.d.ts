@@ -141,6 +141,8 @@ export declare class Lock {
    */
   release(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
+  /** What `JSON.stringify` and `console.log` show of the lock. */
+  toJSON(): { session: string; lockPath: string; epoch: number; released: boolean; revoked: boolean };
 }
 
 /**
