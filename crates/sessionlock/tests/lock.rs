@@ -64,6 +64,20 @@ fn wait_queued(locks: &SessionLock, session: &Path, n: usize) {
     }
 }
 
+/// A live process that is not us, holding `session`'s lock as a fresh
+/// OpenClaw lock (right start time, five-minute lease); killed on drop.
+fn live_openclaw_holder(session: &Path) -> Kid {
+    let stranger = live_stranger();
+    write_openclaw_lock(
+        session,
+        stranger.pid(),
+        SystemTime::now(),
+        300_000,
+        Some(starttime_of(stranger.pid())),
+    );
+    stranger
+}
+
 /// Writes a lock the way OpenClaw does: pretty-printed, four fields.
 fn write_openclaw_lock(
     session: &Path,
@@ -526,14 +540,7 @@ fn try_acquire_now_does_not_wait_for_a_busy_state_lock() {
 fn queued_counts_the_waiter_for_another_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("queued-remote.jsonl");
-    let stranger = live_stranger();
-    write_openclaw_lock(
-        &session,
-        stranger.pid(),
-        SystemTime::now(),
-        300_000,
-        Some(starttime_of(stranger.pid())),
-    );
+    let stranger = live_openclaw_holder(&session);
     let locks = Arc::new(locks());
     assert_eq!(locks.queued(&session).expect("queued"), 0);
     let waiter = {
@@ -828,14 +835,7 @@ fn hostile_lock_files_give_clear_errors_or_grace_never_panics() {
 fn openclaw_lock_of_a_live_holder_is_honoured_and_of_a_dead_one_reclaimed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let session = dir.path().join("oc.jsonl");
-    let stranger = live_stranger();
-    write_openclaw_lock(
-        &session,
-        stranger.pid(),
-        SystemTime::now(),
-        300_000,
-        Some(starttime_of(stranger.pid())),
-    );
+    let stranger = live_openclaw_holder(&session);
     let before = fs::read(lock_path(&session)).expect("read");
     let err = locks()
         .acquire_with(&session, &opts(300))

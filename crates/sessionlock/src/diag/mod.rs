@@ -6,3 +6,15 @@
 pub mod doctor;
 pub mod report;
 pub mod status;
+
+/// The pid of a process that has exited and been reaped (the diagnostics'
+/// unit tests plant locks of dead holders).
+#[cfg(test)]
+pub(crate) fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("reap true");
+    pid
+}

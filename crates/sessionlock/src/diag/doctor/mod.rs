@@ -666,14 +666,7 @@ mod tests {
         PathBuf::from(s)
     }
 
-    fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true")
-            .spawn()
-            .expect("spawn true");
-        let pid = child.id();
-        child.wait().expect("reap true");
-        pid
-    }
+    use crate::diag::dead_pid;
 
     fn payload(pid: u32, starttime: Option<u64>) -> Vec<u8> {
         let mut v = serde_json::json!({

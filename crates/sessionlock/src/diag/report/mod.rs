@@ -137,14 +137,7 @@ mod tests {
         assert_eq!(hex_if_not_utf8(OsStr::new("s.jsonl")), None);
     }
 
-    fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true")
-            .spawn()
-            .expect("spawn true");
-        let pid = child.id();
-        child.wait().expect("reap true");
-        pid
-    }
+    use crate::diag::dead_pid;
 
     /// A sessions directory with one session whose lock names a dead
     /// process; returns the canonical lock path.
