@@ -17,13 +17,12 @@ use serde_json::{json, Value};
 use sessionlock::attempt::runs::AbortKind;
 use sessionlock::attempt::{Attempt, AttemptOptions, CleanupLock, State};
 use sessionlock::classify::{AcceptNothing, ChangeClassifier, OpenClawClassifier};
-use sessionlock::store::RawEntries;
 use sessionlock::{Error, FileBackend};
 use sessionlock_postgres::PgBackend;
 
 use crate::backend::{blocking, millis, Backend, Kind, LockOpts};
 use crate::errors::misuse;
-use crate::transcript::{durability, torn_json};
+use crate::transcript::{durability, entries, torn_json};
 use crate::{promise, sync};
 
 /// Options of an attempt as JavaScript passes them.
@@ -109,15 +108,6 @@ pub fn begin_attempt<'env>(
             inner: ManuallyDrop::new(inner),
         })
     })
-}
-
-fn raw(lines: &[String]) -> Result<RawEntries, Error> {
-    let mut raw = RawEntries::new();
-    for (i, l) in lines.iter().enumerate() {
-        raw.push(l.as_bytes())
-            .map_err(|e| misuse(format!("entry {i} is not one JSON value: {e}")))?;
-    }
-    Ok(raw)
 }
 
 fn values(lines: &[String]) -> Result<Vec<Value>, Error> {
@@ -259,7 +249,7 @@ impl NativeAttempt {
         on_attempt!(&*self.inner, a => {
             let a = a.clone();
             promise(env, async move {
-                let e = raw(&lines)?;
+                let e = entries(&lines)?;
                 let d = self::durability(durability.as_deref())?;
                 let w = a.append_raw(&e, d).await?;
                 Ok(json!({"offset": w.offset, "len": w.len}).to_string())

@@ -218,30 +218,6 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
     }
 }
 
-/// Awaits `fut` unless `cancel` fires first; then `Cancelled`, and the
-/// future is dropped (the library's futures leave nothing queued or held
-/// when dropped).
-pub(crate) async fn cancellable<T>(
-    fut: impl Future<Output = Result<T, Error>>,
-    cancel: &tokio::sync::Notify,
-    cancelled: &std::sync::atomic::AtomicBool,
-    what: &str,
-) -> Result<T, Error> {
-    use std::sync::atomic::Ordering;
-    let notified = cancel.notified();
-    tokio::pin!(notified);
-    notified.as_mut().enable();
-    if cancelled.load(Ordering::SeqCst) {
-        return Err(Error::Cancelled {
-            what: what.to_owned(),
-        });
-    }
-    tokio::select! {
-        r = fut => r,
-        () = notified => Err(Error::Cancelled { what: what.to_owned() }),
-    }
-}
-
 /// Runs a store operation of backend `B`: the file store's futures do their
 /// file I/O (an `fdatasync`, say) when polled, so they run on a blocking
 /// thread; PostgreSQL's only wait for the server.

@@ -21,7 +21,7 @@ use napi_derive::napi;
 use sessionlock::{Error, FileBackend, Guard, LockBackend, LockOptions, SessionId};
 use sessionlock_postgres::PgBackend;
 
-use crate::backend::{blocking, cancellable, Backend, Finish, Kind, LockOpts};
+use crate::backend::{blocking, Backend, Finish, Kind, LockOpts};
 use crate::errors::misuse;
 use crate::fence::NativeFence;
 use crate::{promise, sync};
@@ -49,6 +49,28 @@ impl Cancel {
     pub(crate) fn fire(&self) {
         self.fired.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
+    }
+
+    /// Awaits `fut` unless this fires first; then `Cancelled` (`what` was
+    /// cancelled), and `fut` is dropped: the library's futures leave
+    /// nothing queued or held when dropped.
+    async fn race<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, Error>>,
+        what: &str,
+    ) -> Result<T, Error> {
+        let fired = self.notify.notified();
+        tokio::pin!(fired);
+        fired.as_mut().enable();
+        if self.fired.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled {
+                what: what.to_owned(),
+            });
+        }
+        tokio::select! {
+            r = fut => r,
+            () = fired => Err(Error::Cancelled { what: what.to_owned() }),
+        }
     }
 }
 
@@ -116,12 +138,12 @@ impl AcquireRequest {
             let cell = match backend {
                 Backend::File(locks) => {
                     let fut = locks.acquire_async_with(std::path::Path::new(&session), &lock_opts);
-                    let g = cancellable(fut, &cancel.notify, &cancel.fired, &what).await?;
+                    let g = cancel.race(fut, &what).await?;
                     AnyCell::File(Cell::new(g))
                 }
                 Backend::Pg(locks) => {
                     let fut = locks.acquire_async_with(session.as_str(), &lock_opts);
-                    let g = cancellable(fut, &cancel.notify, &cancel.fired, &what).await?;
+                    let g = cancel.race(fut, &what).await?;
                     AnyCell::Pg(Cell::new(g))
                 }
             };

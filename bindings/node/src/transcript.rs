@@ -65,12 +65,11 @@ pub fn open_transcript<'env>(
 }
 
 /// Entries from their JSON texts, each one JSON value.
-fn entries(lines: &[String]) -> Result<RawEntries, Error> {
+pub(crate) fn entries(lines: &[String]) -> Result<RawEntries, Error> {
     let mut raw = RawEntries::new();
     for (i, l) in lines.iter().enumerate() {
-        raw.push(l.as_bytes()).map_err(|e| Error::Misuse {
-            what: format!("entry {i} is not one JSON value: {e}"),
-        })?;
+        raw.push(l.as_bytes())
+            .map_err(|e| misuse(format!("entry {i} is not one JSON value: {e}")))?;
     }
     Ok(raw)
 }
