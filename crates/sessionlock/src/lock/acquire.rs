@@ -472,9 +472,7 @@ impl<B: LockBackend> SessionLock<B> {
     }
 
     fn guard(&self, req: LeaseRequest, lease: B::Lease, turn: Turn) -> Guard<B> {
-        Guard {
-            hold: Hold::start(self.backend.clone(), req, lease, turn),
-        }
+        Guard::first(Hold::start(self.backend.clone(), req, lease, turn))
     }
 
     /// Acquires the lock of a session already resolved to its key, without
@@ -509,8 +507,10 @@ impl<B: LockBackend> SessionLock<B> {
         let slot = slot_of(&key);
 
         if opts.reentrant {
-            if let Some(hold) = slot.current_hold::<Hold<B>>() {
-                return Ok(Guard { hold });
+            // Joined while any guard of it lives; else it is being
+            // released, and the turn comes after that, as anyone's.
+            if let Some(guard) = slot.current_hold::<Hold<B>>().and_then(Guard::join) {
+                return Ok(guard);
             }
         } else if crate::lock::guard::inside_any_fence() {
             // Called from inside this session's own fence, the turn would

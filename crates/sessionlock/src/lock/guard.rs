@@ -36,6 +36,49 @@ use crate::sync::lock;
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct Guard<B: LockBackend = FileBackend> {
     pub(crate) hold: Arc<Hold<B>>,
+    /// Whether this guard still counts in `hold.guards`: cleared by the
+    /// explicit releases, which count it out themselves.
+    counted: bool,
+}
+
+impl<B: LockBackend> Guard<B> {
+    /// The first guard of a fresh acquisition.
+    pub(crate) fn first(hold: Arc<Hold<B>>) -> Guard<B> {
+        Guard {
+            hold,
+            counted: true,
+        }
+    }
+
+    /// Another guard of a held acquisition (reentrancy); `None` when its
+    /// last guard is gone already, and it is being released.
+    pub(crate) fn join(hold: Arc<Hold<B>>) -> Option<Guard<B>> {
+        hold.guards
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 0).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Guard {
+            hold,
+            counted: true,
+        })
+    }
+
+    /// Counts this guard out of its acquisition; true for the last guard,
+    /// which must finish it. The acquisition's `Arc` is no measure of that:
+    /// the watchdog holds one while it revokes.
+    fn leave(&mut self) -> bool {
+        std::mem::replace(&mut self.counted, false)
+            && self.hold.guards.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+impl<B: LockBackend> Drop for Guard<B> {
+    fn drop(&mut self) {
+        if self.leave() {
+            self.hold.finish_logged();
+        }
+    }
 }
 
 impl<B: LockBackend> std::fmt::Debug for Guard<B> {
@@ -90,6 +133,9 @@ pub(crate) struct Hold<B: LockBackend> {
     revoked: AtomicBool,
     notify: tokio::sync::Notify,
     me: Weak<Hold<B>>,
+    /// The guards of this acquisition not yet released or dropped; the
+    /// last one to go releases the lock.
+    guards: std::sync::atomic::AtomicUsize,
 }
 
 thread_local! {
@@ -244,6 +290,7 @@ impl<B: LockBackend> Hold<B> {
             revoked: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
             me: me.clone(),
+            guards: std::sync::atomic::AtomicUsize::new(1),
         });
         let any: Weak<dyn Any + Send + Sync> = Arc::downgrade(&hold) as Weak<dyn Any + Send + Sync>;
         slot.set_holder(
@@ -347,6 +394,33 @@ impl<B: LockBackend> Hold<B> {
             Ok(false) => Err(self.lost_at_release()),
             Err(e) => Err(e),
         })
+    }
+
+    /// [`Hold::finish`] where nobody asks for the outcome (a dropped guard):
+    /// a failure is logged. A lost lock was logged when it was detected;
+    /// there is nothing left to release.
+    fn finish_logged(&self) {
+        if let Err(e @ (Error::Io { .. } | Error::InvalidPath { .. })) = self.finish() {
+            tracing::warn!(
+                lock = %self.lock_path().display(),
+                pid = ?self.info.payload.pid,
+                epoch = self.info.epoch,
+                error = %e,
+                "cannot release session lock; the next waiter will reclaim it"
+            );
+        }
+    }
+
+    /// What releasing a guard that is not its acquisition's last reports:
+    /// the loss, if the acquisition lost its lock.
+    fn still_ours(&self) -> Result<()> {
+        match lock(&self.state).phase {
+            Phase::Revoked {
+                current_epoch,
+                cause,
+            } => Err(self.revoked_error(current_epoch, cause)),
+            Phase::Held | Phase::Released => Ok(()),
+        }
     }
 
     /// Releases, handing the lock to the next in-process waiter if any.
@@ -503,17 +577,8 @@ impl<B: LockBackend> Revocable for Hold<B> {
 
 impl<B: LockBackend> Drop for Hold<B> {
     fn drop(&mut self) {
-        // A lost lock was logged when it was detected; there is nothing left
-        // to release.
-        if let Err(e @ (Error::Io { .. } | Error::InvalidPath { .. })) = self.finish() {
-            tracing::warn!(
-                lock = %self.lock_path().display(),
-                pid = ?self.info.payload.pid,
-                epoch = self.info.epoch,
-                error = %e,
-                "cannot release session lock; the next waiter will reclaim it"
-            );
-        }
+        // Its guards finished it already, unless none was ever made.
+        self.finish_logged();
     }
 }
 
@@ -535,15 +600,15 @@ impl Guard<FileBackend> {
     /// # Errors
     /// `Ok(Err(_))` as [`Guard::release`]; `Err(Releasing)` when it would
     /// have waited.
-    pub fn try_release(self) -> std::result::Result<Result<()>, Releasing> {
-        let Some(hold) = Arc::into_inner(self.hold) else {
+    pub fn try_release(mut self) -> std::result::Result<Result<()>, Releasing> {
+        if !self.leave() {
             // Other guards share the acquisition: the last one releases.
-            return Ok(Ok(()));
-        };
-        match hold.try_finish() {
+            return Ok(self.hold.still_ours());
+        }
+        match self.hold.try_finish() {
             Some(r) => Ok(r),
             None => Err(Releasing {
-                hold: Box::new(hold),
+                hold: self.hold.clone(),
             }),
         }
     }
@@ -554,7 +619,14 @@ impl Guard<FileBackend> {
 /// dropped guard does).
 #[must_use = "dropping it releases the lock, reporting failure only in the log"]
 pub struct Releasing {
-    hold: Box<Hold<FileBackend>>,
+    hold: Arc<Hold<FileBackend>>,
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        // After `finish`, a no-op.
+        self.hold.finish_logged();
+    }
 }
 
 impl std::fmt::Debug for Releasing {
@@ -842,10 +914,59 @@ impl<B: LockBackend> Guard<B> {
     /// watchdog, or removed or replaced by someone else (whatever was left
     /// of it is released); `Io` when the lock file cannot be removed; the
     /// lock then stays reclaimable (remove-if-unchanged) by the next waiter.
-    pub fn release(self) -> Result<()> {
-        match Arc::into_inner(self.hold) {
-            Some(hold) => hold.finish(),
-            None => Ok(()),
+    pub fn release(mut self) -> Result<()> {
+        if self.leave() {
+            self.hold.finish()
+        } else {
+            self.hold.still_ours()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::acquire::SessionLock;
+
+    // Something else can hold an acquisition's `Arc` for a moment (the
+    // watchdog, while it revokes): a release in that moment still releases
+    // at once, and still reports a loss, rather than leaving both to the
+    // other reference's drop.
+    #[test]
+    fn release_is_the_last_guards_whoever_else_holds_the_acquisition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("s.jsonl");
+        let locks = SessionLock::new();
+
+        let g = locks.acquire(&session).expect("acquire");
+        let lock_file = g.lock_path().to_owned();
+        let transient = g.hold.clone();
+        g.release().expect("release");
+        assert!(
+            !lock_file.exists(),
+            "the release waited for the other reference"
+        );
+        drop(transient);
+
+        let g = locks.acquire(&session).expect("acquire again");
+        let transient = g.hold.clone();
+        transient.revoke(None, LossCause::Overdue);
+        assert!(matches!(
+            g.release(),
+            Err(Error::Revoked {
+                cause: LossCause::Overdue,
+                ..
+            })
+        ));
+        drop(transient);
+
+        let g = locks
+            .acquire(&session)
+            .expect("acquire after the revocation");
+        let transient = g.hold.clone();
+        let r = g.try_release().expect("nothing to wait for");
+        r.expect("try_release");
+        assert!(!lock_file.exists());
+        drop(transient);
     }
 }
