@@ -4,4 +4,5 @@
 pub(crate) mod acquire;
 pub(crate) mod guard;
 pub(crate) mod registry;
+pub(crate) mod scoped;
 pub(crate) mod watchdog;
