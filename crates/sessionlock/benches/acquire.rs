@@ -1,5 +1,6 @@
-//! In-process figures: the cost of an uncontended acquire + release cycle,
-//! of a fenced no-op, and of a failed try.
+//! In-process figures: the cost of an uncontended acquire + release cycle
+//! (blocking, async, and scoped with `with_lock_async`, which also watches
+//! for the lock's loss), of a fenced no-op, and of a failed try.
 
 use std::time::Duration;
 
@@ -33,6 +34,30 @@ fn bench(c: &mut Criterion) {
     let _held = locks.acquire(&other).expect("acquire");
     c.bench_function("try_acquire of a held lock (in-process)", |b| {
         b.iter(|| locks.try_acquire(&other).expect_err("held"))
+    });
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let opts = locks.options().clone();
+    // `session` is held by `guard` above.
+    let session = dir.path().join("async.jsonl");
+    c.bench_function("uncontended acquire_async+release", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let g = locks.acquire_async(&session).await.expect("acquire");
+                g.release().expect("release");
+            })
+        })
+    });
+    c.bench_function("uncontended with_lock_async (no-op work)", |b| {
+        b.iter(|| {
+            rt.block_on(locks.with_lock_async(&session, &opts, async |_guard| {
+                Ok::<_, sessionlock::Error>(())
+            }))
+            .expect("scoped hold")
+        })
     });
 }
 
