@@ -263,6 +263,164 @@ impl Holder {
 }
 
 /// Everything that can go wrong in sessionlock.
+///
+/// Each error names what it concerns (a path, a holder, an epoch) in its
+/// message. For programs, [`Error::code`] is a stable name of the kind,
+/// [`Error::is_retryable`] says whether trying again later is the whole fix,
+/// and [`Error::holder`] names who holds the lock when that is what went
+/// wrong. [`TryAcquireError`] wraps this type for
+/// [`SessionLock::try_acquire`](crate::SessionLock::try_acquire), whose
+/// "held by someone else" answer is not an error of this type.
+///
+/// # Handling errors
+///
+/// | what to do | variants ([`code`](Error::code)) | [`is_retryable`](Error::is_retryable) |
+/// |---|---|---|
+/// | **retry later**: someone else holds the session; nothing was written | [`Timeout`](Error::Timeout) (`timeout`), [`Busy`](Error::Busy) (`busy`), [`TryAcquireError::WouldBlock`] (`would_block`) | `true` |
+/// | **stop writing**: the work done under this guard or attempt must not go on | [`Revoked`](Error::Revoked) (`revoked`), [`Fenced`](Error::Fenced) (`fenced`), [`Takeover`](Error::Takeover) (`takeover`) | `false` |
+/// | **reopen** the transcript handle | [`Poisoned`](Error::Poisoned) (`poisoned`) | `false` |
+/// | **fix the calling code**, or accept the caller's own abort | [`Misuse`](Error::Misuse) (`misuse`), [`Cancelled`](Error::Cancelled) (`cancelled`) | `false` |
+/// | **operator action**: report it; retrying at once will not help | [`Stale`](Error::Stale) (`stale`), [`InvalidPath`](Error::InvalidPath) (`invalid_path`), [`InvalidEntry`](Error::InvalidEntry) (`invalid_entry`), [`EpochExhausted`](Error::EpochExhausted) (`epoch_exhausted`), [`Io`](Error::Io) (`io`), [`Backend`](Error::Backend) (`backend`) | `false` |
+///
+/// In detail:
+///
+/// - **Retry later.** Try again after a pause, or with a larger budget.
+///   A `Timeout` ([`Error::holder`]) or a `WouldBlock` (its field) names the
+///   holder: under the default hold-exceeded policy `reclaim`, a live one
+///   keeps the lock at most until its lease ends (`max_hold_ms` after its
+///   last extension, which was `age_ms` ago). `Busy` names another attempt
+///   of this process (its lane and run id) that owns the session or the
+///   prompt turn.
+/// - **Stop writing.** The lock was lost (held past `max_hold`, reclaimed
+///   by a newer holder, its lock file removed or replaced by someone else),
+///   or an attempt found the transcript changed by someone else, or could
+///   not prove it unchanged ([`TakeoverReason`]). A refused write did not
+///   land; earlier writes did. Do not retry the write: drop the guard, or
+///   run the attempt's cleanup and dispose; then acquire again (or begin a
+///   new attempt) and re-read the transcript before deciding what to
+///   write. A `Revoked` with [`LossCause::Overdue`] means the work needs a
+///   longer `max_hold` or regular [`Guard::extend`](crate::Guard::extend)
+///   calls.
+/// - **Reopen.** An earlier write or sync through this transcript handle
+///   failed (that call returned the `Io` error), and whether its bytes
+///   reached the disk is unknown. Drop the handle, open a new one, and
+///   re-read the transcript to see what landed; the new handle's first
+///   fenced write sets a torn last line aside.
+/// - **Fix the calling code.** `Misuse` is a bug: a re-entrant call inside
+///   a fence or a write closure, or a call in a state where it has no
+///   meaning; the message says which. `Cancelled` follows the caller's own
+///   abort (a user stop, stuck recovery): nothing is held for it.
+/// - **Operator action.** `Stale`: a live holder is past its lease under
+///   the hold-exceeded policy `report`; look at it (`sessionlock status`,
+///   `sessionlock doctor`) and end it, or choose the policy `reclaim`.
+///   `InvalidPath`: a symbolic link, directory or FIFO stands where a lock,
+///   state or transcript file belongs, or the session path is unusable (a
+///   session name from a client's input: reject the input). `InvalidEntry`:
+///   a transcript line that is not JSON (readers go on after it).
+///   `EpochExhausted`: as its message says. `Io`: permissions, a full disk,
+///   too many open files, or a file system without a feature the lock needs
+///   (`io::ErrorKind::Unsupported`: run `sessionlock verify-fs` on the
+///   directory); its `op` and `path` say where. `Backend`: a database
+///   backend's server is down or unreachable, refused the credentials, or
+///   holds a schema of another version.
+///
+/// `Io` and `Backend` can be transient (a disk freed, a database restarted),
+/// but they also report faults that no wait cures, and the variant cannot
+/// tell them apart: `is_retryable` is `false` for them, and a caller that
+/// retries them anyway should do so with a bounded budget and an alert.
+///
+/// # Example
+///
+/// A second acquisition of a held session runs out of its budget; the error
+/// names the holder and says to come back later:
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionlock::{Error, LockOptions, SessionLock};
+///
+/// # fn main() -> Result<(), Error> {
+/// let dir = tempfile::tempdir().expect("tempdir");
+/// let session = dir.path().join("abc.jsonl");
+/// let locks = SessionLock::new();
+/// let guard = locks.acquire_with(&session, &LockOptions::default().lane("channel"))?;
+///
+/// let quick = LockOptions::default().timeout(Some(Duration::from_millis(20)));
+/// let err = locks.acquire_with(&session, &quick).unwrap_err();
+/// assert!(matches!(err, Error::Timeout { timeout_ms: 20, .. }));
+/// assert_eq!(err.code(), "timeout");
+/// assert!(err.is_retryable());
+/// let holder = err.holder().expect("a timeout names the holder");
+/// assert_eq!(holder.pid, Some(std::process::id()));
+/// assert_eq!(holder.lane.as_deref(), Some("channel"));
+///
+/// guard.release()?;
+/// // Once the holder is done, the same call succeeds.
+/// let again = locks.acquire_with(&session, &quick)?;
+/// again.release()?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # HTTP
+///
+/// A suggested mapping for a gateway that serves sessions over HTTP:
+///
+/// | codes | status | `Retry-After` |
+/// |---|---|---|
+/// | `timeout`, `busy`, `would_block` | `409 Conflict` (or `423 Locked` where clients know it) | yes: the holder's remaining lease, capped, or a short back-off |
+/// | `revoked`, `fenced`, `takeover` | `409 Conflict` | no: the client's view of the session is out of date; it reloads it |
+/// | `invalid_path` | `400 Bad Request` when the session name came from the request, else `500` | no |
+/// | `stale`, `backend` | `503 Service Unavailable` | no (`stale` waits for an operator); for `backend`, a short one if the server is known to be restarting |
+/// | `poisoned`, `io`, `invalid_entry`, `epoch_exhausted`, `misuse` | `500 Internal Server Error` | no |
+/// | `cancelled` | the status of the abort that caused it (a client that went away gets none) | no |
+///
+/// The crate has no `http_status` method: the right status depends on the
+/// gateway (409 or 423, whether the path came from the client, its retry
+/// policy). A mapping is a few lines:
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionlock::{Error, LockOptions, SessionLock};
+///
+/// /// The status and `Retry-After` (seconds) for a failed session operation.
+/// fn http_status(e: &Error) -> (u16, Option<u64>) {
+///     match e {
+///         Error::Timeout { .. } | Error::Busy { .. } => {
+///             // A live holder keeps the lock until its lease ends at most.
+///             let left_ms = e
+///                 .holder()
+///                 .and_then(|h| Some(h.max_hold_ms?.saturating_sub(h.age_ms?)))
+///                 .unwrap_or(1_000);
+///             (409, Some(left_ms.div_ceil(1_000).clamp(1, 60)))
+///         }
+///         Error::Revoked { .. } | Error::Fenced { .. } | Error::Takeover { .. } => (409, None),
+///         Error::InvalidPath { .. } => (400, None),
+///         Error::Stale { .. } | Error::Backend { .. } => (503, None),
+///         _ => (500, None),
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Error> {
+/// let dir = tempfile::tempdir().expect("tempdir");
+/// let session = dir.path().join("abc.jsonl");
+/// let locks = SessionLock::new();
+/// let lease = LockOptions::default().max_hold(Duration::from_secs(30));
+/// let _held = locks.acquire_with(&session, &lease)?;
+///
+/// let quick = LockOptions::default().timeout(Some(Duration::from_millis(10)));
+/// let busy = locks.acquire_with(&session, &quick).unwrap_err();
+/// let (status, retry_after) = http_status(&busy);
+/// assert_eq!(status, 409);
+/// assert!(matches!(retry_after, Some(1..=30)));
+///
+/// // A directory where the session's lock file belongs: the path is unusable.
+/// let odd = dir.path().join("odd.jsonl");
+/// std::fs::create_dir(dir.path().join("odd.jsonl.lock")).expect("mkdir");
+/// let bad = locks.acquire_with(&odd, &quick).unwrap_err();
+/// assert_eq!(http_status(&bad), (400, None));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -478,6 +636,56 @@ impl Error {
             | Error::Stale { holder, .. }
             | Error::Busy { holder, .. } => Some(holder),
             _ => None,
+        }
+    }
+
+    /// Whether trying the same call again later, unchanged, is the whole
+    /// fix: someone else holds what it waited for (`Timeout`, `Busy`), and
+    /// nothing was written or lost. `false` for every other kind, `Io` and
+    /// `Backend` included: they can be transient, but they also report
+    /// faults no wait cures. See [Handling errors](Error#handling-errors)
+    /// for what to do instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionlock::{LockOptions, SessionLock};
+    ///
+    /// # fn main() -> Result<(), sessionlock::Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let locks = SessionLock::new();
+    /// let opts = LockOptions::default().timeout(Some(Duration::from_millis(10)));
+    /// let guard = locks.acquire_with(&session, &opts)?;
+    ///
+    /// let mut tries = 0;
+    /// let err = loop {
+    ///     tries += 1;
+    ///     match locks.acquire_with(&session, &opts) {
+    ///         Err(e) if e.is_retryable() && tries < 3 => continue, // back off here
+    ///         other => break other.unwrap_err(),
+    ///     }
+    /// };
+    /// assert_eq!((tries, err.code()), (3, "timeout"));
+    /// guard.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        // No wildcard arm: a new kind does not compile until it is placed.
+        match self {
+            Error::Timeout { .. } | Error::Busy { .. } => true,
+            Error::Stale { .. }
+            | Error::Revoked { .. }
+            | Error::Fenced { .. }
+            | Error::Poisoned { .. }
+            | Error::Takeover { .. }
+            | Error::Cancelled { .. }
+            | Error::Misuse { .. }
+            | Error::InvalidEntry { .. }
+            | Error::Io { .. }
+            | Error::EpochExhausted { .. }
+            | Error::InvalidPath { .. }
+            | Error::Backend { .. } => false,
         }
     }
 }
@@ -717,6 +925,15 @@ impl TryAcquireError {
             TryAcquireError::Failed(e) => e.code(),
         }
     }
+
+    /// Whether trying again later is the whole fix: `true` for
+    /// `WouldBlock`, else the failure's [`Error::is_retryable`].
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TryAcquireError::WouldBlock(_) => true,
+            TryAcquireError::Failed(e) => e.is_retryable(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -873,6 +1090,41 @@ mod tests {
         assert_eq!(table.len(), 14);
         let codes: std::collections::HashSet<_> = table.iter().map(|(_, c)| c).collect();
         assert_eq!(codes.len(), table.len(), "two kinds share a code");
+    }
+
+    /// Every error kind's answer to `is_retryable`, by code: only a wait
+    /// for someone else's hold is retried as is. The table has a row per
+    /// kind of [`code_table`], so a new kind fails here until it is placed.
+    #[test]
+    fn only_waits_for_a_holder_are_retryable() {
+        let expected = [
+            ("timeout", true),
+            ("busy", true),
+            ("stale", false),
+            ("revoked", false),
+            ("fenced", false),
+            ("poisoned", false),
+            ("takeover", false),
+            ("cancelled", false),
+            ("misuse", false),
+            ("invalid_entry", false),
+            ("io", false),
+            ("epoch_exhausted", false),
+            ("invalid_path", false),
+            ("backend", false),
+        ];
+        let table = code_table();
+        assert_eq!(table.len(), expected.len());
+        for ((e, code), (want_code, retryable)) in table.into_iter().zip(expected) {
+            assert_eq!(code, want_code);
+            assert_eq!(e.is_retryable(), retryable, "{e:?}");
+            assert_eq!(
+                TryAcquireError::Failed(e).is_retryable(),
+                retryable,
+                "{code} wrapped by try_acquire"
+            );
+        }
+        assert!(TryAcquireError::WouldBlock(holder()).is_retryable());
     }
 
     #[test]
