@@ -21,7 +21,48 @@ use crate::lock::guard::{Guard, Hold};
 use crate::lock::registry::{self, Entry, Turn};
 use crate::reclaim::{self, Action, Assessment, Policy};
 
-/// Options of one acquisition.
+/// Options of one acquisition: the wait's budget, the lease, what to do
+/// with a holder past its lease, and the labels other processes see.
+///
+/// Start from [`LockOptions::default`] (the built-in defaults: a 60 s
+/// budget, a 5 min lease, reclaim of holders past their lease) or
+/// [`LockOptions::from_env`] (the same, overridden by `SESSIONLOCK_*`
+/// environment variables), then change what you need with the builder
+/// methods; a [`SessionLock`] has default options of its own for
+/// [`SessionLock::acquire`], and the `_with` methods take these per call.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionlock::{HoldExceededPolicy, LockOptions, SessionLock};
+///
+/// # fn main() -> Result<(), sessionlock::Error> {
+/// let opts = LockOptions::default()
+///     // Wait at most 10 s for another holder.
+///     .timeout(Some(Duration::from_secs(10)))
+///     // The lease: held longer than 2 min without `Guard::extend`, the
+///     // lock is revoked, and other processes may take it over.
+///     .max_hold(Duration::from_secs(120))
+///     // A live holder past its lease is reported, not taken over.
+///     .hold_exceeded(HoldExceededPolicy::Report)
+///     // Labels for `sessionlock status` and for timeout messages.
+///     .lane("cron")
+///     .run_id("run-42");
+/// assert_eq!(opts.timeout, Some(Duration::from_secs(10)));
+///
+/// let dir = tempfile::tempdir().expect("tempdir");
+/// let session = dir.path().join("abc.jsonl");
+/// let guard = SessionLock::new().acquire_with(&session, &opts)?;
+/// // What other processes read from the lock file:
+/// let me = guard.holder();
+/// assert_eq!(me.max_hold_ms, Some(120_000));
+/// assert_eq!(me.lane.as_deref(), Some("cron"));
+/// assert_eq!(me.run_id.as_deref(), Some("run-42"));
+/// guard.release()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LockOptions {
@@ -134,6 +175,51 @@ impl Default for LockOptions {
 /// Cheap to clone; all clones (and all `SessionLock`s of one process) share
 /// the process-global registry, so every holder and waiter of one session in
 /// this process queues in one FIFO line.
+///
+/// Every acquisition comes in three forms: blocking ([`SessionLock::acquire`],
+/// [`SessionLock::acquire_with`]), async ([`SessionLock::acquire_async`],
+/// [`SessionLock::acquire_async_with`]: they wait without blocking the
+/// runtime's threads, and need a tokio runtime with I/O and time enabled,
+/// as `#[tokio::main]` or `Builder::enable_all` gives), and one try that
+/// never waits for a holder ([`SessionLock::try_acquire`]).
+///
+/// # Example
+///
+/// An async acquisition, then a try from the same process while it is held:
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionlock::{LockOptions, SessionLock, TryAcquireError};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let session = dir.path().join("abc.jsonl");
+/// let locks = SessionLock::new();
+/// let opts = LockOptions::default()
+///     .timeout(Some(Duration::from_secs(10)))
+///     .lane("channel");
+///
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// let guard = rt.block_on(locks.acquire_async_with(&session, &opts))?;
+///
+/// // Held: a try does not wait, and names the holder (here, this process).
+/// match locks.try_acquire(&session) {
+///     Err(TryAcquireError::WouldBlock(holder)) => {
+///         assert_eq!(holder.pid, Some(std::process::id()));
+///         assert_eq!(holder.lane.as_deref(), Some("channel"));
+///     }
+///     other => panic!("expected WouldBlock, got {other:?}"),
+/// }
+///
+/// let epoch = guard.epoch();
+/// guard.release()?;
+/// // Free: the try takes it, with a newer fencing epoch.
+/// let again = locks.try_acquire(&session)?;
+/// assert!(again.epoch() > epoch);
+/// again.release()?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct SessionLock<B: LockBackend = FileBackend> {
     backend: Arc<B>,
@@ -352,6 +438,35 @@ impl<B: LockBackend> SessionLock<B> {
     /// Cancel safe at every await point: dropping the future leaves nothing
     /// queued or held. A lock handed to it by an in-process hand-off is passed
     /// on to the next waiter, or released.
+    ///
+    /// # Example
+    ///
+    /// Two tasks take turns; the second waits (without blocking the
+    /// runtime's thread) until the first releases:
+    ///
+    /// ```
+    /// use sessionlock::SessionLock;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sessionlock::Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let locks = SessionLock::new();
+    ///
+    /// let first = locks.acquire_async(&session).await?;
+    /// let second = tokio::spawn({
+    ///     let (locks, session) = (locks.clone(), session.clone());
+    ///     async move { locks.acquire_async(&session).await }
+    /// });
+    /// let epoch = first.epoch();
+    /// first.release()?;
+    ///
+    /// let second = second.await.expect("task")?;
+    /// assert!(second.epoch() > epoch, "every acquisition gets a newer epoch");
+    /// second.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn acquire_async(&self, session: impl AsRef<B::Name>) -> Result<Guard<B>> {
         self.acquire_core(session.as_ref(), &self.options, Mode::Async)
             .await
@@ -377,6 +492,41 @@ impl<B: LockBackend> SessionLock<B> {
     ///
     /// # Errors
     /// `WouldBlock` naming the holder; `Failed` as [`SessionLock::acquire`].
+    ///
+    /// # Example
+    ///
+    /// A cron job that skips its run while someone else writes the session:
+    ///
+    /// ```
+    /// use sessionlock::{SessionLock, TryAcquireError};
+    ///
+    /// /// Runs the job if the session is free; `Ok(false)` if it is busy.
+    /// fn run_if_free(locks: &SessionLock, session: &std::path::Path) -> Result<bool, TryAcquireError> {
+    ///     let guard = match locks.try_acquire(session) {
+    ///         Ok(guard) => guard,
+    ///         Err(TryAcquireError::WouldBlock(holder)) => {
+    ///             eprintln!("skipped: session held by {holder}");
+    ///             return Ok(false);
+    ///         }
+    ///         Err(failed) => return Err(failed),
+    ///     };
+    ///     // ... the job's writes, under `guard` ...
+    ///     guard.release()?;
+    ///     Ok(true)
+    /// }
+    ///
+    /// # fn main() -> Result<(), TryAcquireError> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let locks = SessionLock::new();
+    /// assert!(run_if_free(&locks, &session)?);
+    ///
+    /// let held = locks.acquire(&session)?;
+    /// assert!(!run_if_free(&locks, &session)?);
+    /// held.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn try_acquire(&self, session: impl AsRef<B::Name>) -> Result<Guard<B>, TryAcquireError> {
         let opts = self.options.clone().timeout(Some(Duration::ZERO));
         match self.acquire_with(session, &opts) {
