@@ -33,6 +33,39 @@ use crate::sync::lock;
 /// to run it once a newer epoch exists.
 ///
 /// `Guard` is `Send + Sync`.
+///
+/// # Example
+///
+/// Work that must not go on without the lock races the guard's
+/// [`revoked`](Guard::revoked) (or, to also notice another process taking
+/// the lock over, [`lost`](Guard::lost)). Here the lease is short and the
+/// work overruns it, so the watchdog revokes the lock and the work is
+/// dropped:
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionlock::{Error, LockOptions, LossCause, SessionLock};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let dir = tempfile::tempdir().expect("tempdir");
+/// let session = dir.path().join("abc.jsonl");
+/// let opts = LockOptions::default().max_hold(Duration::from_millis(200));
+/// let guard = SessionLock::new().acquire_async_with(&session, &opts).await?;
+///
+/// let work = tokio::time::sleep(Duration::from_secs(30)); // a model call, say
+/// let finished = tokio::select! {
+///     () = work => true,
+///     () = guard.revoked() => false, // held past `max_hold`: stop
+/// };
+/// assert!(!finished);
+/// assert!(guard.is_revoked());
+/// // Every fenced write through the guard is now refused, and so is a check.
+/// assert!(matches!(guard.check(), Err(Error::Revoked { cause: LossCause::Overdue, .. })));
+/// drop(guard); // nothing left to release
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct Guard<B: LockBackend = FileBackend> {
     pub(crate) hold: Arc<Hold<B>>,
@@ -794,6 +827,38 @@ impl<B: LockBackend> Guard<B> {
     ///
     /// # Errors
     /// As [`Guard::check`]; `f` does not run on error.
+    ///
+    /// # Example
+    ///
+    /// A file of your own beside the transcript, written only while the
+    /// guard owns the session; once it does not, `f` is not run:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionlock::{Error, LockOptions, SessionLock};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let session = dir.path().join("abc.jsonl");
+    /// let summary = dir.path().join("abc.summary");
+    /// let opts = LockOptions::default().max_hold(Duration::from_millis(500));
+    /// let guard = SessionLock::new().acquire_with(&session, &opts)?;
+    ///
+    /// // `with_fence` gives `f`'s own result back inside its `Ok`.
+    /// guard.with_fence(|| std::fs::write(&summary, "3 turns"))??;
+    /// assert_eq!(std::fs::read_to_string(&summary)?, "3 turns");
+    ///
+    /// // Wait for the lease to run out: the watchdog revokes the lock.
+    /// tokio::runtime::Builder::new_current_thread()
+    ///     .enable_all()
+    ///     .build()?
+    ///     .block_on(guard.revoked());
+    /// let refused = guard.with_fence(|| std::fs::write(&summary, "4 turns"));
+    /// assert!(matches!(refused, Err(Error::Revoked { .. })));
+    /// assert_eq!(std::fs::read_to_string(&summary)?, "3 turns");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_fence<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         let id = self.hold.id();
         if InsideFence::contains(id) {
@@ -857,6 +922,31 @@ impl<B: LockBackend> Guard<B> {
     /// when called inside this acquisition's own [`Guard::with_fence`]
     /// (republishing needs the state lock exclusively, which the fence holds
     /// shared; extend before or after the fenced call).
+    ///
+    /// # Example
+    ///
+    /// Long work in steps, each shorter than the lease, extending after each:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sessionlock::{LockOptions, SessionLock};
+    ///
+    /// # fn main() -> Result<(), sessionlock::Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let opts = LockOptions::default().max_hold(Duration::from_millis(500));
+    /// let guard = SessionLock::new().acquire_with(&session, &opts)?;
+    /// for _step in 0..3 {
+    ///     std::thread::sleep(Duration::from_millis(200)); // one step of the work
+    ///     guard.extend()?; // 500 ms more, from now
+    /// }
+    /// // 600 ms of work under a 500 ms lease, and still held.
+    /// assert!(!guard.is_revoked());
+    /// guard.check()?;
+    /// guard.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn extend(&self) -> Result<()> {
         self.extend_for(self.hold.req.max_hold)
     }
@@ -907,13 +997,36 @@ impl<B: LockBackend> Guard<B> {
     }
 
     /// Releases the lock now, reporting failure. Under reentrancy only the
-    /// last guard of an acquisition releases.
+    /// last guard of an acquisition releases. Dropping the guard releases
+    /// too, but can only log a failure.
     ///
     /// # Errors
     /// `Revoked` when the lock was no longer this guard's: revoked by the
     /// watchdog, or removed or replaced by someone else (whatever was left
     /// of it is released); `Io` when the lock file cannot be removed; the
     /// lock then stays reclaimable (remove-if-unchanged) by the next waiter.
+    /// The guard is consumed whatever the outcome; a `Revoked` says that
+    /// fenced writes tried after the loss were refused (see
+    /// [Handling errors](crate::Error#handling-errors)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use sessionlock::SessionLock;
+    ///
+    /// # fn main() -> Result<(), sessionlock::Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let guard = SessionLock::new().acquire(&session)?;
+    /// let lock_file = guard.lock_path().to_owned();
+    /// assert_eq!(lock_file, dir.path().canonicalize().expect("dir").join("abc.jsonl.lock"));
+    /// assert!(lock_file.exists());
+    ///
+    /// guard.release()?;
+    /// assert!(!lock_file.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn release(mut self) -> Result<()> {
         if self.leave() {
             self.hold.finish()
