@@ -23,6 +23,35 @@ impl Transcript {
     /// `Revoked`/`Fenced` when `guard` no longer owns the session (nothing is
     /// written); `Poisoned` after an earlier failure; `Io` when the write or
     /// sync fails (the handle is then poisoned).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use sessionlock::{Error, LossCause, SessionLock};
+    /// use sessionlock::transcript::{Durability, Transcript};
+    ///
+    /// # fn main() -> Result<(), Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let locks = SessionLock::new();
+    /// let mut transcript = Transcript::open(&session)?;
+    ///
+    /// let guard = locks.acquire(&session)?;
+    /// let first = transcript.append(&guard, &[json!({"role": "user", "text": "hi"})], Durability::Data)?;
+    /// let second = transcript.append(&guard, &[json!({"role": "assistant", "text": "hello"})], Durability::Data)?;
+    /// assert_eq!((first.offset, second.offset), (0, first.len));
+    ///
+    /// // Someone deletes the lock file: the guard no longer owns the
+    /// // session, and its append is refused with nothing written.
+    /// std::fs::remove_file(guard.lock_path()).expect("remove");
+    /// let refused = transcript.append(&guard, &[json!({"text": "lost"})], Durability::Data);
+    /// assert!(matches!(refused, Err(Error::Revoked { cause: LossCause::Removed, .. })));
+    /// assert_eq!(transcript.reader()?.count(), 2);
+    /// assert!(guard.release().is_err(), "the release reports the loss too");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn append(
         &mut self,
         guard: &Guard,

@@ -69,7 +69,63 @@ pub(crate) fn not_regular(path: &Path, ft: std::fs::FileType) -> Error {
     }
 }
 
-/// An open transcript.
+/// An open transcript: the JSONL file of one session, one entry a line.
+///
+/// Its mutations ([`append`](Transcript::append),
+/// [`append_raw`](Transcript::append_raw), [`rewrite`](Transcript::rewrite),
+/// [`truncate`](Transcript::truncate), [`repair`](Transcript::repair)) take
+/// the session's [`Guard`](crate::Guard) and land only while it owns the
+/// session, whole or not at all. Reads ([`reader`](Transcript::reader),
+/// [`Reader::open`]) take no lock: they see complete lines only. A write or
+/// sync error poisons the handle (later mutations fail with
+/// [`Error::Poisoned`]): open a new one.
+///
+/// # Example
+///
+/// Append, read back, and repair the torn line a crash left:
+///
+/// ```
+/// use std::io::Write as _;
+/// use serde_json::json;
+/// use sessionlock::SessionLock;
+/// use sessionlock::transcript::{Durability, Reader, Transcript};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let session = dir.path().join("abc.jsonl");
+/// let guard = SessionLock::new().acquire(&session)?;
+/// let mut transcript = Transcript::open(&session)?;
+/// transcript.append(
+///     &guard,
+///     &[json!({"role": "user", "text": "hi"}), json!({"role": "assistant", "text": "hello"})],
+///     Durability::Data,
+/// )?;
+///
+/// // A writer that crashed mid-line (simulated) leaves a line without `\n`.
+/// std::fs::OpenOptions::new()
+///     .append(true)
+///     .open(&session)?
+///     .write_all(br#"{"role": "us"#)?;
+///
+/// // Readers return the complete entries, and report the torn line.
+/// let mut reader = transcript.reader()?;
+/// let entries = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+/// assert_eq!(entries.len(), 2);
+/// assert_eq!(entries[1].value["text"], "hello");
+/// assert!(reader.torn_tail().is_some());
+///
+/// // The repair sets the torn bytes aside in `abc.jsonl.torn-<epoch>` and
+/// // cuts them off (the first fenced write of each epoch does it by itself).
+/// let torn = transcript.repair(&guard)?.expect("a torn line");
+/// let saved = torn.saved_to.expect("set aside");
+/// assert_eq!(std::fs::read(saved)?, br#"{"role": "us"#);
+///
+/// transcript.append(&guard, &[json!({"role": "user", "text": "still there?"})], Durability::Data)?;
+/// assert_eq!(Reader::open(&session)?.count(), 3);
+/// guard.release()?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Transcript {
     path: PathBuf,
     fs: Arc<dyn Fs>,
@@ -116,6 +172,26 @@ impl Transcript {
     ///
     /// # Errors
     /// `Io`, `InvalidPath` (a symlink loop, no file name).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use sessionlock::SessionLock;
+    /// use sessionlock::transcript::Transcript;
+    ///
+    /// # fn main() -> Result<(), sessionlock::Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("sessions").join("abc.jsonl");
+    /// let transcript = Transcript::open(&session)?; // creates the file (and its directory)
+    /// assert!(session.is_file());
+    ///
+    /// // Another spelling of the same path names the same session.
+    /// let guard = SessionLock::new().acquire(dir.path().join("sessions/./abc.jsonl"))?;
+    /// assert_eq!(transcript.path(), guard.session_path());
+    /// guard.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open(session: impl AsRef<Path>) -> Result<Transcript> {
         Self::open_with(session, Arc::new(RealFs))
     }
@@ -502,10 +578,39 @@ impl Transcript {
         fence.check(self.fs.as_ref(), classifier)
     }
 
-    /// Streams the transcript's entries from the start.
+    /// Streams the transcript's entries from the start. Reading takes no
+    /// lock; it sees complete lines only (a line being appended is not yet
+    /// one).
     ///
     /// # Errors
-    /// `Io` when the file cannot be opened.
+    /// `Io` when the file cannot be opened; each entry may be
+    /// `InvalidEntry` (a line that is not JSON; the reader goes on after it)
+    /// or `Io` (which ends the stream).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use sessionlock::SessionLock;
+    /// use sessionlock::transcript::{Durability, Transcript};
+    ///
+    /// # fn main() -> Result<(), sessionlock::Error> {
+    /// let dir = tempfile::tempdir().expect("tempdir");
+    /// let session = dir.path().join("abc.jsonl");
+    /// let mut transcript = Transcript::open(&session)?;
+    /// let guard = SessionLock::new().acquire(&session)?;
+    /// transcript.append(&guard, &[json!({"n": 1}), json!({"n": 2})], Durability::None)?;
+    /// guard.release()?;
+    ///
+    /// let mut sum = 0;
+    /// for entry in transcript.reader()? {
+    ///     let entry = entry?;
+    ///     sum += entry.value["n"].as_u64().unwrap_or(0);
+    /// }
+    /// assert_eq!(sum, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reader(&self) -> Result<Reader> {
         Reader::open_with(&self.path, self.fs.clone())
     }
