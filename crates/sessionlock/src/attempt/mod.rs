@@ -332,6 +332,69 @@ struct Inner<B: StoreBackend> {
 ///
 /// A [blocking twin](blocking::Attempt) shares the same attempt too
 /// ([`blocking::Attempt::from`], [`blocking::Attempt::to_async`]).
+///
+/// # Example
+///
+/// One agent turn, as a gateway lane runs it: write the user's message,
+/// release the session for the model call (another lane appends meanwhile,
+/// which the classifier accepts), write the reply, clean up. The runnable
+/// `examples/turn.rs` does the same against a path you give it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use serde_json::json;
+/// use sessionlock::attempt::{Attempt, AttemptOptions, CleanupLock};
+/// use sessionlock::classify::OpenClawClassifier;
+/// use sessionlock::transcript::{Durability, Reader, Transcript};
+/// use sessionlock::{Error, LockOptions, SessionLock};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let dir = tempfile::tempdir().expect("tempdir");
+/// let session = dir.path().join("abc.jsonl");
+/// let opts = AttemptOptions::default()
+///     .lock(LockOptions::default().timeout(Some(Duration::from_secs(10))).lane("channel"))
+///     // Which entries others may append while the lock is released.
+///     .classifier(Arc::new(OpenClawClassifier));
+///
+/// // Begin: the attempt holds the session lock.
+/// let attempt = Attempt::begin_file(&session, opts).await?;
+/// attempt.append(&[json!({"type": "message", "message": {"role": "user", "content": "hi"}})], Durability::Data).await?;
+///
+/// // The model call runs with the lock released, so other lanes can write.
+/// let bookkeeping = json!({"type": "custom", "customType": "delivery", "id": "e7",
+///                          "parentId": null, "timestamp": "2026-05-02T09:14:03.120Z"});
+/// let model_call = async {
+///     // Another lane appends under its own lock (benign bookkeeping).
+///     let guard = SessionLock::new().acquire_async(&session).await?;
+///     Transcript::open(&session)?.append(&guard, &[bookkeeping.clone()], Durability::Data)?;
+///     guard.release()?;
+///     Ok::<_, Error>("hello!")
+/// };
+/// // Reacquires after the call and checks what changed meanwhile.
+/// let prompted = attempt.around_prompt(model_call).await?;
+/// let reply = prompted.output?;
+/// match prompted.reacquired {
+///     Ok(resync) => {
+///         // Accepted foreign entries: merge them into the in-memory session.
+///         assert_eq!(resync.entries, [bookkeeping]);
+///         attempt.append(&[json!({"type": "message", "message": {"role": "assistant", "content": reply}})], Durability::Data).await?;
+///     }
+///     // A change the classifier rejects: the attempt writes nothing more.
+///     Err(e @ Error::Takeover { .. }) => eprintln!("not writing the reply: {e}"),
+///     Err(e) => return Err(e),
+/// }
+///
+/// // Cleanup always runs; after a takeover its lock is a no-op.
+/// assert_eq!(attempt.acquire_for_cleanup().await?, CleanupLock::Held);
+/// attempt.dispose()?;
+///
+/// // user, bookkeeping, assistant
+/// assert_eq!(Reader::open(&session)?.count(), 3);
+/// # Ok(())
+/// # }
+/// ```
 #[must_use = "dropping the last handle of an attempt disposes it and releases its lock"]
 pub struct Attempt<B: StoreBackend = FileBackend> {
     inner: Arc<Inner<B>>,
