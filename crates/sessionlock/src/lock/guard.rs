@@ -934,13 +934,13 @@ impl<B: LockBackend> Guard<B> {
     /// # fn main() -> Result<(), sessionlock::Error> {
     /// let dir = tempfile::tempdir().expect("tempdir");
     /// let session = dir.path().join("abc.jsonl");
-    /// let opts = LockOptions::default().max_hold(Duration::from_millis(500));
+    /// let opts = LockOptions::default().max_hold(Duration::from_secs(1));
     /// let guard = SessionLock::new().acquire_with(&session, &opts)?;
-    /// for _step in 0..3 {
-    ///     std::thread::sleep(Duration::from_millis(200)); // one step of the work
-    ///     guard.extend()?; // 500 ms more, from now
+    /// for _step in 0..4 {
+    ///     std::thread::sleep(Duration::from_millis(300)); // one step of the work
+    ///     guard.extend()?; // 1 s more, from now
     /// }
-    /// // 600 ms of work under a 500 ms lease, and still held.
+    /// // 1.2 s of work under a 1 s lease, and still held.
     /// assert!(!guard.is_revoked());
     /// guard.check()?;
     /// guard.release()?;
