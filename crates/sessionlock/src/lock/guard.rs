@@ -60,9 +60,10 @@ use crate::sync::lock;
 /// };
 /// assert!(!finished);
 /// assert!(guard.is_revoked());
-/// // Every fenced write through the guard is now refused, and so is a check.
+/// // Every fenced write through the guard is now refused, and so is a
+/// // check; the release reports the loss too.
 /// assert!(matches!(guard.check(), Err(Error::Revoked { cause: LossCause::Overdue, .. })));
-/// drop(guard); // nothing left to release
+/// assert!(matches!(guard.release(), Err(Error::Revoked { .. })));
 /// # Ok(())
 /// # }
 /// ```
