@@ -182,6 +182,8 @@ impl Default for LockOptions {
 /// runtime's threads, and need a tokio runtime with I/O and time enabled,
 /// as `#[tokio::main]` or `Builder::enable_all` gives), and one try that
 /// never waits for a holder ([`SessionLock::try_acquire`]).
+/// [`SessionLock::with_lock_async`] acquires, runs async work raced against
+/// the lock's loss, and releases.
 ///
 /// # Example
 ///
