@@ -1,7 +1,29 @@
 //! # sessionlock
 //!
-//! Session write locks for AI-agent transcripts that many writers (lanes,
-//! processes, machines) share: crash-safe, fenced and event-driven.
+//! Lets several programs, threads or machines take turns writing the same
+//! file (an AI agent's JSONL transcript, say) without losing or mixing up
+//! each other's writes, even when one of them crashes, hangs or is killed
+//! while it holds its turn.
+//!
+//! ## Start here
+//! - [`SessionLock`]: acquires a session's lock, blocking
+//!   ([`acquire`](SessionLock::acquire)), async
+//!   ([`acquire_async`](SessionLock::acquire_async)), scoped
+//!   ([`with_lock_async`](SessionLock::with_lock_async)) or without waiting
+//!   ([`try_acquire`](SessionLock::try_acquire)).
+//! - [`LockOptions`]: timeout, lease (`max_hold`), lane and run labels.
+//! - [`Guard`]: the held lock; [`release`](Guard::release) it (or drop it),
+//!   [`extend`](Guard::extend) its lease, learn of its loss
+//!   ([`revoked`](Guard::revoked), [`lost`](Guard::lost)), fence your own
+//!   writes ([`with_fence`](Guard::with_fence)).
+//! - [`Transcript`](transcript::Transcript): the JSONL transcript, appended
+//!   and rewritten only under a guard.
+//! - [`Attempt`](attempt::Attempt): one agent turn that releases the lock
+//!   during the model call and detects takeovers.
+//! - [`Error`]: what went wrong and what to do about it
+//!   ([`Error::is_retryable`]).
+//! - [`config`]: settings, their defaults and environment variables.
+//! - [`diag`]: the `status` and `doctor` reports of the command line.
 //!
 //! ## Guarantees
 //! 1. **Mutual exclusion**: at most one unrevoked holder per session across
@@ -21,25 +43,12 @@
 //!    removed.
 //! 7. **Takeover is never silent**: an attempt that released its lock for a
 //!    model call detects, before its next write, any change to the transcript
-//!    it cannot accept; the detection is sticky ([`attempt`], [`fence`]).
+//!    it cannot accept; the detection is sticky ([`attempt`]).
 //! 8. **No lost or torn entries**: an append lands whole or not at all; a
 //!    torn final line left by a crash is set aside and repaired by the next
 //!    fenced write ([`transcript`]).
 //! 9. **Bounded, explained waits**: one budget per acquisition; a timeout names
 //!    the holder.
-//!
-//! ## Design
-//! Locks are files beside the transcripts, compatible with OpenClaw's
-//! (`s.jsonl.lock`, JSON `{pid, createdAt, maxHoldMs, starttime, ...}`),
-//! published whole with `link()`. A per-session state file
-//! (`s.jsonl.epoch`) persists the fencing epoch; a `flock` on it, held for a
-//! few system calls at a time, makes publish, reclaim, release, revocation
-//! and fenced writes atomic with respect to each other. Waiters in one
-//! process queue FIFO and receive the lock directly from the releaser; waiters
-//! in other processes sleep on inotify, a pidfd of the holder and a timer at
-//! its lease end, never on a blind poll. Reclaiming a live holder past its
-//! lease is safe because of fencing: its later writes fail.
-//! See `docs/design.md` for formats, protocols and their crash analysis.
 //!
 //! ## Example
 //! ```
@@ -69,6 +78,64 @@
 //! [`Guard::with_fence`], which runs it only while the guard's epoch is
 //! current; the transcript's methods need no such wrapping (inside it, they
 //! run at once under the same fence).
+//!
+//! ## Async runtimes
+//! The async API ([`SessionLock::acquire_async`],
+//! [`SessionLock::with_lock_async`], [`Guard::revoked`], [`Guard::lost`],
+//! [`attempt`]) runs on tokio: a runtime with I/O and time enabled
+//! (`#[tokio::main]`, or `Builder::enable_all()`), of either flavour. Your
+//! own crate needs tokio's `rt-multi-thread` (or `rt`) and `macros`
+//! features for `#[tokio::main]`; sessionlock enables what it uses itself.
+//!
+//! Waiting never blocks a runtime thread: waiters sleep on inotify, a pidfd
+//! of the holder and a timer. What does block is short: an acquisition's or
+//! a release's few system calls (and `flock` waits of a few system calls
+//! more while another process is inside the session's state lock), and a
+//! transcript write with its sync (`fdatasync` under
+//! [`Durability::Data`](transcript::Durability), `fsync` for rewrites and
+//! repairs: from tens of microseconds to milliseconds on a loaded disk). On
+//! a worker of a multi-thread runtime those move off the worker with
+//! `block_in_place`; on a current-thread runtime they run inline, and the
+//! runtime waits for them. Where that matters, call the transcript from
+//! `spawn_blocking`.
+//!
+//! Race long work against the loss of the lock with `tokio::select!`, or
+//! let [`SessionLock::with_lock_async`] do it for you:
+//! ```
+//! use std::time::Duration;
+//! use sessionlock::{LockOptions, SessionLock};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), sessionlock::Error> {
+//! # let dir = tempfile::tempdir().expect("tempdir");
+//! # let session = dir.path().join("abc.jsonl");
+//! let locks = SessionLock::new();
+//! // A lease of 100 ms, for the example: the watchdog revokes the lock then.
+//! let opts = LockOptions::default().max_hold(Duration::from_millis(100));
+//! let guard = locks.acquire_async_with(&session, &opts).await?;
+//! let long_work = tokio::time::sleep(Duration::from_secs(60));
+//! tokio::select! {
+//!     () = long_work => unreachable!("the lease ends first"),
+//!     () = guard.revoked() => {} // stop: writes under this guard now fail
+//! }
+//! assert!(guard.is_revoked());
+//! assert!(guard.release().is_err()); // release() reports the loss
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Design
+//! Locks are files beside the transcripts, compatible with OpenClaw's
+//! (`s.jsonl.lock`, JSON `{pid, createdAt, maxHoldMs, starttime, ...}`),
+//! published whole with `link()`. A per-session state file
+//! (`s.jsonl.epoch`) persists the fencing epoch; a `flock` on it, held for a
+//! few system calls at a time, makes publish, reclaim, release, revocation
+//! and fenced writes atomic with respect to each other. Waiters in one
+//! process queue FIFO and receive the lock directly from the releaser; waiters
+//! in other processes sleep on inotify, a pidfd of the holder and a timer at
+//! its lease end, never on a blind poll. Reclaiming a live holder past its
+//! lease is safe because of fencing: its later writes fail.
+//! See `docs/design.md` for formats, protocols and their crash analysis.
 #![deny(missing_docs)]
 
 // The layers, lowest first: each module imports only modules above it in
