@@ -174,6 +174,10 @@ pub mod transcript;
 pub mod attempt;
 // -- diagnostics
 pub mod diag;
+// -- the design document, rendered (documentation only: imports nothing)
+pub mod design {
+    #![doc = include_str!("../docs/design.md")]
+}
 
 pub use attempt::{runs, turns};
 pub use backend::file::{epoch, fence, fs, fscheck};
