@@ -1,12 +1,82 @@
-//! Configuration (spec §11): defaults, explicit settings and environment
-//! overrides, and the lease derivation helper.
+//! Configuration: every setting, its default, its environment variables,
+//! where to set it in code and on the command line, and which source wins.
 //!
-//! Resolution order is environment, then explicit configuration, then
-//! default. Environment values must be plain decimal digits within a safe
-//! integer (2^53 − 1, what a JavaScript gateway can represent); anything else
-//! (`1e3`, `0x10`, `-5`, `+5`, ` 5`, huge values) is ignored with a warning.
-//! Only the acquire timeout accepts `Infinity`. A lease of zero is meaningless
-//! (the payload requires `maxHoldMs > 0`), so `0` is rejected for the max hold.
+//! | setting | default | environment (sessionlock's, then OpenClaw's) | library | CLI flag | which wins |
+//! |---|---|---|---|---|---|
+//! | acquire timeout: one budget for the whole acquisition | 60 000 ms | `SESSIONLOCK_ACQUIRE_TIMEOUT_MS` (digits, or `Infinity`: wait forever), `OPENCLAW_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS` | [`LockOptions::timeout`], [`Config::acquire_timeout`] | `--timeout-ms` (`exec`, `append`, `repair`) | flag or builder, then environment, then `Config`, then default |
+//! | max hold: the lease, after which the watchdog revokes the lock and others may reclaim it | 300 000 ms (at most [`MAX_HOLD_CAP`]) | `SESSIONLOCK_MAX_HOLD_MS`, `OPENCLAW_SESSION_WRITE_LOCK_MAX_HOLD_MS` (greater than 0) | [`LockOptions::max_hold`], [`Config::max_hold`] | `--max-hold-ms` (`exec`) | flag or builder, then environment, then `Config`, then default |
+//! | stale after: age at which a live lock is reported `too-old` (never acted on) | 1 800 000 ms | `SESSIONLOCK_STALE_MS`, `OPENCLAW_SESSION_WRITE_LOCK_STALE_MS` | [`LockOptions::stale_after`], [`Config::stale_after`] | none | builder, then environment, then `Config`, then default |
+//! | hold-exceeded policy: a live sessionlock holder past its lease | `reclaim` (it is fenced) | `SESSIONLOCK_HOLD_EXCEEDED` (`reclaim` or `report`) | [`LockOptions::hold_exceeded`], [`Config::hold_exceeded`] | none | builder, then environment, then `Config`, then default |
+//! | foreign hold-exceeded policy: a live OpenClaw holder past its lease (cannot be fenced; a reclaim is logged as unfenced) | the hold-exceeded policy's | `SESSIONLOCK_FOREIGN_HOLD_EXCEEDED` (`reclaim` or `report`) | [`LockOptions::foreign_hold_exceeded`], [`Config::foreign_hold_exceeded`] | none | builder, then environment, then `Config`, then default |
+//! | OpenClaw-compatible mode ([`crate::openclaw`]) | off | `SESSIONLOCK_OPENCLAW_COMPAT` (`1` or `0`) | [`LockOptions::openclaw_compat`], [`Config::openclaw_compat`] | `--openclaw-compat` (global; turns it on, never off) | flag or builder, then environment, then `Config`, then default |
+//! | change notification | `auto` (inotify and pidfd) | `SESSIONLOCK_NOTIFY` (`auto` or `poll`: 5–100 ms backoff) | [`FileBackend::new`](crate::FileBackend::new) with [`Notify`](crate::Notify) | none | the backend given to [`SessionLock::with_backend`]; the environment only through [`SessionLock::new`] |
+//! | lane, run id: labels recorded in the lock | none | none | [`LockOptions::lane`], [`LockOptions::run_id`] | `--lane` (default `cli`), `--run-id` (`exec`) | flag or builder |
+//! | reentrant acquisition | off | none | [`LockOptions::reentrant`] | none | builder |
+//! | sessions root: session files must resolve inside it | none | none | [`FileBackend::confined`](crate::FileBackend::confined) | `--root` | flag or builder |
+//! | backend | files | `SESSIONLOCK_BACKEND` (`file` or a `postgres://` URL; CLI and Node.js binding only) | [`SessionLock::with_backend`] | `--backend` | flag, then environment, then files |
+//! | log filter (CLI and Node.js binding) | `warn` | `SESSIONLOCK_LOG` (a `tracing` filter) | your own `tracing` subscriber | none | environment |
+//!
+//! [`Settings`] has the same fields as [`Config`], resolved.
+//!
+//! # Which wins
+//!
+//! 1. **An explicit value at the call**: a [`LockOptions`] builder method
+//!    (or field) set in code, or a command-line flag. It is applied last,
+//!    so it wins over the environment.
+//! 2. **The environment.** [`LockOptions::from_env`], [`SessionLock::new`]
+//!    (whose options [`SessionLock::acquire`] and
+//!    [`SessionLock::try_acquire`] use) and [`Config::resolve`] read it.
+//!    sessionlock's name is read before OpenClaw's.
+//! 3. **A [`Config`]**: an application's own configuration (a file it
+//!    read, say), resolved with [`Config::resolve`]. The environment
+//!    overrides it, so that an operator can change a deployed gateway's
+//!    settings without touching its configuration.
+//! 4. **The default** (the constants below).
+//!
+//! [`LockOptions::default`] reads no environment: the defaults, then
+//! whatever builder methods set.
+//!
+//! Environment values must be plain decimal digits within a safe integer
+//! (2^53 − 1, what a JavaScript gateway can represent); anything else
+//! (`1e3`, `0x10`, `-5`, `+5`, ` 5`, huge values) is ignored with a
+//! warning, and the next name, then the next source, is used. Only the
+//! acquire timeout accepts `Infinity`. A lease of zero is meaningless (the
+//! payload requires `maxHoldMs > 0`), so `0` is refused for the max hold.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sessionlock::config::Config;
+//! use sessionlock::LockOptions;
+//!
+//! // The application's configuration asks for a 60 s lease...
+//! let mut app = Config::default();
+//! app.max_hold = Some(Duration::from_secs(60));
+//! // ...the operator's environment overrides it...
+//! let env = |var: &str| (var == "SESSIONLOCK_MAX_HOLD_MS").then(|| "90000".to_owned());
+//! let (settings, ignored) = app.resolve_with(env);
+//! assert!(ignored.is_empty());
+//! assert_eq!(settings.max_hold, Duration::from_secs(90));
+//! // ...and a builder method, applied last, overrides both.
+//! let opts = LockOptions::from_settings(&settings).max_hold(Duration::from_secs(30));
+//! assert_eq!(opts.max_hold, Duration::from_secs(30));
+//! ```
+//!
+//! [`LockOptions`]: crate::LockOptions
+//! [`LockOptions::timeout`]: crate::LockOptions::timeout
+//! [`LockOptions::max_hold`]: crate::LockOptions::max_hold
+//! [`LockOptions::stale_after`]: crate::LockOptions::stale_after
+//! [`LockOptions::hold_exceeded`]: crate::LockOptions::hold_exceeded
+//! [`LockOptions::foreign_hold_exceeded`]: crate::LockOptions::foreign_hold_exceeded
+//! [`LockOptions::openclaw_compat`]: crate::LockOptions::openclaw_compat
+//! [`LockOptions::lane`]: crate::LockOptions::lane
+//! [`LockOptions::run_id`]: crate::LockOptions::run_id
+//! [`LockOptions::reentrant`]: crate::LockOptions::reentrant
+//! [`LockOptions::from_env`]: crate::LockOptions::from_env
+//! [`LockOptions::default`]: crate::LockOptions::default
+//! [`SessionLock::new`]: crate::SessionLock::new
+//! [`SessionLock::with_backend`]: crate::SessionLock::with_backend
+//! [`SessionLock::acquire`]: crate::SessionLock::acquire
+//! [`SessionLock::try_acquire`]: crate::SessionLock::try_acquire
 
 use std::fmt;
 use std::time::Duration;
@@ -42,8 +112,9 @@ impl fmt::Display for HoldExceededPolicy {
     }
 }
 
-/// Explicit configuration; `None` fields fall back to the default. The
-/// environment overrides both (see the module docs).
+/// An application's configuration; `None` fields fall back to the default.
+/// The environment overrides both, and [`LockOptions`](crate::LockOptions)
+/// builder methods override all three (see the [module docs](self)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
@@ -139,8 +210,8 @@ pub const ENV_FOREIGN_HOLD_EXCEEDED: &str = "SESSIONLOCK_FOREIGN_HOLD_EXCEEDED";
 /// OpenClaw-compatible mode (`1` on, `0` off); see [`crate::openclaw`].
 pub const ENV_OPENCLAW_COMPAT: &str = "SESSIONLOCK_OPENCLAW_COMPAT";
 
-/// Parses a millisecond value the way spec §11 demands: plain ASCII decimal
-/// digits within a safe integer. `allow_infinity` admits `Infinity` (→ `None`).
+/// Parses a millisecond value as the environment's are read (see the
+/// [module docs](self)): plain ASCII decimal digits within a safe integer. `allow_infinity` admits `Infinity` (→ `None`).
 pub fn parse_ms(value: &str, allow_infinity: bool) -> Result<Option<Duration>, &'static str> {
     if allow_infinity && value == "Infinity" {
         return Ok(None);
