@@ -64,7 +64,7 @@ pub(crate) fn millis(name: &str, v: f64, infinite: bool) -> Result<Option<Durati
 
 impl LockOpts {
     /// The library's options: explicit values here, overridden by the
-    /// environment (spec §11), then the defaults.
+    /// environment (the order of `sessionlock::config`), then the defaults.
     pub(crate) fn resolve(&self) -> Result<LockOptions, Error> {
         let mut c = Config::default();
         if let Some(t) = self.timeout_ms {

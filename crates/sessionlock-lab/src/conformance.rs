@@ -1,7 +1,8 @@
-//! The backend conformance suite: the lock and store guarantees of spec §1
-//! (and the takeover kinds of §8.4), written against the backend seam only
-//! ([`LockBackend`], [`StoreBackend`], [`TranscriptStore`], [`SessionLock`],
-//! [`Guard`]), with real processes. Every backend passes it.
+//! The backend conformance suite: the lock and store guarantees (the
+//! invariants of docs/design.md §10, and the takeover kinds of §7.2), written
+//! against the backend seam only ([`LockBackend`], [`StoreBackend`],
+//! [`TranscriptStore`], [`SessionLock`], [`Guard`]), with real processes. Every
+//! backend passes it.
 //!
 //! # How to run this suite for a new backend
 //!

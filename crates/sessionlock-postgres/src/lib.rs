@@ -1,5 +1,6 @@
-//! The PostgreSQL backend of sessionlock (spec §14): one session lock and
-//! one fenced transcript shared by processes on many machines.
+//! The PostgreSQL backend of sessionlock
+//! ([design §17](sessionlock::design#17-the-postgresql-backend)): one session
+//! lock and one fenced transcript shared by processes on many machines.
 //!
 //! ```no_run
 //! use sessionlock::{LockOptions, SessionLock};

@@ -18,7 +18,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Who holds (or held) a lock, as far as its payload and liveness checks tell.
 ///
-/// Every wait that fails names its holder with this (spec §1.9).
+/// Every wait that fails names its holder with this (invariant 9 of
+/// [design §10](crate::design#10-invariants)).
 ///
 /// Serialized (serde) as a JSON object with the field names of the CLI's
 /// `status --json` and `doctor --json`, a stable interface: `lockPath` (the
@@ -485,9 +486,11 @@ pub enum Error {
         path: PathBuf,
     },
     /// The transcript changed while the attempt had released its lock, in a
-    /// way the attempt cannot accept (spec §8.4), or the attempt can no
-    /// longer prove that it did not. The message keeps the shape of spec
-    /// §12; the typed [`reason`](TakeoverReason) says what was found.
+    /// way the attempt cannot accept
+    /// ([design §7.2](crate::design#72-the-check)), or the attempt can no
+    /// longer prove that it did not. The message keeps its shape
+    /// ([design §8.6](crate::design#86-takeover-and-resync)); the typed
+    /// [`reason`](TakeoverReason) says what was found.
     #[error("session file changed while prompt lock was released: {} (phase: {phase})", session.display())]
     Takeover {
         /// The session file.
@@ -824,7 +827,7 @@ pub enum TakeoverReason {
         code: String,
     },
     /// The lock could not be reacquired: the acquisition timed out or met a
-    /// stale report (spec §8.2).
+    /// stale report ([design §8.2](crate::design#82-transitions)).
     LockUnavailable {
         /// The acquisition's error ([`Error::Timeout`] or [`Error::Stale`]).
         error: String,
@@ -1347,7 +1350,7 @@ mod tests {
                 change
             );
         }
-        // The message of spec §12 does not change with the reason.
+        // The message (docs/design.md §8.6) does not change with the reason.
         let e = Error::Takeover {
             session: PathBuf::from("/s/a.jsonl"),
             phase: TakeoverPhase::Write,

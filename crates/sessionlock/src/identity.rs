@@ -1,4 +1,5 @@
-//! Holder identity and liveness (spec §3).
+//! Holder identity and liveness
+//! ([design §4](crate::design#4-stale-classification), its liveness table).
 //!
 //! A holder is identified by pid, process start time, boot id and host name.
 //! It is alive when `kill(pid, 0)` succeeds or fails with `EPERM`, it is not a

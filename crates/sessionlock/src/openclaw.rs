@@ -1,5 +1,7 @@
-//! Living beside OpenClaw (spec §15): what OpenClaw needs in order to honour a
-//! sessionlock holder, and how sessionlock tells OpenClaw's locks apart.
+//! Living beside OpenClaw
+//! ([design §14](crate::design#14-living-beside-openclaw)): what OpenClaw needs
+//! in order to honour a sessionlock holder, and how sessionlock tells
+//! OpenClaw's locks apart.
 //!
 //! Facts about OpenClaw 2026.6 (checked against 2026.6.11, whose lock code is
 //! bundled from `@openclaw/fs-safe` 0.3.0), which shape this module:

@@ -1,4 +1,5 @@
-//! The lock file payload (spec §2.2): OpenClaw's fields plus sessionlock's.
+//! The lock file payload ([design §2.1](crate::design#21-the-lock-file)):
+//! OpenClaw's fields plus sessionlock's.
 //!
 //! Parsing is lenient per field (a field of the wrong type counts as absent),
 //! strict about size, and never panics on any bytes.

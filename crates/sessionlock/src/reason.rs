@@ -1,5 +1,6 @@
-//! Why a lock looks stale (spec §5): the vocabulary stale classification
-//! ([`crate::reclaim`]), holders and errors share.
+//! Why a lock looks stale ([design §4](crate::design#4-stale-classification)):
+//! the vocabulary stale classification ([`crate::reclaim`]), holders and errors
+//! share.
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
-//! Stale classification (spec §5): what is wrong with a lock someone else
-//! holds, and what a contender may do about it.
+//! Stale classification ([design §4](crate::design#4-stale-classification)):
+//! what is wrong with a lock someone else holds, and what a contender may do
+//! about it.
 
 use std::time::{Duration, SystemTime};
 
@@ -62,8 +63,9 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The payload grace spec §5 gives for an acquire budget: 30 s, or 5 s
-    /// when the budget is under 30 s; never longer than `stale_after`.
+    /// The payload grace [design §4](crate::design#4-stale-classification)
+    /// gives for an acquire budget: 30 s, or 5 s when the budget is under 30 s;
+    /// never longer than `stale_after`.
     pub fn grace_for_budget(budget: Option<Duration>, stale_after: Duration) -> Duration {
         let grace = match budget {
             Some(b) if b < PAYLOAD_GRACE => SHORT_PAYLOAD_GRACE,

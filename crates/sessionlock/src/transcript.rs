@@ -1,11 +1,12 @@
-//! The transcript store (spec §7), as callers use it: the file backend's
-//! [`Transcript`] with its blocking API taking a [`Guard`], and the
-//! backend-neutral types of [`crate::store`]. The store itself, whose
-//! mutations take a lease ([`crate::backend::TranscriptStore`]), is
-//! [`crate::backend::file::transcript`]; this module adds what needs the
-//! lock core (a guard), which sits above the backends: the file store's
-//! blocking methods, and the mutations of any backend's store under a
-//! guard's lease ([`Guard::store_append`] and its siblings).
+//! The transcript store ([design §5](crate::design#5-the-transcript-store)), as
+//! callers use it: the file backend's [`Transcript`] with its blocking API
+//! taking a [`Guard`], and the backend-neutral types of [`crate::store`]. The
+//! store itself, whose mutations take a lease
+//! ([`crate::backend::TranscriptStore`]), is
+//! [`crate::backend::file::transcript`]; this module adds what needs the lock
+//! core (a guard), which sits above the backends: the file store's blocking
+//! methods, and the mutations of any backend's store under a guard's lease
+//! ([`Guard::store_append`] and its siblings).
 
 use serde_json::Value;
 

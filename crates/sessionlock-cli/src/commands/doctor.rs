@@ -1,5 +1,5 @@
 //! `sessionlock doctor`: every lock, transcript and leftover file in some
-//! directories, judged, and with `--fix` fixed (spec §10).
+//! directories, judged, and with `--fix` fixed (docs/design.md §9.4).
 //!
 //! The findings table and the summary line (or, with `--json`, one JSON
 //! object) go to stdout; the hint and errors go to stderr. Only findings

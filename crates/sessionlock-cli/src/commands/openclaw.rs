@@ -1,7 +1,7 @@
-//! OpenClaw-compatible mode for the command (spec §15): a `sessionlock`
-//! process that will hold a session lock carries the argument OpenClaw looks
-//! for, so that OpenClaw's contenders, startup cleanup and doctor honour its
-//! lock instead of deleting it as `non-openclaw-owner`.
+//! OpenClaw-compatible mode for the command (docs/design.md §14.2): a
+//! `sessionlock` process that will hold a session lock carries the argument
+//! OpenClaw looks for, so that OpenClaw's contenders, startup cleanup and
+//! doctor honour its lock instead of deleting it as `non-openclaw-owner`.
 //!
 //! The marker cannot be added to a running process's `/proc/<pid>/cmdline`
 //! portably, so the command re-executes itself, early in `main` and before

@@ -1,5 +1,5 @@
 //! `sessionlock status`: every session lock in some directories, explained
-//! (spec §10).
+//! (docs/design.md §4, "Status").
 //!
 //! Status is informational: held and stale locks are not findings, so the exit
 //! code is 0 whenever everything could be read, and 2 when a directory or a

@@ -1,5 +1,5 @@
-//! `sessionlock append`, `read` and `repair`: the transcript store (spec §7)
-//! from the shell.
+//! `sessionlock append`, `read` and `repair`: the transcript store
+//! (docs/design.md §5) from the shell.
 //!
 //! `append` and `repair` take the session lock and write fenced; `read`
 //! takes no lock (readers never do) and reports a torn final line instead of

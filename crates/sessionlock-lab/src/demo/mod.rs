@@ -5,10 +5,10 @@
 //! run four lanes (channel, heartbeat, cron, compaction) over a set of
 //! session transcripts; every turn goes through the attempt controller: a
 //! simulated model call of random length with the lock released, tool
-//! results and a reply appended, compaction rewrites. Faults from spec §13
-//! are injected on a schedule (`sim`): fence read errors at prompt
-//! release, user aborts mid-prompt, SIGKILLed processes (restarted), a lane
-//! wedged on the CPU past its lease, two lanes of one session through a
+//! results and a reply appended, compaction rewrites. Faults from
+//! docs/design.md §10.1 are injected on a schedule (`sim`): fence read errors
+//! at prompt release, user aborts mid-prompt, SIGKILLed processes (restarted),
+//! a lane wedged on the CPU past its lease, two lanes of one session through a
 //! symlinked directory, foreign writes inside prompt windows.
 //!
 //! On PostgreSQL the sessions are keys of the run (`backends`), the

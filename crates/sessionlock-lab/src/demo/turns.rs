@@ -55,7 +55,7 @@ fn spin(d: Duration) {
 }
 
 /// A file system whose `stat`, `fstat` and `pread` fail with EIO while
-/// armed: the fence-error fault (spec §13, incident 1).
+/// armed: the fence-error fault (docs/design.md §10.1, incident 1).
 #[derive(Default)]
 struct FaultFs {
     armed: AtomicBool,

@@ -1,4 +1,6 @@
-//! The attempt controller (spec §8): one agent turn's lock lifecycle.
+//! The attempt controller
+//! ([design §8](crate::design#8-the-attempt-controller)): one agent turn's lock
+//! lifecycle.
 //!
 //! ```text
 //! begin ─► Held ─release_for_prompt─► Released ─reacquire_after_prompt─► Held ─► ...
@@ -130,9 +132,10 @@ impl Resync {
 /// write whose check found the entries); it should be quick.
 pub type ResyncHook = Arc<dyn Fn(&Resync) + Send + Sync>;
 
-/// Registers an attempt in a [`RunRegistry`] (spec §9.2): as queued while it
-/// waits for its turn to own the session, then as running until it is
-/// disposed. Stuck recovery can abort it in either phase.
+/// Registers an attempt in a [`RunRegistry`]
+/// ([design §9.2](crate::design#92-active-run-registry-and-stuck-recovery)): as
+/// queued while it waits for its turn to own the session, then as running until
+/// it is disposed. Stuck recovery can abort it in either phase.
 #[derive(Clone, Debug)]
 pub struct RunRegistration {
     /// The registry.
@@ -531,9 +534,9 @@ impl<B: StoreBackend> Drop for Lent<'_, B> {
         }
         // Unwinding from a panic in the closure or in the check before it,
         // or the write's future dropped while the store ran it: the lock
-        // goes (spec §1.2), the fence is armed, and the attempt is released.
-        // What the closure wrote is ours; after a panic in the check,
-        // nothing can be proven about the file.
+        // goes (no leaked lock: docs/design.md §10, invariant 2), the fence is
+        // armed, and the attempt is released. What the closure wrote is ours;
+        // after a panic in the check, nothing can be proven about the file.
         st.after_write = AfterWrite::Keep;
         if !self.checked {
             st.fence = Some(Err(TakeoverReason::CheckPanicked));
@@ -1270,7 +1273,7 @@ impl<B: StoreBackend> Inner<B> {
             st.after_write = AfterWrite::Dispose;
         } else if st.guard.is_some() {
             // Foreign changes made while we held the lock, after our last
-            // write (spec §8.4 applies while held too).
+            // write (the held view of docs/design.md §8.5).
             let (relocked, verdict) = self.verify_now(st);
             st = relocked;
             // An abort or dispose during the check: this dispose goes on.

@@ -1,4 +1,5 @@
-//! The active-run registry and stuck recovery (spec §9.2).
+//! The active-run registry and stuck recovery
+//! ([design §9.2](crate::design#92-active-run-registry-and-stuck-recovery)).
 //!
 //! Every running attempt registers itself ([`RunRegistry::register`]) and is
 //! indexed by its canonical session file, its session key and its run id. The
@@ -6,8 +7,8 @@
 //! [`RunHandle`]; the stuck detector ([`RunRegistry::stuck`]) reports attempts
 //! that made none for longer than a threshold, and recovery
 //! ([`RunRegistry::recover`]) aborts them with [`AbortKind::Stuck`], which
-//! releases their locks (spec §8.2 `abort`), and waits, for a bounded time,
-//! until they have unregistered.
+//! releases their locks (`abort`, [design §8.2](crate::design#82-transitions)),
+//! and waits, for a bounded time, until they have unregistered.
 //!
 //! Time comes from an injectable clock ([`RunRegistry::with_clock`]), so the
 //! detector can be tested without sleeping.

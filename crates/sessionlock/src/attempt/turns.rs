@@ -1,6 +1,7 @@
-//! The prompt-turn queue (spec §9.1): per canonical session key, a FIFO queue
-//! of prompt windows, so that only one attempt of this process is inside a
-//! prompt window of one transcript at a time.
+//! The prompt-turn queue ([design §9.1](crate::design#91-prompt-turn-queue)):
+//! per canonical session key, a FIFO queue of prompt windows, so that only one
+//! attempt of this process is inside a prompt window of one transcript at a
+//! time.
 //!
 //! Fairness: strict FIFO per key. A vacated turn is handed straight to the
 //! oldest waiter, and [`PromptTurns::try_take`] never jumps the queue. Different

@@ -1,6 +1,8 @@
-//! The backend seam (spec §14): what the shared machinery (acquire loop,
-//! in-process registry, watchdog, guards, attempt controller) needs from a
-//! place where session locks and transcripts live.
+//! The backend seam
+//! ([design §16](crate::design#16-the-backend-seam-and-how-to-add-a-backend)):
+//! what the shared machinery (acquire loop, in-process registry, watchdog,
+//! guards, attempt controller) needs from a place where session locks and
+//! transcripts live.
 //!
 //! Two traits, one per concern:
 //! - [`LockBackend`]: leases with fencing epochs. Keys are opaque session
@@ -202,14 +204,15 @@ pub trait LockBackend: Send + Sync + 'static {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Outcome<Self::Lease, Self::Version>>> + Send;
 
-    /// Judges an inspected lock (spec §5): how old it is and when its lease
-    /// ends on the backend's clock ([`Inspection::observed`]), whether its
-    /// holder lives ([`Inspection::liveness`]), and what a contender may do
-    /// under `policy`. `held_here` says whether this process holds the
-    /// session in memory (only then is a lock of ours not an orphan). The
-    /// provided rules ([`reclaim::classify`]) serve a backend whose
-    /// inspection gathers its evidence; one with rules of its own
-    /// overrides this.
+    /// Judges an inspected lock
+    /// ([design §4](crate::design#4-stale-classification)): how old it is and
+    /// when its lease ends on the backend's clock ([`Inspection::observed`]),
+    /// whether its holder lives ([`Inspection::liveness`]), and what a
+    /// contender may do under `policy`. `held_here` says whether this process
+    /// holds the session in memory (only then is a lock of ours not an orphan).
+    /// The provided rules ([`reclaim::classify`]) serve a backend whose
+    /// inspection gathers its evidence; one with rules of its own overrides
+    /// this.
     fn assess(
         &self,
         seen: &Inspection<Self::Version>,
@@ -411,10 +414,12 @@ impl<L> Held<L> {
     }
 }
 
-/// A session's transcript as a backend stores it (spec §7): every mutation
-/// takes the lease it is made under and lands only while that lease's epoch
-/// is current, whole or not at all; snapshots let an attempt detect what
-/// others changed while it had released its lock (spec §8.3).
+/// A session's transcript as a backend stores it
+/// ([design §5](crate::design#5-the-transcript-store)): every mutation takes
+/// the lease it is made under and lands only while that lease's epoch is
+/// current, whole or not at all; snapshots let an attempt detect what others
+/// changed while it had released its lock
+/// ([design §7](crate::design#7-fence-snapshots-and-takeover-detection)).
 pub trait TranscriptStore<B: LockBackend + ?Sized>: Send + Sized + 'static {
     /// A snapshot of the transcript, cheap to take: O(1) in its size plus
     /// what was appended since the store's previous snapshot.

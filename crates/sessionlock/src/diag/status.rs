@@ -1,6 +1,7 @@
-//! Explaining locks (spec §10): what `sessionlock status` shows and the
-//! doctor builds on, for any backend, from its inspections and its listing
-//! ([`LockBackend::inspect`], [`LockBackend::list`]). Read-only.
+//! Explaining locks ([design §4](crate::design#4-stale-classification),
+//! "Status"): what `sessionlock status` shows and the doctor builds on, for any
+//! backend, from its inspections and its listing ([`LockBackend::inspect`],
+//! [`LockBackend::list`]). Read-only.
 //!
 //! The file backend's entry points are [`inspect_session`] (a session
 //! file) and [`scan_dir`] (a directory); [`openclaw_exposure`] applies the

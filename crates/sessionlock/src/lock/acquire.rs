@@ -1,5 +1,6 @@
-//! Acquisition (spec §4): one budget, in-process first, then across
-//! processes with event-driven waits and stale-lock reclaim.
+//! Acquisition ([design §3.1](crate::design#31-acquire)): one budget,
+//! in-process first, then across processes with event-driven waits and
+//! stale-lock reclaim.
 //!
 //! The loop is written once, as an async state machine. The blocking API runs
 //! it with blocking waits, so it never actually suspends, and drives it with a
@@ -111,7 +112,8 @@ impl LockOptions {
         }
     }
 
-    /// Options from the defaults and the environment (spec §11).
+    /// Options from the defaults and the environment (see [`crate::config`]
+    /// for the variables and what wins).
     pub fn from_env() -> Self {
         Self::from_settings(&Config::default().resolve())
     }
@@ -164,7 +166,7 @@ impl LockOptions {
 }
 
 impl Default for LockOptions {
-    /// The spec defaults, without reading the environment.
+    /// The defaults of [`crate::config`], without reading the environment.
     fn default() -> Self {
         Self::from_settings(&Settings::default())
     }
@@ -339,7 +341,8 @@ impl LockOptions {
 }
 
 /// Logs a reclaim of a live foreign holder past its lease: it cannot be
-/// fenced, so it may go on writing beside the new holder (spec §15; seed
+/// fenced, so it may go on writing beside the new holder
+/// ([design §14.3](crate::design#143-foreign-holders-past-their-lease); seed
 /// incident #89673 requires the reclaim anyway under policy `reclaim`).
 fn log_unfenced_reclaim<V>(locator: &OsStr, seen: &Inspection<V>, a: &Assessment) {
     let Ok(p) = seen.payload.as_ref() else {

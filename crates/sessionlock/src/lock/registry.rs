@@ -1,6 +1,7 @@
-//! The process-global registry (spec §4, in-process first): one slot per
-//! canonical key. A slot serializes this process's holders and waiters of one
-//! lock: waiters queue FIFO, and a releasing holder hands the turn, and the
+//! The process-global registry
+//! ([design §3.2](crate::design#32-in-process-registry-and-hand-off)): one slot
+//! per canonical key. A slot serializes this process's holders and waiters of
+//! one lock: waiters queue FIFO, and a releasing holder hands the turn, and the
 //! still-published lock with it, straight to the next waiter, with no polling
 //! and without unpublishing the lock.
 //!

@@ -1,5 +1,6 @@
-//! The watchdog (spec §6): one dedicated OS thread per process that revokes
-//! every lock this process has held past its `max_hold`.
+//! The watchdog ([design §3.8](crate::design#38-revoke-watchdog)): one
+//! dedicated OS thread per process that revokes every lock this process has
+//! held past its `max_hold`.
 //!
 //! It is a plain thread, not an async task, so a holder whose tokio runtime
 //! is blocked by a CPU-bound loop still loses its lock on time. It never

@@ -1,6 +1,7 @@
-//! Change classification for takeover detection (spec §8.4): which entries
-//! someone else may append to a transcript while an attempt has released its
-//! lock, without invalidating the context the attempt is working from.
+//! Change classification for takeover detection
+//! ([design §7.3](crate::design#73-classifiers)): which entries someone else
+//! may append to a transcript while an attempt has released its lock, without
+//! invalidating the context the attempt is working from.
 //!
 //! An attempt releases its session lock around every model call and arms a
 //! fence (§8.3). When it takes the lock back, it compares the transcript with

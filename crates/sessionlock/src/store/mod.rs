@@ -1,4 +1,6 @@
-//! The backend-neutral types of the transcript store (spec §7–§8.4): what
+//! The backend-neutral types of the transcript store
+//! ([design §5](crate::design#5-the-transcript-store),
+//! [design §7](crate::design#7-fence-snapshots-and-takeover-detection)): what
 //! every [`TranscriptStore`](crate::backend::TranscriptStore) takes and
 //! returns, whatever keeps the transcript.
 

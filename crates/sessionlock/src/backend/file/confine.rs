@@ -1,10 +1,11 @@
 //! Which files a session path may lead a writer to.
 //!
-//! A session path is resolved through symlinks (spec §0), and everything a
-//! writer creates or changes (lock, epoch, torn-tail and rewrite files, the
-//! transcript itself) lives beside the resolved file. Whoever can plant a
-//! symlink where a session file is expected can therefore steer a writer,
-//! perhaps one running as root, to files elsewhere. Two rules close that:
+//! A session path is resolved through symlinks
+//! ([design §2](crate::design#2-on-disk-formats)), and everything a writer
+//! creates or changes (lock, epoch, torn-tail and rewrite files, the transcript
+//! itself) lives beside the resolved file. Whoever can plant a symlink where a
+//! session file is expected can therefore steer a writer, perhaps one running
+//! as root, to files elsewhere. Two rules close that:
 //!
 //! - **A sessions root** ([`FileBackend::confined`](crate::FileBackend::confined)):
 //!   a session whose canonical path lies outside the root is refused with

@@ -1,11 +1,12 @@
-//! What only the file backend has to diagnose (spec §10), as facts for the
+//! What only the file backend has to diagnose
+//! ([design §9.4](crate::design#94-the-doctor-and-verify-fs)), as facts for the
 //! doctor ([`crate::diag::doctor`]) to judge: the leftovers of interrupted
 //! operations and their removal if unchanged, a transcript's torn tail and
 //! lines that are not JSON, a state file that is not one epoch record, what
 //! stands at a lock path that is no lock, and which sessionlock holders
 //! OpenClaw would delete. The `verify-fs` checks are in
-//! [`fscheck`](crate::backend::file::fscheck); the locks themselves come
-//! from the backend's listing ([`LockBackend::list`](crate::LockBackend::list)).
+//! [`fscheck`](crate::backend::file::fscheck); the locks themselves come from
+//! the backend's listing ([`LockBackend::list`](crate::LockBackend::list)).
 //!
 //! Everything here only reads, except [`remove_leftover`].
 
@@ -331,7 +332,8 @@ pub fn not_a_lock(path: &Path) -> &'static str {
     }
 }
 
-/// Why OpenClaw would delete a sessionlock holder's lock (spec §15).
+/// Why OpenClaw would delete a sessionlock holder's lock
+/// ([design §14.1](crate::design#141-what-holds-in-each-direction)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Exposure {

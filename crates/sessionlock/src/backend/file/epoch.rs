@@ -1,5 +1,6 @@
-//! The epoch record (spec §6): how a session's last fencing epoch is written
-//! in its state file (`<session>.epoch`), and how such bytes are read back.
+//! The epoch record ([design §2.2](crate::design#22-the-state-file)): how a
+//! session's last fencing epoch is written in its state file
+//! (`<session>.epoch`), and how such bytes are read back.
 //!
 //! The record is the epoch as exactly [`RECORD_LEN`]` - 1` decimal digits
 //! (zero-padded) and `\n`: fixed width, so that a write at offset 0 covers

@@ -1,4 +1,5 @@
-//! Fence snapshots and takeover detection (spec §8.3–§8.4).
+//! Fence snapshots and takeover detection
+//! ([design §7](crate::design#7-fence-snapshots-and-takeover-detection)).
 //!
 //! A [`Fence`] records the transcript's identity when an attempt releases its
 //! lock: device, inode, size, times, the session epoch, the last 64 bytes,

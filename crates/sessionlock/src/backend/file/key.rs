@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 /// A session as the file backend names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FileKey {
-    /// The canonical session file (spec §0): every path to one file gives the
-    /// same value.
+    /// The canonical session file
+    /// ([design §2](crate::design#2-on-disk-formats)): every path to one file
+    /// gives the same value.
     pub session: PathBuf,
     /// The lock file, `<session>.lock`.
     pub lock_path: PathBuf,
@@ -71,10 +72,11 @@ pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     s.push(suffix);
     PathBuf::from(s)
 }
-/// Canonical session path (spec §0): the directory resolved through
-/// symlinks, and the file itself resolved where it is a symlink. Creates the
-/// directory if missing (only inside `root`, when given). A symlink someone
-/// untrusted may have planted is not followed (see `confine`).
+/// Canonical session path ([design §2](crate::design#2-on-disk-formats)): the
+/// directory resolved through symlinks, and the file itself resolved where it
+/// is a symlink. Creates the directory if missing (only inside `root`, when
+/// given). A symlink someone untrusted may have planted is not followed (see
+/// `confine`).
 pub(super) fn canonical_session(
     path: &Path,
     root: Option<&Path>,

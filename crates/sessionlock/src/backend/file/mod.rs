@@ -130,10 +130,11 @@ impl FileBackend {
     }
 
     /// The same backend confined to the sessions root `root`: a session
-    /// path that resolves (through symlinks, spec §0) outside it is refused
-    /// with `InvalidPath` before any file or directory is created, so a
-    /// symlink planted among the sessions cannot lead a writer to create
-    /// lock, epoch or torn-tail files beside another file, or cut its tail.
+    /// path that resolves (through symlinks,
+    /// [design §2](crate::design#2-on-disk-formats)) outside it is refused with
+    /// `InvalidPath` before any file or directory is created, so a symlink
+    /// planted among the sessions cannot lead a writer to create lock, epoch or
+    /// torn-tail files beside another file, or cut its tail.
     ///
     /// # Errors
     /// `Io` when `root` cannot be resolved (it must exist).
@@ -173,10 +174,10 @@ fn sibling(key: &FileKey, kind: &str, token: &str) -> PathBuf {
 }
 
 /// A token for one acquisition: 128 random bits from the kernel, as 32 hex
-/// characters (spec §2.2). Tokens name temporary and tombstone files and
-/// tell acquisitions apart. Should the kernel refuse randomness (no
-/// `getrandom`), pid, clock and a counter keep tokens unique, which is all
-/// their uses need.
+/// characters ([design §2.1](crate::design#21-the-lock-file)). Tokens name
+/// temporary and tombstone files and tell acquisitions apart. Should the kernel
+/// refuse randomness (no `getrandom`), pid, clock and a counter keep tokens
+/// unique, which is all their uses need.
 fn new_token() -> String {
     let bytes = sys::random_bytes().unwrap_or_else(|e| {
         static WARNED: OnceLock<()> = OnceLock::new();

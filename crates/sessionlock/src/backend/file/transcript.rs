@@ -1,5 +1,5 @@
-//! The transcript store (spec §7): a JSONL file per session whose every
-//! mutation is fenced by the session lock.
+//! The transcript store ([design §5](crate::design#5-the-transcript-store)): a
+//! JSONL file per session whose every mutation is fenced by the session lock.
 //!
 //! - [`Transcript::append`] writes a batch of entries, one complete line
 //!   each, with a single `write(2)` to an `O_APPEND` handle, inside

@@ -1,6 +1,8 @@
-//! The doctor's judgement of locks (spec §10), for any backend: one verdict
-//! per lock a backend lists ([`LockBackend::list`]), and the removal of the
-//! reclaimable ones through [`LockBackend::remove_if_unchanged`].
+//! The doctor's judgement of locks
+//! ([design §9.4](crate::design#94-the-doctor-and-verify-fs)), for any backend:
+//! one verdict per lock a backend lists ([`LockBackend::list`]), and the
+//! removal of the reclaimable ones through
+//! [`LockBackend::remove_if_unchanged`].
 //!
 //! [`examine_locks`] only reads. [`remove_lock`] removes only a lock a
 //! contender would reclaim, only with the very inspection it was judged on
@@ -657,8 +659,8 @@ mod tests {
         }
     }
 
-    // Spec §10: never a live holder within its lease, whatever the caller
-    // asks.
+    // docs/design.md §9.4: never a live holder within its lease, whatever the
+    // caller asks.
     #[test]
     fn a_live_holder_within_its_lease_is_never_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -704,7 +706,7 @@ mod tests {
         assert!(matches!(out, Outcome::AlreadyGone), "{out:?}");
     }
 
-    // Spec §10: never a lock that changed since inspection.
+    // docs/design.md §9.4: never a lock that changed since inspection.
     #[test]
     fn a_lock_replaced_since_it_was_judged_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,6 @@
-//! The doctor (spec §10): explains every lock, transcript and leftover file
-//! in a directory of the file backend, and fixes what is safe to fix.
+//! The doctor ([design §9.4](crate::design#94-the-doctor-and-verify-fs)):
+//! explains every lock, transcript and leftover file in a directory of the file
+//! backend, and fixes what is safe to fix.
 //!
 //! Built of two parts: the judgement of locks, written for any backend on
 //! its listing and remove-if-unchanged (the items re-exported from the
@@ -164,7 +165,8 @@ pub struct Report {
     /// How many leftover files were examined.
     pub leftovers: usize,
     /// The sessionlock holders here that OpenClaw would delete, because the
-    /// directory also holds OpenClaw locks: lock path and why (spec §15).
+    /// directory also holds OpenClaw locks: lock path and why
+    /// ([design §14.4](crate::design#144-telling-the-locks-apart)).
     pub openclaw_exposure: Vec<(PathBuf, status::Exposure)>,
 }
 
@@ -590,8 +592,8 @@ fn under_session_lock(
     f: impl FnOnce(&Guard) -> Result<Outcome>,
 ) -> Outcome {
     // The acquire budget below is short, and a short budget shortens the
-    // payload grace (spec §5); looking first keeps the doctor from taking
-    // over a lock it just reported as one to wait for.
+    // payload grace (docs/design.md §4); looking first keeps the doctor from
+    // taking over a lock it just reported as one to wait for.
     match status::inspect_session(session, &report.settings) {
         Ok(Some(st)) if st.action != Contender::Reclaim => {
             return Outcome::Held(Box::new(st.holder))
@@ -810,7 +812,8 @@ mod tests {
         guard.release().unwrap();
     }
 
-    // Spec §10: `--fix` never removes a lock that changed since inspection.
+    // docs/design.md §9.4: `--fix` never removes a lock that changed since
+    // inspection.
     #[test]
     fn a_lock_replaced_between_examine_and_fix_is_left_alone() {
         let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,9 @@ pub struct DoctorReport {
     /// Directories that could not be listed.
     pub errors: Vec<DirErrorJson>,
     /// sessionlock holders that OpenClaw, whose locks share their
-    /// directory, would delete (spec §15); empty when there are none.
+    /// directory, would delete
+    /// ([design §14.4](crate::design#144-telling-the-locks-apart)); empty when
+    /// there are none.
     pub openclaw_exposure: Vec<ExposureJson>,
     /// What it adds up to, with the exit status.
     pub summary: SummaryJson,
