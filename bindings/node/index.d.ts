@@ -3,8 +3,8 @@
 // function runs its work off the JavaScript thread.
 
 /**
- * Options of one acquisition. Unset values come from the environment, then
- * the defaults, and the environment overrides explicit values (spec §11):
+ * Options of one acquisition. Values given here win; unset values come from
+ * the environment, then the defaults:
  *
  * | option | default | environment |
  * |---|---|---|
@@ -36,7 +36,7 @@ export interface LockOptions {
   reentrant?: boolean;
   /** What to do when a live holder is past its lease: reclaim it (fenced) or fail with `SESSIONLOCK_STALE`. */
   holdExceeded?: 'reclaim' | 'report';
-  /** Write lock files that OpenClaw processes sharing the directory can read and honour (spec §15). */
+  /** Write lock files that OpenClaw processes sharing the directory can read and honour (docs/design.md §14). */
   openclawCompat?: boolean;
   /**
    * `"file"` (lock files beside the transcripts) or a `postgres://` URL. On
@@ -241,7 +241,7 @@ export interface Resync {
 }
 
 /**
- * One agent turn on a session (spec §8): holds the lock except while the
+ * One agent turn on a session (docs/design.md §8): holds the lock except while the
  * model is called, and detects, before its next write, any change to the
  * transcript it cannot accept (a takeover, sticky).
  */

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use napi_derive::napi;
 use sessionlock::{
-    Config, Error, FileBackend, Guard, HoldExceededPolicy, LockOptions, SessionLock, StoreBackend,
+    Error, FileBackend, Guard, HoldExceededPolicy, LockOptions, SessionLock, StoreBackend,
 };
 use sessionlock_postgres::PgBackend;
 
@@ -63,25 +63,27 @@ pub(crate) fn millis(name: &str, v: f64, infinite: bool) -> Result<Option<Durati
 }
 
 impl LockOpts {
-    /// The library's options: explicit values here, overridden by the
-    /// environment (the order of `sessionlock::config`), then the defaults.
+    /// The library's options: the values given here, else the
+    /// environment's, else the defaults: a call's own options win, as a
+    /// `LockOptions` builder value does in Rust and a flag on the command
+    /// line (see `sessionlock::config`).
     pub(crate) fn resolve(&self) -> Result<LockOptions, Error> {
-        let mut c = Config::default();
+        let mut o = LockOptions::from_env();
         if let Some(t) = self.timeout_ms {
-            c.acquire_timeout = Some(millis("timeoutMs", t, true)?);
+            o = o.timeout(millis("timeoutMs", t, true)?);
         }
         if let Some(m) = self.max_hold_ms {
             let d = millis("maxHoldMs", m, false)?.unwrap_or_default();
             if d.is_zero() {
                 return Err(misuse("maxHoldMs must be greater than zero"));
             }
-            c.max_hold = Some(d);
+            o = o.max_hold(d);
         }
         if let Some(s) = self.stale_ms {
-            c.stale_after = millis("staleMs", s, false)?;
+            o = o.stale_after(millis("staleMs", s, false)?.unwrap_or_default());
         }
         if let Some(p) = &self.hold_exceeded {
-            c.hold_exceeded = Some(match p.as_str() {
+            o = o.hold_exceeded(match p.as_str() {
                 "reclaim" => HoldExceededPolicy::Reclaim,
                 "report" => HoldExceededPolicy::Report,
                 other => {
@@ -91,8 +93,9 @@ impl LockOpts {
                 }
             });
         }
-        c.openclaw_compat = self.openclaw_compat;
-        let mut o = LockOptions::from_settings(&c.resolve());
+        if let Some(yes) = self.openclaw_compat {
+            o = o.openclaw_compat(yes);
+        }
         o.lane = self.lane.clone();
         o.run_id = self.run_id.clone();
         o.reentrant = self.reentrant.unwrap_or(false);

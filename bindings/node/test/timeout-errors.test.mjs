@@ -151,6 +151,36 @@ describe('timeouts name the holder', () => {
   }
 });
 
+// A call's own option wins over the environment, as a builder value does in
+// Rust and a flag on the command line; without one, the environment applies.
+describe('options and the environment', () => {
+  let dir;
+  before(() => {
+    dir = tempDir();
+  });
+  after(() => removeDir(dir));
+
+  test("a call's timeoutMs wins over SESSIONLOCK_ACQUIRE_TIMEOUT_MS, which applies without one", { timeout: 20_000 }, async () => {
+    const session = `${dir}/env-precedence.jsonl`;
+    const held = await acquire(session);
+    const saved = process.env.SESSIONLOCK_ACQUIRE_TIMEOUT_MS;
+    process.env.SESSIONLOCK_ACQUIRE_TIMEOUT_MS = '150';
+    const refused = (p) => p.then((l) => assert.fail(`acquired a held lock: ${l}`), (e) => e);
+    try {
+      const explicit = await refused(acquire(session, { timeoutMs: 50 }));
+      assert.ok(explicit instanceof SessionLockTimeoutError, `${explicit?.stack ?? explicit}`);
+      assert.equal(explicit.timeoutMs, 50);
+      const fromEnv = await refused(acquire(session));
+      assert.ok(fromEnv instanceof SessionLockTimeoutError, `${fromEnv?.stack ?? fromEnv}`);
+      assert.equal(fromEnv.timeoutMs, 150);
+    } finally {
+      if (saved === undefined) delete process.env.SESSIONLOCK_ACQUIRE_TIMEOUT_MS;
+      else process.env.SESSIONLOCK_ACQUIRE_TIMEOUT_MS = saved;
+      await held.release();
+    }
+  });
+});
+
 describe('bad arguments', () => {
   let dir;
   before(() => {

@@ -21,8 +21,9 @@
 //! # Which wins
 //!
 //! 1. **An explicit value at the call**: a [`LockOptions`] builder method
-//!    (or field) set in code, or a command-line flag. It is applied last,
-//!    so it wins over the environment.
+//!    (or field) set in code, a command-line flag, or an option passed to a
+//!    call of the Node.js package. It is applied last, so it wins over the
+//!    environment.
 //! 2. **The environment.** [`LockOptions::from_env`], [`SessionLock::new`]
 //!    (whose options [`SessionLock::acquire`] and
 //!    [`SessionLock::try_acquire`] use) and [`Config::resolve`] read it.

@@ -135,7 +135,8 @@
 //! in other processes sleep on inotify, a pidfd of the holder and a timer at
 //! its lease end, never on a blind poll. Reclaiming a live holder past its
 //! lease is safe because of fencing: its later writes fail.
-//! See `docs/design.md` for formats, protocols and their crash analysis.
+//! The [`design`] document has the formats, the protocols and their crash
+//! analysis, and the known limits.
 #![deny(missing_docs)]
 
 // The layers, lowest first: each module imports only modules above it in
