@@ -533,7 +533,46 @@ impl<B: LockBackend> SessionLock<B> {
     /// # }
     /// ```
     pub fn try_acquire(&self, session: impl AsRef<B::Name>) -> Result<Guard<B>, TryAcquireError> {
-        let opts = self.options.clone().timeout(Some(Duration::ZERO));
+        self.try_acquire_with(session, &self.options)
+    }
+
+    /// [`SessionLock::try_acquire`] with explicit options: lease, labels
+    /// and policies from `opts`; its budget is not used (a try has none).
+    ///
+    /// It can block the calling thread briefly: the session's state lock is
+    /// waited for up to 50 ms while another process is inside it (a few
+    /// system calls, normally), through `block_in_place` on a worker of a
+    /// multi-thread runtime. A caller that must never wait uses
+    /// [`SessionLock::try_acquire_now`].
+    ///
+    /// # Errors
+    /// As [`SessionLock::try_acquire`].
+    ///
+    /// # Example
+    /// ```
+    /// use sessionlock::{LockOptions, SessionLock, TryAcquireError};
+    ///
+    /// # fn main() -> Result<(), TryAcquireError> {
+    /// # let dir = tempfile::tempdir().expect("tempdir");
+    /// # let session = dir.path().join("abc.jsonl");
+    /// let locks = SessionLock::new();
+    /// let cron = LockOptions::from_env().lane("cron");
+    /// let guard = locks.try_acquire_with(&session, &cron)?;
+    /// assert_eq!(guard.holder().lane.as_deref(), Some("cron"));
+    /// assert!(matches!(
+    ///     locks.try_acquire_with(&session, &cron),
+    ///     Err(TryAcquireError::WouldBlock(_))
+    /// ));
+    /// guard.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_acquire_with(
+        &self,
+        session: impl AsRef<B::Name>,
+        opts: &LockOptions,
+    ) -> Result<Guard<B>, TryAcquireError> {
+        let opts = opts.clone().timeout(Some(Duration::ZERO));
         match self.acquire_with(session, &opts) {
             Ok(g) => Ok(g),
             Err(Error::Timeout { holder, .. }) => Err(TryAcquireError::WouldBlock(holder)),
