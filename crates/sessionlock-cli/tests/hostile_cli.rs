@@ -639,7 +639,9 @@ fn log_lines_escape_the_paths_and_fields_they_quote() {
     let dir = tempfile::tempdir().unwrap();
     let session = dir.path().join("e\u{1b}[2J.jsonl");
     std::fs::write(&session, b"1\n{\"torn\":").unwrap();
+    // The repair append asks for first is logged at info (issue 14 item 7).
     let out = run(sessionlock()
+        .env("SESSIONLOCK_LOG", "info")
         .arg("append")
         .arg(&session)
         .args(["--entry", "2"]));

@@ -403,3 +403,45 @@ fn read_into_a_closed_pipe_exits_0_quietly() {
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert!(output.stderr.is_empty(), "stderr: {}", stderr(&output));
 }
+
+/// Issue 14 item 7: `repair` and `doctor --fix` logged the repair they
+/// were asked for as a WARN, as if something had gone wrong. A requested
+/// repair is logged at info; a torn tail that `append` meets unasked is
+/// still a warning (the command's own).
+#[test]
+fn a_repair_the_user_asked_for_is_logged_at_info_not_as_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.jsonl");
+    let tear = || std::fs::write(&session, "{\"a\":1}\n{\"b\":").unwrap();
+    let logged = |cmd: &mut Command| {
+        let out = run(cmd.env("SESSIONLOCK_LOG", "info"));
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+        stderr(&out)
+    };
+
+    tear();
+    let repair = logged(sessionlock().arg("repair").arg(&session));
+    tear();
+    let doctor = logged(sessionlock().args(["doctor", "--fix"]).arg(dir.path()));
+    for (what, err) in [("repair", repair), ("doctor --fix", doctor)] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("INFO") && l.contains("repaired torn transcript tail")),
+            "{what} logs its repair at info: {err}"
+        );
+        assert!(!err.contains("WARN"), "{what} warns: {err}");
+    }
+
+    tear();
+    let out = run(sessionlock()
+        .arg("append")
+        .arg(&session)
+        .args(["--entry", "1"]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning: the transcript ended with a torn line; moved 5 torn bytes"),
+        "{err}"
+    );
+    assert!(!err.contains("WARN"), "one warning, not two: {err}");
+}

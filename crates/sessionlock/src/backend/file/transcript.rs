@@ -355,7 +355,7 @@ impl Transcript {
     ) -> Result<Appended> {
         self.follow_path()?;
         if self.checked != Some(epoch) {
-            self.repair_fenced(epoch)?;
+            self.repair_fenced(epoch, false)?;
         }
         let offset = self
             .fs
@@ -401,14 +401,27 @@ impl Transcript {
     }
 
     pub(crate) fn repair_held(&mut self, held: &Held<FileLease>) -> Result<Option<TornTail>> {
-        self.fenced_unit(held, |this, epoch| offload(|| this.repair_fenced(epoch)))
+        self.fenced_unit(held, |this, epoch| {
+            offload(|| this.repair_fenced(epoch, true))
+        })
     }
 
-    fn repair_fenced(&mut self, epoch: u64) -> Result<Option<TornTail>> {
+    /// Repairs a torn tail and logs it: at `info` when the caller asked for
+    /// the repair (`requested`: it is the outcome they wanted), as a warning
+    /// when it comes unasked before an append (a crash tore the tail).
+    fn repair_fenced(&mut self, epoch: u64, requested: bool) -> Result<Option<TornTail>> {
         let r = self.repair_inner(epoch);
         match r {
             Ok(t) => {
                 self.checked = Some(epoch);
+                if let Some(torn) = &t {
+                    let saved_to = Path::new(torn.saved_to.as_deref().unwrap_or_default());
+                    if requested {
+                        tracing::info!(path = %self.path.display(), bytes = torn.len, saved_to = %saved_to.display(), "repaired torn transcript tail");
+                    } else {
+                        tracing::warn!(path = %self.path.display(), bytes = torn.len, saved_to = %saved_to.display(), "repaired torn transcript tail");
+                    }
+                }
                 Ok(t)
             }
             Err(e) => Err(self.poison(e)),
@@ -472,7 +485,6 @@ impl Transcript {
         self.fs
             .sync_all(&self.file)
             .map_err(io_err("sync transcript", &self.path))?;
-        tracing::warn!(path = %self.path.display(), bytes = torn.len, saved_to = %side.display(), "repaired torn transcript tail");
         Ok(Some(TornTail {
             saved_to: Some(side.into_os_string()),
             ..torn
