@@ -313,14 +313,26 @@ export interface LockStatusError {
   error: string;
 }
 
+/** `sessionlock status --json`'s report (see docs/cli.md for every field). */
+export interface StatusReport {
+  /** The schema version (1): bumped on an incompatible change, not when fields are added. */
+  version: number;
+  /** Every lock, and the locks that could not be read. */
+  locks: Array<LockStatus | LockStatusError>;
+  /** Directories that could not be listed (always empty here: `status` rejects instead). */
+  errors: Array<{ path: string; error: string }>;
+}
+
 /**
  * Every lock under `dirs`, as `sessionlock status --json` prints it.
  * @throws {SessionLockIoError} naming a directory that cannot be listed.
  */
-export declare function status(dirs: string | string[]): Promise<Array<LockStatus | LockStatusError>>;
+export declare function status(dirs: string | string[]): Promise<StatusReport>;
 
-/** `sessionlock doctor --json`'s report (see the CLI's documentation for every field). */
+/** `sessionlock doctor --json`'s report (see docs/cli.md for every field). */
 export interface DoctorReport {
+  /** The schema version (1): bumped on an incompatible change, not when fields are added. */
+  version: number;
   dirs: string[];
   findings: Array<Record<string, unknown>>;
   fixed: Array<Record<string, unknown>>;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 mod common;
-use common::{dead_pid, hold, lock_path, run, sessionlock, stderr, stdout};
+use common::{dead_pid, hold, listed, lock_path, run, sessionlock, stderr, stdout};
 
 /// Writes an OpenClaw-style lock (create-then-write, pretty JSON, no
 /// sessionlock fields) naming a dead holder.
@@ -30,9 +30,7 @@ fn write_dead_openclaw_lock(session: &Path) -> u32 {
 fn status_json(dir: &Path) -> (Output, Vec<Value>) {
     let out = run(sessionlock().arg("status").arg("--json").arg(dir));
     let v: Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
-    let Value::Array(items) = v else {
-        panic!("status --json prints an array, got {v}");
-    };
+    let items = listed(&v, "locks");
     (out, items)
 }
 
@@ -498,6 +496,7 @@ fn demo_json_is_machine_readable() {
         .output()
         .expect("run demo");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json verdict");
+    assert_eq!(v["version"], 1, "{v}");
     assert_eq!(v["passed"], true, "{v}");
     let checks = v["checks"].as_array().expect("checks");
     assert!(checks
@@ -534,9 +533,9 @@ fn bench_prints_every_figure() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json figures");
-    let figures = v.as_array().expect("array");
+    let figures = listed(&v, "figures");
     assert_eq!(figures.len(), 4);
-    for f in figures {
+    for f in &figures {
         assert!(f["samples"].as_u64().is_some_and(|n| n > 0), "{f}");
         assert!(f["median_ms"].as_f64().is_some_and(f64::is_finite), "{f}");
     }
@@ -585,9 +584,8 @@ fn bench_with_a_postgres_backend_prints_the_pg_figures_too() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json figures");
-    let names: Vec<&str> = v
-        .as_array()
-        .expect("array")
+    let figures = listed(&v, "figures");
+    let names: Vec<&str> = figures
         .iter()
         .map(|f| f["name"].as_str().expect("name"))
         .collect();
@@ -602,7 +600,7 @@ fn bench_with_a_postgres_backend_prints_the_pg_figures_too() {
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    for f in v.as_array().expect("array") {
+    for f in &figures {
         assert!(f["samples"].as_u64().is_some_and(|n| n > 0), "{f}");
         assert!(f["median_ms"].as_f64().is_some_and(f64::is_finite), "{f}");
     }

@@ -226,6 +226,7 @@ fn check_names_each_violation_of_a_doctored_recording() {
         .expect("run demo --json --check");
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).expect("json verdict");
+    assert_eq!(v["version"], 1);
     assert_eq!(v["passed"], false);
     assert_eq!(v["figures"]["entries_lost"], 1);
     assert_eq!(v["figures"]["entries_duplicated"], 1);

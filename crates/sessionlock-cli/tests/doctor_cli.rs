@@ -21,7 +21,7 @@ use sessionlock::payload::format_time;
 use sessionlock::{LockOptions, SessionLock};
 
 mod common;
-use common::{dead_pid, run, sessionlock, stderr, stdout, Sleeper};
+use common::{dead_pid, listed, run, sessionlock, stderr, stdout, Sleeper};
 
 fn doctor(dir: &Path, extra: &[&str]) -> Output {
     run(sessionlock().arg("doctor").arg(dir).args(extra))
@@ -366,6 +366,7 @@ fn json_has_the_stable_field_names() {
     assert_eq!(
         top,
         [
+            "version",
             "dirs",
             "findings",
             "fixed",
@@ -596,7 +597,8 @@ fn status_explains_every_kind_of_lock_in_the_fixture() {
     let before = snapshot(dir.path());
     let out = run(sessionlock().arg("status").arg("--json").arg(dir.path()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = listed(&doc, "locks");
     let by_name: BTreeMap<String, &Value> = rows
         .iter()
         .map(|r| {

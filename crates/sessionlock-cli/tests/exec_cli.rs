@@ -468,7 +468,7 @@ fn bench_exec_prints_exec_and_flock_hand_offs() {
     ]));
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json figures");
-    let figures = v.as_array().expect("an array");
+    let figures = common::listed(&v, "figures");
     let names: Vec<&str> = figures.iter().filter_map(|f| f["name"].as_str()).collect();
     assert_eq!(
         names,
@@ -477,7 +477,7 @@ fn bench_exec_prints_exec_and_flock_hand_offs() {
             "flock(1) hand-off: exits → next starts"
         ]
     );
-    for f in figures {
+    for f in &figures {
         assert_eq!(f["samples"], 2, "{f}");
         assert!(f["median_ms"].as_f64().is_some_and(|m| m > 0.0), "{f}");
     }

@@ -17,7 +17,7 @@ use sessionlock::payload::format_time;
 use sessionlock::{LockOptions, SessionLock};
 
 mod common;
-use common::{lock_path, run, sessionlock, stderr, stdout, Sleeper};
+use common::{listed, lock_path, run, sessionlock, stderr, stdout, Sleeper};
 use sessionlock_lab::testkit::as_nobody;
 
 /// A sessionlock lock of a live `sleep`, taken `age` ago with lease `lease`.
@@ -63,7 +63,8 @@ fn status_row(dir: &Path, env: &[(&str, &str)]) -> Value {
         .args(["status", "--json"])
         .arg(dir));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).expect("status --json");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    let rows = listed(&doc, "locks");
     assert_eq!(rows.len(), 1, "{rows:?}");
     rows[0].clone()
 }
@@ -227,8 +228,9 @@ fn status_run_by_another_user_sees_a_root_holder_alive() {
         .env("NO_COLOR", "1")
         .stdin(Stdio::null()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout)
+    let doc: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("status --json ({e}): {}", stdout(&out)));
+    let rows = listed(&doc, "locks");
     assert_eq!(rows.len(), 1, "{rows:?}");
     let row = &rows[0];
     assert_eq!(row["pid"], std::process::id(), "{row}");

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sessionlock::payload::format_time;
 
 mod common;
-use common::{dead_pid, lock_path, run, sessionlock, stderr, stdout};
+use common::{dead_pid, listed, lock_path, run, sessionlock, stderr, stdout};
 
 /// Runs `cmd` to completion within a generous deadline: a command that
 /// blocks (on a FIFO, say) fails the test instead of hanging it.
@@ -61,9 +61,7 @@ fn write_lock(lock: &Path, payload: &Value) {
 fn status_json(dir: &Path) -> (Output, Vec<Value>) {
     let out = run(sessionlock().arg("status").arg("--json").arg(dir));
     let v: Value = serde_json::from_slice(&out.stdout).expect("status --json prints JSON");
-    let Value::Array(items) = v else {
-        panic!("status --json prints an array, got {v}");
-    };
+    let items = listed(&v, "locks");
     (out, items)
 }
 
@@ -245,6 +243,7 @@ fn doctor_json_paths_are_absolute_and_canonical_like_status() {
     let canonical = base.path().canonicalize().unwrap().join("real/s.jsonl");
     assert_eq!(doc["findings"][0]["path"], json!(lock_path(&canonical)));
     assert_eq!(doc["findings"][0]["session"], json!(canonical));
+    let status = listed(&status, "locks");
     assert_eq!(doc["findings"][0]["path"], status[0]["lockPath"]);
     assert_eq!(doc["findings"][0]["session"], status[0]["session"]);
 }

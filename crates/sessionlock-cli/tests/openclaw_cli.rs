@@ -89,14 +89,12 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
     );
 
     let out = held(&["status", "--json"]);
-    let items = json_of(&out);
+    let items = common::listed(&json_of(&out), "locks");
     let by_session = |name: &str| {
         items
-            .as_array()
-            .unwrap()
             .iter()
             .find(|i| i["session"].as_str().unwrap().ends_with(name))
-            .unwrap_or_else(|| panic!("{name} in {items}"))
+            .unwrap_or_else(|| panic!("{name} in {items:?}"))
             .clone()
     };
     assert_eq!(by_session("oc.jsonl")["owner"], "openclaw");
@@ -131,10 +129,8 @@ fn status_and_doctor_label_openclaw_locks_and_warn_about_exposed_holders() {
         .arg("--json")
         .arg(d));
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    let items = json_of(&out);
+    let items = common::listed(&json_of(&out), "locks");
     let sl = items
-        .as_array()
-        .unwrap()
         .iter()
         .find(|i| i["session"].as_str().unwrap().ends_with("sl.jsonl"))
         .expect("the exec holder's lock");

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sessionlock_lab::pgserver::{fresh_database, shared_url};
 
 mod common;
-use common::{sessionlock, stderr, stdout};
+use common::{listed, sessionlock, stderr, stdout};
 
 /// Long enough for a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -79,8 +79,8 @@ fn leases(url: &str) -> Vec<Value> {
     let o = run(&mut pg(url, &["status", "--json"]));
     assert_eq!(o.status.code(), Some(0), "status: {}", stderr(&o));
     match serde_json::from_str(&stdout(&o)) {
-        Ok(Value::Array(a)) => a,
-        other => panic!("status --json gave {other:?}: {}", stdout(&o)),
+        Ok(doc) => listed(&doc, "locks"),
+        Err(e) => panic!("status --json gave {e}: {}", stdout(&o)),
     }
 }
 
@@ -216,9 +216,10 @@ fn status_lists_a_held_lease_with_its_epoch() {
     let all = leases(&url);
     assert_eq!(all.len(), 2, "{all:?}");
     let o = run(&mut pg(&url, &["status", "--json", "agent:"]));
-    let listed: Vec<Value> = serde_json::from_str(&stdout(&o)).expect("status --json");
-    assert_eq!(listed.len(), 1, "the prefix selects: {listed:?}");
-    let l = &listed[0];
+    let doc: Value = serde_json::from_str(&stdout(&o)).expect("status --json");
+    let found = listed(&doc, "locks");
+    assert_eq!(found.len(), 1, "the prefix selects: {found:?}");
+    let l = &found[0];
     assert_eq!(l["session"], "agent:st:1");
     assert_eq!(l["pid"], holder.pid());
     assert_eq!(l["lane"], "status-lane");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{hold, run, sessionlock, stderr, stdout};
+use common::{hold, listed, run, sessionlock, stderr, stdout};
 
 /// Every check `verify-fs` runs, in order: a stable interface.
 const CHECKS: [&str; 10] = [
@@ -82,7 +82,9 @@ fn verify_fs_json_lists_name_status_and_detail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = run(sessionlock().arg("verify-fs").arg("--json").arg(dir.path()));
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
-    let checks: Vec<Value> = serde_json::from_slice(&o.stdout).expect("a JSON array");
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("a JSON object");
+    let checks = listed(&doc, "checks");
+    assert_eq!(doc["dir"], dir.path().to_str().unwrap());
     let names: Vec<&str> = checks
         .iter()
         .map(|c| c["name"].as_str().expect("name"))
@@ -172,7 +174,7 @@ fn status_watch_without_locks_prints_the_header_each_refresh() {
 }
 
 #[test]
-fn status_watch_json_prints_one_array_per_line() {
+fn status_watch_json_prints_one_document_per_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _guard = hold(&dir.path().join("s.jsonl"));
     let o = run(sessionlock()
@@ -191,7 +193,8 @@ fn status_watch_json_prints_one_array_per_line() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     for line in lines {
-        let locks: Vec<Value> = serde_json::from_str(line).expect("a JSON array per line");
+        let doc: Value = serde_json::from_str(line).expect("a JSON document per line");
+        let locks = listed(&doc, "locks");
         assert_eq!(locks.len(), 1, "{line}");
         assert_eq!(locks[0]["lane"], "channel");
         assert_eq!(locks[0]["pid"], std::process::id());

@@ -19,8 +19,11 @@
 //!
 //! # JSON output (`--json`)
 //!
-//! One array of objects, in the order of the text output. Latency figures
-//! (the lock group, and the two round trips) have the shape
+//! One object, `{"version": 1, "figures": [...]}`: `version` is the
+//! schema version ([`JSON_VERSION`], bumped on an incompatible change, not
+//! when fields are added), `figures` the figures in the order of the text
+//! output. Latency figures (the lock group, and the two round trips) have
+//! the shape
 //!
 //! ```text
 //! {"name": str, "samples": int, "median_ms": f64, "p90_ms": f64,
@@ -130,7 +133,7 @@ pub struct Args {
     /// `fdatasync` costs); default: the system temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Print the figures as JSON (see the module docs for the shape).
+    /// Print the figures as one JSON object (see docs/cli.md for the shape).
     #[arg(long)]
     json: bool,
     /// PostgreSQL (`--backend URL`): durable commits and `SELECT 1` round
@@ -188,7 +191,10 @@ struct Throughput {
     failure: Option<String>,
 }
 
-/// One element of the `--json` array.
+/// The schema version of the `--json` document.
+pub const JSON_VERSION: u32 = 1;
+
+/// One element of the `--json` document's `figures`.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum Item<'a> {
@@ -796,7 +802,8 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
                     .chain(p.throughput.iter().map(|(t, _)| Item::Throughput(t)))
             }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        let doc = serde_json::json!({ "version": JSON_VERSION, "figures": items });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(code);
     }
     if lock {

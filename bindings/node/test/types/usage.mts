@@ -43,6 +43,7 @@ import type {
   LockOptions,
   LockStatus,
   LockStatusError,
+  StatusReport,
   Resync,
   SessionWriteLockParams,
   TornTail,
@@ -156,9 +157,12 @@ await attempt[Symbol.asyncDispose]();
 }
 
 // status and doctor.
-const report: Array<LockStatus | LockStatusError> = await status('/tmp');
+const report: StatusReport = await status('/tmp');
 await status(['/tmp', '/var/tmp']);
-for (const entry of report) {
+const statusVersion: number = report.version;
+const dirErrors: Array<{ path: string; error: string }> = report.errors;
+void [statusVersion, dirErrors];
+for (const entry of report.locks) {
   // \`'error' in entry\` does not narrow (LockStatus has an index signature);
   // \`'action' in entry\` does.
   if ('action' in entry) {
@@ -176,6 +180,8 @@ for (const entry of report) {
 }
 const doc: DoctorReport = await doctor('/tmp', { fix: true, force: false });
 await doctor(['/tmp']);
+const doctorVersion: number = doc.version;
+void doctorVersion;
 const exitCode: number = doc.summary.exitCode;
 const attention: number = doc.summary.needAttention;
 const docFields = [doc.dirs, doc.findings, doc.fixed, doc.errors, doc.openclawExposure] as const;

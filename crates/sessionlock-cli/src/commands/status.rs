@@ -3,13 +3,13 @@
 //!
 //! Status is informational: held and stale locks are not findings, so the exit
 //! code is 0 whenever everything could be read, and 2 when a directory or a
-//! lock could not be. The table (or, with `--json`, a JSON array) goes to
+//! lock could not be. The table (or, with `--json`, a JSON object) goes to
 //! stdout; errors and the "no session locks" note go to stderr.
 //!
 //! With `--watch` the directories are scanned again every `--interval-ms`
 //! until Ctrl-C (or `--count` refreshes). On a terminal the screen is cleared
 //! and the table redrawn; otherwise each refresh prints a timestamp and the
-//! table, separated by a blank line; with `--json`, one JSON array per line
+//! table, separated by a blank line; with `--json`, one JSON object per line
 //! (NDJSON). The terminal's modes are never changed, so SIGINT's default
 //! action (ending the process) leaves it as it was. A reader that goes away
 //! ends the watch without an error. The exit code is that of the last
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
-use sessionlock::report::{HolderJson, StatusReport};
+use sessionlock::report::{DirErrorJson, HolderJson, StatusReport};
 use sessionlock::status::{human_duration, openclaw_exposure, DirLocks, Explained, LockStatus};
 use sessionlock::{Config, Error, SessionId as _, Settings};
 use sessionlock_lab::backend_choice::BackendChoice;
@@ -49,8 +49,8 @@ pub(crate) struct Args {
     /// `--backend`: key prefixes instead (default: every lease).
     #[arg(value_name = "DIR|PREFIX")]
     dirs: Vec<PathBuf>,
-    /// Print a JSON array of objects instead of a table (with --watch, one
-    /// array per line per refresh).
+    /// Print a JSON object (`version`, `locks`, `errors`; see docs/cli.md)
+    /// instead of a table (with --watch, one object per line per refresh).
     #[arg(long)]
     json: bool,
     /// Refresh until interrupted (Ctrl-C): redraw on a terminal, else print
@@ -154,7 +154,7 @@ enum View {
     Redraw,
     /// A timestamp and the table, refreshes separated by a blank line.
     Log,
-    /// One compact JSON array per line.
+    /// One compact JSON object per line.
     Ndjson,
 }
 
@@ -243,7 +243,7 @@ fn report_dir_error(e: &Error) {
     report_error(e, hint);
 }
 
-/// Writes the JSON array (the library's report of the scan): pretty, or
+/// Writes the JSON object (the library's report of the scan): pretty, or
 /// compact on one line.
 fn write_json(out: &mut impl Write, found: &[DirLocks], pretty: bool) -> io::Result<()> {
     let report = StatusReport::of(found);
@@ -415,6 +415,17 @@ impl PgLockJson {
     }
 }
 
+/// `status --json` on PostgreSQL: the file backend's document, with the
+/// leases as `locks` (unreadable ones are reported on stderr) and no
+/// directories to fail on.
+#[derive(Serialize)]
+struct PgStatusJson {
+    /// [`StatusReport::VERSION`]: one schema for both backends.
+    version: u32,
+    locks: Vec<PgLockJson>,
+    errors: Vec<DirErrorJson>,
+}
+
 /// The server's clock minus ours when `s` was read, in milliseconds
 /// (measured just after the listing, so it errs by the listing's time).
 pub(crate) fn clock_lag_ms(s: &PgStatus) -> i64 {
@@ -464,8 +475,12 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
     }
     let mut out = io::stdout().lock();
     let written = if args.json {
-        let rows: Vec<PgLockJson> = found.iter().map(PgLockJson::new).collect();
-        serde_json::to_writer_pretty(&mut out, &rows)
+        let doc = PgStatusJson {
+            version: StatusReport::VERSION,
+            locks: found.iter().map(PgLockJson::new).collect(),
+            errors: Vec::new(),
+        };
+        serde_json::to_writer_pretty(&mut out, &doc)
             .map_err(io::Error::other)
             .and_then(|()| writeln!(out))
     } else if found.is_empty() {

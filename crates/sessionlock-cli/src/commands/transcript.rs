@@ -97,7 +97,8 @@ pub(crate) struct AppendArgs {
     durability: DurabilityArg,
     #[command(flatten)]
     lock: LockArgs,
-    /// Print the summary as a JSON object (entries, bytes, offset, epoch).
+    /// Print the summary as a JSON object (version, entries, bytes, offset,
+    /// epoch).
     #[arg(long)]
     json: bool,
 }
@@ -204,13 +205,21 @@ pub(crate) fn repair(args: RepairArgs, backend: &BackendChoice) -> anyhow::Resul
     }
 }
 
-/// `append`'s summary with `--json`. Field names are a stable interface.
+/// `append`'s summary with `--json`. Field names are a stable interface:
+/// fields may be added; a rename or removal bumps [`AppendedJson::VERSION`].
 #[derive(Serialize)]
 struct AppendedJson {
+    /// [`AppendedJson::VERSION`].
+    version: u32,
     entries: usize,
     bytes: u64,
     offset: u64,
     epoch: u64,
+}
+
+impl AppendedJson {
+    /// The schema version of the summary.
+    const VERSION: u32 = 1;
 }
 
 fn run_append(args: AppendArgs) -> Result<ExitCode, Failure> {
@@ -262,6 +271,7 @@ fn appended(
 ) -> Result<String, Failure> {
     if args.json {
         serde_json::to_string(&AppendedJson {
+            version: AppendedJson::VERSION,
             entries: entries.len(),
             bytes,
             offset,

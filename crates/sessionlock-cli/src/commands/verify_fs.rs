@@ -3,7 +3,8 @@
 //! (`docs/design.md` §11)?
 //!
 //! One line per check (`ok`, `fallback` or `FAIL`, its name, what was found)
-//! and a summary go to stdout; with `--json`, a JSON array of the checks.
+//! and a summary go to stdout; with `--json`, a JSON object holding the
+//! checks.
 //! Exit codes: 0 when no check failed (fallbacks are fine), 1 when one did,
 //! 2 when the directory could not be checked at all.
 
@@ -26,8 +27,8 @@ pub(crate) struct Args {
     /// removed afterwards.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// Print a JSON array of checks (`name`, `status`, `detail`) instead of
-    /// lines and a summary.
+    /// Print a JSON object (`version`, `dir`, `checks`: `name`, `status`,
+    /// `detail` each) instead of lines and a summary.
     #[arg(long)]
     json: bool,
 }
@@ -53,7 +54,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
     };
     let mut out = io::stdout().lock();
     let written = if args.json {
-        write_json(&mut out, &checks)
+        write_json(&mut out, &checks, &args.dir)
     } else {
         write_lines(&mut out, &checks, &args.dir)
     };
@@ -135,6 +136,22 @@ fn write_lines(out: &mut impl Write, checks: &[Check], dir: &Path) -> io::Result
     }
 }
 
+/// `--json` output. Field names are a stable interface: fields may be
+/// added; a rename or removal bumps [`VerifyFsJson::VERSION`].
+#[derive(Serialize)]
+struct VerifyFsJson<'a> {
+    /// [`VerifyFsJson::VERSION`].
+    version: u32,
+    /// The directory checked, as given (lossy UTF-8).
+    dir: String,
+    checks: Vec<CheckJson<'a>>,
+}
+
+impl VerifyFsJson<'_> {
+    /// The schema version of the document.
+    const VERSION: u32 = 1;
+}
+
 /// One check in `--json` output. Field names are a stable interface.
 #[derive(Serialize)]
 struct CheckJson<'a> {
@@ -144,7 +161,7 @@ struct CheckJson<'a> {
     detail: &'a str,
 }
 
-fn write_json(out: &mut impl Write, checks: &[Check]) -> io::Result<()> {
+fn write_json(out: &mut impl Write, checks: &[Check], dir: &Path) -> io::Result<()> {
     let checks: Vec<CheckJson<'_>> = checks
         .iter()
         .map(|c| CheckJson {
@@ -153,6 +170,11 @@ fn write_json(out: &mut impl Write, checks: &[Check]) -> io::Result<()> {
             detail: &c.detail,
         })
         .collect();
-    serde_json::to_writer_pretty(&mut *out, &checks)?;
+    let doc = VerifyFsJson {
+        version: VerifyFsJson::VERSION,
+        dir: dir.to_string_lossy().into_owned(),
+        checks,
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)
 }

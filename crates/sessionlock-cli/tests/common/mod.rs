@@ -22,6 +22,16 @@ pub fn sessionlock() -> Command {
     cmd
 }
 
+/// The `field` array of a `--json` document, which must carry its schema
+/// version (`"version": 1`).
+pub fn listed(doc: &serde_json::Value, field: &str) -> Vec<serde_json::Value> {
+    assert_eq!(doc["version"], 1, "no schema version 1 in {doc}");
+    doc[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} array in {doc}"))
+        .clone()
+}
+
 /// Runs a command to completion.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run sessionlock")

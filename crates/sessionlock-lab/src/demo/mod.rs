@@ -167,11 +167,16 @@ fn claim_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The schema version of the `--json` verdict: bumped on an incompatible
+/// change, not when fields are added.
+pub const JSON_VERSION: u32 = 1;
+
 fn print(v: &Verdict, json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
+                "version": JSON_VERSION,
                 "passed": v.passed(),
                 "checks": v.checks,
                 "figures": v.figures,

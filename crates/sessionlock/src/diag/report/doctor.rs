@@ -21,6 +21,8 @@ use crate::error::Error;
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct DoctorReport {
+    /// The schema version of the serialized report: [`DoctorReport::VERSION`].
+    pub version: u32,
     /// The directories examined, as given (lossy UTF-8); for a backend
     /// without files, the key prefixes.
     pub dirs: Vec<String>,
@@ -277,10 +279,16 @@ impl SummaryJson {
 }
 
 impl DoctorReport {
+    /// The schema version of the report: bumped on an incompatible change
+    /// (a field renamed, removed or given another meaning), not when fields
+    /// are added.
+    pub const VERSION: u32 = 1;
+
     /// The report of a doctor's run over directories of the file backend.
     pub fn of(c: &Checkup) -> DoctorReport {
         let rows: Vec<(&Finding, Option<&Outcome>)> = c.rows().collect();
         DoctorReport {
+            version: DoctorReport::VERSION,
             dirs: c.dirs.iter().map(|d| lossy(d.as_os_str())).collect(),
             findings: rows.iter().map(|(f, _)| FindingJson::of(f)).collect(),
             fixed: rows
@@ -320,6 +328,7 @@ impl DoctorReport {
     ) -> DoctorReport {
         let rows: Vec<_> = rows.into_iter().collect();
         DoctorReport {
+            version: DoctorReport::VERSION,
             dirs: scopes.to_vec(),
             findings: rows.iter().map(|(f, _)| FindingJson::of_lock(f)).collect(),
             fixed: rows

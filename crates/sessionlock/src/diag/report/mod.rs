@@ -10,6 +10,12 @@
 //! language bindings: fields may be added, never renamed or removed. The
 //! Rust types are `#[non_exhaustive]` for the same reason.
 //!
+//! Each report is a JSON object whose first field, `version`, is its
+//! schema version ([`StatusReport::VERSION`], [`DoctorReport::VERSION`]):
+//! it is bumped on an incompatible change (a field renamed, removed or
+//! given another meaning), not when fields are added, so a reader checks
+//! it and ignores fields it does not know.
+//!
 //! # Paths
 //! Paths are strings (lossy UTF-8). A path whose bytes are not UTF-8 also
 //! gets a `…Hex` field with its exact bytes in hexadecimal; the field is
@@ -166,7 +172,15 @@ mod tests {
         );
 
         let value = serde_json::to_value(&report).unwrap();
-        let entries = value.as_array().expect("an array, as `status --json`");
+        let keys: Vec<&str> = value
+            .as_object()
+            .expect("an object, as `status --json`")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["version", "locks", "errors"]);
+        assert_eq!(value["version"], json!(1));
+        let entries = value["locks"].as_array().expect("an array of locks");
         assert_eq!(entries.len(), 1, "{value:#}");
         let e = &entries[0];
         let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
@@ -209,7 +223,11 @@ mod tests {
         assert_eq!(e["action"], json!("reclaim"));
         assert_eq!(e["openclawExposure"], Value::Null);
 
-        // The directory that could not be listed is beside the array, not in it.
+        // The directory that could not be listed is beside the locks, not among them.
+        assert_eq!(
+            value["errors"],
+            json!([{"path": missing.to_str().unwrap(), "error": report.errors[0].error}])
+        );
         assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
         assert_eq!(report.errors[0].path, missing.to_string_lossy());
         assert!(
@@ -233,6 +251,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "version",
                 "dirs",
                 "findings",
                 "fixed",
@@ -241,6 +260,7 @@ mod tests {
                 "summary"
             ]
         );
+        assert_eq!(v["version"], json!(1));
         assert_eq!(v["dirs"], json!([dir.path().to_str().unwrap()]));
         assert_eq!(v["findings"].as_array().unwrap().len(), 1, "{v:#}");
         let f = &v["findings"][0];

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use super::{hex_if_not_utf8, lossy, DirErrorJson, HolderJson};
 use crate::config::Settings;
@@ -99,22 +99,33 @@ pub enum StatusEntry {
 /// directories of the file backend, directory by directory and by path
 /// within one.
 ///
-/// Serialized, it is the JSON array the command prints: [`entries`]
-/// only. The directories that could not be listed ([`errors`]) are not
-/// part of it (the command reports them on stderr, and exits with 2).
+/// Serialized, it is the JSON object the command prints:
+/// `{"version": 1, "locks": [...], "errors": [...]}`, `locks` holding
+/// [`entries`] and `errors` the directories that could not be listed
+/// (which the command also reports on stderr, and exits with 2 for).
+/// Field names are a stable interface (camelCase when serialized).
 ///
 /// [`entries`]: StatusReport::entries
-/// [`errors`]: StatusReport::errors
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct StatusReport {
-    /// The locks, and the locks that could not be read.
+    /// The schema version of the serialized report: [`StatusReport::VERSION`].
+    pub version: u32,
+    /// The locks, and the locks that could not be read (`locks` when
+    /// serialized).
+    #[serde(rename = "locks")]
     pub entries: Vec<StatusEntry>,
     /// The directories that could not be listed.
     pub errors: Vec<DirErrorJson>,
 }
 
 impl StatusReport {
+    /// The schema version of the report: bumped on an incompatible change
+    /// (a field renamed, removed or given another meaning), not when fields
+    /// are added.
+    pub const VERSION: u32 = 1;
+
     /// The report of a scan ([`scan_dirs`]).
     pub fn of(scan: &[DirLocks]) -> StatusReport {
         let locks: Vec<&LockStatus> = scan
@@ -125,6 +136,7 @@ impl StatusReport {
             .collect();
         let exposed = exposures(&locks);
         let mut report = StatusReport {
+            version: StatusReport::VERSION,
             entries: Vec::new(),
             errors: Vec::new(),
         };
@@ -156,12 +168,6 @@ impl StatusReport {
         } else {
             0
         }
-    }
-}
-
-impl Serialize for StatusReport {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.entries.serialize(serializer)
     }
 }
 
