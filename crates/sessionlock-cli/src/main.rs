@@ -1,17 +1,21 @@
 //! The `sessionlock` command: status, doctor, verify-fs, exec, append, read,
-//! repair, demo and bench.
+//! repair, demo, bench, and its own completions and man pages.
 //!
-//! Data goes to stdout, diagnostics to stderr. Exit codes: 0 ok, 1 a finding
-//! the user can act on (lock held, demo verdict FAIL), 2 error.
+//! Data goes to stdout, diagnostics to stderr. Exit codes ([`exit`]): 0 ok,
+//! 1 a finding the user can act on (lock held, demo verdict FAIL), 2 error.
+//! Every `--help` ends with the environment and the exit statuses
+//! ([`help`]); `docs/cli.md` documents the commands and their JSON.
 
 mod commands;
+mod exit;
+mod help;
 mod output;
 mod proctree;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use commands::{doctor, exec, keeper, openclaw, status, transcript, verify_fs};
+use clap::{FromArgMatches as _, Parser, Subcommand};
+use commands::{doctor, exec, generate, keeper, openclaw, status, transcript, verify_fs};
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::{bench, demo, worker};
 
@@ -79,6 +83,11 @@ enum Command {
     Demo(demo::Args),
     /// Measure acquire cost, cross-process hand-off and reclaim latency.
     Bench(bench::Args),
+    /// Print a shell completion script (e.g. `sessionlock completions bash
+    /// > /etc/bash_completion.d/sessionlock`).
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page, or write every page into a directory.
+    Man(generate::ManArgs),
     /// Internal: a child process of demo and bench.
     #[command(hide = true)]
     Worker(worker::Args),
@@ -89,21 +98,24 @@ enum Command {
 
 fn main() -> ExitCode {
     output::init_logging();
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&help::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if openclaw::compat_on(cli.openclaw_compat) {
         // Before any thread starts: the library and the command's children
         // read the mode from the environment.
         std::env::set_var(sessionlock::config::ENV_OPENCLAW_COMPAT, "1");
         if cli.command.holds_locks() && cli.openclaw_marker.is_none() {
             output::report(&openclaw::reexec_marked(), None);
-            return ExitCode::from(2);
+            return ExitCode::from(exit::ERROR);
         }
     }
     let backend = match BackendChoice::resolve(cli.backend.as_deref()) {
         Ok(b) => b,
         Err(e) => {
             output::report(&e, None);
-            return ExitCode::from(2);
+            return ExitCode::from(exit::ERROR);
         }
     };
     let result = match cli.command {
@@ -116,6 +128,8 @@ fn main() -> ExitCode {
         Command::Repair(a) => transcript::repair(a, &backend),
         Command::Demo(a) => demo::run(a, &backend),
         Command::Bench(a) => bench::run(a, &backend),
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
         Command::Worker(a) => worker::run(a),
         Command::Keeper(a) => keeper::run(a),
     };
@@ -123,7 +137,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             output::report(&e, None);
-            ExitCode::from(2)
+            ExitCode::from(exit::ERROR)
         }
     }
 }

@@ -58,11 +58,16 @@ fn report_chain<'a>(
     }
 }
 
-/// Logs to stderr, at the level of `SESSIONLOCK_LOG` (default `warn`), with
+/// The variable holding the log filter.
+pub(crate) const LOG_ENV: &str = "SESSIONLOCK_LOG";
+/// The variable that turns colours off (<https://no-color.org>).
+pub(crate) const NO_COLOR_ENV: &str = "NO_COLOR";
+
+/// Logs to stderr, at the level of [`LOG_ENV`] (default `warn`), with
 /// field values escaped like every other human output (the colours, when
 /// on, are added around them).
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONLOCK_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(LOG_ENV)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
         let value = escape(&format!("{value:?}")).into_owned();
@@ -77,7 +82,7 @@ pub(crate) fn init_logging() {
         .with_env_filter(filter)
         .fmt_fields(fields)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
+        .with_ansi(std::env::var_os(NO_COLOR_ENV).is_none() && std::io::stderr().is_terminal())
         .init();
 }
 

@@ -183,7 +183,9 @@ pub(crate) fn reap_exited(except: Pid) {
 pub(crate) fn exit_code(status: WaitStatus) -> u8 {
     match (status.exit_status(), status.terminating_signal()) {
         (Some(c), _) => u8::try_from(c).unwrap_or(u8::MAX),
-        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(u8::MAX),
+        (None, Some(sig)) => {
+            u8::try_from(i32::from(crate::exit::SIGNAL_BASE) + sig).unwrap_or(u8::MAX)
+        }
         (None, None) => u8::MAX,
     }
 }

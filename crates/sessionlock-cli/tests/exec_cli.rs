@@ -15,7 +15,7 @@ use rustix::process::{kill_process, Pid, Signal};
 use sessionlock::{LockOptions, SessionLock};
 
 mod common;
-use common::{hold, lock_path, sessionlock, stderr};
+use common::{hold, lock_path, run, sessionlock, stderr};
 
 /// Long enough for a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -452,6 +452,59 @@ fn exec_waiting_for_the_lock_exits_on_sigterm_without_running_the_command() {
     assert_eq!(out.status.code(), Some(143), "stderr: {}", stderr(&out));
     assert!(!dir.path().join("ran").exists(), "the command never ran");
     guard.release().unwrap();
+}
+
+/// Issue 14 item 7: a busy lock made exec exit 1, which a caller could not
+/// tell from its command's own exit 1. `--conflict-exit-code N` (like
+/// `flock -E`) names the status for a lock that cannot be had; the
+/// command's own statuses still pass through.
+#[test]
+fn exec_exits_with_the_conflict_exit_code_only_when_the_lock_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    // The holder: another sessionlock exec, its command holding the lock.
+    let holder = exec_sh(dir.path(), &[], "echo held > held; exec sleep 60");
+    wait_for_file(&dir.path().join("held"));
+    let contend = |opts: &[&str], script: &str| {
+        run(sessionlock()
+            .current_dir(dir.path())
+            .arg("exec")
+            .args(opts)
+            .arg("s.jsonl")
+            .args(["--", "sh", "-c", script]))
+    };
+
+    // Busy at once (--timeout-ms 0), and until a timeout ran out.
+    for timeout in ["0", "200"] {
+        let out = contend(
+            &["--timeout-ms", timeout, "--conflict-exit-code", "75"],
+            "touch ran",
+        );
+        assert_eq!(out.status.code(), Some(75), "stderr: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("session file locked"),
+            "stderr: {}",
+            stderr(&out)
+        );
+    }
+    // The default is 1, as before the option.
+    let out = contend(&["--timeout-ms", "0"], "touch ran");
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(!dir.path().join("ran").exists(), "the command never ran");
+    // Not a status: a usage error.
+    let out = contend(&["--conflict-exit-code", "256"], "touch ran");
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+
+    // The holder's command ends by the SIGTERM exec forwards to it.
+    exec_proc(&holder).signal(Signal::TERM);
+    let out = finish(holder);
+    assert_eq!(out.status.code(), Some(143), "stderr: {}", stderr(&out));
+
+    // The lock is free: the command's own statuses pass through, the
+    // conflict code among them.
+    for code in [0, 1, 75] {
+        let out = contend(&["--conflict-exit-code", "75"], &format!("exit {code}"));
+        assert_eq!(out.status.code(), Some(code), "stderr: {}", stderr(&out));
+    }
 }
 
 /// The bench's exec group measures exec → exec beside flock(1) → flock(1)

@@ -24,9 +24,12 @@ use sessionlock_postgres::{PgBackend, PgKey, PgVersion};
 
 use super::lock::{pg_backend, pg_prefixes};
 
+use crate::exit;
+use crate::help::{ExitRow, Status};
 use crate::output::{self, report_error, shell_word};
 
-const AFTER_HELP: &str = "\
+/// `doctor --help`'s notes.
+pub(crate) const NOTES: &str = "\
 Without --fix nothing is changed: each finding is shown with what --fix would
 do. With --fix the doctor removes stale locks (dead, recycled or orphaned
 holders, unusable payloads past their grace; live holders past their lease
@@ -35,18 +38,28 @@ repairs torn transcript tails under the session lock (a session someone
 holds is skipped); and removes temporary, tombstone and rewrite files left
 by crashes once they are a minute old. It never removes a live holder
 within its lease, a too-old lock, a symlink or directory at a lock path, or a
-repair's .torn-* side file.
+repair's .torn-* side file.";
 
-Exit status:
-  0  nothing needs attention (everything is healthy, or --fix fixed it)
-  1  findings need attention: something --fix would fix (without --fix), or
-     something it could not (a symlink lock, lines that are not JSON, a
-     session held by someone, a lock that changed since inspection, a live
-     holder past its lease without --force)
-  2  error (a directory or file could not be read, a fix failed)";
+/// `doctor`'s exit statuses (the library's [`Tally::exit_code`]).
+pub(crate) const EXIT_STATUS: &[ExitRow] = &[
+    (
+        Status::Is(exit::OK),
+        "nothing needs attention (everything is healthy, or --fix fixed it)",
+    ),
+    (
+        Status::Is(exit::FINDING),
+        "findings need attention: something --fix would fix (without --fix), or \
+         something it could not (a symlink lock, lines that are not JSON, a session held \
+         by someone, a lock that changed since inspection, a live holder past its lease \
+         without --force)",
+    ),
+    (
+        Status::Is(exit::ERROR),
+        "error (a directory or file could not be read, a fix failed)",
+    ),
+];
 
 #[derive(clap::Args)]
-#[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
     /// Directories holding session transcripts (`*.jsonl`) and their locks
     /// (`*.jsonl.lock`); not searched recursively. With a postgres

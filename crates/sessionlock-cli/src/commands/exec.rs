@@ -33,11 +33,14 @@ use super::keeper::{Keeper, Signals};
 use super::lock::{
     busy_hint, parse_timeout, pg_key, pg_locks, pg_status_command, release, Budget, RootArg,
 };
+use crate::exit;
+use crate::help::{ExitRow, Status};
 use crate::output::report;
 use crate::output::{escape_os, shell_word};
 use crate::proctree;
 
-const AFTER_HELP: &str = "\
+/// `exec --help`'s notes.
+pub(crate) const NOTES: &str = "\
 The command runs with these variables set:
   SESSIONLOCK_EPOCH      the fencing epoch of this acquisition
   SESSIONLOCK_LOCK_PATH  the lock file (postgres: the lease's locator,
@@ -71,21 +74,41 @@ The command does not run on without the lock:
 SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to exec are forwarded to the
 command's process group; exec waits for the command, releases the lock and
 exits 128+N. Because the command has its own process group, it is not in
-the terminal's foreground: a command that reads the terminal is stopped.
+the terminal's foreground: a command that reads the terminal is stopped.";
 
-Exit status:
-  the command's own exit status, or 128+N if signal N ended it
-  128+N  signal N was sent to exec (and forwarded to the command)
-  1    the lock was held by someone else until the timeout ran out, or it
-       was lost while the command ran (the command was killed, or had
-       already exited), or the command got SIGTERM because its lease was
-       about to end
-  2    sessionlock itself failed (bad arguments, lock file I/O)
-  126  the command could not be started
-  127  the command was not found";
+/// `exec`'s exit statuses.
+pub(crate) const EXIT_STATUS: &[ExitRow] = &[
+    (
+        Status::Command,
+        "the command's own exit status, or 128+N if signal N ended it",
+    ),
+    (
+        Status::Signal,
+        "signal N was sent to exec (and forwarded to the command)",
+    ),
+    (
+        Status::Conflict,
+        "(--conflict-exit-code) the lock could not be had: held by someone else until \
+         the timeout ran out, or past its lease while SESSIONLOCK_HOLD_EXCEEDED=report; \
+         the command did not run",
+    ),
+    (
+        Status::Is(exit::FINDING),
+        "the lock was lost while the command ran (the command was killed, or had already \
+         exited), or the command got SIGTERM because its lease was about to end",
+    ),
+    (
+        Status::Is(exit::ERROR),
+        "sessionlock itself failed (bad arguments, lock file I/O)",
+    ),
+    (
+        Status::Is(exit::CANNOT_RUN),
+        "the command could not be started",
+    ),
+    (Status::Is(exit::NOT_FOUND), "the command was not found"),
+];
 
 #[derive(clap::Args)]
-#[command(after_help = AFTER_HELP)]
 pub(crate) struct Args {
     /// The session transcript (e.g. `sessions/abc.jsonl`); its lock is
     /// `<file>.lock`. Neither needs to exist. With a postgres --backend:
@@ -107,6 +130,13 @@ pub(crate) struct Args {
     /// Run id recorded in the lock, for `sessionlock status`.
     #[arg(long, value_name = "ID")]
     run_id: Option<String>,
+    /// The exit status when the lock cannot be had: held by someone else
+    /// until --timeout-ms ran out (`--timeout-ms 0`: at once), or held past
+    /// its lease while SESSIONLOCK_HOLD_EXCEEDED=report; so that a busy
+    /// lock is not taken for the command's own exit status (like
+    /// `flock -E`).
+    #[arg(long, value_name = "N", default_value_t = exit::DEFAULT_CONFLICT)]
+    conflict_exit_code: u8,
     #[command(flatten)]
     root: RootArg,
     /// The command to run, and its arguments (after `--`).
@@ -147,6 +177,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
                 .to_owned();
             let shown = Shown {
                 session: session.display().to_string(),
+                conflict: args.conflict_exit_code,
                 busy_hint: Box::new(busy_hint),
                 lost_hint: format!(
                     "another process took the lock over, or deleted or replaced its file \
@@ -164,6 +195,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
             let busy = status.clone();
             let shown = Shown {
                 session: key.clone(),
+                conflict: args.conflict_exit_code,
                 busy_hint: Box::new(move |_| format!("run `{busy}` to see the holder")),
                 lost_hint: format!(
                     "its lease ended, this process lost its connection to the server, or \
@@ -180,6 +212,9 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
 struct Shown {
     /// The session as the user named it.
     session: String,
+    /// The exit status for a lock that cannot be had
+    /// (`--conflict-exit-code`).
+    conflict: u8,
     /// The hint for a lock someone else holds.
     busy_hint: Box<dyn Fn(&Error) -> String>,
     /// The hint for a lock lost while the command ran (`{name}` stands for
@@ -248,7 +283,7 @@ where
         r = locks.acquire_async_with(session, &opts) => r,
         sig = sigs.term.next() => {
             keeper.stop().context("cannot wait for the keeper process")?;
-            return Ok(128 + sig.as_raw() as u8);
+            return Ok(exit::signalled(sig));
         }
     };
     let guard = match acquired {
@@ -260,7 +295,7 @@ where
             if let e @ (Error::Timeout { .. } | Error::Stale { .. }) = e {
                 let hint = (shown.busy_hint)(&e);
                 report(&anyhow::Error::new(e), Some(&hint));
-                return Ok(1);
+                return Ok(shown.conflict);
             }
             return Err(
                 anyhow::Error::new(e).context(format!("cannot lock session {}", shown.session))
@@ -317,7 +352,7 @@ where
                 Some("the lock names this process, which is exiting: the next waiter reclaims it"),
             );
             return Ok(match ended.code() {
-                0 => 2,
+                exit::OK => exit::ERROR,
                 c => c,
             });
         }
@@ -326,10 +361,10 @@ where
     if let Some((e, terminated)) = lost {
         let hint = shown.lost_hint.replace("{name}", &name);
         report_lost(e, terminated, &name, held, max_hold_ms, &hint);
-        return Ok(1);
+        return Ok(exit::FINDING);
     }
     if let Some(sig) = ended.forwarded {
-        return Ok(128 + sig.as_raw() as u8);
+        return Ok(exit::signalled(sig));
     }
     if ended.lease_ending {
         // The command stopped (or was stopped) because its lease was about
@@ -344,7 +379,7 @@ where
                  raise --max-hold-ms (or SESSIONLOCK_MAX_HOLD_MS) if it needs longer"
             )),
         );
-        return Ok(1);
+        return Ok(exit::FINDING);
     }
     if let Some(sig) = ended.status.signal() {
         // The keeper never dies of a signal by itself: someone killed it.
@@ -352,7 +387,7 @@ where
             &anyhow::anyhow!("the keeper process of {name} was killed by signal {sig}"),
             Some("exec killed the command's processes; the keeper must not be signalled directly"),
         );
-        return Ok(2);
+        return Ok(exit::ERROR);
     }
     Ok(ended.code())
 }

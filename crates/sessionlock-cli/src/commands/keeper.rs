@@ -53,6 +53,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, Signal as UnixSignal, SignalKind};
 
+use crate::exit;
 use crate::output::escape_os;
 use crate::output::report;
 use crate::proctree::{self, exit_code};
@@ -83,7 +84,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Before anything else: die with exec. If exec is already gone, the
     // signal will never come; run nothing.
     if !proctree::die_with_parent(KILL_ALL, parent).context("cannot set a parent-death signal")? {
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(exit::ERROR));
     }
     proctree::become_subreaper().context("cannot become a subreaper")?;
     // Our own process group (exec already spawned us in one; this keeps a
@@ -109,20 +110,20 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("cannot watch the control pipe")?;
         let go = tokio::select! {
             go = read_go(&control) => go.context("cannot read the control pipe")?,
-            sig = sigs.term.next() => return Ok(ExitCode::from(128 + sig.as_raw() as u8)),
-            _ = kill_all.recv() => return Ok(ExitCode::from(128 + KILL_ALL.as_raw() as u8)),
+            sig = sigs.term.next() => return Ok(ExitCode::from(exit::signalled(sig))),
+            _ = kill_all.recv() => return Ok(ExitCode::from(exit::signalled(KILL_ALL))),
         };
         // End of file before go: exec did not get the lock.
         let Some(env) = go else {
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(exit::ERROR));
         };
         let child = match spawn(program, program_args, &env) {
             Ok(c) => c,
             Err(e) => {
                 let code = if e.kind() == io::ErrorKind::NotFound {
-                    127
+                    exit::NOT_FOUND
                 } else {
-                    126
+                    exit::CANNOT_RUN
                 };
                 let name = escape_os(program);
                 report(
@@ -139,7 +140,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         proctree::signal_group(cmd, Signal::KILL);
         let status = proctree::kill_descendants(Some(cmd))
             .context("cannot kill the command's leftover processes")?;
-        Ok(ExitCode::from(status.map_or(2, exit_code)))
+        Ok(ExitCode::from(status.map_or(exit::ERROR, exit_code)))
     })
 }
 

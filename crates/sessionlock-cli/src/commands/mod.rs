@@ -3,6 +3,7 @@
 
 pub(crate) mod doctor;
 pub(crate) mod exec;
+pub(crate) mod generate;
 pub(crate) mod keeper;
 pub(crate) mod lock;
 pub(crate) mod openclaw;

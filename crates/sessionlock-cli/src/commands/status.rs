@@ -100,11 +100,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(e).context("cannot write to stdout"),
     }
-    Ok(exit_code(failed))
-}
-
-fn exit_code(failed: bool) -> ExitCode {
-    ExitCode::from(if failed { 2 } else { 0 })
+    Ok(crate::exit::error_if(failed))
 }
 
 /// Scans every directory, reporting what cannot be read on stderr (and,
@@ -205,7 +201,7 @@ fn watch(args: &Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         drop(out);
         refreshes += 1;
         if args.count.is_some_and(|n| refreshes >= n) {
-            return Ok(exit_code(failed));
+            return Ok(crate::exit::error_if(failed));
         }
         // Keep a steady cadence; after a slow scan, start the next one now.
         next += interval;
@@ -342,12 +338,11 @@ fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
 /// Exits as clap does when a required argument is missing: the file
 /// backend's `status` and `doctor` need directories.
 pub(crate) fn missing_dirs(command: &str) -> ! {
-    use clap::CommandFactory as _;
-    let mut cli = crate::Cli::command();
+    let mut cli = crate::help::command();
     cli.build();
     let mut cmd = cli
         .find_subcommand_mut(command)
-        .map_or_else(crate::Cli::command, |c| c.clone());
+        .map_or_else(crate::help::command, |c| c.clone());
     cmd.error(
         clap::error::ErrorKind::MissingRequiredArgument,
         "the following required arguments were not provided:\n  <DIR|PREFIX>...\n\n\
@@ -501,7 +496,7 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
         Err(e) => return Err(e).context("cannot write to stdout"),
     }
-    Ok(exit_code(failed))
+    Ok(crate::exit::error_if(failed))
 }
 
 /// A lease's table row: the file table's, with the key as the session and

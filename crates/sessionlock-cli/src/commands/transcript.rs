@@ -22,6 +22,8 @@ use sessionlock_postgres::{PgBackend, PgStore};
 use super::lock::{
     busy_hint, parse_timeout, pg_key, pg_locks, pg_status_command, release, Budget, RootArg,
 };
+use crate::exit;
+use crate::help::{ExitRow, Status};
 use crate::output::report;
 use crate::output::{self, shell_word};
 
@@ -30,40 +32,62 @@ use crate::output::{self, shell_word};
 /// lands with one write.
 const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
 
-const APPEND_AFTER_HELP: &str = "\
+/// `append --help`'s notes.
+pub(crate) const APPEND_NOTES: &str = "\
 Entries come from each --entry, or, when none is given, from stdin: one JSON
 value per non-empty line (compact pretty JSON first, e.g. with `jq -c`). Every
 entry is validated before the lock is taken, and all of them land with one
 fenced write, byte for byte as given (numbers keep their spelling; only line
 breaks inside an --entry become spaces). A torn final line left by a crash is
 moved to <SESSION_FILE>.torn-<epoch> first. The transcript must be a regular
-file (or missing); with --root it must resolve inside that directory.
+file (or missing); with --root it must resolve inside that directory.";
 
-Exit status:
-  0  the entries were appended
-  1  the lock was held by someone else until the timeout ran out
-  2  error (invalid entry, no entries, I/O); nothing was appended unless the
-     summary line was printed";
+/// `append`'s exit statuses.
+pub(crate) const APPEND_EXIT: &[ExitRow] = &[
+    (Status::Is(exit::OK), "the entries were appended"),
+    (Status::Is(exit::FINDING), LOCK_BUSY),
+    (
+        Status::Is(exit::ERROR),
+        "error (invalid entry, no entries, I/O); nothing was appended unless the summary \
+         line was printed",
+    ),
+];
 
-const READ_AFTER_HELP: &str = "\
+/// `read --help`'s notes.
+pub(crate) const READ_NOTES: &str = "\
 Entries are printed one per line, byte for byte as stored, each checked to be
-one JSON value. No lock is taken.
+one JSON value. No lock is taken.";
 
-Exit status:
-  0  every line was a complete entry
-  1  the transcript ends with a torn line (reported on stderr, not printed);
-     `sessionlock repair` moves it aside
-  2  error (missing file, a complete line that is not JSON, I/O)";
+/// `read`'s exit statuses.
+pub(crate) const READ_EXIT: &[ExitRow] = &[
+    (Status::Is(exit::OK), "every line was a complete entry"),
+    (
+        Status::Is(exit::FINDING),
+        "the transcript ends with a torn line (reported on stderr, not printed); \
+         `sessionlock repair` moves it aside",
+    ),
+    (
+        Status::Is(exit::ERROR),
+        "error (missing file, a complete line that is not JSON, I/O)",
+    ),
+];
 
-const REPAIR_AFTER_HELP: &str = "\
+/// `repair --help`'s notes.
+pub(crate) const REPAIR_NOTES: &str = "\
 A torn final line (left by a crash in the middle of a write) is moved to
 <SESSION_FILE>.torn-<epoch> and the transcript is truncated to its last
-complete line. Earlier entries are never touched.
+complete line. Earlier entries are never touched.";
 
-Exit status:
-  0  repaired, or nothing to repair
-  1  the lock was held by someone else until the timeout ran out
-  2  error";
+/// `repair`'s exit statuses.
+pub(crate) const REPAIR_EXIT: &[ExitRow] = &[
+    (Status::Is(exit::OK), "repaired, or nothing to repair"),
+    (Status::Is(exit::FINDING), LOCK_BUSY),
+    (Status::Is(exit::ERROR), "error"),
+];
+
+/// The finding of `append` and `repair` when the lock cannot be had.
+const LOCK_BUSY: &str = "the lock was held by someone else until the timeout ran out, or \
+                         past its lease while SESSIONLOCK_HOLD_EXCEEDED=report";
 
 /// How the session lock is taken (`append`, `repair`).
 #[derive(clap::Args)]
@@ -80,7 +104,6 @@ pub(crate) struct LockArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = APPEND_AFTER_HELP)]
 pub(crate) struct AppendArgs {
     /// The session transcript (e.g. `sessions/abc.jsonl`); created if
     /// missing. Its lock is `<file>.lock`. With a postgres --backend: the
@@ -104,7 +127,6 @@ pub(crate) struct AppendArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = READ_AFTER_HELP)]
 pub(crate) struct ReadArgs {
     /// The session transcript (with a postgres --backend: the session key;
     /// entries are printed as compact JSON).
@@ -118,7 +140,6 @@ pub(crate) struct ReadArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = REPAIR_AFTER_HELP)]
 pub(crate) struct RepairArgs {
     /// The session transcript (with a postgres --backend: the session key).
     #[arg(value_name = "SESSION_FILE")]
@@ -158,7 +179,7 @@ impl Failure {
         Failure {
             err: err.into(),
             hint: None,
-            code: 2,
+            code: exit::ERROR,
         }
     }
 
@@ -302,7 +323,7 @@ fn write_locked<B: LockBackend, T>(
     let written = write(&guard);
     let released = release(guard);
     print_line(&summary(written?)?)?;
-    Ok(ExitCode::from(if released { 0 } else { 2 }))
+    Ok(exit::error_if(!released))
 }
 
 /// `repair`'s summary line; `unit` is what the transcript is made of.
@@ -531,7 +552,7 @@ fn run_read(args: ReadArgs) -> Result<ExitCode, Failure> {
                 "hint: repair takes the session lock, so it waits for a writer that is still \
                  appending; a line such a writer completes is left alone"
             );
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(exit::FINDING))
         }
     }
 }
@@ -669,7 +690,7 @@ fn lock<B: LockBackend>(
             Err(Failure {
                 err: anyhow::Error::new(e),
                 hint: Some(hint),
-                code: 1,
+                code: exit::FINDING,
             })
         }
         Err(e) => Err(context(format!("cannot lock session {shown}"))(e)),
@@ -766,7 +787,7 @@ fn pg_read(args: ReadArgs, url: &str, backend: &BackendChoice) -> Result<ExitCod
                 torn.len,
                 pg_status_command(backend, &key).replacen(" status ", " repair ", 1)
             );
-            Ok(ExitCode::from(1))
+            Ok(ExitCode::from(exit::FINDING))
         }
     }
 }

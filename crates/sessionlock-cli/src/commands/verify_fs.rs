@@ -18,6 +18,7 @@ use serde::Serialize;
 use sessionlock::fscheck::{self, Check, Status};
 use sessionlock::Error;
 
+use crate::exit;
 use crate::output::report;
 
 #[derive(clap::Args)]
@@ -42,14 +43,14 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
             ),
             Some("run it without --backend (and with SESSIONLOCK_BACKEND unset or `file`)"),
         );
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(exit::ERROR));
     }
     let checks = match fscheck::verify(&args.dir) {
         Ok(checks) => checks,
         Err(e) => {
             let hint = hint(&e);
             report(&anyhow::Error::new(e), hint);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(exit::ERROR));
         }
     };
     let mut out = io::stdout().lock();
@@ -65,7 +66,11 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
         Err(e) => return Err(e).context("cannot write to stdout"),
     }
     let failed = checks.iter().any(|c| c.status == Status::Fail);
-    Ok(ExitCode::from(u8::from(failed)))
+    Ok(ExitCode::from(if failed {
+        exit::FINDING
+    } else {
+        exit::OK
+    }))
 }
 
 /// A hint for a directory that could not be checked, where one helps.
