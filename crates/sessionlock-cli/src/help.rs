@@ -354,6 +354,67 @@ mod tests {
         }
     }
 
+    /// `docs/cli.md`, which documents the command for people.
+    fn cli_doc() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    }
+
+    /// The visible long options of `cmd`, without the global ones.
+    fn options(cmd: &clap::Command) -> Vec<String> {
+        cmd.get_arguments()
+            .filter(|a| !a.is_hide_set() && !a.is_global_set())
+            .filter_map(|a| a.get_long())
+            .filter(|l| *l != "help" && *l != "version")
+            .map(|l| format!("--{l}"))
+            .collect()
+    }
+
+    /// Issue 14 item 7: the CLI's documentation must not fall behind it.
+    /// Every visible command has its section in docs/cli.md, naming each
+    /// of its options; the global options and every variable are there too.
+    #[test]
+    fn docs_cli_md_names_every_command_option_and_variable() {
+        let doc = cli_doc();
+        let mut cmd = command().disable_help_subcommand(true);
+        cmd.build();
+        let globals = doc
+            .split("\n## Global options\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("docs/cli.md has a `## Global options` section");
+        for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            if let Some(long) = a.get_long() {
+                assert!(
+                    globals.contains(&format!("--{long}")),
+                    "docs/cli.md's global options miss --{long}"
+                );
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let name = sub.get_name();
+            let heading = format!("\n## `sessionlock {name}`\n");
+            let section = doc
+                .split(heading.as_str())
+                .nth(1)
+                .and_then(|rest| rest.split("\n## ").next())
+                .unwrap_or_else(|| panic!("docs/cli.md has no section{heading}"));
+            for option in options(sub) {
+                assert!(
+                    section.contains(&option),
+                    "docs/cli.md's `sessionlock {name}` misses {option}"
+                );
+            }
+            assert!(
+                section.contains("Exit status"),
+                "docs/cli.md's `sessionlock {name}` has no exit status"
+            );
+        }
+        for v in environment() {
+            assert!(doc.contains(v.name), "docs/cli.md misses {}", v.name);
+        }
+    }
+
     #[test]
     fn the_environment_lists_every_variable_of_the_library_once() {
         let names: Vec<&str> = environment().iter().map(|v| v.name).collect();
