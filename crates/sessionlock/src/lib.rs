@@ -143,6 +143,11 @@
 // this list (checked by `tests/layering.rs`; the comments keep rustfmt from
 // sorting them).
 //
+// A module declared twice is an internal one: public with the `internals`
+// feature (for sessionlock's own crates, no semver promise, see Cargo.toml),
+// private to the crate without it. The public API is the rest, and the
+// re-exports below.
+//
 // -- plumbing: mutexes (loom-switchable), platform calls, blocking drivers
 mod sync;
 // -- platform
@@ -152,13 +157,22 @@ mod blocking;
 // -- shared by every backend: settings,
 pub mod config;
 // -- the lock payload,
+#[cfg(feature = "internals")]
 pub mod payload;
+#[cfg(not(feature = "internals"))]
+mod payload;
 // -- holder identity and liveness,
+#[cfg(feature = "internals")]
 pub mod identity;
+#[cfg(not(feature = "internals"))]
+mod identity;
 // -- OpenClaw compatibility,
 pub mod openclaw;
 // -- stale reasons,
+#[cfg(feature = "internals")]
 pub mod reason;
+#[cfg(not(feature = "internals"))]
+mod reason;
 // -- stale classification,
 pub mod reclaim;
 // -- backend-neutral store types (a takeover's kind is part of errors)
@@ -173,7 +187,8 @@ mod lock;
 pub mod transcript;
 // -- the attempt controller
 pub mod attempt;
-// -- diagnostics
+// -- diagnostics (the CLI's `status` and `doctor`; nothing else uses them)
+#[cfg(feature = "internals")]
 pub mod diag;
 // -- the design document, rendered (documentation only: imports nothing)
 pub mod design {
@@ -181,9 +196,13 @@ pub mod design {
 }
 
 pub use attempt::{runs, turns};
-pub use backend::file::{epoch, fence, fs, fscheck};
-pub use diag::{doctor, report, status};
+pub use backend::file::fence;
 pub use store::classify;
+#[cfg(feature = "internals")]
+pub use {
+    backend::file::{epoch, fs, fscheck},
+    diag::{doctor, report, status},
+};
 
 pub use backend::file::{FileBackend, FileKey, Notify};
 pub use backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
@@ -195,11 +214,12 @@ pub use reason::{Reason, Reasons};
 
 // The README's Rust examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
 /// `CLOCK_MONOTONIC` in nanoseconds, comparable across the processes of one
 /// machine: for timing hand-offs between processes (benchmarks, the demo).
+#[cfg(feature = "internals")]
 pub fn monotonic_ns() -> u64 {
     sys::monotonic_ns()
 }

@@ -88,6 +88,7 @@ pub fn argv_is_marked(args: &[OsString]) -> bool {
 /// Whether OpenClaw would recognise the local process `pid` as one of its
 /// own; `None` when its argument vector cannot be read (then OpenClaw
 /// leaves the lock alone too).
+#[cfg(feature = "internals")] // only the diagnostics (`diag`) use it
 pub fn process_is_marked(pid: u32) -> Option<bool> {
     let args = sys::cmdline(Some(pid)).ok()?;
     (!args.is_empty()).then(|| argv_is_marked(&args))

@@ -34,8 +34,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
-use crate::identity::{Liveness, SelfIdentity};
-use crate::payload::{Malformed, Payload};
+// The seam's vocabulary: reachable here whether or not the modules that
+// define them are (the `internals` feature, see lib.rs).
+pub use crate::identity::{Liveness, SelfIdentity};
+pub use crate::payload::{Malformed, Payload, MAX_FIELD_BYTES, MAX_PAYLOAD_BYTES};
 use crate::reclaim::{self, Assessment, Policy};
 use crate::store::classify::ChangeClassifier;
 use crate::store::{Appended, Change, Durability, RawEntries, Read, TornTail};

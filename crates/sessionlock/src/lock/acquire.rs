@@ -306,6 +306,7 @@ pub(crate) fn slot_of<K: SessionId>(key: &K) -> Arc<registry::Slot> {
 }
 
 /// Whether this process holds (or is handing over) the lock of `key`.
+#[cfg(feature = "internals")] // only the diagnostics (`diag`) use it
 pub(crate) fn held_here<K: SessionId>(key: &K) -> bool {
     registry::is_held(TypeId::of::<K>(), key.locator())
 }

@@ -74,6 +74,7 @@ pub(crate) fn slot(backend: TypeId, locator: &OsStr) -> Arc<Slot> {
 }
 
 /// Whether this process holds (or is handing over) the lock of a session.
+#[cfg(feature = "internals")] // only the diagnostics (`diag`) use it
 pub(crate) fn is_held(backend: TypeId, locator: &OsStr) -> bool {
     slot(backend, locator).holds()
 }
@@ -114,6 +115,7 @@ impl Slot {
 
     /// Whether a holder of this process has the lock (or it is parked for
     /// the next one).
+    #[cfg(feature = "internals")] // only the diagnostics (`diag`) use it
     fn holds(&self) -> bool {
         let st = lock(&self.state);
         st.holder.is_some() || st.parked.is_some()

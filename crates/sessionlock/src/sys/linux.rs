@@ -209,6 +209,7 @@ pub(crate) enum FlockKind {
 /// Takes a blocking `flock` on `file`, retrying on `EINTR`. Only for files
 /// no other process knows of (the probe files of `verify-fs`); the state
 /// lock is taken with [`try_flock`] and a bounded wait.
+#[cfg(feature = "internals")] // only `verify-fs` (`fscheck`) uses it
 pub(crate) fn flock(file: &File, kind: FlockKind) -> io::Result<()> {
     let op = match kind {
         FlockKind::Shared => rustix::fs::FlockOperation::LockShared,

@@ -34,11 +34,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::unix::AsyncFd;
 
+// Declared twice: public with the `internals` feature (see lib.rs).
+#[cfg(feature = "internals")]
 pub mod confine;
+#[cfg(not(feature = "internals"))]
+mod confine;
+// The CLI's diagnostics (`status`, `doctor`, `verify-fs`): only they use these.
+#[cfg(feature = "internals")]
 pub mod diag;
 pub mod epoch;
 pub mod fence;
 pub mod fs;
+#[cfg(feature = "internals")]
 pub mod fscheck;
 pub mod transcript;
 
@@ -492,6 +499,7 @@ impl FileBackend {
     /// `Timeout` naming the process that kept the state lock past
     /// `deadline`; `InvalidPath` for a symlink or non-regular state file;
     /// `Io`.
+    #[cfg(feature = "internals")] // only the diagnostics (`diag`) use it
     pub(crate) fn rewrite_invalid_state(
         &self,
         key: &FileKey,
