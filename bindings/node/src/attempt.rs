@@ -128,6 +128,9 @@ fn state_name(s: State) -> &'static str {
         State::Cleanup => "cleanup",
         State::TakenOver => "taken-over",
         State::Disposed => "disposed",
+        // The enum is non-exhaustive: a state a later library adds reads
+        // as "unknown" until this binding names it.
+        _ => "unknown",
     }
 }
 
@@ -151,6 +154,8 @@ fn abort_name(k: AbortKind) -> &'static str {
         AbortKind::Timeout => "timeout",
         AbortKind::Stuck => "stuck",
         AbortKind::Yield => "yield",
+        // Non-exhaustive, as above.
+        _ => "unknown",
     }
 }
 

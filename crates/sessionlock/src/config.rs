@@ -96,6 +96,7 @@ const SAFE_INTEGER_MAX: u64 = (1 << 53) - 1;
 
 /// What to do when a live holder is past its own lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HoldExceededPolicy {
     /// Reclaim the lock (safe because the old holder is fenced).
     #[default]
@@ -137,6 +138,7 @@ pub struct Config {
 
 /// Fully resolved settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Settings {
     /// Acquire budget; `None` waits forever.
     pub acquire_timeout: Option<Duration>,
@@ -169,6 +171,7 @@ impl Default for Settings {
 
 /// An environment value that was ignored, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigWarning {
     /// The variable.
     pub var: &'static str,

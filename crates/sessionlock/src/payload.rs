@@ -90,6 +90,7 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
 
 /// Why a lock file's bytes are not a usable payload at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Malformed {
     /// Zero bytes (a foreign writer created the file and has not written yet).
     Empty,

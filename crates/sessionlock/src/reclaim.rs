@@ -21,6 +21,7 @@ pub const CLOCK_SLACK: Duration = Duration::from_secs(1);
 
 /// What a contender may do about a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// Remove it (remove-if-unchanged) and take the lock.
     Reclaim,
@@ -77,6 +78,7 @@ impl Policy {
 
 /// The classification of one lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Assessment {
     /// Why the lock looks stale (empty for a healthy lock).
     pub reasons: Reasons,

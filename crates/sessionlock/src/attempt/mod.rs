@@ -94,6 +94,7 @@ use crate::sync::lock;
 
 /// Where an attempt is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Holding the session lock.
     Held,
@@ -149,6 +150,7 @@ pub struct RunRegistration {
 
 /// Options of an attempt.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct AttemptOptions {
     /// Lock options for every acquisition of the attempt; their acquire
     /// timeout is the budget of every wait of the attempt.
@@ -253,6 +255,7 @@ pub enum CleanupLock {
 /// What [`Attempt::around_prompt`] hands back.
 #[derive(Debug)]
 #[must_use = "the reacquire may have found a takeover"]
+#[non_exhaustive]
 pub struct Prompted<T> {
     /// The wrapped future's output, whatever happened to the lock.
     pub output: T,

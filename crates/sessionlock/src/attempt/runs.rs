@@ -26,6 +26,7 @@ use crate::sync::lock;
 
 /// Why an attempt is aborted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum AbortKind {
     /// The user stopped the run.
     User,
@@ -61,6 +62,7 @@ pub struct RunInfo {
 
 /// Where a registered run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RunPhase {
     /// Waiting for its turn to own the session (another attempt of this
     /// process owns it): making no progress is expected, so a queued run is
@@ -72,6 +74,7 @@ pub enum RunPhase {
 
 /// A registered run as seen at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RunSnapshot {
     /// What identifies the run.
     pub info: RunInfo,
@@ -88,6 +91,7 @@ type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// What [`RunRegistry::recover`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// The stuck runs that were aborted, as they were when found stuck.
     pub aborted: Vec<RunSnapshot>,

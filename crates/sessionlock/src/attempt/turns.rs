@@ -27,6 +27,7 @@ use crate::sync::lock;
 /// Who has a turn, for diagnostics: a timeout waiting for a turn names it,
 /// as a lock timeout names the lock's holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TurnHolder {
     /// The holder's lane, if it has one.
     pub lane: Option<String>,

@@ -66,6 +66,7 @@ pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
 
 /// How durable a write must be before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Durability {
     /// In the page cache: survives a process crash, not a machine crash.
     #[default]
@@ -78,6 +79,7 @@ pub enum Durability {
 
 /// A final line without `\n`, left by a crash in the middle of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TornTail {
     /// Where the torn bytes start (the end of the last complete line).
     pub offset: u64,
@@ -99,6 +101,7 @@ pub struct Appended {
 
 /// One entry of a transcript, with its place in the file.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Entry {
     /// The JSON value.
     pub value: Value,
@@ -183,6 +186,7 @@ impl RawEntries {
 
 /// What changed since a fence was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Change {
     /// Nothing.
     Unchanged,

@@ -84,6 +84,7 @@ const POLL_MAX: Duration = Duration::from_millis(100);
 
 /// How waiters learn that a lock changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Notify {
     /// inotify and pidfd where the file system supports them, else polling.
     #[default]

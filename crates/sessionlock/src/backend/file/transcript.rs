@@ -794,6 +794,7 @@ impl Reader {
 /// One entry as stored: the bytes of its line, checked to be one JSON
 /// value, from [`Reader::next_raw`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RawEntry<'a> {
     /// The line without its `\n`.
     pub json: &'a [u8],
