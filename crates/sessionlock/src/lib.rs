@@ -23,7 +23,13 @@
 //! - [`Error`]: what went wrong and what to do about it
 //!   ([`Error::is_retryable`]).
 //! - [`config`]: settings, their defaults and environment variables.
-//! - [`diag`]: the `status` and `doctor` reports of the command line.
+//! - [`design`]: how it works, and its known limits.
+//!
+//! The cargo feature `internals` makes public what sessionlock's own crates
+//! (the command line, the PostgreSQL backend, the Node.js binding, the test
+//! lab) share: the payload, holder identity, the file-system seam, the
+//! diagnostics behind `sessionlock status` and `doctor`. It is not part of
+//! the documented API and carries no semver promise.
 //!
 //! ## Guarantees
 //! 1. **Mutual exclusion**: at most one unrevoked holder per session across
