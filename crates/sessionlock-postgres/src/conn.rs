@@ -168,7 +168,11 @@ impl Shared {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "the liveness connection to the server ended");
+                tracing::warn!(
+                    target: "sessionlock::postgres",
+                    error = %e,
+                    "the liveness connection to the server ended"
+                );
             }
             if let Some(s) = weak.upgrade() {
                 // Every lease granted under this connection is lost: others
@@ -177,7 +181,11 @@ impl Shared {
                     .compare_exchange(gen, gen + 1, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
-                    tracing::warn!(server = %s.cfg.target, "lost the liveness connection: this process's leases on it are revoked");
+                    tracing::warn!(
+                        target: "sessionlock::postgres",
+                        server = %s.cfg.target,
+                        "lost the liveness connection: this process's leases on it are revoked"
+                    );
                 }
             }
         });

@@ -370,7 +370,12 @@ async fn grant(
 async fn give_back(outcome: Outcome<PgLease, PgVersion>) {
     if let Outcome::Acquired(lease) = outcome {
         if let Err(e) = release(&lease.0).await {
-            tracing::warn!(error = %e, key = lease.0.key.as_str(), "cannot give back a lease whose acquirer went away; it ends at its expiry");
+            tracing::warn!(
+                target: "sessionlock::postgres",
+                lock = %std::path::Path::new(&lease.0.key.locator).display(),
+                error = %e,
+                "cannot give back a lease whose acquirer went away; it ends at its expiry"
+            );
         }
     }
 }
@@ -465,7 +470,11 @@ impl LockBackend for PgBackend {
                 .await
                 .map_err(|e| busy(&s, &k, e, "remove a lease on"))?;
             if row.is_some() {
-                tracing::info!(lock = ?k.locator, "removed stale session lease");
+                tracing::info!(
+                    target: "sessionlock::reclaim",
+                    lock = %std::path::Path::new(&k.locator).display(),
+                    "removed stale session lock"
+                );
             }
             Ok(row.is_some())
         })

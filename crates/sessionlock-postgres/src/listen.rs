@@ -264,7 +264,11 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Option<Arc<Death>> {
             match connect_raw(&shared.cfg, &shared.tls, "watch a holder on").await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::debug!(error = %e, "no death watch; waits fall back to re-checks");
+                    tracing::debug!(
+                        target: "sessionlock::postgres",
+                        error = %e,
+                        "no death watch; waits fall back to re-checks"
+                    );
                     let _ = stop.await;
                     return;
                 }
@@ -284,7 +288,7 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Option<Arc<Death>> {
         tokio::select! {
             r = waited => {
                 if let Err(e) = r {
-                    tracing::debug!(error = %e, "death watch ended");
+                    tracing::debug!(target: "sessionlock::postgres", error = %e, "death watch ended");
                 }
                 if let Some(d) = weak.upgrade() {
                     d.signal.fire();
@@ -295,7 +299,11 @@ fn death_watch(shared: &Arc<Shared>, id: i64) -> Option<Arc<Death>> {
                 // lock, so that the connection closes now rather than when
                 // the holder's does.
                 if let Err(e) = cancel.cancel_query(shared.tls.clone()).await {
-                    tracing::debug!(error = %e, "cannot cancel a death watch; it ends with its holder");
+                    tracing::debug!(
+                        target: "sessionlock::postgres",
+                        error = %e,
+                        "cannot cancel a death watch; it ends with its holder"
+                    );
                 }
             }
         }
@@ -344,7 +352,11 @@ async fn listen_forever(shared: Weak<Shared>) {
             Ok(c) => c,
             Err(e) => {
                 drop(s);
-                tracing::debug!(error = %e, "listener cannot connect; retrying");
+                tracing::debug!(
+                    target: "sessionlock::postgres",
+                    error = %e,
+                    "listener cannot connect; retrying"
+                );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;

@@ -231,6 +231,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, target: &str) -> 
         .map_err(fail("commit the schema migration on"))?;
     if have < SCHEMA_VERSION {
         tracing::info!(
+            target: "sessionlock::postgres",
             schema,
             from = have,
             to = SCHEMA_VERSION,

@@ -206,7 +206,11 @@ async fn append(lease: Arc<LeaseInner>, lines: Vec<String>) -> Result<Appended, 
                     });
                 }
                 if !unsure {
-                    tracing::warn!(error = %why, "connection lost during an append; asking whether it landed");
+                    tracing::warn!(
+                        target: "sessionlock::postgres",
+                        error = %why,
+                        "connection lost during an append; asking whether it landed"
+                    );
                 }
                 unsure = true;
                 tokio::time::sleep(pause).await;
