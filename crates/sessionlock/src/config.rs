@@ -239,7 +239,13 @@ impl Config {
     pub fn resolve(&self) -> Settings {
         let (settings, warnings) = self.resolve_with(|k| std::env::var(k).ok());
         for w in warnings {
-            tracing::warn!("{w}");
+            tracing::warn!(
+                target: "sessionlock::config",
+                var = w.var,
+                value = w.value.as_str(),
+                reason = w.reason,
+                "ignoring an invalid environment variable"
+            );
         }
         settings
     }

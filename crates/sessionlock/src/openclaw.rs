@@ -108,11 +108,11 @@ pub fn warn_if_self_unmarked() {
     ONCE.call_once(|| {
         if !self_is_marked() {
             tracing::warn!(
-                "OpenClaw-compatible mode is on, but this process's arguments carry no `{MARKER}` \
-                 token: OpenClaw treats its locks as non-openclaw-owner and deletes them; \
-                 a library embedded in another program cannot be recognised by OpenClaw \
-                 (run writers through the `sessionlock` command, or start the program with \
-                 an `{MARKER}` argument)"
+                target: "sessionlock::openclaw",
+                marker = MARKER,
+                hint = "run writers through the sessionlock command, or start the program with the marker as an argument",
+                "OpenClaw-compatible mode is on, but this process's arguments carry no OpenClaw marker: \
+                 OpenClaw treats its locks as non-openclaw-owner and deletes them"
             );
         }
     });

@@ -424,6 +424,16 @@ impl<B: StoreBackend> std::fmt::Debug for Attempt<B> {
     }
 }
 
+/// An abort's kind, as logged.
+fn abort_name(kind: AbortKind) -> &'static str {
+    match kind {
+        AbortKind::User => "user",
+        AbortKind::Timeout => "timeout",
+        AbortKind::Stuck => "stuck",
+        AbortKind::Yield => "yield",
+    }
+}
+
 /// Releases a guard, logging (never throwing) a failure: the lock is then
 /// reclaimable by the next waiter anyway.
 fn release_quietly<B: LockBackend>(guard: Guard<B>, why: &str) {
@@ -432,10 +442,22 @@ fn release_quietly<B: LockBackend>(guard: Guard<B>, why: &str) {
         Ok(()) => {}
         // Already reported where the loss was detected.
         Err(e @ Error::Revoked { .. }) => {
-            tracing::debug!(lock = %path.display(), error = %e, "session lock was already lost ({why})");
+            tracing::debug!(
+                target: "sessionlock::attempt",
+                lock = %path.display(),
+                why,
+                error = %e,
+                "session lock was already lost"
+            );
         }
         Err(e) => {
-            tracing::warn!(lock = %path.display(), error = %e, "cannot release session lock ({why})");
+            tracing::warn!(
+                target: "sessionlock::attempt",
+                lock = %path.display(),
+                why,
+                error = %e,
+                "cannot release session lock"
+            );
         }
     }
 }
@@ -1066,7 +1088,11 @@ impl<B: StoreBackend> Inner<B> {
                 match at_once(watched(transcript.check(fence, &judge), &check.panicked)) {
                     Some(change) => verdict_of(change),
                     None => {
-                        tracing::debug!(session = %self.session.display(), "the store's check does not complete without waiting; dispose does not wait for it");
+                        tracing::debug!(
+                            target: "sessionlock::attempt",
+                            session = %self.session.display(),
+                            "the store's check does not complete without waiting; dispose does not wait for it"
+                        );
                         Ok(Resync::default())
                     }
                 }
@@ -1194,7 +1220,13 @@ impl<B: StoreBackend> Inner<B> {
         phase: TakeoverPhase,
         reason: TakeoverReason,
     ) -> Error {
-        tracing::warn!(session = %self.session.display(), %phase, detail = %reason, "takeover detected");
+        tracing::warn!(
+            target: "sessionlock::attempt",
+            session = %self.session.display(),
+            %phase,
+            detail = %reason,
+            "takeover detected"
+        );
         st.state = State::TakenOver;
         st.fence = None;
         st.turn = None;
@@ -1228,7 +1260,12 @@ impl<B: StoreBackend> Inner<B> {
         if resync.is_empty() {
             return;
         }
-        tracing::debug!(session = %self.session.display(), entries = resync.entries.len(), "accepted foreign entries");
+        tracing::debug!(
+            target: "sessionlock::attempt",
+            session = %self.session.display(),
+            entries = resync.entries.len(),
+            "accepted foreign entries"
+        );
         if let Some(hook) = &self.opts.on_resync {
             hook(resync);
         }
@@ -1253,7 +1290,13 @@ impl<B: StoreBackend> Inner<B> {
             }
         } else if st.state == State::Held || st.state == State::Cleanup {
             if let Some(e) = self.release_held(&mut st, "abort") {
-                tracing::warn!(session = %self.session.display(), ?kind, error = %e, "fence snapshot failed during abort; lock released");
+                tracing::warn!(
+                    target: "sessionlock::attempt",
+                    session = %self.session.display(),
+                    kind = abort_name(kind),
+                    error = %e,
+                    "fence snapshot failed during abort; lock released"
+                );
             }
             if st.state == State::Cleanup {
                 st.state = State::Released;
@@ -1265,7 +1308,12 @@ impl<B: StoreBackend> Inner<B> {
         drop(st);
         drop(owner);
         self.events.notify_waiters();
-        tracing::debug!(session = %self.session.display(), ?kind, "attempt aborted");
+        tracing::debug!(
+            target: "sessionlock::attempt",
+            session = %self.session.display(),
+            kind = abort_name(kind),
+            "attempt aborted"
+        );
     }
 
     fn dispose(&self) -> Result<()> {
@@ -1389,7 +1437,12 @@ impl<B: StoreBackend> Inner<B> {
 
     /// The timeout of a wait for another call of this attempt.
     fn busy_timeout(&self, what: &str) -> Error {
-        tracing::debug!(session = %self.session.display(), what, "timed out waiting for another call of the attempt");
+        tracing::debug!(
+            target: "sessionlock::attempt",
+            session = %self.session.display(),
+            what,
+            "timed out waiting for another call of the attempt"
+        );
         Error::Busy {
             waiting_for: "another call of this attempt",
             timeout_ms: self.opts.lock.timeout.map_or(u64::MAX, ms),
@@ -1497,7 +1550,12 @@ impl<B: StoreBackend> Inner<B> {
 impl<B: StoreBackend> Drop for Inner<B> {
     fn drop(&mut self) {
         if let Err(e) = self.dispose() {
-            tracing::warn!(session = %self.session.display(), error = %e, "attempt dropped after a takeover");
+            tracing::warn!(
+                target: "sessionlock::attempt",
+                session = %self.session.display(),
+                error = %e,
+                "attempt dropped after a takeover"
+            );
         }
     }
 }

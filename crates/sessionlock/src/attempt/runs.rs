@@ -335,8 +335,9 @@ impl RunRegistry {
         let stuck = self.stuck_entries(now, threshold);
         for (_, snap, abort) in &stuck {
             tracing::warn!(
-                run_id = %snap.info.run_id,
-                session_file = %snap.info.session_file.display(),
+                target: "sessionlock::attempt",
+                run = %snap.info.run_id,
+                session = %snap.info.session_file.display(),
                 "aborting stuck run"
             );
             abort.abort(AbortKind::Stuck);

@@ -8,9 +8,11 @@
 
 use std::any::TypeId;
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use tracing::Instrument as _;
 
 use crate::backend::file::FileBackend;
 use crate::backend::{Inspection, LeaseRequest, LockBackend, Outcome, SessionId};
@@ -18,7 +20,7 @@ use crate::blocking::block_on;
 use crate::config::{Config, HoldExceededPolicy, Settings};
 use crate::error::{Error, Holder, Result, TryAcquireError};
 use crate::identity::me;
-use crate::lock::guard::{Guard, Hold};
+use crate::lock::guard::{Guard, Hold, Spans};
 use crate::lock::registry::{self, Entry, Turn};
 use crate::reclaim::{self, Action, Assessment, Policy};
 
@@ -249,8 +251,11 @@ impl SessionLock<FileBackend> {
             Some("poll") => crate::backend::file::Notify::Poll,
             Some(other) => {
                 tracing::warn!(
-                    "ignoring {}={other:?}: expected auto or poll",
-                    crate::config::ENV_NOTIFY
+                    target: "sessionlock::config",
+                    var = crate::config::ENV_NOTIFY,
+                    value = other,
+                    reason = "expected auto or poll",
+                    "ignoring an invalid environment variable"
                 );
                 crate::backend::file::Notify::Auto
             }
@@ -341,12 +346,24 @@ impl LockOptions {
     }
 }
 
-/// Logs a reclaim of a live foreign holder past its lease: it cannot be
-/// fenced, so it may go on writing beside the new holder
+/// Logs a reclaim, whichever the backend; and, as a warning, one of a live
+/// foreign holder past its lease: it cannot be fenced, so it may go on
+/// writing beside the new holder
 /// ([design §14.3](crate::design#143-foreign-holders-past-their-lease); seed
 /// incident #89673 requires the reclaim anyway under policy `reclaim`).
-fn log_unfenced_reclaim<V>(locator: &OsStr, seen: &Inspection<V>, a: &Assessment) {
-    let Ok(p) = seen.payload.as_ref() else {
+fn log_reclaim<V>(locator: &OsStr, seen: &Inspection<V>, a: &Assessment) {
+    let payload = seen.payload.as_ref().ok();
+    tracing::info!(
+        target: "sessionlock::reclaim",
+        lock = %Path::new(locator).display(),
+        reasons = %a.reasons,
+        holder_pid = payload.and_then(|p| p.pid),
+        holder_owner = payload.map(crate::openclaw::owner_of),
+        holder_epoch = payload.and_then(|p| p.epoch),
+        age_ms = u64::try_from(a.age.as_millis()).unwrap_or(u64::MAX),
+        "reclaimed stale session lock"
+    );
+    let Some(p) = payload else {
         return;
     };
     if !a.reasons.contains(reclaim::Reason::HoldExceeded)
@@ -360,14 +377,14 @@ fn log_unfenced_reclaim<V>(locator: &OsStr, seen: &Inspection<V>, a: &Assessment
         .and_then(|end| SystemTime::now().duration_since(end).ok())
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     tracing::warn!(
-        lock = %std::path::Path::new(locator).display(),
-        holder_pid = p.pid.unwrap_or(0),
-        owner = crate::openclaw::owner_of(p),
+        target: "sessionlock::reclaim",
+        lock = %Path::new(locator).display(),
+        holder_pid = p.pid,
+        holder_owner = crate::openclaw::owner_of(p),
         past_lease_ms = past_ms,
-        "unfenced reclaim: took over the lock of a live {} holder {}ms past its lease; \
-         it cannot be fenced and may still write (set SESSIONLOCK_FOREIGN_HOLD_EXCEEDED=report to refuse)",
-        crate::openclaw::owner_of(p),
-        past_ms,
+        hint = "set SESSIONLOCK_FOREIGN_HOLD_EXCEEDED=report to refuse such reclaims",
+        "unfenced reclaim: took over the lock of a live foreign holder past its lease; \
+         it cannot be fenced and may still write"
     );
 }
 
@@ -666,8 +683,8 @@ impl<B: LockBackend> SessionLock<B> {
         }
     }
 
-    fn guard(&self, req: LeaseRequest, lease: B::Lease, turn: Turn) -> Guard<B> {
-        Guard::first(Hold::start(self.backend.clone(), req, lease, turn))
+    fn guard(&self, req: LeaseRequest, lease: B::Lease, turn: Turn, spans: &Spans) -> Guard<B> {
+        Guard::first(Hold::start(self.backend.clone(), req, lease, turn, spans))
     }
 
     /// Acquires the lock of a session already resolved to its key, without
@@ -691,9 +708,63 @@ impl<B: LockBackend> SessionLock<B> {
         self.acquire_at(key, opts, mode).await
     }
 
+    /// Acquires inside a `sessionlock.acquire` span, and logs the outcome
+    /// (docs/design.md §19).
     async fn acquire_at(&self, key: B::Key, opts: &LockOptions, mode: Mode) -> Result<Guard<B>> {
-        // A budget too large for a deadline (`Duration::MAX`) is forever.
         let started = Instant::now();
+        // Field values are formatted only if a subscriber wants the span.
+        let acquire = tracing::info_span!(
+            target: "sessionlock::acquire",
+            "sessionlock.acquire",
+            session = %Path::new(key.session()).display(),
+            lane = opts.lane.as_deref(),
+            run = opts.run_id.as_deref(),
+            epoch = tracing::field::Empty,
+        );
+        let spans = Spans {
+            caller: tracing::Span::current(),
+            acquire,
+        };
+        let got = self
+            .acquire_in(key, opts, mode, started, &spans)
+            .instrument(spans.acquire.clone())
+            .await;
+        let waited_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        spans.acquire.in_scope(|| match &got {
+            Ok(g) => {
+                spans.acquire.record("epoch", g.epoch());
+                tracing::debug!(
+                    target: "sessionlock::acquire",
+                    epoch = g.epoch(),
+                    waited_ms = waited_ms(),
+                    "acquired session lock"
+                );
+            }
+            Err(Error::Timeout { holder, .. }) => tracing::debug!(
+                target: "sessionlock::acquire",
+                waited_ms = waited_ms(),
+                holder_pid = holder.pid,
+                holder = %holder,
+                "gave up waiting for the session lock"
+            ),
+            Err(e) => tracing::debug!(
+                target: "sessionlock::acquire",
+                error = %e,
+                "acquisition failed"
+            ),
+        });
+        got
+    }
+
+    async fn acquire_in(
+        &self,
+        key: B::Key,
+        opts: &LockOptions,
+        mode: Mode,
+        started: Instant,
+        spans: &Spans,
+    ) -> Result<Guard<B>> {
+        // A budget too large for a deadline (`Duration::MAX`) is forever.
         let deadline = opts.timeout.and_then(|t| started.checked_add(t));
         let state_deadline = deadline.map(|d| d.max(started + STATE_MIN_WAIT));
         if opts.openclaw_compat {
@@ -742,9 +813,13 @@ impl<B: LockBackend> SessionLock<B> {
         if let Some(parked) = turn.slot().take_parked() {
             if let Ok(lease) = parked.downcast::<B::Lease>() {
                 match self.backend.republish(&lease, &req, true).await {
-                    Ok(()) => return Ok(self.guard(req, *lease, turn)),
+                    Ok(()) => return Ok(self.guard(req, *lease, turn, spans)),
                     Err(e) => {
-                        tracing::debug!(error = %e, "handed-off lock was lost; acquiring anew");
+                        tracing::debug!(
+                            target: "sessionlock::acquire",
+                            error = %e,
+                            "handed-off lock was lost; acquiring anew"
+                        );
                         let _ = self.backend.release(&lease).await;
                     }
                 }
@@ -791,7 +866,7 @@ impl<B: LockBackend> SessionLock<B> {
                 continue;
             }
             let seen = match tried.map_err(|e| with_budget(e, opts))? {
-                Outcome::Acquired(lease) => return Ok(self.guard(req, lease, turn)),
+                Outcome::Acquired(lease) => return Ok(self.guard(req, lease, turn, spans)),
                 Outcome::Changed => {
                     churn += 1;
                     continue;
@@ -808,8 +883,8 @@ impl<B: LockBackend> SessionLock<B> {
                     }
                     match reclaimed.map_err(|e| with_budget(e, opts))? {
                         Outcome::Acquired(lease) => {
-                            log_unfenced_reclaim(key.locator(), &seen, &a);
-                            return Ok(self.guard(req, lease, turn));
+                            log_reclaim(key.locator(), &seen, &a);
+                            return Ok(self.guard(req, lease, turn, spans));
                         }
                         Outcome::Busy(_) | Outcome::Changed => churn += 1,
                     }

@@ -142,6 +142,13 @@ struct HoldState<L> {
     revocation: Option<watchdog::Ticket>,
 }
 
+/// The spans of an acquisition in progress (docs/design.md §19): the
+/// caller's, current when the acquisition began, and the acquisition's own.
+pub(crate) struct Spans {
+    pub(crate) caller: tracing::Span,
+    pub(crate) acquire: tracing::Span,
+}
+
 /// The shared state of one acquisition (several guards share it under opt-in
 /// reentrancy).
 pub(crate) struct Hold<B: LockBackend> {
@@ -149,6 +156,9 @@ pub(crate) struct Hold<B: LockBackend> {
     req: LeaseRequest,
     info: LeaseInfo<B::Key>,
     acquired_at: Instant,
+    /// `sessionlock.hold`: the guard's own events (extension, release,
+    /// revocation, loss) are logged inside it.
+    span: tracing::Span,
     /// Serializes this acquisition's operations on its lease (fenced calls,
     /// store mutations, extension, release, the watchdog's revocation), in
     /// this process; across processes the backend's fence does. Held for a
@@ -226,7 +236,13 @@ impl<B: LockBackend> Parked for ParkedLease<B> {
     fn release(self: Box<Self>) {
         if let Err(e) = block_on(self.backend.release(&self.lease)) {
             let info = B::info(&self.lease);
-            tracing::warn!(lock = %Path::new(info.key.locator()).display(), epoch = info.epoch, error = %e, "cannot release session lock");
+            tracing::warn!(
+                target: "sessionlock::hold",
+                lock = %Path::new(info.key.locator()).display(),
+                epoch = info.epoch,
+                error = %e,
+                "cannot release session lock; the next waiter will reclaim it"
+            );
         }
     }
     fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
@@ -295,14 +311,26 @@ impl<B: LockBackend> Hold<B> {
     }
 
     /// Wraps a freshly published lease: records it in the slot and arms the
-    /// watchdog.
+    /// watchdog. Its span is a child of the caller's span, not of the
+    /// acquisition's (which ends now), and follows from the acquisition's.
     pub(crate) fn start(
         backend: Arc<B>,
         req: LeaseRequest,
         lease: B::Lease,
         turn: Turn,
+        spans: &Spans,
     ) -> Arc<Self> {
         let info = B::info(&lease);
+        let span = tracing::info_span!(
+            target: "sessionlock::hold",
+            parent: &spans.caller,
+            "sessionlock.hold",
+            session = %Path::new(info.key.session()).display(),
+            lane = req.lane.as_deref(),
+            run = req.run_id.as_deref(),
+            epoch = info.epoch,
+        );
+        span.follows_from(&spans.acquire);
         let now = Instant::now();
         let deadline = now + req.max_hold;
         let slot = turn.slot().clone();
@@ -312,6 +340,7 @@ impl<B: LockBackend> Hold<B> {
             req,
             info,
             acquired_at: now,
+            span,
             published,
             ops: tokio::sync::Mutex::new(()),
             ops_freed: tokio::sync::Notify::new(),
@@ -410,6 +439,7 @@ impl<B: LockBackend> Hold<B> {
         if refused {
             return None;
         }
+        let _in = self.span.enter();
         // Released (or found lost): end the hold as `finish` does. The
         // watchdog's revocation needs `ops`, which we hold.
         let mut st = lock(&self.state);
@@ -424,10 +454,22 @@ impl<B: LockBackend> Hold<B> {
             turn.end(None);
         }
         Some(match released {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                self.log_released(false);
+                Ok(())
+            }
             Ok(false) => Err(self.lost_at_release()),
             Err(e) => Err(e),
         })
+    }
+
+    fn log_released(&self, handed_off: bool) {
+        tracing::debug!(
+            target: "sessionlock::hold",
+            held_ms = u64::try_from(self.acquired_at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            handed_off,
+            "released session lock"
+        );
     }
 
     /// [`Hold::finish`] where nobody asks for the outcome (a dropped guard):
@@ -435,9 +477,10 @@ impl<B: LockBackend> Hold<B> {
     /// there is nothing left to release.
     fn finish_logged(&self) {
         if let Err(e @ (Error::Io { .. } | Error::InvalidPath { .. })) = self.finish() {
+            let _in = self.span.enter();
             tracing::warn!(
+                target: "sessionlock::hold",
                 lock = %self.lock_path().display(),
-                pid = ?self.info.payload.pid,
                 epoch = self.info.epoch,
                 error = %e,
                 "cannot release session lock; the next waiter will reclaim it"
@@ -461,6 +504,7 @@ impl<B: LockBackend> Hold<B> {
     /// Reports a lock that was no longer ours (revoked, removed or replaced)
     /// as `Revoked`, after releasing whatever is left.
     fn finish(&self) -> Result<()> {
+        let _in = self.span.enter();
         let _ops = self.ops_blocking();
         let mut st = lock(&self.state);
         match st.phase {
@@ -492,6 +536,7 @@ impl<B: LockBackend> Hold<B> {
                         backend: self.backend.clone(),
                         lease,
                     })));
+                    self.log_released(true);
                     return Ok(());
                 }
                 Arc::new(lease)
@@ -501,7 +546,10 @@ impl<B: LockBackend> Hold<B> {
         let released = block_on(self.backend.release(&lease));
         turn.end(None);
         match released {
-            Ok(true) => Ok(()),
+            Ok(true) => {
+                self.log_released(false);
+                Ok(())
+            }
             Ok(false) => Err(self.lost_at_release()),
             Err(e) => Err(e),
         }
@@ -515,9 +563,10 @@ impl<B: LockBackend> Hold<B> {
             _ => LossCause::Removed,
         };
         tracing::warn!(
+            target: "sessionlock::fence",
             lock = %self.lock_path().display(),
             epoch = self.info.epoch,
-            %cause,
+            cause = cause.as_str(),
             "session lock was no longer ours at release"
         );
         self.revoked_error(self.info.epoch, cause)
@@ -527,6 +576,7 @@ impl<B: LockBackend> Hold<B> {
     /// acquisition is in flight). With `ticket`, only if that is still the
     /// scheduled revocation (not replaced by an extension in the meantime).
     fn revoke(&self, ticket: Option<watchdog::Ticket>, cause: LossCause) {
+        let _in = self.span.enter();
         let mut st = lock(&self.state);
         if !matches!(st.phase, Phase::Held) || ticket.is_some_and(|t| st.revocation != Some(t)) {
             return;
@@ -539,7 +589,14 @@ impl<B: LockBackend> Hold<B> {
             Some(Err(e)) => {
                 // The lock stays published; other processes reclaim it as
                 // hold-exceeded, which fences us just the same.
-                tracing::error!(lock = %self.lock_path().display(), error = %e, "cannot revoke overdue session lock");
+                tracing::error!(
+                    target: "sessionlock::hold",
+                    lock = %self.lock_path().display(),
+                    epoch = self.info.epoch,
+                    cause = cause.as_str(),
+                    error = %e,
+                    "cannot revoke session lock; other processes reclaim it once its lease ends"
+                );
                 self.info.epoch.saturating_add(1)
             }
             None => self.info.epoch,
@@ -551,25 +608,29 @@ impl<B: LockBackend> Hold<B> {
         drop(st);
         self.revoked.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
-        let held_ms = self.acquired_at.elapsed().as_millis() as u64;
+        let held_ms = u64::try_from(self.acquired_at.elapsed().as_millis()).unwrap_or(u64::MAX);
         if cause == LossCause::Overdue {
             tracing::warn!(
+                target: "sessionlock::watchdog",
                 lock = %self.lock_path().display(),
-                pid = ?self.info.payload.pid,
-                lane = ?self.info.payload.lane,
+                pid = self.info.payload.pid,
+                lane = self.info.payload.lane.as_deref(),
+                run = self.info.payload.run_id.as_deref(),
                 epoch = self.info.epoch,
                 held_ms,
-                max_hold_ms = self.req.max_hold.as_millis() as u64,
+                max_hold_ms = u64::try_from(self.req.max_hold.as_millis()).unwrap_or(u64::MAX),
                 "revoked session lock held past its max hold"
             );
         } else {
             tracing::warn!(
+                target: "sessionlock::fence",
                 lock = %self.lock_path().display(),
-                pid = ?self.info.payload.pid,
-                lane = ?self.info.payload.lane,
+                pid = self.info.payload.pid,
+                lane = self.info.payload.lane.as_deref(),
+                run = self.info.payload.run_id.as_deref(),
                 epoch = self.info.epoch,
                 held_ms,
-                %cause,
+                cause = cause.as_str(),
                 "session lock lost to another program; its writes are refused from now on"
             );
         }
@@ -994,6 +1055,13 @@ impl<B: LockBackend> Guard<B> {
         }
         let rev: Weak<dyn Revocable> = self.hold.me.clone() as Weak<dyn Revocable>;
         st.revocation = watchdog::register(Instant::now() + hold, rev);
+        drop(st);
+        let _in = self.hold.span.enter();
+        tracing::debug!(
+            target: "sessionlock::hold",
+            max_hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+            "extended session lease"
+        );
         Ok(())
     }
 

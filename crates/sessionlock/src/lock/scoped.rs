@@ -101,7 +101,11 @@ impl<B: LockBackend> SessionLock<B> {
             (Ok(Ok(_)), Err(e)) => Err(e.into()),
             (Ok(Err(work_error)), released) => {
                 if let Err(e) = released {
-                    tracing::warn!(error = %e, "releasing after a failed scoped hold");
+                    tracing::warn!(
+                        target: "sessionlock::hold",
+                        error = %e,
+                        "releasing after a failed scoped hold"
+                    );
                 }
                 Err(work_error)
             }

@@ -56,7 +56,11 @@ fn watchdog() -> Option<&'static Arc<Watchdog>> {
         {
             Ok(_) => Some(wd),
             Err(e) => {
-                tracing::error!(error = %e, "cannot start the sessionlock watchdog thread; leases will only be enforced by other processes");
+                tracing::error!(
+                    target: "sessionlock::watchdog",
+                    error = %e,
+                    "cannot start the sessionlock watchdog thread; leases will only be enforced by other processes"
+                );
                 None
             }
         }

@@ -189,7 +189,13 @@ fn sibling(key: &FileKey, kind: &str, token: &str) -> PathBuf {
 fn new_token() -> String {
     let bytes = sys::random_bytes().unwrap_or_else(|e| {
         static WARNED: OnceLock<()> = OnceLock::new();
-        WARNED.get_or_init(|| tracing::warn!(error = %e, "no kernel randomness; tokens fall back to pid, clock and a counter"));
+        WARNED.get_or_init(|| {
+            tracing::warn!(
+                target: "sessionlock::acquire",
+                error = %e,
+                "no kernel randomness; tokens fall back to pid, clock and a counter"
+            );
+        });
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let hi = (u64::from(sys::pid()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
         let lo = sys::monotonic_ns();
@@ -325,10 +331,11 @@ fn swap_in(lock_path: &Path, tmp: &Path, ino: (u64, u64)) -> Result<Option<LossC
     // A foreign lock: give it its name back, then drop our new payload.
     if let Err(e) = sys::exchange(tmp, lock_path) {
         tracing::warn!(
+            target: "sessionlock::fence",
             lock = %lock_path.display(),
             aside = %tmp.display(),
             error = %e,
-            "a foreign lock replaced ours during extension and could not be put back; left aside for `sessionlock doctor`"
+            "a foreign lock replaced ours during extension and could not be put back; left aside for sessionlock doctor"
         );
         return Ok(Some(LossCause::Replaced));
     }
@@ -431,9 +438,11 @@ impl FileBackend {
                 let _ = std::fs::remove_file(&tomb);
             }
             Err(e) => tracing::warn!(
-                tomb = %tomb.display(),
+                target: "sessionlock::fence",
+                lock = %key.lock_path.display(),
+                aside = %tomb.display(),
                 error = %e,
-                "a foreign lock replaced ours during release and could not be restored; left aside for `sessionlock doctor`"
+                "a foreign lock replaced ours during release and could not be restored; left aside for sessionlock doctor"
             ),
         }
         Ok(false)
@@ -703,11 +712,6 @@ impl LockBackend for FileBackend {
         let Some((floor, _)) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(Outcome::Changed);
         };
-        tracing::info!(
-            lock = %key.lock_path.display(),
-            holder_pid = ?seen.payload.as_ref().ok().and_then(|p| p.pid),
-            "reclaimed stale session lock"
-        );
         self.publish(key, dup(&path, g.file)?, floor, req)
     }
 
@@ -737,7 +741,11 @@ impl LockBackend for FileBackend {
                 drop(g);
                 let removed = removed?;
                 if removed {
-                    tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
+                    tracing::info!(
+                        target: "sessionlock::reclaim",
+                        lock = %key.lock_path.display(),
+                        "removed stale session lock"
+                    );
                 }
                 return Ok(removed);
             }
@@ -750,7 +758,11 @@ impl LockBackend for FileBackend {
         if !recorded {
             write_epoch(&path, g.file, floor)?;
         }
-        tracing::info!(lock = %key.lock_path.display(), "removed stale session lock");
+        tracing::info!(
+            target: "sessionlock::reclaim",
+            lock = %key.lock_path.display(),
+            "removed stale session lock"
+        );
         Ok(true)
     }
 
@@ -875,7 +887,12 @@ impl LockBackend for FileBackend {
             match DirWatch::new(dir, name) {
                 Ok(w) => WatchKind::Blocking(w),
                 Err(e) => {
-                    tracing::debug!(dir = %dir.display(), error = %e, "inotify unavailable, polling");
+                    tracing::debug!(
+                        target: "sessionlock::wait",
+                        dir = %dir.display(),
+                        error = %e,
+                        "inotify unavailable, polling"
+                    );
                     WatchKind::Poll
                 }
             }
@@ -1050,7 +1067,11 @@ impl FileWatch {
             match register(dw) {
                 Ok(afd) => self.kind = WatchKind::Async(afd),
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot register notifications with tokio, polling")
+                    tracing::debug!(
+                        target: "sessionlock::wait",
+                        error = %e,
+                        "cannot register notifications with tokio, polling"
+                    )
                 }
             }
         }

@@ -206,7 +206,12 @@ pub(super) fn state_busy(path: &Path, file: &File, waited: Duration) -> Error {
         .copied()
         .find(|&p| p != me)
         .or(holders.first().copied());
-    tracing::debug!(path = %path.display(), holders = ?holders, "session state file locked by another process");
+    tracing::debug!(
+        target: "sessionlock::fence",
+        path = %path.display(),
+        holder_pid = pid,
+        "session state file locked by another process"
+    );
     Error::Timeout {
         timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
         holder: Box::new(crate::error::Holder::state_lock(path, pid)),
@@ -241,7 +246,11 @@ pub(super) fn read_record(path: &Path, file: &File) -> Result<Result<u64, usize>
 pub(super) fn read_epoch(path: &Path, file: &File) -> Result<u64> {
     Ok(read_record(path, file)?.unwrap_or_else(|n| {
         if n > 0 {
-            tracing::warn!(path = %path.display(), "invalid epoch file; continuing above every earlier epoch");
+            tracing::warn!(
+                target: "sessionlock::fence",
+                path = %path.display(),
+                "invalid epoch file; continuing above every earlier epoch"
+            );
         }
         epoch_floor()
     }))

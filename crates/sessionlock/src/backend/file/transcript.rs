@@ -332,7 +332,12 @@ impl Transcript {
     /// Marks the handle poisoned and passes the error on.
     fn poison(&mut self, e: Error) -> Error {
         self.poisoned = true;
-        tracing::error!(path = %self.path.display(), error = %e, "transcript write failed; handle poisoned");
+        tracing::error!(
+            target: "sessionlock::transcript",
+            path = %self.path.display(),
+            error = %e,
+            "transcript write failed; handle poisoned"
+        );
         e
     }
 
@@ -417,9 +422,21 @@ impl Transcript {
                 if let Some(torn) = &t {
                     let saved_to = Path::new(torn.saved_to.as_deref().unwrap_or_default());
                     if requested {
-                        tracing::info!(path = %self.path.display(), bytes = torn.len, saved_to = %saved_to.display(), "repaired torn transcript tail");
+                        tracing::info!(
+                            target: "sessionlock::transcript",
+                            path = %self.path.display(),
+                            bytes = torn.len,
+                            saved_to = %saved_to.display(),
+                            "repaired torn transcript tail"
+                        );
                     } else {
-                        tracing::warn!(path = %self.path.display(), bytes = torn.len, saved_to = %saved_to.display(), "repaired torn transcript tail");
+                        tracing::warn!(
+                            target: "sessionlock::transcript",
+                            path = %self.path.display(),
+                            bytes = torn.len,
+                            saved_to = %saved_to.display(),
+                            "repaired torn transcript tail before an append"
+                        );
                     }
                 }
                 Ok(t)
@@ -474,7 +491,12 @@ impl Transcript {
             // the side file holds nothing the operator needs. Leaving it
             // would leave one (empty or partial) file per failed attempt.
             if let Err(re) = self.fs.remove(&side) {
-                tracing::warn!(path = %side.display(), error = %re, "cannot remove the side file of a failed repair");
+                tracing::warn!(
+                    target: "sessionlock::transcript",
+                    path = %side.display(),
+                    error = %re,
+                    "cannot remove the side file of a failed repair"
+                );
             }
             return Err(e);
         }

@@ -587,10 +587,11 @@ pub async fn remove_lock<B: LockBackend>(
         .is_ok_and(crate::openclaw::is_foreign);
     if matches!(outcome, Outcome::Removed) && forced && foreign {
         tracing::warn!(
+            target: "sessionlock::reclaim",
             lock = %Path::new(st.key.locator()).display(),
-            holder_pid = st.holder.pid.unwrap_or(0),
+            holder_pid = st.holder.pid,
             past_lease_ms = u64::try_from(past_lease(st, SystemTime::now()).as_millis()).unwrap_or(u64::MAX),
-            "unfenced reclaim: removed the lock of a live foreign holder past its lease (--force); \
+            "unfenced reclaim: removed the lock of a live foreign holder past its lease (forced); \
              it cannot be fenced and may still write"
         );
     }

@@ -623,7 +623,12 @@ fn under_session_lock(
         Ok(()) => outcome,
         Err(e) if outcome.is_done() => Outcome::Failed(e),
         Err(e) => {
-            tracing::warn!(session = %session.display(), error = %chain(&e), "cannot release the session lock");
+            tracing::warn!(
+                target: "sessionlock::doctor",
+                session = %session.display(),
+                error = %chain(&e),
+                "cannot release the session lock"
+            );
             outcome
         }
     }
