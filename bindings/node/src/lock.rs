@@ -211,7 +211,7 @@ impl<B: Kind> Drop for Cell<B> {
             Some(Ok(g)) => match B::try_release(g) {
                 Ok(released) => {
                     if let Err(e) = released {
-                        tracing::warn!(error = %e, "cannot release a session lock nobody released");
+                        tracing::warn!(target: "sessionlock::hold", error = %e, "cannot release a session lock nobody released");
                     }
                     return;
                 }
@@ -224,7 +224,7 @@ impl<B: Kind> Drop for Cell<B> {
             .name("sessionlock-drop".into())
             .spawn(move || {
                 if let Err(e) = finish() {
-                    tracing::warn!(error = %e, "cannot release a session lock nobody released");
+                    tracing::warn!(target: "sessionlock::hold", error = %e, "cannot release a session lock nobody released");
                 }
             });
     }
