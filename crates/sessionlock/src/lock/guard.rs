@@ -839,7 +839,7 @@ impl<B: LockBackend> Guard<B> {
             Err(e) => return e,
         };
         loop {
-            match self.check_async().await {
+            match self.check_watching().await {
                 Ok(()) => {}
                 // Another program keeps the state file locked: ownership
                 // is unknown, not lost. Look again at the next change.
@@ -940,9 +940,38 @@ impl<B: LockBackend> Guard<B> {
         result
     }
 
+    /// [`Guard::check`] for a watcher ([`Guard::lost`]), which runs beside
+    /// the holder's own work, often in the same task (a `select!`). The
+    /// backend's check can suspend (a database round trip); holding `ops`
+    /// across it, as [`Guard::check_async`] does, would make a fenced call
+    /// of that work, which blocks its thread until `ops` is free, wait for
+    /// ever, and the watchdog with it. So the check runs on a snapshot of
+    /// the lease, without `ops`, and a loss it reports is taken as such only
+    /// if, under `ops` again, the lease is still the one checked: not
+    /// released meanwhile, nor republished by an extension (which a check
+    /// racing it could mistake for a replacement).
+    async fn check_watching(&self) -> Result<()> {
+        let (lease, published) = {
+            let _ops = self.hold.ops_async().await;
+            (self.hold.lease()?, lock(&self.hold.published).clone())
+        };
+        let result = self.hold.backend.check(&lease).await;
+        drop(lease);
+        if let Err(Error::Revoked { cause, .. }) = &result {
+            let _ops = self.hold.ops_async().await;
+            self.hold.lease()?;
+            if *lock(&self.hold.published) != published {
+                // Extended meanwhile: look again at the next change.
+                return Ok(());
+            }
+            self.hold.revoke(None, *cause);
+        }
+        result
+    }
+
     /// [`Guard::check`] for async callers: waits for this acquisition's
     /// operation in flight without blocking the thread.
-    async fn check_async(&self) -> Result<()> {
+    pub(crate) async fn check_async(&self) -> Result<()> {
         let _ops = self.hold.ops_async().await;
         let lease = self.hold.lease()?;
         let result = self.hold.backend.check(&lease).await;
