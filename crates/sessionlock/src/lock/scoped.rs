@@ -34,7 +34,11 @@ impl<B: LockBackend> SessionLock<B> {
     /// # Errors
     /// - the acquisition's error ([`SessionLock::acquire`]): nothing ran;
     /// - the loss ([`Guard::lost`]: `Revoked` or `Fenced`) when the lock was
-    ///   lost while `work` ran: `work` was cancelled;
+    ///   lost while `work` ran: `work` was cancelled. Should watching the
+    ///   lock fail (an `Io` error, a database connection lost), that is
+    ///   logged and `work` goes on; its loss is then learned from
+    ///   revocation (the watchdog's at the end of the lease, or a fenced
+    ///   call's);
     /// - `work`'s own error, returned as is (the lock is released; a failure
     ///   to release is then only logged);
     /// - the release's error ([`Guard::release`]) when `work` succeeded but
@@ -92,7 +96,7 @@ impl<B: LockBackend> SessionLock<B> {
                 // noticed in the same poll; the release reports that loss.
                 biased;
                 r = work => Ok(r),
-                lost = guard.lost() => Err(lost),
+                lost = lost_for_sure(&guard) => Err(lost),
             }
         };
         let released = offload(move || guard.release());
@@ -100,17 +104,50 @@ impl<B: LockBackend> SessionLock<B> {
             (Ok(Ok(value)), Ok(())) => Ok(value),
             (Ok(Ok(_)), Err(e)) => Err(e.into()),
             (Ok(Err(work_error)), released) => {
-                if let Err(e) = released {
-                    tracing::warn!(
-                        target: "sessionlock::hold",
-                        error = %e,
-                        "releasing after a failed scoped hold"
-                    );
-                }
+                log_release_failure(released);
                 Err(work_error)
             }
-            // Losing the lock after the loss is no news.
-            (Err(lost), _) => Err(lost.into()),
+            (Err(lost), released) => {
+                // A lost lock's release reports the loss again: no news.
+                if !matches!(released, Err(Error::Revoked { .. } | Error::Fenced { .. })) {
+                    log_release_failure(released);
+                }
+                Err(lost.into())
+            }
         }
+    }
+}
+
+/// The loss of `guard`'s lock ([`Guard::lost`]); an error that only means
+/// its watch failed (an `Io` error, a database connection's) does not end
+/// the work: it is logged, and the loss is then learned from revocation
+/// (the watchdog's, or a fenced call's).
+async fn lost_for_sure<B: LockBackend>(guard: &Guard<B>) -> Error {
+    match guard.lost().await {
+        lost @ (Error::Revoked { .. } | Error::Fenced { .. }) => lost,
+        other => {
+            tracing::warn!(
+                target: "sessionlock::hold",
+                error = %other,
+                "cannot watch a scoped hold; its loss is learned from revocation"
+            );
+            loop {
+                guard.revoked().await;
+                // Revoked is sticky: this check fails at once.
+                if let Err(lost) = guard.check_async().await {
+                    return lost;
+                }
+            }
+        }
+    }
+}
+
+fn log_release_failure(released: crate::error::Result<()>) {
+    if let Err(e) = released {
+        tracing::warn!(
+            target: "sessionlock::hold",
+            error = %e,
+            "releasing after a failed scoped hold"
+        );
     }
 }
