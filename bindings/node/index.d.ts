@@ -136,7 +136,9 @@ export declare class Lock {
    * Calling it again does nothing. A lock file with nothing in flight and
    * no waiter of this process is removed at once (a few system calls that
    * never wait); anything else finishes off the JavaScript thread.
-   * @throws {SessionLockRevokedError} when the lock was no longer ours (what was left of it is released).
+   * @throws {SessionLockRevokedError} when the lock was no longer ours (what was left of it is released);
+   * a lock sharing its acquisition with others (`reentrant`) throws it when the acquisition is already
+   * known to have lost its lock, and only the last of them releases the lock file.
    * @throws {SessionLockIoError} when the lock file cannot be removed (it stays reclaimable).
    */
   release(): Promise<void>;

@@ -155,8 +155,9 @@ pub(crate) fn environment() -> Vec<Var> {
 
 /// What follows the list of variables.
 pub(crate) const ENVIRONMENT_NOTE: &str =
-    "Values that cannot be parsed are ignored with a warning. Command-line options win over \
-     these variables.";
+    "Values that cannot be parsed are ignored with a warning, except SESSIONLOCK_BACKEND \
+     (an error, exit 2) and SESSIONLOCK_LOG (the default filter, warn, is used). Command-line \
+     options win over these variables.";
 
 const TOP_EXIT: &[ExitRow] = &[
     (Status::Is(exit::OK), "success"),

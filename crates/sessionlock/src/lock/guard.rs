@@ -1095,8 +1095,11 @@ impl<B: LockBackend> Guard<B> {
     }
 
     /// Releases the lock now, reporting failure. Under reentrancy only the
-    /// last guard of an acquisition releases. Dropping the guard releases
-    /// too, but can only log a failure.
+    /// last guard of an acquisition releases; an earlier one's release
+    /// returns `Revoked` if the acquisition is already known to have lost
+    /// its lock, `Ok` otherwise, without looking at the lock itself (call
+    /// [`Guard::check`] first for that). Dropping the guard releases too,
+    /// but can only log a failure.
     ///
     /// # Errors
     /// `Revoked` when the lock was no longer this guard's: revoked by the

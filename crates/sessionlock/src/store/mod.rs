@@ -90,6 +90,19 @@ pub struct TornTail {
     pub saved_to: Option<OsString>,
 }
 
+impl TornTail {
+    /// A torn tail of `len` bytes at `offset`, set aside at `saved_to` if
+    /// the repair did: what a [`TranscriptStore`](crate::backend::TranscriptStore)
+    /// of another backend reports from its `repair` and `read`.
+    pub fn new(offset: u64, len: u64, saved_to: Option<OsString>) -> TornTail {
+        TornTail {
+            offset,
+            len,
+            saved_to,
+        }
+    }
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
