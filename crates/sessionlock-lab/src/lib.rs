@@ -27,5 +27,6 @@ pub mod demo;
 pub mod harness;
 pub mod pgserver;
 pub mod testkit;
+pub mod trace_recorder;
 pub mod worker;
 pub mod worker_pg;

@@ -20,17 +20,12 @@
 //! binary of its own because a process has only one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use sessionlock::{Config, Error, LockOptions, SessionLock, TryAcquireError};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
-use tracing_subscriber::registry::LookupSpan;
+use sessionlock_lab::trace_recorder::{recorder, EventSeen, Fields, Recorded, SpanSeen};
+use tracing::Level;
 
 // ------------------------------------------------------------ the documented
 
@@ -454,132 +449,6 @@ fn every_span_and_event_in_the_source_is_documented_and_every_documented_one_exi
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-// ------------------------------------------------------------ the recording
-
-/// A span or event's fields as text, the way a subscriber would print them.
-type Fields = BTreeMap<String, String>;
-
-struct Visitor<'a>(&'a mut Fields);
-
-impl Visit for Visitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), value.to_owned());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-#[derive(Debug, Clone)]
-struct SpanSeen {
-    name: String,
-    target: String,
-    level: Level,
-    fields: Fields,
-}
-
-#[derive(Debug, Clone)]
-struct EventSeen {
-    target: String,
-    level: Level,
-    message: String,
-    fields: Fields,
-    /// The spans it happened in, outermost first.
-    scope: Vec<SpanSeen>,
-}
-
-#[derive(Default)]
-struct Recorded {
-    events: Vec<EventSeen>,
-    /// Spans as they were when they closed.
-    closed: Vec<SpanSeen>,
-}
-
-/// Records every event with its spans, and every span when it closes.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Recorded>>);
-
-impl Recorder {
-    fn take(&self) -> Recorded {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Fields::new();
-        attrs.record(&mut Visitor(&mut fields));
-        let meta = attrs.metadata();
-        let seen = SpanSeen {
-            name: meta.name().to_owned(),
-            target: meta.target().to_owned(),
-            level: *meta.level(),
-            fields,
-        };
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(seen);
-        }
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(seen) = span.extensions_mut().get_mut::<SpanSeen>() {
-                values.record(&mut Visitor(&mut seen.fields));
-            }
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::new();
-        event.record(&mut Visitor(&mut fields));
-        let message = fields.remove("message").unwrap_or_default();
-        let scope = ctx
-            .event_scope(event)
-            .map(|s| {
-                s.from_root()
-                    .filter_map(|span| span.extensions().get::<SpanSeen>().cloned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let meta = event.metadata();
-        let seen = EventSeen {
-            target: meta.target().to_owned(),
-            level: *meta.level(),
-            message,
-            fields,
-            scope,
-        };
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .events
-            .push(seen);
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(&id) {
-            if let Some(seen) = span.extensions().get::<SpanSeen>().cloned() {
-                self.0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .closed
-                    .push(seen);
-            }
-        }
-    }
-}
-
-/// The process-wide recorder, installed as the global subscriber on first use.
-fn recorder() -> &'static Recorder {
-    static REC: OnceLock<Recorder> = OnceLock::new();
-    REC.get_or_init(|| {
-        let rec = Recorder::default();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(rec.clone()))
-            .expect("no other global subscriber in this test binary");
-        rec
-    })
-}
-
 // ------------------------------------------------------------ the scenario
 
 fn opts() -> LockOptions {
@@ -737,12 +606,7 @@ fn an_acquisition_lifecycle_logs_the_documented_events_in_its_spans() {
     // The revocation's warning comes from a thread of the watchdog's; the
     // hand-off's from the waiter, which has been joined.
     wait_for("the revocation's warning", || {
-        rec.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .events
-            .iter()
-            .any(|e| e.target == "sessionlock::watchdog")
+        rec.any_event(|e| e.target == "sessionlock::watchdog")
     });
     let Recorded { events, closed } = rec.take();
     let ours: Vec<EventSeen> = events
