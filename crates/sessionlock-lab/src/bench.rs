@@ -63,6 +63,7 @@ use sessionlock::LockOptions;
 
 use crate::worker::{self, field, ms_between, DurabilityArg};
 
+pub(crate) mod contention;
 mod pg;
 
 /// Which figures to measure.
@@ -76,6 +77,8 @@ enum Only {
     Transcript,
     /// exec → exec hand-off beside flock(1) → flock(1).
     Exec,
+    /// P processes contending for one lock, beside raw flock(2).
+    Contention,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +132,17 @@ pub struct Args {
     /// The `flock(1)` program the exec hand-off is compared with.
     #[arg(long, default_value = "flock")]
     flock: PathBuf,
+    /// Process counts of the contention figures.
+    #[arg(long, value_delimiter = ',', default_values_t = [2usize, 8])]
+    procs: Vec<usize>,
+    /// Acquire → append → release cycles per process in the contention
+    /// figures (`--cycles` is the lock group's uncontended cycles).
+    #[arg(long, default_value_t = 200)]
+    contention_cycles: u32,
+    /// Session file counts of the contention figures: with N files, cycle
+    /// `seq` of every process uses file `seq % N`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
+    files: Vec<usize>,
     /// Directory for the bench's scratch files (its file system decides what
     /// `fdatasync` costs); default: the system temporary directory.
     #[arg(long)]
@@ -200,6 +214,7 @@ pub const JSON_VERSION: u32 = 1;
 enum Item<'a> {
     Latency(&'a Figure),
     Throughput(&'a Throughput),
+    Contention(&'a contention::Contention),
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -754,6 +769,19 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
         !exec || args.exec_handoffs > 0,
         "--exec-handoffs must be at least 1"
     );
+    let contend = matches!(args.only, Only::All | Only::Contention);
+    anyhow::ensure!(
+        !args.procs.is_empty() && args.procs.iter().all(|&p| (1..=128).contains(&p)),
+        "--procs: each count must be 1..=128"
+    );
+    anyhow::ensure!(
+        !args.files.is_empty() && args.files.iter().all(|&f| (1..=64).contains(&f)),
+        "--files: each count must be 1..=64"
+    );
+    anyhow::ensure!(
+        args.contention_cycles > 0,
+        "--contention-cycles must be at least 1"
+    );
 
     let mut figures = Vec::new();
     if lock {
@@ -769,15 +797,22 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
     } else {
         Vec::new()
     };
+    let contention = if contend {
+        contention::measure_all(dir, &args.procs, &args.files, args.contention_cycles)?
+    } else {
+        Vec::new()
+    };
     let pg_figs = match pg_url {
         Some(url) if lock || transcript => Some(pg::measure(&args, url, lock, transcript)?),
         _ => None,
     };
-    let failed = throughput.iter().any(|t| t.failure.is_some())
+    let contention_failed = contention.iter().any(|c| c.failure.is_some());
+    let transcript_failed = throughput.iter().any(|t| t.failure.is_some())
         || pg_figs
             .iter()
             .flat_map(|p| &p.throughput)
             .any(|(t, _)| t.failure.is_some());
+    let failed = contention_failed || transcript_failed;
     let code = if failed {
         ExitCode::from(1)
     } else {
@@ -794,6 +829,7 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             .chain(throughput.iter().map(Item::Throughput))
             .chain(figures[n_lock..].iter().map(Item::Latency))
             .chain(exec_figs.iter().map(Item::Latency))
+            .chain(contention.iter().map(Item::Contention))
             .chain(pg_figs.iter().flat_map(|p| {
                 p.floor
                     .iter()
@@ -843,11 +879,20 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             if e.met == Some(true) { "met" } else { "MISSED" }
         );
     }
+    if contend {
+        if lock || transcript || exec {
+            println!();
+        }
+        contention::print(&contention);
+    }
     if let Some(p) = &pg_figs {
         println!();
         pg::print(&backend.to_string(), p);
     }
-    if failed {
+    if contention_failed {
+        eprintln!("bench: FAILED: a contention run lost, duplicated or interleaved a line, or overlapped critical sections");
+    }
+    if transcript_failed {
         eprintln!("bench: FAILED: a transcript did not hold exactly the expected entries");
     }
     Ok(code)

@@ -120,6 +120,20 @@ enum Role {
         #[arg(long, default_value_t = 0)]
         id: u32,
     },
+    /// Bench: one process of the contention figures (see
+    /// `bench::contention::worker`): `cycles` times acquire → append one
+    /// line with two `write(2)` → release, on file `seq % N` of the
+    /// `--session`s.
+    Contend {
+        #[arg(long = "impl", value_enum)]
+        lock: crate::bench::contention::Impl,
+        #[arg(long, required = true)]
+        session: Vec<PathBuf>,
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        cycles: u32,
+    },
     /// Demo: one gateway process running its lanes over the run's sessions
     /// until told to `stop` (see `demo::lanes`).
     Gateway(crate::demo::GatewayArgs),
@@ -372,6 +386,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let end = monotonic_ns();
             say(&format!("DONE {count} {end} {}", end.saturating_sub(start)))?;
         }
+        Role::Contend {
+            lock,
+            session,
+            id,
+            cycles,
+        } => crate::bench::contention::worker(lock, &session, id, cycles)?,
         Role::Gateway(a) => return crate::demo::run_gateway(a),
         Role::Gate => {
             say("READY")?;
