@@ -541,6 +541,81 @@ fn bench_prints_every_figure() {
     }
 }
 
+/// `bench --only contention`, small (P = 2, K = 20, on 1 and 2 files):
+/// sessionlock beside raw flock(2), every row verified (each (w, seq) once,
+/// whole lines, no overlapping critical sections), with the figures' shape.
+#[test]
+fn bench_contention_prints_verified_rows_beside_the_flock_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sessionlock()
+        .args(["bench", "--json", "--only", "contention", "--procs", "2"])
+        .args(["--contention-cycles", "20", "--files", "1,2", "--dir"])
+        .arg(dir.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json figures");
+    let figures = listed(&v, "figures");
+    let rows: Vec<(&str, u64)> = figures
+        .iter()
+        .map(|f| (f["impl"].as_str().unwrap(), f["files"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("sessionlock", 1),
+            ("flock", 1),
+            ("sessionlock", 2),
+            ("flock", 2)
+        ],
+        "{v}"
+    );
+    for f in &figures {
+        assert_eq!(f["procs"], 2, "{f}");
+        assert_eq!(f["cycles"], 20, "{f}");
+        assert_eq!(f["ops"], 40, "{f}");
+        assert_eq!(f["verified"], true, "{f}");
+        assert!(f["failure"].is_null(), "{f}");
+        for k in [
+            "seconds",
+            "ops_per_sec",
+            "wait_p50_ms",
+            "wait_p99_ms",
+            "wait_max_ms",
+        ] {
+            assert!(
+                f[k].as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
+                "{k}: {f}"
+            );
+        }
+        assert!(
+            f["wait_p50_ms"].as_f64() <= f["wait_p99_ms"].as_f64(),
+            "{f}"
+        );
+        assert!(
+            f["wait_p99_ms"].as_f64() <= f["wait_max_ms"].as_f64(),
+            "{f}"
+        );
+        let (lo, hi) = (
+            f["share_min"].as_u64().unwrap(),
+            f["share_max"].as_u64().unwrap(),
+        );
+        assert!(lo <= hi && hi <= 20, "{f}");
+        // share is null when nobody acquired in the middle of the window.
+        assert!(
+            f["share"].is_null()
+                || f["share"]
+                    .as_f64()
+                    .is_some_and(|s| (0.0..=1.0).contains(&s)),
+            "{f}"
+        );
+        let ratio = &f["floor_ratio"];
+        if f["impl"] == "flock" {
+            assert!(ratio.is_null(), "{f}");
+        } else {
+            assert!(ratio.as_f64().is_some_and(|r| r > 0.0), "{f}");
+        }
+    }
+}
+
 /// `bench --backend URL` measures the PostgreSQL figures beside the file
 /// ones in the same run: the server's floor and the four lock figures.
 #[test]
