@@ -212,8 +212,9 @@ const BENCH_EXIT: &[ExitRow] = &[
     (Status::Is(exit::OK), "the figures were measured"),
     (
         Status::Is(exit::FINDING),
-        "a transcript did not hold exactly the expected entries after a throughput run \
-         (the figures are still printed)",
+        "a transcript did not hold exactly the expected entries after a throughput run, \
+         or a contention run lost, duplicated or interleaved a line or overlapped critical \
+         sections (the figures are still printed)",
     ),
     (Status::Is(exit::ERROR), "error"),
 ];

@@ -14,8 +14,13 @@
 //!   exits → the waiter's command starts, beside `flock(1)` → `flock(1)` on
 //!   a lock file in the same run, trials interleaved.
 //!
+//! - contention: P processes × K cycles of acquire → append one line with
+//!   two `write(2)` → release on one session file (or N), beside raw
+//!   `flock(2)` in the same run (`bench/contention.rs`).
+//!
 //! The first four form the `lock` group, the next two the `transcript`
-//! group, the last the `exec` group (`--only lock|transcript|exec|all`).
+//! group, then the `exec` group and the `contention` group
+//! (`--only lock|transcript|exec|contention|all`).
 //!
 //! # JSON output (`--json`)
 //!
@@ -41,11 +46,23 @@
 //! ```
 //!
 //! where `seconds` runs from the first writer's start to the last writer's
-//! end (`CLOCK_MONOTONIC`, stamped by the writers).
+//! end (`CLOCK_MONOTONIC`, stamped by the writers). Contention figures
+//! (recognized by `ops_per_sec`) have the shape
+//!
+//! ```text
+//! {"name": str, "impl": "sessionlock" | "flock", "procs": int,
+//!  "files": int, "cycles": int, "ops": int, "seconds": f64,
+//!  "ops_per_sec": f64, "floor_ratio": f64 | null, "wait_p50_ms": f64,
+//!  "wait_p99_ms": f64, "wait_max_ms": f64, "share_min": int,
+//!  "share_max": int, "share": f64 | null, "verified": bool,
+//!  "failure": str | null}
+//! ```
+//!
+//! (the text output's legend defines each field).
 //!
 //! Exit status: 0, or 1 when a transcript did not hold exactly the expected
-//! entries after a throughput configuration (the table is still printed), or
-//! 2 on an error.
+//! entries after a throughput configuration, or a contention configuration
+//! failed its check (the table is still printed), or 2 on an error.
 
 use std::collections::HashSet;
 use std::fs::File;
