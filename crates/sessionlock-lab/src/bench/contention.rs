@@ -422,7 +422,10 @@ fn verify_lines(
         return Err(format!("file {file}: torn last line"));
     };
     for (n, l) in body.split('\n').enumerate().filter(|_| !body.is_empty()) {
-        let bad = |why: &str| format!("file {file} line {}: {why}: {l:?}", n + 1);
+        let bad = |why: &str| {
+            let shown: String = l.chars().take(60).collect();
+            format!("file {file} line {}: {why}: {shown:?}…", n + 1)
+        };
         let v: serde_json::Value =
             serde_json::from_str(l).map_err(|_| bad("not one JSON object (interleaved?)"))?;
         let (Some(w), Some(seq)) = (v["w"].as_u64(), v["seq"].as_u64()) else {
