@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -281,6 +281,124 @@ pub(crate) fn parse_locks_line(line: &[u8], dev_ino: &str) -> Option<u32> {
     (fields.next()? == dev_ino && pid != 0).then_some(pid)
 }
 
+/// An open-file-description lock on bytes `[start, start + len)` of
+/// `file` (`F_OFD_SETLK`): a write lock when `write`, else a read lock. Such
+/// a lock belongs to the open file description, not the process: another
+/// description of the same file conflicts with it even in this process, and
+/// the kernel drops it when the description's last descriptor closes (the
+/// process dies). Returns whether it was granted; never waits.
+pub(crate) fn ofd_try_lock(file: &File, start: u64, len: u64, write: bool) -> io::Result<bool> {
+    let kind = if write { libc::F_WRLCK } else { libc::F_RDLCK };
+    match ofd_fcntl(file, libc::F_OFD_SETLK, kind, start, len) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Drops this description's locks on `[start, start + len)`.
+pub(crate) fn ofd_unlock(file: &File, start: u64, len: u64) -> io::Result<()> {
+    ofd_fcntl(file, libc::F_OFD_SETLK, libc::F_UNLCK, start, len).map(drop)
+}
+
+/// The first lock another open file description holds on a byte of
+/// `[start, start + len)` (`len` 0: to the end of every possible file), as
+/// `(start, len)` (`F_OFD_GETLK`); `None` when there is none.
+pub(crate) fn ofd_conflict(file: &File, start: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
+    let fl = ofd_fcntl(file, libc::F_OFD_GETLK, libc::F_WRLCK, start, len)?;
+    if fl.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(None);
+    }
+    let num = |v: libc::off_t| u64::try_from(v).unwrap_or(0);
+    Ok(Some((num(fl.l_start), num(fl.l_len))))
+}
+
+fn ofd_fcntl(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    start: u64,
+    len: u64,
+) -> io::Result<libc::flock> {
+    let too_far = || io::Error::from(io::ErrorKind::InvalidInput);
+    // SAFETY: `flock` is plain old data; all-zero is a valid value of it
+    // (and `l_pid` must be 0 for the OFD commands).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = libc::off_t::try_from(start).map_err(|_| too_far())?;
+    fl.l_len = libc::off_t::try_from(len).map_err(|_| too_far())?;
+    loop {
+        // SAFETY: the descriptor is open for the call's duration (borrowed
+        // from `file`) and `fl` is a valid, exclusively borrowed `flock`,
+        // which is what these commands read and (GETLK) write.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if r != -1 {
+            return Ok(fl);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The byte ranges `(first, last)` of the open-file-description locks the
+/// kernel lists (`/proc/locks`) on the file `(dev, ino)`. (The kernel shows
+/// no pid for these.)
+pub(crate) fn ofd_locks(dev: u64, ino: u64) -> Vec<(u64, u64)> {
+    use std::io::{BufRead, Read};
+    let Ok(f) = File::open("/proc/locks") else {
+        return Vec::new();
+    };
+    let want = format!(
+        "{:02x}:{:02x}:{ino}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    );
+    io::BufReader::new(f.take(1 << 20))
+        .split(b'\n')
+        .map_while(Result::ok)
+        .filter_map(|line| parse_ofd_line(&line, &want))
+        .collect()
+}
+
+/// The byte range `(first, last)` of one `/proc/locks` line if it is an
+/// `OFDLCK` held (not waited for) on the file `dev_ino`, e.g.
+/// `3: OFDLCK ADVISORY WRITE -1 08:01:1234 5 9`. A range to the end of the
+/// file (`EOF`) is left out.
+pub(crate) fn parse_ofd_line(line: &[u8], dev_ino: &str) -> Option<(u64, u64)> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut fields = line.split_ascii_whitespace();
+    let _id = fields.next()?;
+    if fields.next()? != "OFDLCK" {
+        return None;
+    }
+    let _mode = fields.next()?;
+    let _access = fields.next()?;
+    let _pid = fields.next()?;
+    if fields.next()? != dev_ino {
+        return None;
+    }
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
+/// Sets `file`'s access and modification times to now: an `ATTRIB` event
+/// for whoever watches its directory.
+pub(crate) fn touch(file: &File) -> io::Result<()> {
+    let now = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        },
+    };
+    rustix::fs::futimens(file, &now).map_err(io::Error::from)
+}
+
 /// The file system's magic number (`statfs` `f_type`).
 pub(crate) fn fs_magic(dir: &File) -> io::Result<u32> {
     let st = rustix::fs::fstatfs(dir)?;
@@ -317,7 +435,8 @@ pub(crate) fn notifications_reliable(dir: &File) -> bool {
 pub(crate) struct DirWatch {
     /// Always `Some` until dropped.
     fd: Option<OwnedFd>,
-    name: Box<[u8]>,
+    /// The names whose events end a wait.
+    names: Vec<Box<[u8]>>,
 }
 
 /// Closing an inotify instance waits for the kernel to destroy its fsnotify
@@ -389,8 +508,77 @@ impl DirWatch {
         }
         Ok(Self {
             fd: Some(fd),
-            name: name.as_bytes().into(),
+            names: vec![name.as_bytes().into()],
         })
+    }
+
+    /// A watch for a waiter behind others in a session's line (design
+    /// §3.12), which only needs to learn that the line may have moved: a
+    /// lock appearing in `dir` (`CREATE`: the waiter before it published,
+    /// leaving the line just before) or the line's doorbell, an `ATTRIB` on
+    /// the state file `state` (a waiter that gave up). Everything else a
+    /// lock's life raises (its rename to a tombstone, the tombstone's
+    /// removal) is not watched, so a release does not wake the whole line.
+    pub(crate) fn line(dir: &Path, name: &OsStr, state: &Path) -> io::Result<Self> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let added = inotify::add_watch(
+            &fd,
+            dir,
+            inotify::WatchFlags::CREATE
+                | inotify::WatchFlags::DELETE_SELF
+                | inotify::WatchFlags::MOVE_SELF
+                | inotify::WatchFlags::ONLYDIR,
+        )
+        .and_then(|_| {
+            inotify::add_watch(
+                &fd,
+                state,
+                inotify::WatchFlags::ATTRIB
+                    | inotify::WatchFlags::DELETE_SELF
+                    | inotify::WatchFlags::DONT_FOLLOW,
+            )
+        });
+        if let Err(e) = added {
+            close_in_background(fd);
+            return Err(e.into());
+        }
+        Ok(Self {
+            fd: Some(fd),
+            names: vec![name.as_bytes().into()],
+        })
+    }
+
+    /// Makes a watch that served another wait serve one for `names`:
+    /// discards the events it collected meanwhile. Returns `false` when the
+    /// watch is no longer usable (its directory was removed or moved, or
+    /// the kernel dropped the watch): make a new one.
+    pub(crate) fn recycle(&mut self, names: &[&OsStr]) -> io::Result<bool> {
+        self.names = names.iter().map(|n| n.as_bytes().into()).collect();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.fd(), &mut buf);
+        let mut usable = true;
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    usable &= !ev.events().intersects(
+                        inotify::ReadFlags::IGNORED
+                            | inotify::ReadFlags::DELETE_SELF
+                            | inotify::ReadFlags::MOVE_SELF
+                            | inotify::ReadFlags::UNMOUNT,
+                    );
+                }
+                Err(Errno::AGAIN) => return Ok(usable),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Events for `name` end a wait too (the session's state file, whose
+    /// `ATTRIB` is the waiters' queue's doorbell).
+    pub(crate) fn also(mut self, name: &OsStr) -> Self {
+        self.names.push(name.as_bytes().into());
+        self
     }
 
     /// The pollable descriptor.
@@ -420,7 +608,10 @@ impl DirWatch {
                     ) {
                         relevant = true;
                     } else if let Some(n) = ev.file_name() {
-                        relevant |= n.to_bytes() == &*self.name;
+                        relevant |= self.names.iter().any(|w| n.to_bytes() == &**w);
+                    } else {
+                        // A watched file's own event (the line's doorbell).
+                        relevant = true;
                     }
                 }
                 Err(Errno::AGAIN) => return Ok(relevant),
