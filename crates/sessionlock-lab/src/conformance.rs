@@ -809,7 +809,7 @@ pub fn eight_racing_reclaimers_exactly_one_wins<H: Harness>(h: &H) {
     for t in threads {
         match t.join().expect("join") {
             Outcome::Acquired(l) => winners.push(l),
-            Outcome::Changed | Outcome::Busy(_) => {}
+            Outcome::Changed | Outcome::Busy(_) | Outcome::Queued => {}
         }
     }
     assert_eq!(winners.len(), 1, "exactly one reclaimer wins");

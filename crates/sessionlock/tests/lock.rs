@@ -1384,7 +1384,7 @@ fn eight_threads_reclaiming_an_openclaw_lock_exactly_one_wins() {
         .into_iter()
         .filter_map(|t| match t.join().expect("join") {
             Outcome::Acquired(l) => Some(l),
-            Outcome::Changed | Outcome::Busy(_) => None,
+            Outcome::Changed | Outcome::Busy(_) | Outcome::Queued => None,
         })
         .collect();
     assert_eq!(winners.len(), 1, "exactly one reclaimer wins");

@@ -105,6 +105,11 @@ pub enum Outcome<L, V> {
     /// The lock changed while we looked (it vanished, or a reclaim found a
     /// different lock than inspected): look again.
     Changed,
+    /// Nobody holds the lock, but waiters that queued before us (or, for a
+    /// try that has not queued, any waiters) come first: queue
+    /// ([`LockBackend::queue`]) and wait. Only backends that keep a line of
+    /// waiters return it.
+    Queued,
 }
 
 /// The data every lease carries, whatever the backend.
@@ -361,6 +366,33 @@ pub trait LockBackend: Send + Sync + 'static {
     /// `Io` only for unexpected failures; a file system without notifications
     /// yields a polling watch instead.
     fn watch(&self, key: &Self::Key) -> impl Future<Output = Result<Self::Watch>> + Send;
+
+    /// Takes this acquisition's place in the session's line of waiters,
+    /// kept by `watch` until it is dropped: later tries of the same
+    /// acquisition publish only when no waiter that queued earlier still
+    /// waits, and [`LockBackend::wait`] and [`LockBackend::wait_blocking`]
+    /// return only once this waiter is first in line (or their timeout
+    /// passes). Called once, right after [`LockBackend::watch`], by an
+    /// acquisition that has to wait. The default keeps no line: whoever
+    /// looks first after a release wins.
+    ///
+    /// # Errors
+    /// `Io`.
+    fn queue(
+        &self,
+        key: &Self::Key,
+        watch: &mut Self::Watch,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (key, watch);
+        async { Ok(()) }
+    }
+
+    /// The first waiter in the session's line, if the backend keeps one and
+    /// can tell: who a waiter that timed out while queued waited for.
+    fn first_waiter(&self, key: &Self::Key) -> Option<crate::error::Holder> {
+        let _ = key;
+        None
+    }
 
     /// Sleeps until the lock may have changed, the live holder `holder` (as
     /// inspected) ends, or `timeout` passes (`None`: no timeout).

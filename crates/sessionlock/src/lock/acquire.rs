@@ -756,6 +756,49 @@ impl<B: LockBackend> SessionLock<B> {
         got
     }
 
+    /// Starts watching the lock and takes this acquisition's place in the
+    /// session's line, if the backend keeps one.
+    async fn arm(&self, key: &B::Key) -> Result<B::Watch> {
+        let mut watch = self.backend.watch(key).await?;
+        self.backend.queue(key, &mut watch).await?;
+        Ok(watch)
+    }
+
+    /// The lock is free but waiters queued before us come first: queue (the
+    /// first time), then wait until this waiter is first in line, something
+    /// changed, or the budget ends (then `Timeout`, naming the first
+    /// waiter).
+    async fn wait_in_line(
+        &self,
+        key: &B::Key,
+        watch: &mut Option<B::Watch>,
+        deadline: Option<Instant>,
+        mode: Mode,
+        turn: &Turn,
+        opts: &LockOptions,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            let holder = match self.backend.first_waiter(key) {
+                Some(h) => h,
+                None => self.current_holder(key, turn.slot(), opts).await,
+            };
+            return Err(Error::Timeout {
+                timeout_ms: timeout_ms(opts),
+                holder: Box::new(holder),
+            });
+        }
+        let Some(w) = watch.as_mut() else {
+            *watch = Some(self.arm(key).await?);
+            return Ok(());
+        };
+        let timeout = deadline.map(|d| d.saturating_duration_since(now));
+        match mode {
+            Mode::Blocking => self.backend.wait_blocking(w, None, timeout),
+            Mode::Async => self.backend.wait(w, None, timeout).await,
+        }
+    }
+
     async fn acquire_in(
         &self,
         key: B::Key,
@@ -871,6 +914,12 @@ impl<B: LockBackend> SessionLock<B> {
                     churn += 1;
                     continue;
                 }
+                Outcome::Queued => {
+                    churn = 0;
+                    self.wait_in_line(&key, &mut watch, deadline, mode, &turn, opts)
+                        .await?;
+                    continue;
+                }
                 Outcome::Busy(seen) => seen,
             };
             let a = self.assess(&seen, &policy);
@@ -887,6 +936,11 @@ impl<B: LockBackend> SessionLock<B> {
                             return Ok(self.guard(req, lease, turn, spans));
                         }
                         Outcome::Busy(_) | Outcome::Changed => churn += 1,
+                        Outcome::Queued => {
+                            churn = 0;
+                            self.wait_in_line(&key, &mut watch, deadline, mode, &turn, opts)
+                                .await?;
+                        }
                     }
                 }
                 Action::Report => {
@@ -910,7 +964,7 @@ impl<B: LockBackend> SessionLock<B> {
                     let Some(w) = watch.as_mut() else {
                         // Arm the watch, then look again: a change between
                         // our look and the arming would otherwise be missed.
-                        watch = Some(self.backend.watch(&key).await?);
+                        watch = Some(self.arm(&key).await?);
                         continue;
                     };
                     let wake = [deadline, until.and_then(|u| instant_at(u, seen.observed))]

@@ -51,7 +51,9 @@ pub mod transcript;
 
 mod key;
 mod lease;
+mod queue;
 mod state;
+mod watch;
 
 use key::*;
 pub use key::{FileInspection, FileKey, FileVersion, MAX_SESSION_NAME};
@@ -379,12 +381,20 @@ impl FileBackend {
                 .inspect_now(key)?
                 .map_or(Outcome::Changed, |i| Outcome::Busy(Box::new(i))));
         }
+        // Waiters of other processes that queued before us go first
+        // (design §3.12): nothing is written, the caller waits in line.
+        if queue::others_first(&key.lock_path, &state)
+            .map_err(|e| Error::io("look at the line for the session lock at", &epoch_path, e))?
+        {
+            return Ok(Outcome::Queued);
+        }
         let epoch = next_epoch(&epoch_path, floor)?;
         // The epoch is persisted before the lock appears: a crash between the
         // two burns an epoch number but can never reuse one.
         write_epoch(&epoch_path, &state, epoch)?;
         let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
+        queue::leave_to_publish(&key.lock_path);
         let (lock, linked) = publish_file(key, req, &payload, &token)?;
         match linked {
             Ok(()) => {
@@ -651,6 +661,32 @@ impl FileBackend {
         Ok(listed)
     }
 
+    /// The processes that hold the session's state lock (`flock` on its
+    /// state file) right now, as the kernel lists them (`/proc/locks`);
+    /// empty when nobody does, or the state file does not exist. sessionlock
+    /// holds it for a few system calls at a time, so a holder seen twice a
+    /// moment apart, or a stopped one, is stuck inside a protocol step.
+    #[allow(dead_code)] // status and the doctor report it (next commits)
+    pub(crate) fn state_lock_holders(&self, key: &FileKey) -> Vec<u32> {
+        let Ok(m) = std::fs::symlink_metadata(Self::epoch_path(key)) else {
+            return Vec::new();
+        };
+        if !m.is_file() {
+            return Vec::new();
+        }
+        sys::flock_holders(m.dev(), m.ino())
+    }
+
+    /// The processes waiting in the session's line (design §3.12), first
+    /// first; empty when nobody waits or the state file does not exist.
+    #[allow(dead_code)] // status and the doctor report it (next commits)
+    pub(crate) fn waiting_in_line(&self, key: &FileKey) -> Vec<u32> {
+        match open_read_nofollow(&Self::epoch_path(key)) {
+            Ok(f) => queue::line_of(&f),
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn state_for(&self, key: &FileKey) -> Result<(PathBuf, File)> {
         let path = Self::epoch_path(key);
         let file = open_state(&path)?;
@@ -709,6 +745,12 @@ impl LockBackend for FileBackend {
     ) -> Result<Outcome<FileLease, FileVersion>> {
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
+        // The first waiter in line reclaims; the others wait for it.
+        if queue::others_first(&key.lock_path, g.file)
+            .map_err(|e| Error::io("look at the line for the session lock at", &path, e))?
+        {
+            return Ok(Outcome::Queued);
+        }
         let Some((floor, _)) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(Outcome::Changed);
         };
@@ -808,6 +850,23 @@ impl LockBackend for FileBackend {
         if let Some(cause) = lost_lock(key, held_ino)? {
             return Err(lost(cause));
         }
+        // An in-process hand-off yields to waiters of other processes: the
+        // lock goes back to disk and this process queues behind them, so
+        // that no process keeps the lock by handing it among its own
+        // (design §3.12).
+        if new_epoch
+            && queue::others_first(&key.lock_path, g.file)
+                .map_err(|e| Error::io("look at the line for the session lock at", &path, e))?
+        {
+            return Err(Error::Busy {
+                waiting_for: "waiters of other processes, who come first",
+                timeout_ms: 0,
+                holder: Box::new(crate::error::Holder::state_lock(
+                    &path,
+                    queue::first_in_line(g.file),
+                )),
+            });
+        }
         let epoch = if new_epoch {
             let next = next_epoch(&path, current)?;
             write_epoch(&path, g.file, next)?;
@@ -884,7 +943,9 @@ impl LockBackend for FileBackend {
                 .map(|d| sys::notifications_reliable(&d))
                 .unwrap_or(false);
         let kind = if notify {
-            match DirWatch::new(dir, name) {
+            let state_path = epoch_path(key);
+            let state_name = state_path.file_name().unwrap_or(OsStr::new(""));
+            match watch::take(dir, &[name, state_name]) {
                 Ok(w) => WatchKind::Blocking(w),
                 Err(e) => {
                     tracing::debug!(
@@ -903,7 +964,39 @@ impl LockBackend for FileBackend {
             kind,
             backoff: POLL_MIN,
             dir: dir.to_owned(),
+            place: None,
+            line: None,
         })
+    }
+
+    async fn queue(&self, key: &FileKey, watch: &mut FileWatch) -> Result<()> {
+        // Only with notifications: on a network file system `flock` is
+        // emulated with byte-range locks, which places would conflict with.
+        if watch.place.is_none() && !matches!(watch.kind, WatchKind::Poll) {
+            let state_path = Self::epoch_path(key);
+            let name = key.lock_path.file_name().unwrap_or(OsStr::new(""));
+            // Armed before the place is taken, so nothing it should see is
+            // missed.
+            match watch::take_line(&watch.dir, name, &state_path) {
+                Ok(w) => watch.line = Some((WatchKind::Blocking(w), state_path.clone())),
+                Err(e) => tracing::debug!(
+                    target: "sessionlock::wait",
+                    dir = %watch.dir.display(),
+                    error = %e,
+                    "cannot watch the line alone; waiting on every change of the lock"
+                ),
+            }
+            let (place, _) = queue::Place::take(&key.lock_path, &state_path)?;
+            watch.place = Some(place);
+        }
+        Ok(())
+    }
+
+    fn first_waiter(&self, key: &FileKey) -> Option<crate::error::Holder> {
+        let path = Self::epoch_path(key);
+        let file = open_read_nofollow(&path).ok()?;
+        let pid = queue::first_in_line(&file)?;
+        Some(crate::error::Holder::state_lock(&path, Some(pid)))
     }
 
     fn wait_blocking(
@@ -912,6 +1005,9 @@ impl LockBackend for FileBackend {
         holder: Option<&FileInspection>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        if wait_in_line_blocking(watch, timeout)? {
+            return Ok(());
+        }
         let pid = holder_pid(holder);
         let started = Instant::now();
         let cap = |t: Option<Duration>, cap: Duration| t.map_or(cap, |t| t.min(cap));
@@ -954,9 +1050,12 @@ impl LockBackend for FileBackend {
         holder: Option<&FileInspection>,
         timeout: Option<Duration>,
     ) -> Result<()> {
+        watch.make_async();
+        if wait_in_line(watch, timeout).await? {
+            return Ok(());
+        }
         let pid = holder_pid(holder);
         let cap = |t: Option<Duration>, cap: Duration| t.map_or(cap, |t| t.min(cap));
-        watch.make_async();
         let WatchKind::Async(afd) = &watch.kind else {
             tokio::time::sleep(cap(timeout, watch.next_backoff())).await;
             return Ok(());
@@ -997,6 +1096,111 @@ impl LockBackend for FileBackend {
     }
 }
 
+/// The part of a wait spent behind other waiters in the session's line
+/// (design §3.12): until this waiter is first, the lock's events, its
+/// holder and its lease are the first waiter's business. Wakes on the
+/// directory's events (a lock published or removed, the doorbell of a
+/// waiter that gave up) and every [`queue::LOOK_EVERY`] (a waiter that
+/// died leaves no event), and looks at the line each time. Returns whether
+/// the wait is over: this waiter became first (or passed over a stalled
+/// line), the lock is free for a first waiter, or `timeout` passed. `false`:
+/// first in line with the lock taken, so wait for it as usual.
+fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
+    let FileWatch {
+        kind,
+        place,
+        dir,
+        line,
+        ..
+    } = watch;
+    let Some(place) = place.as_mut() else {
+        return Ok(false);
+    };
+    let kind = match line {
+        Some((line, _)) => line,
+        None => kind,
+    };
+    if !place.behind_others()? {
+        return Ok(place.lock_is_free());
+    }
+    let started = Instant::now();
+    loop {
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Ok(true);
+        }
+        let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
+        match kind {
+            WatchKind::Blocking(dw) => {
+                let ready = sys::poll_readable(&[dw.fd()], Some(slice))
+                    .map_err(|e| Error::io("wait for lock changes in", &*dir, e))?;
+                if !ready.is_empty() {
+                    dw.drain()
+                        .map_err(|e| Error::io("read notifications for", &*dir, e))?;
+                }
+            }
+            _ => std::thread::sleep(slice),
+        }
+        if !place.behind_others()? || place.stalled() {
+            return Ok(true);
+        }
+    }
+}
+
+/// The async twin of [`wait_in_line_blocking`].
+async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
+    let FileWatch {
+        kind,
+        place,
+        dir,
+        line,
+        ..
+    } = watch;
+    let Some(place) = place.as_mut() else {
+        return Ok(false);
+    };
+    let kind = match line {
+        Some((line, _)) => line,
+        None => kind,
+    };
+    if !place.behind_others()? {
+        return Ok(place.lock_is_free());
+    }
+    let started = Instant::now();
+    loop {
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Ok(true);
+        }
+        let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
+        match kind {
+            WatchKind::Async(afd) => {
+                tokio::select! {
+                    r = afd.readable() => {
+                        let mut guard = r.map_err(|e| Error::io("wait for lock changes in", &*dir, e))?;
+                        let drained = guard.get_inner().drain();
+                        guard.clear_ready();
+                        drained.map_err(|e| Error::io("read notifications for", &*dir, e))?;
+                    }
+                    () = tokio::time::sleep(slice) => {}
+                }
+            }
+            _ => tokio::time::sleep(slice).await,
+        }
+        if !place.behind_others()? || place.stalled() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Opens `path` for reading, never through a symlink, never blocking.
+fn open_read_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(sys::NOFOLLOW_NONBLOCK)
+        .open(path)
+}
+
 /// The process to watch for exit while waiting: an inspected holder the
 /// backend found alive on this machine.
 fn holder_pid(holder: Option<&FileInspection>) -> Option<u32> {
@@ -1021,6 +1225,12 @@ pub struct FileWatch {
     kind: WatchKind,
     backoff: Duration,
     dir: PathBuf,
+    /// This waiter's place in the session's line, once it queued.
+    place: Option<queue::Place>,
+    /// What a waiter behind others waits on (design §3.12), with the state
+    /// file it rings on; `None` before queueing, or if it could not be set
+    /// up (then the whole watch serves).
+    line: Option<(WatchKind, PathBuf)>,
 }
 
 #[derive(Debug)]
@@ -1049,6 +1259,22 @@ impl AsRawFd for DirWatch {
     }
 }
 
+impl Drop for FileWatch {
+    fn drop(&mut self) {
+        // Leave the line first: the watches are not what holds the place.
+        self.place = None;
+        if let Some((line, state)) = self.line.take() {
+            if let Some(dw) = line.into_watch() {
+                watch::put(watch::Watched::Line(state), dw);
+            }
+        }
+        let kind = std::mem::replace(&mut self.kind, WatchKind::Poll);
+        if let Some(dw) = kind.into_watch() {
+            watch::put(watch::Watched::Dir(std::mem::take(&mut self.dir)), dw);
+        }
+    }
+}
+
 impl FileWatch {
     fn next_backoff(&mut self) -> Duration {
         let b = self.backoff;
@@ -1056,16 +1282,35 @@ impl FileWatch {
         b
     }
 
+    /// Registers the watches with the tokio reactor on first async use.
+    fn make_async(&mut self) {
+        self.kind.make_async();
+        if let Some((line, _)) = &mut self.line {
+            line.make_async();
+        }
+    }
+}
+
+impl WatchKind {
+    /// The inotify watch, unregistered from any reactor.
+    fn into_watch(self) -> Option<DirWatch> {
+        match self {
+            WatchKind::Blocking(dw) => Some(dw),
+            WatchKind::Async(afd) => Some(afd.into_inner()),
+            WatchKind::Poll => None,
+        }
+    }
+
     /// Registers the watch with the tokio reactor on first async use; if
     /// registration fails it falls back to polling. (Like every tokio I/O
     /// type, registration panics outside a runtime with I/O enabled.)
     fn make_async(&mut self) {
-        if let WatchKind::Blocking(_) = self.kind {
-            let WatchKind::Blocking(dw) = std::mem::replace(&mut self.kind, WatchKind::Poll) else {
+        if let WatchKind::Blocking(_) = self {
+            let WatchKind::Blocking(dw) = std::mem::replace(self, WatchKind::Poll) else {
                 return;
             };
             match register(dw) {
-                Ok(afd) => self.kind = WatchKind::Async(afd),
+                Ok(afd) => *self = WatchKind::Async(afd),
                 Err(e) => {
                     tracing::debug!(
                         target: "sessionlock::wait",
