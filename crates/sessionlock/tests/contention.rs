@@ -1,0 +1,406 @@
+//! Under contention (design §3.12, §12): real processes hammering one
+//! session get the lock in the order they queued, within a stated bound; a
+//! process stopped inside the state lock's window delays nobody past their
+//! budget, and is named; one session's stuck state lock does not hold up
+//! the watchdog's revocation of another.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{role_args, Kid};
+use rustix::process::Signal;
+use sessionlock::backend::file::fs::{Fs, RealFs};
+use sessionlock::transcript::Durability;
+use sessionlock::{monotonic_ns, Error, FileBackend, LockOptions, SessionLock};
+use sessionlock_lab::trace_recorder::{recorder, EventSeen};
+
+/// The processes of the fairness test, and the lanes of its busiest one.
+const PROCS: usize = 8;
+const LANES: usize = 4;
+const CYCLES: usize = 60;
+
+/// The message of the event a waiter logs when it takes its place in line,
+/// with the session's epoch at that moment.
+const QUEUED: &str = "queued for the session lock";
+
+fn out(s: &str) {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{s}").expect("stdout");
+    o.flush().expect("flush");
+}
+
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role_args() else {
+        return;
+    };
+    match role.as_str() {
+        "hammer" => hammer(&args),
+        "stop-in-fence" => stop_in_fence(&args),
+        "flock-state" => {
+            // Holds a `flock` on a session's state file until killed.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&args[0])
+                .expect("open state file");
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+            out("LOCKED");
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// `hammer <session> <lines file> <id> <lanes> <cycles>`: `lanes` threads,
+/// each taking the lock `cycles` times as soon as it can. Under the lock,
+/// each appends one line to the lines file in two `write(2)` calls (a
+/// broken lock would interleave them). Reports every hold: `OP <id> <lane>
+/// <seq> <epoch when it queued, or -> <epoch> <acquired ns> <release ns>`.
+fn hammer(args: &[String]) {
+    let session = PathBuf::from(&args[0]);
+    let lines = PathBuf::from(&args[1]);
+    let id: usize = args[2].parse().expect("id");
+    let lanes: usize = args[3].parse().expect("lanes");
+    let cycles: usize = args[4].parse().expect("cycles");
+    recorder();
+    let pending: Arc<Mutex<Vec<EventSeen>>> = Arc::default();
+    let locks = SessionLock::new();
+    locks
+        .acquire(&session)
+        .expect("warm up")
+        .release()
+        .expect("release");
+    out("READY");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("go");
+    let threads: Vec<_> = (0..lanes)
+        .map(|lane| {
+            let (locks, session, lines, pending) = (
+                locks.clone(),
+                session.clone(),
+                lines.clone(),
+                pending.clone(),
+            );
+            std::thread::spawn(move || {
+                let name = format!("p{id}-l{lane}");
+                let opts = LockOptions::default()
+                    .timeout(Some(Duration::from_secs(60)))
+                    .lane(name.clone());
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
+                    .open(&lines)
+                    .expect("open lines");
+                let mut ops = Vec::new();
+                for seq in 0..cycles {
+                    let g = locks.acquire_with(&session, &opts).expect("acquire");
+                    let acquired = monotonic_ns();
+                    let queued_at = queued_epoch(&pending, &name);
+                    file.write_all(format!("{{\"p\":{id},\"l\":{lane},").as_bytes())
+                        .expect("write");
+                    file.write_all(format!("\"seq\":{seq}}}\n").as_bytes())
+                        .expect("write");
+                    let epoch = g.epoch();
+                    let release = monotonic_ns();
+                    g.release().expect("release");
+                    let q = queued_at.map_or("-".to_owned(), |e| e.to_string());
+                    ops.push(format!(
+                        "OP {id} {lane} {seq} {q} {epoch} {acquired} {release}"
+                    ));
+                }
+                ops
+            })
+        })
+        .collect();
+    for t in threads {
+        for op in t.join().expect("lane") {
+            out(&op);
+        }
+    }
+    out("DONE");
+}
+
+/// The epoch at which `lane`'s latest acquisition queued across processes,
+/// if it did (an in-process hand-off does not).
+fn queued_epoch(pending: &Mutex<Vec<EventSeen>>, lane: &str) -> Option<u64> {
+    let mut p = pending.lock().expect("pending");
+    p.extend(recorder().take().events);
+    let mine = |e: &EventSeen| {
+        e.message == QUEUED
+            && e.scope.iter().any(|s| {
+                s.fields
+                    .get("lane")
+                    .is_some_and(|l| l.trim_matches('"') == lane)
+            })
+    };
+    // The epoch is left out when the state lock was busy for more than a
+    // moment as the waiter queued: such a wait is not counted.
+    let found = p
+        .iter()
+        .rev()
+        .find(|e| mine(e))
+        .and_then(|e| e.fields.get("epoch").and_then(|v| v.parse().ok()));
+    p.retain(|e| !mine(e));
+    found
+}
+
+#[test]
+fn every_waiter_acquires_within_one_hold_per_process_after_it_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let lines = dir.path().join("lines");
+    std::fs::write(&lines, "").expect("lines file");
+    let arg = |p: &Path| p.display().to_string();
+    let mut kids: Vec<Kid> = (0..PROCS)
+        .map(|id| {
+            let lanes = if id == 0 { LANES } else { 1 };
+            Kid::spawn(
+                "hammer",
+                &[
+                    &arg(&session),
+                    &arg(&lines),
+                    &id.to_string(),
+                    &lanes.to_string(),
+                    &CYCLES.to_string(),
+                ],
+            )
+        })
+        .collect();
+    for k in &kids {
+        k.expect("READY", Duration::from_secs(30));
+    }
+    for k in &mut kids {
+        k.say("go");
+    }
+    // (process, lane, seq, queued at, epoch, acquired, release called)
+    let mut ops = Vec::new();
+    for k in &kids {
+        loop {
+            let l = k.expect_any(&["OP ", "DONE"]);
+            if l == "DONE" {
+                break;
+            }
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = |i: usize| f[i].parse::<u64>().expect("number");
+            ops.push((n(1), n(2), n(3), f[4].parse::<u64>().ok(), n(5), n(6), n(7)));
+        }
+    }
+    for k in kids {
+        assert!(k.finish().success());
+    }
+    let total = (PROCS - 1 + LANES) * CYCLES;
+    assert_eq!(ops.len(), total);
+
+    // 0 lost, 0 duplicated, 0 torn: every line once, whole.
+    let text = std::fs::read_to_string(&lines).expect("lines");
+    let mut seen = HashSet::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("torn or interleaved line {l:?}: {e}"));
+        assert!(
+            seen.insert((v["p"].as_u64(), v["l"].as_u64(), v["seq"].as_u64())),
+            "duplicate {l}"
+        );
+    }
+    assert_eq!(seen.len(), total, "lost lines");
+
+    // 0 overlapping critical sections, and one epoch per hold.
+    let mut by_time = ops.clone();
+    by_time.sort_by_key(|o| o.5);
+    for w in by_time.windows(2) {
+        assert!(
+            w[0].6 <= w[1].5,
+            "critical sections overlap: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+        assert!(
+            w[0].4 < w[1].4,
+            "epochs must grow with every hold: {:?} {:?}",
+            w[0],
+            w[1]
+        );
+    }
+
+    // The bound (design §3.12): a waiter that queued at epoch E holds the
+    // lock at an epoch of at most E + P: at most one hold per other process
+    // comes between, and then its own. Every epoch is one hold here (no
+    // revocation, no foreign writer), so the epoch counts holds.
+    let queued: Vec<_> = ops.iter().filter(|o| o.3.is_some()).collect();
+    assert!(
+        queued.len() > total / 4,
+        "most holds should come after a wait in line: {} of {total}",
+        queued.len()
+    );
+    let mut worst = 0;
+    for o in &queued {
+        let after = o.4 - o.3.expect("queued");
+        worst = worst.max(after);
+        assert!(
+            after <= PROCS as u64,
+            "process {} lane {} queued at epoch {} and held at {}: {after} holds later, more than one per process ({PROCS})",
+            o.0,
+            o.1,
+            o.3.expect("queued"),
+            o.4
+        );
+    }
+    eprintln!("worst wait in line: {worst} holds (bound {PROCS})");
+
+    // Every process got turns while all of them competed: in the middle of
+    // the run, the busiest process (4 lanes) does not crowd out the others.
+    let first = by_time.first().expect("ops").5;
+    let last = by_time.last().expect("ops").5;
+    let (lo, hi) = (first + (last - first) / 5, last - (last - first) / 5);
+    let mut per: HashMap<u64, usize> = HashMap::new();
+    for o in by_time.iter().filter(|o| (lo..=hi).contains(&o.5)) {
+        *per.entry(o.0).or_default() += 1;
+    }
+    assert_eq!(
+        per.len(),
+        PROCS,
+        "every process held the lock mid-run: {per:?}"
+    );
+}
+
+/// A file system whose writes stop this process (SIGSTOP) once, before
+/// writing: inside the transcript's fenced write, that is while holding the
+/// session's state lock (shared).
+struct StopBeforeWrite(std::sync::atomic::AtomicBool);
+
+impl Fs for StopBeforeWrite {
+    fn write(&self, file: &std::fs::File, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            out("STOPPING");
+            // This thread stops at once (a signal to the process could be
+            // taken by another thread, and this one go on for a while).
+            // SAFETY: raising a signal has no memory-safety preconditions.
+            assert_eq!(unsafe { libc::raise(libc::SIGSTOP) }, 0, "stop myself");
+        }
+        RealFs.write(file, buf)
+    }
+}
+
+/// `stop-in-fence <session>`: takes the lock with a 300 ms lease, then
+/// appends, and stops itself inside the append's fence.
+fn stop_in_fence(args: &[String]) {
+    let backend = FileBackend::default().with_fs(Arc::new(StopBeforeWrite(true.into())));
+    let locks = SessionLock::with_backend(
+        backend.clone(),
+        LockOptions::default().max_hold(Duration::from_millis(300)),
+    );
+    let g = locks.acquire(&args[0]).expect("acquire");
+    let mut t = backend.open_transcript(&args[0]).expect("open transcript");
+    out(&format!("HELD {}", g.epoch()));
+    t.append(&g, &[serde_json::json!({"n": 1})], Durability::None)
+        .expect("append");
+    out("RESUMED");
+}
+
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_process_stopped_inside_the_state_lock_delays_nobody_past_their_budget_and_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let kid = Kid::spawn("stop-in-fence", &[&session.display().to_string()]);
+    kid.expect("HELD", Duration::from_secs(20));
+    kid.expect("STOPPING", Duration::from_secs(20));
+    let until = Instant::now() + Duration::from_secs(10);
+    while !stopped(kid.pid()) {
+        assert!(Instant::now() < until, "the holder did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let budget = Duration::from_millis(1200);
+    for (what, opts) in [
+        ("blocking", LockOptions::default().timeout(Some(budget))),
+        ("try", LockOptions::default().timeout(Some(Duration::ZERO))),
+    ] {
+        let started = Instant::now();
+        let err = SessionLock::new()
+            .acquire_with(&session, &opts)
+            .expect_err("the stopped process keeps the state lock");
+        let took = started.elapsed();
+        let Error::Timeout { holder, .. } = &err else {
+            panic!("{what}: expected a timeout, got {err}");
+        };
+        assert!(
+            took <= opts
+                .timeout
+                .unwrap_or_default()
+                .max(Duration::from_millis(50))
+                + Duration::from_millis(700),
+            "{what}: waited {took:?} past its budget"
+        );
+        assert_eq!(holder.pid, Some(kid.pid()), "{what}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&kid.pid().to_string()), "{what}: {msg}");
+    }
+    // The doctor names it too, with what it holds.
+    let report = sessionlock::status::inspect_session(&session, &Default::default())
+        .expect("status")
+        .expect("a lock");
+    let text = format!("{report:?}");
+    assert!(text.contains(&kid.pid().to_string()), "{text}");
+    kid.signal(Signal::CONT);
+    // Resumed, it learns that it lost the lock: its write was fenced.
+    kid.kill_and_reap();
+}
+
+#[test]
+fn a_stuck_state_lock_does_not_hold_up_the_revocation_of_another_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = dir.path().join("stuck.jsonl");
+    let other = dir.path().join("other.jsonl");
+    let locks = SessionLock::new();
+    let a = locks
+        .acquire_with(
+            &stuck,
+            &LockOptions::default().max_hold(Duration::from_millis(100)),
+        )
+        .expect("acquire stuck");
+    let mut kid = Kid::spawn(
+        "flock-state",
+        &[&dir.path().join("stuck.jsonl.epoch").display().to_string()],
+    );
+    kid.expect("LOCKED", Duration::from_secs(20));
+    let lease = Duration::from_millis(300);
+    let started = Instant::now();
+    let b = locks
+        .acquire_with(&other, &LockOptions::default().max_hold(lease))
+        .expect("acquire other");
+    // `stuck`'s revocation (due at 100 ms) waits for its state lock up to
+    // its bound (1 s); `other`'s (due at 300 ms) must not wait for it.
+    while !b.is_revoked() {
+        assert!(
+            started.elapsed() < lease + Duration::from_millis(500),
+            "the other session's lock was not revoked on time"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(started.elapsed() >= lease);
+    drop(b);
+    kid.say("");
+    kid.kill_and_reap();
+    // `stuck` was revoked too, once its bound passed: fenced from then on.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !a.is_revoked() {
+        assert!(Instant::now() < until, "stuck session never revoked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(a);
+}
