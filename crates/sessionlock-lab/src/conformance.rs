@@ -701,7 +701,7 @@ pub fn fenced_store_write_of_a_reclaimed_guard_is_refused_and_lands_nothing<H: H
     let fresh = block_on(b.open_store(&key)).expect("open store");
     assert_eq!(read::<H>(&fresh), [json!({"n": 1}), json!({"n": 2})]);
     drop(a);
-    assert!(block_on(b.release(&lease)).expect("release the reclaimer's lease"));
+    assert!(block_on(b.release(&lease, None)).expect("release the reclaimer's lease"));
 }
 
 /// The release of a guard whose lock was reclaimed reports the loss and
@@ -734,7 +734,7 @@ pub fn stale_release_never_removes_the_replacement<H: Harness>(h: &H) {
             .version,
         replacement.version
     );
-    assert!(block_on(b.release(&lease)).expect("release the reclaimer's lease"));
+    assert!(block_on(b.release(&lease, None)).expect("release the reclaimer's lease"));
     assert!(inspect::<H>(&b, &key).is_none(), "released");
 }
 
@@ -827,7 +827,7 @@ pub fn eight_racing_reclaimers_exactly_one_wins<H: Harness>(h: &H) {
     );
     assert_eq!(inspect::<H>(&b, &key).expect("kept").version, now.version);
     block_on(b.fenced(winner, || ())).expect("the winner still holds");
-    assert!(block_on(b.release(winner)).expect("release"));
+    assert!(block_on(b.release(winner, None)).expect("release"));
 }
 
 /// A reclaim whose inspected lock was replaced meanwhile (by a program

@@ -519,9 +519,13 @@ impl LockBackend for PgBackend {
         })
     }
 
+    // The deadline is not applied: every statement is bounded by the
+    // backend's statement timeout (design §17.1), and cutting one short would
+    // leave it unknown whether it ran.
     fn release(
         &self,
         lease: &PgLease,
+        _deadline: Option<std::time::Instant>,
     ) -> impl std::future::Future<Output = Result<bool, Error>> + Send {
         let lease = self.lease_ref(lease);
         run(async move { release(&lease).await })
@@ -532,6 +536,7 @@ impl LockBackend for PgBackend {
         lease: &PgLease,
         req: &LeaseRequest,
         new_epoch: bool,
+        _deadline: Option<std::time::Instant>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
         let lease = self.lease_ref(lease);
         let req = req.clone();

@@ -1212,16 +1212,21 @@ impl LockBackend for AlwaysChanged {
     ) -> sessionlock::Result<bool> {
         self.0.remove_if_unchanged(key, seen, deadline).await
     }
-    async fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
-        self.0.release(lease).await
+    async fn release(
+        &self,
+        lease: &Self::Lease,
+        deadline: Option<std::time::Instant>,
+    ) -> sessionlock::Result<bool> {
+        self.0.release(lease, deadline).await
     }
     async fn republish(
         &self,
         lease: &Self::Lease,
         req: &LeaseRequest,
         new_epoch: bool,
+        deadline: Option<std::time::Instant>,
     ) -> sessionlock::Result<()> {
-        self.0.republish(lease, req, new_epoch).await
+        self.0.republish(lease, req, new_epoch, deadline).await
     }
     async fn revoke(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
         self.0.revoke(lease).await
@@ -1395,5 +1400,5 @@ fn eight_threads_reclaiming_an_openclaw_lock_exactly_one_wins() {
         FileBackend::info(&winners[0]).payload.token,
         "the lock is the winner's"
     );
-    assert!(common::block_on(backend.release(&winners[0])).expect("release"));
+    assert!(common::block_on(backend.release(&winners[0], None)).expect("release"));
 }

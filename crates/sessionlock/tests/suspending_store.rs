@@ -116,16 +116,21 @@ impl LockBackend for Suspending {
     async fn check(&self, lease: &Self::Lease) -> sessionlock::Result<()> {
         self.file.check(lease).await
     }
-    async fn release(&self, lease: &Self::Lease) -> sessionlock::Result<bool> {
-        self.file.release(lease).await
+    async fn release(
+        &self,
+        lease: &Self::Lease,
+        deadline: Option<std::time::Instant>,
+    ) -> sessionlock::Result<bool> {
+        self.file.release(lease, deadline).await
     }
     async fn republish(
         &self,
         lease: &Self::Lease,
         req: &LeaseRequest,
         new_epoch: bool,
+        deadline: Option<std::time::Instant>,
     ) -> sessionlock::Result<()> {
-        self.file.republish(lease, req, new_epoch).await
+        self.file.republish(lease, req, new_epoch, deadline).await
     }
     async fn revoke(&self, lease: &Self::Lease) -> sessionlock::Result<u64> {
         self.file.revoke(lease).await

@@ -292,11 +292,19 @@ pub trait LockBackend: Send + Sync + 'static {
     ///
     /// This and the other operations on a held lease wait for the session's
     /// state for a bounded time chosen by the backend (the file backend:
-    /// [`file::STATE_LOCK_BOUND`]).
+    /// [`file::STATE_LOCK_BOUND`]), and here and in
+    /// [`LockBackend::republish`] never past `deadline` either: an
+    /// acquisition that releases or republishes a lease (an in-process
+    /// hand-off) passes its own budget's end. A backend whose waits are
+    /// bounded otherwise (a database's statement timeout) may ignore it.
     ///
     /// # Errors
     /// `Timeout` when the session's state stays busy past that bound; `Io`.
-    fn release(&self, lease: &Self::Lease) -> impl Future<Output = Result<bool>> + Send;
+    fn release(
+        &self,
+        lease: &Self::Lease,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Republishes a held lease with a fresh `createdAt` (and, with
     /// `new_epoch`, a new epoch, token, lane and run id: an in-process
@@ -312,6 +320,7 @@ pub trait LockBackend: Send + Sync + 'static {
         lease: &Self::Lease,
         req: &LeaseRequest,
         new_epoch: bool,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Fences the lease out (bumps the epoch if it is still current) and

@@ -855,7 +855,11 @@ impl<B: LockBackend> SessionLock<B> {
         // A hand-off: the previous in-process holder left the lock published.
         if let Some(parked) = turn.slot().take_parked() {
             if let Ok(lease) = parked.downcast::<B::Lease>() {
-                match self.backend.republish(&lease, &req, true).await {
+                match self
+                    .backend
+                    .republish(&lease, &req, true, state_deadline)
+                    .await
+                {
                     Ok(()) => return Ok(self.guard(req, *lease, turn, spans)),
                     Err(e) => {
                         tracing::debug!(
@@ -863,7 +867,7 @@ impl<B: LockBackend> SessionLock<B> {
                             error = %e,
                             "handed-off lock was lost; acquiring anew"
                         );
-                        let _ = self.backend.release(&lease).await;
+                        let _ = self.backend.release(&lease, state_deadline).await;
                     }
                 }
             }

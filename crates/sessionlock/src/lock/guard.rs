@@ -234,7 +234,7 @@ struct ParkedLease<B: LockBackend> {
 
 impl<B: LockBackend> Parked for ParkedLease<B> {
     fn release(self: Box<Self>) {
-        if let Err(e) = block_on(self.backend.release(&self.lease)) {
+        if let Err(e) = block_on(self.backend.release(&self.lease, None)) {
             let info = B::info(&self.lease);
             tracing::warn!(
                 target: "sessionlock::hold",
@@ -435,7 +435,7 @@ impl<B: LockBackend> Hold<B> {
                 _ => return None,
             }
         };
-        let (released, refused) = without_waiting(|| block_on(self.backend.release(&lease)));
+        let (released, refused) = without_waiting(|| block_on(self.backend.release(&lease, None)));
         if refused {
             return None;
         }
@@ -543,7 +543,7 @@ impl<B: LockBackend> Hold<B> {
             }
             Err(shared) => shared,
         };
-        let released = block_on(self.backend.release(&lease));
+        let released = block_on(self.backend.release(&lease, None));
         turn.end(None);
         match released {
             Ok(true) => {
@@ -1066,7 +1066,7 @@ impl<B: LockBackend> Guard<B> {
         let lease = self.hold.lease()?;
         let mut req = self.hold.req.clone();
         req.max_hold = hold;
-        if let Err(e) = block_on(self.hold.backend.republish(&lease, &req, false)) {
+        if let Err(e) = block_on(self.hold.backend.republish(&lease, &req, false, None)) {
             if let Error::Revoked { cause, .. } = &e {
                 self.hold.revoke(None, *cause);
             }

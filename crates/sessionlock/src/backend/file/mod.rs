@@ -808,11 +808,16 @@ impl LockBackend for FileBackend {
         Ok(true)
     }
 
-    async fn release(&self, lease: &FileLease) -> Result<bool> {
+    async fn release(&self, lease: &FileLease, deadline: Option<Instant>) -> Result<bool> {
         let key = &lease.key;
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
-        let _g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
+        let _g = lock_state(
+            &path,
+            &mut state,
+            FlockKind::Exclusive,
+            bounded_by(deadline),
+        )?;
         let (_, ino) = lease.epoch_ino();
         let token = lease.token();
         self.remove_if(
@@ -827,12 +832,18 @@ impl LockBackend for FileBackend {
         lease: &FileLease,
         req: &LeaseRequest,
         new_epoch: bool,
+        deadline: Option<Instant>,
     ) -> Result<()> {
         let key = &lease.key;
         let (held_epoch, held_ino) = lease.epoch_ino();
         let path = Self::epoch_path(key);
         let mut state = dup(&path, &lease.state)?;
-        let g = lock_state(&path, &mut state, FlockKind::Exclusive, bounded())?;
+        let g = lock_state(
+            &path,
+            &mut state,
+            FlockKind::Exclusive,
+            bounded_by(deadline),
+        )?;
         let current = read_epoch(&path, g.file)?;
         if current != held_epoch {
             return Err(Error::Fenced {

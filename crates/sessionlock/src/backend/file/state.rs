@@ -193,6 +193,13 @@ pub(super) fn wait_state(
 pub(super) fn bounded() -> Option<Instant> {
     Some(Instant::now() + STATE_LOCK_BOUND)
 }
+
+/// The deadline for an operation on a held lease whose caller may have a
+/// budget of its own: the earlier of the two.
+pub(super) fn bounded_by(deadline: Option<Instant>) -> Option<Instant> {
+    let bound = Instant::now() + STATE_LOCK_BOUND;
+    Some(deadline.map_or(bound, |d| d.min(bound)))
+}
 /// The timeout error for a state lock someone else kept: names the first
 /// process the kernel lists as holding it (`/proc/locks`), if any.
 pub(super) fn state_busy(path: &Path, file: &File, waited: Duration) -> Error {
