@@ -437,6 +437,9 @@ pub(crate) struct DirWatch {
     fd: Option<OwnedFd>,
     /// The names whose events end a wait.
     names: Vec<Box<[u8]>>,
+    /// What is watched, with which events, and the watch descriptor while
+    /// armed.
+    targets: Vec<(std::path::PathBuf, inotify::WatchFlags, Option<i32>)>,
 }
 
 /// Closing an inotify instance waits for the kernel to destroy its fsnotify
@@ -493,7 +496,6 @@ impl DirWatch {
     /// filled in a payload, its next look finds anyway: at most the 1 s
     /// safety net later, and the lock's removal still wakes it at once.
     pub(crate) fn new(dir: &Path, name: &OsStr) -> io::Result<Self> {
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
         let mask = inotify::WatchFlags::CREATE
             | inotify::WatchFlags::DELETE
             | inotify::WatchFlags::MOVED_FROM
@@ -502,14 +504,65 @@ impl DirWatch {
             | inotify::WatchFlags::DELETE_SELF
             | inotify::WatchFlags::MOVE_SELF
             | inotify::WatchFlags::ONLYDIR;
-        if let Err(e) = inotify::add_watch(&fd, dir, mask) {
-            close_in_background(fd);
-            return Err(e.into());
-        }
-        Ok(Self {
+        Self::watching(vec![(dir.to_owned(), mask, None)], name)
+    }
+
+    fn watching(
+        targets: Vec<(std::path::PathBuf, inotify::WatchFlags, Option<i32>)>,
+        name: &OsStr,
+    ) -> io::Result<Self> {
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+        let mut w = Self {
             fd: Some(fd),
             names: vec![name.as_bytes().into()],
-        })
+            targets,
+        };
+        // On failure, dropping `w` closes the instance (in the background).
+        w.arm()?;
+        Ok(w)
+    }
+
+    /// Adds the watches (if they are not in place): events count from now.
+    pub(crate) fn arm(&mut self) -> io::Result<()> {
+        let Some(fd) = &self.fd else {
+            return Ok(());
+        };
+        for (path, mask, wd) in &mut self.targets {
+            if wd.is_none() {
+                *wd = Some(inotify::add_watch(fd, path.as_path(), *mask)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the watches, so that the instance collects no events while
+    /// nobody waits on it (every event of the directory is otherwise copied
+    /// to every instance watching it, by the process that caused it); then
+    /// discards what it had collected. [`DirWatch::arm`] puts them back.
+    pub(crate) fn disarm(&mut self) {
+        let Some(fd) = &self.fd else {
+            return;
+        };
+        for (_, _, wd) in &mut self.targets {
+            if let Some(w) = wd.take() {
+                // Fails only for a watch the kernel dropped already (its
+                // directory or file went away): nothing left to remove.
+                let _ = inotify::remove_watch(fd, w);
+            }
+        }
+        self.discard();
+    }
+
+    /// Reads and drops every pending event.
+    fn discard(&self) {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = inotify::Reader::new(self.fd(), &mut buf);
+        loop {
+            match reader.next() {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// A watch for a waiter behind others in a session's line (design
@@ -520,58 +573,35 @@ impl DirWatch {
     /// lock's life raises (its rename to a tombstone, the tombstone's
     /// removal) is not watched, so a release does not wake the whole line.
     pub(crate) fn line(dir: &Path, name: &OsStr, state: &Path) -> io::Result<Self> {
-        let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
-        let added = inotify::add_watch(
-            &fd,
-            dir,
-            inotify::WatchFlags::CREATE
-                | inotify::WatchFlags::DELETE_SELF
-                | inotify::WatchFlags::MOVE_SELF
-                | inotify::WatchFlags::ONLYDIR,
+        Self::watching(
+            vec![
+                (
+                    dir.to_owned(),
+                    inotify::WatchFlags::CREATE
+                        | inotify::WatchFlags::DELETE_SELF
+                        | inotify::WatchFlags::MOVE_SELF
+                        | inotify::WatchFlags::ONLYDIR,
+                    None,
+                ),
+                (
+                    state.to_owned(),
+                    inotify::WatchFlags::ATTRIB
+                        | inotify::WatchFlags::DELETE_SELF
+                        | inotify::WatchFlags::DONT_FOLLOW,
+                    None,
+                ),
+            ],
+            name,
         )
-        .and_then(|_| {
-            inotify::add_watch(
-                &fd,
-                state,
-                inotify::WatchFlags::ATTRIB
-                    | inotify::WatchFlags::DELETE_SELF
-                    | inotify::WatchFlags::DONT_FOLLOW,
-            )
-        });
-        if let Err(e) = added {
-            close_in_background(fd);
-            return Err(e.into());
-        }
-        Ok(Self {
-            fd: Some(fd),
-            names: vec![name.as_bytes().into()],
-        })
     }
 
-    /// Makes a watch that served another wait serve one for `names`:
-    /// discards the events it collected meanwhile. Returns `false` when the
-    /// watch is no longer usable (its directory was removed or moved, or
-    /// the kernel dropped the watch): make a new one.
-    pub(crate) fn recycle(&mut self, names: &[&OsStr]) -> io::Result<bool> {
+    /// Makes a kept watch (disarmed) serve a wait for `names`: arms it
+    /// again, so that events count from now. Fails when what it watched is
+    /// gone (then make a new one, which fails the same way if need be).
+    pub(crate) fn recycle(&mut self, names: &[&OsStr]) -> io::Result<()> {
         self.names = names.iter().map(|n| n.as_bytes().into()).collect();
-        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
-        let mut reader = inotify::Reader::new(self.fd(), &mut buf);
-        let mut usable = true;
-        loop {
-            match reader.next() {
-                Ok(ev) => {
-                    usable &= !ev.events().intersects(
-                        inotify::ReadFlags::IGNORED
-                            | inotify::ReadFlags::DELETE_SELF
-                            | inotify::ReadFlags::MOVE_SELF
-                            | inotify::ReadFlags::UNMOUNT,
-                    );
-                }
-                Err(Errno::AGAIN) => return Ok(usable),
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        self.discard();
+        self.arm()
     }
 
     /// Events for `name` end a wait too (the session's state file, whose

@@ -1127,18 +1127,38 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
     let Some(place) = place.as_mut() else {
         return Ok(false);
     };
-    let kind = match line {
-        Some((line, _)) => line,
-        None => kind,
+    // With a line watch of its own, the lock's watch is disarmed while
+    // this waiter is behind others (it would collect every event of the
+    // lock's life), and armed again before it looks as the first.
+    let (kind, mut main) = match line {
+        Some((line, _)) => (line, kind.watch_mut()),
+        None => (kind, None),
     };
     if !place.behind_others()? {
         return Ok(place.lock_is_free());
     }
+    if let Some(dw) = main.as_mut() {
+        dw.disarm();
+    }
+    let mut first = || {
+        if let Some(dw) = main.as_mut() {
+            if let Err(e) = dw.arm() {
+                // The safety net still ends its waits.
+                tracing::debug!(
+                    target: "sessionlock::wait",
+                    dir = %dir.display(),
+                    error = %e,
+                    "cannot watch the lock's directory again; relying on the safety net"
+                );
+            }
+        }
+        Ok(true)
+    };
     let started = Instant::now();
     loop {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         if left.is_some_and(|l| l.is_zero()) {
-            return Ok(true);
+            return first();
         }
         let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
         match kind {
@@ -1153,7 +1173,7 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
             _ => std::thread::sleep(slice),
         }
         if !place.behind_others()? || place.stalled() {
-            return Ok(true);
+            return first();
         }
     }
 }
@@ -1170,18 +1190,38 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
     let Some(place) = place.as_mut() else {
         return Ok(false);
     };
-    let kind = match line {
-        Some((line, _)) => line,
-        None => kind,
+    // With a line watch of its own, the lock's watch is disarmed while
+    // this waiter is behind others (it would collect every event of the
+    // lock's life), and armed again before it looks as the first.
+    let (kind, mut main) = match line {
+        Some((line, _)) => (line, kind.watch_mut()),
+        None => (kind, None),
     };
     if !place.behind_others()? {
         return Ok(place.lock_is_free());
     }
+    if let Some(dw) = main.as_mut() {
+        dw.disarm();
+    }
+    let mut first = || {
+        if let Some(dw) = main.as_mut() {
+            if let Err(e) = dw.arm() {
+                // The safety net still ends its waits.
+                tracing::debug!(
+                    target: "sessionlock::wait",
+                    dir = %dir.display(),
+                    error = %e,
+                    "cannot watch the lock's directory again; relying on the safety net"
+                );
+            }
+        }
+        Ok(true)
+    };
     let started = Instant::now();
     loop {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         if left.is_some_and(|l| l.is_zero()) {
-            return Ok(true);
+            return first();
         }
         let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
         match kind {
@@ -1199,7 +1239,7 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
             _ => tokio::time::sleep(slice).await,
         }
         if !place.behind_others()? || place.stalled() {
-            return Ok(true);
+            return first();
         }
     }
 }
@@ -1303,6 +1343,15 @@ impl FileWatch {
 }
 
 impl WatchKind {
+    /// The inotify watch, if there is one.
+    fn watch_mut(&mut self) -> Option<&mut DirWatch> {
+        match self {
+            WatchKind::Blocking(dw) => Some(dw),
+            WatchKind::Async(afd) => Some(afd.get_mut()),
+            WatchKind::Poll => None,
+        }
+    }
+
     /// The inotify watch, unregistered from any reactor.
     fn into_watch(self) -> Option<DirWatch> {
         match self {

@@ -7,8 +7,9 @@
 //! instances pile up until the per-user limit (`max_user_instances`, 128 by
 //! default) refuses new ones and waiters fall back to polling. So a watch
 //! whose wait is over is kept, per directory, and the next wait in that
-//! directory takes it back, after discarding the events it collected
-//! meanwhile.
+//! directory takes it back. A kept watch is disarmed (its inotify watches
+//! removed): otherwise every event of the directory would be copied to it,
+//! by the process causing it, while nobody reads them.
 
 use crate::sync::lock;
 use crate::sys::DirWatch;
@@ -69,14 +70,15 @@ fn reuse(what: &Watched, names: &[&OsStr]) -> std::io::Result<Option<DirWatch>> 
             return Ok(None);
         };
         // Dropping an unusable one closes it (in the background).
-        if w.recycle(names)? {
+        if w.recycle(names).is_ok() {
             return Ok(Some(w));
         }
     }
 }
 
-/// Keeps `watch` for the next wait on the same thing.
-pub(super) fn put(what: Watched, watch: DirWatch) {
+/// Keeps `watch` for the next wait on the same thing, disarmed meanwhile.
+pub(super) fn put(what: Watched, mut watch: DirWatch) {
+    watch.disarm();
     let evicted = {
         let mut idle = lock(idle());
         idle.push((what, watch));
