@@ -18,8 +18,9 @@ pub struct FileLease {
     /// its guard (the watchdog's revocation aside, which only reads), so
     /// this is taken briefly, never across a wait.
     pub(super) cur: std::sync::Mutex<Published>,
-    /// The session's state file, kept open for fenced writes.
-    pub(super) state: File,
+    /// The session's state file, kept open for fenced writes (and, once the
+    /// lease is gone, by the process for its next acquisition).
+    pub(super) state: StateFile,
 }
 #[derive(Debug)]
 pub(super) struct Published {
@@ -49,12 +50,15 @@ impl FileLease {
         lock(&self.cur).payload.token.clone()
     }
 }
-/// Duplicates a descriptor (same open file description, so the same `flock`).
-/// All operations on one lease are serialized by its guard, so a lease never
-/// takes the state lock twice at once through two duplicates.
-pub(super) fn dup(path: &Path, f: &File) -> Result<File> {
-    f.try_clone()
-        .map_err(|e| Error::io("duplicate descriptor of", path, e))
+/// Another handle on the state file `f` (the same open file description,
+/// so the same `flock`), which [`lock_state`] may replace if the file was
+/// deleted; no system call. All operations on one lease are serialized by
+/// its guard (fenced writes and revocation by its mutex), so a lease never
+/// takes the state lock twice at once through two handles. `path` names
+/// the file in errors; sharing a handle cannot fail (a `dup(2)` could).
+pub(super) fn dup(path: &Path, f: &StateFile) -> Result<StateFile> {
+    let _ = path;
+    Ok(std::sync::Arc::clone(f))
 }
 /// Whether the lock name no longer denotes the lock `ino` we published, and
 /// how: removed, or replaced by another file.

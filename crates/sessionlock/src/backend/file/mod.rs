@@ -364,11 +364,13 @@ fn written_at(meta: &std::fs::Metadata) -> SystemTime {
 
 impl FileBackend {
     /// Publishes a lease with epoch `floor + 1`. Must run under the state lock.
+    /// `len` is the state file's length if the caller read all of it under
+    /// the same state lock (see `write_epoch_after`).
     fn publish(
         &self,
         key: &FileKey,
-        state: File,
-        floor: u64,
+        state: StateFile,
+        (floor, len): (u64, Option<u64>),
         req: &LeaseRequest,
     ) -> Result<Outcome<FileLease, FileVersion>> {
         let epoch_path = Self::epoch_path(key);
@@ -391,7 +393,7 @@ impl FileBackend {
         let epoch = next_epoch(&epoch_path, floor)?;
         // The epoch is persisted before the lock appears: a crash between the
         // two burns an epoch number but can never reuse one.
-        write_epoch(&epoch_path, &state, epoch)?;
+        write_epoch_after(&epoch_path, &state, epoch, len)?;
         let token = new_token();
         let payload = build_payload(req, epoch, token.clone());
         queue::leave_to_publish(&key.lock_path);
@@ -687,9 +689,9 @@ impl FileBackend {
         }
     }
 
-    fn state_for(&self, key: &FileKey) -> Result<(PathBuf, File)> {
+    fn state_for(&self, key: &FileKey) -> Result<(PathBuf, StateFile)> {
         let path = Self::epoch_path(key);
-        let file = open_state(&path)?;
+        let file = take_state(&path)?;
         Ok((path, file))
     }
 }
@@ -724,8 +726,8 @@ impl LockBackend for FileBackend {
         }
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
-        let floor = read_epoch(&path, g.file)?;
-        self.publish(key, dup(&path, g.file)?, floor, req)
+        let read = read_epoch_len(&path, g.file)?;
+        self.publish(key, dup(&path, g.file)?, read, req)
     }
 
     async fn inspect(&self, key: &FileKey) -> Result<Option<FileInspection>> {
@@ -754,7 +756,7 @@ impl LockBackend for FileBackend {
         let Some((floor, _)) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(Outcome::Changed);
         };
-        self.publish(key, dup(&path, g.file)?, floor, req)
+        self.publish(key, dup(&path, g.file)?, (floor, None), req)
     }
 
     async fn remove_if_unchanged(
@@ -844,7 +846,7 @@ impl LockBackend for FileBackend {
             FlockKind::Exclusive,
             bounded_by(deadline),
         )?;
-        let current = read_epoch(&path, g.file)?;
+        let (current, len) = read_epoch_len(&path, g.file)?;
         if current != held_epoch {
             return Err(Error::Fenced {
                 path: key.lock_path.clone(),
@@ -880,7 +882,7 @@ impl LockBackend for FileBackend {
         }
         let epoch = if new_epoch {
             let next = next_epoch(&path, current)?;
-            write_epoch(&path, g.file, next)?;
+            write_epoch_after(&path, g.file, next, len)?;
             next
         } else {
             current
@@ -908,10 +910,10 @@ impl LockBackend for FileBackend {
         let mut state = dup(&path, &lease.state)?;
         let deadline = Some(Instant::now() + REVOKE_BOUND);
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
-        let mut current = read_epoch(&path, g.file)?;
+        let (mut current, len) = read_epoch_len(&path, g.file)?;
         if current == held_epoch {
             current = next_epoch(&path, current)?;
-            write_epoch(&path, g.file, current)?;
+            write_epoch_after(&path, g.file, current, len)?;
         }
         let token = lease.token();
         self.remove_if(

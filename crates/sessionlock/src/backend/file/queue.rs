@@ -20,7 +20,7 @@
 //! is the state lock. On network file systems, where `flock` is emulated
 //! with byte-range locks, the line is not used (waiters poll, unordered).
 
-use super::state::{lock_state, open_state, read_record};
+use super::state::{lock_state, open_state, read_record, StateFile};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 use crate::sys::{self, FlockKind};
@@ -59,8 +59,9 @@ pub(super) struct Place {
 
 #[derive(Debug)]
 struct Shared {
-    /// The place's own open file description of the state file.
-    file: File,
+    /// The place's own open file description of the state file (opened for
+    /// it, never one kept for acquisitions).
+    file: StateFile,
     /// The locked bytes are `[BASE + pos, BASE + pos + len)`; `len` is one
     /// more than the waiter's pid.
     pos: u64,
