@@ -183,36 +183,61 @@ fn sibling(key: &FileKey, kind: &str, token: &str) -> PathBuf {
     with_suffix(&key.lock_path, &format!(".{kind}-{token}"))
 }
 
-/// A token for one acquisition: 128 random bits from the kernel, as 32 hex
+/// A token for one acquisition: 128 bits that look random, as 32 hex
 /// characters ([design §2.1](crate::design#21-the-lock-file)). Tokens name
-/// temporary and tombstone files and tell acquisitions apart. Should the kernel
-/// refuse randomness (no `getrandom`), pid, clock and a counter keep tokens
-/// unique, which is all their uses need.
+/// temporary and tombstone files and tell acquisitions apart; they need to
+/// be unique and, so that no one can plant a file at a name we are about to
+/// use, unpredictable, not secret (a lock file shows its own).
+///
+/// The kernel's randomness is drawn once per process (a 256-bit seed); each
+/// token is the first half of SHA-256 over the seed and a per-process
+/// counter. Without the seed the next token cannot be told from earlier
+/// ones, and two tokens collide only as two random 128-bit values would:
+/// one `getrandom` per process instead of one per publish.
 fn new_token() -> String {
-    let bytes = sys::random_bytes().unwrap_or_else(|e| {
-        static WARNED: OnceLock<()> = OnceLock::new();
-        WARNED.get_or_init(|| {
-            tracing::warn!(
-                target: "sessionlock::acquire",
-                error = %e,
-                "no kernel randomness; tokens fall back to pid, clock and a counter"
-            );
-        });
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let hi = (u64::from(sys::pid()) << 32) ^ COUNTER.fetch_add(1, Ordering::Relaxed);
-        let lo = sys::monotonic_ns();
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&hi.to_be_bytes());
-        b[8..].copy_from_slice(&lo.to_be_bytes());
-        b
-    });
+    use sha2::{Digest, Sha256};
+    static SEED: OnceLock<[u8; 32]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = SEED.get_or_init(token_seed);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(n.to_le_bytes());
+    let digest = h.finalize();
     let mut out = String::with_capacity(32);
-    for b in bytes {
+    for b in &digest[..16] {
         use std::fmt::Write as _;
         // Writing to a String cannot fail.
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+/// The per-process seed of [`new_token`]: 256 bits from the kernel. Should
+/// the kernel refuse randomness (no `getrandom`), pid and clocks keep
+/// tokens unique, which is all their uses strictly need.
+fn token_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    match (sys::random_bytes(), sys::random_bytes()) {
+        (Ok(a), Ok(b)) => {
+            seed[..16].copy_from_slice(&a);
+            seed[16..].copy_from_slice(&b);
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(
+                target: "sessionlock::acquire",
+                error = %e,
+                "no kernel randomness; tokens fall back to pid, clock and a counter"
+            );
+            let wall = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            seed[..8].copy_from_slice(&u64::from(sys::pid()).to_le_bytes());
+            seed[8..16].copy_from_slice(&sys::monotonic_ns().to_le_bytes());
+            seed[16..24].copy_from_slice(&wall.to_le_bytes());
+        }
+    }
+    seed
 }
 
 fn build_payload(req: &LeaseRequest, epoch: u64, token: String) -> Payload {
