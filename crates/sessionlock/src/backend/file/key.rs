@@ -4,10 +4,15 @@
 use super::confine;
 use crate::backend::{Inspection, SessionId};
 use crate::error::{Error, Result};
+use crate::sync::lock;
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A session as the file backend names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,6 +77,9 @@ pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     s.push(suffix);
     PathBuf::from(s)
 }
+/// The canonical session path, and whether the path's file name was a
+/// symlink that was followed.
+type Resolved = Option<(PathBuf, bool)>;
 /// Canonical session path ([design §2](crate::design#2-on-disk-formats)): the
 /// directory resolved through symlinks, and the file itself resolved where it
 /// is a symlink. Creates the directory if missing (only inside `root`, when
@@ -81,7 +89,7 @@ pub(super) fn canonical_session(
     path: &Path,
     root: Option<&Path>,
     create: bool,
-) -> Result<Option<PathBuf>> {
+) -> Result<Resolved> {
     let mut cur = if path.is_absolute() {
         path.to_owned()
     } else {
@@ -89,7 +97,7 @@ pub(super) fn canonical_session(
             .map_err(|e| Error::io("resolve current directory for", path, e))?
             .join(path)
     };
-    for _ in 0..40 {
+    for hop in 0..40 {
         let (Some(parent), Some(name)) = (cur.parent(), cur.file_name()) else {
             return Err(Error::InvalidPath {
                 path: path.to_owned(),
@@ -120,7 +128,7 @@ pub(super) fn canonical_session(
                     .map_err(|e| Error::io("read symlink", &candidate, e))?;
                 cur = dir.join(target);
             }
-            _ => return Ok(Some(candidate)),
+            _ => return Ok(Some((candidate, hop > 0))),
         }
     }
     Err(Error::InvalidPath {
@@ -160,9 +168,20 @@ pub(super) fn epoch_path(key: &FileKey) -> PathBuf {
 /// The key of `session`: its canonical path (through symlinked directories
 /// and a symlinked file name, refusing one outside `root`) and its lock
 /// path. With `create`, creates a missing directory; else gives `None`.
+///
+/// Keys of absolute paths are cached ([`KeyCache`]): a repeated key costs
+/// two system calls (three for a path through a symlinked directory) that
+/// check the cached one still holds, not the resolution's one per path
+/// component.
 pub(super) fn key_of(session: &Path, root: Option<&Path>, create: bool) -> Result<Option<FileKey>> {
+    let cacheable = session.is_absolute();
+    if cacheable {
+        if let Some(key) = KeyCache::get(session, root) {
+            return Ok(Some(key));
+        }
+    }
     let given = session;
-    let Some(session) = canonical_session(session, root, create)? else {
+    let Some((session, followed)) = canonical_session(session, root, create)? else {
         return Ok(None);
     };
     if let Some(root) = root {
@@ -178,5 +197,214 @@ pub(super) fn key_of(session: &Path, root: Option<&Path>, create: bool) -> Resul
         });
     }
     let lock_path = with_suffix(&session, ".lock");
-    Ok(Some(FileKey { session, lock_path }))
+    let key = FileKey { session, lock_path };
+    // A followed file name is resolved afresh every time: its target, and
+    // whether it may be followed at all, can change.
+    if cacheable && !followed {
+        KeyCache::put(given, root, &key);
+    }
+    Ok(Some(key))
+}
+
+/// How many keys a process keeps.
+const KEY_CACHE_MAX: usize = 256;
+
+/// Keys already resolved, by the path the caller gave (absolute) and the
+/// sessions root. Resolving again walks every component of the path
+/// (`canonicalize`: a `readlink` each) and looks at the file name; a cached
+/// key is instead checked, at every use, to be what resolving would give
+/// now:
+///
+/// 1. the kernel's name for the cached directory, read from an open
+///    descriptor of it (`/proc/self/fd/N`), is still the canonical directory
+///    of the key: the directory was neither moved nor removed, and no
+///    component of its path became a symlink (a name the kernel gives is
+///    made of directories only);
+/// 2. if the caller's directory path differs from the canonical one (it went
+///    through a symlink), it still leads to that directory (`stat`, device
+///    and inode): a symlink on the way swapped to point elsewhere is noticed;
+/// 3. the file name is still not a symlink (`lstat`): one planted since is
+///    followed only through the resolution's checks (`confine::may_follow`).
+///
+/// Anything else (or any error) resolves afresh, which repeats every check
+/// of issue 10 (untrusted symlinks, the sessions root). Keys whose file name
+/// was a symlink are not cached. A directory descriptor is shared by the
+/// keys of one directory.
+struct KeyCache {
+    keys: HashMap<(PathBuf, Option<PathBuf>), Cached>,
+    dirs: HashMap<PathBuf, Arc<CachedDir>>,
+}
+struct Cached {
+    key: FileKey,
+    dir: Arc<CachedDir>,
+    /// Whether the caller's directory path is not the canonical one.
+    indirect: bool,
+}
+struct CachedDir {
+    file: File,
+    id: (u64, u64),
+}
+impl KeyCache {
+    fn shared() -> &'static Mutex<KeyCache> {
+        static CACHE: OnceLock<Mutex<KeyCache>> = OnceLock::new();
+        CACHE.get_or_init(|| {
+            Mutex::new(KeyCache {
+                keys: HashMap::new(),
+                dirs: HashMap::new(),
+            })
+        })
+    }
+
+    /// The cached key of `given` (absolute) under `root`, if there is one
+    /// and it still holds.
+    fn get(given: &Path, root: Option<&Path>) -> Option<FileKey> {
+        let (key, dir, indirect) = {
+            let cache = lock(Self::shared());
+            let c = cache
+                .keys
+                .get(&(given.to_owned(), root.map(Path::to_owned)))?;
+            (c.key.clone(), Arc::clone(&c.dir), c.indirect)
+        };
+        let canonical_dir = key.session.parent()?;
+        if !names(&dir.file, canonical_dir) {
+            return None;
+        }
+        if indirect {
+            let m = std::fs::metadata(given.parent()?).ok()?;
+            if (m.dev(), m.ino()) != dir.id {
+                return None;
+            }
+        }
+        match std::fs::symlink_metadata(&key.session) {
+            Ok(m) if m.file_type().is_symlink() => None,
+            _ => Some(key),
+        }
+    }
+
+    /// Caches `key`, just resolved from `given` under `root`, if its
+    /// directory can be opened and the kernel names it as resolved.
+    fn put(given: &Path, root: Option<&Path>, key: &FileKey) {
+        let (Some(canonical_dir), Some(given_dir)) = (key.session.parent(), given.parent()) else {
+            return;
+        };
+        let mut cache = lock(Self::shared());
+        if cache.keys.len() >= KEY_CACHE_MAX {
+            // Rarely full (a process's sessions, by the paths it names them
+            // by): start over rather than track use.
+            cache.keys.clear();
+            cache.dirs.clear();
+        }
+        let dir = match cache.dirs.get(canonical_dir) {
+            Some(dir) => Arc::clone(dir),
+            None => {
+                let Ok(file) = File::open(canonical_dir) else {
+                    return;
+                };
+                let Ok(m) = file.metadata() else {
+                    return;
+                };
+                if !m.is_dir() || !names(&file, canonical_dir) {
+                    return;
+                }
+                let dir = Arc::new(CachedDir {
+                    file,
+                    id: (m.dev(), m.ino()),
+                });
+                cache
+                    .dirs
+                    .insert(canonical_dir.to_owned(), Arc::clone(&dir));
+                dir
+            }
+        };
+        cache.keys.insert(
+            (given.to_owned(), root.map(Path::to_owned)),
+            Cached {
+                key: key.clone(),
+                dir,
+                indirect: given_dir != canonical_dir,
+            },
+        );
+    }
+}
+
+/// Whether the kernel's name for the open directory `dir` is `path`.
+fn names(dir: &File, path: &Path) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).is_ok_and(|p| p == path)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, FileBackend, LockBackend};
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    // Issue 15 item 3: keys are cached, and a cached key is used only while
+    // resolving again would give it. A sessions directory moved out of the
+    // root and replaced by a symlink to where it went: the path still leads
+    // to the same directory, but it is outside the root now and refused.
+    #[test]
+    fn a_cached_key_is_not_used_once_its_directory_moved_out_of_the_root() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let root = base.path().join("root");
+        fs::create_dir_all(root.join("d")).expect("mkdir");
+        fs::create_dir(base.path().join("out")).expect("mkdir");
+        let b = FileBackend::default().confined(&root).expect("confined");
+        let session = root.join("d/s.jsonl");
+        let first = b.key(&session).expect("inside");
+        assert_eq!(b.key(&session).expect("again"), first, "the cached key");
+
+        fs::rename(root.join("d"), base.path().join("out/d")).expect("move out");
+        symlink(base.path().join("out/d"), root.join("d")).expect("symlink");
+        let err = b.key(&session).expect_err("outside the root now");
+        assert!(
+            matches!(&err, Error::InvalidPath { reason, .. } if reason.contains("outside the sessions root")),
+            "{err}"
+        );
+    }
+
+    // An ancestor renamed and replaced by a symlink: the directory is the
+    // same inode, but its canonical path is not the cached one.
+    #[test]
+    fn a_cached_key_follows_an_ancestor_that_became_a_symlink() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let base = base.path().canonicalize().expect("canonical");
+        fs::create_dir_all(base.join("a/d")).expect("mkdir");
+        let b = FileBackend::default();
+        let session = base.join("a/d/s.jsonl");
+        assert_eq!(b.key(&session).expect("key").session, session);
+        fs::rename(base.join("a"), base.join("b")).expect("rename");
+        symlink(base.join("b"), base.join("a")).expect("symlink");
+        assert_eq!(
+            b.key(&session).expect("key").session,
+            base.join("b/d/s.jsonl"),
+            "resolved again"
+        );
+    }
+
+    // A file name that became a symlink since is followed (and checked) as
+    // a fresh resolution would; a caller's symlinked directory repointed
+    // elsewhere leads there.
+    #[test]
+    fn a_cached_key_notices_a_new_symlink_at_the_name_or_a_repointed_directory() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let base = base.path().canonicalize().expect("canonical");
+        fs::create_dir(base.join("d1")).expect("mkdir");
+        fs::create_dir(base.join("d2")).expect("mkdir");
+        let b = FileBackend::default();
+
+        let session = base.join("d1/s.jsonl");
+        assert_eq!(b.key(&session).expect("key").session, session);
+        symlink("t.jsonl", &session).expect("symlink at the name");
+        assert_eq!(
+            b.key(&session).expect("key").session,
+            base.join("d1/t.jsonl")
+        );
+
+        symlink(base.join("d1"), base.join("link")).expect("dir symlink");
+        let via = base.join("link/u.jsonl");
+        assert_eq!(b.key(&via).expect("key").session, base.join("d1/u.jsonl"));
+        fs::remove_file(base.join("link")).expect("unlink");
+        symlink(base.join("d2"), base.join("link")).expect("repoint");
+        assert_eq!(b.key(&via).expect("key").session, base.join("d2/u.jsonl"));
+    }
 }
