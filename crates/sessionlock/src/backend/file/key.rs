@@ -288,14 +288,21 @@ impl KeyCache {
             return;
         };
         let mut cache = lock(Self::shared());
-        if cache.keys.len() >= KEY_CACHE_MAX {
+        if cache.keys.len() >= KEY_CACHE_MAX || cache.dirs.len() >= KEY_CACHE_MAX {
             // Rarely full (a process's sessions, by the paths it names them
             // by): start over rather than track use.
             cache.keys.clear();
             cache.dirs.clear();
         }
-        let dir = match cache.dirs.get(canonical_dir) {
-            Some(dir) => Arc::clone(dir),
+        // A kept descriptor of a directory removed (or moved) since, and
+        // recreated at the same path, is not the directory just resolved.
+        let kept = cache
+            .dirs
+            .get(canonical_dir)
+            .filter(|dir| names(&dir.file, canonical_dir))
+            .map(Arc::clone);
+        let dir = match kept {
+            Some(dir) => dir,
             None => {
                 let Ok(file) = File::open(canonical_dir) else {
                     return;
@@ -379,6 +386,27 @@ mod tests {
             base.join("b/d/s.jsonl"),
             "resolved again"
         );
+    }
+
+    // A directory removed and made again: the kept descriptor of the old
+    // one is not used, and the key is cached with the new one.
+    #[test]
+    fn a_cached_key_of_a_recreated_directory_is_resolved_and_kept_again() {
+        let base = tempfile::tempdir().expect("tempdir");
+        let base = base.path().canonicalize().expect("canonical");
+        let session = base.join("d/s.jsonl");
+        fs::create_dir(base.join("d")).expect("mkdir");
+        let b = FileBackend::default();
+        assert_eq!(b.key(&session).expect("key").session, session);
+        for _ in 0..2 {
+            fs::remove_dir(base.join("d")).expect("rmdir");
+            fs::create_dir(base.join("d")).expect("mkdir");
+            assert_eq!(b.key(&session).expect("key").session, session);
+            assert!(
+                super::KeyCache::get(&session, None).is_some(),
+                "kept with the new directory"
+            );
+        }
     }
 
     // A file name that became a symlink since is followed (and checked) as
