@@ -51,14 +51,13 @@ impl FileLease {
     }
 }
 /// Another handle on the state file `f` (the same open file description,
-/// so the same `flock`), which [`lock_state`] may replace if the file was
-/// deleted; no system call. All operations on one lease are serialized by
-/// its guard (fenced writes and revocation by its mutex), so a lease never
-/// takes the state lock twice at once through two handles. `path` names
-/// the file in errors; sharing a handle cannot fail (a `dup(2)` could).
-pub(super) fn dup(path: &Path, f: &StateFile) -> Result<StateFile> {
-    let _ = path;
-    Ok(std::sync::Arc::clone(f))
+/// so the same `flock`, as a `dup(2)` gave before issue 15, without the
+/// system call), which [`lock_state`] may replace if the file was deleted.
+/// All operations on one lease are serialized by its guard (fenced writes
+/// and revocation by its mutex), so a lease never takes the state lock
+/// twice at once through two handles.
+pub(super) fn share(f: &StateFile) -> StateFile {
+    std::sync::Arc::clone(f)
 }
 /// Whether the lock name no longer denotes the lock `ino` we published, and
 /// how: removed, or replaced by another file.
@@ -79,7 +78,7 @@ pub(super) fn ino_of(path: &Path, f: &File) -> Result<(u64, u64)> {
 /// exclusively.
 pub(crate) fn fenced<T>(lease: &FileLease, f: impl FnOnce() -> T) -> Result<T> {
     let path = epoch_path(&lease.key);
-    let mut state = dup(&path, &lease.state)?;
+    let mut state = share(&lease.state);
     let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
     let current = read_epoch(&path, g.file)?;
     let (epoch, ino) = lease.epoch_ino();

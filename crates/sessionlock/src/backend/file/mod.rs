@@ -752,7 +752,7 @@ impl LockBackend for FileBackend {
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let read = read_epoch_len(&path, g.file)?;
-        self.publish(key, dup(&path, g.file)?, read, req)
+        self.publish(key, share(g.file), read, req)
     }
 
     async fn inspect(&self, key: &FileKey) -> Result<Option<FileInspection>> {
@@ -781,7 +781,7 @@ impl LockBackend for FileBackend {
         let Some((floor, _)) = self.remove_seen(key, seen, &path, g.file)? else {
             return Ok(Outcome::Changed);
         };
-        self.publish(key, dup(&path, g.file)?, (floor, None), req)
+        self.publish(key, share(g.file), (floor, None), req)
     }
 
     async fn remove_if_unchanged(
@@ -838,7 +838,7 @@ impl LockBackend for FileBackend {
     async fn release(&self, lease: &FileLease, deadline: Option<Instant>) -> Result<bool> {
         let key = &lease.key;
         let path = Self::epoch_path(key);
-        let mut state = dup(&path, &lease.state)?;
+        let mut state = share(&lease.state);
         let _g = lock_state(
             &path,
             &mut state,
@@ -864,7 +864,7 @@ impl LockBackend for FileBackend {
         let key = &lease.key;
         let (held_epoch, held_ino) = lease.epoch_ino();
         let path = Self::epoch_path(key);
-        let mut state = dup(&path, &lease.state)?;
+        let mut state = share(&lease.state);
         let g = lock_state(
             &path,
             &mut state,
@@ -932,7 +932,7 @@ impl LockBackend for FileBackend {
         let key = &lease.key;
         let (held_epoch, held_ino) = lease.epoch_ino();
         let path = Self::epoch_path(key);
-        let mut state = dup(&path, &lease.state)?;
+        let mut state = share(&lease.state);
         let deadline = Some(Instant::now() + REVOKE_BOUND);
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let (mut current, len) = read_epoch_len(&path, g.file)?;
@@ -951,7 +951,7 @@ impl LockBackend for FileBackend {
 
     async fn current_epoch(&self, lease: &FileLease) -> Result<u64> {
         let path = Self::epoch_path(&lease.key);
-        let mut state = dup(&path, &lease.state)?;
+        let mut state = share(&lease.state);
         let g = lock_state(&path, &mut state, FlockKind::Shared, bounded())?;
         read_epoch(&path, g.file)
     }
