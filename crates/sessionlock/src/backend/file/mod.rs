@@ -746,10 +746,27 @@ impl LockBackend for FileBackend {
         req: &LeaseRequest,
         deadline: Option<Instant>,
     ) -> Result<Outcome<FileLease, FileVersion>> {
+        // Waiters that queued before us come first (design §3.12): then the
+        // lock itself need not be looked at. A look without the state lock,
+        // with the descriptor this process keeps open if it has one (a
+        // process that just released: the busy case); publishing looks
+        // again under the lock.
+        let path = Self::epoch_path(key);
+        let kept = kept_state(&path);
+        if let Some(state) = &kept {
+            if queue::others_first(&key.lock_path, state)
+                .map_err(|e| Error::io("look at the line for the session lock at", &path, e))?
+            {
+                return Ok(Outcome::Queued);
+            }
+        }
         if let Some(seen) = self.inspect_now(key)? {
             return Ok(Outcome::Busy(Box::new(seen)));
         }
-        let (path, mut state) = self.state_for(key)?;
+        let mut state = match kept {
+            Some(state) => state,
+            None => self.state_for(key)?.1,
+        };
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         let read = read_epoch_len(&path, g.file)?;
         self.publish(key, share(g.file), read, req)

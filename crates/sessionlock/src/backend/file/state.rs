@@ -89,6 +89,13 @@ pub(super) fn take_state(path: &Path) -> Result<StateFile> {
     remember(path, &opened);
     Ok(opened)
 }
+/// The kept descriptor of the state file at `path`, if there is one that
+/// nobody holds: never opens (or creates) the file.
+pub(super) fn kept_state(path: &Path) -> Option<StateFile> {
+    let cache = lock(state_cache());
+    let cached = cache.get(path)?;
+    (Arc::strong_count(cached) == 1).then(|| Arc::clone(cached))
+}
 /// Caches `file` as the state file at `path`, in place of an older entry.
 /// When the cache is full, an entry no one holds makes room; if every entry
 /// is held, `file` is not cached.
