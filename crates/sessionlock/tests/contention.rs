@@ -43,6 +43,21 @@ fn child_entry() {
     match role.as_str() {
         "hammer" => hammer(&args),
         "stop-in-fence" => stop_in_fence(&args),
+        // `wait-for <session> <budget ms>`: one acquisition; says when it
+        // got the lock (CLOCK_MONOTONIC) or why not, then releases.
+        "wait-for" => {
+            let budget = Duration::from_millis(args[1].parse().expect("budget"));
+            out("STARTED");
+            match SessionLock::new()
+                .acquire_with(&args[0], &LockOptions::default().timeout(Some(budget)))
+            {
+                Ok(g) => {
+                    out(&format!("ACQUIRED {}", monotonic_ns()));
+                    g.release().expect("release");
+                }
+                Err(e) => out(&format!("FAILED {e}")),
+            }
+        }
         "flock-state" => {
             // Holds a `flock` on a session's state file until killed.
             let f = std::fs::OpenOptions::new()
@@ -403,4 +418,70 @@ fn a_stuck_state_lock_does_not_hold_up_the_revocation_of_another_session() {
         std::thread::sleep(Duration::from_millis(5));
     }
     drop(a);
+}
+
+/// Two waiters in line behind this process: the first leaves the line in
+/// some way (`leave`), then this process releases. Returns how long after
+/// the release the second one held the lock.
+fn second_waiter_after(leave: impl FnOnce(&mut Kid)) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let arg = session.display().to_string();
+    let held = SessionLock::new().acquire(&session).expect("hold");
+    let mut first = Kid::spawn("wait-for", &[&arg, "400"]);
+    first.expect("STARTED", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(150));
+    let second = Kid::spawn("wait-for", &[&arg, "10000"]);
+    second.expect("STARTED", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(150));
+    leave(&mut first);
+    let released = monotonic_ns();
+    held.release().expect("release");
+    let line = second.expect("ACQUIRED", Duration::from_secs(15));
+    let at: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .expect("stamp");
+    first.kill_and_reap();
+    assert!(second.finish().success());
+    Duration::from_nanos(at.saturating_sub(released))
+}
+
+#[test]
+fn a_waiter_that_gives_up_leaves_no_hole_in_the_line() {
+    // The first waiter's budget (400 ms) ends while it is first in line;
+    // it rings the line's doorbell as it leaves, so the second is first at
+    // once and takes the lock as soon as it is released.
+    let took = second_waiter_after(|first| {
+        let l = first.expect_any(&["FAILED", "ACQUIRED"]);
+        assert!(l.starts_with("FAILED"), "the first waiter timed out: {l}");
+    });
+    assert!(
+        took < Duration::from_millis(150),
+        "second waiter held {took:?} after the release"
+    );
+}
+
+#[test]
+fn a_waiter_that_dies_leaves_no_hole_beyond_one_look() {
+    // SIGKILLed in line: the kernel drops its place; the second waiter
+    // finds itself first at its next look (every 250 ms) at the latest.
+    let took = second_waiter_after(|first| first.signal(Signal::KILL));
+    assert!(
+        took < Duration::from_millis(400),
+        "second waiter held {took:?} after the release"
+    );
+}
+
+#[test]
+fn a_waiter_stopped_first_in_line_is_passed_over() {
+    // SIGSTOPped while first in line, it keeps its place: the line stands
+    // still with the lock free, and after 500 ms the next waiter stops
+    // waiting for it.
+    let took = second_waiter_after(|first| first.signal(Signal::STOP));
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(2000),
+        "second waiter held {took:?} after the release"
+    );
 }
