@@ -440,7 +440,27 @@ pub(crate) struct DirWatch {
     /// What is watched, with which events, and the watch descriptor while
     /// armed.
     targets: Vec<(std::path::PathBuf, inotify::WatchFlags, Option<i32>)>,
+    /// While narrowed ([`DirWatch::narrow`]): the state file watched for
+    /// the line's doorbell, and its watch descriptor.
+    state: Option<(std::path::PathBuf, i32)>,
 }
+
+/// What a lock's waiter watches in the lock's directory.
+const LOCK_EVENTS: inotify::WatchFlags = inotify::WatchFlags::CREATE
+    .union(inotify::WatchFlags::DELETE)
+    .union(inotify::WatchFlags::MOVED_FROM)
+    .union(inotify::WatchFlags::MOVED_TO)
+    .union(inotify::WatchFlags::ATTRIB)
+    .union(inotify::WatchFlags::DELETE_SELF)
+    .union(inotify::WatchFlags::MOVE_SELF)
+    .union(inotify::WatchFlags::ONLYDIR);
+/// What a waiter behind others in a session's line watches there: a lock
+/// appearing (the waiter before it published, leaving the line just
+/// before), and the directory going.
+const LINE_EVENTS: inotify::WatchFlags = inotify::WatchFlags::CREATE
+    .union(inotify::WatchFlags::DELETE_SELF)
+    .union(inotify::WatchFlags::MOVE_SELF)
+    .union(inotify::WatchFlags::ONLYDIR);
 
 /// Closing an inotify instance waits for the kernel to destroy its fsnotify
 /// group (an SRCU grace period: 5-20 ms measured on a 2-vCPU VM). A waiter
@@ -496,15 +516,7 @@ impl DirWatch {
     /// filled in a payload, its next look finds anyway: at most the 1 s
     /// safety net later, and the lock's removal still wakes it at once.
     pub(crate) fn new(dir: &Path, name: &OsStr) -> io::Result<Self> {
-        let mask = inotify::WatchFlags::CREATE
-            | inotify::WatchFlags::DELETE
-            | inotify::WatchFlags::MOVED_FROM
-            | inotify::WatchFlags::MOVED_TO
-            | inotify::WatchFlags::ATTRIB
-            | inotify::WatchFlags::DELETE_SELF
-            | inotify::WatchFlags::MOVE_SELF
-            | inotify::WatchFlags::ONLYDIR;
-        Self::watching(vec![(dir.to_owned(), mask, None)], name)
+        Self::watching(vec![(dir.to_owned(), LOCK_EVENTS, None)], name)
     }
 
     fn watching(
@@ -516,6 +528,7 @@ impl DirWatch {
             fd: Some(fd),
             names: vec![name.as_bytes().into()],
             targets,
+            state: None,
         };
         // On failure, dropping `w` closes the instance (in the background).
         w.arm()?;
@@ -550,7 +563,54 @@ impl DirWatch {
                 let _ = inotify::remove_watch(fd, w);
             }
         }
+        if let Some((_, w)) = self.state.take() {
+            let _ = inotify::remove_watch(fd, w);
+        }
         self.discard();
+    }
+
+    /// For a waiter behind others in a session's line (design §3.12), which
+    /// only needs to learn that the line may have moved: in the directory,
+    /// only a lock appearing (the waiter before it published, leaving the
+    /// line just before); and an `ATTRIB` on the session's state file
+    /// `state`, the line's doorbell (a waiter that gave up). Everything else
+    /// a lock's life raises (its rename to a tombstone, the tombstone's
+    /// removal) is not watched, so that a release does not wake the whole
+    /// line. [`DirWatch::widen`] undoes it.
+    pub(crate) fn narrow(&mut self, state: &Path) -> io::Result<()> {
+        let Some(fd) = &self.fd else {
+            return Ok(());
+        };
+        for (path, _, wd) in &mut self.targets {
+            // On a watched inode, this replaces the watch's events.
+            *wd = Some(inotify::add_watch(fd, path.as_path(), LINE_EVENTS)?);
+        }
+        if self.state.is_none() {
+            let w = inotify::add_watch(
+                fd,
+                state,
+                inotify::WatchFlags::ATTRIB
+                    | inotify::WatchFlags::DELETE_SELF
+                    | inotify::WatchFlags::DONT_FOLLOW,
+            )?;
+            self.state = Some((state.to_owned(), w));
+        }
+        Ok(())
+    }
+
+    /// Watches every change of the lock again (after [`DirWatch::narrow`]).
+    /// Events count from before the call returns.
+    pub(crate) fn widen(&mut self) -> io::Result<()> {
+        let Some(fd) = &self.fd else {
+            return Ok(());
+        };
+        for (path, mask, wd) in &mut self.targets {
+            *wd = Some(inotify::add_watch(fd, path.as_path(), *mask)?);
+        }
+        if let Some((_, w)) = self.state.take() {
+            let _ = inotify::remove_watch(fd, w);
+        }
+        Ok(())
     }
 
     /// Reads and drops every pending event.
@@ -563,36 +623,6 @@ impl DirWatch {
                 Err(_) => return,
             }
         }
-    }
-
-    /// A watch for a waiter behind others in a session's line (design
-    /// §3.12), which only needs to learn that the line may have moved: a
-    /// lock appearing in `dir` (`CREATE`: the waiter before it published,
-    /// leaving the line just before) or the line's doorbell, an `ATTRIB` on
-    /// the state file `state` (a waiter that gave up). Everything else a
-    /// lock's life raises (its rename to a tombstone, the tombstone's
-    /// removal) is not watched, so a release does not wake the whole line.
-    pub(crate) fn line(dir: &Path, name: &OsStr, state: &Path) -> io::Result<Self> {
-        Self::watching(
-            vec![
-                (
-                    dir.to_owned(),
-                    inotify::WatchFlags::CREATE
-                        | inotify::WatchFlags::DELETE_SELF
-                        | inotify::WatchFlags::MOVE_SELF
-                        | inotify::WatchFlags::ONLYDIR,
-                    None,
-                ),
-                (
-                    state.to_owned(),
-                    inotify::WatchFlags::ATTRIB
-                        | inotify::WatchFlags::DELETE_SELF
-                        | inotify::WatchFlags::DONT_FOLLOW,
-                    None,
-                ),
-            ],
-            name,
-        )
     }
 
     /// Makes a kept watch (disarmed) serve a wait for `names`: arms it

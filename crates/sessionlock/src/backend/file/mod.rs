@@ -1020,7 +1020,6 @@ impl LockBackend for FileBackend {
             backoff: POLL_MIN,
             dir: dir.to_owned(),
             place: None,
-            line: None,
         })
     }
 
@@ -1029,18 +1028,6 @@ impl LockBackend for FileBackend {
         // emulated with byte-range locks, which places would conflict with.
         if watch.place.is_none() && !matches!(watch.kind, WatchKind::Poll) {
             let state_path = Self::epoch_path(key);
-            let name = key.lock_path.file_name().unwrap_or(OsStr::new(""));
-            // Armed before the place is taken, so nothing it should see is
-            // missed.
-            match watch::take_line(&watch.dir, name, &state_path) {
-                Ok(w) => watch.line = Some((WatchKind::Blocking(w), state_path.clone())),
-                Err(e) => tracing::debug!(
-                    target: "sessionlock::wait",
-                    dir = %watch.dir.display(),
-                    error = %e,
-                    "cannot watch the line alone; waiting on every change of the lock"
-                ),
-            }
             let (place, _) = queue::Place::take(&key.lock_path, &state_path)?;
             watch.place = Some(place);
         }
@@ -1162,31 +1149,29 @@ impl LockBackend for FileBackend {
 /// first in line with the lock taken, so wait for it as usual.
 fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
     let FileWatch {
-        kind,
-        place,
-        dir,
-        line,
-        ..
+        kind, place, dir, ..
     } = watch;
     let Some(place) = place.as_mut() else {
         return Ok(false);
     };
-    // With a line watch of its own, the lock's watch is disarmed while
-    // this waiter is behind others (it would collect every event of the
-    // lock's life), and armed again before it looks as the first.
-    let (kind, mut main) = match line {
-        Some((line, _)) => (line, kind.watch_mut()),
-        None => (kind, None),
-    };
     if !place.behind_others()? {
         return Ok(place.lock_is_free());
     }
-    if let Some(dw) = main.as_mut() {
-        dw.disarm();
+    // Behind others, the watch is narrowed to what moves the line; widened
+    // again before this waiter looks at the lock as the first.
+    if let Some(dw) = kind.watch_mut() {
+        if let Err(e) = dw.narrow(place.state_path()) {
+            tracing::debug!(
+                target: "sessionlock::wait",
+                dir = %dir.display(),
+                error = %e,
+                "cannot watch the line alone; waiting on every change of the lock"
+            );
+        }
     }
-    let mut first = || {
-        if let Some(dw) = main.as_mut() {
-            if let Err(e) = dw.arm() {
+    let first = |kind: &mut WatchKind| {
+        if let Some(dw) = kind.watch_mut() {
+            if let Err(e) = dw.widen() {
                 // The safety net still ends its waits.
                 tracing::debug!(
                     target: "sessionlock::wait",
@@ -1202,7 +1187,7 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
     loop {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         if left.is_some_and(|l| l.is_zero()) {
-            return first();
+            return first(kind);
         }
         let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
         match kind {
@@ -1217,7 +1202,7 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
             _ => std::thread::sleep(slice),
         }
         if !place.behind_others()? || place.stalled() {
-            return first();
+            return first(kind);
         }
     }
 }
@@ -1225,31 +1210,29 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
 /// The async twin of [`wait_in_line_blocking`].
 async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
     let FileWatch {
-        kind,
-        place,
-        dir,
-        line,
-        ..
+        kind, place, dir, ..
     } = watch;
     let Some(place) = place.as_mut() else {
         return Ok(false);
     };
-    // With a line watch of its own, the lock's watch is disarmed while
-    // this waiter is behind others (it would collect every event of the
-    // lock's life), and armed again before it looks as the first.
-    let (kind, mut main) = match line {
-        Some((line, _)) => (line, kind.watch_mut()),
-        None => (kind, None),
-    };
     if !place.behind_others()? {
         return Ok(place.lock_is_free());
     }
-    if let Some(dw) = main.as_mut() {
-        dw.disarm();
+    // Behind others, the watch is narrowed to what moves the line; widened
+    // again before this waiter looks at the lock as the first.
+    if let Some(dw) = kind.watch_mut() {
+        if let Err(e) = dw.narrow(place.state_path()) {
+            tracing::debug!(
+                target: "sessionlock::wait",
+                dir = %dir.display(),
+                error = %e,
+                "cannot watch the line alone; waiting on every change of the lock"
+            );
+        }
     }
-    let mut first = || {
-        if let Some(dw) = main.as_mut() {
-            if let Err(e) = dw.arm() {
+    let first = |kind: &mut WatchKind| {
+        if let Some(dw) = kind.watch_mut() {
+            if let Err(e) = dw.widen() {
                 // The safety net still ends its waits.
                 tracing::debug!(
                     target: "sessionlock::wait",
@@ -1265,7 +1248,7 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
     loop {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         if left.is_some_and(|l| l.is_zero()) {
-            return first();
+            return first(kind);
         }
         let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
         match kind {
@@ -1283,7 +1266,7 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
             _ => tokio::time::sleep(slice).await,
         }
         if !place.behind_others()? || place.stalled() {
-            return first();
+            return first(kind);
         }
     }
 }
@@ -1322,10 +1305,6 @@ pub struct FileWatch {
     dir: PathBuf,
     /// This waiter's place in the session's line, once it queued.
     place: Option<queue::Place>,
-    /// What a waiter behind others waits on (design §3.12), with the state
-    /// file it rings on; `None` before queueing, or if it could not be set
-    /// up (then the whole watch serves).
-    line: Option<(WatchKind, PathBuf)>,
 }
 
 #[derive(Debug)]
@@ -1356,16 +1335,11 @@ impl AsRawFd for DirWatch {
 
 impl Drop for FileWatch {
     fn drop(&mut self) {
-        // Leave the line first: the watches are not what holds the place.
+        // Leave the line first: the watch is not what holds the place.
         self.place = None;
-        if let Some((line, state)) = self.line.take() {
-            if let Some(dw) = line.into_watch() {
-                watch::put(watch::Watched::Line(state), dw);
-            }
-        }
         let kind = std::mem::replace(&mut self.kind, WatchKind::Poll);
         if let Some(dw) = kind.into_watch() {
-            watch::put(watch::Watched::Dir(std::mem::take(&mut self.dir)), dw);
+            watch::put(std::mem::take(&mut self.dir), dw);
         }
     }
 }
@@ -1380,9 +1354,6 @@ impl FileWatch {
     /// Registers the watches with the tokio reactor on first async use.
     fn make_async(&mut self) {
         self.kind.make_async();
-        if let Some((line, _)) = &mut self.line {
-            line.make_async();
-        }
     }
 }
 

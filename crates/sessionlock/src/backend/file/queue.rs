@@ -166,6 +166,11 @@ impl Place {
             })
     }
 
+    /// The state file the place is in.
+    pub(super) fn state_path(&self) -> &Path {
+        &self.state_path
+    }
+
     /// Whether nobody holds the lock now (nothing at its path).
     pub(super) fn lock_is_free(&self) -> bool {
         matches!(

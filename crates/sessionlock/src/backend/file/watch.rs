@@ -17,18 +17,12 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// At most this many idle watches are kept, the most recently used ones.
-const KEEP: usize = 16;
+/// At most this many idle watches are kept, the most recently used ones:
+/// inotify instances count against a per-user limit (128 by default)
+/// shared by every process of the user.
+const KEEP: usize = 4;
 
-/// What a kept watch watches: a directory (every change of its locks), or a
-/// session's line (by its state file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Watched {
-    Dir(PathBuf),
-    Line(PathBuf),
-}
-
-type Idle = Mutex<Vec<(Watched, DirWatch)>>;
+type Idle = Mutex<Vec<(PathBuf, DirWatch)>>;
 
 fn idle() -> &'static Idle {
     static IDLE: OnceLock<Idle> = OnceLock::new();
@@ -38,7 +32,7 @@ fn idle() -> &'static Idle {
 /// A watch of `dir` whose waits end on events for `names`: a kept one if
 /// there is one still usable, else a new one.
 pub(super) fn take(dir: &Path, names: &[&OsStr]) -> std::io::Result<DirWatch> {
-    if let Some(w) = reuse(&Watched::Dir(dir.to_owned()), names)? {
+    if let Some(w) = reuse(dir, names) {
         return Ok(w);
     }
     let none: &OsStr = OsStr::new("");
@@ -50,38 +44,27 @@ pub(super) fn take(dir: &Path, names: &[&OsStr]) -> std::io::Result<DirWatch> {
     Ok(w)
 }
 
-/// A line watch ([`DirWatch::line`]) for the lock `name` in `dir` whose
-/// state file is `state`.
-pub(super) fn take_line(dir: &Path, name: &OsStr, state: &Path) -> std::io::Result<DirWatch> {
-    if let Some(w) = reuse(&Watched::Line(state.to_owned()), &[name])? {
-        return Ok(w);
-    }
-    DirWatch::line(dir, name, state)
-}
-
-fn reuse(what: &Watched, names: &[&OsStr]) -> std::io::Result<Option<DirWatch>> {
+fn reuse(dir: &Path, names: &[&OsStr]) -> Option<DirWatch> {
     loop {
         let kept = {
             let mut idle = lock(idle());
-            let at = idle.iter().rposition(|(d, _)| d == what);
+            let at = idle.iter().rposition(|(d, _)| d == dir);
             at.map(|i| idle.remove(i).1)
         };
-        let Some(mut w) = kept else {
-            return Ok(None);
-        };
+        let mut w = kept?;
         // Dropping an unusable one closes it (in the background).
         if w.recycle(names).is_ok() {
-            return Ok(Some(w));
+            return Some(w);
         }
     }
 }
 
-/// Keeps `watch` for the next wait on the same thing, disarmed meanwhile.
-pub(super) fn put(what: Watched, mut watch: DirWatch) {
+/// Keeps `watch` of `dir` for the next wait there, disarmed meanwhile.
+pub(super) fn put(dir: PathBuf, mut watch: DirWatch) {
     watch.disarm();
     let evicted = {
         let mut idle = lock(idle());
-        idle.push((what, watch));
+        idle.push((dir, watch));
         (idle.len() > KEEP).then(|| idle.remove(0))
     };
     drop(evicted); // closed outside the mutex
