@@ -27,8 +27,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// in hexadecimal, present only when they are not UTF-8), `pid`,
 /// `hostname`, `alive`, `lane`, `runId`, `ageMs`, `maxHoldMs`, `epoch`,
 /// `owner` (`null` when unknown) and `reasons` (an array of
-/// [`Reason`](crate::Reason) names such as `"dead-pid"`). Deserializing
-/// reads the same shape back.
+/// [`Reason`](crate::Reason) names such as `"dead-pid"`), then, only when
+/// they say something, `holds` (what the named process holds when it is
+/// not the lock's holder: [`Holds::as_str`], `"state-lock"` or
+/// `"first-in-line"`) and `stopped` (`true`). Deserializing reads the same
+/// shape back (a missing `holds` is `None`, a missing `stopped` `false`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Holder {
@@ -55,11 +58,65 @@ pub struct Holder {
     pub owner: Option<String>,
     /// Why the lock looks stale, if it does.
     pub reasons: Reasons,
+    /// What the named process holds, when it is not the lock's holder but
+    /// a process in the way of its acquisition: a timeout on the session's
+    /// state lock names the process holding that, a queued waiter's
+    /// timeout the first waiter in line. `None` for the lock's holder.
+    pub holds: Option<Holds>,
+    /// Whether the named process was seen stopped (state `T` or `t` in
+    /// `/proc/<pid>/stat`: SIGSTOP, a debugger) when the error was made: it
+    /// keeps what it holds until it is resumed or killed.
+    pub stopped: bool,
+}
+
+/// What a process named by a [`Holder`] holds when it is not the lock's
+/// holder ([`Holder::holds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Holds {
+    /// The session's state lock (the file backend's `flock` on
+    /// `<session>.epoch`), which sessionlock holds only for the few system
+    /// calls of a protocol step: held longer, its holder is stuck inside
+    /// one (stopped, or hung on the disk).
+    StateLock,
+    /// The first place in the session's line of waiters: the waiter that
+    /// goes next, which others wait for.
+    FirstInLine,
+}
+
+impl Holds {
+    /// The name used in JSON: `state-lock`, `first-in-line`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Holds::StateLock => "state-lock",
+            Holds::FirstInLine => "first-in-line",
+        }
+    }
+
+    /// What it is, for people: `the session's state lock`, `the first
+    /// place in the session's line of waiters`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Holds::StateLock => "the session's state lock",
+            Holds::FirstInLine => "the first place in the session's line of waiters",
+        }
+    }
+}
+
+impl fmt::Display for Holds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
 }
 
 impl fmt::Display for Holder {
     /// `pid=4242 alive=true ageMs=72859 <path>`: the same shape as OpenClaw's
-    /// messages so that logs read the same, then what else is known.
+    /// messages so that logs read the same, then what else is known. A
+    /// stopped process is marked `stopped` before the path, and what a
+    /// process that is not the lock's holder holds comes first in the
+    /// parentheses: `pid=4242 alive=true stopped /s/a.jsonl.epoch (holds
+    /// the session's state lock)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.pid {
             Some(pid) => write!(f, "pid={pid} alive={}", self.alive)?,
@@ -68,8 +125,14 @@ impl fmt::Display for Holder {
         if let Some(age) = self.age_ms {
             write!(f, " ageMs={age}")?;
         }
+        if self.stopped {
+            write!(f, " stopped")?;
+        }
         write!(f, " {}", self.lock_path.display())?;
         let mut extra = Vec::new();
+        if let Some(holds) = self.holds {
+            extra.push(format!("holds {holds}"));
+        }
         if let Some(h) = &self.hostname {
             extra.push(format!("host={h}"));
         }
@@ -110,6 +173,10 @@ struct HolderOut<'a> {
     epoch: Option<u64>,
     owner: Option<&'a str>,
     reasons: Reasons,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holds: Option<Holds>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stopped: bool,
 }
 
 /// [`Holder`] as JSON, owned for deserializing.
@@ -129,6 +196,10 @@ struct HolderIn {
     owner: Option<String>,
     #[serde(default)]
     reasons: Reasons,
+    #[serde(default)]
+    holds: Option<Holds>,
+    #[serde(default)]
+    stopped: bool,
 }
 
 impl Serialize for Holder {
@@ -147,6 +218,8 @@ impl Serialize for Holder {
             epoch: self.epoch,
             owner: self.owner.as_deref(),
             reasons: self.reasons,
+            holds: self.holds,
+            stopped: self.stopped,
         }
         .serialize(serializer)
     }
@@ -173,6 +246,8 @@ impl<'de> Deserialize<'de> for Holder {
             run_id: h.run_id,
             owner: h.owner,
             reasons: h.reasons,
+            holds: h.holds,
+            stopped: h.stopped,
         })
     }
 }
@@ -215,6 +290,8 @@ impl Holder {
             run_id: None,
             owner: None,
             reasons: Reasons::default(),
+            holds: None,
+            stopped: false,
         }
     }
 
@@ -240,12 +317,15 @@ impl Holder {
             run_id,
             owner: Some("sessionlock".to_owned()),
             reasons: Reasons::default(),
+            holds: None,
+            stopped: false,
         }
     }
 
-    /// The holder of a session's state lock (the file backend's `flock` on
-    /// `<session>.epoch`), as far as the kernel tells: `pid` when it lists
-    /// one.
+    /// A process named by its place at a session's state file
+    /// (`<session>.epoch`), as far as the kernel tells: `pid` when it lists
+    /// one. What it holds there ([`Holder::holds`]) is for the caller to
+    /// say.
     pub(crate) fn state_lock(state_path: &std::path::Path, pid: Option<u32>) -> Holder {
         Holder {
             lock_path: state_path.to_owned(),
@@ -259,6 +339,23 @@ impl Holder {
             run_id: None,
             owner: None,
             reasons: Reasons::default(),
+            holds: None,
+            stopped: false,
+        }
+    }
+
+    /// The process `pid` at the state file `state_path`, holding `holds`;
+    /// `stopped` when it was seen stopped.
+    pub(crate) fn holding(
+        state_path: &std::path::Path,
+        pid: Option<u32>,
+        holds: Holds,
+        stopped: bool,
+    ) -> Holder {
+        Holder {
+            holds: Some(holds),
+            stopped,
+            ..Holder::state_lock(state_path, pid)
         }
     }
 }
@@ -1154,6 +1251,8 @@ mod tests {
             reasons: [Reason::HoldExceeded, Reason::DeadPid]
                 .into_iter()
                 .collect(),
+            holds: None,
+            stopped: false,
         }
     }
 
@@ -1224,6 +1323,47 @@ mod tests {
             })
         );
         assert_eq!(serde_json::from_value::<Holder>(v).expect("deserialize"), h);
+    }
+
+    #[test]
+    fn a_process_in_the_way_says_what_it_holds_and_whether_it_is_stopped() {
+        let path = std::path::Path::new("/x/s.jsonl.epoch");
+        let h = Holder::holding(path, Some(4242), Holds::StateLock, true);
+        assert_eq!(
+            h.to_string(),
+            "pid=4242 alive=true stopped /x/s.jsonl.epoch (holds the session's state lock)"
+        );
+        let e = Error::Timeout {
+            timeout_ms: 1200,
+            holder: Box::new(h.clone()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "session file locked (timeout 1200ms): pid=4242 alive=true stopped /x/s.jsonl.epoch (holds the session's state lock)"
+        );
+        let v = serde_json::to_value(&h).expect("serialize");
+        assert_eq!(v["holds"], "state-lock");
+        assert_eq!(v["stopped"], true);
+        assert_eq!(serde_json::from_value::<Holder>(v).expect("deserialize"), h);
+
+        let w = Holder::holding(path, Some(7), Holds::FirstInLine, false);
+        assert_eq!(
+            w.to_string(),
+            "pid=7 alive=true /x/s.jsonl.epoch (holds the first place in the session's line of waiters)"
+        );
+        let v = serde_json::to_value(&w).expect("serialize");
+        assert_eq!(v["holds"], "first-in-line");
+        assert!(v.get("stopped").is_none(), "{v}");
+        assert_eq!(serde_json::from_value::<Holder>(v).expect("deserialize"), w);
+
+        // The lock's own holder: the OpenClaw-like shape, nothing added.
+        assert_eq!(
+            Holder::state_lock(path, Some(4242)).to_string(),
+            "pid=4242 alive=true /x/s.jsonl.epoch"
+        );
+        assert!(full_holder()
+            .to_string()
+            .starts_with("pid=4242 alive=true ageMs=72859 /srv/s/abc.jsonl.lock ("));
     }
 
     #[test]

@@ -213,7 +213,9 @@ pub use {
 pub use backend::file::{FileBackend, FileKey, Notify};
 pub use backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
 pub use config::{Config, HoldExceededPolicy, Settings};
-pub use error::{Error, Holder, LossCause, Result, TakeoverPhase, TakeoverReason, TryAcquireError};
+pub use error::{
+    Error, Holder, Holds, LossCause, Result, TakeoverPhase, TakeoverReason, TryAcquireError,
+};
 pub use lock::acquire::{LockOptions, SessionLock};
 pub use lock::guard::{Guard, Releasing};
 pub use reason::{Reason, Reasons};

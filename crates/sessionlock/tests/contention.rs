@@ -17,7 +17,7 @@ use common::{role_args, Kid};
 use rustix::process::Signal;
 use sessionlock::backend::file::fs::{Fs, RealFs};
 use sessionlock::transcript::Durability;
-use sessionlock::{monotonic_ns, Error, FileBackend, LockOptions, SessionLock};
+use sessionlock::{monotonic_ns, Error, FileBackend, Holds, LockOptions, SessionLock};
 use sessionlock_lab::trace_recorder::{recorder, EventSeen};
 
 /// The processes of the fairness test, and the lanes of its busiest one.
@@ -362,8 +362,16 @@ fn a_process_stopped_inside_the_state_lock_delays_nobody_past_their_budget_and_i
             "{what}: waited {took:?} past its budget"
         );
         assert_eq!(holder.pid, Some(kid.pid()), "{what}: {err}");
+        // What it holds, and that it is stopped.
+        assert_eq!(holder.holds, Some(Holds::StateLock), "{what}: {err}");
+        assert!(holder.stopped, "{what}: {err}");
         let msg = err.to_string();
         assert!(msg.contains(&kid.pid().to_string()), "{what}: {msg}");
+        assert!(msg.contains("state lock"), "{what}: {msg}");
+        assert!(msg.contains(" stopped "), "{what}: {msg}");
+        let json = serde_json::to_value(&**holder).expect("serialize");
+        assert_eq!(json["holds"], "state-lock", "{what}: {json}");
+        assert_eq!(json["stopped"], true, "{what}: {json}");
     }
     // The doctor names it too, with what it holds.
     let report = sessionlock::status::inspect_session(&session, &Default::default())
@@ -371,6 +379,14 @@ fn a_process_stopped_inside_the_state_lock_delays_nobody_past_their_budget_and_i
         .expect("a lock");
     let text = format!("{report:?}");
     assert!(text.contains(&kid.pid().to_string()), "{text}");
+    let stuck = report
+        .contention
+        .stuck
+        .as_ref()
+        .expect("status names the process stuck in the state lock");
+    assert_eq!(stuck.pid, Some(kid.pid()), "{stuck}");
+    assert_eq!(stuck.holds, Some(Holds::StateLock), "{stuck}");
+    assert!(stuck.stopped, "{stuck}");
     kid.signal(Signal::CONT);
     // Resumed, it learns that it lost the lock: its write was fenced.
     kid.kill_and_reap();

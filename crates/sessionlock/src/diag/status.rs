@@ -9,7 +9,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::file::diag as file;
 pub use crate::backend::file::diag::Exposure;
@@ -17,10 +17,11 @@ use crate::backend::file::{FileBackend, FileKey, FileVersion};
 use crate::backend::{Inspection, Listed, LockBackend, SessionId};
 use crate::blocking::block_on;
 use crate::config::Settings;
-use crate::error::{Error, Holder, Result};
+use crate::error::{Error, Holder, Holds, Result};
 use crate::identity::Liveness;
 use crate::lock::acquire::{held_here, holder_from};
 use crate::reclaim::{Action, Policy};
+use crate::sys::{self, KernelLocks};
 
 /// One lock, explained.
 #[derive(Debug, Clone)]
@@ -44,6 +45,93 @@ pub struct LockStatus<K = FileKey, V = FileVersion> {
     pub action: Action,
     /// The raw inspection.
     pub inspection: Inspection<V>,
+    /// Who waits in the session's line, and a process stuck holding its
+    /// state lock (the file backend's; empty for other backends).
+    pub contention: Contention,
+}
+
+/// How a session is contended beyond its lock's holder: who waits in the
+/// session's line of waiters
+/// ([design §3.12](crate::design#312-the-line-of-waiters)), and a process
+/// stuck inside a protocol step holding the session's state lock
+/// ([design §3](crate::design#3-protocols), "Take the state lock"). The
+/// file backend's; empty elsewhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Contention {
+    /// The processes waiting in the session's line, first first.
+    pub waiting: Vec<u32>,
+    /// A process holding the session's state lock that was seen stopped,
+    /// or holding it on two looks [`STUCK_AFTER`] apart (sessionlock holds
+    /// it for microseconds): stuck inside a protocol step, it makes every
+    /// other process's acquire, release and fenced write of the session
+    /// time out until it is resumed or killed. Its [`Holder::holds`] is
+    /// [`Holds::StateLock`], its lock path the state file.
+    pub stuck: Option<Holder>,
+}
+
+impl Contention {
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.stuck.is_none()
+    }
+}
+
+/// How long apart the two looks at a state lock's holders are: a process
+/// holding it on both (and not this one) is stuck inside a protocol step.
+/// Only taken when a state lock is held at the first look.
+pub const STUCK_AFTER: Duration = Duration::from_millis(20);
+
+/// The contention of each session of `keys` (the file backend's), in the
+/// same order: one read of the kernel's list of locks for all of them,
+/// and a second [`STUCK_AFTER`] after it only when some state lock is held
+/// by a process that is not stopped.
+pub(crate) fn contention_of(backend: &FileBackend, keys: &[&FileKey]) -> Vec<Contention> {
+    let me = sys::pid();
+    let first = KernelLocks::read();
+    let looked = Instant::now();
+    let mut found: Vec<Contention> = Vec::with_capacity(keys.len());
+    // (index, pid) of state-lock holders that are not stopped.
+    let mut again: Vec<(usize, u32)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut c = Contention {
+            waiting: backend.waiting_in_line(key, &first),
+            stuck: None,
+        };
+        for pid in backend.state_lock_holders(key, &first) {
+            if pid == me {
+                continue;
+            }
+            if sys::process_stopped(pid) {
+                c.stuck = Some(stuck(key, pid, true));
+                break;
+            }
+            again.push((i, pid));
+        }
+        found.push(c);
+    }
+    again.retain(|&(i, _)| found[i].stuck.is_none());
+    if again.is_empty() {
+        return found;
+    }
+    std::thread::sleep(STUCK_AFTER.saturating_sub(looked.elapsed()));
+    let second = KernelLocks::read();
+    for (i, pid) in again {
+        if found[i].stuck.is_none() && backend.state_lock_holders(keys[i], &second).contains(&pid) {
+            found[i].stuck = Some(stuck(keys[i], pid, sys::process_stopped(pid)));
+        }
+    }
+    found
+}
+
+/// The holder of `key`'s state lock, stuck.
+fn stuck(key: &FileKey, pid: u32, stopped: bool) -> Holder {
+    Holder::holding(
+        &FileBackend::epoch_path(key),
+        Some(pid),
+        Holds::StateLock,
+        stopped,
+    )
 }
 
 impl<K: SessionId, V> LockStatus<K, V> {
@@ -73,6 +161,7 @@ impl<K: SessionId, V> LockStatus<K, V> {
             action: a.action,
             inspection,
             key,
+            contention: Contention::default(),
         }
     }
 }
@@ -201,7 +290,13 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
     let Some(key) = backend.resolve(session)? else {
         return Ok(None);
     };
-    block_on(inspect(&backend, &key, settings))
+    let Some(mut st) = block_on(inspect(&backend, &key, settings))? else {
+        return Ok(None);
+    };
+    if let Some(c) = contention_of(&backend, &[&st.key]).pop() {
+        st.contention = c;
+    }
+    Ok(Some(st))
 }
 
 /// Explains every `*.jsonl.lock` in `dir` (not recursive), sorted by path,
@@ -212,15 +307,25 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
 /// # Errors
 /// `Io` when the directory cannot be listed.
 pub fn scan_dir(dir: &Path, settings: &Settings) -> Result<Vec<Result<LockStatus>>> {
-    let listed = block_on(list(&FileBackend::default(), dir, settings))?;
-    Ok(listed
+    let backend = FileBackend::default();
+    let listed = block_on(list(&backend, dir, settings))?;
+    let mut locks: Vec<Result<LockStatus>> = listed
         .into_iter()
         .map(|entry| match entry {
             Explained::Lock(st) => Ok(*st),
             // The file backend's errors name the lock's path.
             Explained::Unreadable { error, .. } => Err(error),
         })
-        .collect())
+        .collect();
+    let keys: Vec<&FileKey> = locks
+        .iter()
+        .filter_map(|l| l.as_ref().ok().map(|st| &st.key))
+        .collect();
+    let found = contention_of(&backend, &keys);
+    for (st, c) in locks.iter_mut().filter_map(|l| l.as_mut().ok()).zip(found) {
+        st.contention = c;
+    }
+    Ok(locks)
 }
 
 /// The locks of one directory, as [`scan_dirs`] found them.

@@ -331,6 +331,8 @@ pub(crate) fn holder_from<V>(locator: &OsStr, insp: &Inspection<V>, a: &Assessme
         run_id: p.and_then(|p| p.run_id.clone()),
         owner: p.map(|p| crate::openclaw::owner_of(p).to_owned()),
         reasons: a.reasons,
+        holds: None,
+        stopped: false,
     }
 }
 
@@ -662,6 +664,8 @@ impl<B: LockBackend> SessionLock<B> {
                 run_id: None,
                 owner: None,
                 reasons: Default::default(),
+                holds: None,
+                stopped: false,
             },
         }
     }

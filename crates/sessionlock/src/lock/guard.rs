@@ -278,6 +278,8 @@ pub(crate) fn holder_of(payload: &Payload, lock_path: &Path, age: Duration) -> H
         run_id: payload.run_id.clone(),
         owner: payload.owner.clone(),
         reasons: Reasons::default(),
+        holds: None,
+        stopped: false,
     }
 }
 

@@ -108,6 +108,13 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
 }
 
+/// Whether the process `pid` is stopped (state `T`, or `t` under a
+/// debugger, in `/proc/<pid>/stat`): SIGSTOP, a job-control stop, a
+/// breakpoint. `false` when it does not exist or cannot be read.
+pub(crate) fn process_stopped(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|s| matches!(s.state, b'T' | b't'))
+}
+
 /// The argument vector of a process as the kernel shows it to others
 /// (`/proc/<pid>/cmdline`, NUL-separated), or of this process for `None`.
 /// Reads at most 64 KiB; `Err` when the process is gone or unreadable.
@@ -711,9 +718,145 @@ pub(crate) fn poll_readable(
         .collect())
 }
 
+/// The kernel's list of locks (`/proc/locks`), read once: what the
+/// diagnostics look up for many files without reading the list per file.
+/// Empty when `/proc` is unavailable. Diagnostics only: stale as soon as
+/// it is read.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))] // the diagnostics' (`diag`)
+#[derive(Debug, Default)]
+pub(crate) struct KernelLocks {
+    /// `maj:min:ino` → the pids holding a `FLOCK` on it, in the kernel's
+    /// order (waiters excluded).
+    flocks: std::collections::HashMap<String, Vec<u32>>,
+    /// `maj:min:ino` → the byte ranges `(first, last)` of the
+    /// open-file-description locks held on it (to `EOF` left out).
+    ofd: std::collections::HashMap<String, Vec<(u64, u64)>>,
+}
+
+#[cfg_attr(not(feature = "internals"), allow(dead_code))] // the diagnostics' (`diag`)
+impl KernelLocks {
+    /// Reads `/proc/locks` (at most 1 MiB of it).
+    pub(crate) fn read() -> KernelLocks {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        if let Ok(f) = File::open("/proc/locks") {
+            let _ = f.take(1 << 20).read_to_end(&mut raw);
+        }
+        KernelLocks::parse(&raw)
+    }
+
+    /// Parses the contents of `/proc/locks`.
+    pub(crate) fn parse(raw: &[u8]) -> KernelLocks {
+        let mut out = KernelLocks::default();
+        for line in raw.split(|&b| b == b'\n') {
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            let mut f = line.split_ascii_whitespace();
+            let (Some(_id), Some(kind), Some(_mode), Some(_access), Some(pid), Some(dev_ino)) =
+                (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+            else {
+                continue;
+            };
+            match kind {
+                "FLOCK" => {
+                    if let Some(pid) = pid.parse::<u32>().ok().filter(|&p| p != 0) {
+                        out.flocks.entry(dev_ino.to_owned()).or_default().push(pid);
+                    }
+                }
+                "OFDLCK" => {
+                    if let (Some(Ok(first)), Some(Ok(last))) =
+                        (f.next().map(str::parse), f.next().map(str::parse))
+                    {
+                        out.ofd
+                            .entry(dev_ino.to_owned())
+                            .or_default()
+                            .push((first, last));
+                    }
+                }
+                _ => {} // a POSIX lock, or "->" for a blocked waiter
+            }
+        }
+        out
+    }
+
+    /// As [`flock_holders`], from this list.
+    pub(crate) fn flock_holders(&self, dev: u64, ino: u64) -> &[u32] {
+        self.flocks
+            .get(&dev_ino(dev, ino))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// As [`ofd_locks`], from this list.
+    pub(crate) fn ofd_locks(&self, dev: u64, ino: u64) -> &[(u64, u64)] {
+        self.ofd.get(&dev_ino(dev, ino)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether no `FLOCK` at all is listed.
+    pub(crate) fn no_flocks(&self) -> bool {
+        self.flocks.is_empty()
+    }
+
+    /// Whether no open-file-description lock beyond `from` (the line's
+    /// first byte) is listed on any file.
+    pub(crate) fn no_places(&self, from: u64) -> bool {
+        !self.ofd.values().flatten().any(|&(first, _)| first >= from)
+    }
+}
+
+/// A file as `/proc/locks` names it: `maj:min:ino`.
+#[cfg_attr(not(feature = "internals"), allow(dead_code))] // the diagnostics' (`diag`)
+fn dev_ino(dev: u64, ino: u64) -> String {
+    format!(
+        "{:02x}:{:02x}:{ino}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_locks_are_parsed_per_file() {
+        let raw = b"1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF\n\
+            1: -> FLOCK  ADVISORY  WRITE 77 08:01:1234 0 EOF\n\
+            2: OFDLCK ADVISORY  WRITE -1 08:01:1234 1099511627776 1099511631018\n\
+            3: POSIX  ADVISORY  WRITE 99 08:01:1234 0 EOF\n\
+            4: FLOCK  ADVISORY  READ 5 fd:00:7 0 EOF\n\
+            garbage\n";
+        let k = KernelLocks::parse(raw);
+        let dev = rustix::fs::makedev(8, 1);
+        assert_eq!(k.flock_holders(dev, 1234), &[4242]);
+        assert_eq!(
+            k.ofd_locks(dev, 1234),
+            &[(1_099_511_627_776, 1_099_511_631_018)]
+        );
+        assert_eq!(k.flock_holders(rustix::fs::makedev(0xfd, 0), 7), &[5]);
+        assert!(k.flock_holders(dev, 1235).is_empty());
+        assert!(!k.no_flocks());
+        assert!(KernelLocks::parse(b"").no_flocks());
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_stopped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        assert!(!process_stopped(pid));
+        // SAFETY: signalling our own child has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !process_stopped(pid) {
+            assert!(std::time::Instant::now() < until, "never seen stopped");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn proc_stat_handles_names_with_spaces_and_parens() {

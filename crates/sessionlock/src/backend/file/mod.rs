@@ -689,29 +689,50 @@ impl FileBackend {
     }
 
     /// The processes that hold the session's state lock (`flock` on its
-    /// state file) right now, as the kernel lists them (`/proc/locks`);
-    /// empty when nobody does, or the state file does not exist. sessionlock
-    /// holds it for a few system calls at a time, so a holder seen twice a
-    /// moment apart, or a stopped one, is stuck inside a protocol step.
-    #[allow(dead_code)] // status and the doctor report it (next commits)
-    pub(crate) fn state_lock_holders(&self, key: &FileKey) -> Vec<u32> {
+    /// state file) as the kernel listed them in `locks`; empty when nobody
+    /// does, or the state file does not exist. sessionlock holds it for a
+    /// few system calls at a time, so a holder seen twice a moment apart,
+    /// or a stopped one, is stuck inside a protocol step.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // status and the doctor's
+    pub(crate) fn state_lock_holders(&self, key: &FileKey, locks: &sys::KernelLocks) -> Vec<u32> {
+        if locks.no_flocks() {
+            return Vec::new();
+        }
         let Ok(m) = std::fs::symlink_metadata(Self::epoch_path(key)) else {
             return Vec::new();
         };
         if !m.is_file() {
             return Vec::new();
         }
-        sys::flock_holders(m.dev(), m.ino())
+        locks.flock_holders(m.dev(), m.ino()).to_vec()
     }
 
-    /// The processes waiting in the session's line (design §3.12), first
-    /// first; empty when nobody waits or the state file does not exist.
-    #[allow(dead_code)] // status and the doctor report it (next commits)
-    pub(crate) fn waiting_in_line(&self, key: &FileKey) -> Vec<u32> {
-        match open_read_nofollow(&Self::epoch_path(key)) {
-            Ok(f) => queue::line_of(&f),
-            Err(_) => Vec::new(),
+    /// The processes waiting in the session's line (design §3.12) as the
+    /// kernel listed their places in `locks`, first first; empty when
+    /// nobody waits or the state file does not exist. (A place's length is
+    /// its waiter's pid plus one: `/proc/locks` shows no pid for these.)
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // status and the doctor's
+    pub(crate) fn waiting_in_line(&self, key: &FileKey, locks: &sys::KernelLocks) -> Vec<u32> {
+        if locks.no_places(queue::BASE) {
+            return Vec::new();
         }
+        let Ok(m) = std::fs::symlink_metadata(Self::epoch_path(key)) else {
+            return Vec::new();
+        };
+        if !m.is_file() {
+            return Vec::new();
+        }
+        let mut places: Vec<(u64, u64)> = locks
+            .ofd_locks(m.dev(), m.ino())
+            .iter()
+            .copied()
+            .filter(|&(first, _)| first >= queue::BASE)
+            .collect();
+        places.sort_unstable();
+        places
+            .into_iter()
+            .filter_map(|(first, last)| u32::try_from(last - first).ok())
+            .collect()
     }
 
     fn state_for(&self, key: &FileKey) -> Result<(PathBuf, StateFile)> {
@@ -1038,7 +1059,12 @@ impl LockBackend for FileBackend {
         let path = Self::epoch_path(key);
         let file = open_read_nofollow(&path).ok()?;
         let pid = queue::first_in_line(&file)?;
-        Some(crate::error::Holder::state_lock(&path, Some(pid)))
+        Some(crate::error::Holder::holding(
+            &path,
+            Some(pid),
+            crate::error::Holds::FirstInLine,
+            sys::process_stopped(pid),
+        ))
     }
 
     fn wait_blocking(

@@ -309,7 +309,8 @@ pub(super) fn bounded_by(deadline: Option<Instant>) -> Option<Instant> {
     Some(deadline.map_or(bound, |d| d.min(bound)))
 }
 /// The timeout error for a state lock someone else kept: names the first
-/// process the kernel lists as holding it (`/proc/locks`), if any.
+/// process the kernel lists as holding it (`/proc/locks`), if any, as
+/// holding the session's state lock, and whether it is stopped.
 pub(super) fn state_busy(path: &Path, file: &StateFile, waited: Duration) -> Error {
     let holders = sys::flock_holders(file.id.0, file.id.1);
     let me = sys::pid();
@@ -318,15 +319,22 @@ pub(super) fn state_busy(path: &Path, file: &StateFile, waited: Duration) -> Err
         .copied()
         .find(|&p| p != me)
         .or(holders.first().copied());
+    let stopped = pid.is_some_and(sys::process_stopped);
     tracing::debug!(
         target: "sessionlock::fence",
         path = %path.display(),
         holder_pid = pid,
+        stopped,
         "session state file locked by another process"
     );
     Error::Timeout {
         timeout_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-        holder: Box::new(crate::error::Holder::state_lock(path, pid)),
+        holder: Box::new(crate::error::Holder::holding(
+            path,
+            pid,
+            crate::error::Holds::StateLock,
+            stopped,
+        )),
     }
 }
 /// Reads the session's last epoch as recorded: `Err(n)` with the number of
