@@ -279,20 +279,77 @@ fn write_table(
     if rows.is_empty() && !header_always {
         return Ok(());
     }
-    output::write_rows(out, &HEADER, &rows)
+    output::write_rows(out, &HEADER, &rows)?;
+    let notes: Vec<String> = locks(found)
+        .flat_map(|s| contention_notes(s, full_paths))
+        .collect();
+    if !notes.is_empty() {
+        writeln!(out)?;
+        for n in notes {
+            writeln!(out, "{n}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The lines under the table about a session's contention: who waits in
+/// its line, and a process stuck holding its state lock. None for a
+/// session nobody waits for.
+fn contention_notes(s: &LockStatus, full_paths: bool) -> Vec<String> {
+    let c = &s.contention;
+    let mut notes = Vec::new();
+    if c.is_empty() {
+        return notes;
+    }
+    let session = session_cell(&s.session, full_paths);
+    if let Some(first) = c.waiting.first() {
+        let n = c.waiting.len();
+        notes.push(format!(
+            "{session}: {n} {} in line for the lock; first: pid {first}",
+            if n == 1 {
+                "process waits"
+            } else {
+                "processes wait"
+            },
+        ));
+    }
+    if let Some(h) = &c.stuck {
+        let pid = h.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+        notes.push(if h.stopped {
+            format!(
+                "{session}: pid {pid} is stopped inside a protocol step, holding the session's state \
+                 lock: the session's other processes time out until it goes on; resume it \
+                 (kill -CONT {pid}) or kill it"
+            )
+        } else {
+            format!(
+                "{session}: pid {pid} is stuck inside a protocol step, holding the session's state \
+                 lock (held for over {}): the session's other processes time out until it lets go; \
+                 find what it waits for, or kill it",
+                human_duration(sessionlock::status::STUCK_AFTER),
+            )
+        });
+    }
+    notes
+}
+
+/// The session as the table shows it: its file name, or the full path
+/// when several directories are listed (escaped).
+fn session_cell(session: &std::path::Path, full_paths: bool) -> String {
+    if full_paths {
+        output::path(session).into_owned()
+    } else {
+        session.file_name().map_or_else(
+            || output::path(session).into_owned(),
+            |n| output::escape_os(n).into_owned(),
+        )
+    }
 }
 
 fn row<K, V>(s: &LockStatus<K, V>, full_paths: bool) -> [String; 11] {
     let h = &s.holder;
     let dash = || "-".to_owned();
-    let session = if full_paths {
-        output::path(&s.session).into_owned()
-    } else {
-        s.session.file_name().map_or_else(
-            || output::path(&s.session).into_owned(),
-            |n| output::escape_os(n).into_owned(),
-        )
-    };
+    let session = session_cell(&s.session, full_paths);
     let alive = match s.liveness {
         Liveness::Alive => "yes",
         Liveness::Remote => "remote",

@@ -107,6 +107,11 @@ pub enum Subject {
     /// A state file path holding something other than a regular file (a
     /// symlink, a directory, a FIFO), or a state file that cannot be read.
     UnusableState(Error),
+    /// A process stuck inside a protocol step, holding the session's state
+    /// lock: seen stopped, or holding it on two looks
+    /// [`STUCK_AFTER`](status::STUCK_AFTER) apart. Its [`Holder::holds`](crate::Holder::holds)
+    /// is the state lock; its lock path the state file.
+    StuckStateLock(crate::error::Holder),
 }
 
 /// One thing the doctor found.
@@ -139,7 +144,9 @@ impl Finding {
             | Subject::InvalidLines { .. }
             | Subject::UnusableTranscript(_) => Kind::Transcript,
             Subject::Leftover(_) => Kind::Leftover,
-            Subject::InvalidState { .. } | Subject::UnusableState(_) => Kind::State,
+            Subject::InvalidState { .. }
+            | Subject::UnusableState(_)
+            | Subject::StuckStateLock(_) => Kind::State,
         }
     }
 }
@@ -211,6 +218,7 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
     };
     report.findings.extend(locks.into_iter().map(lock_finding));
     let dir = root.as_path();
+    let mut state_keys = Vec::new();
     for name in names {
         let path = dir.join(&name);
         let bytes = name.as_bytes();
@@ -227,10 +235,16 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
         }
         if let Some(stem) = bytes.strip_suffix(b".epoch") {
             if stem.ends_with(b".jsonl") {
+                let session = dir.join(OsStr::from_bytes(stem));
                 if let Some(check) = file::check_state(&path) {
-                    let session = dir.join(OsStr::from_bytes(stem));
-                    report.findings.push(state_finding(path, session, check));
+                    report
+                        .findings
+                        .push(state_finding(path, session.clone(), check));
                 }
+                state_keys.push(FileKey {
+                    lock_path: session_lock(&session),
+                    session,
+                });
                 continue;
             }
         }
@@ -242,6 +256,18 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
                     .findings
                     .push(leftover_finding(path, session, leftover));
             }
+        }
+    }
+    // Every session with a state file, whether or not it has a lock file
+    // (a process stopped inside a publish or a reclaim holds the state
+    // lock of a session that has none).
+    let keys: Vec<&FileKey> = state_keys.iter().collect();
+    for (key, c) in keys
+        .iter()
+        .zip(status::contention_of(&FileBackend::default(), &keys))
+    {
+        if let Some(holder) = c.stuck {
+            report.findings.push(stuck_finding(key, holder));
         }
     }
     // By path; a transcript's findings stay in the order found.
@@ -457,6 +483,48 @@ fn state_finding(path: PathBuf, session: PathBuf, check: StateCheck) -> Finding 
         subject,
     }
 }
+
+/// The lock path of a session file: the path with `.lock` added.
+fn session_lock(session: &Path) -> PathBuf {
+    let mut s = session.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// The finding on a process stuck holding a session's state lock: reported,
+/// never fixed (the doctor cannot take the lock from it, and must not kill
+/// it).
+fn stuck_finding(key: &FileKey, holder: crate::error::Holder) -> Finding {
+    let pid = holder.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
+    let detail = if holder.stopped {
+        format!(
+            "pid {pid} is stopped inside a protocol step, holding the session's state lock: \
+             every other process's acquire, release and fenced write of this session waits \
+             for it until its budget runs out; resume it (`kill -CONT {pid}`) or kill it"
+        )
+    } else {
+        format!(
+            "pid {pid} has held the session's state lock for over {} (sessionlock holds it for \
+             microseconds): it is hung inside a protocol step (a hung disk?), or another program \
+             holds a `flock` on the state file; every other process's acquire, release and \
+             fenced write of this session waits for it until its budget runs out; find what it \
+             waits for, or kill it",
+            human_duration(status::STUCK_AFTER),
+        )
+    };
+    Finding {
+        path: FileBackend::epoch_path(key),
+        session: key.session.clone(),
+        verdict: Verdict::ReportOnly,
+        reasons: vec![STATE_LOCK_HELD],
+        action: Action::None,
+        detail,
+        subject: Subject::StuckStateLock(holder),
+    }
+}
+
+/// The reason of a [`Subject::StuckStateLock`] finding.
+pub const STATE_LOCK_HELD: &str = "state-lock-held";
 
 /// The finding on a leftover file.
 fn leftover_finding(path: PathBuf, session: PathBuf, leftover: Leftover) -> Finding {

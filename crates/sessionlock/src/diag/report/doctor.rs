@@ -13,7 +13,7 @@ use crate::diag::doctor::{
     chain, Checkup, Finding, FixOptions, Kind, LockFinding, Outcome, Subject, Tally, Verdict,
 };
 use crate::diag::status::Explained;
-use crate::error::Error;
+use crate::error::{Error, Holder};
 
 /// What `sessionlock doctor --json` reports. Field names are a stable
 /// interface (camelCase when serialized).
@@ -92,6 +92,12 @@ pub struct FindingJson {
     /// A leftover's age in milliseconds (left out for other findings).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ms: Option<u64>,
+    /// For a `state-lock-held` finding, the process stuck holding the
+    /// session's state lock, as a [`Holder`] object (`lockPath` the state
+    /// file, `pid`, `alive`, `holds`: `"state-lock"`, `stopped`: `true`
+    /// when it is stopped); left out for other findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Holder>,
 }
 
 impl FindingJson {
@@ -117,6 +123,10 @@ impl FindingJson {
             detail: f.detail.clone(),
             bytes,
             age_ms,
+            stuck: match &f.subject {
+                Subject::StuckStateLock(h) => Some(h.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -141,6 +151,7 @@ impl FindingJson {
             detail: f.detail.clone(),
             bytes: None,
             age_ms: None,
+            stuck: None,
         }
     }
 }

@@ -10,7 +10,7 @@ use super::{hex_if_not_utf8, lossy, DirErrorJson, HolderJson};
 use crate::config::Settings;
 use crate::diag::doctor::chain;
 use crate::diag::status::{openclaw_exposure, scan_dirs, DirLocks, Exposure, LockStatus};
-use crate::error::Error;
+use crate::error::{Error, Holder};
 
 /// One lock, explained. Field names are a stable interface (camelCase
 /// when serialized).
@@ -38,6 +38,20 @@ pub struct LockJson {
     /// Why OpenClaw, whose locks share this directory, would delete this
     /// sessionlock holder's lock (`unmarked-argv`, `unreadable`), or `null`.
     pub openclaw_exposure: Option<&'static str>,
+    /// How many processes wait in the session's line of waiters; left out
+    /// when none do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<usize>,
+    /// The pid of the first of them (the next to take the lock); left out
+    /// when none wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_waiter_pid: Option<u32>,
+    /// A process stuck inside a protocol step holding the session's state
+    /// lock ([`Contention::stuck`](crate::diag::status::Contention::stuck)), as a [`Holder`] object (`lockPath` the
+    /// state file, `pid`, `holds`: `"state-lock"`, `stopped`: `true` when it
+    /// is stopped); left out when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<Holder>,
 }
 
 impl LockJson {
@@ -52,6 +66,9 @@ impl LockJson {
             reasons: h.reasons.iter().map(|r| r.as_str()).collect(),
             action: s.action.as_str(),
             openclaw_exposure: exposure.map(Exposure::as_str),
+            waiting: (!s.contention.waiting.is_empty()).then_some(s.contention.waiting.len()),
+            first_waiter_pid: s.contention.waiting.first().copied(),
+            stuck: s.contention.stuck.clone(),
         }
     }
 }
