@@ -115,10 +115,23 @@ pub(crate) fn contention_of(backend: &FileBackend, keys: &[&FileKey]) -> Vec<Con
         return found;
     }
     std::thread::sleep(STUCK_AFTER.saturating_sub(looked.elapsed()));
-    let second = KernelLocks::read();
-    for (i, pid) in again {
-        if found[i].stuck.is_none() && backend.state_lock_holders(keys[i], &second).contains(&pid) {
+    // The kernel hands its list out a page at a time, and a line can slip
+    // between two pages when other locks come and go meanwhile: a holder
+    // missing from the second look is looked for twice more.
+    for _ in 0..3 {
+        let second = KernelLocks::read();
+        again.retain(|&(i, pid)| {
+            if found[i].stuck.is_some() {
+                return false;
+            }
+            if !backend.state_lock_holders(keys[i], &second).contains(&pid) {
+                return true;
+            }
             found[i].stuck = Some(stuck(keys[i], pid, sys::process_stopped(pid)));
+            false
+        });
+        if again.is_empty() {
+            break;
         }
     }
     found
