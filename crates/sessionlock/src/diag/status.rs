@@ -87,6 +87,9 @@ pub const STUCK_AFTER: Duration = Duration::from_millis(20);
 /// and a second [`STUCK_AFTER`] after it only when some state lock is held
 /// by a process that is not stopped.
 pub(crate) fn contention_of(backend: &FileBackend, keys: &[&FileKey]) -> Vec<Contention> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
     let me = sys::pid();
     let first = KernelLocks::read();
     let looked = Instant::now();
@@ -294,6 +297,10 @@ pub async fn list<B: LockBackend>(
 /// has one: the session is resolved as [`LockBackend::key`] resolves it
 /// (through a symlinked directory or file name), without creating anything.
 ///
+/// Its [`LockStatus::contention`] is filled in ([`Contention`]: one read of
+/// `/proc/locks`, and a second look [`STUCK_AFTER`] later only when a
+/// process other than this one holds the session's state lock).
+///
 /// # Errors
 /// As [`FileBackend::resolve`]; `InvalidPath` for a symlink or non-regular
 /// lock; `Io`.
@@ -316,6 +323,10 @@ pub fn inspect_session(session: &Path, settings: &Settings) -> Result<Option<Loc
 /// whatever bytes its name holds: the file backend's listing, explained. A
 /// lock that cannot be read yields an error entry naming it; the scan goes
 /// on.
+///
+/// Each lock's [`LockStatus::contention`] is filled in, for all of them
+/// from one read of `/proc/locks` (and a second look [`STUCK_AFTER`] later
+/// only when some state lock is held by a process that is not stopped).
 ///
 /// # Errors
 /// `Io` when the directory cannot be listed.

@@ -735,10 +735,12 @@ pub(crate) struct KernelLocks {
 
 #[cfg_attr(not(feature = "internals"), allow(dead_code))] // the diagnostics' (`diag`)
 impl KernelLocks {
-    /// Reads `/proc/locks` (at most 1 MiB of it).
+    /// Reads `/proc/locks` (at most 1 MiB of it), in as few reads as it
+    /// takes: the first read of the list waits for the kernel (about 10 ms
+    /// here: it synchronizes with RCU), the next are quick.
     pub(crate) fn read() -> KernelLocks {
         use std::io::Read;
-        let mut raw = Vec::new();
+        let mut raw = Vec::with_capacity(64 * 1024);
         if let Ok(f) = File::open("/proc/locks") {
             let _ = f.take(1 << 20).read_to_end(&mut raw);
         }
