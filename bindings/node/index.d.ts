@@ -75,6 +75,15 @@ export interface Holder {
   owner: string | null;
   /** Why the lock looks stale, e.g. `dead-pid`, `hold-exceeded`. */
   reasons: string[];
+  /**
+   * What the named process holds when it is not the lock's holder but in the
+   * way of an acquisition: `state-lock` (the session's state lock: it is
+   * stuck inside a protocol step) or `first-in-line` (the first place in the
+   * session's line of waiters). Absent for the lock's holder.
+   */
+  holds?: 'state-lock' | 'first-in-line';
+  /** `true` when the named process was seen stopped (SIGSTOP, a debugger); absent otherwise. */
+  stopped?: true;
 }
 
 /**
