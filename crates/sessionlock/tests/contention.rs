@@ -43,6 +43,14 @@ fn child_entry() {
     match role.as_str() {
         "hammer" => hammer(&args),
         "stop-in-fence" => stop_in_fence(&args),
+        // `hold <session>`: takes the lock and keeps it until killed.
+        "hold" => {
+            let g = SessionLock::new().acquire(&args[0]).expect("acquire");
+            out(&format!("HELD {}", g.epoch()));
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
         // `wait-for <session> <budget ms>`: one acquisition; says when it
         // got the lock (CLOCK_MONOTONIC) or why not, then releases.
         "wait-for" => {
@@ -500,4 +508,115 @@ fn a_waiter_stopped_first_in_line_is_passed_over() {
         took >= Duration::from_millis(400) && took < Duration::from_millis(2000),
         "second waiter held {took:?} after the release"
     );
+}
+
+/// Waits until `pid` is stopped.
+fn until_stopped(pid: u32) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !stopped(pid) {
+        assert!(Instant::now() < until, "{pid} did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_stopped_waiter_costs_a_process_one_stall_not_one_per_acquisition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let arg = session.display().to_string();
+    let locks = SessionLock::new();
+    let held = locks.acquire(&session).expect("hold");
+    let waiter = Kid::spawn("wait-for", &[&arg, "60000"]);
+    waiter.expect("STARTED", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    waiter.signal(Signal::STOP);
+    until_stopped(waiter.pid());
+    held.release().expect("release");
+    // The first acquisition finds the stopped waiter first in line and
+    // passes it over after the stall bound; later ones do not wait again.
+    let opts = LockOptions::default().timeout(Some(Duration::from_secs(5)));
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        locks
+            .acquire_with(&session, &opts)
+            .expect("acquire")
+            .release()
+            .expect("release");
+        took.push(started.elapsed());
+    }
+    assert!(took[0] < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took[1] < Duration::from_millis(100) && took[2] < Duration::from_millis(100),
+        "{took:?}"
+    );
+    waiter.kill_and_reap();
+}
+
+#[test]
+fn a_stopped_first_waiter_does_not_keep_a_dead_holders_lock_from_being_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let arg = session.display().to_string();
+    let holder = Kid::spawn("hold", &[&arg]);
+    holder.expect("HELD", Duration::from_secs(20));
+    let waiter = Kid::spawn("wait-for", &[&arg, "60000"]);
+    waiter.expect("STARTED", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    waiter.signal(Signal::STOP);
+    until_stopped(waiter.pid());
+    holder.kill_and_reap();
+    let started = Instant::now();
+    SessionLock::new()
+        .acquire_with(
+            &session,
+            &LockOptions::default().timeout(Some(Duration::from_secs(5))),
+        )
+        .expect("the dead holder's lock is reclaimed past the stopped waiter")
+        .release()
+        .expect("release");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    waiter.kill_and_reap();
+}
+
+#[test]
+fn a_polling_waiter_gets_its_turn_in_the_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = dir.path().join("s.jsonl");
+    let lines = dir.path().join("lines");
+    std::fs::write(&lines, "").expect("lines file");
+    let arg = |p: &Path| p.display().to_string();
+    let mut kids: Vec<Kid> = (0..3)
+        .map(|id| {
+            Kid::spawn(
+                "hammer",
+                &[&arg(&session), &arg(&lines), &id.to_string(), "1", "3000"],
+            )
+        })
+        .collect();
+    for k in &kids {
+        k.expect("READY", Duration::from_secs(30));
+    }
+    for k in &mut kids {
+        k.say("go");
+    }
+    // Waiters that poll (no inotify) queue like the others.
+    let polling = SessionLock::with_backend(
+        FileBackend::new(sessionlock::Notify::Poll),
+        LockOptions::default().timeout(Some(Duration::from_secs(5))),
+    );
+    for _ in 0..3 {
+        polling
+            .acquire(&session)
+            .expect("a polling waiter's turn")
+            .release()
+            .expect("release");
+    }
+    for k in kids {
+        k.kill_and_reap();
+    }
 }

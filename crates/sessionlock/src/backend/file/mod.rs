@@ -410,7 +410,7 @@ impl FileBackend {
         }
         // Waiters of other processes that queued before us go first
         // (design §3.12): nothing is written, the caller waits in line.
-        if queue::others_first(&key.lock_path, &state)
+        if queue::others_first(&key.lock_path, &epoch_path, &state)
             .map_err(|e| Error::io("look at the line for the session lock at", &epoch_path, e))?
         {
             return Ok(Outcome::Queued);
@@ -775,7 +775,7 @@ impl LockBackend for FileBackend {
         let path = Self::epoch_path(key);
         let kept = kept_state(&path);
         if let Some(state) = &kept {
-            if queue::others_first(&key.lock_path, state)
+            if queue::others_first(&key.lock_path, &path, state)
                 .map_err(|e| Error::io("look at the line for the session lock at", &path, e))?
             {
                 return Ok(Outcome::Queued);
@@ -811,7 +811,7 @@ impl LockBackend for FileBackend {
         let (path, mut state) = self.state_for(key)?;
         let g = lock_state(&path, &mut state, FlockKind::Exclusive, deadline)?;
         // The first waiter in line reclaims; the others wait for it.
-        if queue::others_first(&key.lock_path, g.file)
+        if queue::others_first(&key.lock_path, &path, g.file)
             .map_err(|e| Error::io("look at the line for the session lock at", &path, e))?
         {
             return Ok(Outcome::Queued);
@@ -931,15 +931,17 @@ impl LockBackend for FileBackend {
         // that no process keeps the lock by handing it among its own
         // (design §3.12).
         if new_epoch
-            && queue::others_first(&key.lock_path, g.file)
+            && queue::others_first(&key.lock_path, &path, g.file)
                 .map_err(|e| Error::io("look at the line for the session lock at", &path, e))?
         {
             return Err(Error::Busy {
                 waiting_for: "waiters of other processes, who come first",
                 timeout_ms: 0,
-                holder: Box::new(crate::error::Holder::state_lock(
+                holder: Box::new(crate::error::Holder::holding(
                     &path,
                     queue::first_in_line(g.file),
+                    crate::error::Holds::FirstInLine,
+                    false,
                 )),
             });
         }
@@ -1014,11 +1016,12 @@ impl LockBackend for FileBackend {
     async fn watch(&self, key: &FileKey) -> Result<FileWatch> {
         let dir = key.lock_path.parent().unwrap_or(Path::new("/"));
         let name = key.lock_path.file_name().unwrap_or(OsStr::new(""));
-        let notify = self.notify == Notify::Auto
-            && File::open(dir)
-                .map(|d| sys::notifications_reliable(&d))
-                .unwrap_or(false);
-        let kind = if notify {
+        // A local file system: notifications are reliable there, and the
+        // line of waiters can be kept (design §3.12).
+        let local = File::open(dir)
+            .map(|d| sys::notifications_reliable(&d))
+            .unwrap_or(false);
+        let kind = if local && self.notify == Notify::Auto {
             let state_path = epoch_path(key);
             let state_name = state_path.file_name().unwrap_or(OsStr::new(""));
             match watch::take(dir, &[name, state_name]) {
@@ -1041,16 +1044,17 @@ impl LockBackend for FileBackend {
             backoff: POLL_MIN,
             dir: dir.to_owned(),
             place: None,
+            local,
         })
     }
 
     async fn queue(&self, key: &FileKey, watch: &mut FileWatch) -> Result<()> {
-        // Only with notifications: on a network file system `flock` is
-        // emulated with byte-range locks, which places would conflict with.
-        if watch.place.is_none() && !matches!(watch.kind, WatchKind::Poll) {
+        // Only on a local file system: on a network one `flock` is emulated
+        // with byte-range locks, which places would conflict with. (A
+        // polling waiter on a local one queues like any other.)
+        if watch.place.is_none() && watch.local {
             let state_path = Self::epoch_path(key);
-            let (place, _) = queue::Place::take(&key.lock_path, &state_path)?;
-            watch.place = Some(place);
+            watch.place = queue::Place::take(&key.lock_path, &state_path)?.map(|(place, _)| place);
         }
         Ok(())
     }
@@ -1225,7 +1229,7 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
                         .map_err(|e| Error::io("read notifications for", &*dir, e))?;
                 }
             }
-            _ => std::thread::sleep(slice),
+            _ => std::thread::sleep(slice.min(POLL_MIN)),
         }
         if !place.behind_others()? || place.stalled() {
             return first(kind);
@@ -1289,7 +1293,7 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
                     () = tokio::time::sleep(slice) => {}
                 }
             }
-            _ => tokio::time::sleep(slice).await,
+            _ => tokio::time::sleep(slice.min(POLL_MIN)).await,
         }
         if !place.behind_others()? || place.stalled() {
             return first(kind);
@@ -1331,6 +1335,9 @@ pub struct FileWatch {
     dir: PathBuf,
     /// This waiter's place in the session's line, once it queued.
     place: Option<queue::Place>,
+    /// Whether the directory is on a local file system (where the line is
+    /// kept).
+    local: bool,
 }
 
 #[derive(Debug)]

@@ -24,7 +24,7 @@ use super::state::{lock_state, open_state, read_record, StateFile};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 use crate::sys::{self, FlockKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -52,9 +52,9 @@ pub(super) struct Place {
     shared: Arc<Shared>,
     lock_path: PathBuf,
     state_path: PathBuf,
-    /// The line has stood still with the lock free since this epoch was
-    /// seen at that instant (see [`STALL`]).
-    still: Option<(Option<u64>, Instant)>,
+    /// A place ahead of this one, by where it starts, has not moved since
+    /// that instant (see [`STALL`]).
+    still: Option<(u64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -68,8 +68,6 @@ struct Shared {
     len: u64,
     /// Dropped: published, or gave up.
     left: AtomicBool,
-    /// Waited past a stalled line: publish without looking at it.
-    jumped: AtomicBool,
 }
 
 /// The places this process holds, by lock path (at most one per session:
@@ -84,23 +82,27 @@ impl Place {
     /// the session's epoch when it queued (`None` if the state lock was
     /// busy for more than a moment, or the record unreadable): every hold
     /// that starts after this has a larger epoch.
-    pub(super) fn take(lock_path: &Path, state_path: &Path) -> Result<(Place, Option<u64>)> {
+    pub(super) fn take(
+        lock_path: &Path,
+        state_path: &Path,
+    ) -> Result<Option<(Place, Option<u64>)>> {
         let mut file = open_state(state_path)?;
         let len = u64::from(sys::pid()) + 1;
         let io = |e| Error::io("queue for the session lock at", state_path, e);
-        let line_up = |f: &File| -> Result<u64> {
-            let mut pos = sys::monotonic_ns();
-            loop {
-                if sys::ofd_try_lock(f, BASE + pos, len, true).map_err(io)? {
-                    return Ok(pos);
-                }
-                // A place that queued moments ago still spans this one's
-                // start: queue after its end.
-                pos = match sys::ofd_conflict(f, BASE + pos, len).map_err(io)? {
-                    Some((start, n)) => (start + n).saturating_sub(BASE).max(pos + 1),
-                    None => pos + 1,
+        // At the end of the line: after every place there is, so the order
+        // is the order of queueing whatever the clocks. `None`: no place can
+        // be taken (a lock of some other program covers the rest of the
+        // file, or places keep appearing): wait without one.
+        let line_up = |f: &File| -> Result<Option<u64>> {
+            for _ in 0..MAX_STEPS {
+                let Some(end) = line_end(f).map_err(io)? else {
+                    return Ok(None);
                 };
+                if sys::ofd_try_lock(f, BASE + end, len, true).map_err(io)? {
+                    return Ok(Some(end));
+                }
             }
+            Ok(None)
         };
         // Shared: no publish runs while we read the epoch and queue, so no
         // hold can start between the two, and every hold after `epoch`
@@ -116,7 +118,10 @@ impl Place {
             )
             .ok();
             match &g {
-                Some(g) => Some((read_record(state_path, g.file)?.ok(), line_up(g.file)?)),
+                Some(g) => Some((
+                    read_record(state_path, g.file).ok().and_then(Result::ok),
+                    line_up(g.file)?,
+                )),
                 None => None,
             }
         };
@@ -124,12 +129,19 @@ impl Place {
             Some(got) => got,
             None => (None, line_up(&file)?),
         };
+        let Some(pos) = pos else {
+            tracing::debug!(
+                target: "sessionlock::wait",
+                lock = %lock_path.display(),
+                "cannot queue for the session lock; waiting without a place"
+            );
+            return Ok(None);
+        };
         let shared = Arc::new(Shared {
             file,
             pos,
             len,
             left: AtomicBool::new(false),
-            jumped: AtomicBool::new(false),
         });
         lock(places()).insert(lock_path.to_owned(), shared.clone());
         tracing::debug!(
@@ -138,7 +150,7 @@ impl Place {
             epoch,
             "queued for the session lock"
         );
-        Ok((
+        Ok(Some((
             Place {
                 shared,
                 lock_path: lock_path.to_owned(),
@@ -146,17 +158,17 @@ impl Place {
                 still: None,
             },
             epoch,
-        ))
+        )))
     }
 
-    /// Whether a waiter queued before this one still waits (or this place
-    /// has been passed over for a stalled line: then no).
+    /// Whether a waiter queued before this one still waits (one found
+    /// stopped in line does not count, see [`Place::stalled`]).
     pub(super) fn behind_others(&self) -> Result<bool> {
-        if self.shared.jumped.load(Ordering::Relaxed) || self.shared.left.load(Ordering::Relaxed) {
+        if self.shared.left.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        sys::ofd_conflict(&self.shared.file, BASE, self.shared.pos)
-            .map(|c| c.is_some())
+        ahead_of(&self.shared.file, &self.state_path, self.shared.pos)
+            .map(|p| p.is_some())
             .map_err(|e| {
                 Error::io(
                     "look at the line for the session lock at",
@@ -179,35 +191,36 @@ impl Place {
         )
     }
 
-    /// Called on each look while behind others: whether the line has stood
-    /// still, with the lock free, for [`STALL`]; then this place stops
-    /// waiting for those before it (logged).
+    /// Called on each look while behind others: whether a waiter ahead of
+    /// this one has kept its place for [`STALL`] while its process is
+    /// stopped (`SIGSTOP`, a debugger). Such a place is then passed over by
+    /// every look of this process at the line (while its process stays
+    /// stopped), and this waiter looks again (logged).
     pub(super) fn stalled(&mut self) -> bool {
-        if !self.lock_is_free() {
+        let Ok(Some((start, len))) = ahead_of(&self.shared.file, &self.state_path, self.shared.pos)
+        else {
             self.still = None;
             return false;
-        }
-        let epoch = read_record(&self.state_path, &self.shared.file)
-            .ok()
-            .and_then(Result::ok);
+        };
         match self.still {
-            Some((seen, since)) if seen == epoch => {
-                if since.elapsed() < STALL {
+            Some((seen, since)) if seen == start => {
+                let pid = pid_of(len);
+                if since.elapsed() < STALL || !sys::process_stopped(pid) {
                     return false;
                 }
-                let stuck = first_in_line(&self.shared.file);
                 tracing::warn!(
                     target: "sessionlock::wait",
                     lock = %self.lock_path.display(),
-                    stuck_pid = stuck,
+                    stuck_pid = pid,
                     stalled_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
-                    "the line for the session lock stands still with the lock free; not waiting for the waiters before us"
+                    "a waiter ahead in the line for the session lock is stopped; not waiting for it"
                 );
-                self.shared.jumped.store(true, Ordering::Relaxed);
+                lock(stuck()).insert((self.state_path.clone(), start, len));
+                self.still = None;
                 true
             }
             _ => {
-                self.still = Some((epoch, Instant::now()));
+                self.still = Some((start, Instant::now()));
                 false
             }
         }
@@ -230,13 +243,100 @@ impl Drop for Place {
 /// for `lock_path`, whether a waiter queued before it still waits; without
 /// one, whether anybody waits. `state` is the publisher's descriptor of the
 /// state file (its own open file description). Runs under the state lock.
-pub(super) fn others_first(lock_path: &Path, state: &File) -> std::io::Result<bool> {
+pub(super) fn others_first(
+    lock_path: &Path,
+    state_path: &Path,
+    state: &File,
+) -> std::io::Result<bool> {
     let mine = lock(places()).get(lock_path).cloned();
-    match mine {
-        Some(p) if p.jumped.load(Ordering::Relaxed) => Ok(false),
-        Some(p) => sys::ofd_conflict(&p.file, BASE, p.pos).map(|c| c.is_some()),
-        None => sys::ofd_conflict(state, BASE, 0).map(|c| c.is_some()),
+    let ahead = match mine {
+        Some(p) => ahead_of(&p.file, state_path, p.pos)?,
+        None => ahead_of(state, state_path, i64::MAX as u64 - BASE)?,
+    };
+    Ok(ahead.is_some())
+}
+
+/// Linux pids are below 2^22, so a place is at most this long.
+const MAX_PLACE: u64 = (1 << 22) + 1;
+/// How many locks one look at the line steps over at most.
+const MAX_STEPS: usize = 256;
+
+/// The pid of the waiter whose place is `len` bytes long.
+fn pid_of(len: u64) -> u32 {
+    u32::try_from(len.saturating_sub(1)).unwrap_or(0)
+}
+
+/// Places found stopped in line ([`Place::stalled`]), by state file, start
+/// and length: passed over while their process stays stopped.
+fn stuck() -> &'static Mutex<HashSet<(PathBuf, u64, u64)>> {
+    static STUCK: OnceLock<Mutex<HashSet<(PathBuf, u64, u64)>>> = OnceLock::new();
+    STUCK.get_or_init(Default::default)
+}
+
+/// A place another description holds before position `pos` (relative to
+/// [`BASE`]), as `(start, len)`: a waiter ahead. Locks that are not places
+/// (longer than a pid allows, or to the end of the file: some other
+/// program's) are stepped over, and so are places found stopped in line
+/// whose process is still stopped.
+fn ahead_of(file: &File, state_path: &Path, pos: u64) -> std::io::Result<Option<(u64, u64)>> {
+    let mut stuck = lock(stuck());
+    if !stuck.is_empty() {
+        // A stopped waiter that resumed gets its place back.
+        stuck.retain(|(path, _, len)| path != state_path || sys::process_stopped(pid_of(*len)));
     }
+    let skip = |start: u64, len: u64| stuck.contains(&(state_path.to_owned(), start, len));
+    let mut ranges = vec![(BASE, BASE.saturating_add(pos).min(i64::MAX as u64))];
+    for _ in 0..MAX_STEPS {
+        let Some((lo, hi)) = ranges.pop() else {
+            return Ok(None);
+        };
+        if hi <= lo {
+            continue;
+        }
+        match sys::ofd_conflict(file, lo, hi - lo)? {
+            None => {}
+            Some((start, len)) if (2..=MAX_PLACE).contains(&len) && !skip(start, len) => {
+                return Ok(Some((start, len)));
+            }
+            Some((start, len)) => {
+                // Not a waiter: look on either side of it.
+                ranges.push((lo, start));
+                if len != 0 {
+                    ranges.push((start.saturating_add(len), hi));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Where the line ends (relative to [`BASE`]): after the last place there
+/// is, 0 for an empty line. `None` when it cannot be told: a lock of some
+/// other program runs to the end of the file, or the line has more locks
+/// than one look steps over.
+fn line_end(file: &File) -> std::io::Result<Option<u64>> {
+    let mut end = BASE;
+    let mut ranges = vec![(BASE, None::<u64>)];
+    for _ in 0..MAX_STEPS {
+        let Some((lo, hi)) = ranges.pop() else {
+            return Ok(Some(end - BASE));
+        };
+        if hi.is_some_and(|h| h <= lo) {
+            continue;
+        }
+        match sys::ofd_conflict(file, lo, hi.map_or(0, |h| h - lo))? {
+            None => {}
+            Some((_, 0)) => return Ok(None),
+            Some((start, len)) => {
+                if (2..=MAX_PLACE).contains(&len) {
+                    end = end.max(start.saturating_add(len));
+                }
+                ranges.push((lo, Some(start)));
+                ranges.push((start.saturating_add(len), hi));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Right before a publish links the lock: this process's place for
@@ -267,11 +367,65 @@ pub(super) fn line_of(file: &File) -> Vec<u32> {
     places.sort_unstable();
     places
         .into_iter()
-        .filter_map(|(first, last)| u32::try_from(last - first).ok())
+        .filter_map(|(first, last)| u32::try_from(last.checked_sub(first)?).ok())
         .collect()
 }
 
 /// The process of the first waiter in line for the state file `file`.
 pub(super) fn first_in_line(file: &File) -> Option<u32> {
     line_of(file).first().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn other_description(state: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(state)
+            .expect("open state file")
+    }
+
+    #[test]
+    fn a_place_queues_after_every_place_there_is_whatever_its_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("s.jsonl.epoch");
+        std::fs::write(&state, "").expect("state file");
+        // A waiter with a large pid queued first: a long place.
+        let big = other_description(&state);
+        assert!(sys::ofd_try_lock(&big, BASE + 1000, 4_000_000, true).expect("lock"));
+        let (b, _) = Place::take(&dir.path().join("b.lock"), &state)
+            .expect("take")
+            .expect("a place");
+        assert!(b.shared.pos >= 1000 + 4_000_000, "{}", b.shared.pos);
+        assert!(b.behind_others().expect("look"));
+        // It leaves; a later waiter still queues behind b, not in the gap.
+        sys::ofd_unlock(&big, BASE + 1000, 4_000_000).expect("unlock");
+        assert!(!b.behind_others().expect("look"));
+        let (c, _) = Place::take(&dir.path().join("c.lock"), &state)
+            .expect("take")
+            .expect("a place");
+        assert!(c.shared.pos > b.shared.pos);
+        // (b and c share this process, but not a description.)
+        assert!(c.behind_others().expect("look"));
+    }
+
+    #[test]
+    fn a_foreign_lock_to_the_end_of_the_file_means_no_line_not_a_hang() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("s.jsonl.epoch");
+        std::fs::write(&state, "").expect("state file");
+        let other = other_description(&state);
+        assert!(sys::ofd_try_lock(&other, 0, 0, true).expect("lockf-style lock"));
+        let started = Instant::now();
+        assert!(Place::take(&dir.path().join("s.jsonl.lock"), &state)
+            .expect("take")
+            .is_none());
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Nor does it count as a waiter.
+        let mine = other_description(&state);
+        assert!(!others_first(&dir.path().join("x.lock"), &state, &mine).expect("look"));
+    }
 }
