@@ -4,22 +4,15 @@
 //! real: a child of this test binary that takes a `flock` on the session's
 //! state file and stops itself (SIGSTOP).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sessionlock::{LockOptions, SessionLock};
-use sessionlock_lab::testkit::{role_args, Kid};
+use sessionlock_lab::testkit::{flock_and_hold, role_args, say as out, wait_until_stopped, Kid};
 
 mod common;
 use common::{hold, listed, run, sessionlock, stdout};
-
-fn out(s: &str) {
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{s}").expect("stdout");
-    o.flush().expect("flush");
-}
 
 #[test]
 fn child_entry() {
@@ -29,22 +22,7 @@ fn child_entry() {
     match role.as_str() {
         // `flock-stop <state file>`: takes a shared `flock` on the state
         // file (as a fenced write does), says so and stops itself.
-        "flock-stop" => {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&args[0])
-                .expect("open state file");
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared).expect("flock");
-            out("LOCKED");
-            // SAFETY: raising a signal has no memory-safety preconditions.
-            assert_eq!(unsafe { libc::raise(libc::SIGSTOP) }, 0, "stop myself");
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
-        }
+        "flock-stop" => flock_and_hold(Path::new(&args[0]), true, true),
         // `wait <session>`: waits in line for the session's lock.
         "wait" => {
             out("WAITING");
@@ -60,13 +38,6 @@ fn child_entry() {
     }
 }
 
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-        .unwrap_or(false)
-}
-
 fn state_of(session: &Path) -> PathBuf {
     let mut s = session.as_os_str().to_owned();
     s.push(".epoch");
@@ -77,11 +48,7 @@ fn state_of(session: &Path) -> PathBuf {
 fn stopped_in_state_lock(session: &Path) -> Kid {
     let kid = Kid::spawn("flock-stop", &[&state_of(session).display().to_string()]);
     kid.expect("LOCKED", Duration::from_secs(20));
-    let until = Instant::now() + Duration::from_secs(10);
-    while !stopped(kid.pid()) {
-        assert!(Instant::now() < until, "the child did not stop");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until_stopped(kid.pid());
     kid
 }
 

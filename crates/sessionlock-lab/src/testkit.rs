@@ -148,3 +148,71 @@ pub fn as_nobody(program: &Path) -> Option<Command> {
         None
     }
 }
+
+/// Writes `line` to stdout and flushes it: a child role's protocol line.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{line}").expect("stdout");
+    o.flush().expect("flush");
+}
+
+/// Whether process `pid` is stopped (`T` or `t` in `/proc/<pid>/stat`).
+pub fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| rest.starts_with(['T', 't']))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (at most 10 s) until process `pid` is stopped.
+///
+/// # Panics
+/// When it does not stop in time.
+pub fn wait_until_stopped(pid: u32) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !is_stopped(pid) {
+        assert!(
+            std::time::Instant::now() < until,
+            "process {pid} did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Stops the calling thread's process at once: `raise(SIGSTOP)`, which the
+/// calling thread takes itself (a signal sent to the process with `kill`
+/// could be taken by another thread, and this one go on for a while).
+pub fn stop_myself() {
+    // SAFETY: raising a signal has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::raise(libc::SIGSTOP) }, 0, "stop myself");
+}
+
+/// Takes a `flock` (`shared` or not) on `path` (created if missing), says
+/// `LOCKED`, then stops this process (`stop`) or not, and holds the lock
+/// until killed: a process stuck inside a session's state-lock window.
+pub fn flock_and_hold(path: &Path, shared: bool, stop: bool) -> ! {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .expect("open");
+    let how = if shared {
+        rustix::fs::FlockOperation::LockShared
+    } else {
+        rustix::fs::FlockOperation::LockExclusive
+    };
+    rustix::fs::flock(&f, how).expect("flock");
+    say("LOCKED");
+    if stop {
+        stop_myself();
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{role_args, Kid};
+use common::{flock_and_hold, role_args, say as out, stop_myself, wait_until_stopped, Kid};
 use rustix::process::Signal;
 use sessionlock::backend::file::fs::{Fs, RealFs};
 use sessionlock::transcript::Durability;
@@ -28,12 +28,6 @@ const CYCLES: usize = 60;
 /// The message of the event a waiter logs when it takes its place in line,
 /// with the session's epoch at that moment.
 const QUEUED: &str = "queued for the session lock";
-
-fn out(s: &str) {
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{s}").expect("stdout");
-    o.flush().expect("flush");
-}
 
 #[test]
 fn child_entry() {
@@ -66,19 +60,8 @@ fn child_entry() {
                 Err(e) => out(&format!("FAILED {e}")),
             }
         }
-        "flock-state" => {
-            // Holds a `flock` on a session's state file until killed.
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&args[0])
-                .expect("open state file");
-            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).expect("flock");
-            out("LOCKED");
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
-        }
+        // Holds a `flock` on a session's state file until killed.
+        "flock-state" => flock_and_hold(Path::new(&args[0]), false, false),
         other => panic!("unknown role {other}"),
     }
 }
@@ -304,10 +287,7 @@ impl Fs for StopBeforeWrite {
     fn write(&self, file: &std::fs::File, buf: &[u8]) -> std::io::Result<usize> {
         if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
             out("STOPPING");
-            // This thread stops at once (a signal to the process could be
-            // taken by another thread, and this one go on for a while).
-            // SAFETY: raising a signal has no memory-safety preconditions.
-            assert_eq!(unsafe { libc::raise(libc::SIGSTOP) }, 0, "stop myself");
+            stop_myself();
         }
         RealFs.write(file, buf)
     }
@@ -329,13 +309,6 @@ fn stop_in_fence(args: &[String]) {
     out("RESUMED");
 }
 
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_process_stopped_inside_the_state_lock_delays_nobody_past_their_budget_and_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -343,11 +316,7 @@ fn a_process_stopped_inside_the_state_lock_delays_nobody_past_their_budget_and_i
     let kid = Kid::spawn("stop-in-fence", &[&session.display().to_string()]);
     kid.expect("HELD", Duration::from_secs(20));
     kid.expect("STOPPING", Duration::from_secs(20));
-    let until = Instant::now() + Duration::from_secs(10);
-    while !stopped(kid.pid()) {
-        assert!(Instant::now() < until, "the holder did not stop");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_stopped(kid.pid());
     let budget = Duration::from_millis(1200);
     for (what, opts) in [
         ("blocking", LockOptions::default().timeout(Some(budget))),
@@ -510,15 +479,6 @@ fn a_waiter_stopped_first_in_line_is_passed_over() {
     );
 }
 
-/// Waits until `pid` is stopped.
-fn until_stopped(pid: u32) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !stopped(pid) {
-        assert!(Instant::now() < until, "{pid} did not stop");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn a_stopped_waiter_costs_a_process_one_stall_not_one_per_acquisition() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -530,7 +490,7 @@ fn a_stopped_waiter_costs_a_process_one_stall_not_one_per_acquisition() {
     waiter.expect("STARTED", Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(200));
     waiter.signal(Signal::STOP);
-    until_stopped(waiter.pid());
+    wait_until_stopped(waiter.pid());
     held.release().expect("release");
     // The first acquisition finds the stopped waiter first in line and
     // passes it over after the stall bound; later ones do not wait again.
@@ -564,7 +524,7 @@ fn a_stopped_first_waiter_does_not_keep_a_dead_holders_lock_from_being_reclaimed
     waiter.expect("STARTED", Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(200));
     waiter.signal(Signal::STOP);
-    until_stopped(waiter.pid());
+    wait_until_stopped(waiter.pid());
     holder.kill_and_reap();
     let started = Instant::now();
     SessionLock::new()

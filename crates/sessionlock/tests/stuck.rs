@@ -7,22 +7,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{role_args, Kid};
+use common::{flock_and_hold, role_args, say as out, wait_until_stopped, Kid};
 use serde_json::Value;
 use sessionlock::doctor::{self, Kind, Verdict};
 use sessionlock::report::{doctor_report, status_report};
 use sessionlock::status::{inspect_session, scan_dir};
 use sessionlock::{Error, Holds, LockOptions, SessionLock, Settings};
-
-fn out(s: &str) {
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{s}").expect("stdout");
-    o.flush().expect("flush");
-}
 
 #[test]
 fn child_entry() {
@@ -33,30 +26,7 @@ fn child_entry() {
         // `flock <state file> <shared|exclusive> <stop|hold>`: takes a
         // `flock` on the state file (creating it), says so, and then stops
         // itself (SIGSTOP) or sleeps, holding it until killed.
-        "flock" => {
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&args[0])
-                .expect("open state file");
-            let how = if args[1] == "shared" {
-                rustix::fs::FlockOperation::LockShared
-            } else {
-                rustix::fs::FlockOperation::LockExclusive
-            };
-            rustix::fs::flock(&f, how).expect("flock");
-            out("LOCKED");
-            if args[2] == "stop" {
-                // SAFETY: raising a signal has no memory-safety preconditions.
-                assert_eq!(unsafe { libc::raise(libc::SIGSTOP) }, 0, "stop myself");
-            }
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
-        }
-        // `wait <session>`: waits for the session's lock (in line), for up
+        "flock" => flock_and_hold(Path::new(&args[0]), args[1] == "shared", args[2] == "stop"),
         // to a minute.
         "wait" => {
             out("WAITING");
@@ -98,24 +68,13 @@ fn child_entry() {
     }
 }
 
-fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-        .unwrap_or(false)
-}
-
 /// A child holding a `flock` on `state` (`shared` or `exclusive`), stopped
 /// (`stop`) or not (`hold`).
 fn flock_kid(state: &Path, how: &str, then: &str) -> Kid {
     let kid = Kid::spawn("flock", &[&state.display().to_string(), how, then]);
     kid.expect("LOCKED", Duration::from_secs(20));
     if then == "stop" {
-        let until = Instant::now() + Duration::from_secs(10);
-        while !stopped(kid.pid()) {
-            assert!(Instant::now() < until, "the child did not stop");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until_stopped(kid.pid());
     }
     kid
 }
@@ -317,11 +276,7 @@ fn a_waiter_stopped_first_in_line_is_named_by_the_timeout_of_those_behind_it() {
     }
     // Stopped while first in line, it keeps its place; the lock goes free.
     first.signal(rustix::process::Signal::STOP);
-    let until = Instant::now() + Duration::from_secs(10);
-    while !stopped(first.pid()) {
-        assert!(Instant::now() < until, "the waiter did not stop");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until_stopped(first.pid());
     guard.release().expect("release");
     // A waiter of another process gives up behind it (before the line is
     // passed over as stalled) and names it: pid, place, stopped.

@@ -1178,46 +1178,20 @@ impl LockBackend for FileBackend {
 /// line), the lock is free for a first waiter, or `timeout` passed. `false`:
 /// first in line with the lock taken, so wait for it as usual.
 fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
+    if let Some(over) = enter_line(watch)? {
+        return Ok(over);
+    }
     let FileWatch {
         kind, place, dir, ..
     } = watch;
     let Some(place) = place.as_mut() else {
         return Ok(false);
     };
-    if !place.behind_others()? {
-        return Ok(place.lock_is_free());
-    }
-    // Behind others, the watch is narrowed to what moves the line; widened
-    // again before this waiter looks at the lock as the first.
-    if let Some(dw) = kind.watch_mut() {
-        if let Err(e) = dw.narrow(place.state_path()) {
-            tracing::debug!(
-                target: "sessionlock::wait",
-                dir = %dir.display(),
-                error = %e,
-                "cannot watch the line alone; waiting on every change of the lock"
-            );
-        }
-    }
-    let first = |kind: &mut WatchKind| {
-        if let Some(dw) = kind.watch_mut() {
-            if let Err(e) = dw.widen() {
-                // The safety net still ends its waits.
-                tracing::debug!(
-                    target: "sessionlock::wait",
-                    dir = %dir.display(),
-                    error = %e,
-                    "cannot watch the lock's directory again; relying on the safety net"
-                );
-            }
-        }
-        Ok(true)
-    };
     let started = Instant::now();
     loop {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         if left.is_some_and(|l| l.is_zero()) {
-            return first(kind);
+            return Ok(leave_line(kind, dir));
         }
         let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
         match kind {
@@ -1232,24 +1206,25 @@ fn wait_in_line_blocking(watch: &mut FileWatch, timeout: Option<Duration>) -> Re
             _ => std::thread::sleep(slice.min(POLL_MIN)),
         }
         if !place.behind_others()? || place.stalled() {
-            return first(kind);
+            return Ok(leave_line(kind, dir));
         }
     }
 }
 
-/// The async twin of [`wait_in_line_blocking`].
-async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
+/// Starts the part of a wait spent in line: `Some(over)` when there is
+/// none (no place: `false`; first in line: whether the lock is free, for a
+/// look at once); `None` behind others, with the watch narrowed to what
+/// moves the line.
+fn enter_line(watch: &mut FileWatch) -> Result<Option<bool>> {
     let FileWatch {
         kind, place, dir, ..
     } = watch;
     let Some(place) = place.as_mut() else {
-        return Ok(false);
+        return Ok(Some(false));
     };
     if !place.behind_others()? {
-        return Ok(place.lock_is_free());
+        return Ok(Some(place.lock_is_free()));
     }
-    // Behind others, the watch is narrowed to what moves the line; widened
-    // again before this waiter looks at the lock as the first.
     if let Some(dw) = kind.watch_mut() {
         if let Err(e) = dw.narrow(place.state_path()) {
             tracing::debug!(
@@ -1260,25 +1235,42 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
             );
         }
     }
-    let first = |kind: &mut WatchKind| {
-        if let Some(dw) = kind.watch_mut() {
-            if let Err(e) = dw.widen() {
-                // The safety net still ends its waits.
-                tracing::debug!(
-                    target: "sessionlock::wait",
-                    dir = %dir.display(),
-                    error = %e,
-                    "cannot watch the lock's directory again; relying on the safety net"
-                );
-            }
+    Ok(None)
+}
+
+/// Ends the part of a wait spent behind others: widens the watch again,
+/// before this waiter looks at the lock. The wait is over (`true`).
+fn leave_line(kind: &mut WatchKind, dir: &Path) -> bool {
+    if let Some(dw) = kind.watch_mut() {
+        if let Err(e) = dw.widen() {
+            // The safety net still ends its waits.
+            tracing::debug!(
+                target: "sessionlock::wait",
+                dir = %dir.display(),
+                error = %e,
+                "cannot watch the lock's directory again; relying on the safety net"
+            );
         }
-        Ok(true)
+    }
+    true
+}
+
+/// The async twin of [`wait_in_line_blocking`].
+async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Result<bool> {
+    if let Some(over) = enter_line(watch)? {
+        return Ok(over);
+    }
+    let FileWatch {
+        kind, place, dir, ..
+    } = watch;
+    let Some(place) = place.as_mut() else {
+        return Ok(false);
     };
     let started = Instant::now();
     loop {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         if left.is_some_and(|l| l.is_zero()) {
-            return first(kind);
+            return Ok(leave_line(kind, dir));
         }
         let slice = left.map_or(queue::LOOK_EVERY, |l| l.min(queue::LOOK_EVERY));
         match kind {
@@ -1296,7 +1288,7 @@ async fn wait_in_line(watch: &mut FileWatch, timeout: Option<Duration>) -> Resul
             _ => tokio::time::sleep(slice.min(POLL_MIN)).await,
         }
         if !place.behind_others()? || place.stalled() {
-            return first(kind);
+            return Ok(leave_line(kind, dir));
         }
     }
 }
