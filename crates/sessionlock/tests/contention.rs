@@ -413,6 +413,22 @@ fn a_stuck_state_lock_does_not_hold_up_the_revocation_of_another_session() {
     drop(a);
 }
 
+/// Waits (at most 10 s) until process `pid` has its place in the line for
+/// `session`, as `status` sees it.
+fn until_in_line(session: &Path, pid: u32) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = sessionlock::status::inspect_session(session, &Default::default())
+            .expect("status")
+            .is_some_and(|s| s.contention.waiting.contains(&pid));
+        if seen {
+            return;
+        }
+        assert!(Instant::now() < until, "process {pid} never queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Two waiters in line behind this process: the first leaves the line in
 /// some way (`leave`), then this process releases. Returns how long after
 /// the release the second one held the lock.
@@ -421,12 +437,12 @@ fn second_waiter_after(leave: impl FnOnce(&mut Kid)) -> Duration {
     let session = dir.path().join("s.jsonl");
     let arg = session.display().to_string();
     let held = SessionLock::new().acquire(&session).expect("hold");
-    let mut first = Kid::spawn("wait-for", &[&arg, "400"]);
+    let mut first = Kid::spawn("wait-for", &[&arg, "1000"]);
     first.expect("STARTED", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(150));
+    until_in_line(&session, first.pid());
     let second = Kid::spawn("wait-for", &[&arg, "10000"]);
     second.expect("STARTED", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(150));
+    until_in_line(&session, second.pid());
     leave(&mut first);
     let released = monotonic_ns();
     held.release().expect("release");
@@ -443,7 +459,7 @@ fn second_waiter_after(leave: impl FnOnce(&mut Kid)) -> Duration {
 
 #[test]
 fn a_waiter_that_gives_up_leaves_no_hole_in_the_line() {
-    // The first waiter's budget (400 ms) ends while it is first in line;
+    // The first waiter's budget (1 s) ends while it is first in line;
     // it rings the line's doorbell as it leaves, so the second is first at
     // once and takes the lock as soon as it is released.
     let took = second_waiter_after(|first| {
@@ -488,7 +504,7 @@ fn a_stopped_waiter_costs_a_process_one_stall_not_one_per_acquisition() {
     let held = locks.acquire(&session).expect("hold");
     let waiter = Kid::spawn("wait-for", &[&arg, "60000"]);
     waiter.expect("STARTED", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(200));
+    until_in_line(&session, waiter.pid());
     waiter.signal(Signal::STOP);
     wait_until_stopped(waiter.pid());
     held.release().expect("release");
@@ -522,7 +538,7 @@ fn a_stopped_first_waiter_does_not_keep_a_dead_holders_lock_from_being_reclaimed
     holder.expect("HELD", Duration::from_secs(20));
     let waiter = Kid::spawn("wait-for", &[&arg, "60000"]);
     waiter.expect("STARTED", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(200));
+    until_in_line(&session, waiter.pid());
     waiter.signal(Signal::STOP);
     wait_until_stopped(waiter.pid());
     holder.kill_and_reap();

@@ -253,6 +253,13 @@ pub(crate) fn try_flock(file: &File, kind: FlockKind) -> io::Result<bool> {
 /// pids of processes in other pid namespaces may be absent or 0 (dropped).
 /// Diagnostics only: the list may be stale as soon as it is read.
 pub(crate) fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
+    locks_of(dev, ino, parse_locks_line)
+}
+
+/// What `parse` makes of each `/proc/locks` line about the file with device
+/// `dev` and inode `ino` (as the kernel prints it, `maj:min:ino`); empty
+/// when `/proc` is unavailable.
+fn locks_of<T>(dev: u64, ino: u64, parse: impl Fn(&[u8], &str) -> Option<T>) -> Vec<T> {
     use std::io::{BufRead, Read};
     let Ok(f) = File::open("/proc/locks") else {
         return Vec::new();
@@ -267,7 +274,7 @@ pub(crate) fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
     io::BufReader::new(f.take(1 << 20))
         .split(b'\n')
         .map_while(Result::ok)
-        .filter_map(|line| parse_locks_line(&line, &want))
+        .filter_map(|line| parse(&line, &want))
         .collect()
 }
 
@@ -354,20 +361,7 @@ fn ofd_fcntl(
 /// kernel lists (`/proc/locks`) on the file `(dev, ino)`. (The kernel shows
 /// no pid for these.)
 pub(crate) fn ofd_locks(dev: u64, ino: u64) -> Vec<(u64, u64)> {
-    use std::io::{BufRead, Read};
-    let Ok(f) = File::open("/proc/locks") else {
-        return Vec::new();
-    };
-    let want = format!(
-        "{:02x}:{:02x}:{ino}",
-        rustix::fs::major(dev),
-        rustix::fs::minor(dev)
-    );
-    io::BufReader::new(f.take(1 << 20))
-        .split(b'\n')
-        .map_while(Result::ok)
-        .filter_map(|line| parse_ofd_line(&line, &want))
-        .collect()
+    locks_of(dev, ino, parse_ofd_line)
 }
 
 /// The byte range `(first, last)` of one `/proc/locks` line if it is an
