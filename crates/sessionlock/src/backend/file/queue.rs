@@ -78,7 +78,7 @@ fn places() -> &'static Mutex<HashMap<PathBuf, Arc<Shared>>> {
 }
 
 impl Place {
-    /// Queues: locks a byte at the end of the line. Returns the place and
+    /// Queues: locks a range at the end of the line. Returns the place and
     /// the session's epoch when it queued (`None` if the state lock was
     /// busy for more than a moment, or the record unreadable): every hold
     /// that starts after this has a larger epoch.
