@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sessionlock::{LockOptions, SessionLock};
-use sessionlock_lab::testkit::{flock_and_hold, role_args, say as out, wait_until_stopped, Kid};
+use sessionlock_lab::testkit::{
+    flock_and_hold, park, role_args, say as out, wait_until_stopped, Kid,
+};
 
 mod common;
 use common::{hold, listed, run, sessionlock, stdout};
@@ -30,9 +32,7 @@ fn child_entry() {
                 &args[0],
                 &LockOptions::default().timeout(Some(Duration::from_secs(60))),
             );
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
+            park()
         }
         other => panic!("unknown role {other}"),
     }

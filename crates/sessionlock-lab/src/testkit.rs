@@ -212,7 +212,34 @@ pub fn flock_and_hold(path: &Path, shared: bool, stop: bool) -> ! {
     if stop {
         stop_myself();
     }
+    park()
+}
+
+/// Sleeps until killed: a child role that keeps what it holds.
+pub fn park() -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Waits (at most 10 s) until process `pid` has its place in the line of
+/// waiters for `session`, as `status` sees it.
+///
+/// # Panics
+/// When it does not queue in time, or the session cannot be inspected.
+pub fn wait_until_in_line(session: &Path, pid: u32) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let queued = sessionlock::status::inspect_session(session, &Default::default())
+            .expect("status")
+            .is_some_and(|s| s.contention.waiting.contains(&pid));
+        if queued {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "process {pid} never queued"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }

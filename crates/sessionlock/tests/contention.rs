@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{flock_and_hold, role_args, say as out, stop_myself, wait_until_stopped, Kid};
+use common::{
+    flock_and_hold, park, role_args, say as out, stop_myself, wait_until_in_line,
+    wait_until_stopped, Kid,
+};
 use rustix::process::Signal;
 use sessionlock::backend::file::fs::{Fs, RealFs};
 use sessionlock::transcript::Durability;
@@ -41,9 +44,7 @@ fn child_entry() {
         "hold" => {
             let g = SessionLock::new().acquire(&args[0]).expect("acquire");
             out(&format!("HELD {}", g.epoch()));
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
+            park()
         }
         // `wait-for <session> <budget ms>`: one acquisition; says when it
         // got the lock (CLOCK_MONOTONIC) or why not, then releases.
@@ -413,22 +414,6 @@ fn a_stuck_state_lock_does_not_hold_up_the_revocation_of_another_session() {
     drop(a);
 }
 
-/// Waits (at most 10 s) until process `pid` has its place in the line for
-/// `session`, as `status` sees it.
-fn until_in_line(session: &Path, pid: u32) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = sessionlock::status::inspect_session(session, &Default::default())
-            .expect("status")
-            .is_some_and(|s| s.contention.waiting.contains(&pid));
-        if seen {
-            return;
-        }
-        assert!(Instant::now() < until, "process {pid} never queued");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Two waiters in line behind this process: the first leaves the line in
 /// some way (`leave`), then this process releases. Returns how long after
 /// the release the second one held the lock.
@@ -439,10 +424,10 @@ fn second_waiter_after(leave: impl FnOnce(&mut Kid)) -> Duration {
     let held = SessionLock::new().acquire(&session).expect("hold");
     let mut first = Kid::spawn("wait-for", &[&arg, "1000"]);
     first.expect("STARTED", Duration::from_secs(20));
-    until_in_line(&session, first.pid());
+    wait_until_in_line(&session, first.pid());
     let second = Kid::spawn("wait-for", &[&arg, "10000"]);
     second.expect("STARTED", Duration::from_secs(20));
-    until_in_line(&session, second.pid());
+    wait_until_in_line(&session, second.pid());
     leave(&mut first);
     let released = monotonic_ns();
     held.release().expect("release");
@@ -504,7 +489,7 @@ fn a_stopped_waiter_costs_a_process_one_stall_not_one_per_acquisition() {
     let held = locks.acquire(&session).expect("hold");
     let waiter = Kid::spawn("wait-for", &[&arg, "60000"]);
     waiter.expect("STARTED", Duration::from_secs(20));
-    until_in_line(&session, waiter.pid());
+    wait_until_in_line(&session, waiter.pid());
     waiter.signal(Signal::STOP);
     wait_until_stopped(waiter.pid());
     held.release().expect("release");
@@ -538,7 +523,7 @@ fn a_stopped_first_waiter_does_not_keep_a_dead_holders_lock_from_being_reclaimed
     holder.expect("HELD", Duration::from_secs(20));
     let waiter = Kid::spawn("wait-for", &[&arg, "60000"]);
     waiter.expect("STARTED", Duration::from_secs(20));
-    until_in_line(&session, waiter.pid());
+    wait_until_in_line(&session, waiter.pid());
     waiter.signal(Signal::STOP);
     wait_until_stopped(waiter.pid());
     holder.kill_and_reap();

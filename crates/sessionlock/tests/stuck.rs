@@ -8,9 +8,11 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{flock_and_hold, role_args, say as out, wait_until_stopped, Kid};
+use common::{
+    flock_and_hold, park, role_args, say as out, wait_until_in_line, wait_until_stopped, Kid,
+};
 use serde_json::Value;
 use sessionlock::doctor::{self, Kind, Verdict};
 use sessionlock::report::{doctor_report, status_report};
@@ -38,9 +40,7 @@ fn child_entry() {
                 .expect("acquire");
             out("HELD");
             drop(g);
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
+            park()
         }
         // `try <session> <ms>`: tries for the session's lock for `ms`, and
         // prints the timeout's message and holder (JSON).
@@ -60,9 +60,7 @@ fn child_entry() {
                 "HOLDER {}",
                 serde_json::to_string(holder).expect("json")
             ));
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
-            }
+            park()
         }
         other => panic!("unknown role {other}"),
     }
@@ -229,17 +227,10 @@ fn status_counts_the_waiters_in_line_and_names_the_first() {
     let guard = SessionLock::new().acquire(&session).expect("acquire");
     let kid = Kid::spawn("wait", &[&session.display().to_string()]);
     kid.expect("WAITING", Duration::from_secs(20));
-    let until = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        let st = inspect_session(&session, &Settings::default())
-            .expect("status")
-            .expect("held");
-        if !st.contention.waiting.is_empty() {
-            break st;
-        }
-        assert!(Instant::now() < until, "the child never queued");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    wait_until_in_line(&session, kid.pid());
+    let st = inspect_session(&session, &Settings::default())
+        .expect("status")
+        .expect("held");
     assert_eq!(st.contention.waiting, [kid.pid()]);
     assert!(st.contention.stuck.is_none(), "{:?}", st.contention);
     let v = serde_json::to_value(status_report(
@@ -263,17 +254,7 @@ fn a_waiter_stopped_first_in_line_is_named_by_the_timeout_of_those_behind_it() {
     let guard = SessionLock::new().acquire(&session).expect("acquire");
     let first = Kid::spawn("wait", &[&session.display().to_string()]);
     first.expect("WAITING", Duration::from_secs(20));
-    let until = Instant::now() + Duration::from_secs(10);
-    while inspect_session(&session, &Settings::default())
-        .expect("status")
-        .expect("held")
-        .contention
-        .waiting
-        .is_empty()
-    {
-        assert!(Instant::now() < until, "the child never queued");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until_in_line(&session, first.pid());
     // Stopped while first in line, it keeps its place; the lock goes free.
     first.signal(rustix::process::Signal::STOP);
     wait_until_stopped(first.pid());
