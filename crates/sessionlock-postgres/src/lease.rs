@@ -404,6 +404,7 @@ impl LockBackend for PgBackend {
     type Lease = PgLease;
     type Watch = PgWatch;
     type Scope = str;
+    const NAME: &'static str = "postgres";
 
     fn key(&self, name: &str) -> Result<PgKey, Error> {
         self.key_of(name)

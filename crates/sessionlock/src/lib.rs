@@ -185,6 +185,8 @@ pub mod reclaim;
 pub mod store;
 // -- the error type
 mod error;
+// -- what the locks did: metrics and the event log
+pub mod observe;
 // -- the backend seam and the file backend
 pub mod backend;
 // -- the lock core: acquire loop, guards, registry, watchdog

@@ -157,8 +157,11 @@ impl<B: StoreBackend> Guard<B> {
         entries: &RawEntries,
         durability: Durability,
     ) -> Result<Appended> {
-        self.with_lease(|held| async move { store.append(&held, entries, durability).await })
-            .await
+        let appended = self
+            .with_lease(|held| async move { store.append(&held, entries, durability).await })
+            .await?;
+        self.note_appended(entries.len(), appended.len);
+        Ok(appended)
     }
 
     /// Starts a batch of entries to append to `store` under this guard's

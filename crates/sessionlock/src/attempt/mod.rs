@@ -88,6 +88,7 @@ use crate::backend::{LockBackend, SessionId, StoreBackend, TranscriptStore};
 use crate::error::{Error, Holder, Result, TakeoverPhase, TakeoverReason};
 use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
+use crate::observe;
 use crate::store::classify::{AcceptNothing, ChangeClassifier};
 use crate::store::{Appended, Change, Durability, RawEntries, Read};
 use crate::sync::lock;
@@ -306,6 +307,9 @@ struct St<B: StoreBackend> {
     writer: Option<Writer>,
     after_write: AfterWrite,
     run: Option<RunHandle>,
+    /// When the current prompt window opened (the lock released for a
+    /// model call), for the event log.
+    prompt_since: Option<Instant>,
 }
 
 struct Inner<B: StoreBackend> {
@@ -1214,12 +1218,23 @@ impl<B: StoreBackend> Inner<B> {
         verdict_of(transcript.check(fence, &self.judge_classifier()).await)
     }
 
+    /// This attempt as metrics and the event log report it.
+    fn ctx(&self) -> observe::Ctx<'_> {
+        observe::Ctx {
+            backend: B::NAME,
+            session: self.key.session(),
+            lane: self.opts.lock.lane.as_deref(),
+            run: self.opts.lock.run_id.as_deref(),
+        }
+    }
+
     fn mark_taken_over(
         &self,
         st: &mut St<B>,
         phase: TakeoverPhase,
         reason: TakeoverReason,
     ) -> Error {
+        observe::takeover(&self.ctx(), phase.as_str(), reason.as_str(), &reason);
         tracing::warn!(
             target: "sessionlock::attempt",
             session = %self.session.display(),
@@ -1731,6 +1746,7 @@ impl<B: StoreBackend> Attempt<B> {
                 writer: None,
                 after_write: AfterWrite::Keep,
                 run: None,
+                prompt_since: None,
             }),
             events: Notify::new(),
         });
@@ -1853,6 +1869,8 @@ impl<B: StoreBackend> Attempt<B> {
         }
         if st.state == State::Released {
             st.turn = Some(turn);
+            st.prompt_since = Some(Instant::now());
+            observe::prompt_start(&self.inner.ctx());
         }
         Ok(())
     }
@@ -1984,6 +2002,9 @@ impl<B: StoreBackend> Attempt<B> {
         let aborts = self.inner.enter("reacquiring", |st| {
             if phase == TakeoverPhase::PromptReacquire {
                 st.turn = None;
+            }
+            if let Some(since) = st.prompt_since.take() {
+                observe::prompt_end(&self.inner.ctx(), since);
             }
         })?;
         if phase == TakeoverPhase::Cleanup {

@@ -188,6 +188,11 @@ pub trait LockBackend: Send + Sync + 'static {
     /// key prefix).
     type Scope: ?Sized;
 
+    /// The backend's name in metrics labels and event logs
+    /// ([design §20](crate::design#20-observability-metrics-and-the-event-log)):
+    /// `file`, `postgres`, or your own backend's.
+    const NAME: &'static str = "custom";
+
     /// Maps a session's name to its key.
     ///
     /// # Errors

@@ -22,6 +22,7 @@ use crate::error::{Error, Holder, Result, TryAcquireError};
 use crate::identity::me;
 use crate::lock::guard::{Guard, Hold, Spans};
 use crate::lock::registry::{self, Entry, Turn};
+use crate::observe;
 use crate::reclaim::{self, Action, Assessment, Policy};
 
 /// Options of one acquisition: the wait's budget, the lease, what to do
@@ -729,11 +730,26 @@ impl<B: LockBackend> SessionLock<B> {
             caller: tracing::Span::current(),
             acquire,
         };
+        let session = key.session().to_owned();
+        let waiting = observe::Waiting::start(B::NAME);
         let got = self
             .acquire_in(key, opts, mode, started, &spans)
             .instrument(spans.acquire.clone())
             .await;
-        let waited_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        drop(waiting);
+        let waited = started.elapsed();
+        let ctx = observe::Ctx {
+            backend: B::NAME,
+            session: &session,
+            lane: opts.lane.as_deref(),
+            run: opts.run_id.as_deref(),
+        };
+        match &got {
+            Ok(g) => observe::acquired(&ctx, g.epoch(), waited),
+            Err(Error::Timeout { holder, .. }) => observe::gave_up(&ctx, waited, holder.pid),
+            Err(e) => observe::failed(&ctx, waited, e),
+        }
+        let waited_ms = || u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
         spans.acquire.in_scope(|| match &got {
             Ok(g) => {
                 spans.acquire.record("epoch", g.epoch());
@@ -941,6 +957,20 @@ impl<B: LockBackend> SessionLock<B> {
                     match reclaimed.map_err(|e| with_budget(e, opts))? {
                         Outcome::Acquired(lease) => {
                             log_reclaim(key.locator(), &seen, &a);
+                            let payload = seen.payload.as_ref().ok();
+                            let reasons: Vec<&'static str> =
+                                a.reasons.iter().map(reclaim::Reason::as_str).collect();
+                            observe::reclaimed(
+                                &observe::Ctx {
+                                    backend: B::NAME,
+                                    session: key.session(),
+                                    lane: opts.lane.as_deref(),
+                                    run: opts.run_id.as_deref(),
+                                },
+                                &reasons,
+                                payload.and_then(|p| p.pid),
+                                payload.and_then(|p| p.epoch),
+                            );
                             return Ok(self.guard(req, lease, turn, spans));
                         }
                         Outcome::Busy(_) | Outcome::Changed => churn += 1,

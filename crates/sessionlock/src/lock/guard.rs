@@ -14,6 +14,7 @@ use crate::blocking::{block_on, without_waiting};
 use crate::error::{Error, Holder, LossCause, Result};
 use crate::lock::registry::{Parked, Turn};
 use crate::lock::watchdog::{self, Revocable};
+use crate::observe;
 use crate::payload::Payload;
 use crate::reclaim::Reasons;
 use crate::sync::lock;
@@ -465,7 +466,34 @@ impl<B: LockBackend> Hold<B> {
         })
     }
 
+    /// This acquisition as metrics and the event log report it.
+    fn ctx(&self) -> observe::Ctx<'_> {
+        observe::Ctx {
+            backend: B::NAME,
+            session: self.info.key.session(),
+            lane: self.info.payload.lane.as_deref(),
+            run: self.info.payload.run_id.as_deref(),
+        }
+    }
+
+    /// Counts a fenced write of this acquisition that `result` says was
+    /// refused.
+    fn count_refused<T>(&self, result: &Result<T>) {
+        let error = match result {
+            Err(Error::Revoked { .. }) => "revoked",
+            Err(Error::Fenced { .. }) => "fenced",
+            _ => return,
+        };
+        observe::refused(&self.ctx(), self.info.epoch, error);
+    }
+
     fn log_released(&self, handed_off: bool) {
+        observe::released(
+            &self.ctx(),
+            self.info.epoch,
+            self.acquired_at.elapsed(),
+            handed_off,
+        );
         tracing::debug!(
             target: "sessionlock::hold",
             held_ms = u64::try_from(self.acquired_at.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -610,7 +638,9 @@ impl<B: LockBackend> Hold<B> {
         drop(st);
         self.revoked.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
-        let held_ms = u64::try_from(self.acquired_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let held = self.acquired_at.elapsed();
+        observe::revoked(&self.ctx(), self.info.epoch, held, cause.as_str());
+        let held_ms = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
         if cause == LossCause::Overdue {
             tracing::warn!(
                 target: "sessionlock::watchdog",
@@ -929,16 +959,18 @@ impl<B: LockBackend> Guard<B> {
             return Ok(f());
         }
         let _ops = self.hold.ops_blocking();
-        let lease = self.hold.lease()?;
-        let result = block_on(self.hold.backend.fenced(&lease, || {
-            let _inside = InsideFence::enter(id);
-            f()
-        }));
+        let result = self.hold.lease().and_then(|lease| {
+            block_on(self.hold.backend.fenced(&lease, || {
+                let _inside = InsideFence::enter(id);
+                f()
+            }))
+        });
         if let Err(Error::Revoked { cause, .. }) = &result {
             // Someone else removed or replaced our lock: revoke, so that
             // every later check and write fails the same way.
             self.hold.revoke(None, *cause);
         }
+        self.hold.count_refused(&result);
         result
     }
 
@@ -983,6 +1015,17 @@ impl<B: LockBackend> Guard<B> {
         result
     }
 
+    /// Counts a fenced append of `entries` entries (`bytes` bytes) that
+    /// landed, in metrics and the event log.
+    pub(crate) fn note_appended(&self, entries: usize, bytes: u64) {
+        observe::appended(
+            &self.hold.ctx(),
+            self.hold.info.epoch,
+            entries as u64,
+            bytes,
+        );
+    }
+
     /// Runs a store mutation with this guard's lease ([`Held`]): only while
     /// the guard holds it, one operation of this acquisition at a time. The
     /// store runs the epoch check and the mutation as one unit; inside this
@@ -998,11 +1041,14 @@ impl<B: LockBackend> Guard<B> {
             return op(Held::new(lease, true)).await;
         }
         let _ops = self.hold.ops_async().await;
-        let lease = self.hold.lease()?;
-        let result = op(Held::new(lease, false)).await;
+        let result = match self.hold.lease() {
+            Ok(lease) => op(Held::new(lease, false)).await,
+            Err(e) => Err(e),
+        };
         if let Err(Error::Revoked { cause, .. }) = &result {
             self.hold.revoke(None, *cause);
         }
+        self.hold.count_refused(&result);
         result
     }
 

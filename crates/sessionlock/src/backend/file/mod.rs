@@ -749,6 +749,7 @@ impl LockBackend for FileBackend {
     type Lease = FileLease;
     type Watch = FileWatch;
     type Scope = Path;
+    const NAME: &'static str = "file";
 
     fn key(&self, session: &Path) -> Result<FileKey> {
         match self.key_of(session, true)? {
@@ -1054,7 +1055,10 @@ impl LockBackend for FileBackend {
         // polling waiter on a local one queues like any other.)
         if watch.place.is_none() && watch.local {
             let state_path = Self::epoch_path(key);
-            watch.place = queue::Place::take(&key.lock_path, &state_path)?.map(|(place, _)| place);
+            watch.place = queue::Place::take(&key.lock_path, &state_path)?.map(|(place, epoch)| {
+                crate::observe::queued(Self::NAME, crate::backend::SessionId::session(key), epoch);
+                place
+            });
         }
         Ok(())
     }

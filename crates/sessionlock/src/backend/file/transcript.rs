@@ -420,6 +420,7 @@ impl Transcript {
             Ok(t) => {
                 self.checked = Some(epoch);
                 if let Some(torn) = &t {
+                    crate::observe::repaired("file", self.path.as_os_str(), torn.len);
                     let saved_to = Path::new(torn.saved_to.as_deref().unwrap_or_default());
                     if requested {
                         tracing::info!(

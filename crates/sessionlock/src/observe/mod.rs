@@ -1,0 +1,313 @@
+//! Seeing what the locks do: metrics and an event log
+//! ([design §20](crate::design#20-observability-metrics-and-the-event-log)).
+//!
+//! - **Metrics** go through the [`metrics`] facade: install the exporter
+//!   of your choice (`metrics-exporter-prometheus`, say) in your program
+//!   and the library's counters, gauges and histograms appear in it. The
+//!   names and labels are stable ([`names`]); a label never carries a
+//!   session's path. Without a recorder they cost next to nothing.
+//! - **The event log** ([`EventLog`]) writes every acquisition, release,
+//!   hand-off, reclaim, revocation, refused write, prompt window and
+//!   takeover as a line of JSON, for `sessionlock timeline` and your own
+//!   tools. Off unless a program installs it or sets
+//!   `SESSIONLOCK_EVENT_LOG`.
+//!
+//! Tracing ([design §19](crate::design#19-observability-spans-and-events))
+//! is the third view: what went wrong, in words, for a person reading logs.
+//!
+//! # Example: Prometheus
+//! With `metrics-exporter-prometheus` in your program's dependencies, one
+//! call at start-up serves every metric of the library:
+//!
+//! ```text
+//! metrics_exporter_prometheus::PrometheusBuilder::new()
+//!     .with_http_listener(([127, 0, 0, 1], 9185))
+//!     .install()?;
+//! // sessionlock_acquire_wait_seconds, sessionlock_hold_seconds, ... are
+//! // served at http://127.0.0.1:9185/metrics from now on.
+//! ```
+//!
+//! `sessionlock serve-metrics` does the same for a directory or a
+//! PostgreSQL schema as a whole, from the outside.
+
+mod events;
+pub mod names;
+
+pub use events::{EventLog, ENV_EVENT_LOG, FLUSH_EVERY, SCHEMA_VERSION};
+
+use std::ffi::OsStr;
+use std::time::{Duration, Instant};
+
+use events::Line;
+
+/// The labels and identity of one acquisition, as events and metrics
+/// report it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) backend: &'static str,
+    pub(crate) session: &'a OsStr,
+    pub(crate) lane: Option<&'a str>,
+    pub(crate) run: Option<&'a str>,
+}
+
+impl<'a> Ctx<'a> {
+    fn line(&self) -> Line<'a> {
+        Line {
+            backend: Some(self.backend),
+            session: Some(self.session),
+            lane: self.lane,
+            run: self.run,
+            ..Line::default()
+        }
+    }
+
+    fn lane(&self) -> String {
+        self.lane.unwrap_or_default().to_owned()
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// An acquisition took its lock after waiting `waited`.
+pub(crate) fn acquired(c: &Ctx<'_>, epoch: u64, waited: Duration) {
+    metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "acquired")
+        .record(waited.as_secs_f64());
+    if events::on() {
+        events::log(
+            "acquired",
+            &Line {
+                epoch: Some(epoch),
+                waited_us: Some(us(waited)),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// An acquisition's budget ran out.
+pub(crate) fn gave_up(c: &Ctx<'_>, waited: Duration, holder_pid: Option<u32>) {
+    metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "timeout")
+        .record(waited.as_secs_f64());
+    if events::on() {
+        events::log(
+            "gave-up",
+            &Line {
+                waited_us: Some(us(waited)),
+                holder_pid,
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// An acquisition failed otherwise.
+pub(crate) fn failed(c: &Ctx<'_>, waited: Duration, error: &dyn std::fmt::Display) {
+    metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "error")
+        .record(waited.as_secs_f64());
+    if events::on() {
+        let error = error.to_string();
+        events::log(
+            "failed",
+            &Line {
+                waited_us: Some(us(waited)),
+                error: Some(&error),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A hold ended by a release; `handed_off` when the lock went straight to
+/// a lane of this process.
+pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool) {
+    let end = if handed_off { "handed_off" } else { "released" };
+    metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => end)
+        .record(held.as_secs_f64());
+    if handed_off {
+        metrics::counter!(names::HANDOFFS_TOTAL, "backend" => c.backend, "lane" => c.lane())
+            .increment(1);
+    }
+    if events::on() {
+        events::log(
+            "released",
+            &Line {
+                epoch: Some(epoch),
+                held_us: Some(us(held)),
+                handed_off: Some(handed_off),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A hold ended by the lock's loss (`cause`: `overdue`, `removed`,
+/// `replaced`, `connection_lost`).
+pub(crate) fn revoked(c: &Ctx<'_>, epoch: u64, held: Duration, cause: &'static str) {
+    metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => "revoked")
+        .record(held.as_secs_f64());
+    metrics::counter!(names::REVOCATIONS_TOTAL, "backend" => c.backend, "lane" => c.lane(), "cause" => cause)
+        .increment(1);
+    if events::on() {
+        events::log(
+            "revoked",
+            &Line {
+                epoch: Some(epoch),
+                held_us: Some(us(held)),
+                cause: Some(cause),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A stale lock was taken over by this process.
+pub(crate) fn reclaimed(
+    c: &Ctx<'_>,
+    reasons: &[&'static str],
+    holder_pid: Option<u32>,
+    holder_epoch: Option<u64>,
+) {
+    let reason = reasons.first().copied().unwrap_or("unknown");
+    metrics::counter!(names::RECLAIMS_TOTAL, "backend" => c.backend, "reason" => reason)
+        .increment(1);
+    if events::on() {
+        events::log(
+            "reclaimed",
+            &Line {
+                reasons: Some(reasons.to_vec()),
+                holder_pid,
+                holder_epoch,
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A fenced write of the hold at `epoch` was refused (`error`: `revoked`,
+/// `fenced`).
+pub(crate) fn refused(c: &Ctx<'_>, epoch: u64, error: &'static str) {
+    metrics::counter!(names::FENCED_WRITES_REFUSED_TOTAL, "backend" => c.backend, "lane" => c.lane(), "error" => error)
+        .increment(1);
+    if events::on() {
+        events::log(
+            "refused",
+            &Line {
+                epoch: Some(epoch),
+                error: Some(error),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A fenced append of `entries` entries, `bytes` bytes, landed.
+pub(crate) fn appended(c: &Ctx<'_>, epoch: u64, entries: u64, bytes: u64) {
+    metrics::counter!(names::TRANSCRIPT_APPENDS_TOTAL, "backend" => c.backend).increment(1);
+    metrics::counter!(names::TRANSCRIPT_ENTRIES_TOTAL, "backend" => c.backend).increment(entries);
+    metrics::counter!(names::TRANSCRIPT_BYTES_TOTAL, "backend" => c.backend).increment(bytes);
+    if events::on() {
+        events::log(
+            "appended",
+            &Line {
+                epoch: Some(epoch),
+                entries: Some(entries),
+                bytes: Some(bytes),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A torn tail of `bytes` bytes was cut off the transcript of `session`.
+pub(crate) fn repaired(backend: &'static str, session: &OsStr, bytes: u64) {
+    metrics::counter!(names::TORN_TAILS_REPAIRED_TOTAL, "backend" => backend).increment(1);
+    if events::on() {
+        events::log(
+            "repaired",
+            &Line {
+                backend: Some(backend),
+                session: Some(session),
+                bytes: Some(bytes),
+                ..Line::default()
+            },
+        );
+    }
+}
+
+/// A waiter took its place in the session's line, the session being at
+/// `epoch` then.
+pub(crate) fn queued(backend: &'static str, session: &OsStr, epoch: Option<u64>) {
+    if events::on() {
+        events::log(
+            "queued",
+            &Line {
+                backend: Some(backend),
+                session: Some(session),
+                epoch,
+                ..Line::default()
+            },
+        );
+    }
+}
+
+/// An attempt detected a takeover.
+pub(crate) fn takeover(
+    c: &Ctx<'_>,
+    phase: &str,
+    kind: &'static str,
+    detail: &dyn std::fmt::Display,
+) {
+    metrics::counter!(names::TAKEOVERS_TOTAL, "backend" => c.backend, "kind" => kind).increment(1);
+    if events::on() {
+        let detail = detail.to_string();
+        events::log(
+            "takeover",
+            &Line {
+                phase: Some(phase),
+                cause: Some(kind),
+                detail: Some(&detail),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// An attempt released its lock for a model call.
+pub(crate) fn prompt_start(c: &Ctx<'_>) {
+    if events::on() {
+        events::log("prompt-start", &c.line());
+    }
+}
+
+/// An attempt's model call ended (it reacquires next, or was aborted).
+pub(crate) fn prompt_end(c: &Ctx<'_>, since: Instant) {
+    if events::on() {
+        events::log(
+            "prompt-end",
+            &Line {
+                window_us: Some(us(since.elapsed())),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// Counts an acquisition as waiting while it lives
+/// ([`names::WAITERS`]).
+#[must_use]
+pub(crate) struct Waiting(&'static str);
+
+impl Waiting {
+    pub(crate) fn start(backend: &'static str) -> Waiting {
+        metrics::gauge!(names::WAITERS, "backend" => backend).increment(1.0);
+        Waiting(backend)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!(names::WAITERS, "backend" => self.0).decrement(1.0);
+    }
+}
