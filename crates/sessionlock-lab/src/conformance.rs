@@ -175,6 +175,7 @@ macro_rules! conformance_suite {
                 deletion_is_a_takeover,
                 foreign_entry_is_a_takeover,
                 incomplete_append_is_a_takeover,
+                metrics_and_events_follow_a_scripted_scenario,
             );
         }
     };
@@ -400,6 +401,8 @@ pub fn child_entry<H: Harness>(h: &H) {
             }
             out("DONE".into());
         }
+        // Runs the metrics and event-log scenario: `observe <session> <log>`.
+        "observe" => observe_role(h, &args[0], Path::new(&args[1])),
         other => panic!("unknown role {other}"),
     }
 }
@@ -1129,4 +1132,389 @@ pub fn incomplete_append_is_a_takeover<H: Harness>(h: &H) {
         Change::Takeover(Takeover::IncompleteAppend { offset: s.size }),
         "a complete line that is not JSON"
     );
+}
+
+// ---------------------------------------------------------------- §20 metrics and the event log
+
+/// One metric of a snapshot: name, labels, and its value since the
+/// previous snapshot (a counter's increments, a histogram's number of
+/// samples) or now (a gauge).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Seen {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    value: f64,
+}
+
+/// What the metrics recorder holds, as [`Seen`] rows (counters and
+/// histograms are drained by each snapshot).
+fn snapshot(s: &metrics_util::debugging::Snapshotter) -> Vec<Seen> {
+    use metrics_util::debugging::DebugValue;
+    s.snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(ck, _, _, v)| Seen {
+            name: ck.key().name().to_owned(),
+            labels: ck
+                .key()
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect(),
+            value: match v {
+                DebugValue::Counter(n) => n as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(samples) => samples.len() as f64,
+            },
+        })
+        .collect()
+}
+
+/// The child of [`metrics_and_events_follow_a_scripted_scenario`]: records
+/// the library's metrics and events while it acquires, contends, times
+/// out, reclaims a SIGKILLed holder's lock and has a late write refused,
+/// printing `STEP <name> <metrics as JSON>` after each step.
+fn observe_role<H: Harness>(h: &H, session: &str, log: &Path) {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snaps = recorder.snapshotter();
+    recorder.install().expect("install the recorder");
+    sessionlock::observe::EventLog::install(log).expect("install the event log");
+    let out = |step: &str, seen: &[Seen]| {
+        let json = serde_json::to_string(seen).expect("json");
+        let mut o = std::io::stdout().lock();
+        writeln!(o, "STEP {step} {json}").expect("stdout");
+        o.flush().expect("flush");
+    };
+    let locks = locks(h);
+    let s = name::<H>(session);
+    let lane = |l: &str| opts().lane(l);
+
+    // An uncontended hold.
+    let g = locks.acquire_with(&s, &lane("a")).expect("acquire");
+    std::thread::sleep(Duration::from_millis(20));
+    g.release().expect("release");
+    out("acquire", &snapshot(&snaps));
+
+    // Lane b waits (the gauge counts it) and gets the lock handed over.
+    let g = locks.acquire_with(&s, &lane("a")).expect("acquire");
+    let waiter = {
+        let (locks, s) = (locks.clone(), s.clone());
+        std::thread::spawn(move || {
+            let g = locks
+                .acquire_with(&s, &opts().lane("b"))
+                .expect("acquire b");
+            g.release().expect("release b");
+        })
+    };
+    let deadline = Instant::now() + BUDGET;
+    let waiting = loop {
+        let seen = snapshot(&snaps);
+        let w = seen
+            .iter()
+            .find(|m| m.name == "sessionlock_waiters")
+            .map_or(0.0, |m| m.value);
+        if w >= 1.0 || Instant::now() > deadline {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    out(
+        "waiting",
+        &[Seen {
+            name: "sessionlock_waiters".into(),
+            labels: Default::default(),
+            value: waiting,
+        }],
+    );
+    g.release().expect("release a");
+    waiter.join().expect("join b");
+    out("handoff", &snapshot(&snaps));
+
+    // Lane c gives up behind a holder.
+    let g = locks.acquire_with(&s, &lane("a")).expect("acquire");
+    let gave_up = locks.acquire_with(
+        &s,
+        &opts().timeout(Some(Duration::from_millis(100))).lane("c"),
+    );
+    assert!(matches!(gave_up, Err(Error::Timeout { .. })), "{gave_up:?}");
+    g.release().expect("release");
+    out("timeout", &snapshot(&snaps));
+
+    // A SIGKILLed holder's lock is reclaimed.
+    let kid = Kid::spawn("crash", &[session]);
+    kid.expect("HELD", ANSWER);
+    out(
+        "holder",
+        &[Seen {
+            name: "pid".into(),
+            labels: Default::default(),
+            value: f64::from(kid.pid()),
+        }],
+    );
+    kid.signal(Signal::KILL);
+    kid.kill_and_reap();
+    let g = locks.acquire_with(&s, &lane("r")).expect("reclaim");
+    g.release().expect("release");
+    out("reclaim", &snapshot(&snaps));
+
+    // Two entries land; the watchdog revokes the hold past its lease; the
+    // late write is refused.
+    let g = locks
+        .acquire_with(&s, &lane("f").max_hold(Duration::from_millis(300)))
+        .expect("acquire");
+    let mut st = store::<H>(locks.backend(), &g);
+    block_on(g.store_append(
+        &mut st,
+        &raw(&[json!({"n": 1}), json!({"n": 2})]),
+        Durability::None,
+    ))
+    .expect("append");
+    block_on(g.revoked());
+    let late = append::<H>(&g, &mut st, &[json!({"n": 3})]);
+    assert!(late.as_ref().is_err_and(is_refusal), "{late:?}");
+    drop(g);
+    out("refused", &snapshot(&snaps));
+    sessionlock::observe::EventLog::flush();
+    out("done", &[]);
+}
+
+/// The library's metrics (design §20.1) and event log (§20.2) follow a
+/// scripted scenario step by step: an uncontended hold; a waiter counted by
+/// the gauge and handed the lock; a timeout; a SIGKILLed holder reclaimed;
+/// a watchdog revocation and a refused late write. Run in a child process
+/// of its own, so that its process-wide recorder and log see nothing of the
+/// suite's other tests.
+pub fn metrics_and_events_follow_a_scripted_scenario<H: Harness>(h: &H) {
+    let session = h.fresh_session();
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let log = scratch.path().join("events.jsonl");
+    let kid = Kid::spawn("observe", &[&session, log.to_str().expect("utf8")]);
+    let mut steps = std::collections::BTreeMap::new();
+    loop {
+        let line = kid.expect("STEP", ANSWER);
+        let mut parts = line.splitn(3, ' ');
+        let (_, step, json) = (parts.next(), parts.next().expect("step"), parts.next());
+        if step == "done" {
+            break;
+        }
+        let seen: Vec<Seen> = serde_json::from_str(json.expect("json")).expect("snapshot json");
+        steps.insert(step.to_owned(), seen);
+    }
+    let child = kid.pid();
+    assert!(kid.finish().success(), "the scenario's child failed");
+    // The sum of a metric's values in a step, over the rows whose labels
+    // include every `(label, value)` of `with`.
+    let sum = |step: &str, name: &str, with: &[(&str, &str)]| -> f64 {
+        steps[step]
+            .iter()
+            .filter(|m| m.name == name)
+            .filter(|m| {
+                with.iter()
+                    .all(|(k, v)| m.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|m| m.value)
+            .sum()
+    };
+    let b = H::Backend::NAME;
+    let wait = "sessionlock_acquire_wait_seconds";
+    let hold = "sessionlock_hold_seconds";
+
+    assert_eq!(
+        sum(
+            "acquire",
+            wait,
+            &[("backend", b), ("lane", "a"), ("outcome", "acquired")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum("acquire", hold, &[("lane", "a"), ("end", "released")]),
+        1.0
+    );
+    assert_eq!(sum("acquire", "sessionlock_handoffs_total", &[]), 0.0);
+
+    assert_eq!(
+        sum("waiting", "sessionlock_waiters", &[]),
+        1.0,
+        "the waiting lane is counted"
+    );
+    assert_eq!(
+        sum("handoff", hold, &[("lane", "a"), ("end", "handed_off")]),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            "handoff",
+            "sessionlock_handoffs_total",
+            &[("backend", b), ("lane", "a")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum("handoff", wait, &[("lane", "b"), ("outcome", "acquired")]),
+        1.0
+    );
+    assert_eq!(
+        sum("handoff", hold, &[("lane", "b"), ("end", "released")]),
+        1.0
+    );
+
+    assert_eq!(
+        sum("timeout", wait, &[("lane", "c"), ("outcome", "timeout")]),
+        1.0
+    );
+    assert_eq!(
+        sum("timeout", wait, &[("lane", "c"), ("outcome", "acquired")]),
+        0.0
+    );
+
+    assert_eq!(
+        sum("reclaim", "sessionlock_reclaims_total", &[("backend", b)]),
+        1.0,
+        "one reclaim"
+    );
+    assert_eq!(
+        sum("reclaim", wait, &[("lane", "r"), ("outcome", "acquired")]),
+        1.0
+    );
+
+    assert_eq!(
+        sum(
+            "refused",
+            "sessionlock_transcript_appends_total",
+            &[("backend", b)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum("refused", "sessionlock_transcript_entries_total", &[]),
+        2.0
+    );
+    assert!(sum("refused", "sessionlock_transcript_bytes_total", &[]) >= 2.0 * 8.0);
+    assert_eq!(
+        sum(
+            "refused",
+            "sessionlock_revocations_total",
+            &[("lane", "f"), ("cause", "overdue")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum("refused", hold, &[("lane", "f"), ("end", "revoked")]),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            "refused",
+            "sessionlock_fenced_writes_refused_total",
+            &[("backend", b), ("lane", "f"), ("error", "revoked")]
+        ),
+        1.0
+    );
+    // Nothing was refused, revoked or reclaimed before it was due.
+    for step in ["acquire", "handoff", "timeout", "reclaim"] {
+        assert_eq!(
+            sum(step, "sessionlock_fenced_writes_refused_total", &[]),
+            0.0,
+            "{step}"
+        );
+        assert_eq!(
+            sum(step, "sessionlock_revocations_total", &[]),
+            0.0,
+            "{step}"
+        );
+    }
+    assert_eq!(
+        sum("refused", "sessionlock_waiters", &[]),
+        0.0,
+        "nobody waits at the end"
+    );
+
+    // The event log tells the same story, line by line.
+    let text = fs::read_to_string(&log).expect("event log");
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect();
+    for e in &events {
+        assert_eq!(e["v"], 1, "{e}");
+        assert!(
+            e["ts_us"]
+                .as_u64()
+                .is_some_and(|t| t > 1_600_000_000_000_000),
+            "{e}"
+        );
+        assert_eq!(e["pid"], child, "{e}");
+        assert!(e["host"].is_string(), "{e}");
+        assert_eq!(e["backend"], b, "{e}");
+    }
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["kind"].as_str().expect("kind"))
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|&&x| x == k).count();
+    assert_eq!(count("acquired"), 6, "{kinds:?}");
+    assert_eq!(count("released"), 5, "{kinds:?}");
+    assert_eq!(count("gave-up"), 1, "{kinds:?}");
+    assert_eq!(count("reclaimed"), 1, "{kinds:?}");
+    assert_eq!(count("revoked"), 1, "{kinds:?}");
+    assert_eq!(count("refused"), 1, "{kinds:?}");
+    assert_eq!(count("appended"), 1, "{kinds:?}");
+    let holder: u32 = steps["holder"][0].value as u32;
+    let reclaimed = events
+        .iter()
+        .find(|e| e["kind"] == "reclaimed")
+        .expect("reclaimed");
+    assert_eq!(
+        reclaimed["holder_pid"], holder,
+        "the reclaim names the SIGKILLed holder"
+    );
+    assert!(
+        reclaimed["reasons"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{reclaimed}"
+    );
+    let handed: Vec<&Value> = events.iter().filter(|e| e["handed_off"] == true).collect();
+    assert_eq!(handed.len(), 1, "one hand-off");
+    assert_eq!(handed[0]["lane"], "a");
+    let revoked = events
+        .iter()
+        .find(|e| e["kind"] == "revoked")
+        .expect("revoked");
+    assert_eq!(revoked["cause"], "overdue");
+    let refused = events
+        .iter()
+        .find(|e| e["kind"] == "refused")
+        .expect("refused");
+    assert_eq!(
+        refused["epoch"], revoked["epoch"],
+        "the refused write is the revoked hold's"
+    );
+    assert_eq!(refused["lane"], "f");
+    let appended = events
+        .iter()
+        .find(|e| e["kind"] == "appended")
+        .expect("appended");
+    assert_eq!(appended["entries"], 2);
+    // Every hold that ended was one that began: epochs of acquisitions
+    // strictly increase, and each release names an acquired epoch.
+    let acquired: Vec<u64> = events
+        .iter()
+        .filter(|e| e["kind"] == "acquired")
+        .map(|e| e["epoch"].as_u64().expect("epoch"))
+        .collect();
+    assert!(
+        acquired.windows(2).all(|w| w[0] < w[1]),
+        "epochs {acquired:?}"
+    );
+    for e in events
+        .iter()
+        .filter(|e| e["kind"] == "released" || e["kind"] == "revoked")
+    {
+        let epoch = e["epoch"].as_u64().expect("epoch");
+        assert!(
+            acquired.contains(&epoch),
+            "{e} ends a hold that never began"
+        );
+    }
 }

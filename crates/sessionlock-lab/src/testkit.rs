@@ -30,6 +30,12 @@ pub struct Kid(harness::Child);
 
 impl Kid {
     pub fn spawn(role: &str, args: &[&str]) -> Kid {
+        Kid::start(role, Kid::command(role, args))
+    }
+
+    /// The command [`Kid::spawn`] runs, for a caller that adds to it (an
+    /// environment variable, say) before [`Kid::start`].
+    pub fn command(role: &str, args: &[&str]) -> Command {
         let exe = std::env::current_exe().expect("test binary path");
         let mut cmd = Command::new(exe);
         cmd.args([
@@ -44,7 +50,7 @@ impl Kid {
         .env_remove("SESSIONLOCK_MAX_HOLD_MS")
         .env_remove("SESSIONLOCK_STALE_MS")
         .env_remove("SESSIONLOCK_HOLD_EXCEEDED");
-        Kid::start(role, cmd)
+        cmd
     }
 
     /// Runs `cmd` (not a role), e.g. a live process that is not us.

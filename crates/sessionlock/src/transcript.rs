@@ -67,9 +67,11 @@ impl Transcript {
     ) -> Result<Appended> {
         let buf = serialize(entries, self.path())?;
         let this = &mut *self;
-        block_on(
+        let appended = block_on(
             guard.with_lease(move |held| async move { this.append_held(&held, &buf, durability) }),
-        )
+        )?;
+        guard.note_appended(entries.len(), appended.len);
+        Ok(appended)
     }
     /// Appends entries given as JSON text, byte for byte, with one write,
     /// under the fence, exactly like [`Transcript::append`].
@@ -83,9 +85,11 @@ impl Transcript {
         durability: Durability,
     ) -> Result<Appended> {
         let this = &mut *self;
-        block_on(guard.with_lease(move |held| async move {
+        let appended = block_on(guard.with_lease(move |held| async move {
             this.append_held(&held, entries.as_bytes(), durability)
-        }))
+        }))?;
+        guard.note_appended(entries.len(), appended.len);
+        Ok(appended)
     }
     /// Starts a batch of entries to append under `guard` with one fence
     /// check and one write (see [`AppendBatch`]): push entries as a turn
