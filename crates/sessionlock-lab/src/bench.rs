@@ -81,6 +81,7 @@ use sessionlock::LockOptions;
 use crate::worker::{self, field, ms_between, DurabilityArg};
 
 pub(crate) mod contention;
+mod observe;
 mod pg;
 
 /// Which figures to measure.
@@ -96,6 +97,9 @@ enum Only {
     Exec,
     /// P processes contending for one lock, beside raw flock(2).
     Contention,
+    /// What metrics and the event log cost: the uncontended and the
+    /// contended cycle, plain and observed, in the same run.
+    Observe,
 }
 
 #[derive(clap::Args)]
@@ -160,6 +164,17 @@ pub struct Args {
     /// `seq` of every process uses file `seq % N`.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize])]
     files: Vec<usize>,
+    /// Process counts of the observability-cost figures (1: the
+    /// uncontended cycle).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8])]
+    observe_procs: Vec<usize>,
+    /// Cycles per process in the observability-cost figures.
+    #[arg(long, default_value_t = 1000)]
+    observe_cycles: u32,
+    /// Rounds of the observability-cost figures (each runs every variant;
+    /// the figure is the median).
+    #[arg(long, default_value_t = 3)]
+    observe_rounds: usize,
     /// Directory for the bench's scratch files (its file system decides what
     /// `fdatasync` costs); default: the system temporary directory.
     #[arg(long)]
@@ -232,6 +247,7 @@ enum Item<'a> {
     Latency(&'a Figure),
     Throughput(&'a Throughput),
     Contention(&'a contention::Contention),
+    Observe(&'a observe::Cost),
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -787,6 +803,14 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
         "--exec-handoffs must be at least 1"
     );
     let contend = matches!(args.only, Only::All | Only::Contention);
+    let observing = matches!(args.only, Only::All | Only::Observe);
+    anyhow::ensure!(
+        !args.observe_procs.is_empty()
+            && args.observe_procs.iter().all(|&p| (1..=128).contains(&p))
+            && args.observe_cycles > 0
+            && args.observe_rounds > 0,
+        "--observe-procs: each count must be 1..=128; --observe-cycles and --observe-rounds at least 1"
+    );
     anyhow::ensure!(
         !args.procs.is_empty() && args.procs.iter().all(|&p| (1..=128).contains(&p)),
         "--procs: each count must be 1..=128"
@@ -819,11 +843,22 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
     } else {
         Vec::new()
     };
+    let costs = if observing {
+        observe::measure(
+            dir,
+            &args.observe_procs,
+            args.observe_cycles,
+            args.observe_rounds,
+        )?
+    } else {
+        Vec::new()
+    };
     let pg_figs = match pg_url {
         Some(url) if lock || transcript => Some(pg::measure(&args, url, lock, transcript)?),
         _ => None,
     };
-    let contention_failed = contention.iter().any(|c| c.failure.is_some());
+    let contention_failed =
+        contention.iter().any(|c| c.failure.is_some()) || costs.iter().any(|c| !c.verified);
     let transcript_failed = throughput.iter().any(|t| t.failure.is_some())
         || pg_figs
             .iter()
@@ -847,6 +882,7 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             .chain(figures[n_lock..].iter().map(Item::Latency))
             .chain(exec_figs.iter().map(Item::Latency))
             .chain(contention.iter().map(Item::Contention))
+            .chain(costs.iter().map(Item::Observe))
             .chain(pg_figs.iter().flat_map(|p| {
                 p.floor
                     .iter()
@@ -901,6 +937,12 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
             println!();
         }
         contention::print(&contention);
+    }
+    if observing {
+        if lock || transcript || exec || contend {
+            println!();
+        }
+        observe::print(&costs);
     }
     if let Some(p) = &pg_figs {
         println!();

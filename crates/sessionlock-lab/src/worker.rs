@@ -23,10 +23,15 @@ pub(crate) type Worker = Child;
 
 /// Starts `sessionlock worker <args>`: this binary re-executed.
 pub(crate) fn spawn(name: impl Into<String>, args: &[String]) -> Result<Worker> {
+    start(name, command(args)?)
+}
+
+/// The command [`spawn`] starts: this binary's `worker` with `args`.
+pub(crate) fn command(args: &[String]) -> Result<std::process::Command> {
     let exe = std::env::current_exe().context("locate the sessionlock binary")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("worker").args(args);
-    start(name, cmd)
+    Ok(cmd)
 }
 
 /// Starts `cmd` (which runs a worker somewhere below it, e.g. under

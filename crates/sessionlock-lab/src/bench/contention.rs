@@ -31,6 +31,12 @@ pub(crate) enum Impl {
     Sessionlock,
     /// Raw blocking `flock(2)` `LOCK_EX` on `T.lock` (the floor).
     Flock,
+    /// `sessionlock` with a Prometheus recorder installed (`--only
+    /// observe`): what metrics cost.
+    SessionlockMetrics,
+    /// `sessionlock` with a Prometheus recorder and the event log on, every
+    /// process of the run writing to one log (`--only observe`).
+    SessionlockObserved,
 }
 
 impl Impl {
@@ -39,6 +45,8 @@ impl Impl {
         match self {
             Impl::Sessionlock => "sessionlock",
             Impl::Flock => "flock",
+            Impl::SessionlockMetrics => "sessionlock-metrics",
+            Impl::SessionlockObserved => "sessionlock-observed",
         }
     }
 }
@@ -135,7 +143,16 @@ pub(crate) fn worker(imp: Impl, sessions: &[PathBuf], id: u32, count: u32) -> Re
         Ok(Some(start))
     };
     let (start, stamps) = match imp {
-        Impl::Sessionlock => {
+        Impl::Sessionlock | Impl::SessionlockMetrics | Impl::SessionlockObserved => {
+            if imp != Impl::Sessionlock {
+                let recorder =
+                    metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+                metrics::set_global_recorder(recorder)
+                    .map_err(|e| anyhow::anyhow!("install the metrics recorder: {e}"))?;
+            }
+            if imp == Impl::SessionlockObserved {
+                sessionlock::observe::EventLog::install(event_log(&sessions[0]))?;
+            }
             let locks = SessionLock::new();
             let opts = LockOptions::from_env()
                 .timeout(Some(Duration::from_secs(60)))
@@ -241,6 +258,12 @@ pub(super) struct Contention {
     pub(super) failure: Option<String>,
 }
 
+/// The event log an observed configuration's processes share: beside its
+/// first session.
+pub(super) fn event_log(session: &Path) -> PathBuf {
+    session.with_extension("events.jsonl")
+}
+
 /// The session files of one configuration.
 fn sessions(dir: &Path, imp: Impl, procs: usize, files: usize) -> Vec<PathBuf> {
     (0..files)
@@ -277,7 +300,10 @@ pub(super) fn measure(
             args.push("--session".to_owned());
             args.push(s.display().to_string());
         }
-        workers.push(worker::spawn(format!("{}-{i}", imp.name()), &args)?);
+        let mut cmd = worker::command(&args)?;
+        // Only the observed configurations log events, to their own file.
+        cmd.env_remove(sessionlock::observe::ENV_EVENT_LOG);
+        workers.push(worker::start(format!("{}-{i}", imp.name()), cmd)?);
     }
     for w in &workers {
         w.expect("READY", Duration::from_secs(60))?;
