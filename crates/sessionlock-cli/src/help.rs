@@ -138,6 +138,12 @@ pub(crate) fn environment() -> Vec<Var> {
                 .to_owned(),
         ),
         (
+            sessionlock::observe::ENV_EVENT_LOG,
+            "A file every process using the library appends its lock events to, as JSON Lines \
+             (--event-log) [default: none]"
+                .to_owned(),
+        ),
+        (
             LOG_ENV,
             "What is logged on stderr: a tracing filter such as `info` or \
              `sessionlock=debug` [default: warn]"

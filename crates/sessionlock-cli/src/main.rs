@@ -42,6 +42,11 @@ pub(crate) struct Cli {
     /// `file`.
     #[arg(long, global = true, value_name = "BACKEND")]
     backend: Option<String>,
+    /// Append what the locks do (acquisitions, releases, reclaims, ...) to
+    /// FILE as JSON Lines, for `sessionlock timeline` (same as
+    /// SESSIONLOCK_EVENT_LOG=FILE; the command's children log there too).
+    #[arg(long, global = true, value_name = "FILE")]
+    event_log: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +107,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Some(log) = &cli.event_log {
+        // Before any thread starts, as for compatible mode: the library
+        // reads it at its first event, and children inherit it.
+        std::env::set_var(sessionlock::observe::ENV_EVENT_LOG, log);
+    }
     if openclaw::compat_on(cli.openclaw_compat) {
         // Before any thread starts: the library and the command's children
         // read the mode from the environment.

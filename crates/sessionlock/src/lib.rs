@@ -23,6 +23,8 @@
 //! - [`Error`]: what went wrong and what to do about it
 //!   ([`Error::is_retryable`]).
 //! - [`config`]: settings, their defaults and environment variables.
+//! - [`observe`]: metrics (through the `metrics` facade) and the event log
+//!   of what the locks did.
 //! - [`design`]: how it works, and its known limits.
 //!
 //! The cargo feature `internals` makes public what sessionlock's own crates
