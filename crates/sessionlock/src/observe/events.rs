@@ -4,10 +4,11 @@
 //! Off unless a program turns it on ([`EventLog::install`], or the
 //! `SESSIONLOCK_EVENT_LOG` environment variable, read at the first event).
 //! While it is off an event costs one atomic load. While it is on, an event
-//! is serialized into a buffer in memory under a mutex (no system call on
-//! the lock's path); a background thread appends the buffer to the file
-//! every [`FLUSH_EVERY`], and the process flushes what is left when it exits
-//! normally. The file is opened `O_APPEND` and each write is whole lines,
+//! is serialized into a buffer in memory under a mutex; a background
+//! thread, woken by the first line after each write (the only system call
+//! an event may make, at most once per [`FLUSH_EVERY`]), appends the buffer
+//! to the file [`FLUSH_EVERY`] later, and the process flushes what is left
+//! when it exits normally. The file is opened `O_APPEND` and each write is whole lines,
 //! so several processes can share one log: their lines never interleave
 //! inside a line.
 
@@ -17,12 +18,12 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::sync::lock;
+use crate::sync::{lock, unpoison};
 
 /// The environment variable naming the event log's file: set, every
 /// process started with it writes its events there.
@@ -64,6 +65,9 @@ impl Sink {
 }
 
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+/// Signalled when the buffer stops being empty: the writer thread sleeps
+/// on it while nothing happens, so an idle process never wakes.
+static FILLED: Condvar = Condvar::new();
 /// Held while a buffer is written out, so that two flushes keep the order
 /// of their lines; never while [`SINK`] is held, so an event never waits
 /// for the disk.
@@ -214,6 +218,13 @@ fn start() {
         let spawned = std::thread::Builder::new()
             .name("sessionlock-events".into())
             .spawn(|| loop {
+                {
+                    let mut sink = lock(&SINK);
+                    while sink.as_ref().is_none_or(|s| s.buf.is_empty()) {
+                        sink = unpoison(FILLED.wait(sink));
+                    }
+                }
+                // Lines that come meanwhile go out with the first one.
                 std::thread::sleep(FLUSH_EVERY);
                 EventLog::flush();
             });
@@ -409,4 +420,9 @@ fn push(value: &impl Serialize) {
         return;
     }
     s.buf.push(b'\n');
+    if start == 0 {
+        // The first line since the last write: wake the writer (one
+        // notification per write, not per event).
+        FILLED.notify_one();
+    }
 }
