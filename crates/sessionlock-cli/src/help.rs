@@ -13,7 +13,7 @@ use clap::CommandFactory as _;
 use sessionlock::config;
 use sessionlock_lab::backend_choice::ENV_BACKEND;
 
-use crate::commands::{doctor, exec, transcript};
+use crate::commands::{doctor, exec, serve_metrics, transcript};
 use crate::exit;
 use crate::output::{LOG_ENV, NO_COLOR_ENV};
 
@@ -247,6 +247,7 @@ fn known_page(command: &str) -> Option<Page> {
     let (notes, exit) = match command {
         "status" => (None, STATUS_EXIT),
         "doctor" => (Some(doctor::NOTES), doctor::EXIT_STATUS),
+        "serve-metrics" => (Some(serve_metrics::NOTES), serve_metrics::EXIT_STATUS),
         "verify-fs" => (None, VERIFY_FS_EXIT),
         "exec" => (Some(exec::NOTES), exec::EXIT_STATUS),
         "append" => (Some(transcript::APPEND_NOTES), transcript::APPEND_EXIT),

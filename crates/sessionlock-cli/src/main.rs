@@ -15,6 +15,7 @@ mod proctree;
 use std::process::ExitCode;
 
 use clap::{FromArgMatches as _, Parser, Subcommand};
+use commands::serve_metrics;
 use commands::{doctor, exec, generate, keeper, openclaw, status, transcript, verify_fs};
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::{bench, demo, worker};
@@ -72,6 +73,10 @@ enum Command {
     /// --fix remove what is safe to remove and repair torn tails (with a
     /// postgres --backend: the leases, --fix removing only reclaimable ones).
     Doctor(doctor::Args),
+    /// Serve the locks of directories (or a PostgreSQL schema) and the
+    /// library's metrics from event logs over HTTP, in the Prometheus text
+    /// format.
+    ServeMetrics(serve_metrics::Args),
     /// Check that a directory's file system gives what sessionlock relies on
     /// (file backend only).
     VerifyFs(verify_fs::Args),
@@ -132,6 +137,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status::run(a, &backend),
         Command::Exec(a) => exec::run(a, &backend),
         Command::Doctor(a) => doctor::run(a, &backend),
+        Command::ServeMetrics(a) => serve_metrics::run(a, &backend),
         Command::VerifyFs(a) => verify_fs::run(a, &backend),
         Command::Append(a) => transcript::append(a, &backend),
         Command::Read(a) => transcript::read(a, &backend),

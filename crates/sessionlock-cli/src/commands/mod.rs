@@ -7,6 +7,7 @@ pub(crate) mod generate;
 pub(crate) mod keeper;
 pub(crate) mod lock;
 pub(crate) mod openclaw;
+pub(crate) mod serve_metrics;
 pub(crate) mod status;
 pub(crate) mod transcript;
 pub(crate) mod verify_fs;
