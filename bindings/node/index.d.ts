@@ -360,6 +360,54 @@ export interface DoctorReport {
 export declare function doctor(dirs: string | string[], options?: { fix?: boolean; force?: boolean }): Promise<DoctorReport>;
 
 // ---------------------------------------------------------------------------
+// Metrics.
+
+/** The labels of one series: `backend` (`file`, `postgres`), and per metric `lane`, `outcome`, `end`, `reason`, `cause`, `error`, `kind`. Never a session. */
+export type MetricLabels = Record<string, string>;
+
+/** A counter's or a gauge's series: its labels and its value. */
+export interface MetricValue {
+  labels: MetricLabels;
+  value: number;
+}
+
+/** A histogram's series: how many values were recorded and their sum (seconds). */
+export interface MetricHistogram {
+  labels: MetricLabels;
+  count: number;
+  sum: number;
+}
+
+/**
+ * The library's metrics of this process (docs/design.md §20.1), by name:
+ * every metric of the library is a key (its list is empty until it is
+ * recorded), each series once, sorted by labels. Counters count from the
+ * module's load.
+ */
+export interface MetricsSnapshot {
+  /**
+   * `sessionlock_handoffs_total`, `sessionlock_reclaims_total`,
+   * `sessionlock_revocations_total`, `sessionlock_fenced_writes_refused_total`,
+   * `sessionlock_takeovers_total`, `sessionlock_transcript_appends_total`,
+   * `sessionlock_transcript_entries_total`, `sessionlock_transcript_bytes_total`,
+   * `sessionlock_torn_tails_repaired_total`.
+   */
+  counters: Record<string, MetricValue[]>;
+  /** `sessionlock_waiters`: acquisitions of this process waiting now. */
+  gauges: Record<string, MetricValue[]>;
+  /** `sessionlock_acquire_wait_seconds`, `sessionlock_hold_seconds`. */
+  histograms: Record<string, MetricHistogram[]>;
+}
+
+/**
+ * The library's metrics of this process, as a plain object: the figures an
+ * in-process Prometheus exporter would serve, under the same names and
+ * labels (`sessionlock serve-metrics` serves them for a whole directory).
+ * Synchronous and cheap: read them as often as you like.
+ */
+export declare function metrics(): MetricsSnapshot;
+
+// ---------------------------------------------------------------------------
 // Errors. `code` is stable; messages may be reworded.
 
 /** Base class of sessionlock's errors. */

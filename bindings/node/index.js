@@ -595,6 +595,13 @@ async function doctor(dirs, options = {}) {
 }
 
 // ---------------------------------------------------------------------------
+// Metrics (src/metrics.rs).
+
+function metrics() {
+  return JSON.parse(native.metrics());
+}
+
+// ---------------------------------------------------------------------------
 // The OpenClaw drop-in: `acquireSessionWriteLock` with OpenClaw's parameter
 // names and errors (README: "From Node.js").
 
@@ -721,6 +728,7 @@ module.exports = {
   classifiers,
   status,
   doctor,
+  metrics,
   acquireSessionWriteLock,
   SessionWriteLockTimeoutError,
   SessionWriteLockStaleError,

@@ -16,6 +16,8 @@
 //! - `attempt`: the attempt controller;
 //! - `transcript`: the fenced transcript store;
 //! - `diag`: `status` and `doctor`;
+//! - `metrics`: the library's metrics of this process (`metrics()`), and
+//!   the recorder that keeps them;
 //! - `instance`: one native instance per process, whatever copies of the
 //!   package are loaded.
 
@@ -30,6 +32,7 @@ mod errors;
 mod fence;
 mod instance;
 mod lock;
+mod metrics;
 mod transcript;
 
 use std::future::Future;
@@ -48,7 +51,8 @@ use napi::Env;
 /// The library's warnings (a lock that cannot be released, an ignored
 /// environment value) go to stderr at the level of `SESSIONLOCK_LOG`
 /// (default `warn`), as the command line's do, unless the process already
-/// has a `tracing` subscriber.
+/// has a `tracing` subscriber. Its metrics are kept for `metrics()`
+/// (`metrics.rs`).
 #[napi_derive::module_init]
 fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -62,6 +66,7 @@ fn init() {
             .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
             .with_target(false)
             .try_init();
+        metrics::install();
         if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             // Keeps tokio's thread name: the library recognises its

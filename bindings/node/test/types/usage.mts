@@ -12,6 +12,7 @@ import sessionlock, {
   isSessionWriteLockStaleError,
   isSessionWriteLockTimeoutError,
   Lock,
+  metrics,
   queued,
   SessionLockBackendError,
   SessionLockBusyError,
@@ -43,6 +44,10 @@ import type {
   LockOptions,
   LockStatus,
   LockStatusError,
+  MetricHistogram,
+  MetricLabels,
+  MetricsSnapshot,
+  MetricValue,
   StatusReport,
   Resync,
   SessionWriteLockParams,
@@ -185,6 +190,17 @@ void doctorVersion;
 const exitCode: number = doc.summary.exitCode;
 const attention: number = doc.summary.needAttention;
 const docFields = [doc.dirs, doc.findings, doc.fixed, doc.errors, doc.openclawExposure] as const;
+
+// Metrics.
+const snapshot: MetricsSnapshot = metrics();
+const waits: MetricHistogram[] = snapshot.histograms['sessionlock_acquire_wait_seconds'] ?? [];
+const reclaims: MetricValue[] = snapshot.counters['sessionlock_reclaims_total'] ?? [];
+const waiters: MetricValue[] = snapshot.gauges['sessionlock_waiters'] ?? [];
+const firstLabels: MetricLabels | undefined = waits[0]?.labels;
+const figures: [number, number, number, number] = [waits[0]?.count ?? 0, waits[0]?.sum ?? 0, reclaims[0]?.value ?? 0, waiters[0]?.value ?? 0];
+void [firstLabels, figures];
+// @ts-expect-error metrics() is synchronous: no options.
+metrics({ reset: true });
 
 // Errors.
 try {
