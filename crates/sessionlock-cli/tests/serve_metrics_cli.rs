@@ -15,7 +15,9 @@ use sessionlock::observe::{EventLog, ENV_EVENT_LOG};
 use sessionlock::store::RawEntries;
 use sessionlock::transcript::Durability;
 use sessionlock::{FileBackend, LockOptions, SessionLock};
+use sessionlock_lab::pgserver::{fresh_database, shared_url};
 use sessionlock_lab::testkit::{block_on, park, role_args, say, wait_until_in_line, Kid, ROLE_VAR};
+use sessionlock_postgres::PgBackend;
 
 mod common;
 use common::{lock_path, run, sessionlock, stderr};
@@ -40,6 +42,9 @@ fn child_entry() {
     let Some((role, args)) = role_args() else {
         return;
     };
+    if let Some(url) = role.strip_prefix("pg-") {
+        return pg_role(url, &args);
+    }
     let session = PathBuf::from(&args[0]);
     let locks = SessionLock::new();
     match role.as_str() {
@@ -112,8 +117,35 @@ fn child_entry() {
     }
 }
 
-/// A role of this binary writing its events to `events`.
+/// The PostgreSQL roles: `pg-hold URL KEY` holds KEY (lane `chat`) until
+/// killed; `pg-take URL KEY` takes KEY (lane `chat`) and releases it.
+fn pg_role(role: &str, args: &[String]) {
+    let (url, key) = (&args[0], args[1].as_str());
+    let backend = PgBackend::connect(url).expect("connect");
+    let locks = SessionLock::with_backend(backend, LockOptions::default());
+    match role {
+        "hold" => {
+            let _g = locks.acquire_with(key, &opts("chat")).expect("hold");
+            EventLog::flush();
+            say("HELD");
+            park()
+        }
+        "take" => {
+            let g = locks.acquire_with(key, &opts("chat")).expect("take");
+            g.release().expect("release");
+            say("DONE");
+        }
+        other => panic!("unknown role pg-{other}"),
+    }
+}
+
+/// A role of this binary on `session`, writing its events to `events`.
 fn kid(role: &str, session: &Path, events: &Path) -> Kid {
+    kid_with(role, &[session.to_str().expect("UTF-8 path")], events)
+}
+
+/// A role of this binary with `args`, writing its events to `events`.
+fn kid_with(role: &str, args: &[&str], events: &Path) -> Kid {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -128,7 +160,7 @@ fn kid(role: &str, session: &Path, events: &Path) -> Kid {
             cmd.env_remove(&key);
         }
     }
-    cmd.env(ROLE_VAR, format!("{role}\u{1f}{}", session.display()))
+    cmd.env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
         .env(ENV_EVENT_LOG, events);
     Kid::start(role, cmd)
 }
@@ -455,4 +487,83 @@ fn a_taken_port_a_missing_directory_and_an_unreadable_event_log_are_clear_errors
     let err = stderr(&o);
     assert!(err.contains("cannot read the event log"), "{err}");
     drop(server);
+}
+
+/// The same on PostgreSQL, the URL given as the argument: a holder
+/// SIGKILLed, its lease stale once the server sees its connection closed,
+/// then taken over; the library's figures come from the event log as on
+/// files, labelled `backend="postgres"`.
+#[test]
+fn on_postgresql_the_scope_is_the_schema_and_a_reclaim_is_counted() {
+    let url = fresh_database(&shared_url());
+    let logs = tempfile::tempdir().expect("tempdir");
+    let events = logs.path().join("events.jsonl");
+    let server = Server::start(&["--events".as_ref(), events.as_os_str(), url.as_ref()]);
+    let held = |m: &Metrics| {
+        m.value(
+            "sessionlock_scope_locks_held",
+            &[("backend", "postgres"), ("scope", "sessionlock")],
+        )
+    };
+    let stale = |m: &Metrics| {
+        m.value(
+            "sessionlock_scope_locks_stale",
+            &[("backend", "postgres"), ("scope", "sessionlock")],
+        )
+    };
+    let m = server.scrape();
+    assert_eq!(
+        m.value(
+            "sessionlock_scope_up",
+            &[("backend", "postgres"), ("scope", "sessionlock")]
+        ),
+        1.0,
+        "{}",
+        m.body
+    );
+    assert_eq!(held(&m), 0.0);
+
+    let holder = kid_with("pg-hold", &[&url, "k1"], &events);
+    holder.expect("HELD", DEADLINE);
+    let acquired = [
+        ("backend", "postgres"),
+        ("lane", "chat"),
+        ("outcome", "acquired"),
+    ];
+    server.scrape_until("k1 held", |m| {
+        held(m) == 1.0 && m.histogram_count(WAIT, &acquired) == 1.0
+    });
+    holder.kill_and_reap();
+    server.scrape_until("the dead holder's lease is stale", |m| {
+        held(m) == 0.0 && stale(m) == 1.0
+    });
+
+    let taker = kid_with("pg-take", &[&url, "k1"], &events);
+    taker.expect("DONE", DEADLINE);
+    assert!(taker.finish().success());
+    let m = server.scrape_until("the reclaim", |m| {
+        held(m) == 0.0
+            && stale(m) == 0.0
+            && m.histogram_count(WAIT, &acquired) == 2.0
+            && m.histogram_count(
+                HOLD,
+                &[
+                    ("backend", "postgres"),
+                    ("lane", "chat"),
+                    ("end", "released"),
+                ],
+            ) == 1.0
+    });
+    let reclaims: f64 = m
+        .scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "sessionlock_reclaims_total")
+        .filter(|s| s.labels.get("backend") == Some("postgres"))
+        .map(|s| match s.value {
+            Value::Counter(v) => v,
+            ref other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(reclaims, 1.0, "{}", m.body);
 }
