@@ -16,7 +16,9 @@ use sessionlock::store::RawEntries;
 use sessionlock::transcript::Durability;
 use sessionlock::{FileBackend, LockOptions, SessionLock};
 use sessionlock_lab::pgserver::{fresh_database, shared_url};
-use sessionlock_lab::testkit::{block_on, park, role_args, say, wait_until_in_line, Kid, ROLE_VAR};
+use sessionlock_lab::testkit::{
+    block_on, park, role_args, say, wait_until_in_line, Kid, Signal, ROLE_VAR,
+};
 use sessionlock_postgres::PgBackend;
 
 mod common;
@@ -167,7 +169,7 @@ fn kid_with(role: &str, args: &[&str], events: &Path) -> Kid {
 
 /// `sessionlock serve-metrics` on a free port; killed on drop.
 struct Server {
-    _kid: Kid,
+    kid: Kid,
     addr: String,
 }
 
@@ -189,7 +191,13 @@ impl Server {
             .and_then(|rest| rest.strip_suffix("/metrics"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server { _kid: kid, addr }
+        Server { kid, addr }
+    }
+
+    /// Stops it with `sig`: its exit status.
+    fn stop(self, sig: Signal) -> std::process::ExitStatus {
+        self.kid.signal(sig);
+        self.kid.finish()
     }
 
     /// `GET path`: the status line and the body.
@@ -455,7 +463,8 @@ fn the_metrics_follow_holds_waits_handoffs_a_sigkill_and_a_reclaim() {
 }
 
 #[test]
-fn a_taken_port_a_missing_directory_and_an_unreadable_event_log_are_clear_errors() {
+fn a_taken_port_a_missing_directory_and_an_unreadable_event_log_are_clear_errors_and_a_signal_stops_it(
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&[dir.path().as_os_str()]);
 
@@ -486,7 +495,11 @@ fn a_taken_port_a_missing_directory_and_an_unreadable_event_log_are_clear_errors
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     let err = stderr(&o);
     assert!(err.contains("cannot read the event log"), "{err}");
-    drop(server);
+
+    // Stopping it is its normal end.
+    assert_eq!(server.stop(Signal::TERM).code(), Some(0));
+    let again = Server::start(&[dir.path().as_os_str()]);
+    assert_eq!(again.stop(Signal::INT).code(), Some(0));
 }
 
 /// The same on PostgreSQL, the URL given as the argument: a holder

@@ -94,13 +94,18 @@ Examples:
   sessionlock serve-metrics --listen 127.0.0.1:9185 postgres://gw@db/app";
 
 /// `serve-metrics`' exit statuses: it serves until killed.
-pub(crate) const EXIT_STATUS: &[ExitRow] = &[(
-    Status::Is(exit::ERROR),
-    "it could not start: the address cannot be listened on (taken, not this machine's), a \
-     directory or an event log cannot be read, the server cannot be reached. Once serving, \
-     it runs until killed (SIGINT, SIGTERM); a scope or event log that cannot be read then \
-     is reported on stderr and in sessionlock_scope_up",
-)];
+pub(crate) const EXIT_STATUS: &[ExitRow] = &[
+    (
+        Status::Is(exit::OK),
+        "stopped by SIGINT (Ctrl-C) or SIGTERM after serving; a scope or event log that \
+         could not be read meanwhile was reported on stderr and in sessionlock_scope_up",
+    ),
+    (
+        Status::Is(exit::ERROR),
+        "it could not start: the address cannot be listened on (taken, not this machine's), \
+         a directory or an event log cannot be read, the server cannot be reached",
+    ),
+];
 
 /// The buckets of both histograms (`sessionlock_acquire_wait_seconds`,
 /// `sessionlock_hold_seconds`), in seconds: from half a millisecond (an
@@ -195,6 +200,7 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
         waiters: Waiters::default(),
         unreadable: BTreeSet::new(),
     };
+    stop_on_signals()?;
     // The first scrape finds figures.
     refresher.refresh();
     println!("serving metrics at http://{addr}/metrics");
@@ -218,6 +224,40 @@ pub(crate) fn run(args: Args, backend: &BackendChoice) -> anyhow::Result<ExitCod
         .context("cannot start the refreshing thread")?;
     serve(&listener, &handle);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ends the process with status 0 on SIGINT or SIGTERM: stopping the
+/// server is its normal end.
+fn stop_on_signals() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("cannot start the signal watcher")?;
+    // Registered here, before the address is printed: a signal sent once
+    // it is ends the server as described.
+    let (mut int, mut term) = rt
+        .block_on(async {
+            Ok::<_, io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })
+        .context("cannot watch SIGINT and SIGTERM")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
+            let _ = io::stdout().flush();
+            std::process::exit(0);
+        })
+        .context("cannot start the signal watcher")?;
+    Ok(())
 }
 
 /// The error for an address that cannot be listened on, with a hint.
