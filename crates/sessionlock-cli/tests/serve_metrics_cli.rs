@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use prometheus_parse::{Sample, Scrape, Value};
 use sessionlock::observe::{EventLog, ENV_EVENT_LOG};
-use sessionlock::store::RawEntries;
 use sessionlock::transcript::Durability;
 use sessionlock::{FileBackend, LockOptions, SessionLock};
 use sessionlock_lab::pgserver::{fresh_database, shared_url};
-use sessionlock_lab::testkit::{
-    block_on, park, role_args, say, wait_until_in_line, Kid, Signal, ROLE_VAR,
-};
+use sessionlock_lab::testkit::{park, role_args, say, wait_until_in_line, Kid, Signal, ROLE_VAR};
 use sessionlock_postgres::PgBackend;
 
 mod common;
@@ -97,20 +94,15 @@ fn child_entry() {
             let g = locks
                 .acquire_with(&session, &opts("chat"))
                 .expect("reclaim");
-            // Through the backend seam, as the bindings write (the file
-            // backend's blocking `Transcript::append` records no
-            // `appended` event yet: reported to the library's owner).
-            let mut store = FileBackend::default()
+            let mut transcript = FileBackend::default()
                 .open_transcript(&session)
                 .expect("open");
-            let mut two = RawEntries::new();
-            two.push(br#"{"n":1}"#).expect("entry");
-            two.push(br#"{"n":2}"#).expect("entry");
-            block_on(g.store_append(&mut store, &two, Durability::Data)).expect("append");
+            let two = [serde_json::json!({"n": 1}), serde_json::json!({"n": 2})];
+            transcript
+                .append(&g, &two, Durability::Data)
+                .expect("append");
             std::fs::remove_file(lock_path(&session)).expect("remove the lock");
-            let mut one = RawEntries::new();
-            one.push(br#"{"n":3}"#).expect("entry");
-            let refused = block_on(g.store_append(&mut store, &one, Durability::Data));
+            let refused = transcript.append(&g, &[serde_json::json!({"n": 3})], Durability::Data);
             assert!(refused.is_err(), "an append without the lock");
             assert!(g.release().is_err(), "the release reports the loss");
             say("DONE");
