@@ -13,7 +13,7 @@ use clap::CommandFactory as _;
 use sessionlock::config;
 use sessionlock_lab::backend_choice::ENV_BACKEND;
 
-use crate::commands::{doctor, exec, serve_metrics, transcript};
+use crate::commands::{doctor, exec, serve_metrics, timeline, transcript};
 use crate::exit;
 use crate::output::{LOG_ENV, NO_COLOR_ENV};
 
@@ -254,6 +254,7 @@ fn known_page(command: &str) -> Option<Page> {
         "read" => (Some(transcript::READ_NOTES), transcript::READ_EXIT),
         "repair" => (Some(transcript::REPAIR_NOTES), transcript::REPAIR_EXIT),
         "demo" => (None, DEMO_EXIT),
+        "timeline" => (Some(timeline::NOTES), timeline::EXIT_STATUS),
         "bench" => (None, BENCH_EXIT),
         "completions" | "man" => (None, GENERATE_EXIT),
         _ => return None,

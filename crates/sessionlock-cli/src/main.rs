@@ -1,5 +1,5 @@
 //! The `sessionlock` command: status, doctor, verify-fs, exec, append, read,
-//! repair, demo, bench, and its own completions and man pages.
+//! repair, demo, timeline, bench, and its own completions and man pages.
 //!
 //! Data goes to stdout, diagnostics to stderr. Exit codes ([`exit`]): 0 ok,
 //! 1 a finding the user can act on (lock held, demo verdict FAIL), 2 error.
@@ -15,8 +15,9 @@ mod proctree;
 use std::process::ExitCode;
 
 use clap::{FromArgMatches as _, Parser, Subcommand};
-use commands::serve_metrics;
-use commands::{doctor, exec, generate, keeper, openclaw, status, transcript, verify_fs};
+use commands::{
+    doctor, exec, generate, keeper, openclaw, serve_metrics, status, timeline, transcript, verify_fs,
+};
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::{bench, demo, worker};
 
@@ -91,6 +92,9 @@ enum Command {
     /// Show sessionlock surviving what breaks other locks: real processes,
     /// SIGKILLed and wedged holders, verified transcripts.
     Demo(demo::Args),
+    /// Draw event logs (SESSIONLOCK_EVENT_LOG) as one self-contained HTML
+    /// page: holds, waits, prompt windows, reclaims and faults per session.
+    Timeline(timeline::Args),
     /// Measure acquire cost, cross-process hand-off and reclaim latency.
     Bench(bench::Args),
     /// Print a shell completion script (e.g. `sessionlock completions bash
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Read(a) => transcript::read(a, &backend),
         Command::Repair(a) => transcript::repair(a, &backend),
         Command::Demo(a) => demo::run(a, &backend),
+        Command::Timeline(a) => timeline::run(a),
         Command::Bench(a) => bench::run(a, &backend),
         Command::Completions(a) => generate::completions(a),
         Command::Man(a) => generate::man(a),

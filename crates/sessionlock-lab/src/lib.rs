@@ -12,6 +12,8 @@
 //!   the test binary);
 //! - [`pgserver`]: a throwaway PostgreSQL server for the tests that need
 //!   one;
+//! - [`timeline`]: event logs drawn as one self-contained HTML page (and
+//!   as a Chrome trace), for `sessionlock timeline` and `demo --timeline`;
 //! - [`backend_choice`]: the `--backend` choice (files or a PostgreSQL
 //!   URL) that the tool, the demo and the bench share.
 //!
@@ -27,6 +29,7 @@ pub mod demo;
 pub mod harness;
 pub mod pgserver;
 pub mod testkit;
+pub mod timeline;
 pub mod trace_recorder;
 pub mod worker;
 pub mod worker_pg;

@@ -9,5 +9,6 @@ pub(crate) mod lock;
 pub(crate) mod openclaw;
 pub(crate) mod serve_metrics;
 pub(crate) mod status;
+pub(crate) mod timeline;
 pub(crate) mod transcript;
 pub(crate) mod verify_fs;

@@ -35,8 +35,9 @@ use sessionlock::classify::OpenClawClassifier;
 use sessionlock::{monotonic_ns, FileBackend, LockOptions};
 use sessionlock_postgres::PgBackend;
 
-use super::backends::DemoBackend;
+use super::backends::{pg_session, DemoBackend};
 use super::entries::Reply;
+use super::events::{self, FaultEvent};
 use super::record::{incarnation_name, Ack, Fact, FaultKind, FaultRecord, Layout, Wait, WaitKind};
 use super::rng::Rng;
 use super::turns::{
@@ -117,6 +118,8 @@ pub(super) struct Shared {
     pub(super) keys: String,
     /// On PostgreSQL: the server's URL.
     pub(super) pg_url: Option<String>,
+    /// The run's event log (`demo --timeline`), if the demo named one.
+    pub(super) events: Option<PathBuf>,
 }
 
 impl Shared {
@@ -146,6 +149,7 @@ impl Shared {
             seq: AtomicU64::new(0),
             keys: args.keys.clone(),
             pg_url,
+            events: events::from_env(),
         })
     }
 
@@ -217,6 +221,45 @@ impl Shared {
         AttemptOptions::default()
             .lock(self.lock_options(lane, run, lease))
             .classifier(Arc::new(OpenClawClassifier))
+    }
+
+    /// Session `k` as the library's events name it, and its backend: the
+    /// canonical transcript path, or the PostgreSQL key.
+    pub(super) fn session_name(&self, k: usize) -> (String, &'static str) {
+        if self.pg_url.is_some() {
+            return (pg_session(&self.keys, k), "postgres");
+        }
+        let file = self.layout.session(k, false);
+        let dir = std::fs::canonicalize(self.layout.sessions_dir())
+            .unwrap_or_else(|_| self.layout.sessions_dir());
+        let name = file.file_name().map(|n| dir.join(n)).unwrap_or(file);
+        (name.display().to_string(), "file")
+    }
+
+    /// Logs an injected fault in the run's event log, if there is one.
+    pub(super) fn log_fault(
+        &self,
+        ts_us: i64,
+        fault: FaultKind,
+        session: usize,
+        lane: &str,
+        note: &FaultRecord,
+    ) -> Result<()> {
+        let Some(log) = &self.events else {
+            return Ok(());
+        };
+        events::log_fault(
+            log,
+            &FaultEvent {
+                ts_us,
+                fault,
+                target_pid: Some(std::process::id()),
+                session: Some(self.session_name(session)),
+                lane: Some(lane),
+                detail: &note.detail,
+                ok: note.ok,
+            },
+        )
     }
 
     /// Logs a fact: one `write` of one line, so a SIGKILL loses at most the
@@ -358,6 +401,7 @@ async fn fault_turn<B: DemoBackend>(
     rng: &mut Rng,
 ) -> Result<()> {
     let at_ns = monotonic_ns();
+    let at_us = events::wall_us();
     // A lost line only makes the progress view lag.
     let _ = say(&format!("FAULT {fault}"));
     let note = match fault {
@@ -389,14 +433,16 @@ async fn fault_turn<B: DemoBackend>(
             ),
         )
     });
-    sh.fact(&Fact::Fault(FaultRecord {
+    let record = FaultRecord {
         kind: fault,
         slot: sh.slot,
         inc: sh.inc,
         at_ns,
         ok: note.ok,
         detail: note.detail,
-    }))?;
+    };
+    sh.log_fault(at_us, fault, session, lane.label(), &record)?;
+    sh.fact(&Fact::Fault(record))?;
     let _ = say(&format!("FAULT-DONE {fault}"));
     Ok(())
 }

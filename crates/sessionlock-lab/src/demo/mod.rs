@@ -17,6 +17,11 @@
 //! two paths of one file) are left out with a note; `conn-cut` and
 //! `stop-past-lease` (`victim`) are added.
 //!
+//! With `--timeline FILE`, the workers write the library's event log
+//! (`events`: `SESSIONLOCK_EVENT_LOG`, in the run directory) and the demo
+//! adds a `fault` event for every fault it injects; after the run the log
+//! is drawn as one HTML page ([`crate::timeline`]).
+//!
 //! Everything the run did is read back into a `record::Recording` and
 //! judged by `verdict::check`, a pure function, so `--record FILE` saves a
 //! run and `--check FILE` judges a saved (or doctored) one without running
@@ -25,6 +30,7 @@
 
 mod backends;
 mod entries;
+mod events;
 mod lanes;
 mod record;
 mod rng;
@@ -147,6 +153,11 @@ pub struct Args {
     /// Print the verdict as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Log the run's lock events (events.jsonl in the run directory, kept
+    /// with --dir) and draw them as a timeline page in FILE: every hold,
+    /// wait, prompt window and injected fault, per session.
+    #[arg(long, value_name = "FILE.html", conflicts_with = "check")]
+    timeline: Option<PathBuf>,
 }
 
 fn default_seed() -> u64 {
@@ -194,6 +205,36 @@ fn exit_code(v: &Verdict) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The event log's name in the run directory.
+const EVENT_LOG: &str = "events.jsonl";
+
+/// Draws the run's event log `log` as a timeline page at `page`.
+fn draw(cfg: &RunConfig, log: &Path, page: &Path) -> Result<()> {
+    // No line at all: a library without the event log; still a page.
+    if !log.exists() {
+        std::fs::File::create(log).with_context(|| format!("create {}", log.display()))?;
+    }
+    let loaded = crate::timeline::load(&[log])?;
+    for p in loaded.problems.iter().take(10) {
+        eprintln!("demo: timeline: skipped {p}");
+    }
+    let caption = format!(
+        "sessionlock demo: {} gateway processes × 4 lanes over {} sessions for {} s; faults: {}; seed {}",
+        cfg.processes,
+        cfg.sessions,
+        cfg.duration_s,
+        cfg.faults_label(),
+        cfg.seed
+    );
+    crate::timeline::write(&loaded, &caption, Some(page), None)?;
+    eprintln!(
+        "demo: timeline of {} in {}",
+        crate::timeline::summary(&loaded),
+        page.display()
+    );
+    Ok(())
 }
 
 fn load(path: &Path) -> Result<Recording> {
@@ -251,13 +292,17 @@ pub fn run(args: Args, backend: &crate::backend_choice::BackendChoice) -> Result
         cfg.faults_label(),
         cfg.seed
     );
-    let rec = sim::simulate(&cfg, &root, &on)?;
+    let events = args.timeline.as_ref().map(|_| root.join(EVENT_LOG));
+    let rec = sim::simulate(&cfg, &root, &on, events.as_deref())?;
     if let Some(path) = &args.record {
         let json = serde_json::to_vec(&rec)?;
         std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
     }
     let v = verdict::check(&rec);
     print(&v, args.json)?;
+    if let (Some(page), Some(log)) = (&args.timeline, &events) {
+        draw(&cfg, log, page)?;
+    }
     if !v.passed() {
         for c in v.violations() {
             eprintln!("demo: violated: {}: {}", c.name, c.value);

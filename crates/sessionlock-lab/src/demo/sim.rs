@@ -18,6 +18,7 @@ use sessionlock::{LockBackend, LockOptions, SessionLock, StoreBackend, Transcrip
 use sessionlock_postgres::PgBackend;
 
 use super::backends::{pg_session, quote_ident, sql_client};
+use super::events::{self, FaultEvent};
 use super::record::{
     incarnation_name, Ack, Fact, FaultKind, FaultRecord, Incarnation, Layout, LockLeft, Mutation,
     Recording, RunConfig, SessionContents, Wait, WaitKind,
@@ -171,10 +172,17 @@ struct Sim<'a> {
     /// The waits of the demo's own contenders.
     waits: Vec<Wait>,
     errors: Vec<String>,
+    /// The run's event log (`--timeline`), named to every worker.
+    events: Option<&'a Path>,
 }
 
 impl<'a> Sim<'a> {
-    fn start(cfg: &'a RunConfig, layout: Layout, on: &'a Backend) -> Result<Sim<'a>> {
+    fn start(
+        cfg: &'a RunConfig,
+        layout: Layout,
+        on: &'a Backend,
+        events: Option<&'a Path>,
+    ) -> Result<Sim<'a>> {
         let mut sim = Sim {
             cfg,
             on,
@@ -188,6 +196,7 @@ impl<'a> Sim<'a> {
             kills: Vec::new(),
             waits: Vec::new(),
             errors: Vec::new(),
+            events,
         };
         for slot in 0..cfg.processes {
             let worker = sim.spawn(slot, 0)?;
@@ -233,6 +242,9 @@ impl<'a> Sim<'a> {
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("worker").args(&args).args(extra);
         self.on.configure(&mut cmd);
+        if let Some(log) = self.events {
+            cmd.env(events::EVENT_LOG_ENV, log);
+        }
         let worker = worker::start(format!("gateway {}", incarnation_name(slot, inc)), cmd)?;
         self.incarnations.push(Incarnation {
             slot,
@@ -433,6 +445,7 @@ impl<'a> Sim<'a> {
         };
         let pid = old.pid();
         let at_ns = monotonic_ns();
+        let at_us = events::wall_us();
         let started = Instant::now();
         let killed = old.signal(Signal::KILL);
         if let Err(e) = old.finish(Duration::from_secs(10)) {
@@ -463,7 +476,7 @@ impl<'a> Sim<'a> {
         p.pending = pending;
         p.worker = Some(worker);
         self.injected += 1;
-        self.kills.push(FaultRecord {
+        let record = FaultRecord {
             kind: FaultKind::Sigkill,
             slot,
             inc,
@@ -478,7 +491,22 @@ impl<'a> Sim<'a> {
                 ),
                 Err(e) => format!("could not SIGKILL pid {pid}: {e:#}"),
             },
-        });
+        };
+        if let Some(log) = self.events {
+            events::log_fault(
+                log,
+                &FaultEvent {
+                    ts_us: at_us,
+                    fault: FaultKind::Sigkill,
+                    target_pid: Some(pid),
+                    session: None,
+                    lane: None,
+                    detail: &record.detail,
+                    ok: record.ok,
+                },
+            )?;
+        }
+        self.kills.push(record);
         Ok(())
     }
 
@@ -588,13 +616,20 @@ fn pg_key(on: &Backend, k: usize) -> String {
     }
 }
 
-/// Runs the simulation in `root` (an empty directory) and records it.
-pub(crate) fn simulate(cfg: &RunConfig, root: &Path, on: &Backend) -> Result<Recording> {
+/// Runs the simulation in `root` (an empty directory) and records it; with
+/// `events`, the workers (and the demo's fault injection) write to that
+/// event log.
+pub(crate) fn simulate(
+    cfg: &RunConfig,
+    root: &Path,
+    on: &Backend,
+    events: Option<&Path>,
+) -> Result<Recording> {
     let started = Instant::now();
     let layout = Layout::new(root);
     prepare(&layout)?;
     let faults = schedule(cfg, &mut Rng::new(cfg.seed, u64::MAX));
-    let mut sim = Sim::start(cfg, layout.clone(), on)?;
+    let mut sim = Sim::start(cfg, layout.clone(), on, events)?;
     let mut view = Progress::new();
     let total = Duration::from_secs(cfg.duration_s);
     let t0 = Instant::now();

@@ -42,6 +42,7 @@ pub(super) fn run(
         .build()
         .context("start the runtime")?;
     let at_ns = monotonic_ns();
+    let at_us = super::events::wall_us();
     let note = rt.block_on(victim_turn(sh, be, fault, session, || {
         say(&format!("HELD {}", std::process::id()))?;
         let mut line = String::new();
@@ -55,14 +56,16 @@ pub(super) fn run(
             }
         }
     }))?;
-    sh.fact(&Fact::Fault(FaultRecord {
+    let record = FaultRecord {
         kind: fault,
         slot: sh.slot,
         inc: sh.inc,
         at_ns,
         ok: note.ok,
         detail: note.detail,
-    }))?;
+    };
+    sh.log_fault(at_us, fault, session, "victim", &record)?;
+    sh.fact(&Fact::Fault(record))?;
     say("DONE")?;
     Ok(ExitCode::SUCCESS)
 }
