@@ -14,6 +14,7 @@
 //!
 //! where `session`, `lane` and `run` are `-1` when absent, `epoch` `null`.
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::model::{End, MarkerKind, Timeline};
@@ -110,49 +111,146 @@ pub fn title(t: &Timeline) -> String {
     )
 }
 
-/// The data the page's script draws.
-fn data(t: &Timeline, caption: &str, problems: &[String]) -> Value {
+/// A sequence serialized as it is iterated: a page of a million holds is
+/// written without a tree of JSON values first.
+struct Lazy<F>(F);
+
+impl<F, I> Serialize for Lazy<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((self.0)())
+    }
+}
+
+/// The data the page's script draws (see the module's documentation).
+#[derive(Serialize)]
+#[serde(bound(
+    serialize = "Lazy<H>: Serialize, Lazy<W>: Serialize, Lazy<P>: Serialize, Lazy<M>: Serialize"
+))]
+struct Data<'a, H, W, P, M> {
+    title: String,
+    caption: &'a str,
+    start_us: i64,
+    start_utc: String,
+    span_us: i64,
+    sessions: Vec<Value>,
+    order: Vec<usize>,
+    procs: Vec<Value>,
+    names: &'a [String],
+    end_names: [&'static str; 6],
+    hold_end_details: Vec<(usize, String)>,
+    marker_kinds: Vec<&'static str>,
+    problems: &'a [String],
+    holds: Lazy<H>,
+    waits: Lazy<W>,
+    prompts: Lazy<P>,
+    markers: Lazy<M>,
+}
+
+/// The page's data as JSON.
+fn data(t: &Timeline, caption: &str, problems: &[String]) -> serde_json::Result<String> {
     let rel = |ts: i64| ts - t.start;
     let names: Vec<String> = t.sessions.iter().map(|s| s.name.clone()).collect();
     let shorts = short_names(&names);
     let mut order: Vec<usize> = (0..t.sessions.len()).collect();
     order.sort_by(|&a, &b| natural(&shorts[a], &shorts[b]).then(names[a].cmp(&names[b])));
-    json!({
-        "title": title(t),
-        "caption": caption,
-        "start_us": t.start,
-        "start_utc": utc(t.start),
-        "span_us": t.end - t.start,
-        "sessions": t.sessions.iter().zip(&shorts).map(|(s, short)| json!({
-            "name": s.name, "short": short, "backend": s.backend,
-        })).collect::<Vec<_>>(),
-        "order": order,
-        "procs": t.procs.iter().zip(&t.proc_span).map(|(p, span)| json!({
-            "pid": p.pid, "host": p.host, "first": rel(span.0), "last": rel(span.1),
-        })).collect::<Vec<_>>(),
-        "names": t.names,
-        "end_names": END_NAMES,
-        "holds": t.holds.iter().map(|h| json!([
-            h.session, h.proc, opt(h.lane), opt(h.run), h.epoch, rel(h.start), rel(h.end),
-            end_code(&h.how), h.waited_us, h.entries, h.bytes,
-        ])).collect::<Vec<_>>(),
-        "hold_end_details": t.holds.iter().enumerate().filter_map(|(i, h)| match &h.how {
-            End::Revoked(_) | End::Reclaimed(_) => Some(json!([i, h.how.describe(&t.procs)])),
-            _ => None,
-        }).collect::<Vec<_>>(),
-        "waits": t.waits.iter().map(|w| json!([
-            w.session, w.proc, opt(w.lane), opt(w.run), rel(w.start), rel(w.end),
-            u8::from(w.gave_up), w.holder_pid,
-        ])).collect::<Vec<_>>(),
-        "prompts": t.prompts.iter().map(|p| json!([
-            p.session, p.proc, opt(p.lane), opt(p.run), rel(p.start), rel(p.end), u8::from(p.open),
-        ])).collect::<Vec<_>>(),
-        "marker_kinds": MarkerKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>(),
-        "markers": t.markers.iter().map(|m| json!([
-            opt(m.session), m.proc, MarkerKind::ALL.iter().position(|k| *k == m.kind),
-            rel(m.ts), opt(m.lane), opt(m.run), m.epoch, m.detail,
-        ])).collect::<Vec<_>>(),
-        "problems": problems,
+    let marker_code = |k: MarkerKind| MarkerKind::ALL.iter().position(|x| *x == k);
+    serde_json::to_string(&Data {
+        title: title(t),
+        caption,
+        start_us: t.start,
+        start_utc: utc(t.start),
+        span_us: t.end - t.start,
+        sessions: t
+            .sessions
+            .iter()
+            .zip(&shorts)
+            .map(|(s, short)| json!({"name": s.name, "short": short, "backend": s.backend}))
+            .collect(),
+        order,
+        procs: t
+            .procs
+            .iter()
+            .zip(&t.proc_span)
+            .map(|(p, span)| {
+                json!({"pid": p.pid, "host": p.host, "first": rel(span.0), "last": rel(span.1)})
+            })
+            .collect(),
+        names: &t.names,
+        end_names: END_NAMES,
+        hold_end_details: t
+            .holds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match &h.how {
+                End::Revoked(_) | End::Reclaimed(_) => Some((i, h.how.describe(&t.procs))),
+                _ => None,
+            })
+            .collect(),
+        marker_kinds: MarkerKind::ALL.iter().map(|k| k.name()).collect(),
+        problems,
+        holds: Lazy(|| {
+            t.holds.iter().map(|h| {
+                (
+                    h.session,
+                    h.proc,
+                    opt(h.lane),
+                    opt(h.run),
+                    h.epoch,
+                    rel(h.start),
+                    rel(h.end),
+                    end_code(&h.how),
+                    h.waited_us,
+                    h.entries,
+                    h.bytes,
+                )
+            })
+        }),
+        waits: Lazy(|| {
+            t.waits.iter().map(|w| {
+                (
+                    w.session,
+                    w.proc,
+                    opt(w.lane),
+                    opt(w.run),
+                    rel(w.start),
+                    rel(w.end),
+                    u8::from(w.gave_up),
+                    w.holder_pid,
+                )
+            })
+        }),
+        prompts: Lazy(|| {
+            t.prompts.iter().map(|p| {
+                (
+                    p.session,
+                    p.proc,
+                    opt(p.lane),
+                    opt(p.run),
+                    rel(p.start),
+                    rel(p.end),
+                    u8::from(p.open),
+                )
+            })
+        }),
+        markers: Lazy(|| {
+            t.markers.iter().map(|m| {
+                (
+                    opt(m.session),
+                    m.proc,
+                    marker_code(m.kind),
+                    rel(m.ts),
+                    opt(m.lane),
+                    opt(m.run),
+                    m.epoch,
+                    m.detail.as_str(),
+                )
+            })
+        }),
     })
 }
 
@@ -195,17 +293,27 @@ fn escape(s: &str) -> String {
 
 /// The page of `t`: `caption` says where the log came from; `problems` are
 /// the lines that could not be read (the first few are listed on it).
-pub fn render(t: &Timeline, caption: &str, problems: &[String]) -> String {
-    // JSON inside <script>: no `<` may close the element early, and JSON
-    // strings may spell it `\u003c`.
-    let json = data(t, caption, problems)
-        .to_string()
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026");
-    TEMPLATE
-        .replace("{{TITLE}}", &escape(&title(t)))
-        .replacen("{{DATA}}", &json, 1)
+pub fn render(t: &Timeline, caption: &str, problems: &[String]) -> serde_json::Result<String> {
+    let json = data(t, caption, problems)?;
+    // JSON inside <script>: nothing in it may close the element early, and
+    // JSON strings may spell `<`, `>` and `&` as `\u003c`, ... (they occur
+    // only inside strings).
+    let mut safe = String::with_capacity(json.len() + json.len() / 16);
+    for c in json.chars() {
+        match c {
+            '<' => safe.push_str("\\u003c"),
+            '>' => safe.push_str("\\u003e"),
+            '&' => safe.push_str("\\u0026"),
+            c => safe.push(c),
+        }
+    }
+    let (head, tail) = TEMPLATE.split_once("{{DATA}}").unwrap_or((TEMPLATE, ""));
+    let title = escape(&title(t));
+    let mut page = String::with_capacity(TEMPLATE.len() + safe.len());
+    page.push_str(&head.replace("{{TITLE}}", &title));
+    page.push_str(&safe);
+    page.push_str(&tail.replace("{{TITLE}}", &title));
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -253,7 +361,7 @@ mod tests {
             backend: "file".into(),
             name: "/x/</script><b>.jsonl".into(),
         });
-        let page = render(&t, "a & b", &[]);
+        let page = render(&t, "a & b", &[]).expect("render");
         assert_eq!(
             page.matches("</script>").count(),
             TEMPLATE.matches("</script>").count()

@@ -94,7 +94,11 @@ pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Loaded, Error> {
 }
 
 /// The HTML page of `loaded`; `caption` says what the run was.
-pub fn render_page(loaded: &Loaded, caption: &str) -> String {
+///
+/// # Errors
+///
+/// The data cannot be serialized (it always can: its maps have string keys).
+pub fn render_page(loaded: &Loaded, caption: &str) -> serde_json::Result<String> {
     let problems: Vec<String> = loaded
         .problems
         .iter()
@@ -128,7 +132,11 @@ pub fn write(
         })
     };
     if let Some(path) = page {
-        put(path, render_page(loaded, caption).as_bytes())?;
+        let page = render_page(loaded, caption).map_err(|e| Error::Write {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        put(path, page.as_bytes())?;
     }
     if let Some(path) = trace {
         put(path, chrome_trace(loaded).to_string().as_bytes())?;
