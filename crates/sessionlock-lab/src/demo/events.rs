@@ -3,10 +3,14 @@
 //! `target_pid`, `detail`), beside the lock events the library writes for
 //! the gateway processes.
 //!
-//! The demo names the log to its workers in [`EVENT_LOG_ENV`]; the
-//! library's writer appends their lock events to it, and the fault lines go
-//! to the same file, opened `O_APPEND` and written as one `write` each, so
-//! lines of different processes never mix inside a line.
+//! The demo names the log to its workers in `SESSIONLOCK_EVENT_LOG`
+//! ([`ENV_EVENT_LOG`]) and installs it in its own process; the library's
+//! writer appends their lock events to it, and the fault lines go to the
+//! same file, opened `O_APPEND` and written as one `write` each, so lines of
+//! different processes never mix inside a line. They are written here
+//! rather than through [`EventLog::note`](sessionlock::observe::EventLog::note)
+//! because a fault's line is written once it played out, with the time it
+//! was injected.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,15 +18,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::record::FaultKind;
+pub(crate) use sessionlock::observe::ENV_EVENT_LOG;
 
-/// The variable that names the event log to the library (and to the demo's
-/// workers).
-pub(crate) const EVENT_LOG_ENV: &str = "SESSIONLOCK_EVENT_LOG";
+use super::record::FaultKind;
 
 /// The event log named in this process's environment, if any.
 pub(crate) fn from_env() -> Option<PathBuf> {
-    std::env::var_os(EVENT_LOG_ENV)
+    std::env::var_os(ENV_EVENT_LOG)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
 }

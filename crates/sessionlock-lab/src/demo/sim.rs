@@ -243,7 +243,7 @@ impl<'a> Sim<'a> {
         cmd.arg("worker").args(&args).args(extra);
         self.on.configure(&mut cmd);
         if let Some(log) = self.events {
-            cmd.env(events::EVENT_LOG_ENV, log);
+            cmd.env(events::ENV_EVENT_LOG, log);
         }
         let worker = worker::start(format!("gateway {}", incarnation_name(slot, inc)), cmd)?;
         self.incarnations.push(Incarnation {
@@ -629,6 +629,10 @@ pub(crate) fn simulate(
     let layout = Layout::new(root);
     prepare(&layout)?;
     let faults = schedule(cfg, &mut Rng::new(cfg.seed, u64::MAX));
+    if let Some(log) = events {
+        // The demo's own acquisitions (PostgreSQL's contenders) too.
+        sessionlock::observe::EventLog::install(log)?;
+    }
     let mut sim = Sim::start(cfg, layout.clone(), on, events)?;
     let mut view = Progress::new();
     let total = Duration::from_secs(cfg.duration_s);
@@ -657,6 +661,9 @@ pub(crate) fn simulate(
     view.clear();
     eprintln!("demo: stopping the gateways");
     sim.stop();
+    if events.is_some() {
+        sessionlock::observe::EventLog::flush();
+    }
     let mut rec = collect(cfg, &layout, &sim)?;
     if let Backend::Pg { .. } = on {
         collect_pg(cfg, on, &mut rec)?;

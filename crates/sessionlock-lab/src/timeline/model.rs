@@ -108,7 +108,8 @@ pub struct Prompt {
     pub start: i64,
     /// See `start`.
     pub end: i64,
-    /// No `prompt-end` was seen: it ends at its process's last event.
+    /// No `prompt-end` was seen: it ends at the last event of its run on
+    /// that session (or, without a run, its process's last event).
     pub open: bool,
 }
 
@@ -248,10 +249,15 @@ pub fn build(r: Reader) -> Timeline {
         events: events.len() as u64,
         ..Timeline::default()
     };
+    // The last event of each run of a process on a session.
+    let mut run_last: HashMap<(usize, usize, usize), i64> = HashMap::new();
     for e in &events {
         let span = &mut t.proc_span[e.proc];
         span.0 = span.0.min(e.ts_us);
         span.1 = span.1.max(e.ts_us);
+        if let (Some(s), Some(r)) = (e.session, e.run) {
+            run_last.insert((e.proc, s, r), e.ts_us);
+        }
     }
     // Holds not ended yet, by (process, session, epoch), oldest first.
     let mut open: HashMap<(usize, usize, Option<u64>), VecDeque<usize>> = HashMap::new();
@@ -483,9 +489,14 @@ pub fn build(r: Reader) -> Timeline {
         .map(|w| w.start)
         .chain(t.prompts.iter().map(|p| p.start));
     t.start = starts.fold(t.start, i64::min);
-    // Prompt windows without an end: until their process's last event.
+    // Prompt windows without an end (the attempt was taken over, or its
+    // process died): until the last event of their run.
     for p in t.prompts.iter_mut().filter(|p| p.open) {
-        p.end = t.proc_span[p.proc].1.max(p.start);
+        let last = match p.run {
+            Some(r) => run_last.get(&(p.proc, p.session, r)).copied(),
+            None => None,
+        };
+        p.end = last.unwrap_or(t.proc_span[p.proc].1).max(p.start);
     }
     // Holds without an end event.
     let unended: Vec<usize> = open.into_values().flatten().collect();
@@ -636,7 +647,10 @@ mod tests {
             ev(100, 1, "gave-up", "/a", 1, r#","waited_us":50,"holder_pid":9"#),
             ev(200, 1, "prompt-start", "/a", 1, ""),
             ev(260, 1, "prompt-end", "/a", 1, r#","window_us":55"#),
-            ev(300, 1, "prompt-start", "/a", 1, ""),
+            ev(300, 1, "prompt-start", "/a", 1, r#","run":"r1""#),
+            ev(320, 1, "takeover", "/a", 1, r#","run":"r1","phase":"prompt_reacquire","detail":"x""#),
+            ev(330, 1, "prompt-start", "/a", 1, ""),
+            ev(340, 1, "acquired", "/b", 1, r#","run":"r1""#),
             r#"{"v":1,"ts_us":350,"pid":99,"host":"h","kind":"fault","fault":"sigkill","target_pid":1,"detail":"killed"}"#.to_owned(),
         ];
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -645,10 +659,11 @@ mod tests {
         assert!(t.waits[0].gave_up);
         assert_eq!((t.waits[0].start, t.waits[0].end), (50, 100));
         let p: Vec<(i64, i64, bool)> = t.prompts.iter().map(|p| (p.start, p.end, p.open)).collect();
-        // The open window ends with its process's last event.
-        assert_eq!(p, [(205, 260, false), (300, 300, true)]);
-        assert_eq!(t.markers.len(), 1);
-        assert_eq!(t.markers[0].session, None);
-        assert_eq!(t.markers[0].detail, "sigkill → pid 1: killed");
+        // The windows without an end end with their run's last event on the
+        // session, or without a run, their process's last event.
+        assert_eq!(p, [(205, 260, false), (300, 320, true), (330, 340, true)]);
+        let fault = t.markers.last().expect("markers");
+        assert_eq!(fault.session, None);
+        assert_eq!(fault.detail, "sigkill → pid 1: killed");
     }
 }
