@@ -378,3 +378,59 @@ fn logs_that_cannot_be_read_are_errors_bad_lines_are_not() {
         "--out or --chrome-trace is needed"
     );
 }
+#[test]
+fn a_20_s_demo_timeline_opens_in_chromium_with_every_hold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run_dir = dir.path().join("run");
+    let page = dir.path().join("timeline.html");
+    let out = sessionlock()
+        .args(["demo", "--json", "--duration", "20", "--dir"])
+        .arg(&run_dir)
+        .arg("--timeline")
+        .arg(&page)
+        .output()
+        .expect("run sessionlock demo");
+    let err = stderr(&out);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{}\n{err}",
+        stdout(&out)
+    );
+    assert!(
+        err.contains(&format!("in {}", page.display())),
+        "the demo says where the page is:\n{err}"
+    );
+    let verdict: Value = serde_json::from_str(&stdout(&out)).expect("the verdict is JSON");
+    let log = run_dir.join("events.jsonl");
+    let acquired = acquired_in(&log);
+    assert!(
+        acquired > 100,
+        "only {acquired} acquired events in {}",
+        log.display()
+    );
+
+    // One fault event per injected fault.
+    let text = std::fs::read_to_string(&log).expect("read the log");
+    let mut faults = std::collections::BTreeMap::<String, u64>::new();
+    for e in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        if e["kind"] == "fault" {
+            let name = e["fault"].as_str().expect("a fault's name").to_owned();
+            *faults.entry(name).or_default() += 1;
+        }
+    }
+    let injected: std::collections::BTreeMap<String, u64> =
+        serde_json::from_value(verdict["figures"]["faults_injected"].clone())
+            .expect("faults_injected");
+    assert_eq!(faults, injected, "fault events vs faults injected");
+
+    let Some(chromium) = chromium() else { return };
+    assert_renders(&chromium, &page, acquired);
+    assert_interactions_work(&chromium, &page);
+    let png = std::env::var_os("SESSIONLOCK_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-demo.png"));
+    screenshot(&chromium, &page, &png);
+}
