@@ -221,8 +221,11 @@ type Reclaim = (i64, usize, Option<u32>, Option<u64>);
 /// lane, run.
 type PromptKey = (usize, usize, Option<usize>, Option<usize>);
 
-fn us(d: u64) -> i64 {
-    i64::try_from(d).unwrap_or(i64::MAX)
+/// The start of an interval that ended at `ts` after `d` µs, no earlier
+/// than 1970 (times are in `0..=MAX_TS`, so differences never overflow).
+fn before(ts: i64, d: u64) -> i64 {
+    ts.saturating_sub(i64::try_from(d).unwrap_or(i64::MAX))
+        .max(0)
 }
 
 fn ms(d: u64) -> String {
@@ -300,7 +303,7 @@ pub fn build(r: Reader) -> Timeline {
                         proc: e.proc,
                         lane: e.lane,
                         run: e.run,
-                        start: e.ts_us.saturating_sub(us(*waited_us)),
+                        start: before(e.ts_us, *waited_us),
                         end: e.ts_us,
                         gave_up: false,
                         holder_pid: None,
@@ -383,7 +386,7 @@ pub fn build(r: Reader) -> Timeline {
                 proc: e.proc,
                 lane: e.lane,
                 run: e.run,
-                start: e.ts_us.saturating_sub(us(*waited_us)),
+                start: before(e.ts_us, *waited_us),
                 end: e.ts_us,
                 gave_up: true,
                 holder_pid: *holder_pid,
@@ -451,7 +454,7 @@ pub fn build(r: Reader) -> Timeline {
                     .get_mut(&(e.proc, s, e.lane, e.run))
                     .and_then(Vec::pop);
                 let start = match (window_us, started) {
-                    (Some(w), _) => e.ts_us.saturating_sub(us(*w)),
+                    (Some(w), _) => before(e.ts_us, *w),
                     (None, Some(i)) => t.prompts[i].start,
                     (None, None) => e.ts_us,
                 };

@@ -13,6 +13,10 @@ use serde_json::{Map, Value};
 /// without holding it in memory).
 pub const MAX_LINE: usize = 1 << 20;
 
+/// The latest time read, in µs since 1970: 2^53, the largest integer a
+/// page's script holds exactly (the year 2255).
+pub const MAX_TS: i64 = 1 << 53;
+
 /// What an event says happened (the kinds a timeline draws; other kinds
 /// are skipped).
 #[derive(Debug, Clone, PartialEq)]
@@ -252,6 +256,9 @@ impl Reader {
             .get("ts_us")
             .and_then(|t| t.as_i64().or_else(|| t.as_f64().map(|f| f as i64)))
             .ok_or("no time (ts_us)")?;
+        if !(0..=MAX_TS).contains(&ts_us) {
+            return Err(format!("time (ts_us) {ts_us} out of range"));
+        }
         let pid = pid_of(&o, "pid").ok_or("no process id (pid)")?;
         let kind_name = o
             .get("kind")
@@ -436,6 +443,33 @@ mod tests {
                 handed_off: true
             }
         );
+    }
+
+    #[test]
+    fn hostile_lines_are_problems_not_panics() {
+        let mut text = Vec::new();
+        for line in [
+            &b"{\"v\":1,\"ts_us\":-5,\"pid\":1,\"kind\":\"acquired\"}"[..],
+            b"{\"v\":1,\"ts_us\":1e300,\"pid\":1,\"kind\":\"acquired\"}",
+            b"{\"v\":1,\"ts_us\":1,\"pid\":99999999999,\"kind\":\"acquired\"}",
+            b"{\"v\":0,\"ts_us\":1,\"pid\":1,\"kind\":\"acquired\"}",
+            b"{\"v\":1,\"ts_us\":1,\"pid\":1,\"kind\":7}",
+            b"\xff\xfe not utf-8",
+            b"{\"v\":1,\"ts_us\":10,\"pid\":1,\"host\":\"h\",\"kind\":\"acquired\",\"session\":\"s\",\"waited_us\":18446744073709551615,\"epoch\":-3}",
+            b"{\"v\":1,\"ts_us\":20,\"pid\":1,\"host\":\"h\",\"kind\":\"prompt-end\",\"session\":\"s\",\"window_us\":1e30}",
+        ] {
+            text.extend_from_slice(line);
+            text.push(b'\n');
+        }
+        let mut r = Reader::new();
+        r.read(Path::new("f"), text.as_slice()).expect("read");
+        let lines: Vec<u64> = r.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [1, 2, 3, 4, 5, 6], "{:?}", r.problems);
+        assert_eq!(r.events.len(), 2);
+        let t = super::super::model::build(r);
+        // Intervals start no earlier than 1970.
+        assert_eq!((t.start, t.end), (0, 20));
+        assert_eq!(t.waits[0].start, 0);
     }
 
     #[test]
