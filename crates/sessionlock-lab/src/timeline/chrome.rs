@@ -62,7 +62,7 @@ pub fn trace(t: &Timeline) -> Value {
                 "pid": t.procs[h.proc].pid, "host": t.procs[h.proc].host,
                 "lane": label(t, h.lane), "run": label(t, h.run), "epoch": h.epoch,
                 "ended": h.how.describe(&t.procs), "waited_us": h.waited_us,
-                "entries": h.entries, "bytes": h.bytes,
+                "entries": h.entries, "bytes": h.bytes, "lost_at_us": h.lost_at.map(rel),
             },
         }));
     }

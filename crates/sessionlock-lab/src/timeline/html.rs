@@ -5,8 +5,9 @@
 //! string given once in a table:
 //!
 //! - `holds`: `[session, proc, lane, run, epoch, start, end, end_code,
-//!   waited_us, entries, bytes]`, `end_code` an index into `end_names`
-//!   (`open` is drawn with a fading end);
+//!   waited_us, entries, bytes, lost_at]`, `end_code` an index into
+//!   `end_names` (`open` is drawn with a fading end), `lost_at` when a
+//!   reclaim took the lock before the hold's end event (or `null`);
 //! - `waits`: `[session, proc, lane, run, start, end, gave_up, holder_pid]`;
 //! - `prompts`: `[session, proc, lane, run, start, end, open]`;
 //! - `markers`: `[session, proc, kind, ts, lane, run, epoch, detail]`,
@@ -207,6 +208,7 @@ fn data(t: &Timeline, caption: &str, problems: &[String]) -> serde_json::Result<
                     h.waited_us,
                     h.entries,
                     h.bytes,
+                    h.lost_at.map(rel),
                 )
             })
         }),

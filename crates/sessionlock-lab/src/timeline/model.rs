@@ -70,6 +70,10 @@ pub struct Hold {
     pub entries: u64,
     /// See `entries`.
     pub bytes: u64,
+    /// When another process reclaimed the lock from it, if that was before
+    /// the hold's own end event (a stopped or wedged holder learns of it
+    /// later): from then on the holder only believed it held.
+    pub lost_at: Option<i64>,
 }
 
 /// A wait for a lock, ended by an acquisition or a timeout.
@@ -221,6 +225,12 @@ type Reclaim = (i64, usize, Option<u32>, Option<u64>);
 /// lane, run.
 type PromptKey = (usize, usize, Option<usize>, Option<usize>);
 
+/// Whether a reclaim names the hold of `pid` at `epoch` (an epoch unsaid
+/// on either side matches).
+fn names_hold(r: &Reclaim, pid: u32, epoch: Option<u64>) -> bool {
+    r.2 == Some(pid) && (r.3.is_none() || epoch.is_none() || r.3 == epoch)
+}
+
 /// The start of an interval that ended at `ts` after `d` µs, no earlier
 /// than 1970 (times are in `0..=MAX_TS`, so differences never overflow).
 fn before(ts: i64, d: u64) -> i64 {
@@ -294,6 +304,7 @@ pub fn build(r: Reader) -> Timeline {
                     waited_us: *waited_us,
                     entries: 0,
                     bytes: 0,
+                    lost_at: None,
                 });
                 open.entry((e.proc, s, e.epoch)).or_default().push_back(i);
                 by_session.entry(s).or_default().push(i);
@@ -501,17 +512,25 @@ pub fn build(r: Reader) -> Timeline {
         };
         p.end = last.unwrap_or(t.proc_span[p.proc].1).max(p.start);
     }
+    // Holds that ended by their own event after a reclaim took the lock.
+    for h in &mut t.holds {
+        if matches!(h.how, End::Released | End::HandedOff | End::Revoked(_)) {
+            let pid = t.procs[h.proc].pid;
+            h.lost_at = reclaims.get(&h.session).and_then(|rs| {
+                rs.iter()
+                    .find(|r| r.0 > h.start && r.0 < h.end && names_hold(r, pid, h.epoch))
+                    .map(|r| r.0)
+            });
+        }
+    }
     // Holds without an end event.
     let unended: Vec<usize> = open.into_values().flatten().collect();
     for i in unended {
         let h = &t.holds[i];
         let holder = &t.procs[h.proc];
         let reclaim = reclaims.get(&h.session).and_then(|rs| {
-            rs.iter().find(|(ts, _, pid, epoch)| {
-                *ts >= h.start
-                    && *pid == Some(holder.pid)
-                    && (epoch.is_none() || h.epoch.is_none() || *epoch == h.epoch)
-            })
+            rs.iter()
+                .find(|r| r.0 >= h.start && names_hold(r, holder.pid, h.epoch))
         });
         let next = || {
             let order = &by_session[&h.session];
@@ -608,6 +627,7 @@ mod tests {
             ]
         );
         assert_eq!((t.holds[6].entries, t.holds[6].bytes), (2, 40));
+        assert!(t.holds.iter().all(|h| h.lost_at.is_none()));
         assert_eq!(t.waits.len(), 1);
         assert_eq!((t.waits[0].start, t.waits[0].end), (70, 100));
         let kinds: Vec<MarkerKind> = t.markers.iter().map(|m| m.kind).collect();
@@ -622,6 +642,33 @@ mod tests {
         // The wait before the first hold starts the log.
         assert_eq!((t.start, t.end), (70, 900));
         assert_eq!(t.unmatched_ends, 0);
+    }
+
+    #[test]
+    fn a_hold_revoked_after_a_reclaim_is_marked_lost_from_the_reclaim() {
+        // A stopped holder: reclaimed at 200, it learns at 400.
+        let lines = [
+            ev(100, 1, "acquired", "/a", 1, ""),
+            ev(
+                200,
+                2,
+                "reclaimed",
+                "/a",
+                2,
+                r#","reasons":["hold-exceeded"],"holder_pid":1,"holder_epoch":1"#,
+            ),
+            ev(201, 2, "acquired", "/a", 2, ""),
+            ev(250, 2, "released", "/a", 2, ""),
+            ev(400, 1, "revoked", "/a", 1, r#","cause":"overdue""#),
+        ];
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let t = timeline(&lines);
+        let h = &t.holds[0];
+        assert_eq!(
+            (h.end, h.how.clone(), h.lost_at),
+            (400, End::Revoked("overdue".into()), Some(200))
+        );
+        assert_eq!(t.holds[1].lost_at, None);
     }
 
     #[test]
