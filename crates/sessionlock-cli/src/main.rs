@@ -16,7 +16,8 @@ use std::process::ExitCode;
 
 use clap::{FromArgMatches as _, Parser, Subcommand};
 use commands::{
-    doctor, exec, generate, keeper, openclaw, serve_metrics, status, timeline, transcript, verify_fs,
+    doctor, exec, generate, keeper, openclaw, serve_metrics, status, timeline, transcript,
+    verify_fs,
 };
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::{bench, demo, worker};
