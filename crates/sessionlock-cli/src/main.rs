@@ -120,6 +120,8 @@ fn main() -> ExitCode {
     if let Some(log) = &cli.event_log {
         // Before any thread starts, as for compatible mode: the library
         // reads it at its first event, and children inherit it.
+        // Absolute: a child working elsewhere logs to the same file.
+        let log = std::path::absolute(log).unwrap_or_else(|_| log.clone());
         std::env::set_var(sessionlock::observe::ENV_EVENT_LOG, log);
     }
     if openclaw::compat_on(cli.openclaw_compat) {

@@ -1273,6 +1273,38 @@ fn observe_role<H: Harness>(h: &H, session: &str, log: &Path) {
     assert!(late.as_ref().is_err_and(is_refusal), "{late:?}");
     drop(g);
     out("refused", &snapshot(&snaps));
+
+    // A reentrant join shares the hold: no acquisition of its own.
+    let g = locks.acquire_with(&s, &lane("j")).expect("acquire");
+    let joined = locks
+        .acquire_with(&s, &lane("j").reentrant(true))
+        .expect("join");
+    assert_eq!(joined.epoch(), g.epoch());
+    drop(joined);
+    // The lock removed from outside; the release finds it gone.
+    h.tamper_lock(session, LockTamper::Remove);
+    let lost = g.release();
+    assert!(
+        matches!(lost, Err(Error::Revoked { .. })),
+        "the release reports the loss: {lost:?}"
+    );
+    out("lost", &snapshot(&snaps));
+
+    // An async acquisition dropped while it waits is no longer counted.
+    let g = locks.acquire_with(&s, &lane("a")).expect("acquire");
+    let dropped = block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            locks.acquire_async_with(&s, &opts().lane("x")),
+        )
+        .await
+    });
+    assert!(
+        dropped.is_err(),
+        "the acquisition was dropped while it waited"
+    );
+    g.release().expect("release");
+    out("cancelled", &snapshot(&snaps));
     sessionlock::observe::EventLog::flush();
     out("done", &[]);
 }
@@ -1429,6 +1461,32 @@ pub fn metrics_and_events_follow_a_scripted_scenario<H: Harness>(h: &H) {
         "nobody waits at the end"
     );
 
+    assert_eq!(
+        sum("lost", wait, &[("lane", "j"), ("outcome", "acquired")]),
+        1.0,
+        "a join is no acquisition"
+    );
+    assert_eq!(
+        sum(
+            "lost",
+            "sessionlock_revocations_total",
+            &[("lane", "j"), ("cause", "removed")]
+        ),
+        1.0
+    );
+    assert_eq!(sum("lost", hold, &[("lane", "j"), ("end", "revoked")]), 1.0);
+    assert_eq!(
+        sum("lost", hold, &[("lane", "j"), ("end", "released")]),
+        0.0
+    );
+
+    assert_eq!(sum("cancelled", wait, &[("lane", "x")]), 0.0, "no outcome");
+    assert_eq!(
+        sum("cancelled", "sessionlock_waiters", &[]),
+        0.0,
+        "the dropped waiter is gone"
+    );
+
     // The event log tells the same story, line by line.
     let text = fs::read_to_string(&log).expect("event log");
     let events: Vec<Value> = text
@@ -1452,11 +1510,12 @@ pub fn metrics_and_events_follow_a_scripted_scenario<H: Harness>(h: &H) {
         .map(|e| e["kind"].as_str().expect("kind"))
         .collect();
     let count = |k: &str| kinds.iter().filter(|&&x| x == k).count();
-    assert_eq!(count("acquired"), 6, "{kinds:?}");
-    assert_eq!(count("released"), 5, "{kinds:?}");
+    assert_eq!(count("acquired"), 8, "{kinds:?}");
+    assert_eq!(count("released"), 6, "{kinds:?}");
     assert_eq!(count("gave-up"), 1, "{kinds:?}");
+    assert_eq!(count("cancelled"), 1, "{kinds:?}");
     assert_eq!(count("reclaimed"), 1, "{kinds:?}");
-    assert_eq!(count("revoked"), 1, "{kinds:?}");
+    assert_eq!(count("revoked"), 2, "{kinds:?}");
     assert_eq!(count("refused"), 1, "{kinds:?}");
     assert_eq!(count("appended"), 1, "{kinds:?}");
     let holder: u32 = steps["holder"][0].value as u32;
@@ -1482,6 +1541,20 @@ pub fn metrics_and_events_follow_a_scripted_scenario<H: Harness>(h: &H) {
         .find(|e| e["kind"] == "revoked")
         .expect("revoked");
     assert_eq!(revoked["cause"], "overdue");
+    let lost = events
+        .iter()
+        .filter(|e| e["kind"] == "revoked")
+        .nth(1)
+        .expect("lost");
+    assert_eq!(
+        (&lost["cause"], &lost["lane"]),
+        (&json!("removed"), &json!("j"))
+    );
+    let cancelled = events
+        .iter()
+        .find(|e| e["kind"] == "cancelled")
+        .expect("cancelled");
+    assert_eq!(cancelled["lane"], "x");
     let refused = events
         .iter()
         .find(|e| e["kind"] == "refused")
@@ -1516,5 +1589,24 @@ pub fn metrics_and_events_follow_a_scripted_scenario<H: Harness>(h: &H) {
             acquired.contains(&epoch),
             "{e} ends a hold that never began"
         );
+    }
+    // A hold's end is stamped before the lock is let go: the next hold
+    // begins after it (one process, one clock).
+    let mut ends: Vec<(u64, u64)> = Vec::new();
+    for e in &events {
+        let ts = e["ts_us"].as_u64().expect("ts");
+        match e["kind"].as_str() {
+            Some("acquired") => {
+                if let Some(&(epoch, end)) = ends.last() {
+                    assert!(
+                        ts >= end,
+                        "hold {} began at {ts} before hold {epoch} ended at {end}",
+                        e["epoch"]
+                    );
+                }
+            }
+            Some("released" | "revoked") => ends.push((e["epoch"].as_u64().expect("epoch"), ts)),
+            _ => {}
+        }
     }
 }

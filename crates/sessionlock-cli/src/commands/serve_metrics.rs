@@ -670,12 +670,19 @@ fn record(exporter: &Exporter, waiters: &mut Waiters, line: &[u8]) -> Result<(),
             })?;
             waiters.done(&host, pid, &backend.1, &e.label("session")?);
         }
+        "cancelled" => waiters.done(&host, pid, &backend.1, &e.label("session")?),
         "released" => {
             let handed_off = e.0.get("handed_off").and_then(Value::as_bool);
             let Some(handed_off) = handed_off else {
                 return Err(Bad::Fields);
             };
-            hold(if handed_off { "handed_off" } else { "released" })?;
+            hold(if e.0.contains_key("error") {
+                "release_failed"
+            } else if handed_off {
+                "handed_off"
+            } else {
+                "released"
+            })?;
             if handed_off {
                 exporter
                     .counter(names::HANDOFFS_TOTAL, &[backend.clone(), lane()?])
@@ -752,10 +759,11 @@ fn record(exporter: &Exporter, waiters: &mut Waiters, line: &[u8]) -> Result<(),
 }
 
 /// The kinds that carry a `backend` (the lock events).
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 12] = [
     "acquired",
     "gave-up",
     "failed",
+    "cancelled",
     "released",
     "revoked",
     "reclaimed",

@@ -852,13 +852,25 @@ struct VacateOnDrop<'a, B: StoreBackend>(Option<&'a Inner<B>>);
 impl<B: StoreBackend> Drop for VacateOnDrop<'_, B> {
     fn drop(&mut self) {
         if let Some(inner) = self.0 {
-            let turn = lock(&inner.st).turn.take();
+            let mut st = lock(&inner.st);
+            let turn = st.turn.take();
+            inner.end_prompt(&mut st);
+            drop(st);
             drop(turn);
         }
     }
 }
 
 impl<B: StoreBackend> Inner<B> {
+    /// Logs the end of the prompt window, if one is open (the model call
+    /// ended, was dropped, or the attempt was aborted, disposed or taken
+    /// over).
+    fn end_prompt(&self, st: &mut St<B>) {
+        if let Some(since) = st.prompt_since.take() {
+            observe::prompt_end(&self.ctx(), since);
+        }
+    }
+
     fn takeover_error(&self, phase: TakeoverPhase, reason: TakeoverReason) -> Error {
         Error::Takeover {
             session: self.session.clone(),
@@ -1245,6 +1257,7 @@ impl<B: StoreBackend> Inner<B> {
         st.state = State::TakenOver;
         st.fence = None;
         st.turn = None;
+        self.end_prompt(st);
         if let Some(g) = st.guard.take() {
             release_quietly(g, "takeover");
         }
@@ -1297,6 +1310,7 @@ impl<B: StoreBackend> Inner<B> {
         st.aborts += 1;
         st.aborted.get_or_insert(kind);
         st.turn = None;
+        self.end_prompt(&mut st);
         if st.writer.is_some() {
             // The guard is lent to a write in progress: it is released the
             // moment the write returns.
@@ -1334,6 +1348,7 @@ impl<B: StoreBackend> Inner<B> {
     fn dispose(&self) -> Result<()> {
         let mut st = lock(&self.st);
         let turn = st.turn.take();
+        self.end_prompt(&mut st);
         let mut result = Ok(());
         if st.writer.is_some() {
             st.after_write = AfterWrite::Dispose;
@@ -2003,9 +2018,7 @@ impl<B: StoreBackend> Attempt<B> {
             if phase == TakeoverPhase::PromptReacquire {
                 st.turn = None;
             }
-            if let Some(since) = st.prompt_since.take() {
-                observe::prompt_end(&self.inner.ctx(), since);
-            }
+            self.inner.end_prompt(st);
         })?;
         if phase == TakeoverPhase::Cleanup {
             // An aborted attempt's cleanup queues for the session again.
@@ -2214,8 +2227,13 @@ impl<B: StoreBackend> Attempt<B> {
         let mut w = self.start_write("append").await?;
         let result = match w.parts() {
             Some((t, g)) => {
-                g.with_lease(|held| async move { t.append(&held, entries, durability).await })
-                    .await
+                let appended = g
+                    .with_lease(|held| async move { t.append(&held, entries, durability).await })
+                    .await;
+                if let Ok(a) = &appended {
+                    g.note_appended(entries.len(), a.len);
+                }
+                appended
             }
             None => Err(self.inner.disposed("append")),
         };
@@ -2584,9 +2602,10 @@ impl<B: StoreBackend> Attempt<B> {
     /// Cancel safe.
     pub async fn acquire_for_cleanup(&self) -> Result<CleanupLock> {
         let deadline = deadline_of(self.inner.opts.lock.timeout);
-        let aborts = self
-            .inner
-            .enter("acquire_for_cleanup", |st| st.turn = None)?;
+        let aborts = self.inner.enter("acquire_for_cleanup", |st| {
+            st.turn = None;
+            self.inner.end_prompt(st);
+        })?;
         let held = {
             let mut st = self.inner.settled(deadline, aborts, "cleanup").await?;
             match st.state {

@@ -731,20 +731,25 @@ impl<B: LockBackend> SessionLock<B> {
             acquire,
         };
         let session = key.session().to_owned();
-        let waiting = observe::Waiting::start(B::NAME);
-        let got = self
-            .acquire_in(key, opts, mode, started, &spans)
-            .instrument(spans.acquire.clone())
-            .await;
-        drop(waiting);
-        let waited = started.elapsed();
         let ctx = observe::Ctx {
             backend: B::NAME,
             session: &session,
             lane: opts.lane.as_deref(),
             run: opts.run_id.as_deref(),
         };
+        // Counted while it waits; logged as cancelled if dropped before
+        // its outcome (an async acquisition's future).
+        let waiting = observe::Waiting::start(&ctx, started);
+        let mut joined = false;
+        let got = self
+            .acquire_in(key, opts, mode, started, &spans, &mut joined)
+            .instrument(spans.acquire.clone())
+            .await;
+        waiting.finish();
+        let waited = started.elapsed();
         match &got {
+            // A join shares a hold that began (and was logged) before.
+            Ok(_) if joined => {}
             Ok(g) => observe::acquired(&ctx, g.epoch(), waited),
             Err(Error::Timeout { holder, .. }) => observe::gave_up(&ctx, waited, holder.pid),
             Err(e) => observe::failed(&ctx, waited, e),
@@ -826,6 +831,7 @@ impl<B: LockBackend> SessionLock<B> {
         mode: Mode,
         started: Instant,
         spans: &Spans,
+        joined: &mut bool,
     ) -> Result<Guard<B>> {
         // A budget too large for a deadline (`Duration::MAX`) is forever.
         let deadline = opts.timeout.and_then(|t| started.checked_add(t));
@@ -839,6 +845,7 @@ impl<B: LockBackend> SessionLock<B> {
             // Joined while any guard of it lives; else it is being
             // released, and the turn comes after that, as anyone's.
             if let Some(guard) = slot.current_hold::<Hold<B>>().and_then(Guard::join) {
+                *joined = true;
                 return Ok(guard);
             }
         } else if crate::lock::guard::inside_any_fence() {

@@ -438,6 +438,7 @@ impl<B: LockBackend> Hold<B> {
                 _ => return None,
             }
         };
+        let ended = observe::Stamp::now();
         let (released, refused) = without_waiting(|| block_on(self.backend.release(&lease, None)));
         if refused {
             return None;
@@ -456,14 +457,28 @@ impl<B: LockBackend> Hold<B> {
         if let Some(turn) = turn {
             turn.end(None);
         }
-        Some(match released {
+        Some(self.released(released, ended))
+    }
+
+    /// Ends the hold after a release that ended at `ended` (the lock may be
+    /// someone else's right after): logs it, or the loss it found.
+    fn released(&self, released: Result<bool>, ended: observe::Stamp) -> Result<()> {
+        match released {
             Ok(true) => {
-                self.log_released(false);
+                self.log_released(false, ended);
                 Ok(())
             }
-            Ok(false) => Err(self.lost_at_release()),
-            Err(e) => Err(e),
-        })
+            Ok(false) => Err(self.lost_at_release(ended)),
+            Err(e) => {
+                observe::release_failed(&self.ctx(), self.info.epoch, self.held(ended), &e, ended);
+                Err(e)
+            }
+        }
+    }
+
+    /// How long the lock was held until `ended`.
+    fn held(&self, ended: observe::Stamp) -> std::time::Duration {
+        ended.at.saturating_duration_since(self.acquired_at)
     }
 
     /// This acquisition as metrics and the event log report it.
@@ -487,12 +502,13 @@ impl<B: LockBackend> Hold<B> {
         observe::refused(&self.ctx(), self.info.epoch, error);
     }
 
-    fn log_released(&self, handed_off: bool) {
+    fn log_released(&self, handed_off: bool, ended: observe::Stamp) {
         observe::released(
             &self.ctx(),
             self.info.epoch,
-            self.acquired_at.elapsed(),
+            self.held(ended),
             handed_off,
+            ended,
         );
         tracing::debug!(
             target: "sessionlock::hold",
@@ -562,36 +578,39 @@ impl<B: LockBackend> Hold<B> {
             Ok(lease) => {
                 if turn.slot().has_waiters() && block_on(self.backend.fenced(&lease, || ())).is_ok()
                 {
+                    // Logged before the waiter wakes, so that this hold
+                    // ends before the next one begins.
+                    self.log_released(true, observe::Stamp::now());
                     turn.end(Some(Box::new(ParkedLease {
                         backend: self.backend.clone(),
                         lease,
                     })));
-                    self.log_released(true);
                     return Ok(());
                 }
                 Arc::new(lease)
             }
             Err(shared) => shared,
         };
+        let ended = observe::Stamp::now();
         let released = block_on(self.backend.release(&lease, None));
         turn.end(None);
-        match released {
-            Ok(true) => {
-                self.log_released(false);
-                Ok(())
-            }
-            Ok(false) => Err(self.lost_at_release()),
-            Err(e) => Err(e),
-        }
+        self.released(released, ended)
     }
 
     /// The error for a lease that was no longer published when we released
     /// it: removed, or replaced by someone else's lock.
-    fn lost_at_release(&self) -> Error {
+    fn lost_at_release(&self, ended: observe::Stamp) -> Error {
         let cause = match block_on(self.backend.inspect(&self.info.key)) {
             Ok(Some(_)) => LossCause::Replaced,
             _ => LossCause::Removed,
         };
+        observe::revoked(
+            &self.ctx(),
+            self.info.epoch,
+            self.held(ended),
+            cause.as_str(),
+            ended,
+        );
         tracing::warn!(
             target: "sessionlock::fence",
             lock = %self.lock_path().display(),
@@ -614,6 +633,7 @@ impl<B: LockBackend> Hold<B> {
         st.revocation = None;
         let lease = st.lease.take();
         let turn = st.turn.take();
+        let ended = observe::Stamp::now();
         let current_epoch = match lease.as_ref().map(|l| block_on(self.backend.revoke(l))) {
             Some(Ok(c)) => c,
             Some(Err(e)) => {
@@ -638,8 +658,8 @@ impl<B: LockBackend> Hold<B> {
         drop(st);
         self.revoked.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
-        let held = self.acquired_at.elapsed();
-        observe::revoked(&self.ctx(), self.info.epoch, held, cause.as_str());
+        let held = self.held(ended);
+        observe::revoked(&self.ctx(), self.info.epoch, held, cause.as_str(), ended);
         let held_ms = u64::try_from(held.as_millis()).unwrap_or(u64::MAX);
         if cause == LossCause::Overdue {
             tracing::warn!(
@@ -839,7 +859,8 @@ impl<B: LockBackend> Guard<B> {
     /// Inside this acquisition's own [`Guard::with_fence`] it passes at
     /// once: the fence is held.
     pub fn check(&self) -> Result<()> {
-        self.with_fence(|| ())
+        // Not a write: a refusal here is not counted as a refused write.
+        self.fenced(|| ())
     }
 
     /// Resolves as soon as this guard no longer owns the session, with the
@@ -954,6 +975,14 @@ impl<B: LockBackend> Guard<B> {
     /// # }
     /// ```
     pub fn with_fence<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let result = self.fenced(f);
+        self.hold.count_refused(&result);
+        result
+    }
+
+    /// [`Guard::with_fence`] without counting a refusal (a check is no
+    /// write).
+    fn fenced<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
         let id = self.hold.id();
         if InsideFence::contains(id) {
             return Ok(f());
@@ -970,7 +999,6 @@ impl<B: LockBackend> Guard<B> {
             // every later check and write fails the same way.
             self.hold.revoke(None, *cause);
         }
-        self.hold.count_refused(&result);
         result
     }
 

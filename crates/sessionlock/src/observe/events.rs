@@ -19,7 +19,7 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -40,6 +40,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// in a `dropped` line. Locks never wait for the log.
 const MAX_BUFFERED: usize = 8 << 20;
 
+/// How long the exit hook waits for another thread's event or write.
+const EXIT_WAIT: Duration = Duration::from_millis(100);
+
 /// The log's state in this process.
 struct Sink {
     file: Arc<File>,
@@ -50,6 +53,8 @@ struct Sink {
     dropped: u64,
     /// Whether a write failed and was reported: reported once.
     failing: bool,
+    /// Whether the last write was cut short inside a line.
+    torn: bool,
 }
 
 impl Sink {
@@ -60,6 +65,7 @@ impl Sink {
             buf: Vec::with_capacity(64 << 10),
             dropped: 0,
             failing: false,
+            torn: false,
         }
     }
 }
@@ -178,7 +184,10 @@ fn open(path: &Path) -> crate::Result<File> {
         .append(true)
         .create(true)
         .mode(0o644)
-        .custom_flags(rustix::fs::OFlags::CLOEXEC.bits() as i32)
+        // Non-blocking: opening a FIFO without a reader fails instead of
+        // waiting (it happens at an acquisition's first event), and a
+        // full pipe drops lines instead of stalling the writer or the exit.
+        .custom_flags((rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(path)
         .map_err(|e| crate::Error::io("open the event log", path, e))
 }
@@ -244,44 +253,88 @@ fn start() {
 }
 
 extern "C" fn flush_at_exit() {
-    // At exit another thread may hold a mutex for ever (it was stopped
-    // mid-event): skip the flush rather than hang the exit.
-    let Ok(_writing) = WRITING.try_lock() else {
+    // Another thread may be writing or logging right now (it goes on while
+    // the process exits), or hold a mutex for ever (it was stopped
+    // mid-event): wait for the mutexes a little, never for ever.
+    let deadline = Instant::now() + EXIT_WAIT;
+    let Some(_writing) = patiently(&WRITING, deadline) else {
         return;
     };
-    write_out(|| SINK.try_lock().ok());
+    write_out(|| patiently(&SINK, deadline));
+}
+
+/// Takes `m` if it comes free before `deadline`.
+fn patiently<T>(m: &'static Mutex<T>, deadline: Instant) -> Option<MutexGuard<'static, T>> {
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Some(g),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Takes the buffered lines (from the sink `sink` gives, under its mutex),
 /// and appends them to the file with the mutex released. The caller holds
 /// [`WRITING`].
 fn write_out<'a>(sink: impl Fn() -> Option<MutexGuard<'a, Option<Sink>>>) {
-    let taken = {
+    // Allocated before the mutex is taken: an event never waits for it.
+    let mut fresh = Vec::with_capacity(64 << 10);
+    // `buf` is: a `\n` ending a torn line (if the last write was cut
+    // short), a `dropped` line (if events were lost), then the events from
+    // `events_at` on.
+    let (file, buf, noted, events_at) = {
         let Some(mut guard) = sink() else {
             return;
         };
         let Some(s) = guard.as_mut() else {
             return;
         };
-        if s.dropped > 0 {
-            let note = format!(
-                "{{\"v\":{SCHEMA_VERSION},\"ts_us\":{},\"pid\":{},\"host\":{},\"kind\":\"dropped\",\"events\":{}}}\n",
-                now_us(),
-                std::process::id(),
-                serde_json::Value::from(crate::sys::hostname()),
-                s.dropped
-            );
-            s.dropped = 0;
-            s.buf.extend_from_slice(note.as_bytes());
-        }
         if s.buf.is_empty() {
             return;
         }
-        let fresh = Vec::with_capacity(s.buf.capacity().min(1 << 20));
-        (Arc::clone(&s.file), std::mem::replace(&mut s.buf, fresh))
+        let noted = std::mem::take(&mut s.dropped);
+        if s.torn {
+            // The last write was cut short: end its torn line, so that
+            // only that line is lost, not the first of this write.
+            fresh.push(b'\n');
+        }
+        if noted > 0 {
+            fresh.extend_from_slice(
+                format!(
+                    "{{\"v\":{SCHEMA_VERSION},\"ts_us\":{},\"pid\":{},\"host\":{},\"kind\":\"dropped\",\"events\":{noted}}}\n",
+                    now_us(),
+                    std::process::id(),
+                    serde_json::Value::from(crate::sys::hostname()),
+                )
+                .as_bytes(),
+            );
+        }
+        let events_at = fresh.len();
+        if fresh.is_empty() {
+            std::mem::swap(&mut fresh, &mut s.buf);
+        } else {
+            fresh.extend_from_slice(&s.buf);
+            s.buf.clear();
+        }
+        (Arc::clone(&s.file), fresh, noted, events_at)
     };
-    let (file, buf) = taken;
-    let written = (&*file).write_all(&buf);
+    let mut done = 0;
+    let written = loop {
+        match (&*file).write(&buf[done..]) {
+            Ok(0) => break Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                done += n;
+                if done == buf.len() {
+                    break Ok(());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
     let Some(mut guard) = sink() else {
         return;
     };
@@ -292,10 +345,22 @@ fn write_out<'a>(sink: impl Fn() -> Option<MutexGuard<'a, Option<Sink>>>) {
         return;
     }
     match written {
-        Ok(()) => s.failing = false,
+        Ok(()) => {
+            s.failing = false;
+            s.torn = false;
+        }
         Err(e) => {
-            // Counted, not kept: a full disk must not grow memory.
-            s.dropped += bytecount_lines(&buf);
+            // Counted, not kept: a full disk must not grow memory. The
+            // `dropped` line was one of the lines lost: its count is
+            // carried over instead.
+            s.dropped += bytecount_lines(&buf[done.max(events_at)..]);
+            if done < events_at {
+                s.dropped += noted;
+            }
+            if done > 0 {
+                // Else nothing of it was written: a torn line stays torn.
+                s.torn = buf[done - 1] != b'\n';
+            }
             if !s.failing {
                 s.failing = true;
                 tracing::warn!(
@@ -391,6 +456,11 @@ fn lossy_opt<S: serde::Serializer>(v: &Option<&OsStr>, s: S) -> Result<S::Ok, S:
 /// Logs one of the library's events (`kind`, then `line`'s fields). The
 /// caller checked [`on`].
 pub(crate) fn log(kind: &str, line: &Line<'_>) {
+    log_at(kind, now_us(), line);
+}
+
+/// [`log`], for something that happened at `ts_us`.
+pub(crate) fn log_at(kind: &str, ts_us: u64, line: &Line<'_>) {
     #[derive(Serialize)]
     struct Whole<'a> {
         #[serde(flatten)]
@@ -399,7 +469,10 @@ pub(crate) fn log(kind: &str, line: &Line<'_>) {
         line: &'a Line<'a>,
     }
     push(&Whole {
-        head: head(kind),
+        head: Head {
+            ts_us,
+            ..head(kind)
+        },
         line,
     });
 }
@@ -420,6 +493,7 @@ fn push(value: &impl Serialize) {
         return;
     }
     s.buf.push(b'\n');
+    drop(guard);
     if start == 0 {
         // The first line since the last write: wake the writer (one
         // notification per write, not per event).

@@ -5,7 +5,8 @@
 //!   of your choice (`metrics-exporter-prometheus`, say) in your program
 //!   and the library's counters, gauges and histograms appear in it. The
 //!   names and labels are stable ([`names`]); a label never carries a
-//!   session's path. Without a recorder they cost next to nothing.
+//!   session's path. Without a recorder a record costs a few small
+//!   allocations (the facade builds the key before it finds no recorder).
 //! - **The event log** ([`EventLog`]) writes every acquisition, release,
 //!   hand-off, reclaim, revocation, refused write, prompt window and
 //!   takeover as a line of JSON, for `sessionlock timeline` and your own
@@ -70,6 +71,24 @@ fn us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// When something happened, on both clocks: the event's time (the wall
+/// clock) and what durations are measured with. Taken before a release, so
+/// that a hold's end is logged before the next holder's start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    pub(crate) at: Instant,
+    us: u64,
+}
+
+impl Stamp {
+    pub(crate) fn now() -> Stamp {
+        Stamp {
+            at: Instant::now(),
+            us: events::now_us(),
+        }
+    }
+}
+
 /// An acquisition took its lock after waiting `waited`.
 pub(crate) fn acquired(c: &Ctx<'_>, epoch: u64, waited: Duration) {
     metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "acquired")
@@ -121,7 +140,7 @@ pub(crate) fn failed(c: &Ctx<'_>, waited: Duration, error: &dyn std::fmt::Displa
 
 /// A hold ended by a release; `handed_off` when the lock went straight to
 /// a lane of this process.
-pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool) {
+pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool, ended: Stamp) {
     let end = if handed_off { "handed_off" } else { "released" };
     metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => end)
         .record(held.as_secs_f64());
@@ -130,8 +149,9 @@ pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool
             .increment(1);
     }
     if events::on() {
-        events::log(
+        events::log_at(
             "released",
+            ended.us,
             &Line {
                 epoch: Some(epoch),
                 held_us: Some(us(held)),
@@ -144,18 +164,46 @@ pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool
 
 /// A hold ended by the lock's loss (`cause`: `overdue`, `removed`,
 /// `replaced`, `connection_lost`).
-pub(crate) fn revoked(c: &Ctx<'_>, epoch: u64, held: Duration, cause: &'static str) {
+pub(crate) fn revoked(c: &Ctx<'_>, epoch: u64, held: Duration, cause: &'static str, ended: Stamp) {
     metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => "revoked")
         .record(held.as_secs_f64());
     metrics::counter!(names::REVOCATIONS_TOTAL, "backend" => c.backend, "lane" => c.lane(), "cause" => cause)
         .increment(1);
     if events::on() {
-        events::log(
+        events::log_at(
             "revoked",
+            ended.us,
             &Line {
                 epoch: Some(epoch),
                 held_us: Some(us(held)),
                 cause: Some(cause),
+                ..c.line()
+            },
+        );
+    }
+}
+
+/// A release failed (the lock stays, for the next waiter to reclaim): the
+/// hold ends for its holder all the same.
+pub(crate) fn release_failed(
+    c: &Ctx<'_>,
+    epoch: u64,
+    held: Duration,
+    error: &dyn std::fmt::Display,
+    ended: Stamp,
+) {
+    metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => "release_failed")
+        .record(held.as_secs_f64());
+    if events::on() {
+        let error = error.to_string();
+        events::log_at(
+            "released",
+            ended.us,
+            &Line {
+                epoch: Some(epoch),
+                held_us: Some(us(held)),
+                handed_off: Some(false),
+                error: Some(&error),
                 ..c.line()
             },
         );
@@ -295,19 +343,54 @@ pub(crate) fn prompt_end(c: &Ctx<'_>, since: Instant) {
 }
 
 /// Counts an acquisition as waiting while it lives
-/// ([`names::WAITERS`]).
+/// ([`names::WAITERS`]); dropped before [`Waiting::finish`] (a cancelled
+/// async acquisition), logs it as `cancelled`.
 #[must_use]
-pub(crate) struct Waiting(&'static str);
+pub(crate) struct Waiting {
+    backend: &'static str,
+    started: Instant,
+    /// The acquisition's session, lane and run, kept only while the event
+    /// log is on.
+    cancelled: Option<(std::ffi::OsString, Option<String>, Option<String>)>,
+}
 
 impl Waiting {
-    pub(crate) fn start(backend: &'static str) -> Waiting {
-        metrics::gauge!(names::WAITERS, "backend" => backend).increment(1.0);
-        Waiting(backend)
+    pub(crate) fn start(c: &Ctx<'_>, started: Instant) -> Waiting {
+        metrics::gauge!(names::WAITERS, "backend" => c.backend).increment(1.0);
+        Waiting {
+            backend: c.backend,
+            started,
+            cancelled: events::on().then(|| {
+                (
+                    c.session.to_owned(),
+                    c.lane.map(str::to_owned),
+                    c.run.map(str::to_owned),
+                )
+            }),
+        }
+    }
+
+    /// The acquisition has its outcome (logged by the caller).
+    pub(crate) fn finish(mut self) {
+        self.cancelled = None;
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        metrics::gauge!(names::WAITERS, "backend" => self.0).decrement(1.0);
+        metrics::gauge!(names::WAITERS, "backend" => self.backend).decrement(1.0);
+        if let Some((session, lane, run)) = self.cancelled.take() {
+            events::log(
+                "cancelled",
+                &Line {
+                    backend: Some(self.backend),
+                    session: Some(&session),
+                    lane: lane.as_deref(),
+                    run: run.as_deref(),
+                    waited_us: Some(us(self.started.elapsed())),
+                    ..Line::default()
+                },
+            );
+        }
     }
 }

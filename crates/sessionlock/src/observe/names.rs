@@ -24,7 +24,7 @@ pub const REVOCATIONS_TOTAL: &str = "sessionlock_revocations_total";
 /// Fenced writes refused because their guard no longer owned the session
 /// (counter; labels `backend`, `lane`, `error`: `revoked`, `fenced`).
 pub const FENCED_WRITES_REFUSED_TOTAL: &str = "sessionlock_fenced_writes_refused_total";
-/// Takeovers attempts detected (counter; labels `backend`, `kind`: the
+/// Takeovers detected (counter; labels `backend`, `kind`: the
 /// takeover reason, `changed`, `changed_while_held`, ...).
 pub const TAKEOVERS_TOTAL: &str = "sessionlock_takeovers_total";
 /// Fenced transcript appends that landed, one per call or batch (counter;
