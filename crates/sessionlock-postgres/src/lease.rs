@@ -761,6 +761,26 @@ impl LockBackend for PgBackend {
         run(async move { Ok(listen::watch(&s, &k).await) })
     }
 
+    fn queue(
+        &self,
+        key: &PgKey,
+        watch: &mut PgWatch,
+        req: &LeaseRequest,
+        deadline: Option<Instant>,
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
+        // No line is kept (whoever looks first after a release wins): the
+        // row, written once the waiter has waited a while, only lets others
+        // see who waits (design §17.2).
+        if watch.waiter.is_none() {
+            watch.waiter = Some(crate::waiters::Queued::new(
+                key.key.clone(),
+                req.clone(),
+                deadline,
+            ));
+        }
+        async { Ok(()) }
+    }
+
     fn wait_blocking(
         &self,
         watch: &mut PgWatch,
@@ -768,6 +788,9 @@ impl LockBackend for PgBackend {
         timeout: Option<Duration>,
     ) -> Result<(), Error> {
         let (s, lock) = (self.shared.clone(), holder_lock(holder));
+        if let Some(q) = &watch.waiter {
+            q.write_if_due(&s);
+        }
         let mut w = watch.take();
         let w = block(async move {
             listen::wait(&s, &mut w, lock, timeout).await;
@@ -784,6 +807,9 @@ impl LockBackend for PgBackend {
         timeout: Option<Duration>,
     ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
         let (s, lock) = (self.shared.clone(), holder_lock(holder));
+        if let Some(q) = &watch.waiter {
+            q.write_if_due(&s);
+        }
         let mut w = watch.take();
         let done = run(async move {
             listen::wait(&s, &mut w, lock, timeout).await;

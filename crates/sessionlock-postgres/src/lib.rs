@@ -45,6 +45,7 @@ mod rt;
 mod schema;
 mod sql;
 mod store;
+mod waiters;
 
 use std::ffi::OsString;
 use std::sync::Arc;

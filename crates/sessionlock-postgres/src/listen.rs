@@ -18,6 +18,7 @@ use tokio::sync::{watch, Notify};
 use tokio_postgres::AsyncMessage;
 
 use crate::conn::{connect_raw, locked, Shared};
+use crate::waiters::Queued;
 
 /// The most death watches (server connections) a process keeps at once.
 pub const MAX_DEATH_WATCHES: usize = 32;
@@ -82,6 +83,10 @@ pub struct PgWatch {
     key: Arc<Signal>,
     seen: u64,
     death: Option<(i64, Arc<Death>)>,
+    /// This acquisition's row among the session's waiters, once it queued:
+    /// written once it has waited a while, deleted when the last copy of
+    /// the watch drops.
+    pub(crate) waiter: Option<Arc<Queued>>,
 }
 
 impl std::fmt::Debug for PgWatch {
@@ -100,6 +105,7 @@ impl PgWatch {
             key: self.key.clone(),
             seen: self.seen,
             death: self.death.take(),
+            waiter: self.waiter.clone(),
         }
     }
 }
@@ -162,6 +168,7 @@ pub(crate) async fn watch(shared: &Arc<Shared>, key: &str) -> PgWatch {
         key: signal,
         seen,
         death: None,
+        waiter: None,
     }
 }
 

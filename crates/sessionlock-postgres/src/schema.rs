@@ -8,6 +8,11 @@
 //!   JSONL: each line and its newline), edit count and digest.
 //! - `entries`: the transcripts, one row per entry, keyed by session and a
 //!   gapless sequence.
+//! - `waiters` (version 3): one row per acquisition waiting for a session,
+//!   written by the waiting client when it starts to wait and deleted when
+//!   it stops; a row whose client's liveness lock is gone (its connection
+//!   ended) is a dead waiter's, never shown, and deleted by the next waiter
+//!   of that session.
 //!
 //! Triggers on `entries` keep the lease row's `next_seq`, `bytes`, `edits`
 //! and `digest` true whoever writes the table (sessionlock or a foreign hand),
@@ -21,7 +26,7 @@ use sessionlock::Error;
 use tokio_postgres::Client;
 
 /// The version of the schema this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// 2^64, the modulus of the transcript digest.
 pub(crate) const DIGEST_MOD: &str = "18446744073709551616";
@@ -111,6 +116,32 @@ CREATE TRIGGER entries_truncated AFTER TRUNCATE ON {s}.entries
 /// with version 1 already; this replaces them in older ones.)
 fn version_2(s: &str) -> String {
     edit_functions(s)
+}
+
+/// Version 3: the waiters table (who waits for whom; design §17.2).
+/// `id` orders arrivals; `live_lock` is the waiting client's liveness lock,
+/// which tells a live waiter from a dead one.
+fn version_3(s: &str) -> String {
+    format!(
+        r#"
+CREATE TABLE IF NOT EXISTS {s}.waiters (
+    id bigserial PRIMARY KEY,
+    key text NOT NULL,
+    pid integer,
+    starttime bigint,
+    hostname text,
+    boot_id text,
+    client_id text,
+    lane text,
+    run_id text,
+    live_lock bigint,
+    since timestamptz NOT NULL DEFAULT clock_timestamp(),
+    deadline timestamptz
+);
+CREATE INDEX IF NOT EXISTS waiters_key ON {s}.waiters (key, id);
+COMMENT ON TABLE {s}.waiters IS 'sessionlock: acquisitions waiting for a session, one row each while they wait';
+"#
+    )
 }
 
 /// The functions of the delete and update triggers, as of version 2.
@@ -213,6 +244,11 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str, target: &str) -> 
     }
     if have < 2 {
         tx.batch_execute(&version_2(schema))
+            .await
+            .map_err(fail("migrate sessionlock's tables on"))?;
+    }
+    if have < 3 {
+        tx.batch_execute(&version_3(schema))
             .await
             .map_err(fail("migrate sessionlock's tables on"))?;
     }

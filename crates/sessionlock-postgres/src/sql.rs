@@ -37,6 +37,9 @@ pub(crate) struct Sql {
     pub(crate) counters: String,
     pub(crate) entries_from: String,
     pub(crate) all_entries: String,
+    pub(crate) enqueue: String,
+    pub(crate) dequeue: String,
+    pub(crate) waiters: String,
 }
 
 /// The next epoch after `e`.
@@ -171,6 +174,28 @@ impl Sql {
             all_entries: format!(
                 "SELECT e.seq, e.line FROM {s}.entries e JOIN {s}.leases l ON l.id = e.session \
                  WHERE l.key = $1 ORDER BY e.seq"
+            ),
+            // A waiter that has waited a while: its row (`since` when it
+            // started to wait), after deleting the rows of the session's
+            // dead waiters (their liveness lock is free).
+            enqueue: format!(
+                "WITH gone AS (DELETE FROM {s}.waiters w WHERE w.key = $1 \
+                     AND pg_try_advisory_xact_lock_shared(w.live_lock)) \
+                 INSERT INTO {s}.waiters (key, pid, starttime, hostname, boot_id, client_id, lane, \
+                     run_id, live_lock, deadline, since) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                     clock_timestamp() + $10::bigint * interval '1 millisecond', \
+                     clock_timestamp() - $11::bigint * interval '1 millisecond') RETURNING id"
+            ),
+            dequeue: format!("DELETE FROM {s}.waiters WHERE id = $1"),
+            // The live waiters of the sessions under a prefix, in arrival
+            // order, with the server's clock.
+            waiters: format!(
+                "SELECT w.key, w.pid, w.hostname, w.client_id, w.lane, w.run_id, w.since, \
+                     w.deadline, clock_timestamp() \
+                 FROM {s}.waiters w WHERE starts_with(w.key, $1) AND w.live_lock IS NOT NULL \
+                     AND NOT pg_try_advisory_xact_lock_shared(w.live_lock) \
+                 ORDER BY w.key, w.since, w.id"
             ),
             channel,
         }

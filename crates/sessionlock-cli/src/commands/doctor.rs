@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use sessionlock::diag::waitfor::{self, Cycle};
 use sessionlock::doctor::{
     self, Action, Checkup, FixOptions, Kind, Outcome, Subject, Tally, Verdict,
 };
-use sessionlock::report::DoctorReport;
+use sessionlock::report::{DoctorReport, FindingJson};
 use sessionlock::status::Explained;
+use sessionlock::SessionId as _;
 use sessionlock::{Config, Error, Settings};
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::testkit::block_on;
@@ -489,12 +491,32 @@ fn run_pg(
     let prefixes = pg_prefixes(&args.dirs);
     let mut rows = Vec::new();
     for prefix in &prefixes {
-        let found = block_on(doctor::examine_locks(&backend, prefix.as_str(), settings))?;
+        let mut found = block_on(doctor::examine_locks(&backend, prefix.as_str(), settings))?;
+        // Each lease's queue, for the wait-for cycles among the clients.
+        let (mut queues, _) = block_on(backend.waiters(prefix))?;
+        for f in &mut found {
+            if let Explained::Lock(st) = &mut f.lock {
+                if let Some(q) = queues.remove(st.key.as_str()) {
+                    st.contention.waiting = q.iter().filter_map(|w| w.pid).collect();
+                    st.contention.queue = q;
+                }
+            }
+        }
         rows.extend(found.into_iter().map(|finding| PgRow {
             finding,
             outcome: None,
         }));
     }
+    let cycles = {
+        let held: Vec<&sessionlock::status::LockStatus<PgKey, PgVersion>> = rows
+            .iter()
+            .filter_map(|r| match &r.finding.lock {
+                Explained::Lock(st) => Some(&**st),
+                Explained::Unreadable { .. } => None,
+            })
+            .collect();
+        waitfor::cycles(&held)
+    };
     if args.fix {
         let opts = FixOptions::default().force(args.force);
         for row in &mut rows {
@@ -509,6 +531,9 @@ fn run_pg(
         let f = &r.finding;
         t.add(f.verdict, f.action, Kind::Lock, r.outcome.as_ref());
     }
+    for _ in &cycles {
+        t.add(Verdict::Invalid, Action::None, Kind::Lock, None);
+    }
     let examined = format!(
         "examined {} on {}",
         count(t.locks, "lease", "leases"),
@@ -517,9 +542,9 @@ fn run_pg(
 
     let mut out = io::stdout().lock();
     let written = if args.json {
-        write_pg_json(&mut out, &prefixes, &rows, &t)
+        write_pg_json(&mut out, &prefixes, &rows, &cycles, &t)
     } else {
-        write_pg_human(&mut out, args, &rows)
+        write_pg_human(&mut out, args, &rows, &cycles)
             .and_then(|()| writeln!(out, "{}", summary_of(examined, &t, args.fix)))
     };
     match written.and_then(|()| out.flush()) {
@@ -597,8 +622,13 @@ fn pg_hint(args: &Args, choice: &BackendChoice, t: &Tally) -> Option<String> {
     (!steps.is_empty()).then(|| steps.join("; "))
 }
 
-fn write_pg_human(out: &mut impl Write, args: &Args, rows: &[PgRow]) -> io::Result<()> {
-    if rows.is_empty() {
+fn write_pg_human(
+    out: &mut impl Write,
+    args: &Args,
+    rows: &[PgRow],
+    cycles: &[Cycle],
+) -> io::Result<()> {
+    if rows.is_empty() && cycles.is_empty() {
         return Ok(());
     }
     let header = [
@@ -640,6 +670,28 @@ fn write_pg_human(out: &mut impl Write, args: &Args, rows: &[PgRow]) -> io::Resu
                 .into_owned(),
             ]
         })
+        .chain(cycles.iter().map(|c| {
+            let key = c
+                .links
+                .first()
+                .map(|l| l.session.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            [
+                output::escape(&key).into_owned(),
+                "-".to_owned(),
+                Verdict::Invalid.as_str().to_owned(),
+                doctor::WAIT_FOR_CYCLE.to_owned(),
+                output::escape(&plan_text(
+                    Verdict::Invalid,
+                    Action::None,
+                    &c.describe(),
+                    None,
+                    args.fix,
+                    args.force,
+                ))
+                .into_owned(),
+            ]
+        }))
         .collect();
     output::write_rows(out, &header, &table)
 }
@@ -651,13 +703,31 @@ fn write_pg_json(
     out: &mut impl Write,
     prefixes: &[String],
     rows: &[PgRow],
+    cycles: &[Cycle],
     t: &Tally,
 ) -> io::Result<()> {
-    let doc = DoctorReport::of_locks(
+    let mut doc = DoctorReport::of_locks(
         prefixes,
         rows.iter().map(|r| (&r.finding, r.outcome.as_ref())),
         t,
     );
+    for c in cycles {
+        // The first link's lease, by its locator.
+        let locator = c
+            .links
+            .first()
+            .and_then(|l| {
+                rows.iter().find_map(|r| match &r.finding.lock {
+                    Explained::Lock(st) if st.session == l.session => {
+                        Some(st.key.locator().to_owned())
+                    }
+                    _ => None,
+                })
+            })
+            .unwrap_or_default();
+        doc.findings
+            .push(FindingJson::of_cycle(c, &locator, c.describe()));
+    }
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     writeln!(out)
 }

@@ -28,12 +28,14 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use serde::Serialize;
 use sessionlock::identity::Liveness;
-use sessionlock::report::{DirErrorJson, HolderJson, StatusReport};
-use sessionlock::status::{human_duration, openclaw_exposure, DirLocks, Explained, LockStatus};
+use sessionlock::report::{DirErrorJson, HolderJson, StatusReport, WaiterJson};
+use sessionlock::status::{
+    human_duration, openclaw_exposure, DirLocks, Explained, LockStatus, Waiter,
+};
 use sessionlock::{Config, Error, SessionId as _, Settings};
 use sessionlock_lab::backend_choice::BackendChoice;
 use sessionlock_lab::testkit::block_on;
-use sessionlock_postgres::{PgKey, PgVersion};
+use sessionlock_postgres::{PgBackend, PgKey, PgVersion};
 
 use super::lock::{pg_backend, pg_prefixes};
 
@@ -312,6 +314,7 @@ fn contention_notes(s: &LockStatus, full_paths: bool) -> Vec<String> {
                 "processes wait"
             },
         ));
+        notes.extend(queue_lines(&c.queue, SystemTime::now()));
     }
     if let Some(h) = &c.stuck {
         let pid = h.pid.map_or_else(|| "?".to_owned(), |p| p.to_string());
@@ -331,6 +334,51 @@ fn contention_notes(s: &LockStatus, full_paths: bool) -> Vec<String> {
         });
     }
     notes
+}
+
+/// The queue under its session's note, one line per waiter in arrival
+/// order: `  1. pid 4242 on vm, lane cron, run r-7, waiting 2.1s, gives up in
+/// 7.9s`. Escaped: a waiter's lane cannot fake a line.
+pub(crate) fn queue_lines(queue: &[Waiter], now: SystemTime) -> Vec<String> {
+    queue
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut line = format!(
+                "  {}. pid {}",
+                i + 1,
+                w.pid.map_or_else(|| "?".to_owned(), |p| p.to_string())
+            );
+            if let Some(h) = &w.hostname {
+                line.push_str(&format!(" on {}", output::escape(h)));
+            }
+            if let Some(c) = &w.client_id {
+                line.push_str(&format!(" (client {})", output::escape(c)));
+            }
+            if let Some(l) = &w.lane {
+                line.push_str(&format!(", lane {}", output::escape(l)));
+            }
+            if let Some(r) = &w.run_id {
+                line.push_str(&format!(", run {}", output::escape(r)));
+            }
+            if let Some(since) = w.since {
+                let waited = now.duration_since(since).unwrap_or_default();
+                line.push_str(&format!(", waiting {}", human_duration(waited)));
+            }
+            if let Some(d) = w.deadline {
+                match d.duration_since(now) {
+                    Ok(left) => {
+                        line.push_str(&format!(", gives up in {}", human_duration(left)));
+                    }
+                    Err(_) => line.push_str(", past its deadline"),
+                }
+            }
+            if w.stopped {
+                line.push_str(" (stopped: the line behind it waits)");
+            }
+            line
+        })
+        .collect()
 }
 
 /// The session as the table shows it: its file name, or the full path
@@ -450,6 +498,15 @@ struct PgLockJson {
     clock_lag_ms: i64,
     reasons: Vec<&'static str>,
     action: &'static str,
+    /// How many clients wait for the lease; left out when none do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<usize>,
+    /// The pid of the first of them; left out when none wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_waiter_pid: Option<u32>,
+    /// The waiters in arrival order (the file backend's shape, with each
+    /// waiter's `clientId`; `waitedMs` on the server's clock).
+    queue: Vec<WaiterJson>,
 }
 
 impl PgLockJson {
@@ -463,6 +520,14 @@ impl PgLockJson {
             clock_lag_ms: clock_lag_ms(s),
             reasons: s.holder.reasons.iter().map(|r| r.as_str()).collect(),
             action: s.action.as_str(),
+            waiting: (!s.contention.queue.is_empty()).then_some(s.contention.queue.len()),
+            first_waiter_pid: s.contention.queue.first().and_then(|w| w.pid),
+            queue: s
+                .contention
+                .queue
+                .iter()
+                .map(|w| WaiterJson::at(w, s.inspection.observed))
+                .collect(),
         }
     }
 }
@@ -488,25 +553,32 @@ pub(crate) fn clock_lag_ms(s: &PgStatus) -> i64 {
     }
 }
 
-/// `status` on a PostgreSQL server: every lease whose key starts with one
-/// of the prefixes (all of them without one).
-fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCode> {
-    if args.watch {
-        anyhow::bail!("--watch is not supported with a postgres backend yet; run status again");
-    }
-    let backend = pg_backend(url)?;
-    let prefixes = pg_prefixes(&args.dirs);
+/// Every lease whose key starts with one of the prefixes, explained, each
+/// with its queue (the server's waiters table); unreadable leases are
+/// reported on stderr. Also whether any was unreadable.
+fn pg_scan(
+    backend: &PgBackend,
+    prefixes: &[String],
+    settings: &Settings,
+) -> anyhow::Result<(Vec<PgStatus>, bool)> {
     let mut found: Vec<PgStatus> = Vec::new();
     let mut failed = false;
-    for prefix in &prefixes {
+    for prefix in prefixes {
         let listed = block_on(sessionlock::status::list(
-            &backend,
+            backend,
             prefix.as_str(),
             settings,
         ))?;
+        let (mut queues, _) = block_on(backend.waiters(prefix))?;
         for entry in listed {
             match entry {
-                Explained::Lock(st) => found.push(*st),
+                Explained::Lock(mut st) => {
+                    if let Some(q) = queues.remove(st.key.as_str()) {
+                        st.contention.waiting = q.iter().filter_map(|w| w.pid).collect();
+                        st.contention.queue = q;
+                    }
+                    found.push(*st);
+                }
                 Explained::Unreadable { error, .. } => {
                     failed = true;
                     report(&anyhow::Error::new(error), None);
@@ -514,6 +586,18 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
             }
         }
     }
+    Ok((found, failed))
+}
+
+/// `status` on a PostgreSQL server: every lease whose key starts with one
+/// of the prefixes (all of them without one).
+fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let backend = pg_backend(url)?;
+    let prefixes = pg_prefixes(&args.dirs);
+    if args.watch {
+        return watch_pg(args, &backend, &prefixes, settings);
+    }
+    let (found, failed) = pg_scan(&backend, &prefixes, settings)?;
     if found.is_empty() && !args.json {
         eprintln!(
             "no session leases held on {}{}",
@@ -527,19 +611,11 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
     }
     let mut out = io::stdout().lock();
     let written = if args.json {
-        let doc = PgStatusJson {
-            version: StatusReport::VERSION,
-            locks: found.iter().map(PgLockJson::new).collect(),
-            errors: Vec::new(),
-        };
-        serde_json::to_writer_pretty(&mut out, &doc)
-            .map_err(io::Error::other)
-            .and_then(|()| writeln!(out))
+        write_pg_json(&mut out, &found, true)
     } else if found.is_empty() {
         Ok(())
     } else {
-        let rows: Vec<[String; 11]> = found.iter().map(pg_row).collect();
-        output::write_rows(&mut out, &PG_HEADER, &rows)
+        write_pg_table(&mut out, &found)
     };
     if let (Some(first), false) = (found.first(), args.json) {
         eprintln!(
@@ -554,6 +630,100 @@ fn run_pg(args: &Args, url: &str, settings: &Settings) -> anyhow::Result<ExitCod
         Err(e) => return Err(e).context("cannot write to stdout"),
     }
     Ok(crate::exit::error_if(failed))
+}
+
+/// `status --json` on PostgreSQL: pretty, or compact on one line.
+fn write_pg_json(out: &mut impl Write, found: &[PgStatus], pretty: bool) -> io::Result<()> {
+    let doc = PgStatusJson {
+        version: StatusReport::VERSION,
+        locks: found.iter().map(PgLockJson::new).collect(),
+        errors: Vec::new(),
+    };
+    if pretty {
+        serde_json::to_writer_pretty(&mut *out, &doc)?;
+    } else {
+        serde_json::to_writer(&mut *out, &doc)?;
+    }
+    writeln!(out)
+}
+
+/// The table of leases, and each queue under it.
+fn write_pg_table(out: &mut impl Write, found: &[PgStatus]) -> io::Result<()> {
+    let rows: Vec<[String; 11]> = found.iter().map(pg_row).collect();
+    output::write_rows(out, &PG_HEADER, &rows)?;
+    let mut notes = Vec::new();
+    for s in found.iter().filter(|s| !s.contention.queue.is_empty()) {
+        let n = s.contention.queue.len();
+        notes.push(format!(
+            "{}: {n} {} for the lease",
+            output::escape(s.key.as_str()),
+            if n == 1 {
+                "client waits"
+            } else {
+                "clients wait"
+            }
+        ));
+        notes.extend(queue_lines(&s.contention.queue, s.inspection.observed));
+    }
+    if !notes.is_empty() {
+        writeln!(out)?;
+        for n in notes {
+            writeln!(out, "{n}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `--watch` on PostgreSQL: as on files, every `--interval-ms`.
+fn watch_pg(
+    args: &Args,
+    backend: &PgBackend,
+    prefixes: &[String],
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let view = if args.json {
+        View::Ndjson
+    } else if stdout.is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb") {
+        View::Redraw
+    } else {
+        View::Log
+    };
+    let interval = Duration::from_millis(args.interval_ms);
+    let mut next = Instant::now();
+    let mut refreshes = 0u64;
+    loop {
+        let at = sessionlock::payload::format_time(SystemTime::now());
+        let (found, failed) = pg_scan(backend, prefixes, settings)?;
+        let mut out = stdout.lock();
+        let written = match view {
+            View::Ndjson => write_pg_json(&mut out, &found, false),
+            View::Redraw => write!(
+                out,
+                "{CLEAR_SCREEN}{at}  every {}ms, Ctrl-C to stop\n\n",
+                args.interval_ms
+            )
+            .and_then(|()| write_pg_table(&mut out, &found)),
+            View::Log => {
+                let separator = if refreshes > 0 { "\n" } else { "" };
+                writeln!(out, "{separator}{at}").and_then(|()| write_pg_table(&mut out, &found))
+            }
+        };
+        if let Some(result) = stop_on_write_error(written.and_then(|()| out.flush())) {
+            return result;
+        }
+        drop(out);
+        refreshes += 1;
+        if args.count.is_some_and(|n| refreshes >= n) {
+            return Ok(crate::exit::error_if(failed));
+        }
+        next += interval;
+        let now = Instant::now();
+        match next.checked_duration_since(now) {
+            Some(wait) => std::thread::sleep(wait),
+            None => next = now,
+        }
+    }
 }
 
 /// A lease's table row: the file table's, with the key as the session and

@@ -390,14 +390,20 @@ pub trait LockBackend: Send + Sync + 'static {
     /// acquisition that has to wait. The default keeps no line: whoever
     /// looks first after a release wins.
     ///
+    /// `req` and `deadline` (when the acquisition gives up) say who waits:
+    /// a backend that lets others see its waiters (`status`, the doctor's
+    /// wait-for chains) records them.
+    ///
     /// # Errors
     /// `Io`.
     fn queue(
         &self,
         key: &Self::Key,
         watch: &mut Self::Watch,
+        req: &LeaseRequest,
+        deadline: Option<Instant>,
     ) -> impl Future<Output = Result<()>> + Send {
-        let _ = (key, watch);
+        let _ = (key, watch, req, deadline);
         async { Ok(()) }
     }
 

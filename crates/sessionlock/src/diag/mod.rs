@@ -6,6 +6,7 @@
 pub mod doctor;
 pub mod report;
 pub mod status;
+pub mod waitfor;
 
 /// The pid of a process that has exited and been reaped (the diagnostics'
 /// unit tests plant locks of dead holders).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::file::diag as file;
 pub use crate::backend::file::diag::Exposure;
+use crate::backend::file::waiters::InLine;
 use crate::backend::file::{FileBackend, FileKey, FileVersion};
 use crate::backend::{Inspection, Listed, LockBackend, SessionId};
 use crate::blocking::block_on;
@@ -61,6 +62,11 @@ pub struct LockStatus<K = FileKey, V = FileVersion> {
 pub struct Contention {
     /// The processes waiting in the session's line, first first.
     pub waiting: Vec<u32>,
+    /// The session's queue in arrival order, first first: who waits, with
+    /// what each waiter recorded about itself (the file backend's waiter
+    /// records, a database's waiters table). On files, one per process in
+    /// [`Contention::waiting`].
+    pub queue: Vec<Waiter>,
     /// A process holding the session's state lock that was seen stopped,
     /// or holding it on two looks [`STUCK_AFTER`] apart (sessionlock holds
     /// it for microseconds): stuck inside a protocol step, it makes every
@@ -73,7 +79,68 @@ pub struct Contention {
 impl Contention {
     /// Whether there is nothing to report.
     pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty() && self.stuck.is_none()
+        self.waiting.is_empty() && self.queue.is_empty() && self.stuck.is_none()
+    }
+}
+
+/// One waiter in a session's queue
+/// ([design §3.12](crate::design#312-the-line-of-waiters)): what it
+/// recorded about itself, each field `None` where it recorded nothing (a
+/// waiter of a version without records, or one that could not write its
+/// record, shows only its pid).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Waiter {
+    /// Its process.
+    pub pid: Option<u32>,
+    /// Its host.
+    pub hostname: Option<String>,
+    /// The acquisition's lane.
+    pub lane: Option<String>,
+    /// The acquisition's run id.
+    pub run_id: Option<String>,
+    /// When it started waiting in line (its wall clock).
+    pub since: Option<SystemTime>,
+    /// When its acquisition gives up, if it has a budget.
+    pub deadline: Option<SystemTime>,
+    /// Whether its process is stopped (`SIGSTOP`, a debugger): it holds up
+    /// the line behind it (files).
+    pub stopped: bool,
+    /// The database client it waits through (`None` on files).
+    pub client_id: Option<String>,
+}
+
+impl Waiter {
+    /// A waiter known only by its pid.
+    pub fn new(pid: Option<u32>) -> Waiter {
+        Waiter {
+            pid,
+            ..Waiter::default()
+        }
+    }
+
+    /// The waiter of a place in a file backend's line.
+    fn of_place(p: InLine) -> Waiter {
+        let stopped = sys::process_stopped(p.pid);
+        match p.record {
+            Some(r) => Waiter {
+                pid: Some(p.pid),
+                hostname: r.hostname,
+                lane: r.lane,
+                run_id: r.run_id,
+                since: r.since,
+                deadline: r.deadline,
+                stopped,
+                client_id: None,
+            },
+            None => Waiter {
+                pid: Some(p.pid),
+                // A place is a lock of this machine's kernel.
+                hostname: Some(sys::hostname().to_owned()),
+                stopped,
+                ..Waiter::default()
+            },
+        }
     }
 }
 
@@ -97,8 +164,14 @@ pub(crate) fn contention_of(backend: &FileBackend, keys: &[&FileKey]) -> Vec<Con
     // (index, pid) of state-lock holders that are not stopped.
     let mut again: Vec<(usize, u32)> = Vec::new();
     for (i, key) in keys.iter().enumerate() {
+        let queue: Vec<Waiter> = backend
+            .line(key, &first)
+            .into_iter()
+            .map(Waiter::of_place)
+            .collect();
         let mut c = Contention {
-            waiting: backend.waiting_in_line(key, &first),
+            waiting: queue.iter().filter_map(|w| w.pid).collect(),
+            queue,
             stuck: None,
         };
         for pid in backend.state_lock_holders(key, &first) {
@@ -178,6 +251,37 @@ impl<K: SessionId, V> LockStatus<K, V> {
             inspection,
             key,
             contention: Contention::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl LockStatus<(), ()> {
+    /// A status of no backend, for the tests of what is built on statuses.
+    pub(crate) fn for_tests(
+        session: PathBuf,
+        holder: Holder,
+        liveness: Liveness,
+        lease_end: SystemTime,
+        contention: Contention,
+    ) -> LockStatus<(), ()> {
+        LockStatus {
+            session,
+            key: (),
+            holder,
+            liveness,
+            lease_left: None,
+            lease_end: Some(lease_end),
+            action: Action::Report,
+            inspection: Inspection {
+                payload: Ok(crate::payload::Payload::default()),
+                written: SystemTime::UNIX_EPOCH,
+                observed: SystemTime::UNIX_EPOCH,
+                liveness,
+                ours: false,
+                version: (),
+            },
+            contention,
         }
     }
 }

@@ -783,9 +783,16 @@ impl<B: LockBackend> SessionLock<B> {
 
     /// Starts watching the lock and takes this acquisition's place in the
     /// session's line, if the backend keeps one.
-    async fn arm(&self, key: &B::Key) -> Result<B::Watch> {
+    async fn arm(
+        &self,
+        key: &B::Key,
+        opts: &LockOptions,
+        deadline: Option<Instant>,
+    ) -> Result<B::Watch> {
         let mut watch = self.backend.watch(key).await?;
-        self.backend.queue(key, &mut watch).await?;
+        self.backend
+            .queue(key, &mut watch, &self.request(opts), deadline)
+            .await?;
         Ok(watch)
     }
 
@@ -814,7 +821,7 @@ impl<B: LockBackend> SessionLock<B> {
             });
         }
         let Some(w) = watch.as_mut() else {
-            *watch = Some(self.arm(key).await?);
+            *watch = Some(self.arm(key, opts, deadline).await?);
             return Ok(());
         };
         let timeout = deadline.map(|d| d.saturating_duration_since(now));
@@ -1009,7 +1016,7 @@ impl<B: LockBackend> SessionLock<B> {
                     let Some(w) = watch.as_mut() else {
                         // Arm the watch, then look again: a change between
                         // our look and the arming would otherwise be missed.
-                        watch = Some(self.arm(&key).await?);
+                        watch = Some(self.arm(&key, opts, deadline).await?);
                         continue;
                     };
                     let wake = [deadline, until.and_then(|u| instant_at(u, seen.observed))]

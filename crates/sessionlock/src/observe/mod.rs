@@ -286,17 +286,9 @@ pub(crate) fn repaired(backend: &'static str, session: &OsStr, bytes: u64) {
 
 /// A waiter took its place in the session's line, the session being at
 /// `epoch` then.
-pub(crate) fn queued(backend: &'static str, session: &OsStr, epoch: Option<u64>) {
+pub(crate) fn queued(c: &Ctx<'_>, epoch: Option<u64>) {
     if events::on() {
-        events::log(
-            "queued",
-            &Line {
-                backend: Some(backend),
-                session: Some(session),
-                epoch,
-                ..Line::default()
-            },
-        );
+        events::log("queued", &Line { epoch, ..c.line() });
     }
 }
 

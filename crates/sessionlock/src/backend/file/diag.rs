@@ -10,17 +10,25 @@
 //!
 //! Everything here only reads, except [`remove_leftover`].
 
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::backend::file::epoch;
 use crate::backend::file::fs::{Fs, RealFs};
 use crate::backend::file::transcript::{self, Reader};
+use crate::backend::file::waiters;
+pub use crate::backend::file::waiters::Found;
 use crate::backend::file::FileVersion;
 use crate::error::{Error, Holder, Result};
 use crate::identity::Liveness;
 use crate::store::TornTail;
+use crate::sys::KernelLocks;
 
 /// How old a leftover temporary, tombstone or rewrite file must be before
 /// the doctor removes it: the operations that create them finish within
@@ -394,6 +402,156 @@ pub fn openclaw_exposure(locks: &[(&Holder, Liveness)]) -> Vec<(usize, Exposure)
             (other_uid && !world_readable).then_some((i, Exposure::Unreadable))
         })
         .collect()
+}
+
+/// A waiter record ([design §3.12](crate::design#312-the-line-of-waiters))
+/// that no waiter in line stands behind, or that is not a record at all,
+/// as examined.
+#[derive(Debug)]
+pub struct RecordCheck {
+    /// Its name in the records' directory
+    /// ([`DIR_NAME`](crate::backend::file::waiters::DIR_NAME)).
+    pub name: OsString,
+    /// The session file (in the examined directory) its name names.
+    pub session: PathBuf,
+    /// The pid its name names.
+    pub pid: u32,
+    /// What stands there.
+    pub found: Found,
+    /// Whether the place its name names is held in the session's line:
+    /// then it is a live waiter's, and only shown here when it is not a
+    /// usable record.
+    pub in_line: bool,
+    /// Whether its pid is a running process (with the record's start time,
+    /// when it has one).
+    pub alive: bool,
+    /// Time since it was last modified.
+    pub age: Duration,
+    /// Which version was examined: only this one is removed.
+    pub stamp: Option<FileVersion>,
+}
+
+/// The records' directory beside the sessions of a directory, as examined.
+#[derive(Debug)]
+pub enum RecordsCheck {
+    /// There is none (no waiter has queued here yet).
+    Missing,
+    /// Something other than a directory stands at its name (`symlink`, or
+    /// `not-a-directory`): never followed; waiters write no records.
+    NotADirectory(&'static str),
+    /// It could not be read.
+    Unreadable(Error),
+    /// Its records that need a look (a live waiter's usable record needs
+    /// none).
+    Listed(Vec<RecordCheck>),
+}
+
+/// Examines the waiter records beside the sessions of `dir`, judging
+/// places by the kernel's list of locks `locks`. Only reads; names that are
+/// not records' are ignored.
+pub(crate) fn check_waiter_records(
+    dir: &Path,
+    locks: &KernelLocks,
+    now: SystemTime,
+) -> RecordsCheck {
+    let at = dir.join(waiters::DIR_NAME);
+    let d = match waiters::open_dir(dir, false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return RecordsCheck::Missing,
+        Err(e) => {
+            return match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => RecordsCheck::NotADirectory("symlink"),
+                Ok(m) if !m.is_dir() => RecordsCheck::NotADirectory("not-a-directory"),
+                _ => RecordsCheck::Unreadable(Error::io("open directory", &at, e)),
+            }
+        }
+    };
+    let names = match rustix::fs::Dir::read_from(&d) {
+        Ok(list) => list
+            .filter_map(|e| e.ok())
+            .map(|e| OsString::from(OsStr::from_bytes(e.file_name().to_bytes())))
+            .collect::<Vec<_>>(),
+        Err(e) => return RecordsCheck::Unreadable(Error::io("list directory", &at, e.into())),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some((session, pid, place)) = waiters::parse_name(name.as_bytes()) else {
+            continue;
+        };
+        let session = dir.join(OsStr::from_bytes(session));
+        let found = waiters::read_at(&d, &name);
+        let in_line = std::fs::symlink_metadata(state_path(&session))
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .is_some_and(|m| super::queue::place_held(locks, (m.dev(), m.ino()), pid, place));
+        let running = crate::sys::proc_stat(pid)
+            .filter(|s| s.state != b'Z' && s.state != b'X')
+            .map(|s| s.starttime);
+        let alive = match (&found, running) {
+            (_, None) => false,
+            (Found::Record(r), Some(start)) => r.starttime.is_none_or(|s| s == start),
+            (_, Some(_)) => true,
+        };
+        if in_line && alive && matches!(found, Found::Record(_)) {
+            continue;
+        }
+        let meta = stat_at(&d, &name);
+        let age = meta
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
+        out.push(RecordCheck {
+            name,
+            session,
+            pid,
+            found,
+            in_line,
+            alive,
+            age,
+            stamp: meta.as_ref().map(FileVersion::of),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    RecordsCheck::Listed(out)
+}
+
+/// The state file of a session file.
+fn state_path(session: &Path) -> PathBuf {
+    let mut s = session.as_os_str().to_owned();
+    s.push(".epoch");
+    PathBuf::from(s)
+}
+
+/// `lstat` of `name` in the directory `d`, never following it.
+fn stat_at(d: &OwnedFd, name: &OsStr) -> Option<std::fs::Metadata> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(d, name, flags, Mode::empty()).ok()?;
+    std::fs::File::from(fd).metadata().ok()
+}
+
+/// Removes the waiter record `name` beside the sessions of `dir` if it is
+/// still the version examined (`stamp`), never following a symlink.
+///
+/// # Errors
+/// `Io` when it cannot be examined or removed.
+pub fn remove_waiter_record(dir: &Path, name: &OsStr, stamp: FileVersion) -> Result<Removal> {
+    let at = dir.join(waiters::DIR_NAME).join(name);
+    let d = match waiters::open_dir(dir, false) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::AlreadyGone),
+        Err(e) => return Err(Error::io("open the directory of", &at, e)),
+    };
+    match stat_at(&d, name) {
+        None => return Ok(Removal::AlreadyGone),
+        Some(m) if FileVersion::of(&m) != stamp => return Ok(Removal::Changed),
+        Some(_) => {}
+    }
+    match rustix::fs::unlinkat(&d, name, AtFlags::empty()) {
+        Ok(()) => Ok(Removal::Removed),
+        Err(rustix::io::Errno::NOENT) => Ok(Removal::AlreadyGone),
+        Err(e) => Err(Error::io("remove waiter record", &at, e.into())),
+    }
 }
 
 #[cfg(test)]

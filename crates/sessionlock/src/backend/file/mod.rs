@@ -53,6 +53,11 @@ mod key;
 mod lease;
 mod queue;
 mod state;
+// Public with `internals`: the diagnostics read the records.
+#[cfg(feature = "internals")]
+pub mod waiters;
+#[cfg(not(feature = "internals"))]
+mod waiters;
 mod watch;
 
 use key::*;
@@ -707,34 +712,6 @@ impl FileBackend {
         locks.flock_holders(m.dev(), m.ino()).to_vec()
     }
 
-    /// The processes waiting in the session's line (design §3.12) as the
-    /// kernel listed their places in `locks`, first first; empty when
-    /// nobody waits or the state file does not exist. (A place's length is
-    /// its waiter's pid plus one: `/proc/locks` shows no pid for these.)
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))] // status and the doctor's
-    pub(crate) fn waiting_in_line(&self, key: &FileKey, locks: &sys::KernelLocks) -> Vec<u32> {
-        if locks.no_places(queue::BASE) {
-            return Vec::new();
-        }
-        let Ok(m) = std::fs::symlink_metadata(Self::epoch_path(key)) else {
-            return Vec::new();
-        };
-        if !m.is_file() {
-            return Vec::new();
-        }
-        let mut places: Vec<(u64, u64)> = locks
-            .ofd_locks(m.dev(), m.ino())
-            .iter()
-            .copied()
-            .filter(|&(first, _)| first >= queue::BASE)
-            .collect();
-        places.sort_unstable();
-        places
-            .into_iter()
-            .filter_map(|(first, last)| u32::try_from(last - first).ok())
-            .collect()
-    }
-
     fn state_for(&self, key: &FileKey) -> Result<(PathBuf, StateFile)> {
         let path = Self::epoch_path(key);
         let file = take_state(&path)?;
@@ -1049,16 +1026,31 @@ impl LockBackend for FileBackend {
         })
     }
 
-    async fn queue(&self, key: &FileKey, watch: &mut FileWatch) -> Result<()> {
+    async fn queue(
+        &self,
+        key: &FileKey,
+        watch: &mut FileWatch,
+        req: &LeaseRequest,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         // Only on a local file system: on a network one `flock` is emulated
         // with byte-range locks, which places would conflict with. (A
         // polling waiter on a local one queues like any other.)
         if watch.place.is_none() && watch.local {
             let state_path = Self::epoch_path(key);
-            watch.place = queue::Place::take(&key.lock_path, &state_path)?.map(|(place, epoch)| {
-                crate::observe::queued(Self::NAME, crate::backend::SessionId::session(key), epoch);
-                place
-            });
+            let who = waiters::record_of(req, deadline);
+            let ctx = crate::observe::Ctx {
+                backend: Self::NAME,
+                session: crate::backend::SessionId::session(key),
+                lane: req.lane.as_deref(),
+                run: req.run_id.as_deref(),
+            };
+            watch.place = queue::Place::take(&key.lock_path, &state_path, Some(who))?.map(
+                |(place, epoch)| {
+                    crate::observe::queued(&ctx, epoch);
+                    place
+                },
+            );
         }
         Ok(())
     }

@@ -52,18 +52,23 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use crate::backend::file::diag::{self as file, Removal, StateCheck, TranscriptCheck};
+use crate::backend::file::diag::{
+    self as file, Found, RecordCheck, RecordsCheck, Removal, StateCheck, TranscriptCheck,
+};
 pub use crate::backend::file::diag::{Leftover, LeftoverKind, LEFTOVER_AGE};
+use crate::backend::file::waiters::DIR_NAME as WAITERS_DIR;
 use crate::backend::file::{FileBackend, FileKey};
 use crate::backend::{LockBackend, StoreBackend};
 use crate::blocking::block_on;
 use crate::config::Settings;
 use crate::diag::status::{self, human_duration, Explained, LockStatus};
+use crate::diag::waitfor::{self, Cycle};
 use crate::error::{Error, Result};
 use crate::lock::acquire::{LockOptions, SessionLock};
 use crate::lock::guard::Guard;
 use crate::reclaim::Action as Contender;
 use crate::store::TornTail;
+use crate::sys::KernelLocks;
 pub use checkup::{Checkup, Tally};
 pub(crate) use locks::chain;
 pub use locks::{
@@ -112,6 +117,18 @@ pub enum Subject {
     /// [`STUCK_AFTER`](status::STUCK_AFTER) apart. Its [`Holder::holds`](crate::Holder::holds)
     /// is the state lock; its lock path the state file.
     StuckStateLock(crate::error::Holder),
+    /// A waiter record
+    /// ([design §3.12](crate::design#312-the-line-of-waiters)) that no
+    /// waiter in line stands behind (its waiter left or died), or that is
+    /// not a record (a symlink, garbage, a huge file).
+    WaiterRecord(RecordCheck),
+    /// Something other than a directory stands where the waiter records'
+    /// directory belongs (`symlink` or `not-a-directory`): never followed.
+    UnusableWaitersDir(&'static str),
+    /// Processes each waiting in line for a session the next one holds
+    /// ([`crate::diag::waitfor`]): none moves before the cycle's
+    /// end.
+    WaitCycle(Cycle),
 }
 
 /// One thing the doctor found.
@@ -143,7 +160,10 @@ impl Finding {
             Subject::TornTail(_)
             | Subject::InvalidLines { .. }
             | Subject::UnusableTranscript(_) => Kind::Transcript,
-            Subject::Leftover(_) => Kind::Leftover,
+            Subject::Leftover(_) | Subject::WaiterRecord(_) | Subject::UnusableWaitersDir(_) => {
+                Kind::Leftover
+            }
+            Subject::WaitCycle(_) => Kind::Lock,
             Subject::InvalidState { .. }
             | Subject::UnusableState(_)
             | Subject::StuckStateLock(_) => Kind::State,
@@ -262,13 +282,76 @@ pub fn examine(dir: &Path, settings: &Settings) -> Result<Report> {
     // (a process stopped inside a publish or a reclaim holds the state
     // lock of a session that has none).
     let keys: Vec<&FileKey> = state_keys.iter().collect();
+    let mut queues = std::collections::HashMap::new();
     for (key, c) in keys
         .iter()
         .zip(status::contention_of(&FileBackend::default(), &keys))
     {
-        if let Some(holder) = c.stuck {
-            report.findings.push(stuck_finding(key, holder));
+        if let Some(holder) = &c.stuck {
+            report.findings.push(stuck_finding(key, holder.clone()));
         }
+        queues.insert(key.session.clone(), c);
+    }
+    // The locks' queues, and the wait-for cycles among their processes.
+    for f in &mut report.findings {
+        if let Subject::Lock(st) = &mut f.subject {
+            if let Some(c) = queues.get(&st.key.session) {
+                st.contention = c.clone();
+            }
+        }
+    }
+    let held: Vec<&LockStatus> = report
+        .findings
+        .iter()
+        .filter_map(|f| match &f.subject {
+            Subject::Lock(st) => Some(&**st),
+            _ => None,
+        })
+        .collect();
+    let cycles = waitfor::cycles(&held);
+    report
+        .findings
+        .extend(cycles.into_iter().map(cycle_finding));
+    // Waiter records no waiter stands behind, and hostile ones.
+    match file::check_waiter_records(dir, &KernelLocks::read(), now) {
+        RecordsCheck::Missing => {}
+        RecordsCheck::Listed(records) => {
+            report.leftovers += records.len();
+            report
+                .findings
+                .extend(records.into_iter().map(|r| record_finding(dir, r)));
+        }
+        RecordsCheck::NotADirectory(what) => report.findings.push(Finding {
+            path: dir.join(WAITERS_DIR),
+            session: dir.to_owned(),
+            verdict: Verdict::Invalid,
+            reasons: vec![if what == "symlink" {
+                "waiters-dir-symlink"
+            } else {
+                "waiters-dir-not-a-directory"
+            }],
+            action: Action::None,
+            detail: format!(
+                "a {} stands where the directory of waiter records belongs: it is never \
+                 followed, and waiters here write no records (status shows their pids only); \
+                 the doctor never touches it: remove it by hand",
+                if what == "symlink" {
+                    "symbolic link"
+                } else {
+                    "file that is not a directory"
+                }
+            ),
+            subject: Subject::UnusableWaitersDir(what),
+        }),
+        RecordsCheck::Unreadable(e) => report.findings.push(Finding {
+            path: dir.join(WAITERS_DIR),
+            session: dir.to_owned(),
+            verdict: Verdict::Error,
+            reasons: vec!["unreadable"],
+            action: Action::None,
+            detail: chain(&e),
+            subject: Subject::UnusableWaitersDir("unreadable"),
+        }),
     }
     // By path; a transcript's findings stay in the order found.
     report.findings.sort_by(|a, b| a.path.cmp(&b.path));
@@ -525,6 +608,100 @@ fn stuck_finding(key: &FileKey, holder: crate::error::Holder) -> Finding {
 
 /// The reason of a [`Subject::StuckStateLock`] finding.
 pub const STATE_LOCK_HELD: &str = "state-lock-held";
+/// The reason of a [`Subject::WaitCycle`] finding.
+pub const WAIT_FOR_CYCLE: &str = "wait-for-cycle";
+
+/// The finding on a wait-for cycle: a person has to break it (or wait
+/// for its end); the doctor never ends an acquisition.
+fn cycle_finding(cycle: Cycle) -> Finding {
+    let first = cycle.links.first();
+    let session = first.map(|l| l.session.clone()).unwrap_or_default();
+    Finding {
+        path: session_lock(&session),
+        session,
+        verdict: Verdict::Invalid,
+        reasons: vec![WAIT_FOR_CYCLE],
+        action: Action::None,
+        detail: cycle.describe(),
+        subject: Subject::WaitCycle(cycle),
+    }
+}
+
+/// The finding on a waiter record no waiter stands behind, or one that is
+/// not a record.
+fn record_finding(dir: &Path, r: RecordCheck) -> Finding {
+    let path = dir.join(WAITERS_DIR).join(&r.name);
+    let session = r.session.clone();
+    let (reason, what) = match &r.found {
+        Found::Record(_) => ("waiter-record", "the record of a waiter that left the line"),
+        Found::Garbage => (
+            "waiter-record-garbage",
+            "a file at a waiter record's name that is not one",
+        ),
+        Found::TooLarge(_) => (
+            "waiter-record-too-large",
+            "a file at a waiter record's name, too large to be one (not read)",
+        ),
+        Found::Symlink => ("waiter-record-symlink", ""),
+        Found::NotRegular => ("waiter-record-not-a-file", ""),
+        Found::Unreadable(_) => ("unreadable", ""),
+    };
+    let (verdict, action, detail) = match &r.found {
+        Found::Symlink | Found::NotRegular => (
+            Verdict::Invalid,
+            Action::None,
+            format!(
+                "a {} stands at a waiter record's name: never followed nor read; the doctor \
+                 never touches it: remove it by hand",
+                if matches!(r.found, Found::Symlink) {
+                    "symbolic link"
+                } else {
+                    "file that is not a regular file"
+                }
+            ),
+        ),
+        Found::Unreadable(e) => (Verdict::Error, Action::None, e.to_string()),
+        _ if r.in_line && r.alive => (
+            Verdict::ReportOnly,
+            Action::Keep,
+            format!(
+                "{what}, while pid {} waits at its place in line: status shows that waiter by its \
+                 pid only; it goes when the waiter leaves the line",
+                r.pid
+            ),
+        ),
+        _ if !r.alive || r.age >= LEFTOVER_AGE => (
+            Verdict::Removable,
+            Action::Remove,
+            format!(
+                "{what} (pid {}, {}), {} old: never shown (its place is not in line)",
+                r.pid,
+                if r.alive { "running" } else { "gone" },
+                human_duration(r.age)
+            ),
+        ),
+        _ => (
+            Verdict::Wait,
+            Action::Keep,
+            format!(
+                "{what} (pid {}, running), only {} old: its waiter may be leaving the line; \
+                 removable once {} old",
+                r.pid,
+                human_duration(r.age),
+                human_duration(LEFTOVER_AGE)
+            ),
+        ),
+    };
+    Finding {
+        path,
+        session,
+        verdict,
+        reasons: vec![reason],
+        action,
+        detail,
+        subject: Subject::WaiterRecord(r),
+    }
+}
 
 /// The finding on a leftover file.
 fn leftover_finding(path: PathBuf, session: PathBuf, leftover: Leftover) -> Finding {
@@ -644,6 +821,15 @@ fn fix_one(report: &Report, f: &Finding, opts: &FixOptions) -> Outcome {
         }
         // Temporary and tombstone names carry a token that is never reused.
         Subject::Leftover(l) => remove_unchanged(&f.path, l).unwrap_or_else(Outcome::Failed),
+        Subject::WaiterRecord(r) => match r.stamp {
+            Some(stamp) => match file::remove_waiter_record(&report.root, &r.name, stamp) {
+                Ok(Removal::Removed) => Outcome::Removed,
+                Ok(Removal::AlreadyGone) => Outcome::AlreadyGone,
+                Ok(Removal::Changed) => Outcome::Changed,
+                Err(e) => Outcome::Failed(e),
+            },
+            None => Outcome::AlreadyGone,
+        },
         _ => Outcome::Failed(Error::InvalidPath {
             path: f.path.clone(),
             reason: "nothing to fix".into(),

@@ -13,7 +13,9 @@ use crate::diag::doctor::{
     chain, Checkup, Finding, FixOptions, Kind, LockFinding, Outcome, Subject, Tally, Verdict,
 };
 use crate::diag::status::Explained;
+use crate::diag::waitfor::Cycle;
 use crate::error::{Error, Holder};
+use crate::payload::format_time;
 
 /// What `sessionlock doctor --json` reports. Field names are a stable
 /// interface (camelCase when serialized).
@@ -98,9 +100,102 @@ pub struct FindingJson {
     /// when it is stopped); left out for other findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stuck: Option<Holder>,
+    /// For a `wait-for-cycle` finding, the cycle: its links in order and
+    /// when it ends; left out for other findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<CycleJson>,
+}
+
+/// A wait-for cycle ([`Cycle`]). Field names are a stable interface
+/// (camelCase when serialized).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CycleJson {
+    /// The links in order: each link's holder is the next link's waiter.
+    pub links: Vec<LinkJson>,
+    /// When it ends at the latest (ISO-8601 UTC): the first lease in it to
+    /// end, or a waiter's deadline if that comes first; `null` if unknown.
+    pub ends_at: Option<String>,
+}
+
+/// One link of a wait-for cycle ([`Link`](crate::diag::waitfor::Link)). Field names are a stable
+/// interface (camelCase when serialized).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct LinkJson {
+    /// The waiting process.
+    pub waiter_pid: Option<u32>,
+    /// Its host.
+    pub waiter_hostname: Option<String>,
+    /// The lane it waits in.
+    pub waiter_lane: Option<String>,
+    /// When it gives up (ISO-8601 UTC), if its record says.
+    pub waiter_deadline: Option<String>,
+    /// The session it waits for (lossy UTF-8).
+    pub session: String,
+    /// The session's holder.
+    pub holder_pid: Option<u32>,
+    /// Its host.
+    pub holder_hostname: Option<String>,
+    /// The lane it holds the session in.
+    pub holder_lane: Option<String>,
+    /// When the holder's lease ends (ISO-8601 UTC).
+    pub lease_end: Option<String>,
+}
+
+impl CycleJson {
+    /// The JSON of a cycle.
+    pub fn of(c: &Cycle) -> CycleJson {
+        CycleJson {
+            links: c
+                .links
+                .iter()
+                .map(|l| LinkJson {
+                    waiter_pid: l.waiter_pid,
+                    waiter_hostname: l.waiter_host.clone(),
+                    waiter_lane: l.waiter_lane.clone(),
+                    waiter_deadline: l.waiter_deadline.map(format_time),
+                    session: lossy(l.session.as_os_str()),
+                    holder_pid: l.holder_pid,
+                    holder_hostname: l.holder_host.clone(),
+                    holder_lane: l.holder_lane.clone(),
+                    lease_end: l.lease_end.map(format_time),
+                })
+                .collect(),
+            ends_at: c.ends.map(format_time),
+        }
+    }
 }
 
 impl FindingJson {
+    /// The finding on a wait-for cycle of any backend: `path` the first
+    /// link's lock locator, `session` its session.
+    pub fn of_cycle(c: &Cycle, locator: &OsStr, detail: String) -> FindingJson {
+        let session = c
+            .links
+            .first()
+            .map(|l| lossy(l.session.as_os_str()))
+            .unwrap_or_default();
+        FindingJson {
+            kind: Kind::Lock.as_str(),
+            path: lossy(locator),
+            path_hex: hex_if_not_utf8(locator),
+            session,
+            session_hex: None,
+            verdict: Verdict::Invalid.as_str(),
+            reasons: vec![crate::diag::doctor::WAIT_FOR_CYCLE],
+            holder: None,
+            action: crate::diag::doctor::Action::None.as_str(),
+            detail,
+            bytes: None,
+            age_ms: None,
+            stuck: None,
+            cycle: Some(CycleJson::of(c)),
+        }
+    }
+
     fn of(f: &Finding) -> FindingJson {
         let holder = match &f.subject {
             Subject::Lock(st) => Some(HolderJson::of(st)),
@@ -108,6 +203,7 @@ impl FindingJson {
         };
         let (bytes, age_ms) = match &f.subject {
             Subject::Leftover(l) => (Some(l.len), Some(millis(l.age))),
+            Subject::WaiterRecord(r) => (r.stamp.map(|s| s.size), Some(millis(r.age))),
             _ => (None, None),
         };
         FindingJson {
@@ -125,6 +221,10 @@ impl FindingJson {
             age_ms,
             stuck: match &f.subject {
                 Subject::StuckStateLock(h) => Some(h.clone()),
+                _ => None,
+            },
+            cycle: match &f.subject {
+                Subject::WaitCycle(c) => Some(CycleJson::of(c)),
                 _ => None,
             },
         }
@@ -152,6 +252,7 @@ impl FindingJson {
             bytes: None,
             age_ms: None,
             stuck: None,
+            cycle: None,
         }
     }
 }

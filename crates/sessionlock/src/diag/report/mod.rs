@@ -32,9 +32,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use self::doctor::{
-    doctor_report, DirErrorJson, DoctorReport, ExposureJson, FindingJson, FixedJson, SummaryJson,
+    doctor_report, CycleJson, DirErrorJson, DoctorReport, ExposureJson, FindingJson, FixedJson,
+    LinkJson, SummaryJson,
 };
-pub use self::status::{status_report, LockErrorJson, LockJson, StatusEntry, StatusReport};
+pub use self::status::{
+    status_report, LockErrorJson, LockJson, StatusEntry, StatusReport, WaiterJson,
+};
 use crate::diag::status::LockStatus;
 use crate::identity::Liveness;
 
@@ -203,8 +206,10 @@ mod tests {
                 "reasons",
                 "action",
                 "openclawExposure",
+                "queue",
             ]
         );
+        assert_eq!(e["queue"], json!([]), "nobody waits");
         assert_eq!(e["lockPath"], json!(lock.to_str().unwrap()));
         assert_eq!(
             e["session"],

@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
 use super::{hex_if_not_utf8, lossy, DirErrorJson, HolderJson};
 use crate::config::Settings;
 use crate::diag::doctor::chain;
-use crate::diag::status::{openclaw_exposure, scan_dirs, DirLocks, Exposure, LockStatus};
+use crate::diag::status::{openclaw_exposure, scan_dirs, DirLocks, Exposure, LockStatus, Waiter};
 use crate::error::{Error, Holder};
+use crate::payload::format_time;
 
 /// One lock, explained. Field names are a stable interface (camelCase
 /// when serialized).
@@ -46,6 +48,10 @@ pub struct LockJson {
     /// when none wait.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_waiter_pid: Option<u32>,
+    /// The session's queue in arrival order, first first (the next to
+    /// take the lock): who waits, as each waiter recorded itself; empty
+    /// when nobody waits.
+    pub queue: Vec<WaiterJson>,
     /// A process stuck inside a protocol step holding the session's state
     /// lock ([`Contention::stuck`](crate::diag::status::Contention::stuck)), as a [`Holder`] object (`lockPath` the
     /// state file, `pid`, `holds`: `"state-lock"`, `stopped`: `true` when it
@@ -68,7 +74,64 @@ impl LockJson {
             openclaw_exposure: exposure.map(Exposure::as_str),
             waiting: (!s.contention.waiting.is_empty()).then_some(s.contention.waiting.len()),
             first_waiter_pid: s.contention.waiting.first().copied(),
+            queue: s.contention.queue.iter().map(WaiterJson::of).collect(),
             stuck: s.contention.stuck.clone(),
+        }
+    }
+}
+
+/// One waiter of a session's queue
+/// ([`Contention::queue`](crate::diag::status::Contention::queue)). Field
+/// names are a stable interface (camelCase when serialized); a field the
+/// waiter did not record is `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WaiterJson {
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// Its host name.
+    pub hostname: Option<String>,
+    /// The acquisition's lane.
+    pub lane: Option<String>,
+    /// The acquisition's run id.
+    pub run_id: Option<String>,
+    /// When it started waiting (ISO-8601 UTC, the waiter's clock).
+    pub since: Option<String>,
+    /// How long it has waited, in milliseconds (from `since` to now on
+    /// this machine's clock).
+    pub waited_ms: Option<u64>,
+    /// When its acquisition gives up (ISO-8601 UTC), if it has a budget.
+    pub deadline: Option<String>,
+    /// Whether its process is stopped (it holds up the line behind it).
+    pub stopped: bool,
+    /// The database client it waits through; left out on files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl WaiterJson {
+    /// A waiter of a queue, of any backend.
+    pub fn of(w: &Waiter) -> WaiterJson {
+        Self::at(w, SystemTime::now())
+    }
+
+    /// [`WaiterJson::of`], its wait measured up to `now` (a database's
+    /// clock, where the waiters' times are the server's).
+    pub fn at(w: &Waiter, now: SystemTime) -> WaiterJson {
+        WaiterJson {
+            pid: w.pid,
+            hostname: w.hostname.clone(),
+            lane: w.lane.clone(),
+            run_id: w.run_id.clone(),
+            since: w.since.map(format_time),
+            waited_ms: w.since.map(|t| {
+                let d = now.duration_since(t).unwrap_or_default();
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }),
+            deadline: w.deadline.map(format_time),
+            stopped: w.stopped,
+            client_id: w.client_id.clone(),
         }
     }
 }
