@@ -212,6 +212,32 @@ fn status_shows_the_queue_in_arrival_order_and_loses_who_gives_up_or_dies() {
     ];
     assert!(lines.windows(2).all(|p| p[0] < p[1]), "{text}");
     assert_eq!(records(&root).len(), 3, "{:?}", records(&root));
+    // `--watch` shows it live: one document per refresh.
+    let o = run(sessionlock()
+        .args([
+            "status",
+            "--watch",
+            "--json",
+            "--interval-ms",
+            "50",
+            "--count",
+            "2",
+        ])
+        .arg(&root));
+    let docs: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    assert_eq!(docs.len(), 2, "{}", stdout(&o));
+    for doc in &docs {
+        let lanes: Vec<Value> = listed(doc, "locks")[0]["queue"]
+            .as_array()
+            .expect("queue")
+            .iter()
+            .map(|w| w["lane"].clone())
+            .collect();
+        assert_eq!(lanes, ["alpha", "beta", "gamma"], "{doc:#}");
+    }
 
     // The second gives up: gone from the queue, and its record removed.
     second.expect("GAVE UP", Duration::from_secs(20));

@@ -187,6 +187,34 @@ fn status_shows_the_queue_of_a_lease_and_loses_who_gives_up_or_dies() {
         "{text}"
     );
 
+    // `--watch` shows it live, here too.
+    let o = pg(
+        &url,
+        &[
+            "status",
+            "--watch",
+            "--json",
+            "--interval-ms",
+            "50",
+            "--count",
+            "2",
+        ],
+    )
+    .output()
+    .expect("run status --watch");
+    let docs: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    assert_eq!(docs.len(), 2, "{}: {}", stdout(&o), stderr(&o));
+    for doc in &docs {
+        let lease = listed(doc, "locks")
+            .into_iter()
+            .find(|l| l["session"] == key)
+            .expect("the lease");
+        assert_eq!(lease["waiting"], 3, "{doc:#}");
+    }
+
     // The second gives up.
     second.exits();
     until_queue_is(&url, key, &[first.pid(), third.pid()]);
