@@ -772,6 +772,13 @@ impl LockBackend for PgBackend {
         // row, written once the waiter has waited a while, only lets others
         // see who waits (design §17.2).
         if watch.waiter.is_none() {
+            sessionlock::observe::backend_queued(
+                Self::NAME,
+                sessionlock::backend::SessionId::session(key),
+                req.lane.as_deref(),
+                req.run_id.as_deref(),
+                None,
+            );
             watch.waiter = Some(crate::waiters::Queued::new(
                 key.key.clone(),
                 req.clone(),

@@ -292,6 +292,27 @@ pub(crate) fn queued(c: &Ctx<'_>, epoch: Option<u64>) {
     }
 }
 
+/// [`queued`] for a backend of another crate: a waiter of `session`
+/// (with `lane` and `run`) queued, the session being at `epoch` then.
+#[cfg(feature = "internals")]
+pub fn backend_queued(
+    backend: &'static str,
+    session: &OsStr,
+    lane: Option<&str>,
+    run: Option<&str>,
+    epoch: Option<u64>,
+) {
+    queued(
+        &Ctx {
+            backend,
+            session,
+            lane,
+            run,
+        },
+        epoch,
+    );
+}
+
 /// An attempt detected a takeover.
 pub(crate) fn takeover(
     c: &Ctx<'_>,
