@@ -314,6 +314,24 @@ export interface LockStatus extends Holder {
   action: 'wait' | 'reclaim' | 'report';
   /** Why OpenClaw would delete this holder's lock, or `null`. */
   openclawExposure: 'unmarked-argv' | 'unreadable' | null;
+  /** The processes waiting for this session, in arrival order (`[]` when none). */
+  queue?: Waiter[];
+  [field: string]: unknown;
+}
+
+/** A process waiting for a session, as `status` shows it (fields it did not record are `null`). */
+export interface Waiter {
+  pid: number | null;
+  hostname: string | null;
+  lane: string | null;
+  runId: string | null;
+  /** When it started waiting, ISO 8601 UTC (its own clock). */
+  since: string | null;
+  waitedMs: number | null;
+  /** When it gives up, ISO 8601 UTC, or `null` for never. */
+  deadline: string | null;
+  /** Whether the process is stopped (SIGSTOP, a debugger). */
+  stopped: boolean | null;
   [field: string]: unknown;
 }
 
