@@ -7,7 +7,6 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Sample, Scrape, Value};
@@ -140,22 +139,13 @@ fn kid(role: &str, session: &Path, events: &Path) -> Kid {
 
 /// A role of this binary with `args`, writing its events to `events`.
 fn kid_with(role: &str, args: &[&str], events: &Path) -> Kid {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        "child_entry",
-        "--nocapture",
-        "--test-threads=1",
-        "--quiet",
-    ]);
+    let mut cmd = Kid::command(role, args);
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SESSIONLOCK_") {
+        if key.to_string_lossy().starts_with("SESSIONLOCK_") && key != ROLE_VAR {
             cmd.env_remove(&key);
         }
     }
-    cmd.env(ROLE_VAR, format!("{role}\u{1f}{}", args.join("\u{1f}")))
-        .env(ENV_EVENT_LOG, events);
+    cmd.env(ENV_EVENT_LOG, events);
     Kid::start(role, cmd)
 }
 
