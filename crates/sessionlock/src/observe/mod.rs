@@ -292,7 +292,7 @@ pub(crate) fn queued(c: &Ctx<'_>, epoch: Option<u64>) {
     }
 }
 
-/// [`queued`] for a backend of another crate: a waiter of `session`
+/// For a backend of another crate: logs that a waiter of `session`
 /// (with `lane` and `run`) queued, the session being at `epoch` then.
 #[cfg(feature = "internals")]
 pub fn backend_queued(
