@@ -468,12 +468,40 @@ fn a_waiter_that_dies_leaves_no_hole_beyond_one_look() {
     );
 }
 
+/// Stops `kid` while it waits in line, but not inside one of its looks at
+/// the line, which hold the session's state lock for a few system calls:
+/// stopped there, it would be a process stuck holding the state lock,
+/// which nobody can pass over (the hazard `status` names), not a stopped
+/// waiter.
+fn stop_between_looks(kid: &mut Kid) {
+    let pid = kid.pid();
+    let holds_a_flock = || {
+        std::fs::read_to_string("/proc/locks")
+            .expect("/proc/locks")
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(1) == Some(&"FLOCK") && f.get(4) == Some(&pid.to_string().as_str())
+            })
+    };
+    for _ in 0..100 {
+        kid.signal(Signal::STOP);
+        wait_until_stopped(pid);
+        if !holds_a_flock() {
+            return;
+        }
+        kid.signal(Signal::CONT);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("{pid} held the state lock at each of 100 stops");
+}
+
 #[test]
 fn a_waiter_stopped_first_in_line_is_passed_over() {
     // SIGSTOPped while first in line, it keeps its place: the line stands
     // still with the lock free, and after 500 ms the next waiter stops
     // waiting for it.
-    let took = second_waiter_after(|first| first.signal(Signal::STOP));
+    let took = second_waiter_after(stop_between_looks);
     assert!(
         took >= Duration::from_millis(400) && took < Duration::from_millis(2000),
         "second waiter held {took:?} after the release"
