@@ -561,4 +561,20 @@ fn on_postgresql_the_scope_is_the_schema_and_a_reclaim_is_counted() {
         })
         .sum();
     assert_eq!(reclaims, 1.0, "{}", m.body);
+
+    // A client waiting for k2 is counted from the waiters table.
+    let waiting = |m: &Metrics| {
+        m.value(
+            "sessionlock_scope_waiting",
+            &[("backend", "postgres"), ("scope", "sessionlock")],
+        )
+    };
+    let holder = kid_with("pg-hold", &[&url, "k2"], &events);
+    holder.expect("HELD", DEADLINE);
+    let waiter = kid_with("pg-take", &[&url, "k2"], &events);
+    server.scrape_until("k2's waiter", |m| waiting(m) == 1.0);
+    holder.kill_and_reap();
+    waiter.expect("DONE", DEADLINE);
+    assert!(waiter.finish().success());
+    server.scrape_until("nobody waits", |m| waiting(m) == 0.0);
 }

@@ -33,6 +33,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -434,6 +436,12 @@ impl Refresher {
                                     f.unreadable += 1;
                                 }
                             }
+                        }
+                        // The listing has no queues on PostgreSQL: who
+                        // waits is in the waiters table (left at 0 when
+                        // it cannot be read).
+                        if let Ok((queues, _)) = block_on(backend.waiters(prefix.as_str())) {
+                            f.waiting = queues.values().map(|q| q.len() as u64).sum();
                         }
                         f
                     })
@@ -1020,26 +1028,52 @@ impl Tail {
 
 /// Answers requests until the process ends: `GET /metrics` (also `HEAD`)
 /// renders the figures; anything else gets 404 or 405. One request per
-/// connection, each with a deadline, one at a time.
+/// connection, each on a thread of its own with one deadline for the whole
+/// request, at most [`MAX_CLIENTS`] at a time: a slow or silent client
+/// never holds up a scrape.
 fn serve(listener: &TcpListener, handle: &PrometheusHandle) {
+    let busy = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else {
             continue;
         };
-        // A client that goes away or stalls only ends its own request.
-        let _ = answer(stream, handle);
+        if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let (handle, done) = (handle.clone(), busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("serve-metrics-client".into())
+            .spawn(move || {
+                // A client that goes away or stalls only ends its own request.
+                let _ = answer(stream, &handle);
+                done.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            busy.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
-/// How long a client may take to send its request or read the answer.
+/// How long a client may take to send its whole request and read the
+/// answer.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Requests answered at once; more connections are closed unanswered.
+const MAX_CLIENTS: usize = 16;
+
 fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_DEADLINE))?;
+    let deadline = Instant::now() + CLIENT_DEADLINE;
     stream.set_write_timeout(Some(CLIENT_DEADLINE))?;
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        // One deadline for the whole request, not one per read.
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;

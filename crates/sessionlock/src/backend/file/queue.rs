@@ -210,8 +210,7 @@ impl Place {
         if self.shared.left.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        self.record_if_due();
-        ahead_of(&self.shared.file, &self.state_path, self.shared.pos)
+        let behind = ahead_of(&self.shared.file, &self.state_path, self.shared.pos)
             .map(|p| p.is_some())
             .map_err(|e| {
                 Error::io(
@@ -219,7 +218,19 @@ impl Place {
                     &self.state_path,
                     e,
                 )
-            })
+            })?;
+        // Only for a wait that goes on: not for a first waiter about to
+        // take a free lock.
+        if self.record_due() && (behind || !self.lock_is_free()) {
+            self.record_if_due();
+        }
+        Ok(behind)
+    }
+
+    /// Whether the waiter record is due and not written yet.
+    fn record_due(&self) -> bool {
+        self.shared.taken.elapsed() >= RECORD_AFTER
+            && matches!(*lock(&self.shared.record), Record::Due(..))
     }
 
     /// Writes the waiter record if it is due.

@@ -670,13 +670,15 @@ fn record_finding(dir: &Path, r: RecordCheck) -> Finding {
                 r.pid
             ),
         ),
-        _ if !r.alive || r.age >= LEFTOVER_AGE => (
+        // A running waiter's record stays, whatever its age: its place may
+        // be in line where this look could not see it (`/proc/locks`
+        // unreadable or cut short); it goes when the waiter leaves.
+        _ if !r.alive => (
             Verdict::Removable,
             Action::Remove,
             format!(
-                "{what} (pid {}, {}), {} old: never shown (its place is not in line)",
+                "{what} (pid {}, gone), {} old: never shown (its place is not in line)",
                 r.pid,
-                if r.alive { "running" } else { "gone" },
                 human_duration(r.age)
             ),
         ),
@@ -684,11 +686,10 @@ fn record_finding(dir: &Path, r: RecordCheck) -> Finding {
             Verdict::Wait,
             Action::Keep,
             format!(
-                "{what} (pid {}, running), only {} old: its waiter may be leaving the line; \
-                 removable once {} old",
+                "{what} (pid {}, running), {} old, its place not seen in line: its waiter may be \
+                 leaving the line; removable once the process exits",
                 r.pid,
                 human_duration(r.age),
-                human_duration(LEFTOVER_AGE)
             ),
         ),
     };
