@@ -159,6 +159,35 @@ enum View {
 /// `--watch`: refreshes until interrupted, `--count` is reached or the
 /// reader goes away.
 fn watch(args: &Args, settings: &Settings) -> anyhow::Result<ExitCode> {
+    let full_paths = args.dirs.len() > 1;
+    watch_loop(args, |out, view, at, later| {
+        let (found, failed) = scan(&args.dirs, settings, false);
+        let written = match view {
+            View::Ndjson => write_json(out, &found, false),
+            View::Redraw => write_table(out, &found, full_paths, true),
+            View::Log => {
+                let separator = if later { "\n" } else { "" };
+                writeln!(out, "{separator}{at}")
+                    .and_then(|()| write_table(out, &found, full_paths, true))
+            }
+        };
+        Ok((written, failed))
+    })
+}
+
+/// The `--watch` loop of both backends: every `--interval-ms`, `refresh`
+/// scans and writes one view (`later`: not the first), until interrupted,
+/// `--count` is reached, the reader goes away or `refresh` fails; its
+/// `bool` is whether the scan found something unreadable.
+fn watch_loop(
+    args: &Args,
+    mut refresh: impl FnMut(
+        &mut io::StdoutLock<'static>,
+        View,
+        &str,
+        bool,
+    ) -> anyhow::Result<(io::Result<()>, bool)>,
+) -> anyhow::Result<ExitCode> {
     let stdout = io::stdout();
     let view = if args.json {
         View::Ndjson
@@ -168,7 +197,6 @@ fn watch(args: &Args, settings: &Settings) -> anyhow::Result<ExitCode> {
         View::Log
     };
     let interval = Duration::from_millis(args.interval_ms);
-    let full_paths = args.dirs.len() > 1;
     let mut next = Instant::now();
     let mut refreshes = 0u64;
     loop {
@@ -187,16 +215,7 @@ fn watch(args: &Args, settings: &Settings) -> anyhow::Result<ExitCode> {
                 return result;
             }
         }
-        let (found, failed) = scan(&args.dirs, settings, false);
-        let written = match view {
-            View::Ndjson => write_json(&mut out, &found, false),
-            View::Redraw => write_table(&mut out, &found, full_paths, true),
-            View::Log => {
-                let separator = if refreshes > 0 { "\n" } else { "" };
-                writeln!(out, "{separator}{at}")
-                    .and_then(|()| write_table(&mut out, &found, full_paths, true))
-            }
-        };
+        let (written, failed) = refresh(&mut out, view, &at, refreshes > 0)?;
         if let Some(result) = stop_on_write_error(written.and_then(|()| out.flush())) {
             return result;
         }
@@ -689,49 +708,18 @@ fn watch_pg(
     prefixes: &[String],
     settings: &Settings,
 ) -> anyhow::Result<ExitCode> {
-    let stdout = io::stdout();
-    let view = if args.json {
-        View::Ndjson
-    } else if stdout.is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb") {
-        View::Redraw
-    } else {
-        View::Log
-    };
-    let interval = Duration::from_millis(args.interval_ms);
-    let mut next = Instant::now();
-    let mut refreshes = 0u64;
-    loop {
-        let at = sessionlock::payload::format_time(SystemTime::now());
+    watch_loop(args, |out, view, at, later| {
         let (found, failed) = pg_scan(backend, prefixes, settings)?;
-        let mut out = stdout.lock();
         let written = match view {
-            View::Ndjson => write_pg_json(&mut out, &found, false),
-            View::Redraw => write!(
-                out,
-                "{CLEAR_SCREEN}{at}  every {}ms, Ctrl-C to stop\n\n",
-                args.interval_ms
-            )
-            .and_then(|()| write_pg_table(&mut out, &found)),
+            View::Ndjson => write_pg_json(out, &found, false),
+            View::Redraw => write_pg_table(out, &found),
             View::Log => {
-                let separator = if refreshes > 0 { "\n" } else { "" };
-                writeln!(out, "{separator}{at}").and_then(|()| write_pg_table(&mut out, &found))
+                let separator = if later { "\n" } else { "" };
+                writeln!(out, "{separator}{at}").and_then(|()| write_pg_table(out, &found))
             }
         };
-        if let Some(result) = stop_on_write_error(written.and_then(|()| out.flush())) {
-            return result;
-        }
-        drop(out);
-        refreshes += 1;
-        if args.count.is_some_and(|n| refreshes >= n) {
-            return Ok(crate::exit::error_if(failed));
-        }
-        next += interval;
-        let now = Instant::now();
-        match next.checked_duration_since(now) {
-            Some(wait) => std::thread::sleep(wait),
-            None => next = now,
-        }
-    }
+        Ok((written, failed))
+    })
 }
 
 /// A lease's table row: the file table's, with the key as the session and
