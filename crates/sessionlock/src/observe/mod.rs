@@ -65,6 +65,18 @@ impl<'a> Ctx<'a> {
     fn lane(&self) -> String {
         self.lane.unwrap_or_default().to_owned()
     }
+
+    /// Records how long an acquisition waited, and how it ended.
+    fn record_wait(&self, waited: Duration, outcome: &'static str) {
+        metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => self.backend, "lane" => self.lane(), "outcome" => outcome)
+            .record(waited.as_secs_f64());
+    }
+
+    /// Records how long a lock was held, and how the hold ended.
+    fn record_hold(&self, held: Duration, end: &'static str) {
+        metrics::histogram!(names::HOLD_SECONDS, "backend" => self.backend, "lane" => self.lane(), "end" => end)
+            .record(held.as_secs_f64());
+    }
 }
 
 fn us(d: Duration) -> u64 {
@@ -91,8 +103,7 @@ impl Stamp {
 
 /// An acquisition took its lock after waiting `waited`.
 pub(crate) fn acquired(c: &Ctx<'_>, epoch: u64, waited: Duration) {
-    metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "acquired")
-        .record(waited.as_secs_f64());
+    c.record_wait(waited, "acquired");
     if events::on() {
         events::log(
             "acquired",
@@ -107,8 +118,7 @@ pub(crate) fn acquired(c: &Ctx<'_>, epoch: u64, waited: Duration) {
 
 /// An acquisition's budget ran out.
 pub(crate) fn gave_up(c: &Ctx<'_>, waited: Duration, holder_pid: Option<u32>) {
-    metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "timeout")
-        .record(waited.as_secs_f64());
+    c.record_wait(waited, "timeout");
     if events::on() {
         events::log(
             "gave-up",
@@ -123,8 +133,7 @@ pub(crate) fn gave_up(c: &Ctx<'_>, waited: Duration, holder_pid: Option<u32>) {
 
 /// An acquisition failed otherwise.
 pub(crate) fn failed(c: &Ctx<'_>, waited: Duration, error: &dyn std::fmt::Display) {
-    metrics::histogram!(names::ACQUIRE_WAIT_SECONDS, "backend" => c.backend, "lane" => c.lane(), "outcome" => "error")
-        .record(waited.as_secs_f64());
+    c.record_wait(waited, "error");
     if events::on() {
         let error = error.to_string();
         events::log(
@@ -142,8 +151,7 @@ pub(crate) fn failed(c: &Ctx<'_>, waited: Duration, error: &dyn std::fmt::Displa
 /// a lane of this process.
 pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool, ended: Stamp) {
     let end = if handed_off { "handed_off" } else { "released" };
-    metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => end)
-        .record(held.as_secs_f64());
+    c.record_hold(held, end);
     if handed_off {
         metrics::counter!(names::HANDOFFS_TOTAL, "backend" => c.backend, "lane" => c.lane())
             .increment(1);
@@ -165,8 +173,7 @@ pub(crate) fn released(c: &Ctx<'_>, epoch: u64, held: Duration, handed_off: bool
 /// A hold ended by the lock's loss (`cause`: `overdue`, `removed`,
 /// `replaced`, `connection_lost`).
 pub(crate) fn revoked(c: &Ctx<'_>, epoch: u64, held: Duration, cause: &'static str, ended: Stamp) {
-    metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => "revoked")
-        .record(held.as_secs_f64());
+    c.record_hold(held, "revoked");
     metrics::counter!(names::REVOCATIONS_TOTAL, "backend" => c.backend, "lane" => c.lane(), "cause" => cause)
         .increment(1);
     if events::on() {
@@ -192,8 +199,7 @@ pub(crate) fn release_failed(
     error: &dyn std::fmt::Display,
     ended: Stamp,
 ) {
-    metrics::histogram!(names::HOLD_SECONDS, "backend" => c.backend, "lane" => c.lane(), "end" => "release_failed")
-        .record(held.as_secs_f64());
+    c.record_hold(held, "release_failed");
     if events::on() {
         let error = error.to_string();
         events::log_at(
